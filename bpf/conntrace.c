@@ -1,0 +1,619 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * conntrace: per-socket TCP accounting on tracepoints, sockops and iterators.
+ *
+ * No kprobes and no fentry: they are unavailable on locked-down kernels.
+ *
+ *   tp_btf/inet_sock_set_state  connection lifecycle: starts tracking at
+ *                               SYN_SENT (active) and SYN_RECV->ESTABLISHED
+ *                               (passive), takes baselines at ESTABLISHED,
+ *                               emits the final record at CLOSE; remembers
+ *                               listeners (for the PID of accepted sockets).
+ *   tp_btf/tcp_destroy_sock     safety net: a tracked socket destroyed
+ *                               without a CLOSE transition is finished here.
+ *   sockops (cgroup v2 root)    enables the RTT callback on every socket and
+ *                               adds each RTT sample to the histogram.
+ *   iter/task_file              seeds connections (and listeners) that
+ *                               existed before start-up, in every netns; and
+ *                               on each scrape reads the live counters of
+ *                               every tracked socket a process holds, so
+ *                               values are exact at the time of the scrape,
+ *                               not of the last event. (Map iterators, e.g.
+ *                               iter/bpf_sk_storage_map, are refused on
+ *                               locked-down kernels; iter/tcp is per netns.)
+ *
+ * Per-socket state lives in socket local storage (sk_storage): the kernel
+ * frees it with the socket, so nothing leaks when a close is missed, and it
+ * is keyed by the socket, not by PID (the seed's PID-in-key bugs).
+ *
+ * Bytes are the kernel's own counters: bytes_acked (payload the peer
+ * acknowledged) and bytes_received (payload that arrived in order). Both
+ * also count the SYN and FIN sequence numbers; the SYN is removed by taking
+ * the baseline at ESTABLISHED, the FINs as described at sent_payload() and
+ * recv_payload().
+ */
+#include "include/conntrace_kernel.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define RTT_BUCKETS 32
+#define COMM_LEN 16
+
+enum conn_flag {
+	CONN_ESTABLISHED = 1,
+	CONN_CLOSED = 2,
+	CONN_PREEXISTING = 4,
+};
+
+enum conn_direction {
+	DIR_INCOMING = 1,
+	DIR_OUTGOING = 2,
+};
+
+/* Per-socket state, in socket local storage. */
+struct conn_state {
+	__u64 cookie;
+	__u64 start_ns;
+	__u64 base_acked;
+	__u64 base_received;
+	__u64 rtt_sum_us;
+	__u64 dump_session; /* last iterator session that reported it */
+	__u32 base_retrans;
+	__u32 gen;
+	__u32 pid;
+	__u32 netns;
+	__u32 rtt_buckets[RTT_BUCKETS];
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 family;
+	__u8 direction;
+	__u8 flags;
+	__u8 _pad;
+	char comm[COMM_LEN];
+};
+
+/* What user space reads: from the iterator (live) and the ring buffer (closed). */
+struct conn_record {
+	__u64 cookie;
+	__u64 ts_ns;
+	__u64 start_ns;
+	__u64 sent_bytes;
+	__u64 recv_bytes;
+	__u64 rtt_sum_us;
+	__u32 retransmits;
+	__u32 srtt_us;
+	__u32 rttvar_us;
+	__u32 gen;
+	__u32 pid;
+	__u32 netns;
+	__u32 rtt_buckets[RTT_BUCKETS];
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 family;
+	__u8 direction;
+	__u8 flags;
+	__u8 state;
+	char comm[COMM_LEN];
+};
+
+struct listener_key {
+	__u32 netns;
+	__u16 port;
+	__u16 _pad;
+};
+
+struct listener {
+	__u32 pid;
+	char comm[COMM_LEN];
+};
+
+/* Set by the loader. */
+volatile const __u32 max_tracked = 65536;
+volatile const __u8 collect_ipv6 = 1;
+
+/* Health counters, read by user space from .bss. */
+__u64 tracked;
+__u64 lost_tracked_full;
+__u64 lost_ring_buffer_full;
+__u64 listeners_full;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct conn_state);
+} conns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 23); /* resized by the loader */
+} closed_conns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct listener_key);
+	__type(value, struct listener);
+} listeners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct conn_record);
+} scratch SEC(".maps");
+
+/* Force BTF for the record type, which bpf2go turns into a Go struct. */
+const struct conn_record *unused_conn_record __attribute__((unused));
+
+static __always_inline bool is_v4mapped(const __u8 *a)
+{
+	__u32 w0, w1, w2;
+	__builtin_memcpy(&w0, a, 4);
+	__builtin_memcpy(&w1, a + 4, 4);
+	__builtin_memcpy(&w2, a + 8, 4);
+	return w0 == 0 && w1 == 0 && w2 == bpf_htonl(0x0000ffff);
+}
+
+static __always_inline void unmap_v4(__u8 *a)
+{
+	__builtin_memcpy(a, a + 12, 4);
+	__builtin_memset(a + 4, 0, 12);
+}
+
+/* read_endpoints fills addresses, ports, netns and family; false for a
+ * socket that is not traced (not IPv4/IPv6, or IPv6 when disabled).
+ * IPv4-mapped IPv6 sockets carry IPv4 traffic and are reported as IPv4. */
+static __always_inline bool read_endpoints(struct sock *sk, struct conn_state *st)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	st->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	st->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	st->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	__builtin_memset(st->saddr, 0, sizeof(st->saddr));
+	__builtin_memset(st->daddr, 0, sizeof(st->daddr));
+	if (family == AF_INET) {
+		__be32 s = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__be32 d = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__builtin_memcpy(st->saddr, &s, 4);
+		__builtin_memcpy(st->daddr, &d, 4);
+		st->family = AF_INET;
+		return true;
+	}
+	if (family != AF_INET6)
+		return false;
+	BPF_CORE_READ_INTO(&st->saddr, sk, __sk_common.skc_v6_rcv_saddr);
+	BPF_CORE_READ_INTO(&st->daddr, sk, __sk_common.skc_v6_daddr);
+	if (is_v4mapped(st->saddr) && is_v4mapped(st->daddr)) {
+		unmap_v4(st->saddr);
+		unmap_v4(st->daddr);
+		st->family = AF_INET;
+		return true;
+	}
+	if (!collect_ipv6)
+		return false;
+	st->family = AF_INET6;
+	return true;
+}
+
+static __always_inline bool is_tcp(struct sock *sk)
+{
+	return BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP;
+}
+
+static __always_inline void take_baselines(struct sock *sk, struct conn_state *st, bool retrans)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+
+	st->base_acked = BPF_CORE_READ(tp, bytes_acked);
+	st->base_received = BPF_CORE_READ(tp, bytes_received);
+	/* New connections report every retransmission, SYN ones too, as
+	 * TCP_INFO's tcpi_total_retrans does; pre-existing ones from now on. */
+	st->base_retrans = retrans ? BPF_CORE_READ(tp, total_retrans) : 0;
+}
+
+/* start_conn begins tracking sk, within the max_tracked budget. */
+static __always_inline struct conn_state *start_conn(struct sock *sk, __u8 direction, __u32 pid,
+						      const char *comm)
+{
+	struct conn_state *st = bpf_sk_storage_get(&conns, sk, 0, 0);
+	__u32 gen = 0;
+
+	if (st) {
+		if (!(st->flags & CONN_CLOSED))
+			return st; /* already tracked */
+		gen = st->gen + 1; /* socket reused for a new connection */
+	}
+	if (__sync_fetch_and_add(&tracked, 1) >= max_tracked) {
+		__sync_fetch_and_add(&tracked, -1);
+		__sync_fetch_and_add(&lost_tracked_full, 1);
+		return NULL;
+	}
+	if (!st)
+		st = bpf_sk_storage_get(&conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st) {
+		/* Lost a creation race (another CPU tracks it) or no memory. */
+		__sync_fetch_and_add(&tracked, -1);
+		return NULL;
+	}
+	__builtin_memset(st, 0, sizeof(*st));
+	if (!read_endpoints(sk, st)) {
+		st->flags = CONN_CLOSED;
+		__sync_fetch_and_add(&tracked, -1);
+		return NULL;
+	}
+	st->gen = gen;
+	st->cookie = bpf_get_socket_cookie(sk);
+	st->start_ns = bpf_ktime_get_ns();
+	st->direction = direction;
+	st->pid = pid;
+	__builtin_memcpy(st->comm, comm, COMM_LEN);
+	return st;
+}
+
+/*
+ * sent_payload: bytes_acked counts the SYN (removed by the baseline) and our
+ * FIN once acknowledged. The FIN is queued only in FIN_WAIT1, FIN_WAIT2,
+ * CLOSING and LAST_ACK (any later state comes from one of those), and is
+ * acknowledged when snd_una reaches write_seq. `state` is the state the socket
+ * was in (the old state at CLOSE). A live read (not final) races the kernel,
+ * so in states where the FIN may be acknowledged it assumes it is: a live
+ * value is never above the truth, and the final one is exact.
+ */
+static __always_inline __u64 sent_payload(struct tcp_sock *tp, struct conn_state *st, int state, bool final)
+{
+	__u32 una = BPF_CORE_READ(tp, snd_una);
+	__u32 wseq = BPF_CORE_READ(tp, write_seq);
+	__u64 acked = BPF_CORE_READ(tp, bytes_acked);
+	__u64 fin = 0;
+
+	switch (state) {
+	case TCP_FIN_WAIT2:
+	case TCP_TIME_WAIT:
+		fin = 1;
+		break;
+	case TCP_FIN_WAIT1:
+	case TCP_CLOSING:
+	case TCP_LAST_ACK:
+		fin = final ? (una == wseq) : 1;
+		break;
+	}
+	if (acked < st->base_acked + fin)
+		return 0;
+	return acked - st->base_acked - fin;
+}
+
+/*
+ * recv_payload: bytes_received counts the peer's FIN once it arrived in
+ * order; tcp_fin() then sets SOCK_DONE. The flag is read before the counter
+ * (the kernel writes them the other way round), so a read that sees the flag
+ * sees the FIN counted.
+ */
+static __always_inline __u64 recv_payload(struct sock *sk, struct tcp_sock *tp, struct conn_state *st)
+{
+	unsigned long flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
+	__u64 received = BPF_CORE_READ(tp, bytes_received);
+	__u64 fin = (flags >> bpf_core_enum_value(enum sock_flags, SOCK_DONE)) & 1;
+
+	if (received < st->base_received + fin)
+		return 0;
+	return received - st->base_received - fin;
+}
+
+static __always_inline void fill_record(struct conn_record *rec, struct sock *sk, struct conn_state *st,
+					int state, bool final)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	__u32 total_retrans;
+
+	rec->cookie = st->cookie;
+	rec->ts_ns = bpf_ktime_get_ns();
+	rec->start_ns = st->start_ns;
+	rec->state = state;
+	rec->flags = st->flags;
+	rec->gen = st->gen;
+	rec->pid = st->pid;
+	rec->netns = st->netns;
+	rec->sport = st->sport;
+	rec->dport = st->dport;
+	rec->family = st->family;
+	rec->direction = st->direction;
+	__builtin_memcpy(rec->saddr, st->saddr, 16);
+	__builtin_memcpy(rec->daddr, st->daddr, 16);
+	__builtin_memcpy(rec->comm, st->comm, COMM_LEN);
+	__builtin_memcpy(rec->rtt_buckets, st->rtt_buckets, sizeof(rec->rtt_buckets));
+	rec->rtt_sum_us = st->rtt_sum_us;
+	rec->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	rec->rttvar_us = BPF_CORE_READ(tp, mdev_us) >> 2;
+	if (!(st->flags & CONN_ESTABLISHED)) {
+		rec->sent_bytes = 0;
+		rec->recv_bytes = 0;
+		rec->retransmits = 0;
+		return;
+	}
+	rec->sent_bytes = sent_payload(tp, st, state, final);
+	rec->recv_bytes = recv_payload(sk, tp, st);
+	total_retrans = BPF_CORE_READ(tp, total_retrans);
+	rec->retransmits = total_retrans > st->base_retrans ? total_retrans - st->base_retrans : 0;
+}
+
+/* finish_conn emits the final record and stops tracking. */
+static __always_inline void finish_conn(struct sock *sk, struct conn_state *st, int state)
+{
+	struct conn_record *rec;
+
+	/* Flag first: once user space sees the record, no later iteration
+	 * reports the connection as live. */
+	st->flags |= CONN_CLOSED;
+	__sync_fetch_and_add(&tracked, -1);
+	rec = bpf_ringbuf_reserve(&closed_conns, sizeof(*rec), 0);
+	if (!rec) {
+		__sync_fetch_and_add(&lost_ring_buffer_full, 1);
+		return;
+	}
+	fill_record(rec, sk, st, state, true);
+	bpf_ringbuf_submit(rec, 0);
+}
+
+static __always_inline void remember_listener(struct sock *sk, __u32 pid, const char *comm)
+{
+	struct listener_key key = {
+		.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
+		.port = BPF_CORE_READ(sk, __sk_common.skc_num),
+	};
+	struct listener l = { .pid = pid };
+
+	__builtin_memcpy(l.comm, comm, COMM_LEN);
+	if (bpf_map_update_elem(&listeners, &key, &l, BPF_ANY))
+		__sync_fetch_and_add(&listeners_full, 1);
+}
+
+static __always_inline struct listener *find_listener(struct conn_state *st)
+{
+	struct listener_key key = { .netns = st->netns, .port = st->sport };
+
+	return bpf_map_lookup_elem(&listeners, &key);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(handle_set_state, const struct sock *csk, const int oldstate, const int newstate)
+{
+	struct sock *sk = (struct sock *)csk;
+	struct conn_state *st;
+	char comm[COMM_LEN];
+
+	if (!is_tcp(sk))
+		return 0;
+
+	switch (newstate) {
+	case TCP_LISTEN:
+		bpf_get_current_comm(comm, sizeof(comm));
+		remember_listener(sk, bpf_get_current_pid_tgid() >> 32, comm);
+		return 0;
+	case TCP_SYN_SENT:
+		/* connect(): process context, the PID is the connecting process. */
+		bpf_get_current_comm(comm, sizeof(comm));
+		start_conn(sk, DIR_OUTGOING, bpf_get_current_pid_tgid() >> 32, comm);
+		return 0;
+	case TCP_ESTABLISHED:
+		st = bpf_sk_storage_get(&conns, sk, 0, 0);
+		if (oldstate == TCP_SYN_RECV && (!st || (st->flags & CONN_CLOSED))) {
+			/* Passive open, in softirq: the PID is the listener's. */
+			struct conn_state tmp = {};
+			struct listener *l;
+
+			if (!read_endpoints(sk, &tmp))
+				return 0;
+			l = find_listener(&tmp);
+			if (l)
+				st = start_conn(sk, DIR_INCOMING, l->pid, l->comm);
+			else {
+				__builtin_memset(comm, 0, sizeof(comm));
+				st = start_conn(sk, DIR_INCOMING, 0, comm);
+			}
+		}
+		if (!st || (st->flags & CONN_CLOSED))
+			return 0;
+		take_baselines(sk, st, false);
+		st->flags |= CONN_ESTABLISHED;
+		return 0;
+	case TCP_CLOSE:
+		if (oldstate == TCP_LISTEN) {
+			struct listener_key key = {
+				.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
+				.port = BPF_CORE_READ(sk, __sk_common.skc_num),
+			};
+			bpf_map_delete_elem(&listeners, &key);
+			return 0;
+		}
+		st = bpf_sk_storage_get(&conns, sk, 0, 0);
+		if (st && !(st->flags & CONN_CLOSED))
+			finish_conn(sk, st, oldstate);
+		return 0;
+	}
+	return 0;
+}
+
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(handle_destroy_sock, struct sock *sk)
+{
+	struct conn_state *st = bpf_sk_storage_get(&conns, sk, 0, 0);
+
+	if (st && !(st->flags & CONN_CLOSED))
+		finish_conn(sk, st, BPF_CORE_READ(sk, __sk_common.skc_state));
+	return 0;
+}
+
+/* log2_bucket returns the smallest i with v <= 2^i, capped to the last bucket. */
+static __always_inline __u32 log2_bucket(__u32 v)
+{
+	__u32 r = 0, s;
+
+	if (v <= 1)
+		return 0;
+	v--;
+	s = (v > 0xFFFF) << 4; v >>= s; r |= s;
+	s = (v > 0xFF) << 3;   v >>= s; r |= s;
+	s = (v > 0xF) << 2;    v >>= s; r |= s;
+	s = (v > 0x3) << 1;    v >>= s; r |= s;
+	r |= (v >> 1);
+	r += 1;
+	return r < RTT_BUCKETS ? r : RTT_BUCKETS - 1;
+}
+
+SEC("sockops")
+int handle_sockops(struct bpf_sock_ops *skops)
+{
+	struct conn_state *st;
+	struct bpf_sock *sk;
+	__u32 mrtt, b;
+
+	switch (skops->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_RTT_CB_FLAG);
+		break;
+	case BPF_SOCK_OPS_RTT_CB:
+		sk = skops->sk;
+		if (!sk)
+			break;
+		st = bpf_sk_storage_get(&conns, sk, 0, 0);
+		if (!st || (st->flags & CONN_CLOSED))
+			break;
+		/* args[0] is the RTT sample in µs; the socket lock serialises
+		 * these updates. */
+		mrtt = skops->args[0];
+		b = log2_bucket(mrtt);
+		st->rtt_buckets[b & (RTT_BUCKETS - 1)]++;
+		st->rtt_sum_us += mrtt;
+		break;
+	}
+	return 1;
+}
+
+static __always_inline bool seedable_state(int state)
+{
+	switch (state) {
+	case TCP_ESTABLISHED:
+	case TCP_SYN_SENT:
+	case TCP_FIN_WAIT1:
+	case TCP_FIN_WAIT2:
+	case TCP_CLOSE_WAIT:
+	case TCP_LAST_ACK:
+	case TCP_CLOSING:
+		return true;
+	}
+	return false;
+}
+
+static __always_inline struct sock *task_file_tcp_sock(struct bpf_iter__task_file *ctx)
+{
+	struct socket *sock;
+	struct sock *sk;
+
+	if (!ctx->file || !ctx->task)
+		return NULL;
+	sock = bpf_sock_from_file(ctx->file);
+	if (!sock)
+		return NULL;
+	sk = sock->sk;
+	if (!sk || !is_tcp(sk))
+		return NULL;
+	return sk;
+}
+
+/* First seeding pass: listeners held by any process, in any netns. */
+SEC("iter/task_file")
+int seed_listeners(struct bpf_iter__task_file *ctx)
+{
+	struct sock *sk = task_file_tcp_sock(ctx);
+	struct task_struct *task = ctx->task;
+
+	if (!sk || !task)
+		return 0;
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN)
+		remember_listener(sk, task->tgid, task->comm);
+	return 0;
+}
+
+/* Second seeding pass: connections that existed before start-up. A socket
+ * bound to a port something listens on in its netns was accepted. */
+SEC("iter/task_file")
+int seed_conns(struct bpf_iter__task_file *ctx)
+{
+	struct sock *sk = task_file_tcp_sock(ctx);
+	struct task_struct *task = ctx->task;
+	struct conn_state tmp = {}, *st;
+	int state;
+	__u8 dir;
+
+	if (!sk || !task)
+		return 0;
+	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	if (!seedable_state(state))
+		return 0;
+	if (bpf_sk_storage_get(&conns, sk, 0, 0))
+		return 0; /* already tracked, or shared by several processes */
+	if (!read_endpoints(sk, &tmp))
+		return 0;
+	dir = find_listener(&tmp) ? DIR_INCOMING : DIR_OUTGOING;
+	st = start_conn(sk, dir, task->tgid, task->comm);
+	if (!st || state == TCP_SYN_SENT)
+		return 0; /* a SYN_SENT socket gets its baselines at ESTABLISHED */
+	take_baselines(sk, st, true);
+	st->flags |= CONN_ESTABLISHED | CONN_PREEXISTING;
+	return 0;
+}
+
+/* On each scrape: the live counters of every tracked socket a process
+ * holds. A socket shared by several descriptors is reported once per
+ * iteration. Sockets no process holds (orphans after close(), or not yet
+ * accepted) are not visited; user space keeps their last values until their
+ * close record arrives. */
+SEC("iter/task_file")
+int dump_conns(struct bpf_iter__task_file *ctx)
+{
+	struct sock *sk = task_file_tcp_sock(ctx);
+	struct task_struct *task = ctx->task;
+	struct conn_state *st;
+	struct conn_record *rec;
+	__u64 session;
+	__u32 zero = 0;
+	int state;
+
+	if (!sk || !task)
+		return 0;
+	st = bpf_sk_storage_get(&conns, sk, 0, 0);
+	if (!st || (st->flags & CONN_CLOSED))
+		return 0;
+	session = ctx->meta->session_id;
+	if (st->dump_session == session)
+		return 0;
+	st->dump_session = session;
+	if (!st->pid) {
+		/* Accepted before its listener was known: take the holder's. */
+		st->pid = task->tgid;
+		__builtin_memcpy(st->comm, task->comm, COMM_LEN);
+	}
+	/* The state is read before the counters: see sent_payload(). */
+	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	if (state == TCP_CLOSE)
+		return 0; /* closing right now: its final record is on the ring buffer */
+	rec = bpf_map_lookup_elem(&scratch, &zero);
+	if (!rec)
+		return 0;
+	fill_record(rec, sk, st, state, false);
+	bpf_seq_write(ctx->meta->seq, rec, sizeof(*rec));
+	return 0;
+}

@@ -1,0 +1,6 @@
+// Package bpf holds the eBPF programs of conntrace_exporter (conntrace.c) and
+// the Go bindings bpf2go generates for them. The generated files are
+// committed; `make generate` rebuilds them and CI fails if they differ.
+package bpf
+
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -mcpu=v3" -target bpfel -type conn_record -type conn_state Conntrace conntrace.c

@@ -1,0 +1,218 @@
+// Package nettest builds the network the kernel tests send real traffic over:
+// two network namespaces joined by a veth pair, with IPv4 and IPv6 addresses
+// from ranges reserved for testing (198.18.0.0/15, RFC 2544; fd00::/8 ULA).
+// Every namespace and link it creates is removed by t.Cleanup.
+package nettest
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync/atomic"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// RequireRoot skips a kernel test without root, except in CI where it fails:
+// a kernel test must never skip silently there.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("kernel test needs root, and CI=true: it must run")
+	}
+	t.Skip("kernel test needs root (loads BPF programs, creates network namespaces); run it with sudo")
+}
+
+var seq atomic.Uint32
+
+// Pair is two network namespaces, client and server, joined by veth.
+type Pair struct {
+	Client, Server         netns.NsHandle
+	ClientName, ServerName string
+	Client4, Server4       netip.Addr
+	Client6, Server6       netip.Addr
+}
+
+// NewPair creates the namespaces and the veth link between them.
+func NewPair(t testing.TB) *Pair {
+	t.Helper()
+	id := fmt.Sprintf("%d-%d", os.Getpid()%100000, seq.Add(1))
+	p := &Pair{
+		ClientName: "ctc-" + id,
+		ServerName: "cts-" + id,
+		Client4:    netip.MustParseAddr("198.18.0.1"),
+		Server4:    netip.MustParseAddr("198.18.0.2"),
+		Client6:    netip.MustParseAddr("fd00:c7::1"),
+		Server6:    netip.MustParseAddr("fd00:c7::2"),
+	}
+	var err error
+	if p.Client, err = newNamedNS(p.ClientName); err != nil {
+		t.Fatalf("creating netns %s: %v", p.ClientName, err)
+	}
+	t.Cleanup(func() { p.Client.Close(); netns.DeleteNamed(p.ClientName) })
+	if p.Server, err = newNamedNS(p.ServerName); err != nil {
+		t.Fatalf("creating netns %s: %v", p.ServerName, err)
+	}
+	t.Cleanup(func() { p.Server.Close(); netns.DeleteNamed(p.ServerName) })
+
+	// Link names are at most 15 bytes; the namespaces keep them apart.
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vc" + id}, PeerName: "vs" + id}
+	if len(veth.Name) > 15 || len(veth.PeerName) > 15 {
+		t.Fatalf("veth name %q too long", veth.Name)
+	}
+	if err := netlink.LinkAdd(veth); err != nil {
+		t.Fatalf("creating veth %s: %v", veth.Name, err)
+	}
+	// Deleting a namespace deletes the veth in it; this covers a failure
+	// before the move.
+	t.Cleanup(func() {
+		if l, err := netlink.LinkByName(veth.Name); err == nil {
+			netlink.LinkDel(l)
+		}
+	})
+	if err := p.setupEnd(veth.Name, p.Client, p.Client4, p.Client6); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.setupEnd(veth.PeerName, p.Server, p.Server4, p.Server6); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func newNamedNS(name string) (netns.NsHandle, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return 0, err
+	}
+	defer orig.Close()
+	ns, err := netns.NewNamed(name)
+	if err != nil {
+		return 0, err
+	}
+	if err := netns.Set(orig); err != nil {
+		// This thread is in the wrong namespace: never give it back.
+		runtime.LockOSThread()
+		return 0, fmt.Errorf("returning to the original netns: %w", err)
+	}
+	return ns, nil
+}
+
+func (p *Pair) setupEnd(name string, ns netns.NsHandle, a4, a6 netip.Addr) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("finding %s: %w", name, err)
+	}
+	if err := netlink.LinkSetNsFd(l, int(ns)); err != nil {
+		return fmt.Errorf("moving %s into its netns: %w", name, err)
+	}
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return fmt.Errorf("netlink handle in netns: %w", err)
+	}
+	defer h.Close()
+	if lo, err := h.LinkByName("lo"); err == nil {
+		h.LinkSetUp(lo)
+	}
+	l, err = h.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("finding %s in its netns: %w", name, err)
+	}
+	for _, a := range []struct {
+		addr netip.Addr
+		bits int
+	}{{a4, 24}, {a6, 64}} {
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.addr.AsSlice(), Mask: net.CIDRMask(a.bits, a.addr.BitLen())}}
+		if a.addr.Is6() {
+			addr.Flags = unix.IFA_F_NODAD
+		}
+		if err := h.AddrAdd(l, addr); err != nil {
+			return fmt.Errorf("adding %s to %s: %w", a.addr, name, err)
+		}
+	}
+	if err := h.LinkSetUp(l); err != nil {
+		return fmt.Errorf("bringing up %s: %w", name, err)
+	}
+	return nil
+}
+
+// Do runs f on an OS thread inside ns. Sockets f creates stay in ns and can
+// be used from any goroutine afterwards.
+func Do(ns netns.NsHandle, f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		// The thread is not unlocked: if Set back failed it must die with
+		// the goroutine, never run other code in the wrong namespace.
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(ns); err != nil {
+			errc <- err
+			return
+		}
+		ferr := f()
+		if err := netns.Set(orig); err != nil {
+			errc <- errors.Join(ferr, err)
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// Listen opens a listener in the server namespace.
+func (p *Pair) Listen(network, addr string) (net.Listener, error) {
+	var l net.Listener
+	err := Do(p.Server, func() (err error) { l, err = net.Listen(network, addr); return })
+	return l, err
+}
+
+// Dial connects from the client namespace.
+func (p *Pair) Dial(network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := Do(p.Client, func() (err error) { c, err = net.Dial(network, addr); return })
+	return c, err
+}
+
+// NSPath is the bind-mount path of ns, for `ip netns exec` and nsenter.
+func (p *Pair) NSPath(ns netns.NsHandle) string {
+	if ns == p.Client {
+		return "/run/netns/" + p.ClientName
+	}
+	return "/run/netns/" + p.ServerName
+}
+
+// TCPInfo returns the kernel's TCP_INFO of a connection.
+func TCPInfo(c net.Conn) (*unix.TCPInfo, error) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return nil, fmt.Errorf("%T is not a *net.TCPConn", c)
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var info *unix.TCPInfo
+	var gerr error
+	if err := rc.Control(func(fd uintptr) {
+		info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}); err != nil {
+		return nil, err
+	}
+	return info, gerr
+}

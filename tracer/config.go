@@ -1,0 +1,98 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config holds the settings of the tracer. Field names follow the seed where
+// the seed had the same setting.
+type Config struct {
+	// CollectTCPConns traces TCP connections.
+	CollectTCPConns bool
+	// CollectIPv6Conns traces IPv6 connections (IPv4-mapped IPv6 sockets
+	// carry IPv4 traffic and are always traced as IPv4).
+	CollectIPv6Conns bool
+	// TCPConnTimeout is how long a tracked connection that no process holds
+	// (an orphan after close(), a socket not yet accepted) keeps being
+	// reported with its last values while waiting for its close record.
+	// Past it, the connection is forgotten. Every close is reported by a
+	// tracepoint, so this only matters when a close record was lost.
+	TCPConnTimeout time.Duration
+	// MaxTrackedConnections bounds the connections tracked in the kernel.
+	// Connections beyond it are counted in conntrace_lost_total{reason="tracked_connections_full"}.
+	MaxTrackedConnections uint32
+	// MaxClosedConnectionsBuffered bounds, per client, the closed
+	// connections held between two calls of that client.
+	MaxClosedConnectionsBuffered int
+	// MaxConnectionsStateBuffered bounds, per client, the per-connection
+	// baselines used to compute deltas.
+	MaxConnectionsStateBuffered int
+	// ClientStateExpiry drops a client not seen for this long.
+	ClientStateExpiry time.Duration
+	// MaxClients bounds the clients held at once; a new client beyond it is
+	// refused until one expires.
+	MaxClients int
+	// ProcRoot is the root of the proc file system (to find network
+	// namespaces and processes).
+	ProcRoot string
+	// CgroupPath is the cgroup v2 directory the sockops program attaches to.
+	// Empty means: the root of the first cgroup2 mount in /proc/self/mountinfo.
+	CgroupPath string
+	// ClosedRingBufferBytes is the size of the kernel ring buffer that carries
+	// closed connections to user space (a power of two, multiple of the page size).
+	ClosedRingBufferBytes uint32
+	// BPFDebug makes the verifier log available in load errors.
+	BPFDebug bool
+}
+
+// NewDefaultConfig returns the default configuration.
+func NewDefaultConfig() *Config {
+	return &Config{
+		CollectTCPConns:              true,
+		CollectIPv6Conns:             true,
+		TCPConnTimeout:               2 * time.Minute,
+		MaxTrackedConnections:        65536,
+		MaxClosedConnectionsBuffered: 50000,
+		MaxConnectionsStateBuffered:  75000,
+		ClientStateExpiry:            10 * time.Minute,
+		MaxClients:                   16,
+		ProcRoot:                     "/proc",
+		ClosedRingBufferBytes:        8 << 20,
+	}
+}
+
+// Validate checks every field and names the first one out of range.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.TCPConnTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("TCPConnTimeout %s: must be at least 1s", c.TCPConnTimeout))
+	}
+	if c.MaxTrackedConnections < 1 || c.MaxTrackedConnections > 1<<24 {
+		errs = append(errs, fmt.Errorf("MaxTrackedConnections %d: must be between 1 and %d", c.MaxTrackedConnections, 1<<24))
+	}
+	if c.MaxClosedConnectionsBuffered < 1 {
+		errs = append(errs, fmt.Errorf("MaxClosedConnectionsBuffered %d: must be at least 1", c.MaxClosedConnectionsBuffered))
+	}
+	if c.MaxConnectionsStateBuffered < 1 {
+		errs = append(errs, fmt.Errorf("MaxConnectionsStateBuffered %d: must be at least 1", c.MaxConnectionsStateBuffered))
+	}
+	if c.ClientStateExpiry < time.Second {
+		errs = append(errs, fmt.Errorf("ClientStateExpiry %s: must be at least 1s", c.ClientStateExpiry))
+	}
+	if c.MaxClients < 1 {
+		errs = append(errs, fmt.Errorf("MaxClients %d: must be at least 1", c.MaxClients))
+	}
+	if c.ProcRoot == "" {
+		errs = append(errs, errors.New("ProcRoot: must not be empty"))
+	}
+	rb := c.ClosedRingBufferBytes
+	if rb < 4096 || rb&(rb-1) != 0 {
+		errs = append(errs, fmt.Errorf("ClosedRingBufferBytes %d: must be a power of two of at least 4096", rb))
+	}
+	if !c.CollectTCPConns {
+		errs = append(errs, errors.New("CollectTCPConns: is false and TCP is the only protocol traced so far: nothing would be traced"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,286 @@
+package tracer
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+)
+
+// ConnectionType is the transport protocol of a connection.
+type ConnectionType uint8
+
+const (
+	// TCP connection type.
+	TCP ConnectionType = 0
+	// UDP connection type.
+	UDP ConnectionType = 1
+)
+
+func (t ConnectionType) String() string {
+	switch t {
+	case TCP:
+		return "tcp"
+	case UDP:
+		return "udp"
+	}
+	return fmt.Sprintf("type(%d)", uint8(t))
+}
+
+// ConnectionFamily is the address family of a connection.
+type ConnectionFamily uint8
+
+const (
+	// AFINET is IPv4 (IPv4-mapped IPv6 sockets are reported as IPv4).
+	AFINET ConnectionFamily = 0
+	// AFINET6 is IPv6.
+	AFINET6 ConnectionFamily = 1
+)
+
+func (f ConnectionFamily) String() string {
+	if f == AFINET6 {
+		return "ipv6"
+	}
+	return "ipv4"
+}
+
+// ConnectionDirection says which side opened the connection.
+type ConnectionDirection uint8
+
+const (
+	// INCOMING is a connection a peer opened to this host (passive open).
+	INCOMING ConnectionDirection = 1
+	// OUTGOING is a connection this host opened (active open).
+	OUTGOING ConnectionDirection = 2
+	// LOCAL is a connection whose both ends are on this host.
+	LOCAL ConnectionDirection = 3
+	// NONE is a connection without a direction.
+	NONE ConnectionDirection = 4
+)
+
+func (d ConnectionDirection) String() string {
+	switch d {
+	case INCOMING:
+		return "incoming"
+	case OUTGOING:
+		return "outgoing"
+	case LOCAL:
+		return "local"
+	}
+	return "none"
+}
+
+// NumRTTBuckets is the number of log2 RTT buckets the kernel keeps per
+// connection. Bucket i counts samples s (in µs) with 2^(i-1) < s <= 2^i;
+// bucket 0 counts s <= 1µs and the last bucket everything above 2^(N-2)µs.
+const NumRTTBuckets = 32
+
+// RTTBucketUpperBoundMicros is the inclusive upper bound of bucket i in µs.
+// The last bucket is unbounded (+Inf).
+func RTTBucketUpperBoundMicros(i int) uint64 { return uint64(1) << uint(i) }
+
+// RTTHistogram holds RTT samples: non-cumulative log2 buckets and the sum.
+type RTTHistogram struct {
+	Buckets   [NumRTTBuckets]uint32
+	SumMicros uint64
+}
+
+// Count is the number of samples in the histogram.
+func (h *RTTHistogram) Count() uint64 {
+	var n uint64
+	for _, b := range h.Buckets {
+		n += uint64(b)
+	}
+	return n
+}
+
+// Add adds o into h.
+func (h *RTTHistogram) Add(o *RTTHistogram) {
+	for i := range h.Buckets {
+		h.Buckets[i] += o.Buckets[i]
+	}
+	h.SumMicros += o.SumMicros
+}
+
+// ConnKey identifies one connection for its whole life: the kernel's socket
+// cookie, and a generation that changes when a socket is reused for a new
+// connection (connect(AF_UNSPEC) then connect again keeps the cookie).
+type ConnKey struct {
+	Cookie     uint64
+	Generation uint32
+}
+
+func (k ConnKey) String() string { return fmt.Sprintf("%d/%d", k.Cookie, k.Generation) }
+
+// ConnectionStats stores statistics for a single connection. The field names
+// follow the seed: Monotonic* are the totals since the tracer first saw the
+// connection, Last* the change since the previous call of the same client.
+type ConnectionStats struct {
+	Source netip.Addr
+	Dest   netip.Addr
+
+	MonotonicSentBytes uint64
+	LastSentBytes      uint64
+	MonotonicRecvBytes uint64
+	LastRecvBytes      uint64
+
+	// LastUpdateEpoch is when these values were read, in nanoseconds of
+	// CLOCK_MONOTONIC (the kernel's bpf_ktime_get_ns).
+	LastUpdateEpoch uint64
+	// StartEpoch is when the tracer first saw the connection (CLOCK_MONOTONIC ns).
+	StartEpoch uint64
+
+	MonotonicRetransmits uint32
+	LastRetransmits      uint32
+
+	// RTT and RTTVar are the kernel's smoothed RTT and mean deviation, in µs.
+	RTT    uint32
+	RTTVar uint32
+
+	// MonotonicRTT holds every RTT sample the kernel took on this connection
+	// since the tracer saw it open; LastRTT the samples since the last call.
+	MonotonicRTT RTTHistogram
+	LastRTT      RTTHistogram
+
+	// Lifecycle counters (0 or 1 per connection) that go through the same
+	// per-client delta machinery as bytes, so that each client counts each
+	// opening, closing and failure exactly once.
+	MonotonicOpened uint32
+	LastOpened      uint32
+	MonotonicClosed uint32
+	LastClosed      uint32
+	MonotonicFailed uint32
+	LastFailed      uint32
+
+	Pid   uint32
+	Comm  string
+	NetNS uint32
+	SPort uint16
+	DPort uint16
+
+	Type      ConnectionType
+	Family    ConnectionFamily
+	Direction ConnectionDirection
+
+	Key ConnKey
+	// Established is true once the TCP handshake completed.
+	Established bool
+	// Closed is true for a connection reported by its close event.
+	Closed bool
+	// Preexisting is true for a connection that was open before the
+	// tracer started; its counters start at the tracer's start.
+	Preexisting bool
+}
+
+// setLifecycle derives the lifecycle counters from the flags.
+func (c *ConnectionStats) setLifecycle() {
+	c.MonotonicOpened, c.MonotonicClosed, c.MonotonicFailed = 0, 0, 0
+	switch {
+	case c.Closed && !c.Established:
+		c.MonotonicFailed = 1
+	case c.Established:
+		if !c.Preexisting {
+			c.MonotonicOpened = 1
+		}
+		if c.Closed {
+			c.MonotonicClosed = 1
+		}
+	}
+}
+
+// ByteKey returns the seed's binary key of the connection:
+//
+//	32b PID | 16b SPORT | 16b DPORT | 4b family | 4b type | src addr | dst addr
+//
+// followed by what the seed lacked and this tracer keys on: 32b netns,
+// 64b socket cookie and 32b generation. Only debug output uses it; the
+// state is keyed by ConnKey.
+func (c ConnectionStats) ByteKey(buf *bytes.Buffer) ([]byte, error) {
+	buf.Reset()
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], uint64(c.Pid)<<32|uint64(c.SPort)<<16|uint64(c.DPort))
+	buf.Write(b[:])
+	buf.WriteByte(byte(c.Family)<<4 | byte(c.Type))
+	if !c.Source.IsValid() || !c.Dest.IsValid() {
+		return nil, fmt.Errorf("connection %s has no address", c.Key)
+	}
+	if c.Family == AFINET {
+		s, d := c.Source.Unmap().As4(), c.Dest.Unmap().As4()
+		buf.Write(s[:])
+		buf.Write(d[:])
+	} else {
+		s, d := c.Source.As16(), c.Dest.As16()
+		buf.Write(s[:])
+		buf.Write(d[:])
+	}
+	binary.LittleEndian.PutUint32(b[:4], c.NetNS)
+	buf.Write(b[:4])
+	binary.LittleEndian.PutUint64(b[:], c.Key.Cookie)
+	buf.Write(b[:])
+	binary.LittleEndian.PutUint32(b[:4], c.Key.Generation)
+	buf.Write(b[:4])
+	return buf.Bytes(), nil
+}
+
+// BeautifyKey returns a human-readable form of a ByteKey, for debug output.
+func BeautifyKey(key string) string {
+	k := []byte(key)
+	if len(k) < 9 {
+		return fmt.Sprintf("invalid key %x: %d bytes, want at least 9", k, len(k))
+	}
+	head := binary.LittleEndian.Uint64(k[:8])
+	pid, sport, dport := uint32(head>>32), uint16(head>>16), uint16(head)
+	family, typ := ConnectionFamily(k[8]>>4), ConnectionType(k[8]&0xf)
+	alen := 4
+	if family == AFINET6 {
+		alen = 16
+	}
+	rest := k[9:]
+	if len(rest) != 2*alen+16 {
+		return fmt.Sprintf("invalid key %x: %d address and id bytes, want %d", k, len(rest), 2*alen+16)
+	}
+	src, _ := netip.AddrFromSlice(rest[:alen])
+	dst, _ := netip.AddrFromSlice(rest[alen : 2*alen])
+	rest = rest[2*alen:]
+	netns := binary.LittleEndian.Uint32(rest[:4])
+	cookie := binary.LittleEndian.Uint64(rest[4:12])
+	gen := binary.LittleEndian.Uint32(rest[12:16])
+	return fmt.Sprintf("p:%d|src:%s|dst:%s|f:%d|t:%d|netns:%d|cookie:%d/%d",
+		pid, netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport), family, typ, netns, cookie, gen)
+}
+
+// ConnectionSummary returns a one-line summary of a connection. names maps
+// addresses to names (reverse DNS); it may be nil.
+func ConnectionSummary(c ConnectionStats, names map[netip.Addr][]string) string {
+	addr := func(a netip.Addr) string {
+		if n := names[a]; len(n) > 0 {
+			return strings.Join(n, ",")
+		}
+		return a.String()
+	}
+	s := fmt.Sprintf("[%s] [PID: %d] [%s:%d ⇄ %s:%d] (%s) %s sent (+%s), %s received (+%s)",
+		strings.ToUpper(c.Type.String()), c.Pid,
+		addr(c.Source), c.SPort, addr(c.Dest), c.DPort, c.Direction,
+		humanize.Bytes(c.MonotonicSentBytes), humanize.Bytes(c.LastSentBytes),
+		humanize.Bytes(c.MonotonicRecvBytes), humanize.Bytes(c.LastRecvBytes))
+	if c.Type == TCP {
+		s += fmt.Sprintf(", %d retransmits (+%d), RTT %s (± %s)",
+			c.MonotonicRetransmits, c.LastRetransmits,
+			time.Duration(c.RTT)*time.Microsecond, time.Duration(c.RTTVar)*time.Microsecond)
+	}
+	return s
+}
+
+func (c ConnectionStats) String() string { return ConnectionSummary(c, nil) }
+
+// Connections is what GetActiveConnections returns to one client.
+type Connections struct {
+	Conns []ConnectionStats
+	// NewClient is true on a client's first call: its deltas are all zero,
+	// and whatever the caller accumulated for that client must restart.
+	NewClient bool
+}

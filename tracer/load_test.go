@@ -1,0 +1,50 @@
+package tracer
+
+import (
+	"os"
+	"testing"
+
+	"github.com/go-kit/log"
+
+	"github.com/conntrace/conntrace_exporter/internal/nettest"
+)
+
+func newTestTracer(t testing.TB, mod func(*Config)) *Tracer {
+	t.Helper()
+	nettest.RequireRoot(t)
+	cfg := NewDefaultConfig()
+	cfg.BPFDebug = true
+	if mod != nil {
+		mod(cfg)
+	}
+	tr, err := New(cfg, log.NewLogfmtLogger(os.Stderr))
+	if err != nil {
+		t.Fatalf("starting the tracer: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := tr.Close(); err != nil {
+			t.Errorf("closing the tracer: %v", err)
+		}
+	})
+	return tr
+}
+
+func TestLoadAttachAndClose(t *testing.T) {
+	tr := newTestTracer(t, nil)
+	want := map[string]string{
+		"handle_set_state": "tp_btf", "handle_destroy_sock": "tp_btf", "handle_sockops": "sockops",
+		"dump_conns": "iter", "seed_listeners": "iter", "seed_conns": "iter",
+	}
+	got := map[string]string{}
+	for _, a := range tr.Attachments() {
+		got[a.Program] = a.Attach
+	}
+	for p, mode := range want {
+		if got[p] != mode {
+			t.Errorf("program %s attached as %q, want %q (all: %v)", p, got[p], mode, tr.Attachments())
+		}
+	}
+	if _, err := tr.GetActiveConnections("load-test"); err != nil {
+		t.Fatalf("first read: %v", err)
+	}
+}

@@ -1,0 +1,457 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// DEBUGCLIENT is the client ID used by debug endpoints.
+const DEBUGCLIENT = "-1"
+
+// ErrTooManyClients is returned (wrapped, with the limit in the message) by
+// Connections when a new client arrives while MaxClients clients are held.
+var ErrTooManyClients = errors.New("too many clients")
+
+// NetworkState turns the tracer's monotonic counters into per-client deltas.
+//
+// Each client (an HTTP client ID) has its own baselines, so several scrapers
+// each see every byte, retransmit, RTT sample, opening, closing and failure
+// exactly once. Connections closed between two calls of a client are buffered
+// for that client and merged into its next call.
+type NetworkState interface {
+	// Connections returns, for clientID, the connections given (the active set
+	// read from the kernel just now, with Monotonic* filled) merged with the
+	// closed connections buffered for that client, with Last* deltas filled.
+	//
+	// Connections takes ownership of active: it fills the lifecycle counters
+	// and Last* in place, and the slice it returns may share active's backing
+	// array (closed connections are appended). The caller must not use active
+	// afterwards, nor hand the same slice to another call.
+	//
+	// On a client's first call newClient is true and every Last* is zero.
+	// When the client is unknown and MaxClients clients are held, it returns
+	// an error wrapping ErrTooManyClients and changes nothing else.
+	Connections(clientID string, now time.Time, active []ConnectionStats) (conns []ConnectionStats, newClient bool, err error)
+	// StoreClosedConnection buffers a closed connection for every existing client.
+	StoreClosedConnection(conn ConnectionStats)
+	// RemoveClient drops a client and everything held for it.
+	RemoveClient(clientID string)
+	// RemoveExpiredClients drops the clients whose last call is older than
+	// ClientStateExpiry.
+	RemoveExpiredClients(now time.Time)
+	// RemoveConnections deletes the baselines of keys in every client.
+	RemoveConnections(keys []ConnKey)
+	// GetStats returns the state's health, for debug output.
+	GetStats() map[string]interface{}
+	// DumpState returns a client's baselines, for debug output.
+	DumpState(clientID string) map[string]interface{}
+	// Lost returns monotonic counts of what the state failed to count, by reason
+	// (tracer.LostClosedBufferFull, LostClientStateFull, LostClientRejected).
+	Lost() map[string]uint64
+	// Clients returns how many clients are held.
+	Clients() int
+}
+
+// baseline is what a client saw of one connection at its previous call: the
+// connection's monotonic counters. It holds no pointer, so the garbage
+// collector does not scan the slabs of baselines.
+type baseline struct {
+	key ConnKey
+	// mark is the client's call number that last saw the key active;
+	// baselines not marked by a call are deleted at its end.
+	mark    uint64
+	sent    uint64
+	recv    uint64
+	retrans uint32
+	opened  uint32
+	closed  uint32
+	failed  uint32
+	rtt     RTTHistogram
+}
+
+type client struct {
+	lastFetch time.Time
+	// closed holds the connections closed since the client's last call.
+	closed map[ConnKey]ConnectionStats
+	// index maps a key to its baseline in slab; free lists the unused slab
+	// slots. A slab instead of map values: a baseline is larger than what a
+	// map stores inline (128 bytes), so map values would allocate each.
+	index map[ConnKey]int32
+	slab  []baseline
+	free  []int32
+	// calls counts the client's calls; see baseline.mark.
+	calls uint64
+}
+
+func newClient() *client {
+	return &client{
+		closed: make(map[ConnKey]ConnectionStats),
+		index:  make(map[ConnKey]int32),
+	}
+}
+
+func (c *client) baseline(k ConnKey) *baseline {
+	if i, ok := c.index[k]; ok {
+		return &c.slab[i]
+	}
+	return nil
+}
+
+// addBaseline stores conn's monotonic counters as the baseline of its key,
+// which must not have one yet.
+func (c *client) addBaseline(conn *ConnectionStats) {
+	var i int32
+	if n := len(c.free); n > 0 {
+		i = c.free[n-1]
+		c.free = c.free[:n-1]
+	} else {
+		c.slab = append(c.slab, baseline{})
+		i = int32(len(c.slab) - 1)
+	}
+	b := &c.slab[i]
+	b.key = conn.Key
+	b.mark = c.calls
+	b.set(conn)
+	c.index[conn.Key] = i
+}
+
+func (c *client) deleteBaseline(k ConnKey) {
+	i, ok := c.index[k]
+	if !ok {
+		return
+	}
+	delete(c.index, k)
+	c.free = append(c.free, i)
+}
+
+// set makes conn's monotonic counters the baseline.
+func (b *baseline) set(conn *ConnectionStats) {
+	b.sent = conn.MonotonicSentBytes
+	b.recv = conn.MonotonicRecvBytes
+	b.retrans = conn.MonotonicRetransmits
+	b.opened = conn.MonotonicOpened
+	b.closed = conn.MonotonicClosed
+	b.failed = conn.MonotonicFailed
+	b.rtt = conn.MonotonicRTT
+}
+
+type telemetry struct {
+	statsResets       uint64
+	unorderedConns    uint64
+	closedConnDropped uint64 // LostClosedBufferFull
+	connDropped       uint64 // LostClientStateFull
+	clientsRejected   uint64 // LostClientRejected
+}
+
+type networkState struct {
+	mu      sync.Mutex
+	clients map[string]*client
+	tel     telemetry
+	// pending is scratch space for Connections: the positions of the
+	// connections that have no baseline yet.
+	pending []int
+
+	clientExpiry   time.Duration
+	maxClosedConns int
+	maxClientStats int
+	maxClients     int
+}
+
+// NewNetworkState returns an empty state using cfg's ClientStateExpiry,
+// MaxClosedConnectionsBuffered, MaxConnectionsStateBuffered and MaxClients.
+// A nil cfg means NewDefaultConfig().
+func NewNetworkState(cfg *Config) NetworkState {
+	if cfg == nil {
+		cfg = NewDefaultConfig()
+	}
+	return &networkState{
+		clients:        make(map[string]*client),
+		clientExpiry:   cfg.ClientStateExpiry,
+		maxClosedConns: cfg.MaxClosedConnectionsBuffered,
+		maxClientStats: cfg.MaxConnectionsStateBuffered,
+		maxClients:     cfg.MaxClients,
+	}
+}
+
+func (ns *networkState) Connections(clientID string, now time.Time, active []ConnectionStats) ([]ConnectionStats, bool, error) {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+
+	ns.removeExpiredClients(now)
+
+	c, ok := ns.clients[clientID]
+	if !ok {
+		if len(ns.clients) >= ns.maxClients {
+			ns.tel.clientsRejected++
+			return nil, false, fmt.Errorf("%w: %d held, the limit (--tracer.max-clients)", ErrTooManyClients, len(ns.clients))
+		}
+		c = newClient()
+		ns.clients[clientID] = c
+		ns.firstCall(c, now, active)
+		return active, true, nil
+	}
+
+	c.calls++
+	c.lastFetch = now
+
+	// Active connections. One whose key is also closed is stale: the closed
+	// one, newer, replaces it. Those without a baseline wait until the
+	// baselines of vanished connections are deleted.
+	n, marked := 0, 0
+	ns.pending = ns.pending[:0]
+	for i := range active {
+		if len(c.closed) > 0 {
+			if _, stale := c.closed[active[i].Key]; stale {
+				continue
+			}
+		}
+		if n != i {
+			active[n] = active[i]
+		}
+		conn := &active[n]
+		conn.setLifecycle()
+		if b := c.baseline(conn.Key); b != nil {
+			ns.delta(b, conn)
+			b.mark = c.calls
+			marked++
+		} else {
+			ns.pending = append(ns.pending, n)
+		}
+		n++
+	}
+	out := active[:n]
+
+	// Closed connections: a last delta, then the baseline goes.
+	for _, conn := range c.closed {
+		conn.setLifecycle()
+		if b := c.baseline(conn.Key); b != nil {
+			ns.delta(b, &conn)
+			c.deleteBaseline(conn.Key)
+		} else {
+			setLastToMonotonic(&conn)
+		}
+		out = append(out, conn)
+	}
+	if len(c.closed) > 0 {
+		// A new map rather than clear(): a map never shrinks, and this one
+		// may have held a burst of closed connections.
+		c.closed = make(map[ConnKey]ConnectionStats)
+	}
+
+	// Keep only the baselines of the active set.
+	if marked < len(c.index) {
+		for k, i := range c.index {
+			if c.slab[i].mark != c.calls {
+				delete(c.index, k)
+				c.free = append(c.free, i)
+			}
+		}
+	}
+
+	// New connections: everything they carry happened since the last call.
+	for _, i := range ns.pending {
+		conn := &out[i]
+		if _, dup := c.index[conn.Key]; dup {
+			// The same key twice in active: the first one counted it.
+			zeroLast(conn)
+			continue
+		}
+		if len(c.index) >= ns.maxClientStats {
+			// Reporting Last = Monotonic without a baseline would count the
+			// same traffic again on every call: count the loss instead, and
+			// retry on the next call.
+			ns.tel.connDropped++
+			zeroLast(conn)
+			continue
+		}
+		setLastToMonotonic(conn)
+		c.addBaseline(conn)
+	}
+	return out, false, nil
+}
+
+// firstCall takes the baselines of a new client: it sees no delta yet.
+func (ns *networkState) firstCall(c *client, now time.Time, active []ConnectionStats) {
+	c.lastFetch = now
+	for i := range active {
+		conn := &active[i]
+		conn.setLifecycle()
+		zeroLast(conn)
+		if _, dup := c.index[conn.Key]; dup {
+			continue
+		}
+		if len(c.index) >= ns.maxClientStats {
+			ns.tel.connDropped++
+			continue
+		}
+		c.addBaseline(conn)
+	}
+}
+
+// delta sets conn's Last* to its Monotonic* minus the baseline, then moves
+// the baseline to Monotonic*. A counter below its baseline (the kernel's
+// entry was replaced) counts a stats reset and is reported whole.
+func (ns *networkState) delta(b *baseline, conn *ConnectionStats) {
+	reset := false
+	conn.LastSentBytes = sub64(conn.MonotonicSentBytes, b.sent, &reset)
+	conn.LastRecvBytes = sub64(conn.MonotonicRecvBytes, b.recv, &reset)
+	conn.LastRetransmits = sub32(conn.MonotonicRetransmits, b.retrans, &reset)
+	conn.LastOpened = sub32(conn.MonotonicOpened, b.opened, &reset)
+	conn.LastClosed = sub32(conn.MonotonicClosed, b.closed, &reset)
+	conn.LastFailed = sub32(conn.MonotonicFailed, b.failed, &reset)
+	for i, v := range conn.MonotonicRTT.Buckets {
+		conn.LastRTT.Buckets[i] = sub32(v, b.rtt.Buckets[i], &reset)
+	}
+	conn.LastRTT.SumMicros = sub64(conn.MonotonicRTT.SumMicros, b.rtt.SumMicros, &reset)
+	if reset {
+		ns.tel.statsResets++
+	}
+	b.set(conn)
+}
+
+func sub64(mono, base uint64, reset *bool) uint64 {
+	if mono < base {
+		*reset = true
+		return mono
+	}
+	return mono - base
+}
+
+func sub32(mono, base uint32, reset *bool) uint32 {
+	if mono < base {
+		*reset = true
+		return mono
+	}
+	return mono - base
+}
+
+func setLastToMonotonic(conn *ConnectionStats) {
+	conn.LastSentBytes = conn.MonotonicSentBytes
+	conn.LastRecvBytes = conn.MonotonicRecvBytes
+	conn.LastRetransmits = conn.MonotonicRetransmits
+	conn.LastRTT = conn.MonotonicRTT
+	conn.LastOpened = conn.MonotonicOpened
+	conn.LastClosed = conn.MonotonicClosed
+	conn.LastFailed = conn.MonotonicFailed
+}
+
+func zeroLast(conn *ConnectionStats) {
+	conn.LastSentBytes = 0
+	conn.LastRecvBytes = 0
+	conn.LastRetransmits = 0
+	conn.LastRTT = RTTHistogram{}
+	conn.LastOpened = 0
+	conn.LastClosed = 0
+	conn.LastFailed = 0
+}
+
+func (ns *networkState) StoreClosedConnection(conn ConnectionStats) {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	for _, c := range ns.clients {
+		if prev, ok := c.closed[conn.Key]; ok {
+			if conn.LastUpdateEpoch < prev.LastUpdateEpoch {
+				ns.tel.unorderedConns++
+				continue
+			}
+			c.closed[conn.Key] = conn
+			continue
+		}
+		if len(c.closed) >= ns.maxClosedConns {
+			ns.tel.closedConnDropped++
+			continue
+		}
+		c.closed[conn.Key] = conn
+	}
+}
+
+func (ns *networkState) RemoveClient(clientID string) {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	delete(ns.clients, clientID)
+}
+
+func (ns *networkState) RemoveExpiredClients(now time.Time) {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	ns.removeExpiredClients(now)
+}
+
+func (ns *networkState) removeExpiredClients(now time.Time) {
+	for id, c := range ns.clients {
+		if now.Sub(c.lastFetch) > ns.clientExpiry {
+			delete(ns.clients, id)
+		}
+	}
+}
+
+func (ns *networkState) RemoveConnections(keys []ConnKey) {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	for _, c := range ns.clients {
+		for _, k := range keys {
+			c.deleteBaseline(k)
+		}
+	}
+}
+
+func (ns *networkState) GetStats() map[string]interface{} {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	clients := make(map[string]interface{}, len(ns.clients))
+	for id, c := range ns.clients {
+		clients[id] = map[string]int64{
+			"stats":              int64(len(c.index)),
+			"closed_connections": int64(len(c.closed)),
+			"last_fetch":         c.lastFetch.Unix(),
+		}
+	}
+	return map[string]interface{}{
+		"clients": clients,
+		"telemetry": map[string]uint64{
+			"stats_resets":        ns.tel.statsResets,
+			"unordered_conns":     ns.tel.unorderedConns,
+			"closed_conn_dropped": ns.tel.closedConnDropped,
+			"conn_dropped":        ns.tel.connDropped,
+			"clients_rejected":    ns.tel.clientsRejected,
+		},
+		"current_time": time.Now().Unix(),
+	}
+}
+
+func (ns *networkState) DumpState(clientID string) map[string]interface{} {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	data := map[string]interface{}{}
+	c, ok := ns.clients[clientID]
+	if !ok {
+		return data
+	}
+	for k, i := range c.index {
+		b := &c.slab[i]
+		data[k.String()] = map[string]uint64{
+			"total_sent":        b.sent,
+			"total_recv":        b.recv,
+			"total_retransmits": uint64(b.retrans),
+		}
+	}
+	return data
+}
+
+func (ns *networkState) Lost() map[string]uint64 {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	return map[string]uint64{
+		LostClosedBufferFull: ns.tel.closedConnDropped,
+		LostClientStateFull:  ns.tel.connDropped,
+		LostClientRejected:   ns.tel.clientsRejected,
+	}
+}
+
+func (ns *networkState) Clients() int {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	return len(ns.clients)
+}

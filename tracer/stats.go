@@ -1,0 +1,47 @@
+package tracer
+
+// Reasons for conntrace_lost_total. Every place where the tracer can fail to
+// count something has one.
+const (
+	// LostTrackedConnectionsFull: a new connection found the tracked
+	// connection limit (MaxTrackedConnections) reached and is not traced.
+	LostTrackedConnectionsFull = "tracked_connections_full"
+	// LostRingBufferFull: a closed connection's final record did not fit in
+	// the ring buffer; the bytes since the last scrape of that connection are lost.
+	LostRingBufferFull = "ring_buffer_full"
+	// LostClosedBufferFull: a client's closed-connection buffer
+	// (MaxClosedConnectionsBuffered) was full; that client misses the
+	// connection's last delta.
+	LostClosedBufferFull = "closed_buffer_full"
+	// LostClientStateFull: a client's baseline store
+	// (MaxConnectionsStateBuffered) was full; that client misses the
+	// connection's traffic until a slot frees.
+	LostClientStateFull = "client_state_full"
+	// LostClientRejected: a scrape from a new client was refused because
+	// MaxClients clients are held.
+	LostClientRejected = "client_rejected"
+	// LostDecodeError: a record from the kernel could not be decoded.
+	LostDecodeError = "decode_error"
+)
+
+// LostReasons lists every reason, so that each is exported from the start.
+var LostReasons = []string{
+	LostTrackedConnectionsFull,
+	LostRingBufferFull,
+	LostClosedBufferFull,
+	LostClientStateFull,
+	LostClientRejected,
+	LostDecodeError,
+}
+
+// Stats is the health of the tracer, for the exporter's own metrics.
+type Stats struct {
+	// TrackedConnections is the number of connections tracked in the kernel now.
+	TrackedConnections uint64
+	// TrackedConnectionsLimit is MaxTrackedConnections.
+	TrackedConnectionsLimit uint64
+	// Lost counts, per reason (see LostReasons), what was not counted.
+	Lost map[string]uint64
+	// Clients is the number of NetworkState clients held.
+	Clients int
+}

@@ -1,0 +1,318 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+
+	"github.com/conntrace/conntrace_exporter/bpf"
+)
+
+// Attachment describes one attached BPF program, for the start-up log and
+// conntrace_bpf_program_info.
+type Attachment struct {
+	Program string // program name in the object
+	Hook    string // e.g. "sock/inet_sock_set_state", "cgroup /sys/fs/cgroup/unified"
+	Attach  string // e.g. "tp_btf", "sockops", "iter"
+}
+
+// Tracer traces TCP connections with eBPF: it owns the loaded programs,
+// their links and maps, and the NetworkState of its clients.
+type Tracer struct {
+	cfg    *Config
+	logger log.Logger
+
+	objs        bpf.ConntraceObjects
+	links       []link.Link
+	attachments []Attachment
+	dumpIter    *link.Iter
+	closedRd    *ringbuf.Reader
+	done        chan struct{}
+
+	state NetworkState
+
+	mu     sync.Mutex // serialises reads of the kernel state and known
+	known  *known
+	decode uint64 // records that could not be decoded (under mu)
+}
+
+// New checks the prerequisites, loads and attaches the programs, seeds the
+// connections that already exist and starts reading closed connections.
+func New(cfg *Config, logger log.Logger) (*Tracer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cgroupPath, err := checkPrerequisites(cfg)
+	if err != nil {
+		return nil, err
+	}
+	t := &Tracer{
+		cfg:    cfg,
+		logger: logger,
+		state:  NewNetworkState(cfg),
+		known:  newKnown(),
+		done:   make(chan struct{}),
+	}
+	if err := t.load(); err != nil {
+		return nil, err
+	}
+	if err := t.attach(cgroupPath); err != nil {
+		t.Close()
+		return nil, err
+	}
+	if err := t.seed(); err != nil {
+		t.Close()
+		return nil, err
+	}
+	t.closedRd, err = ringbuf.NewReader(t.objs.ClosedConns)
+	if err != nil {
+		t.Close()
+		return nil, fmt.Errorf("opening the closed-connection ring buffer: %w", err)
+	}
+	go t.readClosed()
+	return t, nil
+}
+
+func (t *Tracer) load() error {
+	spec, err := bpf.LoadConntrace()
+	if err != nil {
+		return fmt.Errorf("reading the embedded BPF object: %w", err)
+	}
+	if err := spec.Variables["max_tracked"].Set(t.cfg.MaxTrackedConnections); err != nil {
+		return fmt.Errorf("setting max_tracked: %w", err)
+	}
+	ipv6 := uint8(0)
+	if t.cfg.CollectIPv6Conns {
+		ipv6 = 1
+	}
+	if err := spec.Variables["collect_ipv6"].Set(ipv6); err != nil {
+		return fmt.Errorf("setting collect_ipv6: %w", err)
+	}
+	spec.Maps["closed_conns"].MaxEntries = t.cfg.ClosedRingBufferBytes
+	opts := &ebpf.CollectionOptions{}
+	if t.cfg.BPFDebug {
+		opts.Programs.LogLevel = ebpf.LogLevelInstruction
+	}
+	if err := spec.LoadAndAssign(&t.objs, opts); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return fmt.Errorf("the kernel's verifier refused a BPF program: %+v", ve)
+		}
+		return fmt.Errorf("loading the BPF programs and maps: %w", err)
+	}
+	return nil
+}
+
+func (t *Tracer) attach(cgroupPath string) error {
+	tps := []struct {
+		prog *ebpf.Program
+		name string
+		hook string
+	}{
+		{t.objs.HandleSetState, "handle_set_state", "sock/inet_sock_set_state"},
+		{t.objs.HandleDestroySock, "handle_destroy_sock", "tcp/tcp_destroy_sock"},
+	}
+	for _, tp := range tps {
+		l, err := link.AttachTracing(link.TracingOptions{Program: tp.prog, AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			return fmt.Errorf("attaching %s to the BTF tracepoint %s: %w", tp.name, tp.hook, err)
+		}
+		t.links = append(t.links, l)
+		t.attachments = append(t.attachments, Attachment{Program: tp.name, Hook: tp.hook, Attach: "tp_btf"})
+	}
+	l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: ebpf.AttachCGroupSockOps, Program: t.objs.HandleSockops})
+	if err != nil {
+		return fmt.Errorf("attaching handle_sockops to the cgroup v2 root %s: %w", cgroupPath, err)
+	}
+	t.links = append(t.links, l)
+	t.attachments = append(t.attachments, Attachment{Program: "handle_sockops", Hook: "cgroup " + cgroupPath, Attach: "sockops"})
+
+	it, err := link.AttachIter(link.IterOptions{Program: t.objs.DumpConns})
+	if err != nil {
+		return fmt.Errorf("attaching the task_file iterator dump_conns: %w", err)
+	}
+	t.dumpIter = it
+	t.links = append(t.links, it)
+	t.attachments = append(t.attachments, Attachment{Program: "dump_conns", Hook: "task_file (each scrape)", Attach: "iter"})
+	return nil
+}
+
+// seed finds the connections that existed before start-up: a first pass over
+// every process's files records listeners, a second one tracks connections.
+// The tracepoints are already attached, so nothing opened meanwhile is missed.
+func (t *Tracer) seed() error {
+	for _, p := range []struct {
+		prog *ebpf.Program
+		name string
+	}{{t.objs.SeedListeners, "seed_listeners"}, {t.objs.SeedConns, "seed_conns"}} {
+		it, err := link.AttachIter(link.IterOptions{Program: p.prog})
+		if err != nil {
+			return fmt.Errorf("attaching the task_file iterator %s: %w", p.name, err)
+		}
+		err = drainIter(it)
+		it.Close()
+		if err != nil {
+			return fmt.Errorf("running the task_file iterator %s: %w", p.name, err)
+		}
+		t.attachments = append(t.attachments, Attachment{Program: p.name, Hook: "task_file (once, at start-up)", Attach: "iter"})
+	}
+	return nil
+}
+
+func drainIter(it *link.Iter) error {
+	rd, err := it.Open()
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+	_, err = io.Copy(io.Discard, rd)
+	return err
+}
+
+// readClosed moves closed connections from the ring buffer to the state.
+func (t *Tracer) readClosed() {
+	defer close(t.done)
+	var rec ringbuf.Record
+	for {
+		if err := t.closedRd.ReadInto(&rec); err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) {
+				return
+			}
+			level.Warn(t.logger).Log("msg", "reading the closed-connection ring buffer", "err", err)
+			continue
+		}
+		recs, err := decodeRecords(rec.RawSample)
+		t.mu.Lock()
+		if err != nil || len(recs) != 1 {
+			t.decode++
+			t.mu.Unlock()
+			level.Warn(t.logger).Log("msg", "undecodable closed-connection record", "bytes", len(rec.RawSample), "err", err)
+			continue
+		}
+		c := toConnectionStats(&recs[0])
+		t.known.closed(&c, time.Now())
+		t.mu.Unlock()
+		t.state.StoreClosedConnection(c)
+	}
+}
+
+// readActive runs the iterator: the live counters of every tracked socket a
+// process holds, read now, completed by the last values of the others.
+// Callers hold t.mu.
+func (t *Tracer) readActive(now time.Time) ([]ConnectionStats, error) {
+	rd, err := t.dumpIter.Open()
+	if err != nil {
+		return nil, fmt.Errorf("opening the connection iterator: %w", err)
+	}
+	defer rd.Close()
+	buf, err := io.ReadAll(rd)
+	if err != nil {
+		return nil, fmt.Errorf("reading the connection iterator: %w", err)
+	}
+	recs, err := decodeRecords(buf)
+	if err != nil {
+		t.decode++
+		return nil, err
+	}
+	conns := make([]ConnectionStats, 0, len(recs))
+	t.known.beginRead()
+	for i := range recs {
+		c := toConnectionStats(&recs[i])
+		if t.known.live(&c, now) {
+			conns = append(conns, c)
+		}
+	}
+	conns, expired := t.known.endRead(conns, now, t.cfg.TCPConnTimeout)
+	if len(expired) > 0 {
+		t.state.RemoveConnections(expired)
+	}
+	return conns, nil
+}
+
+// GetActiveConnections returns clientID's view: active and recently closed
+// connections with deltas since that client's previous call.
+func (t *Tracer) GetActiveConnections(clientID string) (*Connections, error) {
+	now := time.Now()
+	t.mu.Lock()
+	active, err := t.readActive(now)
+	t.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	conns, newClient, err := t.state.Connections(clientID, now, active)
+	if err != nil {
+		return nil, err
+	}
+	return &Connections{Conns: conns, NewClient: newClient}, nil
+}
+
+// DebugNetworkMaps returns the connections in the kernel now, without any
+// client state (the seed's debug view).
+func (t *Tracer) DebugNetworkMaps() (*Connections, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	conns, err := t.readActive(time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return &Connections{Conns: conns}, nil
+}
+
+// RemoveClient drops a client's state.
+func (t *Tracer) RemoveClient(clientID string) { t.state.RemoveClient(clientID) }
+
+// State returns the NetworkState, for debug endpoints.
+func (t *Tracer) State() NetworkState { return t.state }
+
+// Stats returns the tracer's health.
+func (t *Tracer) Stats() Stats {
+	s := Stats{
+		TrackedConnectionsLimit: uint64(t.cfg.MaxTrackedConnections),
+		Lost:                    make(map[string]uint64, len(LostReasons)),
+		Clients:                 t.state.Clients(),
+	}
+	var v uint64
+	if t.objs.Tracked.Get(&v) == nil {
+		s.TrackedConnections = v
+	}
+	if t.objs.LostTrackedFull.Get(&v) == nil {
+		s.Lost[LostTrackedConnectionsFull] = v
+	}
+	if t.objs.LostRingBufferFull.Get(&v) == nil {
+		s.Lost[LostRingBufferFull] = v
+	}
+	for reason, n := range t.state.Lost() {
+		s.Lost[reason] += n
+	}
+	t.mu.Lock()
+	s.Lost[LostDecodeError] = t.decode
+	t.mu.Unlock()
+	return s
+}
+
+// Attachments lists the attached programs.
+func (t *Tracer) Attachments() []Attachment { return t.attachments }
+
+// Close detaches every program and frees every map. Links are bpf_links, so
+// nothing stays attached even if the process dies; nothing is pinned.
+func (t *Tracer) Close() error {
+	var errs []error
+	if t.closedRd != nil {
+		errs = append(errs, t.closedRd.Close())
+		<-t.done
+	}
+	for i := len(t.links) - 1; i >= 0; i-- {
+		errs = append(errs, t.links[i].Close())
+	}
+	t.links = nil
+	errs = append(errs, t.objs.Close())
+	return errors.Join(errs...)
+}

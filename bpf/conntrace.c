@@ -533,20 +533,6 @@ static __always_inline struct sock *task_file_tcp_sock(struct bpf_iter__task_fil
 	return sk;
 }
 
-/* First seeding pass: listeners held by any process, in any netns. */
-SEC("iter/task_file")
-int seed_listeners(struct bpf_iter__task_file *ctx)
-{
-	struct sock *sk = task_file_tcp_sock(ctx);
-	struct task_struct *task = ctx->task;
-
-	if (!sk || !task)
-		return 0;
-	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN)
-		remember_listener(sk, task->tgid, task->comm);
-	return 0;
-}
-
 /* Second seeding pass: connections that existed before start-up. A socket
  * bound to a port something listens on in its netns was accepted. */
 SEC("iter/task_file")
@@ -573,6 +559,34 @@ int seed_conns(struct bpf_iter__task_file *ctx)
 		return 0; /* a SYN_SENT socket gets its baselines at ESTABLISHED */
 	take_baselines(sk, st, true);
 	st->flags |= CONN_ESTABLISHED | CONN_PREEXISTING;
+	return 0;
+}
+
+/* First seeding pass: listeners held by any process, in any netns. */
+SEC("iter/task_file")
+int seed_listeners(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct socket *sock;
+	struct sock *sk;
+	__u16 proto;
+
+	if (!ctx->file || !task)
+		return 0;
+	sock = bpf_sock_from_file(ctx->file);
+	if (!sock)
+		return 0;
+	sk = sock->sk;
+	if (!sk)
+		return 0;
+	/* An MPTCP listener (Go listens with MPTCP by default since 1.24)
+	 * holds the TCP listener inside; it has the same port and netns, and
+	 * its accepted fallback connections are plain TCP sockets. */
+	proto = BPF_CORE_READ(sk, sk_protocol);
+	if (proto != IPPROTO_TCP && proto != IPPROTO_MPTCP)
+		return 0;
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN)
+		remember_listener(sk, task->tgid, task->comm);
 	return 0;
 }
 

@@ -61,7 +61,9 @@ type baseline struct {
 	key ConnKey
 	// mark is the client's call number that last saw the key active;
 	// baselines not marked by a call are deleted at its end.
-	mark    uint64
+	mark uint64
+	// closing is set while the key's closed record is being merged.
+	closing bool
 	sent    uint64
 	recv    uint64
 	retrans uint32
@@ -113,6 +115,7 @@ func (c *client) addBaseline(conn *ConnectionStats) {
 	b := &c.slab[i]
 	b.key = conn.Key
 	b.mark = c.calls
+	b.closing = false
 	b.set(conn)
 	c.index[conn.Key] = i
 }
@@ -196,13 +199,25 @@ func (ns *networkState) Connections(clientID string, now time.Time, active []Con
 	c.calls++
 	c.lastFetch = now
 
+	// Flag the baselines of the closed connections, so that the active loop
+	// recognizes their stale entries without a lookup in c.closed each.
+	for k := range c.closed {
+		if b := c.baseline(k); b != nil {
+			b.closing = true
+		}
+	}
+
 	// Active connections. One whose key is also closed is stale: the closed
 	// one, newer, replaces it. Those without a baseline wait until the
 	// baselines of vanished connections are deleted.
 	n, marked := 0, 0
 	ns.pending = ns.pending[:0]
 	for i := range active {
-		if len(c.closed) > 0 {
+		b := c.baseline(active[i].Key)
+		if b != nil && b.closing {
+			continue // stale
+		}
+		if b == nil && len(c.closed) > 0 {
 			if _, stale := c.closed[active[i].Key]; stale {
 				continue
 			}
@@ -212,7 +227,7 @@ func (ns *networkState) Connections(clientID string, now time.Time, active []Con
 		}
 		conn := &active[n]
 		conn.setLifecycle()
-		if b := c.baseline(conn.Key); b != nil {
+		if b != nil {
 			ns.delta(b, conn)
 			b.mark = c.calls
 			marked++

@@ -64,6 +64,7 @@ enum {
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
+#define IPPROTO_MPTCP 262
 
 /* enum sock_flags: SOCK_DONE is set by tcp_fin() when the peer's FIN
  * arrives in order. Read with bpf_core_enum_value where it matters. */

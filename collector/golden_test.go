@@ -1,0 +1,264 @@
+package collector
+
+import (
+	"bytes"
+	"flag"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/conntrace/conntrace_exporter/tracer"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// goldenScenario fills src with connections of every kind, for a client
+// whose first scrape sees them already open; next() then changes them as
+// between two scrapes.
+func goldenScenario(src *fakeSource) (next func()) {
+	// Outgoing TCP/IPv4 to a service on 443, with RTT samples in the
+	// first exported bucket (<= 8µs), in the middle and above 2^24µs.
+	c1 := conn(1, tracer.TCP, tracer.OUTGOING, "10.0.0.1:40000", "192.0.2.10:443")
+	c1.Preexisting = true
+	// Incoming TCP/IPv6 on local port 8080 from an ephemeral port.
+	c3 := conn(3, tracer.TCP, tracer.INCOMING, "[2001:db8::1]:8080", "[2001:db8::2]:51000")
+	// An IPv4 connection on an IPv6 socket: v4-mapped addresses.
+	c4 := conn(4, tracer.TCP, tracer.OUTGOING, "[::ffff:10.0.0.1]:40002", "[::ffff:198.51.100.7]:5432")
+	// UDP, and a local connection.
+	c6 := conn(6, tracer.UDP, tracer.OUTGOING, "10.0.0.1:40003", "192.0.2.53:53")
+	c7 := conn(7, tracer.TCP, tracer.LOCAL, "127.0.0.1:45000", "127.0.0.1:9090")
+	for _, c := range []tracer.ConnectionStats{c1, c3, c4, c6, c7} {
+		c.MonotonicSentBytes = 123456 // before the client's first scrape: never counted
+		src.set(c)
+	}
+
+	return func() {
+		src.update(c1.Key, func(c *tracer.ConnectionStats) {
+			c.MonotonicSentBytes += 1000
+			c.MonotonicRecvBytes += 5000
+			c.MonotonicRetransmits += 2
+			c.MonotonicRTT.Buckets[0] += 1  // <= 1µs
+			c.MonotonicRTT.Buckets[3] += 1  // <= 8µs
+			c.MonotonicRTT.Buckets[10] += 3 // <= 1.024ms
+			c.MonotonicRTT.Buckets[24] += 1 // <= 16.777216s
+			c.MonotonicRTT.Buckets[25] += 1 // > 2^24µs: +Inf only
+			c.MonotonicRTT.SumMicros += 1 + 7 + 3*1000 + 16_000_000 + 20_000_000
+		})
+		// A second connection to the same service: same label set. It
+		// opens and closes between the scrapes.
+		c2 := conn(2, tracer.TCP, tracer.OUTGOING, "10.0.0.1:40001", "192.0.2.10:443")
+		c2.MonotonicSentBytes, c2.MonotonicRecvBytes = 200, 300
+		c2.MonotonicRTT.Buckets[9] = 2
+		c2.MonotonicRTT.SumMicros = 2 * 400
+		src.set(c2)
+		src.close(c2.Key)
+		// A failed connect.
+		c5 := conn(5, tracer.TCP, tracer.OUTGOING, "10.0.0.1:40004", "203.0.113.9:80")
+		c5.Established = false
+		src.set(c5)
+		src.close(c5.Key)
+		src.update(c3.Key, func(c *tracer.ConnectionStats) {
+			c.MonotonicSentBytes += 70
+			c.MonotonicRecvBytes += 7000
+		})
+		src.update(c4.Key, func(c *tracer.ConnectionStats) { c.MonotonicRecvBytes += 44 })
+		src.update(c6.Key, func(c *tracer.ConnectionStats) {
+			c.MonotonicSentBytes += 60
+			c.MonotonicRecvBytes += 600
+		})
+		// The local connection closes: its label set stays, gauge 0.
+		src.update(c7.Key, func(c *tracer.ConnectionStats) { c.MonotonicSentBytes += 1 })
+		src.close(c7.Key)
+		src.stats = tracer.Stats{
+			TrackedConnections:      4,
+			TrackedConnectionsLimit: 65536,
+			Lost:                    map[string]uint64{tracer.LostRingBufferFull: 3},
+		}
+	}
+}
+
+var buildInfoRE = regexp.MustCompile(`(?m)^(conntrace_exporter_build_info\{.*\}) 1$`)
+var labelValueRE = regexp.MustCompile(`="[^"]*"`)
+
+// normalize replaces what depends on the build (the build info labels).
+func normalize(body string) string {
+	return buildInfoRE.ReplaceAllStringFunc(body, func(line string) string {
+		return labelValueRE.ReplaceAllString(line, `="X"`)
+	})
+}
+
+// compareGolden compares got with testdata/name, or rewrites it with -update.
+func compareGolden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("output differs from %s (run go test -update to accept it):\n%s", path, lineDiff(string(want), got))
+	}
+}
+
+// lineDiff lists the lines only in want (-) and only in got (+).
+func lineDiff(want, got string) string {
+	in := func(s string) map[string]bool {
+		m := map[string]bool{}
+		for _, l := range strings.Split(s, "\n") {
+			m[l] = true
+		}
+		return m
+	}
+	w, g := in(want), in(got)
+	var b strings.Builder
+	for _, l := range strings.Split(want, "\n") {
+		if !g[l] {
+			b.WriteString("- " + l + "\n")
+		}
+	}
+	for _, l := range strings.Split(got, "\n") {
+		if !w[l] {
+			b.WriteString("+ " + l + "\n")
+		}
+	}
+	return b.String()
+}
+
+// TestGolden scrapes the handler twice for one client and compares both
+// bodies with the golden files: the first scrape of a client counts
+// nothing, the second the changes since.
+func TestGolden(t *testing.T) {
+	src := newFakeSource()
+	next := goldenScenario(src)
+	h := NewHandler(src, WithExporterMetrics(false))
+
+	code, body := scrape(t, h, "golden")
+	if code != http.StatusOK {
+		t.Fatalf("status %d: %s", code, body)
+	}
+	compareGolden(t, "first_scrape.prom", normalize(body))
+
+	next()
+	code, body = scrape(t, h, "golden")
+	if code != http.StatusOK {
+		t.Fatalf("status %d: %s", code, body)
+	}
+	compareGolden(t, "second_scrape.prom", normalize(body))
+}
+
+// TestGoldenGatherAndCompare checks the traffic collector alone, through a
+// pedantic registry, against the same golden file.
+func TestGoldenGatherAndCompare(t *testing.T) {
+	src := newFakeSource()
+	next := goldenScenario(src)
+	o := defaultOptions()
+	e := newExporter(src, &o)
+	if _, err := e.scrape("golden"); err != nil {
+		t.Fatal(err)
+	}
+	next()
+
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(trafficCollector{e: e, clientID: "golden"}, newHealthCollector(src))
+	want, err := os.ReadFile(filepath.Join("testdata", "second_scrape.prom"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The golden file also has the build info, which is not registered
+	// here: compare the metrics the two collectors yield.
+	names := []string{
+		"conntrace_sent_bytes_total", "conntrace_received_bytes_total", "conntrace_retransmits_total",
+		"conntrace_rtt_seconds", "conntrace_connections", "conntrace_connections_opened_total",
+		"conntrace_connections_closed_total", "conntrace_connection_failures_total",
+		"conntrace_tracked_connections", "conntrace_tracked_connections_limit", "conntrace_lost_total",
+		"conntrace_clients",
+	}
+	if err := testutil.GatherAndCompare(reg, bytes.NewReader(want), names...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLint runs promlint on every metric the collectors yield.
+func TestLint(t *testing.T) {
+	src := newFakeSource()
+	next := goldenScenario(src)
+	o := defaultOptions()
+	e := newExporter(src, &o)
+	if _, err := e.scrape("lint"); err != nil {
+		t.Fatal(err)
+	}
+	next()
+	for name, c := range map[string]prometheus.Collector{
+		"traffic": trafficCollector{e: e, clientID: "lint"},
+		"health":  newHealthCollector(src),
+	} {
+		problems, err := testutil.CollectAndLint(c)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for _, p := range problems {
+			t.Errorf("%s: %s: %s", name, p.Metric, p.Text)
+		}
+	}
+}
+
+// TestPedanticRegistry registers everything the handler serves in a
+// pedantic registry, which checks every metric against its description.
+func TestPedanticRegistry(t *testing.T) {
+	src := newFakeSource()
+	next := goldenScenario(src)
+	o := defaultOptions()
+	e := newExporter(src, &o)
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(trafficCollector{e: e, clientID: "p"}, newHealthCollector(src))
+	if _, err := reg.Gather(); err != nil {
+		t.Fatal(err)
+	}
+	next()
+	if _, err := reg.Gather(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPromtoolCheckMetrics runs promtool check metrics on the handler's
+// whole output, exporter metrics included.
+func TestPromtoolCheckMetrics(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		promtool = "/usr/bin/promtool"
+		if _, err := os.Stat(promtool); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatal("promtool not found (install Debian's prometheus package): required in CI")
+			}
+			t.Skip("promtool not found (install Debian's prometheus package); skipped outside CI")
+		}
+	}
+	src := newFakeSource()
+	next := goldenScenario(src)
+	h := NewHandler(src)
+	scrape(t, h, "promtool")
+	next()
+	code, body := scrape(t, h, "promtool")
+	if code != http.StatusOK {
+		t.Fatalf("status %d: %s", code, body)
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(body)
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Fatalf("promtool check metrics: %v\n%s", err, out)
+	}
+}

@@ -1,0 +1,147 @@
+package collector
+
+import (
+	"errors"
+	"fmt"
+	stdlog "log"
+	"net/http"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/conntrace/conntrace_exporter/tracer"
+)
+
+// Option configures NewHandler.
+type Option func(*options)
+
+type options struct {
+	expiry          time.Duration
+	maxInFlight     int
+	exporterMetrics bool
+	logger          log.Logger
+	now             func() time.Time
+}
+
+func defaultOptions() options {
+	return options{
+		expiry:          tracer.NewDefaultConfig().ClientStateExpiry,
+		exporterMetrics: true,
+		logger:          log.NewNopLogger(),
+		now:             time.Now,
+	}
+}
+
+// WithClientStateExpiry drops a client not scraped for d, here and in the
+// source (pass the tracer's ClientStateExpiry). 0 keeps clients forever.
+func WithClientStateExpiry(d time.Duration) Option {
+	return func(o *options) { o.expiry = d }
+}
+
+// WithMaxRequestsInFlight bounds the scrapes served at once; more get a 503.
+// 0 means no limit.
+func WithMaxRequestsInFlight(n int) Option {
+	return func(o *options) { o.maxInFlight = n }
+}
+
+// WithExporterMetrics enables (default) or disables the exporter's own
+// metrics: go_*, process_* and promhttp_*.
+func WithExporterMetrics(enabled bool) Option {
+	return func(o *options) { o.exporterMetrics = enabled }
+}
+
+// WithLogger sets the logger (default: none).
+func WithLogger(l log.Logger) Option {
+	return func(o *options) { o.logger = l }
+}
+
+// withClock sets the clock used for client expiry (tests).
+func withClock(now func() time.Time) Option {
+	return func(o *options) { o.now = now }
+}
+
+type handler struct {
+	e        *exporter
+	shared   *prometheus.Registry
+	inFlight chan struct{}
+	errorLog promhttp.Logger
+	logger   log.Logger
+}
+
+// NewHandler returns the metrics handler. Each request is one scrape of the
+// client ClientID(r): a registry made for the request holds that client's
+// traffic metrics, and a shared registry holds what has no client (the
+// tracer's health, build info and, unless disabled, the Go, process and
+// promhttp metrics).
+//
+// If the source refuses the client's view, the scrape fails as a whole with
+// a 503 (too many clients) or a 500 whose body names the reason, rather than
+// serving a partial view.
+func NewHandler(src Source, opts ...Option) http.Handler {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+
+	h := &handler{
+		e:        newExporter(src, &o),
+		shared:   prometheus.NewRegistry(),
+		errorLog: stdlog.New(log.NewStdlibAdapter(level.Error(o.logger)), "", 0),
+		logger:   o.logger,
+	}
+	if o.maxInFlight > 0 {
+		h.inFlight = make(chan struct{}, o.maxInFlight)
+	}
+	h.shared.MustRegister(
+		newHealthCollector(src),
+		versioncollector.NewCollector("conntrace_exporter"),
+	)
+	if !o.exporterMetrics {
+		return h
+	}
+	h.shared.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return promhttp.InstrumentMetricHandler(h.shared, h)
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// The in-flight limit is ours, not promhttp's: HandlerOpts'
+	// MaxRequestsInFlight counts per promhttp handler, and there is one per
+	// request here.
+	if h.inFlight != nil {
+		select {
+		case h.inFlight <- struct{}{}:
+			defer func() { <-h.inFlight }()
+		default:
+			http.Error(w, fmt.Sprintf("Limit of concurrent requests reached (%d), try again later.", cap(h.inFlight)),
+				http.StatusServiceUnavailable)
+			return
+		}
+	}
+
+	clientID := ClientID(r)
+	ms, err := h.e.scrape(clientID)
+	if err != nil {
+		code := http.StatusInternalServerError
+		if errors.Is(err, tracer.ErrTooManyClients) {
+			code = http.StatusServiceUnavailable
+		}
+		level.Warn(h.logger).Log("msg", "Scrape refused", "client", clientID, "err", err)
+		http.Error(w, "conntrace_exporter: "+err.Error(), code)
+		return
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(scrapedCollector{descs: h.e.descs, metrics: ms})
+	promhttp.HandlerFor(prometheus.Gatherers{reg, h.shared}, promhttp.HandlerOpts{
+		ErrorLog:      h.errorLog,
+		ErrorHandling: promhttp.HTTPErrorOnError,
+	}).ServeHTTP(w, r)
+}

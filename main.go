@@ -1,0 +1,153 @@
+// Command conntrace_exporter traces TCP connections with eBPF and serves,
+// per scrape client, per-peer counters of bytes, retransmits and RTT.
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web"
+	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
+	slgk "github.com/tjhop/slog-gokit"
+
+	"github.com/conntrace/conntrace_exporter/collector"
+	"github.com/conntrace/conntrace_exporter/tracer"
+)
+
+const name = "conntrace_exporter"
+
+func main() {
+	var (
+		metricsPath = kingpin.Flag("web.telemetry-path", "Path under which to expose metrics.").
+				Default("/metrics").String()
+		maxRequests = kingpin.Flag("web.max-requests", "Maximum number of parallel scrape requests. Use 0 to disable.").
+				Default("40").Int()
+		disableExporterMetrics = kingpin.Flag("web.disable-exporter-metrics", "Exclude metrics about the exporter itself (promhttp_*, process_*, go_*).").
+					Bool()
+		logLevel = kingpin.Flag("log.level", "Only log messages with the given severity or above. One of: [debug, info, warn, error]").
+				Default("info").Enum("debug", "info", "warn", "error")
+		logFormat = kingpin.Flag("log.format", "Output format of log messages. One of: [logfmt, json]").
+				Default("logfmt").Enum("logfmt", "json")
+		toolkitFlags = kingpinflag.AddFlags(kingpin.CommandLine, ":9476")
+		cfg          = collector.AddTracerFlags(kingpin.CommandLine)
+	)
+	kingpin.CommandLine.Name = name
+	kingpin.CommandLine.Help = "Traces TCP connections with eBPF and serves per-peer counters, per scrape client, to Prometheus."
+	kingpin.Version(version.Print(name))
+	kingpin.HelpFlag.Short('h')
+	if _, err := kingpin.CommandLine.Parse(os.Args[1:]); err != nil {
+		kingpin.Errorf("%s, try --help", err)
+		os.Exit(2)
+	}
+	if msgs := collector.TracerConfigErrors(cfg); msgs != nil {
+		for _, m := range msgs {
+			kingpin.Errorf("%s", m)
+		}
+		os.Exit(2)
+	}
+
+	// One logging setup: go-kit, filtered by level. Libraries that want a
+	// *slog.Logger get a bridge to the same logger (slog-gokit adds its own
+	// caller, so the bridge's base has none, and noTime leaves the
+	// timestamp to the go-kit "ts").
+	var base log.Logger
+	if *logFormat == "json" {
+		base = log.NewJSONLogger(log.NewSyncWriter(os.Stderr))
+	} else {
+		base = log.NewLogfmtLogger(log.NewSyncWriter(os.Stderr))
+	}
+	base = level.NewFilter(log.With(base, "ts", log.DefaultTimestampUTC), level.Allow(level.ParseDefault(*logLevel, level.InfoValue())))
+	logger := log.With(base, "caller", log.DefaultCaller)
+	slogger := slog.New(noTime{slgk.NewGoKitHandler(base, slog.LevelDebug)}) // the go-kit filter decides
+
+	level.Info(logger).Log("msg", "Starting "+name, "version", version.Info())
+	level.Info(logger).Log("msg", "Build context", "build_context", version.BuildContext())
+
+	t, err := tracer.New(cfg, logger)
+	if err != nil {
+		level.Error(logger).Log("msg", "Cannot start the tracer", "err", err)
+		os.Exit(1)
+	}
+	for _, a := range t.Attachments() {
+		level.Info(logger).Log("msg", "Attached BPF program", "program", a.Program, "hook", a.Hook, "attach", a.Attach)
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle(*metricsPath, collector.NewHandler(t,
+		collector.WithClientStateExpiry(cfg.ClientStateExpiry),
+		collector.WithMaxRequestsInFlight(*maxRequests),
+		collector.WithExporterMetrics(!*disableExporterMetrics),
+		collector.WithLogger(logger),
+	))
+	if *metricsPath != "/" && *metricsPath != "" {
+		landing, err := web.NewLandingPage(web.LandingConfig{
+			Name:        "Conntrace Exporter",
+			Description: "Per-peer TCP traffic counters traced with eBPF",
+			Version:     version.Info(),
+			Links: []web.LandingLinks{{
+				Address: *metricsPath,
+				Text:    "Metrics",
+				Description: "Each scraper is a client with its own counters: add ?" + collector.ClientIDParam +
+					"=NAME to select the client (default: the scraper's address).",
+			}},
+		})
+		if err != nil {
+			level.Error(logger).Log("msg", "Cannot build the landing page", "err", err)
+			t.Close()
+			os.Exit(1)
+		}
+		mux.Handle("/", landing)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	server := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- web.ListenAndServe(server, toolkitFlags, slogger) }()
+
+	code := 0
+	select {
+	case err := <-served:
+		level.Error(logger).Log("msg", "HTTP server failed", "err", err)
+		code = 1
+	case <-ctx.Done():
+		level.Info(logger).Log("msg", "Shutting down")
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := server.Shutdown(shutdownCtx); err != nil {
+			level.Warn(logger).Log("msg", "HTTP server shutdown", "err", err)
+		}
+		cancel()
+		if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			level.Warn(logger).Log("msg", "HTTP server", "err", err)
+		}
+	}
+	if err := t.Close(); err != nil {
+		level.Error(logger).Log("msg", "Closing the tracer", "err", err)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+// noTime drops the slog record's time: the go-kit logger stamps "ts".
+type noTime struct{ slog.Handler }
+
+func (h noTime) Handle(ctx context.Context, r slog.Record) error {
+	r.Time = time.Time{}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h noTime) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return noTime{h.Handler.WithAttrs(attrs)}
+}
+
+func (h noTime) WithGroup(name string) slog.Handler { return noTime{h.Handler.WithGroup(name)} }

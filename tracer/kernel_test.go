@@ -1,0 +1,510 @@
+package tracer
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/conntrace/conntrace_exporter/internal/nettest"
+)
+
+// These tests load the real programs and send real traffic between two
+// network namespaces; the test owns both ends, so it knows the truth.
+
+// kTotals accumulates one client's deltas per connection end.
+type kTotals struct {
+	sent, recv, retrans     uint64
+	opened, closed, failed  uint64
+	rttCount, rttSumMicros  uint64
+	lastRTT, lastRTTVar     uint32
+	conns                   map[ConnKey]bool
+	closedSeen, preexisting int
+}
+
+// end selects the connections of one side of the test traffic.
+type end struct {
+	src, dst netip.Addr
+	port     uint16 // the server port
+	incoming bool
+}
+
+func (e end) match(c *ConnectionStats) bool {
+	if c.Source != e.src || c.Dest != e.dst {
+		return false
+	}
+	if e.incoming {
+		return c.SPort == e.port && c.Direction == INCOMING
+	}
+	return c.DPort == e.port && c.Direction == OUTGOING
+}
+
+type observer struct {
+	t      *testing.T
+	tr     *Tracer
+	client string
+	mu     sync.Mutex
+	ends   map[string]end
+	tot    map[string]*kTotals
+}
+
+func newObserver(t *testing.T, tr *Tracer, client string, ends map[string]end) *observer {
+	o := &observer{t: t, tr: tr, client: client, ends: ends, tot: map[string]*kTotals{}}
+	for name := range ends {
+		o.tot[name] = &kTotals{conns: map[ConnKey]bool{}}
+	}
+	o.poll() // registers the client: first call, zero deltas
+	return o
+}
+
+// poll makes one call for the client and adds its deltas.
+func (o *observer) poll() bool {
+	o.t.Helper()
+	conns, err := o.tr.GetActiveConnections(o.client)
+	if err != nil {
+		o.t.Fatalf("GetActiveConnections(%s): %v", o.client, err)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for i := range conns.Conns {
+		c := &conns.Conns[i]
+		for name, e := range o.ends {
+			if !e.match(c) {
+				continue
+			}
+			tt := o.tot[name]
+			tt.sent += c.LastSentBytes
+			tt.recv += c.LastRecvBytes
+			tt.retrans += uint64(c.LastRetransmits)
+			tt.opened += uint64(c.LastOpened)
+			tt.closed += uint64(c.LastClosed)
+			tt.failed += uint64(c.LastFailed)
+			tt.rttCount += c.LastRTT.Count()
+			tt.rttSumMicros += c.LastRTT.SumMicros
+			tt.lastRTT, tt.lastRTTVar = c.RTT, c.RTTVar
+			tt.conns[c.Key] = true
+			if c.Closed {
+				tt.closedSeen++
+			}
+			if c.Preexisting {
+				tt.preexisting++
+			}
+		}
+	}
+	return conns.NewClient
+}
+
+// waitFor polls until cond holds on the kTotals, or fails after 5s.
+func (o *observer) waitFor(what string, cond func(map[string]*kTotals) bool) {
+	o.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		o.poll()
+		o.mu.Lock()
+		ok := cond(o.tot)
+		o.mu.Unlock()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			o.t.Fatalf("client %s: timed out waiting for %s; kTotals: %s", o.client, what, o.dump())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (o *observer) dump() string {
+	var b strings.Builder
+	for name, tt := range o.tot {
+		fmt.Fprintf(&b, "\n  %s: sent=%d recv=%d retrans=%d opened=%d closed=%d failed=%d rtt_samples=%d conns=%d closedSeen=%d",
+			name, tt.sent, tt.recv, tt.retrans, tt.opened, tt.closed, tt.failed, tt.rttCount, len(tt.conns), tt.closedSeen)
+	}
+	return b.String()
+}
+
+func pairEnds(p *nettest.Pair, v6 bool, port uint16) map[string]end {
+	c, s := p.Client4, p.Server4
+	if v6 {
+		c, s = p.Client6, p.Server6
+	}
+	return map[string]end{
+		"client": {src: c, dst: s, port: port},
+		"server": {src: s, dst: c, port: port, incoming: true},
+	}
+}
+
+func serverAddr(p *nettest.Pair, v6 bool) string {
+	if v6 {
+		return net.JoinHostPort(p.Server6.String(), "0")
+	}
+	return net.JoinHostPort(p.Server4.String(), "0")
+}
+
+// exchange runs one connection: the client sends n bytes and half-closes,
+// the server reads them all, answers m bytes and closes; the client reads
+// them all and closes. It returns the client's and server's conns still open
+// when keepOpen is set (the caller closes them).
+func exchange(t *testing.T, p *nettest.Pair, ln net.Listener, n, m int, keepOpen bool) (net.Conn, net.Conn) {
+	t.Helper()
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	done := make(chan res, 1)
+	go func() {
+		sc, err := ln.Accept()
+		if err != nil {
+			done <- res{err: err}
+			return
+		}
+		got, err := io.CopyN(io.Discard, sc, int64(n))
+		if err != nil || got != int64(n) {
+			done <- res{err: fmt.Errorf("server read %d of %d: %v", got, n, err)}
+			return
+		}
+		if _, err := sc.Write(bytes.Repeat([]byte{'s'}, m)); err != nil {
+			done <- res{err: err}
+			return
+		}
+		if !keepOpen {
+			// Read the client's FIN, then close: an orderly close on both sides.
+			io.Copy(io.Discard, sc)
+			sc.Close()
+		}
+		done <- res{c: sc}
+	}()
+	cc, err := p.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatalf("dial %s: %v", ln.Addr(), err)
+	}
+	if _, err := cc.Write(bytes.Repeat([]byte{'c'}, n)); err != nil {
+		t.Fatalf("client write: %v", err)
+	}
+	got, err := io.CopyN(io.Discard, cc, int64(m))
+	if err != nil || got != int64(m) {
+		t.Fatalf("client read %d of %d: %v", got, m, err)
+	}
+	if !keepOpen {
+		cc.(*net.TCPConn).CloseWrite()
+	}
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if !keepOpen {
+		io.Copy(io.Discard, cc)
+		cc.Close()
+		return nil, nil
+	}
+	return cc, r.c
+}
+
+func listen(t *testing.T, p *nettest.Pair, v6 bool) (net.Listener, uint16) {
+	t.Helper()
+	ln, err := p.Listen("tcp", serverAddr(p, v6))
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln, uint16(ln.Addr().(*net.TCPAddr).Port)
+}
+
+func familyName(v6 bool) string {
+	if v6 {
+		return "ipv6"
+	}
+	return "ipv4"
+}
+
+// Test 1: exact bytes, both directions, both ends, closed and live.
+func TestExactBytesPerPeer(t *testing.T) {
+	tr := newTestTracer(t, nil)
+	p := nettest.NewPair(t)
+	sizes := [][2]int{{0, 0}, {1, 1}, {1, 0}, {0, 1}, {1000, 54321}, {1234567, 54321}, {32 << 20, 3 << 20}}
+	for _, v6 := range []bool{false, true} {
+		for _, sz := range sizes {
+			n, m := sz[0], sz[1]
+			t.Run(fmt.Sprintf("%s/closed/%d-%d", familyName(v6), n, m), func(t *testing.T) {
+				ln, port := listen(t, p, v6)
+				o := newObserver(t, tr, t.Name(), pairEnds(p, v6, port))
+				exchange(t, p, ln, n, m, false)
+				o.waitFor("both close records", func(tot map[string]*kTotals) bool {
+					return tot["client"].closedSeen == 1 && tot["server"].closedSeen == 1
+				})
+				checkTotals(t, o, "client", uint64(n), uint64(m))
+				checkTotals(t, o, "server", uint64(m), uint64(n))
+				for _, side := range []string{"client", "server"} {
+					if tt := o.tot[side]; tt.opened != 1 || tt.closed != 1 || tt.failed != 0 {
+						t.Errorf("%s: opened=%d closed=%d failed=%d, want 1 1 0", side, tt.opened, tt.closed, tt.failed)
+					}
+				}
+			})
+		}
+		t.Run(familyName(v6)+"/live", func(t *testing.T) {
+			// An open, quiet connection reads exact at scrape time, with no
+			// event after the last byte.
+			ln, port := listen(t, p, v6)
+			o := newObserver(t, tr, t.Name(), pairEnds(p, v6, port))
+			cc, sc := exchange(t, p, ln, 777777, 12345, true)
+			defer cc.Close()
+			defer sc.Close()
+			o.waitFor("live counters", func(tot map[string]*kTotals) bool {
+				return tot["client"].sent == 777777 && tot["client"].recv == 12345 &&
+					tot["server"].sent == 12345 && tot["server"].recv == 777777
+			})
+			time.Sleep(100 * time.Millisecond)
+			o.poll()
+			checkTotals(t, o, "client", 777777, 12345)
+			checkTotals(t, o, "server", 12345, 777777)
+			if tt := o.tot["client"]; tt.opened != 1 || tt.closed != 0 {
+				t.Errorf("open connection: opened=%d closed=%d, want 1 0", tt.opened, tt.closed)
+			}
+		})
+	}
+}
+
+func checkTotals(t *testing.T, o *observer, side string, sent, recv uint64) {
+	t.Helper()
+	tt := o.tot[side]
+	if tt.sent != sent || tt.recv != recv {
+		t.Errorf("%s: sent=%d recv=%d, want sent=%d recv=%d", side, tt.sent, tt.recv, sent, recv)
+	}
+	if len(tt.conns) != 1 {
+		t.Errorf("%s: %d connections matched, want 1", side, len(tt.conns))
+	}
+}
+
+// Test 2: with packets dropped, retransmits equal TCP_INFO's total.
+func TestRetransmitsMatchTCPInfo(t *testing.T) {
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Fatalf("nft (nftables) is needed to drop packets: %v", err)
+	}
+	tr := newTestTracer(t, nil)
+	p := nettest.NewPair(t)
+	ln, port := listen(t, p, false)
+	// Drop one in ten data segments arriving at the server: the client
+	// retransmits.
+	rules := fmt.Sprintf(`table inet conntrace_test {
+	chain input {
+		type filter hook input priority 0; policy accept;
+		tcp dport %d meta length > 200 numgen random mod 10 == 0 drop
+	}
+}`, port)
+	cmd := exec.Command("ip", "netns", "exec", p.ServerName, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v: %s", err, out)
+	}
+	o := newObserver(t, tr, t.Name(), pairEnds(p, false, port))
+	cc, sc := exchange(t, p, ln, 1<<20, 10, true)
+	defer sc.Close()
+	defer cc.Close()
+	// Quiet connection: everything acknowledged, nothing in flight.
+	var info struct{ retrans uint32 }
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ti, err := nettest.TCPInfo(cc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ti.Unacked == 0 {
+			info.retrans = ti.Total_retrans
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("data still unacknowledged: %+v", ti)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if info.retrans == 0 {
+		t.Fatal("the drop rule caused no retransmission: the test proves nothing")
+	}
+	o.poll()
+	if got := o.tot["client"].retrans; got != uint64(info.retrans) {
+		t.Errorf("exported retransmits %d, TCP_INFO total_retrans %d", got, info.retrans)
+	}
+	if got := o.tot["client"].sent; got != 1<<20 {
+		t.Errorf("sent %d under loss, want %d", got, 1<<20)
+	}
+	t.Logf("retransmits: %d", info.retrans)
+}
+
+// Test 3: RTT samples reach the histogram, and agree with TCP_INFO.
+func TestRTTHistogramMatchesTCPInfo(t *testing.T) {
+	tr := newTestTracer(t, nil)
+	p := nettest.NewPair(t)
+	ln, port := listen(t, p, false)
+	o := newObserver(t, tr, t.Name(), pairEnds(p, false, port))
+	cc, sc := exchange(t, p, ln, 1, 1, true)
+	defer cc.Close()
+	defer sc.Close()
+	go io.Copy(sc, sc) // echo
+	var rttSum, rttN uint64
+	buf := make([]byte, 100)
+	// The smoothed RTT is an average with a long memory: warm up so that the
+	// start of the connection no longer weighs on it, then measure a window
+	// of steady ping-pong.
+	for i := 0; i < 700; i++ {
+		if i == 200 {
+			o.poll()
+			o.tot["client"].rttCount, o.tot["client"].rttSumMicros = 0, 0
+		}
+		if _, err := cc.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(cc, buf); err != nil {
+			t.Fatal(err)
+		}
+		ti, err := nettest.TCPInfo(cc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i >= 200 {
+			rttSum += uint64(ti.Rtt)
+			rttN++
+		}
+	}
+	o.poll()
+	tt := o.tot["client"]
+	if tt.rttCount < 100 {
+		t.Fatalf("only %d RTT samples for 500 exchanges", tt.rttCount)
+	}
+	mean := float64(tt.rttSumMicros) / float64(tt.rttCount)
+	want := float64(rttSum) / float64(rttN)
+	if d := (mean - want) / want; d > 0.10 || d < -0.10 {
+		t.Errorf("histogram mean RTT %.1fµs, TCP_INFO mean RTT %.1fµs: off by %.0f%%", mean, want, 100*d)
+	}
+	ti, _ := nettest.TCPInfo(cc)
+	if tt.lastRTT != ti.Rtt {
+		t.Errorf("exported smoothed RTT %dµs, TCP_INFO %dµs", tt.lastRTT, ti.Rtt)
+	}
+	t.Logf("samples=%d mean=%.1fµs tcp_info mean=%.1fµs srtt=%dµs rttvar=%dµs", tt.rttCount, mean, want, tt.lastRTT, tt.lastRTTVar)
+}
+
+// Test 4: 1,000 short-lived connections, each counted once, bytes exact.
+func TestShortLivedConnections(t *testing.T) {
+	tr := newTestTracer(t, nil)
+	p := nettest.NewPair(t)
+	ln, port := listen(t, p, false)
+	o := newObserver(t, tr, t.Name(), pairEnds(p, false, port))
+	const conns, n, m = 1000, 100, 37
+	for i := 0; i < conns; i++ {
+		exchange(t, p, ln, n, m, false)
+		if i%100 == 0 {
+			o.poll() // interleave scrapes with the churn
+		}
+	}
+	o.waitFor("every close record", func(tot map[string]*kTotals) bool {
+		return tot["client"].closedSeen == conns && tot["server"].closedSeen == conns
+	})
+	for side, want := range map[string][2]uint64{"client": {n * conns, m * conns}, "server": {m * conns, n * conns}} {
+		tt := o.tot[side]
+		if tt.opened != conns || tt.closed != conns || tt.failed != 0 {
+			t.Errorf("%s: opened=%d closed=%d failed=%d, want %d %d 0", side, tt.opened, tt.closed, tt.failed, conns, conns)
+		}
+		if tt.sent != want[0] || tt.recv != want[1] {
+			t.Errorf("%s: sent=%d recv=%d, want %d %d", side, tt.sent, tt.recv, want[0], want[1])
+		}
+		if len(tt.conns) != conns {
+			t.Errorf("%s: %d distinct connections, want %d", side, len(tt.conns), conns)
+		}
+	}
+}
+
+// Test 5: two clients interleaved see exact kTotals; a late one sees zero
+// first, then exact increments.
+func TestClientsInterleaved(t *testing.T) {
+	tr := newTestTracer(t, nil)
+	p := nettest.NewPair(t)
+	ln, port := listen(t, p, false)
+	ends := pairEnds(p, false, port)
+	a := newObserver(t, tr, "A", ends)
+	b := newObserver(t, tr, "B", ends)
+	for i := 0; i < 20; i++ {
+		exchange(t, p, ln, 1000*(i+1), 10, false)
+		if i%2 == 0 {
+			a.poll()
+		} else {
+			b.poll()
+		}
+	}
+	// Phase 2, with an open connection spanning the late client's arrival.
+	cc, sc := exchange(t, p, ln, 5000, 0, true)
+	c := newObserver(t, tr, "C", ends)
+	if c.tot["client"].sent != 0 {
+		t.Errorf("late client's first call: sent=%d, want 0", c.tot["client"].sent)
+	}
+	if _, err := cc.Write(make([]byte, 3000)); err != nil {
+		t.Fatal(err)
+	}
+	io.CopyN(io.Discard, sc, 3000)
+	cc.(*net.TCPConn).CloseWrite()
+	io.Copy(io.Discard, sc)
+	sc.Close()
+	io.Copy(io.Discard, cc)
+	cc.Close()
+	for i := 0; i < 5; i++ {
+		exchange(t, p, ln, 100, 0, false)
+		c.poll()
+	}
+	var phase1 uint64
+	for i := 0; i < 20; i++ {
+		phase1 += uint64(1000 * (i + 1))
+	}
+	all := phase1 + 5000 + 3000 + 500
+	for _, o := range []*observer{a, b} {
+		o.waitFor("all 26 close records", func(tot map[string]*kTotals) bool { return tot["client"].closedSeen == 26 })
+		if got := o.tot["client"].sent; got != all {
+			t.Errorf("client %s: sent=%d, want %d", o.client, got, all)
+		}
+		if got := o.tot["client"].opened; got != 26 {
+			t.Errorf("client %s: opened=%d, want 26", o.client, got)
+		}
+	}
+	c.waitFor("6 close records", func(tot map[string]*kTotals) bool { return tot["client"].closedSeen == 6 })
+	if got := c.tot["client"].sent; got != 3000+500 {
+		t.Errorf("late client: sent=%d, want %d (only what followed its first call)", got, 3000+500)
+	}
+	if got := c.tot["client"].opened; got != 5 {
+		t.Errorf("late client: opened=%d, want 5", got)
+	}
+}
+
+// Test 6: a connection opened before the tracer started is reported.
+func TestPreexistingConnection(t *testing.T) {
+	nettest.RequireRoot(t)
+	p := nettest.NewPair(t)
+	ln, port := listen(t, p, false)
+	cc, sc := exchange(t, p, ln, 4444, 333, true) // before the tracer
+	defer cc.Close()
+	defer sc.Close()
+	tr := newTestTracer(t, nil)
+	o := newObserver(t, tr, t.Name(), pairEnds(p, false, port))
+	if o.tot["client"].preexisting != 1 || o.tot["server"].preexisting != 1 {
+		t.Fatalf("pre-existing connection not found at start-up: %s", o.dump())
+	}
+	if _, err := cc.Write(make([]byte, 2000)); err != nil {
+		t.Fatal(err)
+	}
+	io.CopyN(io.Discard, sc, 2000)
+	o.waitFor("traffic after start-up", func(tot map[string]*kTotals) bool {
+		return tot["client"].sent == 2000 && tot["server"].recv == 2000
+	})
+	cc.Close()
+	io.Copy(io.Discard, sc)
+	sc.Close()
+	o.waitFor("close records", func(tot map[string]*kTotals) bool {
+		return tot["client"].closedSeen == 1 && tot["server"].closedSeen == 1
+	})
+	checkTotals(t, o, "client", 2000, 0)
+	checkTotals(t, o, "server", 0, 2000)
+	if tt := o.tot["client"]; tt.opened != 0 || tt.closed != 1 {
+		t.Errorf("pre-existing: opened=%d closed=%d, want 0 1 (it opened before we watched)", tt.opened, tt.closed)
+	}
+}

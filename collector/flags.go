@@ -41,7 +41,7 @@ func AddTracerFlags(app *kingpin.Application) *tracer.Config {
 		Default(strconv.FormatBool(cfg.CollectTCPConns)).BoolVar(&cfg.CollectTCPConns)
 	flag("CollectIPv6Conns", "Trace IPv6 connections (IPv4 traffic on IPv6 sockets is always traced, as IPv4).").
 		Default(strconv.FormatBool(cfg.CollectIPv6Conns)).BoolVar(&cfg.CollectIPv6Conns)
-	flag("TCPConnTimeout", "Drop a tracked connection that has had no kernel event and was not seen alive for this long (catches lost close events). At least 1s.").
+	flag("TCPConnTimeout", "How long a connection no process holds (after close(), or not yet accepted) keeps its last values while its close record is awaited; then it is forgotten. At least 1s.").
 		Default(cfg.TCPConnTimeout.String()).DurationVar(&cfg.TCPConnTimeout)
 	flag("MaxTrackedConnections", `Connections tracked in the kernel at once; more are not traced and counted in conntrace_lost_total{reason="tracked_connections_full"}. 1 to 16777216.`).
 		Default(u(uint64(cfg.MaxTrackedConnections))).Uint32Var(&cfg.MaxTrackedConnections)

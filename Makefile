@@ -1,0 +1,55 @@
+# conntrace_exporter. `make help` lists the targets.
+GO        ?= go
+BINARY    ?= conntrace_exporter
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
+REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+BRANCH    ?= $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)
+PROMVER    = github.com/prometheus/common/version
+LDFLAGS   ?= -X $(PROMVER).Version=$(VERSION) -X $(PROMVER).Revision=$(REVISION) -X $(PROMVER).Branch=$(BRANCH)
+ARGS      ?=
+
+.PHONY: help build run generate check-generate test test-kernel test-e2e bench lint clean
+
+help:
+	@echo "build           build ./$(BINARY) (static, CGO_ENABLED=0)"
+	@echo "run             build and run it as root: make run ARGS='--log.level=debug'"
+	@echo "generate        compile bpf/conntrace.c with clang and regenerate the Go bindings (bpf2go)"
+	@echo "check-generate  regenerate and fail if the committed objects differ"
+	@echo "test            lint, check-generate, then every test (kernel and e2e tests need root)"
+	@echo "bench           Go benchmarks and the overhead scripts of BENCHMARKS.md"
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BINARY) .
+
+run: build
+	./$(BINARY) $(ARGS)
+
+generate:
+	cd bpf && $(GO) generate ./...
+
+# The generated objects are committed; this proves they come from the
+# committed C sources (clang from Debian bookworm, see .ci/run).
+check-generate: generate
+	@git diff --exit-code --stat -- bpf/ || { echo "bpf/: generated files differ from the committed ones: run 'make generate' and commit"; exit 1; }
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+	$(GO) vet ./...
+
+# Kernel and end-to-end tests load the real programs: run as root. Without
+# root they skip with a message, except under CI=true where they fail.
+test-kernel:
+	$(GO) test -count=1 -v -run 'Exact|Retransmits|RTTHistogramMatches|ShortLived|ClientsInterleaved|Preexisting|LoadAttach' ./tracer/
+
+test-e2e:
+	$(GO) test -count=1 -v ./e2e/
+
+test: lint check-generate
+	$(GO) test -race -count=1 ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./tracer/ ./collector/
+	./scripts/bench-overhead.sh
+
+clean:
+	rm -f $(BINARY)

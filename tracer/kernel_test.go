@@ -508,3 +508,41 @@ func TestPreexistingConnection(t *testing.T) {
 		t.Errorf("pre-existing: opened=%d closed=%d, want 0 1 (it opened before we watched)", tt.opened, tt.closed)
 	}
 }
+
+// The tracked-connection limit: connections beyond it are counted in
+// conntrace_lost_total{reason="tracked_connections_full"}, one each, and the
+// tracer keeps working.
+func TestTrackedLimitCountsWhatDoesNotFit(t *testing.T) {
+	const limit = 40
+	tr := newTestTracer(t, func(c *Config) { c.MaxTrackedConnections = limit })
+	p := nettest.NewPair(t)
+	ln, port := listen(t, p, false)
+	before := tr.Stats()
+	o := newObserver(t, tr, t.Name(), pairEnds(p, false, port))
+	const conns = 50 // 100 ends
+	var open []net.Conn
+	for i := 0; i < conns; i++ {
+		cc, sc := exchange(t, p, ln, 10, 0, true)
+		open = append(open, cc, sc)
+	}
+	o.poll()
+	after := tr.Stats()
+	visible := len(o.tot["client"].conns) + len(o.tot["server"].conns)
+	lost := after.Lost[LostTrackedConnectionsFull] - before.Lost[LostTrackedConnectionsFull]
+	if after.TrackedConnections != limit {
+		t.Errorf("tracked %d with %d ends open, want the limit %d", after.TrackedConnections, 2*conns, limit)
+	}
+	if uint64(visible)+lost != 2*conns {
+		t.Errorf("traced %d ends + lost %d = %d, want %d (every end either traced or counted; other traffic on the host breaks this)",
+			visible, lost, uint64(visible)+lost, 2*conns)
+	}
+	if lost == 0 {
+		t.Error("nothing counted as lost past the limit")
+	}
+	for _, c := range open {
+		c.Close()
+	}
+	o.waitFor("tracked count back down", func(map[string]*kTotals) bool {
+		return tr.Stats().TrackedConnections <= before.TrackedConnections
+	})
+}

@@ -1,0 +1,93 @@
+package tracer
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestFindCgroup2MountHybrid(t *testing.T) {
+	got, err := findCgroup2Mount("testdata/mountinfo-hybrid")
+	if err != nil || got != "/sys/fs/cgroup/unified" {
+		t.Fatalf("got %q, %v; want /sys/fs/cgroup/unified", got, err)
+	}
+}
+
+func TestFindCgroup2MountMissingSaysWhereAndHow(t *testing.T) {
+	_, err := findCgroup2Mount("testdata/mountinfo-v1-only")
+	if err == nil {
+		t.Fatal("no error without a cgroup2 mount")
+	}
+	for _, want := range []string{"testdata/mountinfo-v1-only", "mount -t cgroup2", "--tracer.cgroup-path"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+}
+
+func TestConfigValidateNamesTheField(t *testing.T) {
+	for field, mod := range map[string]func(*Config){
+		"TCPConnTimeout":               func(c *Config) { c.TCPConnTimeout = 0 },
+		"MaxTrackedConnections":        func(c *Config) { c.MaxTrackedConnections = 0 },
+		"MaxClosedConnectionsBuffered": func(c *Config) { c.MaxClosedConnectionsBuffered = -1 },
+		"MaxConnectionsStateBuffered":  func(c *Config) { c.MaxConnectionsStateBuffered = 0 },
+		"ClientStateExpiry":            func(c *Config) { c.ClientStateExpiry = time.Millisecond },
+		"MaxClients":                   func(c *Config) { c.MaxClients = 0 },
+		"ProcRoot":                     func(c *Config) { c.ProcRoot = "" },
+		"ClosedRingBufferBytes":        func(c *Config) { c.ClosedRingBufferBytes = 5000 },
+		"CollectTCPConns":              func(c *Config) { c.CollectTCPConns = false },
+	} {
+		cfg := NewDefaultConfig()
+		mod(cfg)
+		err := cfg.Validate()
+		if err == nil || !strings.HasPrefix(err.Error(), field) {
+			t.Errorf("%s out of range: error %v, want one starting with the field name", field, err)
+		}
+	}
+	if err := NewDefaultConfig().Validate(); err != nil {
+		t.Errorf("default config invalid: %v", err)
+	}
+}
+
+func TestDecodeRecordsRejectsTornBuffer(t *testing.T) {
+	if _, err := decodeRecords(make([]byte, recordSize+1)); err == nil {
+		t.Fatal("a buffer that is not a whole number of records was accepted")
+	}
+	recs, err := decodeRecords(make([]byte, 3*recordSize))
+	if err != nil || len(recs) != 3 {
+		t.Fatalf("3 records: got %d, %v", len(recs), err)
+	}
+}
+
+func TestKnownKeepsCountersMonotonicAndCompletesReads(t *testing.T) {
+	k := newKnown()
+	now := time.Unix(1000, 0)
+	key := ConnKey{Cookie: 7}
+	c := ConnectionStats{Key: key, MonotonicSentBytes: 100, MonotonicRecvBytes: 50, MonotonicRetransmits: 2}
+	k.beginRead()
+	k.live(&c, now)
+	// A racing live read comes out one byte low: reported as before.
+	low := ConnectionStats{Key: key, MonotonicSentBytes: 99, MonotonicRecvBytes: 50, MonotonicRetransmits: 2}
+	k.beginRead()
+	if !k.live(&low, now) || low.MonotonicSentBytes != 100 {
+		t.Fatalf("low read reported %d, want 100", low.MonotonicSentBytes)
+	}
+	// Not visited by the next read: its last values complete the read.
+	k.beginRead()
+	conns, expired := k.endRead(nil, now.Add(time.Second), time.Minute)
+	if len(conns) != 1 || conns[0].MonotonicSentBytes != 100 || len(expired) != 0 {
+		t.Fatalf("unvisited connection: got %v expired %v", conns, expired)
+	}
+	// Past the timeout it is forgotten, and its key returned.
+	k.beginRead()
+	conns, expired = k.endRead(nil, now.Add(2*time.Minute), time.Minute)
+	if len(conns) != 0 || len(expired) != 1 || expired[0] != key {
+		t.Fatalf("after timeout: got %v expired %v", conns, expired)
+	}
+	// A closed connection never comes back from a stale live read.
+	k.closed(&ConnectionStats{Key: key, MonotonicSentBytes: 120}, now)
+	k.beginRead()
+	if k.live(&ConnectionStats{Key: key, MonotonicSentBytes: 110}, now) {
+		t.Fatal("stale live read of a closed connection accepted")
+	}
+}

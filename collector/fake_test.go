@@ -42,28 +42,11 @@ func newFakeSource() *fakeSource {
 	}
 }
 
-// lifecycle sets the monotonic lifecycle counters from the flags, as the
-// tracer does.
-func lifecycle(c *tracer.ConnectionStats) {
-	c.MonotonicOpened, c.MonotonicClosed, c.MonotonicFailed = 0, 0, 0
-	switch {
-	case c.Closed && !c.Established:
-		c.MonotonicFailed = 1
-	case c.Established:
-		if !c.Preexisting {
-			c.MonotonicOpened = 1
-		}
-		if c.Closed {
-			c.MonotonicClosed = 1
-		}
-	}
-}
-
 // set adds or updates an active connection (its Monotonic* values).
 func (f *fakeSource) set(c tracer.ConnectionStats) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	lifecycle(&c)
+	c.SetLifecycle()
 	f.active[c.Key] = c
 }
 
@@ -76,7 +59,7 @@ func (f *fakeSource) update(k tracer.ConnKey, fn func(c *tracer.ConnectionStats)
 		panic(fmt.Sprintf("no active connection %s", k))
 	}
 	fn(&c)
-	lifecycle(&c)
+	c.SetLifecycle()
 	f.active[k] = c
 }
 
@@ -90,7 +73,7 @@ func (f *fakeSource) close(k tracer.ConnKey) {
 	}
 	delete(f.active, k)
 	c.Closed = true
-	lifecycle(&c)
+	c.SetLifecycle()
 	for _, cl := range f.clients {
 		cl.closed = append(cl.closed, c)
 	}

@@ -176,8 +176,9 @@ type ConnectionStats struct {
 	Preexisting bool
 }
 
-// setLifecycle derives the lifecycle counters from the flags.
-func (c *ConnectionStats) setLifecycle() {
+// SetLifecycle derives the lifecycle counters (MonotonicOpened, Closed,
+// Failed) from the flags. NetworkState calls it on every connection.
+func (c *ConnectionStats) SetLifecycle() {
 	c.MonotonicOpened, c.MonotonicClosed, c.MonotonicFailed = 0, 0, 0
 	switch {
 	case c.Closed && !c.Established:

@@ -226,7 +226,7 @@ func (ns *networkState) Connections(clientID string, now time.Time, active []Con
 			active[n] = active[i]
 		}
 		conn := &active[n]
-		conn.setLifecycle()
+		conn.SetLifecycle()
 		if b != nil {
 			ns.delta(b, conn)
 			b.mark = c.calls
@@ -240,7 +240,7 @@ func (ns *networkState) Connections(clientID string, now time.Time, active []Con
 
 	// Closed connections: a last delta, then the baseline goes.
 	for _, conn := range c.closed {
-		conn.setLifecycle()
+		conn.SetLifecycle()
 		if b := c.baseline(conn.Key); b != nil {
 			ns.delta(b, &conn)
 			c.deleteBaseline(conn.Key)
@@ -292,7 +292,7 @@ func (ns *networkState) firstCall(c *client, now time.Time, active []ConnectionS
 	c.lastFetch = now
 	for i := range active {
 		conn := &active[i]
-		conn.setLifecycle()
+		conn.SetLifecycle()
 		zeroLast(conn)
 		if _, dup := c.index[conn.Key]; dup {
 			continue

@@ -106,7 +106,7 @@ func TestFirstCallOfClientHasZeroDeltas(t *testing.T) {
 			t.Errorf("%s: Last* = %+v, want all zero", k, l)
 		}
 		if c.MonotonicOpened != 1 {
-			t.Errorf("%s: MonotonicOpened = %d, want 1 (setLifecycle)", k, c.MonotonicOpened)
+			t.Errorf("%s: MonotonicOpened = %d, want 1 (SetLifecycle)", k, c.MonotonicOpened)
 		}
 	}
 	if got[key(1)].MonotonicSentBytes != 100 || got[key(1)].MonotonicRTT.Buckets[5] != 7 {

@@ -45,7 +45,8 @@ test-e2e:
 	$(GO) test -count=1 -v ./e2e/
 
 test: lint check-generate
-	$(GO) test -race -count=1 ./...
+	# -p 1: kernel tests of different packages would see each other's traffic.
+	$(GO) test -race -count=1 -p 1 ./...
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./tracer/ ./collector/

@@ -30,11 +30,17 @@ type NetworkState interface {
 	// array (closed connections are appended). The caller must not use active
 	// afterwards, nor hand the same slice to another call.
 	//
+	// latestEpoch is the kernel time (CLOCK_MONOTONIC ns, as LastUpdateEpoch)
+	// at which active was read. A new client gets only the connections that
+	// close after it: a close record older than its first call is not
+	// buffered for it, however late the record reaches user space.
+	//
 	// On a client's first call newClient is true and every Last* is zero.
 	// When the client is unknown and MaxClients clients are held, it returns
 	// an error wrapping ErrTooManyClients and changes nothing else.
-	Connections(clientID string, now time.Time, active []ConnectionStats) (conns []ConnectionStats, newClient bool, err error)
-	// StoreClosedConnection buffers a closed connection for every existing client.
+	Connections(clientID string, now time.Time, latestEpoch uint64, active []ConnectionStats) (conns []ConnectionStats, newClient bool, err error)
+	// StoreClosedConnection buffers a closed connection for every existing
+	// client that was created before the connection closed.
 	StoreClosedConnection(conn ConnectionStats)
 	// RemoveClient drops a client and everything held for it.
 	RemoveClient(clientID string)
@@ -75,6 +81,9 @@ type baseline struct {
 
 type client struct {
 	lastFetch time.Time
+	// sinceEpoch is the kernel time of the client's first call: connections
+	// that closed before it are not the client's.
+	sinceEpoch uint64
 	// closed holds the connections closed since the client's last call.
 	closed map[ConnKey]ConnectionStats
 	// index maps a key to its baseline in slab; free lists the unused slab
@@ -178,7 +187,7 @@ func NewNetworkState(cfg *Config) NetworkState {
 	}
 }
 
-func (ns *networkState) Connections(clientID string, now time.Time, active []ConnectionStats) ([]ConnectionStats, bool, error) {
+func (ns *networkState) Connections(clientID string, now time.Time, latestEpoch uint64, active []ConnectionStats) ([]ConnectionStats, bool, error) {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
 
@@ -191,6 +200,7 @@ func (ns *networkState) Connections(clientID string, now time.Time, active []Con
 			return nil, false, fmt.Errorf("%w: %d held, the limit (--tracer.max-clients)", ErrTooManyClients, len(ns.clients))
 		}
 		c = newClient()
+		c.sinceEpoch = latestEpoch
 		ns.clients[clientID] = c
 		ns.firstCall(c, now, active)
 		return active, true, nil
@@ -366,6 +376,9 @@ func (ns *networkState) StoreClosedConnection(conn ConnectionStats) {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
 	for _, c := range ns.clients {
+		if conn.LastUpdateEpoch < c.sinceEpoch {
+			continue
+		}
 		if prev, ok := c.closed[conn.Key]; ok {
 			if conn.LastUpdateEpoch < prev.LastUpdateEpoch {
 				ns.tel.unorderedConns++

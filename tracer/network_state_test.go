@@ -49,7 +49,7 @@ func mkClosed(cookie uint64, sent, recv uint64, epoch uint64) ConnectionStats {
 // connections by key and newClient.
 func call(t *testing.T, ns NetworkState, id string, now time.Time, active ...ConnectionStats) (map[ConnKey]ConnectionStats, bool) {
 	t.Helper()
-	conns, newClient, err := ns.Connections(id, now, active)
+	conns, newClient, err := ns.Connections(id, now, 0, active)
 	if err != nil {
 		t.Fatalf("Connections(%q): %v", id, err)
 	}
@@ -279,7 +279,7 @@ func (s *sim) activeSet() []ConnectionStats {
 func (s *sim) call(id string) {
 	s.t.Helper()
 	s.now = s.now.Add(time.Second)
-	conns, newClient, err := s.ns.Connections(id, s.now, s.activeSet())
+	conns, newClient, err := s.ns.Connections(id, s.now, 0, s.activeSet())
 	if err != nil {
 		s.t.Fatalf("Connections(%q): %v", id, err)
 	}
@@ -533,7 +533,7 @@ func TestTooManyClientsRejectedAndCounted(t *testing.T) {
 	call(t, ns, "B", t0.Add(30*time.Second))
 	ns.StoreClosedConnection(mkClosed(2, 5, 5, 1))
 
-	conns, newClient, err := ns.Connections("C", t0.Add(31*time.Second), []ConnectionStats{mkConn(1, 20, 20)})
+	conns, newClient, err := ns.Connections("C", t0.Add(31*time.Second), 0, []ConnectionStats{mkConn(1, 20, 20)})
 	if !errors.Is(err, ErrTooManyClients) {
 		t.Fatalf("third client: err = %v, want ErrTooManyClients", err)
 	}
@@ -855,7 +855,7 @@ func TestConcurrentClientsAndClosedConnections(t *testing.T) {
 	ids := make([]string, clients)
 	for i := range ids {
 		ids[i] = string(rune('A' + i))
-		if _, _, err := ns.Connections(ids[i], time.Now(), active()); err != nil {
+		if _, _, err := ns.Connections(ids[i], time.Now(), 0, active()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -880,7 +880,7 @@ func TestConcurrentClientsAndClosedConnections(t *testing.T) {
 		go func() { // one HTTP handler per client
 			defer wg.Done()
 			scrape := func() {
-				conns, _, err := ns.Connections(id, time.Now(), active())
+				conns, _, err := ns.Connections(id, time.Now(), 0, active())
 				if err != nil {
 					t.Error(err)
 					return
@@ -931,7 +931,7 @@ func BenchmarkConnections100k(b *testing.B) {
 		active[i].MonotonicRTT.Buckets[i%NumRTTBuckets] = 1
 	}
 	now := t0
-	if _, _, err := ns.Connections("bench", now, active); err != nil {
+	if _, _, err := ns.Connections("bench", now, 0, active); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
@@ -941,7 +941,7 @@ func BenchmarkConnections100k(b *testing.B) {
 			active[j].MonotonicSentBytes += 10
 		}
 		now = now.Add(time.Second)
-		conns, _, err := ns.Connections("bench", now, active)
+		conns, _, err := ns.Connections("bench", now, 0, active)
 		if err != nil || len(conns) != n || conns[0].LastSentBytes != 10 {
 			b.Fatalf("err %v, %d connections, LastSentBytes %d", err, len(conns), conns[0].LastSentBytes)
 		}
@@ -988,7 +988,7 @@ func BenchmarkConnections100kChurn(b *testing.B) {
 	}
 	next := uint64(n + 1)
 	now := t0
-	if _, _, err := ns.Connections("bench", now, active); err != nil {
+	if _, _, err := ns.Connections("bench", now, 0, active); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
@@ -1006,10 +1006,39 @@ func BenchmarkConnections100kChurn(b *testing.B) {
 			next++
 		}
 		now = now.Add(time.Second)
-		conns, _, err := ns.Connections("bench", now, active)
+		conns, _, err := ns.Connections("bench", now, 0, active)
 		if err != nil || len(conns) != n+churn {
 			b.Fatalf("err %v, %d connections, want %d", err, len(conns), n+churn)
 		}
 		active = conns[:n]
+	}
+}
+
+// A close record that reaches user space after a client's first call, for a
+// connection that closed before it, is not that client's.
+func TestCloseBeforeFirstCallIsNotNewClients(t *testing.T) {
+	ns := NewNetworkState(nil)
+	now := time.Now()
+	if _, _, err := ns.Connections("old", now, 1000, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ns.Connections("new", now, 2000, nil); err != nil {
+		t.Fatal(err)
+	}
+	c := mkConn(1, 500, 50)
+	c.Closed, c.Established, c.LastUpdateEpoch = true, true, 1500 // closed between the two first calls
+	ns.StoreClosedConnection(c)
+	for id, want := range map[string]uint64{"old": 500, "new": 0} {
+		conns, _, err := ns.Connections(id, now, 3000, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got uint64
+		for _, x := range conns {
+			got += x.LastSentBytes
+		}
+		if got != want {
+			t.Errorf("client %s: sent %d, want %d", id, got, want)
+		}
 	}
 }

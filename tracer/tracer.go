@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
+	"golang.org/x/sys/unix"
 
 	"github.com/conntrace/conntrace_exporter/bpf"
 )
@@ -247,7 +248,13 @@ func (t *Tracer) GetActiveConnections(clientID string) (*Connections, error) {
 	if err != nil {
 		return nil, err
 	}
-	conns, newClient, err := t.state.Connections(clientID, now, active)
+	// The kernel's clock after the read: a new client does not get the
+	// close records, still on their way, of connections closed before it.
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return nil, fmt.Errorf("reading CLOCK_MONOTONIC: %w", err)
+	}
+	conns, newClient, err := t.state.Connections(clientID, now, uint64(ts.Nano()), active)
 	if err != nil {
 		return nil, err
 	}

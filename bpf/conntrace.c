@@ -176,16 +176,16 @@ static __always_inline void unmap_v4(__u8 *a)
  * IPv4-mapped IPv6 sockets carry IPv4 traffic and are reported as IPv4. */
 static __always_inline bool read_endpoints(struct sock *sk, struct conn_state *st)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 family = sk->__sk_common.skc_family;
 
-	st->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	st->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	st->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	st->sport = sk->__sk_common.skc_num;
+	st->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	st->netns = sk->__sk_common.skc_net.net->ns.inum;
 	__builtin_memset(st->saddr, 0, sizeof(st->saddr));
 	__builtin_memset(st->daddr, 0, sizeof(st->daddr));
 	if (family == AF_INET) {
-		__be32 s = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
-		__be32 d = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__be32 s = sk->__sk_common.skc_rcv_saddr;
+		__be32 d = sk->__sk_common.skc_daddr;
 		__builtin_memcpy(st->saddr, &s, 4);
 		__builtin_memcpy(st->daddr, &d, 4);
 		st->family = AF_INET;
@@ -193,8 +193,8 @@ static __always_inline bool read_endpoints(struct sock *sk, struct conn_state *s
 	}
 	if (family != AF_INET6)
 		return false;
-	BPF_CORE_READ_INTO(&st->saddr, sk, __sk_common.skc_v6_rcv_saddr);
-	BPF_CORE_READ_INTO(&st->daddr, sk, __sk_common.skc_v6_daddr);
+	__builtin_memcpy(st->saddr, sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
+	__builtin_memcpy(st->daddr, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr8, 16);
 	if (is_v4mapped(st->saddr) && is_v4mapped(st->daddr)) {
 		unmap_v4(st->saddr);
 		unmap_v4(st->daddr);
@@ -209,18 +209,16 @@ static __always_inline bool read_endpoints(struct sock *sk, struct conn_state *s
 
 static __always_inline bool is_tcp(struct sock *sk)
 {
-	return BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP;
+	return sk->sk_protocol == IPPROTO_TCP;
 }
 
-static __always_inline void take_baselines(struct sock *sk, struct conn_state *st, bool retrans)
+static __always_inline void take_baselines(struct tcp_sock *tp, struct conn_state *st, bool retrans)
 {
-	struct tcp_sock *tp = (struct tcp_sock *)sk;
-
-	st->base_acked = BPF_CORE_READ(tp, bytes_acked);
-	st->base_received = BPF_CORE_READ(tp, bytes_received);
+	st->base_acked = tp->bytes_acked;
+	st->base_received = tp->bytes_received;
 	/* New connections report every retransmission, SYN ones too, as
 	 * TCP_INFO's tcpi_total_retrans does; pre-existing ones from now on. */
-	st->base_retrans = retrans ? BPF_CORE_READ(tp, total_retrans) : 0;
+	st->base_retrans = retrans ? tp->total_retrans : 0;
 }
 
 /* start_conn begins tracking sk, within the max_tracked budget. */
@@ -273,9 +271,9 @@ static __always_inline struct conn_state *start_conn(struct sock *sk, __u8 direc
  */
 static __always_inline __u64 sent_payload(struct tcp_sock *tp, struct conn_state *st, int state, bool final)
 {
-	__u32 una = BPF_CORE_READ(tp, snd_una);
-	__u32 wseq = BPF_CORE_READ(tp, write_seq);
-	__u64 acked = BPF_CORE_READ(tp, bytes_acked);
+	__u32 una = tp->snd_una;
+	__u32 wseq = tp->write_seq;
+	__u64 acked = tp->bytes_acked;
 	__u64 fin = 0;
 
 	switch (state) {
@@ -302,8 +300,11 @@ static __always_inline __u64 sent_payload(struct tcp_sock *tp, struct conn_state
  */
 static __always_inline __u64 recv_payload(struct sock *sk, struct tcp_sock *tp, struct conn_state *st)
 {
-	unsigned long flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
-	__u64 received = BPF_CORE_READ(tp, bytes_received);
+	unsigned long flags = READ_ONCE(sk->__sk_common.skc_flags);
+	__u64 received;
+
+	barrier();
+	received = READ_ONCE(tp->bytes_received);
 	__u64 fin = (flags >> bpf_core_enum_value(enum sock_flags, SOCK_DONE)) & 1;
 
 	if (received < st->base_received + fin)
@@ -311,10 +312,9 @@ static __always_inline __u64 recv_payload(struct sock *sk, struct tcp_sock *tp, 
 	return received - st->base_received - fin;
 }
 
-static __always_inline void fill_record(struct conn_record *rec, struct sock *sk, struct conn_state *st,
-					int state, bool final)
+static __always_inline void fill_record(struct conn_record *rec, struct sock *sk, struct tcp_sock *tp,
+					struct conn_state *st, int state, bool final)
 {
-	struct tcp_sock *tp = (struct tcp_sock *)sk;
 	__u32 total_retrans;
 
 	rec->cookie = st->cookie;
@@ -334,8 +334,8 @@ static __always_inline void fill_record(struct conn_record *rec, struct sock *sk
 	__builtin_memcpy(rec->comm, st->comm, COMM_LEN);
 	__builtin_memcpy(rec->rtt_buckets, st->rtt_buckets, sizeof(rec->rtt_buckets));
 	rec->rtt_sum_us = st->rtt_sum_us;
-	rec->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
-	rec->rttvar_us = BPF_CORE_READ(tp, mdev_us) >> 2;
+	rec->srtt_us = tp->srtt_us >> 3;
+	rec->rttvar_us = tp->mdev_us >> 2;
 	if (!(st->flags & CONN_ESTABLISHED)) {
 		rec->sent_bytes = 0;
 		rec->recv_bytes = 0;
@@ -344,33 +344,39 @@ static __always_inline void fill_record(struct conn_record *rec, struct sock *sk
 	}
 	rec->sent_bytes = sent_payload(tp, st, state, final);
 	rec->recv_bytes = recv_payload(sk, tp, st);
-	total_retrans = BPF_CORE_READ(tp, total_retrans);
+	total_retrans = tp->total_retrans;
 	rec->retransmits = total_retrans > st->base_retrans ? total_retrans - st->base_retrans : 0;
 }
 
 /* finish_conn emits the final record and stops tracking. */
 static __always_inline void finish_conn(struct sock *sk, struct conn_state *st, int state)
 {
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	struct conn_record *rec;
 
 	/* Flag first: once user space sees the record, no later iteration
 	 * reports the connection as live. */
 	st->flags |= CONN_CLOSED;
 	__sync_fetch_and_add(&tracked, -1);
+	if (!tp)
+		return; /* cannot happen: only TCP sockets are tracked */
 	rec = bpf_ringbuf_reserve(&closed_conns, sizeof(*rec), 0);
 	if (!rec) {
 		__sync_fetch_and_add(&lost_ring_buffer_full, 1);
 		return;
 	}
-	fill_record(rec, sk, st, state, true);
-	bpf_ringbuf_submit(rec, 0);
+	fill_record(rec, sk, tp, st, state, true);
+	/* No wakeup: user space drains the ring on every scrape and every
+	 * 100 ms, and a wakeup costs a self-IPI, about as much as the rest of
+	 * this program (BENCHMARKS.md). */
+	bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
 }
 
 static __always_inline void remember_listener(struct sock *sk, __u32 pid, const char *comm)
 {
 	struct listener_key key = {
-		.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
-		.port = BPF_CORE_READ(sk, __sk_common.skc_num),
+		.netns = sk->__sk_common.skc_net.net->ns.inum,
+		.port = sk->__sk_common.skc_num,
 	};
 	struct listener l = { .pid = pid };
 
@@ -391,6 +397,7 @@ int BPF_PROG(handle_set_state, const struct sock *csk, const int oldstate, const
 {
 	struct sock *sk = (struct sock *)csk;
 	struct conn_state *st;
+	struct tcp_sock *tp;
 	char comm[COMM_LEN];
 
 	if (!is_tcp(sk))
@@ -425,14 +432,17 @@ int BPF_PROG(handle_set_state, const struct sock *csk, const int oldstate, const
 		}
 		if (!st || (st->flags & CONN_CLOSED))
 			return 0;
-		take_baselines(sk, st, false);
+		tp = bpf_skc_to_tcp_sock(sk);
+		if (!tp)
+			return 0;
+		take_baselines(tp, st, false);
 		st->flags |= CONN_ESTABLISHED;
 		return 0;
 	case TCP_CLOSE:
 		if (oldstate == TCP_LISTEN) {
 			struct listener_key key = {
-				.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
-				.port = BPF_CORE_READ(sk, __sk_common.skc_num),
+				.netns = sk->__sk_common.skc_net.net->ns.inum,
+				.port = sk->__sk_common.skc_num,
 			};
 			bpf_map_delete_elem(&listeners, &key);
 			return 0;
@@ -451,7 +461,7 @@ int BPF_PROG(handle_destroy_sock, struct sock *sk)
 	struct conn_state *st = bpf_sk_storage_get(&conns, sk, 0, 0);
 
 	if (st && !(st->flags & CONN_CLOSED))
-		finish_conn(sk, st, BPF_CORE_READ(sk, __sk_common.skc_state));
+		finish_conn(sk, st, sk->__sk_common.skc_state);
 	return 0;
 }
 
@@ -541,12 +551,13 @@ int seed_conns(struct bpf_iter__task_file *ctx)
 	struct sock *sk = task_file_tcp_sock(ctx);
 	struct task_struct *task = ctx->task;
 	struct conn_state tmp = {}, *st;
+	struct tcp_sock *tp;
 	int state;
 	__u8 dir;
 
 	if (!sk || !task)
 		return 0;
-	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	state = sk->__sk_common.skc_state;
 	if (!seedable_state(state))
 		return 0;
 	if (bpf_sk_storage_get(&conns, sk, 0, 0))
@@ -557,7 +568,10 @@ int seed_conns(struct bpf_iter__task_file *ctx)
 	st = start_conn(sk, dir, task->tgid, task->comm);
 	if (!st || state == TCP_SYN_SENT)
 		return 0; /* a SYN_SENT socket gets its baselines at ESTABLISHED */
-	take_baselines(sk, st, true);
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return 0;
+	take_baselines(tp, st, true);
 	st->flags |= CONN_ESTABLISHED | CONN_PREEXISTING;
 	return 0;
 }
@@ -582,10 +596,10 @@ int seed_listeners(struct bpf_iter__task_file *ctx)
 	/* An MPTCP listener (Go listens with MPTCP by default since 1.24)
 	 * holds the TCP listener inside; it has the same port and netns, and
 	 * its accepted fallback connections are plain TCP sockets. */
-	proto = BPF_CORE_READ(sk, sk_protocol);
+	proto = sk->sk_protocol;
 	if (proto != IPPROTO_TCP && proto != IPPROTO_MPTCP)
 		return 0;
-	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN)
+	if (sk->__sk_common.skc_state == TCP_LISTEN)
 		remember_listener(sk, task->tgid, task->comm);
 	return 0;
 }
@@ -602,6 +616,7 @@ int dump_conns(struct bpf_iter__task_file *ctx)
 	struct task_struct *task = ctx->task;
 	struct conn_state *st;
 	struct conn_record *rec;
+	struct tcp_sock *tp;
 	__u64 session;
 	__u32 zero = 0;
 	int state;
@@ -614,20 +629,26 @@ int dump_conns(struct bpf_iter__task_file *ctx)
 	session = ctx->meta->session_id;
 	if (st->dump_session == session)
 		return 0;
-	st->dump_session = session;
 	if (!st->pid) {
 		/* Accepted before its listener was known: take the holder's. */
 		st->pid = task->tgid;
 		__builtin_memcpy(st->comm, task->comm, COMM_LEN);
 	}
 	/* The state is read before the counters: see sent_payload(). */
-	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	state = READ_ONCE(sk->__sk_common.skc_state);
+	barrier();
 	if (state == TCP_CLOSE)
 		return 0; /* closing right now: its final record is on the ring buffer */
 	rec = bpf_map_lookup_elem(&scratch, &zero);
 	if (!rec)
 		return 0;
-	fill_record(rec, sk, st, state, false);
-	bpf_seq_write(ctx->meta->seq, rec, sizeof(*rec));
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return 0;
+	fill_record(rec, sk, tp, st, state, false);
+	/* Marked only once written: when the seq_file buffer is full the write
+	 * fails and the kernel shows this same file again at the next read(). */
+	if (bpf_seq_write(ctx->meta->seq, rec, sizeof(*rec)) == 0)
+		st->dump_session = session;
 	return 0;
 }

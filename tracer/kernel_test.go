@@ -546,3 +546,39 @@ func TestTrackedLimitCountsWhatDoesNotFit(t *testing.T) {
 		return tr.Stats().TrackedConnections <= before.TrackedConnections
 	})
 }
+
+// Many open connections fill the iterator's buffer several times over:
+// every one must still be read, once (a socket whose record did not fit is
+// shown again at the next read and must not be skipped).
+func TestManyOpenConnectionsAllReadOnce(t *testing.T) {
+	tr := newTestTracer(t, nil)
+	p := nettest.NewPair(t)
+	ln, port := listen(t, p, false)
+	const conns = 400 // 800 records of 256 bytes: 200 KiB
+	for i := 0; i < conns; i++ {
+		cc, sc := exchange(t, p, ln, 10, 0, true)
+		t.Cleanup(func() { cc.Close(); sc.Close() })
+	}
+	ends := pairEnds(p, false, port)
+	for read := 0; read < 3; read++ {
+		got, err := tr.DebugNetworkMaps()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[ConnKey]int{}
+		for i := range got.Conns {
+			c := &got.Conns[i]
+			if ends["client"].match(c) || ends["server"].match(c) {
+				seen[c.Key]++
+			}
+		}
+		if len(seen) != 2*conns {
+			t.Errorf("read %d: %d of %d connection ends", read, len(seen), 2*conns)
+		}
+		for k, n := range seen {
+			if n != 1 {
+				t.Errorf("read %d: %s reported %d times", read, k, n)
+			}
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"time"
 
@@ -36,13 +37,14 @@ type Tracer struct {
 	attachments []Attachment
 	dumpIter    *link.Iter
 	closedRd    *ringbuf.Reader
-	done        chan struct{}
+	stop, done  chan struct{}
 
 	state NetworkState
 
 	mu     sync.Mutex // serialises reads of the kernel state and known
 	known  *known
-	decode uint64 // records that could not be decoded (under mu)
+	rec    ringbuf.Record // reused by drainClosed (under mu)
+	decode uint64         // records that could not be decoded (under mu)
 }
 
 // New checks the prerequisites, loads and attaches the programs, seeds the
@@ -60,6 +62,7 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 		logger: logger,
 		state:  NewNetworkState(cfg),
 		known:  newKnown(),
+		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
 	if err := t.load(); err != nil {
@@ -78,7 +81,7 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 		t.Close()
 		return nil, fmt.Errorf("opening the closed-connection ring buffer: %w", err)
 	}
-	go t.readClosed()
+	go t.drainLoop()
 	return t, nil
 }
 
@@ -178,29 +181,50 @@ func drainIter(it *link.Iter) error {
 	return err
 }
 
-// readClosed moves closed connections from the ring buffer to the state.
-func (t *Tracer) readClosed() {
+// drainInterval is how often closed connections are moved from the ring
+// buffer to the state between scrapes. The kernel side never wakes user
+// space up (a wakeup costs as much as the rest of the program), so this
+// bounds the ring's fill: 8 MiB hold 32,768 records, 327,680 closes/s.
+const drainInterval = 100 * time.Millisecond
+
+// drainLoop drains the ring buffer every drainInterval until Close.
+func (t *Tracer) drainLoop() {
 	defer close(t.done)
-	var rec ringbuf.Record
+	tick := time.NewTicker(drainInterval)
+	defer tick.Stop()
 	for {
-		if err := t.closedRd.ReadInto(&rec); err != nil {
-			if errors.Is(err, ringbuf.ErrClosed) {
-				return
-			}
-			level.Warn(t.logger).Log("msg", "reading the closed-connection ring buffer", "err", err)
-			continue
+		select {
+		case <-t.stop:
+			return
+		case <-tick.C:
+			t.mu.Lock()
+			t.drainClosed()
+			t.mu.Unlock()
 		}
-		recs, err := decodeRecords(rec.RawSample)
-		t.mu.Lock()
+	}
+}
+
+// drainClosed moves every closed connection in the ring buffer to the
+// state. Callers hold t.mu.
+func (t *Tracer) drainClosed() {
+	// A deadline in the past: read what is there, never wait.
+	t.closedRd.SetDeadline(time.Unix(1, 0))
+	now := time.Now()
+	for {
+		if err := t.closedRd.ReadInto(&t.rec); err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				level.Warn(t.logger).Log("msg", "reading the closed-connection ring buffer", "err", err)
+			}
+			return
+		}
+		recs, err := decodeRecords(t.rec.RawSample)
 		if err != nil || len(recs) != 1 {
 			t.decode++
-			t.mu.Unlock()
-			level.Warn(t.logger).Log("msg", "undecodable closed-connection record", "bytes", len(rec.RawSample), "err", err)
+			level.Warn(t.logger).Log("msg", "undecodable closed-connection record", "bytes", len(t.rec.RawSample), "err", err)
 			continue
 		}
 		c := toConnectionStats(&recs[0])
-		t.known.closed(&c, time.Now())
-		t.mu.Unlock()
+		t.known.closed(&c, now)
 		t.state.StoreClosedConnection(c)
 	}
 }
@@ -244,6 +268,8 @@ func (t *Tracer) GetActiveConnections(clientID string) (*Connections, error) {
 	now := time.Now()
 	t.mu.Lock()
 	active, err := t.readActive(now)
+	// After the read: what closed meanwhile reaches this call already.
+	t.drainClosed()
 	t.mu.Unlock()
 	if err != nil {
 		return nil, err
@@ -313,8 +339,9 @@ func (t *Tracer) Attachments() []Attachment { return t.attachments }
 func (t *Tracer) Close() error {
 	var errs []error
 	if t.closedRd != nil {
-		errs = append(errs, t.closedRd.Close())
+		close(t.stop)
 		<-t.done
+		errs = append(errs, t.closedRd.Close())
 	}
 	for i := len(t.links) - 1; i >= 0; i-- {
 		errs = append(errs, t.links[i].Close())

@@ -36,6 +36,7 @@ enum {
 enum { BPF_F_NO_PREALLOC = 1 };
 enum { BPF_ANY = 0, BPF_NOEXIST = 1, BPF_EXIST = 2 };
 enum { BPF_SK_STORAGE_GET_F_CREATE = 1 };
+enum { BPF_RB_NO_WAKEUP = 1, BPF_RB_FORCE_WAKEUP = 2 };
 enum {
 	BPF_SOCK_OPS_RTT_CB_FLAG = 1 << 3,
 };
@@ -69,6 +70,10 @@ enum {
 /* enum sock_flags: SOCK_DONE is set by tcp_fin() when the peer's FIN
  * arrives in order. Read with bpf_core_enum_value where it matters. */
 enum sock_flags { SOCK_DEAD = 0, SOCK_DONE = 1 };
+
+/* Loads the compiler may neither merge, split nor move across barrier(). */
+#define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
+#define barrier() asm volatile("" ::: "memory")
 
 #define __bpf_md_ptr(type, name) \
 	union {                      \

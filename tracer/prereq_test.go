@@ -50,10 +50,10 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 }
 
 func TestDecodeRecordsRejectsTornBuffer(t *testing.T) {
-	if _, err := decodeRecords(make([]byte, recordSize+1)); err == nil {
+	if _, err := decodeRecords(nil, make([]byte, recordSize+1)); err == nil {
 		t.Fatal("a buffer that is not a whole number of records was accepted")
 	}
-	recs, err := decodeRecords(make([]byte, 3*recordSize))
+	recs, err := decodeRecords(nil, make([]byte, 3*recordSize))
 	if err != nil || len(recs) != 3 {
 		t.Fatalf("3 records: got %d, %v", len(recs), err)
 	}

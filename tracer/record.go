@@ -24,21 +24,32 @@ const (
 
 const recordSize = int(unsafe.Sizeof(bpf.ConntraceConnRecord{}))
 
-// decodeRecords views buf, a sequence of struct conn_record written by the
-// kernel in host byte order, as records. It copies once, into an aligned
-// slice, instead of decoding field by field: a scrape may carry 100,000.
-func decodeRecords(buf []byte) ([]bpf.ConntraceConnRecord, error) {
+// decodeRecords copies buf, a sequence of struct conn_record written by the
+// kernel in host byte order, into recs (reused when large enough). One copy
+// into an aligned slice instead of decoding field by field: a scrape may
+// carry 100,000 records.
+func decodeRecords(recs []bpf.ConntraceConnRecord, buf []byte) ([]bpf.ConntraceConnRecord, error) {
 	if len(buf)%recordSize != 0 {
-		return nil, fmt.Errorf("connection records: %d bytes is not a multiple of the record size %d (kernel object and exporter out of step?)", len(buf), recordSize)
+		return recs[:0], fmt.Errorf("connection records: %d bytes is not a multiple of the record size %d (kernel object and exporter out of step?)", len(buf), recordSize)
 	}
-	recs := make([]bpf.ConntraceConnRecord, len(buf)/recordSize)
-	if len(recs) > 0 {
+	n := len(buf) / recordSize
+	if cap(recs) < n {
+		recs = make([]bpf.ConntraceConnRecord, n)
+	}
+	recs = recs[:n]
+	if n > 0 {
 		copy(unsafe.Slice((*byte)(unsafe.Pointer(&recs[0])), len(buf)), buf)
 	}
 	return recs, nil
 }
 
-func commString(c [16]int8) string {
+// comms interns process names: the same few repeat on every scrape.
+type comms map[[16]int8]string
+
+func (m comms) get(c [16]int8) string {
+	if s, ok := m[c]; ok {
+		return s
+	}
 	b := make([]byte, 0, len(c))
 	for _, ch := range c {
 		if ch == 0 {
@@ -46,10 +57,15 @@ func commString(c [16]int8) string {
 		}
 		b = append(b, byte(ch))
 	}
-	return string(b)
+	if len(m) >= 4096 { // bounded: start over rather than grow
+		clear(m)
+	}
+	s := string(b)
+	m[c] = s
+	return s
 }
 
-func toConnectionStats(r *bpf.ConntraceConnRecord) ConnectionStats {
+func toConnectionStats(r *bpf.ConntraceConnRecord, names comms) ConnectionStats {
 	c := ConnectionStats{
 		MonotonicSentBytes:   r.SentBytes,
 		MonotonicRecvBytes:   r.RecvBytes,
@@ -59,7 +75,7 @@ func toConnectionStats(r *bpf.ConntraceConnRecord) ConnectionStats {
 		RTT:                  r.SrttUs,
 		RTTVar:               r.RttvarUs,
 		Pid:                  r.Pid,
-		Comm:                 commString(r.Comm),
+		Comm:                 names.get(r.Comm),
 		NetNS:                r.Netns,
 		SPort:                r.Sport,
 		DPort:                r.Dport,

@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -43,8 +44,13 @@ type Tracer struct {
 
 	mu     sync.Mutex // serialises reads of the kernel state and known
 	known  *known
-	rec    ringbuf.Record // reused by drainClosed (under mu)
-	decode uint64         // records that could not be decoded (under mu)
+	decode uint64 // records that could not be decoded (under mu)
+	// Reused from one read to the next (under mu).
+	rec   ringbuf.Record
+	one   [1]bpf.ConntraceConnRecord
+	buf   bytes.Buffer
+	recs  []bpf.ConntraceConnRecord
+	comms comms
 }
 
 // New checks the prerequisites, loads and attaches the programs, seeds the
@@ -63,6 +69,7 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 		state:  NewNetworkState(cfg),
 		known:  newKnown(),
 		stop:   make(chan struct{}),
+		comms:  make(comms),
 		done:   make(chan struct{}),
 	}
 	if err := t.load(); err != nil {
@@ -217,13 +224,13 @@ func (t *Tracer) drainClosed() {
 			}
 			return
 		}
-		recs, err := decodeRecords(t.rec.RawSample)
+		recs, err := decodeRecords(t.one[:], t.rec.RawSample)
 		if err != nil || len(recs) != 1 {
 			t.decode++
 			level.Warn(t.logger).Log("msg", "undecodable closed-connection record", "bytes", len(t.rec.RawSample), "err", err)
 			continue
 		}
-		c := toConnectionStats(&recs[0])
+		c := toConnectionStats(&recs[0], t.comms)
 		t.known.closed(&c, now)
 		t.state.StoreClosedConnection(c)
 	}
@@ -238,11 +245,12 @@ func (t *Tracer) readActive(now time.Time) ([]ConnectionStats, error) {
 		return nil, fmt.Errorf("opening the connection iterator: %w", err)
 	}
 	defer rd.Close()
-	buf, err := io.ReadAll(rd)
-	if err != nil {
+	t.buf.Reset()
+	if _, err := t.buf.ReadFrom(rd); err != nil {
 		return nil, fmt.Errorf("reading the connection iterator: %w", err)
 	}
-	recs, err := decodeRecords(buf)
+	recs, err := decodeRecords(t.recs, t.buf.Bytes())
+	t.recs = recs
 	if err != nil {
 		t.decode++
 		return nil, err
@@ -250,7 +258,7 @@ func (t *Tracer) readActive(now time.Time) ([]ConnectionStats, error) {
 	conns := make([]ConnectionStats, 0, len(recs))
 	t.known.beginRead()
 	for i := range recs {
-		c := toConnectionStats(&recs[i])
+		c := toConnectionStats(&recs[i], t.comms)
 		if t.known.live(&c, now) {
 			conns = append(conns, c)
 		}

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Throughput overhead of the exporter: iperf3 between two network namespaces
+# joined by veth (198.18.0.1 <-> 198.18.0.2, RFC 2544 test range), without
+# and with the exporter running, alternated. Optionally a churn of short
+# connections (bash /dev/tcp) the same way. Root only. See BENCHMARKS.md.
+#
+#   scripts/bench-overhead.sh            # 3 rounds of (off, on), 5 s each
+#   ROUNDS=5 DURATION=10 CHURN=2000 scripts/bench-overhead.sh
+#
+# Everything it creates (namespaces, veth, processes) is removed on exit.
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5}
+PORT=${PORT:-19476}            # exporter's listen port, on 127.0.0.1
+CHURN=${CHURN:-1000}           # short connections per churn run; 0: skip
+IPERF_PORT=5201
+
+cd "$(dirname "$0")/.."
+[[ $(id -u) == 0 ]] || { echo "needs root (loads BPF programs, creates namespaces)" >&2; exit 1; }
+for c in iperf3 ip python3 curl; do
+	command -v "$c" >/dev/null || { echo "missing: $c" >&2; exit 1; }
+done
+
+id=$$
+NS_C=ctb-c-$id
+NS_S=ctb-s-$id
+VETH_C=vbc$id
+VETH_S=vbs$id
+WORK=$(mktemp -d)
+EXPORTER_PID=
+SERVER_PIDS=()
+
+cleanup() {
+	set +e
+	[[ -n $EXPORTER_PID ]] && kill "$EXPORTER_PID" 2>/dev/null && wait "$EXPORTER_PID" 2>/dev/null
+	for pid in "${SERVER_PIDS[@]}"; do
+		kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+	done
+	# Deleting a namespace deletes its veth end and its peer.
+	ip netns del "$NS_C" 2>/dev/null
+	ip netns del "$NS_S" 2>/dev/null
+	ip link del "$VETH_C" 2>/dev/null
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "== machine"
+echo "kernel:  $(uname -r)"
+echo "cpu:     $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+echo "nproc:   $(nproc)"
+echo "loadavg: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "iperf3:  $(iperf3 --version | head -1)"
+
+echo "== build"
+make build >/dev/null
+BIN=$PWD/conntrace_exporter
+echo "built $BIN"
+
+echo "== network: $NS_C ($VETH_C 198.18.0.1) <-> $NS_S ($VETH_S 198.18.0.2)"
+ip netns add "$NS_C"
+ip netns add "$NS_S"
+ip link add "$VETH_C" type veth peer name "$VETH_S"
+ip link set "$VETH_C" netns "$NS_C"
+ip link set "$VETH_S" netns "$NS_S"
+ip -n "$NS_C" addr add 198.18.0.1/24 dev "$VETH_C"
+ip -n "$NS_S" addr add 198.18.0.2/24 dev "$VETH_S"
+for ns in "$NS_C" "$NS_S"; do ip -n "$ns" link set lo up; done
+ip -n "$NS_C" link set "$VETH_C" up
+ip -n "$NS_S" link set "$VETH_S" up
+# Short connections: reuse TIME_WAIT ports on the client side.
+ip netns exec "$NS_C" sysctl -qw net.ipv4.tcp_tw_reuse=1 net.ipv4.ip_local_port_range="1024 65535"
+
+ip netns exec "$NS_S" iperf3 -s -B 198.18.0.2 -p $IPERF_PORT >"$WORK/iperf3-server.log" 2>&1 &
+SERVER_PIDS+=($!)
+# A churn server: accepts, reads to EOF and closes (one thread).
+ip netns exec "$NS_S" python3 -c '
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("198.18.0.2", 5202)); s.listen(1024)
+while True:
+    c, _ = s.accept()
+    while c.recv(4096): pass
+    c.close()
+' >"$WORK/churn-server.log" 2>&1 &
+SERVER_PIDS+=($!)
+for port in $IPERF_PORT 5202; do
+	for i in $(seq 51); do
+		ip netns exec "$NS_S" ss -Hltn "sport = :$port" | grep -q . && break
+		[[ $i == 51 ]] && { echo "nothing listens on 198.18.0.2:$port" >&2; exit 1; }
+		sleep 0.1
+	done
+done
+
+start_exporter() {
+	"$BIN" --web.listen-address=127.0.0.1:$PORT --log.level=warn >"$WORK/exporter.log" 2>&1 &
+	EXPORTER_PID=$!
+	for _ in $(seq 100); do
+		curl -fsS -o /dev/null "http://127.0.0.1:$PORT/metrics?client_id=bench" 2>/dev/null && return 0
+		kill -0 "$EXPORTER_PID" 2>/dev/null || { cat "$WORK/exporter.log" >&2; echo "exporter died" >&2; exit 1; }
+		sleep 0.1
+	done
+	echo "exporter not ready on 127.0.0.1:$PORT" >&2
+	exit 1
+}
+
+stop_exporter() {
+	kill "$EXPORTER_PID"
+	wait "$EXPORTER_PID" || true
+	EXPORTER_PID=
+}
+
+# iperf_run prints the receiver's throughput in Gbit/s.
+iperf_run() {
+	ip netns exec "$NS_C" iperf3 -c 198.18.0.2 -p $IPERF_PORT -t "$DURATION" -J >"$WORK/iperf.json"
+	python3 -c 'import json,sys; print("%.3f" % (json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"]/1e9))' "$WORK/iperf.json"
+}
+
+# churn_run prints short connections per second (connect, 100 bytes, close).
+churn_run() {
+	ip netns exec "$NS_C" bash -c '
+		n=$1; msg=$(printf "%0100d" 0)
+		start=$(date +%s%N)
+		for ((i = 0; i < n; i++)); do
+			exec 3<>/dev/tcp/198.18.0.2/5202
+			printf %s "$msg" >&3
+			exec 3>&-
+		done
+		end=$(date +%s%N)
+		awk -v n="$n" -v ns=$((end - start)) "BEGIN { printf \"%.0f\n\", n / (ns / 1e9) }"
+	' churn "$CHURN"
+}
+
+stats() { # mean, min, max of the arguments
+	python3 -c 'import sys, statistics as s; v=[float(x) for x in sys.argv[1:]]; print("mean %.3f  min %.3f  max %.3f  stdev %.3f" % (s.mean(v), min(v), max(v), s.stdev(v) if len(v) > 1 else 0))' "$@"
+}
+
+declare -a OFF ON COFF CON
+echo "== iperf3 -t $DURATION, $ROUNDS rounds of (off, on)"
+for r in $(seq "$ROUNDS"); do
+	t=$(iperf_run); OFF+=("$t"); echo "round $r  off  $t Gbit/s"
+	if [[ $CHURN -gt 0 ]]; then c=$(churn_run); COFF+=("$c"); echo "round $r  off  churn $c conn/s"; fi
+	start_exporter
+	t=$(iperf_run); ON+=("$t"); echo "round $r  on   $t Gbit/s"
+	if [[ $CHURN -gt 0 ]]; then c=$(churn_run); CON+=("$c"); echo "round $r  on   churn $c conn/s"; fi
+	# The exporter saw the iperf3 traffic (sanity check of the "on" runs).
+	seen=$(curl -fsS "http://127.0.0.1:$PORT/metrics?client_id=bench" | grep -c '198\.18\.0\.' || true)
+	echo "round $r  on   exporter series naming 198.18.0.x: $seen"
+	stop_exporter
+done
+
+echo "== summary (Gbit/s)"
+echo "off: ${OFF[*]}"
+echo "     $(stats "${OFF[@]}")"
+echo "on:  ${ON[*]}"
+echo "     $(stats "${ON[@]}")"
+python3 -c 'import sys, statistics as s; a=[float(x) for x in sys.argv[1].split()]; b=[float(x) for x in sys.argv[2].split()]; print("ratio on/off of the means: %.3f" % (s.mean(b)/s.mean(a)))' "${OFF[*]}" "${ON[*]}"
+if [[ $CHURN -gt 0 ]]; then
+	echo "== summary churn ($CHURN connections per run, conn/s)"
+	echo "off: ${COFF[*]}"
+	echo "     $(stats "${COFF[@]}")"
+	echo "on:  ${CON[*]}"
+	echo "     $(stats "${CON[@]}")"
+	python3 -c 'import sys, statistics as s; a=[float(x) for x in sys.argv[1].split()]; b=[float(x) for x in sys.argv[2].split()]; print("ratio on/off of the means: %.3f" % (s.mean(b)/s.mean(a)))' "${COFF[*]}" "${CON[*]}"
+fi

@@ -93,7 +93,9 @@ func main() {
 		landing, err := web.NewLandingPage(web.LandingConfig{
 			Name:        "Conntrace Exporter",
 			Description: "Per-peer TCP traffic counters traced with eBPF",
-			Version:     version.Info(),
+			// No pprof here: debug endpoints get their own, opt-in address.
+			Profiling: "false",
+			Version:   version.Info(),
 			Links: []web.LandingLinks{{
 				Address: *metricsPath,
 				Text:    "Metrics",

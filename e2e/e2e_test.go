@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/cilium/ebpf"
 	"io"
 	"net"
 	"os"
@@ -66,6 +67,7 @@ func TestEndToEnd(t *testing.T) {
 	t.Logf("built %s in %s", bin, time.Since(began).Round(time.Millisecond))
 
 	t.Run("RejectsBadFlag", func(t *testing.T) { testBadFlag(t, bin) })
+	t.Run("NamesMissingCapabilities", func(t *testing.T) { testMissingCapabilities(t, bin) })
 
 	// The network first: its cleanup then runs after the processes are gone.
 	pair := nettest.NewPair(t)
@@ -168,9 +170,27 @@ func TestEndToEnd(t *testing.T) {
 	checks = append(checks, promCheck{upQuery, 1})
 	waitPrometheus(ctx, t, promBase, checks, 15*time.Second)
 
+	// The landing page links the metrics, and no profiling endpoint it
+	// does not serve.
+	if body, err := get("http://" + exporterAddr + "/"); err != nil || !bytes.Contains(body, []byte("/metrics")) || !bytes.Contains(body, []byte("Conntrace Exporter")) || bytes.Contains(body, []byte("/debug/pprof")) {
+		t.Errorf("landing page: %v\n%s", err, body)
+	}
+
 	// Stop the exporter: SIGTERM, exit code 0, and it said what it attached.
 	if code := exporter.stop(t, syscall.SIGTERM, 15*time.Second); code != 0 {
 		t.Errorf("exporter exit code after SIGTERM = %d, want 0", code)
+	}
+	// Nothing of it stays in the kernel: no program, no pin. Tracepoint
+	// links are released after an RCU grace period, so allow a moment.
+	var left []string
+	for wait := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		left = loadedPrograms(t, "handle_set_sta", "handle_sockops", "dump_conns", "seed_conns", "seed_listeners", "handle_destroy")
+		if len(left) == 0 || time.Now().After(wait) {
+			break
+		}
+	}
+	if len(left) > 0 {
+		t.Errorf("BPF programs still loaded 5s after the exporter exited: %v", left)
 	}
 	logText := expLog.String()
 	for _, prog := range []string{"handle_set_state", "handle_destroy_sock", "handle_sockops", "dump_conns", "seed_listeners", "seed_conns"} {
@@ -424,5 +444,58 @@ func testBadFlag(t *testing.T, bin string) {
 	}
 	if !strings.Contains(stderr.String(), "--tracer.max-clients") {
 		t.Errorf("stderr does not name --tracer.max-clients:\n%s", stderr.String())
+	}
+}
+
+// testMissingCapabilities runs the exporter as an unprivileged user: it must
+// stop before loading anything, exit 1 and name what it lacks.
+func testMissingCapabilities(t *testing.T, bin string) {
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Fatalf("setpriv (util-linux) is needed to drop privileges: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+		bin, "--web.listen-address=127.0.0.1:0")
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	t.Logf("stderr: %s", strings.TrimSpace(stderr.String()))
+	if code := cmd.ProcessState.ExitCode(); code != 1 {
+		t.Errorf("exit code without privileges = %d (%v), want 1", code, err)
+	}
+	for _, want := range []string{"CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr does not name %s", want)
+		}
+	}
+}
+
+// loadedPrograms returns the BPF programs loaded in the kernel whose name
+// (truncated to 15 characters by the kernel) starts with one of prefixes.
+func loadedPrograms(t *testing.T, prefixes ...string) []string {
+	var found []string
+	id := ebpf.ProgramID(0)
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if err != nil {
+			return found
+		}
+		id = next
+		prog, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		info, err := prog.Info()
+		prog.Close()
+		if err != nil {
+			continue
+		}
+		for _, p := range prefixes {
+			if strings.HasPrefix(info.Name, p) {
+				found = append(found, fmt.Sprintf("%s (id %d)", info.Name, id))
+			}
+		}
 	}
 }

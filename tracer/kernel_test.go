@@ -6,7 +6,10 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -26,6 +29,9 @@ type kTotals struct {
 	lastRTT, lastRTTVar     uint32
 	conns                   map[ConnKey]bool
 	closedSeen, preexisting int
+	pids                    map[uint32]bool
+	comms                   map[string]bool
+	families                map[ConnectionFamily]bool
 }
 
 // end selects the connections of one side of the test traffic.
@@ -57,7 +63,7 @@ type observer struct {
 func newObserver(t *testing.T, tr *Tracer, client string, ends map[string]end) *observer {
 	o := &observer{t: t, tr: tr, client: client, ends: ends, tot: map[string]*kTotals{}}
 	for name := range ends {
-		o.tot[name] = &kTotals{conns: map[ConnKey]bool{}}
+		o.tot[name] = &kTotals{conns: map[ConnKey]bool{}, pids: map[uint32]bool{}, comms: map[string]bool{}, families: map[ConnectionFamily]bool{}}
 	}
 	o.poll() // registers the client: first call, zero deltas
 	return o
@@ -89,6 +95,9 @@ func (o *observer) poll() bool {
 			tt.rttSumMicros += c.LastRTT.SumMicros
 			tt.lastRTT, tt.lastRTTVar = c.RTT, c.RTTVar
 			tt.conns[c.Key] = true
+			tt.pids[c.Pid] = true
+			tt.comms[c.Comm] = true
+			tt.families[c.Family] = true
 			if c.Closed {
 				tt.closedSeen++
 			}
@@ -152,6 +161,12 @@ func serverAddr(p *nettest.Pair, v6 bool) string {
 // when keepOpen is set (the caller closes them).
 func exchange(t *testing.T, p *nettest.Pair, ln net.Listener, n, m int, keepOpen bool) (net.Conn, net.Conn) {
 	t.Helper()
+	return exchangeTo(t, p, ln, ln.Addr().String(), n, m, keepOpen)
+}
+
+// exchangeTo is exchange with the client dialing addr.
+func exchangeTo(t *testing.T, p *nettest.Pair, ln net.Listener, addr string, n, m int, keepOpen bool) (net.Conn, net.Conn) {
+	t.Helper()
 	type res struct {
 		c   net.Conn
 		err error
@@ -179,9 +194,9 @@ func exchange(t *testing.T, p *nettest.Pair, ln net.Listener, n, m int, keepOpen
 		}
 		done <- res{c: sc}
 	}()
-	cc, err := p.Dial("tcp", ln.Addr().String())
+	cc, err := p.Dial("tcp", addr)
 	if err != nil {
-		t.Fatalf("dial %s: %v", ln.Addr(), err)
+		t.Fatalf("dial %s: %v", addr, err)
 	}
 	if _, err := cc.Write(bytes.Repeat([]byte{'c'}, n)); err != nil {
 		t.Fatalf("client write: %v", err)
@@ -224,7 +239,8 @@ func familyName(v6 bool) string {
 
 // Test 1: exact bytes, both directions, both ends, closed and live.
 func TestExactBytesPerPeer(t *testing.T) {
-	tr := newTestTracer(t, nil)
+	// One client per subtest.
+	tr := newTestTracer(t, func(c *Config) { c.MaxClients = 64 })
 	p := nettest.NewPair(t)
 	sizes := [][2]int{{0, 0}, {1, 1}, {1, 0}, {0, 1}, {1000, 54321}, {1234567, 54321}, {32 << 20, 3 << 20}}
 	for _, v6 := range []bool{false, true} {
@@ -265,8 +281,40 @@ func TestExactBytesPerPeer(t *testing.T) {
 			if tt := o.tot["client"]; tt.opened != 1 || tt.closed != 0 {
 				t.Errorf("open connection: opened=%d closed=%d, want 1 0", tt.opened, tt.closed)
 			}
+			// Both ends belong to this process: the client's from connect(),
+			// the server's from its listener.
+			comm := filepath.Base(os.Args[0])
+			if len(comm) > 15 {
+				comm = comm[:15]
+			}
+			for _, side := range []string{"client", "server"} {
+				tt := o.tot[side]
+				if len(tt.pids) != 1 || !tt.pids[uint32(os.Getpid())] || len(tt.comms) != 1 || !tt.comms[comm] {
+					t.Errorf("%s: pids %v comms %v, want {%d} {%q}", side, tt.pids, tt.comms, os.Getpid(), comm)
+				}
+			}
 		})
 	}
+	t.Run("ipv4-on-dual-stack-socket", func(t *testing.T) {
+		// A dual-stack listener accepts IPv4 on an IPv6 socket, with
+		// IPv4-mapped addresses: reported as IPv4, with IPv4 addresses.
+		ln, err := p.Listen("tcp", "[::]:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		port := uint16(ln.Addr().(*net.TCPAddr).Port)
+		o := newObserver(t, tr, t.Name(), pairEnds(p, false, port))
+		exchangeTo(t, p, ln, net.JoinHostPort(p.Server4.String(), strconv.Itoa(int(port))), 5555, 666, false)
+		o.waitFor("both close records", func(tot map[string]*kTotals) bool {
+			return tot["client"].closedSeen == 1 && tot["server"].closedSeen == 1
+		})
+		checkTotals(t, o, "client", 5555, 666)
+		checkTotals(t, o, "server", 666, 5555)
+		if f := o.tot["server"].families; len(f) != 1 || !f[AFINET] {
+			t.Errorf("server end families %v, want ipv4 only", f)
+		}
+	})
 }
 
 func checkTotals(t *testing.T, o *observer, side string, sent, recv uint64) {
@@ -381,8 +429,8 @@ func TestRTTHistogramMatchesTCPInfo(t *testing.T) {
 		t.Errorf("histogram mean RTT %.1fµs, TCP_INFO mean RTT %.1fµs: off by %.0f%%", mean, want, 100*d)
 	}
 	ti, _ := nettest.TCPInfo(cc)
-	if tt.lastRTT != ti.Rtt {
-		t.Errorf("exported smoothed RTT %dµs, TCP_INFO %dµs", tt.lastRTT, ti.Rtt)
+	if tt.lastRTT != ti.Rtt || tt.lastRTTVar != ti.Rttvar {
+		t.Errorf("exported smoothed RTT %dµs ± %dµs, TCP_INFO %dµs ± %dµs", tt.lastRTT, tt.lastRTTVar, ti.Rtt, ti.Rttvar)
 	}
 	t.Logf("samples=%d mean=%.1fµs tcp_info mean=%.1fµs srtt=%dµs rttvar=%dµs", tt.rttCount, mean, want, tt.lastRTT, tt.lastRTTVar)
 }

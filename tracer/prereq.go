@@ -11,8 +11,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// vmlinuxBTF is where the kernel publishes its BTF; CO-RE needs it.
-const vmlinuxBTF = "/sys/kernel/btf/vmlinux"
+// vmlinuxBTF is where the kernel publishes its BTF; CO-RE needs it. A
+// variable for tests.
+var vmlinuxBTF = "/sys/kernel/btf/vmlinux"
 
 // capability numbers from linux/capability.h.
 const (

@@ -1,0 +1,87 @@
+package tracer
+
+import (
+	"bytes"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/conntrace/conntrace_exporter/internal/nettest"
+)
+
+func sampleConn() ConnectionStats {
+	return ConnectionStats{
+		Source: netip.MustParseAddr("198.18.0.1"), Dest: netip.MustParseAddr("198.18.0.2"),
+		SPort: 40000, DPort: 443, Pid: 1234, NetNS: 4026531840,
+		Type: TCP, Family: AFINET, Direction: OUTGOING,
+		Key:                ConnKey{Cookie: 99, Generation: 2},
+		MonotonicSentBytes: 2048, LastSentBytes: 1024, MonotonicRecvBytes: 10, LastRecvBytes: 10,
+		MonotonicRetransmits: 3, LastRetransmits: 1, RTT: 250, RTTVar: 40,
+	}
+}
+
+func TestByteKeyRoundTripsThroughBeautifyKey(t *testing.T) {
+	var buf bytes.Buffer
+	c := sampleConn()
+	k, err := c.ByteKey(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "p:1234|src:198.18.0.1:40000|dst:198.18.0.2:443|f:0|t:0|netns:4026531840|cookie:99/2"
+	if got := BeautifyKey(string(k)); got != want {
+		t.Errorf("BeautifyKey = %q, want %q", got, want)
+	}
+	v6 := c
+	v6.Family, v6.Source, v6.Dest = AFINET6, netip.MustParseAddr("fd00:c7::1"), netip.MustParseAddr("fd00:c7::2")
+	k6, err := v6.ByteKey(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := BeautifyKey(string(k6)); !strings.Contains(got, "src:[fd00:c7::1]:40000|dst:[fd00:c7::2]:443|f:1") {
+		t.Errorf("IPv6 BeautifyKey = %q", got)
+	}
+	if len(k6) != len(k)+24 {
+		t.Errorf("IPv6 key %d bytes, IPv4 %d: want 24 more (two 16- instead of 4-byte addresses)", len(k6), len(k))
+	}
+}
+
+func TestByteKeyErrorsWithoutAddress(t *testing.T) {
+	var buf bytes.Buffer
+	c := sampleConn()
+	c.Dest = netip.Addr{}
+	if _, err := c.ByteKey(&buf); err == nil || !strings.Contains(err.Error(), "99/2") {
+		t.Errorf("error %v, want one naming the connection", err)
+	}
+}
+
+func TestBeautifyKeyRejectsGarbage(t *testing.T) {
+	for _, k := range []string{"", "short", string(make([]byte, 12))} {
+		if got := BeautifyKey(k); !strings.HasPrefix(got, "invalid key") {
+			t.Errorf("BeautifyKey(%q) = %q, want an invalid-key message", k, got)
+		}
+	}
+}
+
+func TestConnectionSummary(t *testing.T) {
+	c := sampleConn()
+	got := c.String()
+	want := "[TCP] [PID: 1234] [198.18.0.1:40000 ⇄ 198.18.0.2:443] (outgoing) 2.0 kB sent (+1.0 kB), 10 B received (+10 B), 3 retransmits (+1), RTT 250µs (± 40µs)"
+	if got != want {
+		t.Errorf("String() =\n%q, want\n%q", got, want)
+	}
+	named := ConnectionSummary(c, map[netip.Addr][]string{c.Dest: {"a.example", "b.example"}})
+	if !strings.Contains(named, "a.example,b.example:443") {
+		t.Errorf("names not used: %q", named)
+	}
+}
+
+func TestPrerequisitesNameMissingBTF(t *testing.T) {
+	nettest.RequireRoot(t) // the capability check comes first
+	old := vmlinuxBTF
+	vmlinuxBTF = "/nonexistent/vmlinux"
+	defer func() { vmlinuxBTF = old }()
+	_, err := checkPrerequisites(NewDefaultConfig())
+	if err == nil || !strings.Contains(err.Error(), "CONFIG_DEBUG_INFO_BTF") || !strings.Contains(err.Error(), "/nonexistent/vmlinux") {
+		t.Errorf("error %v, want one naming the path and CONFIG_DEBUG_INFO_BTF", err)
+	}
+}

@@ -150,17 +150,21 @@ for r in $(seq "$ROUNDS"); do
 	stop_exporter
 done
 
-echo "== summary (Gbit/s)"
-echo "off: ${OFF[*]}"
-echo "     $(stats "${OFF[@]}")"
-echo "on:  ${ON[*]}"
-echo "     $(stats "${ON[@]}")"
-python3 -c 'import sys, statistics as s; a=[float(x) for x in sys.argv[1].split()]; b=[float(x) for x in sys.argv[2].split()]; print("ratio on/off of the means: %.3f" % (s.mean(b)/s.mean(a)))' "${OFF[*]}" "${ON[*]}"
+# summary TITLE OFF... -- ON...: the runs, their statistics and the ratio.
+summary() {
+	local title=$1; shift
+	local off=() on=()
+	while [[ $1 != -- ]]; do off+=("$1"); shift; done; shift
+	on=("$@")
+	echo "== summary ($title)"
+	echo "off: ${off[*]}"
+	echo "     $(stats "${off[@]}")"
+	echo "on:  ${on[*]}"
+	echo "     $(stats "${on[@]}")"
+	python3 -c 'import sys, statistics as s; a=[float(x) for x in sys.argv[1].split()]; b=[float(x) for x in sys.argv[2].split()]; print("ratio on/off of the means: %.3f" % (s.mean(b)/s.mean(a)))' "${off[*]}" "${on[*]}"
+}
+
+summary "Gbit/s" "${OFF[@]}" -- "${ON[@]}"
 if [[ $CHURN -gt 0 ]]; then
-	echo "== summary churn ($CHURN connections per run, conn/s)"
-	echo "off: ${COFF[*]}"
-	echo "     $(stats "${COFF[@]}")"
-	echo "on:  ${CON[*]}"
-	echo "     $(stats "${CON[@]}")"
-	python3 -c 'import sys, statistics as s; a=[float(x) for x in sys.argv[1].split()]; b=[float(x) for x in sys.argv[2].split()]; print("ratio on/off of the means: %.3f" % (s.mean(b)/s.mean(a)))' "${COFF[*]}" "${CON[*]}"
+	summary "$CHURN connections per run, conn/s" "${COFF[@]}" -- "${CON[@]}"
 fi

@@ -296,28 +296,10 @@ func BenchmarkGetActiveConnections10k(b *testing.B) {
 			b.Fatal(err)
 		}
 		check(b, first.Conns)
-		b.ReportAllocs()
-		var last *Connections
-		for b.Loop() {
-			last, err = tr.GetActiveConnections("bench")
-			if err != nil {
-				b.Fatal(err)
-			}
-		}
-		b.ReportMetric(float64(check(b, last.Conns)), "conns")
-		b.ReportMetric(float64(len(last.Conns)), "records")
+		loopReads(b, func() (*Connections, error) { return tr.GetActiveConnections("bench") }, check)
 	})
 	b.Run("read", func(b *testing.B) {
-		b.ReportAllocs()
-		var last *Connections
-		for b.Loop() {
-			last, err = tr.DebugNetworkMaps()
-			if err != nil {
-				b.Fatal(err)
-			}
-		}
-		b.ReportMetric(float64(check(b, last.Conns)), "conns")
-		b.ReportMetric(float64(len(last.Conns)), "records")
+		loopReads(b, tr.DebugNetworkMaps, check)
 	})
 	b.Run("iter", func(b *testing.B) {
 		b.ReportAllocs()
@@ -515,4 +497,18 @@ func BenchmarkProgramRunCost(b *testing.B) {
 	} else {
 		b.Errorf("dump_conns never ran during %d scrapes", scrapes)
 	}
+}
+
+// loopReads times read and reports what the last one returned.
+func loopReads(b *testing.B, read func() (*Connections, error), check func(*testing.B, []ConnectionStats) int) {
+	b.ReportAllocs()
+	var last *Connections
+	var err error
+	for b.Loop() {
+		if last, err = read(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(check(b, last.Conns)), "conns")
+	b.ReportMetric(float64(len(last.Conns)), "records")
 }

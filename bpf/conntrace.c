@@ -54,6 +54,7 @@ enum conn_flag {
 enum conn_direction {
 	DIR_INCOMING = 1,
 	DIR_OUTGOING = 2,
+	DIR_NONE = 4,
 };
 
 /* Per-socket state, in socket local storage. */
@@ -212,6 +213,8 @@ static __always_inline bool is_tcp(struct sock *sk)
 	return sk->sk_protocol == IPPROTO_TCP;
 }
 
+#include "filter.h"
+
 static __always_inline void take_baselines(struct tcp_sock *tp, struct conn_state *st, bool retrans)
 {
 	st->base_acked = tp->bytes_acked;
@@ -221,11 +224,13 @@ static __always_inline void take_baselines(struct tcp_sock *tp, struct conn_stat
 	st->base_retrans = retrans ? tp->total_retrans : 0;
 }
 
-/* start_conn begins tracking sk, within the max_tracked budget. */
+/* start_conn begins tracking sk, if the filters let it and within the
+ * max_tracked budget. */
 static __always_inline struct conn_state *start_conn(struct sock *sk, __u8 direction, __u32 pid,
 						      const char *comm)
 {
 	struct conn_state *st = bpf_sk_storage_get(&conns, sk, 0, 0);
+	struct conn_state ends;
 	__u32 gen = 0;
 
 	if (st) {
@@ -233,6 +238,8 @@ static __always_inline struct conn_state *start_conn(struct sock *sk, __u8 direc
 			return st; /* already tracked */
 		gen = st->gen + 1; /* socket reused for a new connection */
 	}
+	if (!read_endpoints(sk, &ends) || !traced(&ends, ends.daddr, ends.dport, ends.family, IPPROTO_TCP))
+		return NULL;
 	if (__sync_fetch_and_add(&tracked, 1) >= max_tracked) {
 		__sync_fetch_and_add(&tracked, -1);
 		__sync_fetch_and_add(&lost_tracked_full, 1);
@@ -246,11 +253,12 @@ static __always_inline struct conn_state *start_conn(struct sock *sk, __u8 direc
 		return NULL;
 	}
 	__builtin_memset(st, 0, sizeof(*st));
-	if (!read_endpoints(sk, st)) {
-		st->flags = CONN_CLOSED;
-		__sync_fetch_and_add(&tracked, -1);
-		return NULL;
-	}
+	__builtin_memcpy(st->saddr, ends.saddr, 16);
+	__builtin_memcpy(st->daddr, ends.daddr, 16);
+	st->sport = ends.sport;
+	st->dport = ends.dport;
+	st->netns = ends.netns;
+	st->family = ends.family;
 	st->gen = gen;
 	st->cookie = bpf_get_socket_cookie(sk);
 	st->start_ns = bpf_ktime_get_ns();
@@ -432,6 +440,21 @@ int BPF_PROG(handle_set_state, const struct sock *csk, const int oldstate, const
 		}
 		if (!st || (st->flags & CONN_CLOSED))
 			return 0;
+		/* connect() picks the local port after SYN_SENT: read the local
+		 * side again, and filter again now that it is known. */
+		if (oldstate == TCP_SYN_SENT) {
+			struct conn_state tmp;
+
+			if (read_endpoints(sk, &tmp)) {
+				__builtin_memcpy(st->saddr, tmp.saddr, 16);
+				st->sport = tmp.sport;
+			}
+			if (!traced(st, st->daddr, st->dport, st->family, IPPROTO_TCP)) {
+				st->flags |= CONN_CLOSED; /* untracked, silently: filtered out */
+				__sync_fetch_and_add(&tracked, -1);
+				return 0;
+			}
+		}
 		tp = bpf_skc_to_tcp_sock(sk);
 		if (!tp)
 			return 0;
@@ -511,6 +534,8 @@ int handle_sockops(struct bpf_sock_ops *skops)
 	}
 	return 1;
 }
+
+#include "udp.h"
 
 static __always_inline bool seedable_state(int state)
 {

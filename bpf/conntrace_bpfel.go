@@ -63,6 +63,30 @@ type ConntraceConnState struct {
 	Comm         [16]int8
 }
 
+type ConntraceFilterKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Family    uint8
+	Addr      [16]uint8
+	_         [3]byte
+}
+
+type ConntraceFilterPorts struct {
+	_       structs.HostLayout
+	AllTcp  uint8
+	AllUdp  uint8
+	Nranges uint8
+	Pad     uint8
+	Ranges  [16]struct {
+		_   structs.HostLayout
+		Lo  uint16
+		Hi  uint16
+		Tcp uint8
+		Udp uint8
+		Pad [2]uint8
+	}
+}
+
 type ConntraceListener struct {
 	_    structs.HostLayout
 	Pid  uint32
@@ -76,27 +100,79 @@ type ConntraceListenerKey struct {
 	Pad   uint16
 }
 
+type ConntraceUdpFlow struct {
+	_         structs.HostLayout
+	Id        uint64
+	SentBytes uint64
+	RecvBytes uint64
+	StartNs   uint64
+	LastNs    uint64
+	Pid       uint32
+	Netns     uint32
+	Laddr     [16]uint8
+	Sport     uint16
+	Family    uint8
+	Direction uint8
+	Comm      [16]int8
+	Pad       [4]uint8
+}
+
+type ConntraceUdpKey struct {
+	_      structs.HostLayout
+	Cookie uint64
+	Raddr  [16]uint8
+	Rport  uint16
+	Family uint8
+	Pad    [5]uint8
+}
+
+type ConntraceUdpPeer struct {
+	_      structs.HostLayout
+	Addr   [16]uint8
+	Port   uint16
+	Family uint8
+	Pad    [5]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	ConntraceMapClosedConns        = "closed_conns"
-	ConntraceMapConns              = "conns"
-	ConntraceMapListeners          = "listeners"
-	ConntraceMapScratch            = "scratch"
-	ConntraceProgDumpConns         = "dump_conns"
-	ConntraceProgHandleDestroySock = "handle_destroy_sock"
-	ConntraceProgHandleSetState    = "handle_set_state"
-	ConntraceProgHandleSockops     = "handle_sockops"
-	ConntraceProgSeedConns         = "seed_conns"
-	ConntraceProgSeedListeners     = "seed_listeners"
-	ConntraceVarCollectIpv6        = "collect_ipv6"
-	ConntraceVarListenersFull      = "listeners_full"
-	ConntraceVarLostRingBufferFull = "lost_ring_buffer_full"
-	ConntraceVarLostTrackedFull    = "lost_tracked_full"
-	ConntraceVarMaxTracked         = "max_tracked"
-	ConntraceVarTracked            = "tracked"
-	ConntraceVarUnusedConnRecord   = "unused_conn_record"
+	ConntraceMapClosedConns         = "closed_conns"
+	ConntraceMapConns               = "conns"
+	ConntraceMapExcludedDestination = "excluded_destination"
+	ConntraceMapExcludedSource      = "excluded_source"
+	ConntraceMapIncludedDestination = "included_destination"
+	ConntraceMapIncludedSource      = "included_source"
+	ConntraceMapListeners           = "listeners"
+	ConntraceMapScratch             = "scratch"
+	ConntraceMapUdpFlows            = "udp_flows"
+	ConntraceMapUdpRecvPeer         = "udp_recv_peer"
+	ConntraceMapUdpSendPeer         = "udp_send_peer"
+	ConntraceProgDumpConns          = "dump_conns"
+	ConntraceProgHandleDestroySock  = "handle_destroy_sock"
+	ConntraceProgHandleRecvLength   = "handle_recv_length"
+	ConntraceProgHandleSendLength   = "handle_send_length"
+	ConntraceProgHandleSetState     = "handle_set_state"
+	ConntraceProgHandleSockops      = "handle_sockops"
+	ConntraceProgSeedConns          = "seed_conns"
+	ConntraceProgSeedListeners      = "seed_listeners"
+	ConntraceProgUdpRecvmsg4        = "udp_recvmsg4"
+	ConntraceProgUdpRecvmsg6        = "udp_recvmsg6"
+	ConntraceProgUdpSendmsg4        = "udp_sendmsg4"
+	ConntraceProgUdpSendmsg6        = "udp_sendmsg6"
+	ConntraceVarCollectIpv6         = "collect_ipv6"
+	ConntraceVarCollectUdp          = "collect_udp"
+	ConntraceVarFiltersOn           = "filters_on"
+	ConntraceVarIncludesOn          = "includes_on"
+	ConntraceVarListenersFull       = "listeners_full"
+	ConntraceVarLostRingBufferFull  = "lost_ring_buffer_full"
+	ConntraceVarLostTrackedFull     = "lost_tracked_full"
+	ConntraceVarLostUdpFlowsFull    = "lost_udp_flows_full"
+	ConntraceVarMaxTracked          = "max_tracked"
+	ConntraceVarNextFlowId          = "next_flow_id"
+	ConntraceVarTracked             = "tracked"
+	ConntraceVarUnusedConnRecord    = "unused_conn_record"
 )
 
 // LoadConntrace returns the embedded CollectionSpec for Conntrace.
@@ -143,20 +219,33 @@ type ConntraceSpecs struct {
 type ConntraceProgramSpecs struct {
 	DumpConns         *ebpf.ProgramSpec `ebpf:"dump_conns"`
 	HandleDestroySock *ebpf.ProgramSpec `ebpf:"handle_destroy_sock"`
+	HandleRecvLength  *ebpf.ProgramSpec `ebpf:"handle_recv_length"`
+	HandleSendLength  *ebpf.ProgramSpec `ebpf:"handle_send_length"`
 	HandleSetState    *ebpf.ProgramSpec `ebpf:"handle_set_state"`
 	HandleSockops     *ebpf.ProgramSpec `ebpf:"handle_sockops"`
 	SeedConns         *ebpf.ProgramSpec `ebpf:"seed_conns"`
 	SeedListeners     *ebpf.ProgramSpec `ebpf:"seed_listeners"`
+	UdpRecvmsg4       *ebpf.ProgramSpec `ebpf:"udp_recvmsg4"`
+	UdpRecvmsg6       *ebpf.ProgramSpec `ebpf:"udp_recvmsg6"`
+	UdpSendmsg4       *ebpf.ProgramSpec `ebpf:"udp_sendmsg4"`
+	UdpSendmsg6       *ebpf.ProgramSpec `ebpf:"udp_sendmsg6"`
 }
 
 // ConntraceMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ConntraceMapSpecs struct {
-	ClosedConns *ebpf.MapSpec `ebpf:"closed_conns"`
-	Conns       *ebpf.MapSpec `ebpf:"conns"`
-	Listeners   *ebpf.MapSpec `ebpf:"listeners"`
-	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
+	ClosedConns         *ebpf.MapSpec `ebpf:"closed_conns"`
+	Conns               *ebpf.MapSpec `ebpf:"conns"`
+	ExcludedDestination *ebpf.MapSpec `ebpf:"excluded_destination"`
+	ExcludedSource      *ebpf.MapSpec `ebpf:"excluded_source"`
+	IncludedDestination *ebpf.MapSpec `ebpf:"included_destination"`
+	IncludedSource      *ebpf.MapSpec `ebpf:"included_source"`
+	Listeners           *ebpf.MapSpec `ebpf:"listeners"`
+	Scratch             *ebpf.MapSpec `ebpf:"scratch"`
+	UdpFlows            *ebpf.MapSpec `ebpf:"udp_flows"`
+	UdpRecvPeer         *ebpf.MapSpec `ebpf:"udp_recv_peer"`
+	UdpSendPeer         *ebpf.MapSpec `ebpf:"udp_send_peer"`
 }
 
 // ConntraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -164,10 +253,15 @@ type ConntraceMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type ConntraceVariableSpecs struct {
 	CollectIpv6        *ebpf.VariableSpec `ebpf:"collect_ipv6"`
+	CollectUdp         *ebpf.VariableSpec `ebpf:"collect_udp"`
+	FiltersOn          *ebpf.VariableSpec `ebpf:"filters_on"`
+	IncludesOn         *ebpf.VariableSpec `ebpf:"includes_on"`
 	ListenersFull      *ebpf.VariableSpec `ebpf:"listeners_full"`
 	LostRingBufferFull *ebpf.VariableSpec `ebpf:"lost_ring_buffer_full"`
 	LostTrackedFull    *ebpf.VariableSpec `ebpf:"lost_tracked_full"`
+	LostUdpFlowsFull   *ebpf.VariableSpec `ebpf:"lost_udp_flows_full"`
 	MaxTracked         *ebpf.VariableSpec `ebpf:"max_tracked"`
+	NextFlowId         *ebpf.VariableSpec `ebpf:"next_flow_id"`
 	Tracked            *ebpf.VariableSpec `ebpf:"tracked"`
 	UnusedConnRecord   *ebpf.VariableSpec `ebpf:"unused_conn_record"`
 }
@@ -192,18 +286,32 @@ func (o *ConntraceObjects) Close() error {
 //
 // It can be passed to LoadConntraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ConntraceMaps struct {
-	ClosedConns *ebpf.Map `ebpf:"closed_conns"`
-	Conns       *ebpf.Map `ebpf:"conns"`
-	Listeners   *ebpf.Map `ebpf:"listeners"`
-	Scratch     *ebpf.Map `ebpf:"scratch"`
+	ClosedConns         *ebpf.Map `ebpf:"closed_conns"`
+	Conns               *ebpf.Map `ebpf:"conns"`
+	ExcludedDestination *ebpf.Map `ebpf:"excluded_destination"`
+	ExcludedSource      *ebpf.Map `ebpf:"excluded_source"`
+	IncludedDestination *ebpf.Map `ebpf:"included_destination"`
+	IncludedSource      *ebpf.Map `ebpf:"included_source"`
+	Listeners           *ebpf.Map `ebpf:"listeners"`
+	Scratch             *ebpf.Map `ebpf:"scratch"`
+	UdpFlows            *ebpf.Map `ebpf:"udp_flows"`
+	UdpRecvPeer         *ebpf.Map `ebpf:"udp_recv_peer"`
+	UdpSendPeer         *ebpf.Map `ebpf:"udp_send_peer"`
 }
 
 func (m *ConntraceMaps) Close() error {
 	return _ConntraceClose(
 		m.ClosedConns,
 		m.Conns,
+		m.ExcludedDestination,
+		m.ExcludedSource,
+		m.IncludedDestination,
+		m.IncludedSource,
 		m.Listeners,
 		m.Scratch,
+		m.UdpFlows,
+		m.UdpRecvPeer,
+		m.UdpSendPeer,
 	)
 }
 
@@ -212,10 +320,15 @@ func (m *ConntraceMaps) Close() error {
 // It can be passed to LoadConntraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ConntraceVariables struct {
 	CollectIpv6        *ebpf.Variable `ebpf:"collect_ipv6"`
+	CollectUdp         *ebpf.Variable `ebpf:"collect_udp"`
+	FiltersOn          *ebpf.Variable `ebpf:"filters_on"`
+	IncludesOn         *ebpf.Variable `ebpf:"includes_on"`
 	ListenersFull      *ebpf.Variable `ebpf:"listeners_full"`
 	LostRingBufferFull *ebpf.Variable `ebpf:"lost_ring_buffer_full"`
 	LostTrackedFull    *ebpf.Variable `ebpf:"lost_tracked_full"`
+	LostUdpFlowsFull   *ebpf.Variable `ebpf:"lost_udp_flows_full"`
 	MaxTracked         *ebpf.Variable `ebpf:"max_tracked"`
+	NextFlowId         *ebpf.Variable `ebpf:"next_flow_id"`
 	Tracked            *ebpf.Variable `ebpf:"tracked"`
 	UnusedConnRecord   *ebpf.Variable `ebpf:"unused_conn_record"`
 }
@@ -226,20 +339,32 @@ type ConntraceVariables struct {
 type ConntracePrograms struct {
 	DumpConns         *ebpf.Program `ebpf:"dump_conns"`
 	HandleDestroySock *ebpf.Program `ebpf:"handle_destroy_sock"`
+	HandleRecvLength  *ebpf.Program `ebpf:"handle_recv_length"`
+	HandleSendLength  *ebpf.Program `ebpf:"handle_send_length"`
 	HandleSetState    *ebpf.Program `ebpf:"handle_set_state"`
 	HandleSockops     *ebpf.Program `ebpf:"handle_sockops"`
 	SeedConns         *ebpf.Program `ebpf:"seed_conns"`
 	SeedListeners     *ebpf.Program `ebpf:"seed_listeners"`
+	UdpRecvmsg4       *ebpf.Program `ebpf:"udp_recvmsg4"`
+	UdpRecvmsg6       *ebpf.Program `ebpf:"udp_recvmsg6"`
+	UdpSendmsg4       *ebpf.Program `ebpf:"udp_sendmsg4"`
+	UdpSendmsg6       *ebpf.Program `ebpf:"udp_sendmsg6"`
 }
 
 func (p *ConntracePrograms) Close() error {
 	return _ConntraceClose(
 		p.DumpConns,
 		p.HandleDestroySock,
+		p.HandleRecvLength,
+		p.HandleSendLength,
 		p.HandleSetState,
 		p.HandleSockops,
 		p.SeedConns,
 		p.SeedListeners,
+		p.UdpRecvmsg4,
+		p.UdpRecvmsg6,
+		p.UdpSendmsg4,
+		p.UdpSendmsg6,
 	)
 }
 

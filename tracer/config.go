@@ -11,6 +11,8 @@ import (
 type Config struct {
 	// CollectTCPConns traces TCP connections.
 	CollectTCPConns bool
+	// CollectUDPConns traces UDP flows.
+	CollectUDPConns bool
 	// CollectIPv6Conns traces IPv6 connections (IPv4-mapped IPv6 sockets
 	// carry IPv4 traffic and are always traced as IPv4).
 	CollectIPv6Conns bool
@@ -20,6 +22,9 @@ type Config struct {
 	// Past it, the connection is forgotten. Every close is reported by a
 	// tracepoint, so this only matters when a close record was lost.
 	TCPConnTimeout time.Duration
+	// UDPConnTimeout closes a UDP flow (a socket and one peer) that carried
+	// no datagram for this long; it is then counted as closed, once.
+	UDPConnTimeout time.Duration
 	// MaxTrackedConnections bounds the connections tracked in the kernel.
 	// Connections beyond it are counted in conntrace_lost_total{reason="tracked_connections_full"}.
 	MaxTrackedConnections uint32
@@ -45,14 +50,19 @@ type Config struct {
 	ClosedRingBufferBytes uint32
 	// BPFDebug makes the verifier log available in load errors.
 	BPFDebug bool
+	// Filters selects the connections traced (from the --config.file);
+	// nil traces everything. Not a flag.
+	Filters *ConnectionFilters
 }
 
 // NewDefaultConfig returns the default configuration.
 func NewDefaultConfig() *Config {
 	return &Config{
 		CollectTCPConns:              true,
+		CollectUDPConns:              true,
 		CollectIPv6Conns:             true,
 		TCPConnTimeout:               2 * time.Minute,
+		UDPConnTimeout:               30 * time.Second,
 		MaxTrackedConnections:        65536,
 		MaxClosedConnectionsBuffered: 50000,
 		MaxConnectionsStateBuffered:  75000,
@@ -68,6 +78,9 @@ func (c *Config) Validate() error {
 	var errs []error
 	if c.TCPConnTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("TCPConnTimeout %s: must be at least 1s", c.TCPConnTimeout))
+	}
+	if c.UDPConnTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("UDPConnTimeout %s: must be at least 1s", c.UDPConnTimeout))
 	}
 	if c.MaxTrackedConnections < 1 || c.MaxTrackedConnections > 1<<24 {
 		errs = append(errs, fmt.Errorf("MaxTrackedConnections %d: must be between 1 and %d", c.MaxTrackedConnections, 1<<24))
@@ -91,8 +104,8 @@ func (c *Config) Validate() error {
 	if rb < 4096 || rb&(rb-1) != 0 {
 		errs = append(errs, fmt.Errorf("ClosedRingBufferBytes %d: must be a power of two of at least 4096", rb))
 	}
-	if !c.CollectTCPConns {
-		errs = append(errs, errors.New("CollectTCPConns: is false and TCP is the only protocol traced so far: nothing would be traced"))
+	if !c.CollectTCPConns && !c.CollectUDPConns {
+		errs = append(errs, errors.New("CollectTCPConns: is false and so is CollectUDPConns: nothing would be traced"))
 	}
 	return errors.Join(errs...)
 }

@@ -39,14 +39,18 @@ type end struct {
 	src, dst netip.Addr
 	port     uint16 // the server port
 	incoming bool
+	udp      bool
 }
 
 func (e end) match(c *ConnectionStats) bool {
-	if c.Source != e.src || c.Dest != e.dst {
+	if c.Source != e.src || c.Dest != e.dst || (c.Type == UDP) != e.udp {
 		return false
 	}
 	if e.incoming {
 		return c.SPort == e.port && c.Direction == INCOMING
+	}
+	if e.udp {
+		return c.DPort == e.port && c.Direction == NONE
 	}
 	return c.DPort == e.port && c.Direction == OUTGOING
 }

@@ -35,7 +35,7 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		"MaxClients":                   func(c *Config) { c.MaxClients = 0 },
 		"ProcRoot":                     func(c *Config) { c.ProcRoot = "" },
 		"ClosedRingBufferBytes":        func(c *Config) { c.ClosedRingBufferBytes = 5000 },
-		"CollectTCPConns":              func(c *Config) { c.CollectTCPConns = false },
+		"CollectTCPConns":              func(c *Config) { c.CollectTCPConns, c.CollectUDPConns = false, false },
 	} {
 		cfg := NewDefaultConfig()
 		mod(cfg)

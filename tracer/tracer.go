@@ -51,6 +51,7 @@ type Tracer struct {
 	buf   bytes.Buffer
 	recs  []bpf.ConntraceConnRecord
 	comms comms
+	udp   udpReader
 }
 
 // New checks the prerequisites, loads and attaches the programs, seeds the
@@ -107,7 +108,15 @@ func (t *Tracer) load() error {
 	if err := spec.Variables["collect_ipv6"].Set(ipv6); err != nil {
 		return fmt.Errorf("setting collect_ipv6: %w", err)
 	}
+	udp := uint8(0)
+	if t.cfg.CollectUDPConns {
+		udp = 1
+	}
+	if err := spec.Variables["collect_udp"].Set(udp); err != nil {
+		return fmt.Errorf("setting collect_udp: %w", err)
+	}
 	spec.Maps["closed_conns"].MaxEntries = t.cfg.ClosedRingBufferBytes
+	spec.Maps["udp_flows"].MaxEntries = t.cfg.MaxTrackedConnections
 	opts := &ebpf.CollectionOptions{}
 	if t.cfg.BPFDebug {
 		opts.Programs.LogLevel = ebpf.LogLevelInstruction
@@ -146,6 +155,12 @@ func (t *Tracer) attach(cgroupPath string) error {
 	t.links = append(t.links, l)
 	t.attachments = append(t.attachments, Attachment{Program: "handle_sockops", Hook: "cgroup " + cgroupPath, Attach: "sockops"})
 
+	if t.cfg.CollectUDPConns {
+		if err := t.attachUDP(cgroupPath); err != nil {
+			return err
+		}
+	}
+
 	it, err := link.AttachIter(link.IterOptions{Program: t.objs.DumpConns})
 	if err != nil {
 		return fmt.Errorf("attaching the task_file iterator dump_conns: %w", err)
@@ -153,6 +168,45 @@ func (t *Tracer) attach(cgroupPath string) error {
 	t.dumpIter = it
 	t.links = append(t.links, it)
 	t.attachments = append(t.attachments, Attachment{Program: "dump_conns", Hook: "task_file (each scrape)", Attach: "iter"})
+	return nil
+}
+
+// attachUDP attaches the UDP programs: the cgroup hooks that see the peer of
+// sendto()/recvfrom(), and the tracepoints that see the bytes each call moved.
+func (t *Tracer) attachUDP(cgroupPath string) error {
+	for _, h := range []struct {
+		prog   *ebpf.Program
+		name   string
+		attach ebpf.AttachType
+		hook   string
+	}{
+		{t.objs.UdpSendmsg4, "udp_sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, "sendmsg4"},
+		{t.objs.UdpSendmsg6, "udp_sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, "sendmsg6"},
+		{t.objs.UdpRecvmsg4, "udp_recvmsg4", ebpf.AttachCGroupUDP4Recvmsg, "recvmsg4"},
+		{t.objs.UdpRecvmsg6, "udp_recvmsg6", ebpf.AttachCGroupUDP6Recvmsg, "recvmsg6"},
+	} {
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: h.attach, Program: h.prog})
+		if err != nil {
+			return fmt.Errorf("attaching %s to the cgroup v2 root %s (%s): %w", h.name, cgroupPath, h.hook, err)
+		}
+		t.links = append(t.links, l)
+		t.attachments = append(t.attachments, Attachment{Program: h.name, Hook: "cgroup " + cgroupPath + " " + h.hook, Attach: "cgroup_sock_addr"})
+	}
+	for _, tp := range []struct {
+		prog *ebpf.Program
+		name string
+		hook string
+	}{
+		{t.objs.HandleSendLength, "handle_send_length", "sock/sock_send_length"},
+		{t.objs.HandleRecvLength, "handle_recv_length", "sock/sock_recv_length"},
+	} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: tp.prog, AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			return fmt.Errorf("attaching %s to the BTF tracepoint %s: %w", tp.name, tp.hook, err)
+		}
+		t.links = append(t.links, l)
+		t.attachments = append(t.attachments, Attachment{Program: tp.name, Hook: tp.hook, Attach: "tp_btf"})
+	}
 	return nil
 }
 
@@ -199,6 +253,8 @@ func (t *Tracer) drainLoop() {
 	defer close(t.done)
 	tick := time.NewTicker(drainInterval)
 	defer tick.Stop()
+	sweep := time.NewTicker(udpSweepEvery(t.cfg.UDPConnTimeout))
+	defer sweep.Stop()
 	for {
 		select {
 		case <-t.stop:
@@ -206,6 +262,13 @@ func (t *Tracer) drainLoop() {
 		case <-tick.C:
 			t.mu.Lock()
 			t.drainClosed()
+			t.mu.Unlock()
+		case <-sweep.C:
+			// Close idle UDP flows even when nobody scrapes.
+			t.mu.Lock()
+			if _, err := t.readUDP(nil, ktimeNow()); err != nil {
+				level.Warn(t.logger).Log("msg", "sweeping idle UDP flows", "err", err)
+			}
 			t.mu.Unlock()
 		}
 	}
@@ -276,6 +339,9 @@ func (t *Tracer) GetActiveConnections(clientID string) (*Connections, error) {
 	now := time.Now()
 	t.mu.Lock()
 	active, err := t.readActive(now)
+	if err == nil {
+		active, err = t.readUDP(active, ktimeNow())
+	}
 	// After the read: what closed meanwhile reaches this call already.
 	t.drainClosed()
 	t.mu.Unlock()
@@ -284,11 +350,7 @@ func (t *Tracer) GetActiveConnections(clientID string) (*Connections, error) {
 	}
 	// The kernel's clock after the read: a new client does not get the
 	// close records, still on their way, of connections closed before it.
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return nil, fmt.Errorf("reading CLOCK_MONOTONIC: %w", err)
-	}
-	conns, newClient, err := t.state.Connections(clientID, now, uint64(ts.Nano()), active)
+	conns, newClient, err := t.state.Connections(clientID, now, ktimeNow(), active)
 	if err != nil {
 		return nil, err
 	}
@@ -301,6 +363,9 @@ func (t *Tracer) DebugNetworkMaps() (*Connections, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	conns, err := t.readActive(time.Now())
+	if err == nil {
+		conns, err = t.readUDP(conns, ktimeNow())
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -327,6 +392,10 @@ func (t *Tracer) Stats() Stats {
 	if t.objs.LostTrackedFull.Get(&v) == nil {
 		s.Lost[LostTrackedConnectionsFull] = v
 	}
+	if t.objs.LostUdpFlowsFull.Get(&v) == nil {
+		s.Lost[LostTrackedConnectionsFull] += v
+	}
+
 	if t.objs.LostRingBufferFull.Get(&v) == nil {
 		s.Lost[LostRingBufferFull] = v
 	}
@@ -335,6 +404,7 @@ func (t *Tracer) Stats() Stats {
 	}
 	t.mu.Lock()
 	s.Lost[LostDecodeError] = t.decode
+	s.TrackedConnections += uint64(t.udp.flows) // as of the last read
 	t.mu.Unlock()
 	return s
 }
@@ -357,4 +427,13 @@ func (t *Tracer) Close() error {
 	t.links = nil
 	errs = append(errs, t.objs.Close())
 	return errors.Join(errs...)
+}
+
+// ktimeNow is the kernel's bpf_ktime_get_ns clock (CLOCK_MONOTONIC) now.
+func ktimeNow() uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		panic(fmt.Sprintf("CLOCK_MONOTONIC: %v", err)) // cannot fail on Linux
+	}
+	return uint64(ts.Nano())
 }

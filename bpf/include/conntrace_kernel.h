@@ -28,6 +28,8 @@ typedef _Bool bool;
 /* UAPI enums (include/uapi/linux/bpf.h), values are ABI. */
 enum {
 	BPF_MAP_TYPE_HASH = 1,
+	BPF_MAP_TYPE_LRU_HASH = 9,
+	BPF_MAP_TYPE_LPM_TRIE = 11,
 	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_SK_STORAGE = 24,
@@ -65,6 +67,10 @@ enum {
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define MSG_PEEK 2
+/* sk_userlocks: the user bound the port explicitly (bind() with a port). */
+#define SOCK_BINDPORT_LOCK 8
 #define IPPROTO_MPTCP 262
 
 /* enum sock_flags: SOCK_DONE is set by tcp_fin() when the peer's FIN
@@ -84,6 +90,20 @@ enum sock_flags { SOCK_DEAD = 0, SOCK_DONE = 1 };
 struct bpf_sock;
 struct bpf_map;
 struct seq_file;
+
+/* UAPI context of cgroup sock_addr programs (layout is ABI). */
+struct bpf_sock_addr {
+	__u32 user_family;
+	__u32 user_ip4;
+	__u32 user_ip6[4];
+	__u32 user_port;
+	__u32 family;
+	__u32 type;
+	__u32 protocol;
+	__u32 msg_src_ip4;
+	__u32 msg_src_ip6[4];
+	__bpf_md_ptr(struct bpf_sock *, sk);
+};
 
 /* UAPI context of sockops programs (layout is ABI). */
 struct bpf_sock_ops {
@@ -165,6 +185,7 @@ struct sock_common {
 struct sock {
 	struct sock_common __sk_common;
 	__u16 sk_protocol;
+	__u8 sk_userlocks;
 } __attribute__((preserve_access_index));
 
 struct tcp_sock {

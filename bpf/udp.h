@@ -1,0 +1,209 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * UDP flows: a flow is one socket and one peer (address and port).
+ *
+ *   cgroup/sendmsg4|6   the destination of a sendto()/sendmsg() with an
+ *                       address, remembered for the calling thread
+ *   cgroup/recvmsg4|6   the source of a recvfrom()/recvmsg() that asks for it
+ *   tp_btf/sock_send_length, tp_btf/sock_recv_length
+ *                       the bytes the call moved (its return value): payload
+ *                       bytes, added to the flow of the remembered peer, or of
+ *                       the socket's peer for a connected socket
+ *
+ * Flows live in a hash map that user space reads (exact: every byte is
+ * counted when the call returns) and expires after UDPConnTimeout idle.
+ * Included from conntrace.c.
+ */
+
+struct udp_key {
+	__u64 cookie;
+	__u8 raddr[16];
+	__u16 rport;
+	__u8 family;
+	__u8 _pad[5];
+};
+
+struct udp_flow {
+	__u64 id; /* unique per flow: user space's key */
+	__u64 sent_bytes;
+	__u64 recv_bytes;
+	__u64 start_ns;
+	__u64 last_ns;
+	__u32 pid;
+	__u32 netns;
+	__u8 laddr[16];
+	__u16 sport;
+	__u8 family;
+	__u8 direction;
+	char comm[COMM_LEN];
+	__u8 _pad[4];
+};
+
+struct udp_peer {
+	__u8 addr[16];
+	__u16 port;
+	__u8 family;
+	__u8 _pad[5];
+};
+
+volatile const __u8 collect_udp = 1;
+
+__u64 next_flow_id;
+__u64 lost_udp_flows_full;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536); /* MaxTrackedConnections, set by the loader */
+	__type(key, struct udp_key);
+	__type(value, struct udp_flow);
+} udp_flows SEC(".maps");
+
+/* Peer of the datagram being sent or received, per thread, between the
+ * cgroup hook and the length tracepoint of the same call. LRU: an entry
+ * whose call never reached the tracepoint cannot pile up. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct udp_peer);
+} udp_send_peer SEC(".maps"), udp_recv_peer SEC(".maps");
+
+static __always_inline void peer_from_user(struct bpf_sock_addr *ctx, struct udp_peer *p, bool v6)
+{
+	__builtin_memset(p, 0, sizeof(*p));
+	p->port = bpf_ntohs((__u16)ctx->user_port);
+	if (!v6) {
+		__u32 a = ctx->user_ip4;
+		__builtin_memcpy(p->addr, &a, 4);
+		p->family = AF_INET;
+		return;
+	}
+	__u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1], a2 = ctx->user_ip6[2], a3 = ctx->user_ip6[3];
+	__builtin_memcpy(p->addr, &a0, 4);
+	__builtin_memcpy(p->addr + 4, &a1, 4);
+	__builtin_memcpy(p->addr + 8, &a2, 4);
+	__builtin_memcpy(p->addr + 12, &a3, 4);
+	p->family = AF_INET6;
+	if (is_v4mapped(p->addr)) {
+		unmap_v4(p->addr);
+		p->family = AF_INET;
+	}
+}
+
+static __always_inline int remember_peer(void *map, struct bpf_sock_addr *ctx, bool v6)
+{
+	struct udp_peer p;
+	__u64 id = bpf_get_current_pid_tgid();
+
+	if (collect_udp) {
+		peer_from_user(ctx, &p, v6);
+		bpf_map_update_elem(map, &id, &p, BPF_ANY);
+	}
+	return 1; /* never refuse the call */
+}
+
+SEC("cgroup/sendmsg4")
+int udp_sendmsg4(struct bpf_sock_addr *ctx) { return remember_peer(&udp_send_peer, ctx, false); }
+
+SEC("cgroup/sendmsg6")
+int udp_sendmsg6(struct bpf_sock_addr *ctx) { return remember_peer(&udp_send_peer, ctx, true); }
+
+SEC("cgroup/recvmsg4")
+int udp_recvmsg4(struct bpf_sock_addr *ctx) { return remember_peer(&udp_recv_peer, ctx, false); }
+
+SEC("cgroup/recvmsg6")
+int udp_recvmsg6(struct bpf_sock_addr *ctx) { return remember_peer(&udp_recv_peer, ctx, true); }
+
+/* connected_peer: the peer of a connected socket; the unspecified address
+ * and port 0 for an unconnected one (a datagram read without asking who
+ * sent it). */
+static __always_inline void connected_peer(struct sock *sk, struct udp_peer *p)
+{
+	struct conn_state tmp;
+
+	__builtin_memset(p, 0, sizeof(*p));
+	if (!read_endpoints(sk, &tmp))
+		return;
+	p->family = tmp.family;
+	if (sk->__sk_common.skc_state != TCP_ESTABLISHED)
+		return; /* not connected */
+	__builtin_memcpy(p->addr, tmp.daddr, 16);
+	p->port = tmp.dport;
+}
+
+static __always_inline void udp_account(struct sock *sk, struct udp_peer *peer, __u64 bytes, bool sent)
+{
+	struct udp_key key = {};
+	struct udp_flow *f, nf;
+	struct conn_state tmp;
+	long err;
+
+	key.cookie = bpf_get_socket_cookie(sk);
+	__builtin_memcpy(key.raddr, peer->addr, 16);
+	key.rport = peer->port;
+	key.family = peer->family;
+	f = bpf_map_lookup_elem(&udp_flows, &key);
+	if (!f) {
+		if (!read_endpoints(sk, &tmp))
+			return; /* IPv6 disabled */
+		if (!traced(&tmp, peer->addr, peer->port, peer->family, IPPROTO_UDP))
+			return;
+		__builtin_memset(&nf, 0, sizeof(nf));
+		nf.id = __sync_fetch_and_add(&next_flow_id, 1) + 1;
+		nf.start_ns = bpf_ktime_get_ns();
+		nf.pid = bpf_get_current_pid_tgid() >> 32;
+		bpf_get_current_comm(nf.comm, sizeof(nf.comm));
+		nf.netns = tmp.netns;
+		__builtin_memcpy(nf.laddr, tmp.saddr, 16);
+		nf.sport = tmp.sport;
+		nf.family = peer->family;
+		nf.direction = (sk->sk_userlocks & SOCK_BINDPORT_LOCK) ? DIR_INCOMING : DIR_NONE;
+		err = bpf_map_update_elem(&udp_flows, &key, &nf, BPF_NOEXIST);
+		if (err && err != -17 /* EEXIST: another CPU created it */) {
+			__sync_fetch_and_add(&lost_udp_flows_full, 1);
+			return;
+		}
+		f = bpf_map_lookup_elem(&udp_flows, &key);
+		if (!f)
+			return;
+	}
+	if (sent)
+		__sync_fetch_and_add(&f->sent_bytes, bytes);
+	else
+		__sync_fetch_and_add(&f->recv_bytes, bytes);
+	f->last_ns = bpf_ktime_get_ns();
+}
+
+static __always_inline void udp_length(void *peers, struct sock *sk, int ret, int flags, bool sent)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct udp_peer peer, *p;
+
+	if (!collect_udp || sk->sk_protocol != IPPROTO_UDP)
+		return;
+	p = bpf_map_lookup_elem(peers, &id);
+	if (p) {
+		peer = *p;
+		bpf_map_delete_elem(peers, &id);
+	} else {
+		connected_peer(sk, &peer);
+	}
+	if (ret <= 0 || (flags & MSG_PEEK))
+		return;
+	udp_account(sk, &peer, ret, sent);
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(handle_send_length, struct sock *sk, int ret, int flags)
+{
+	udp_length(&udp_send_peer, sk, ret, flags, true);
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(handle_recv_length, struct sock *sk, int ret, int flags)
+{
+	udp_length(&udp_recv_peer, sk, ret, flags, false);
+	return 0;
+}

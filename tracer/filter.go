@@ -1,0 +1,4 @@
+package tracer
+
+// ConnectionFilters selects the connections traced. (Being written.)
+type ConnectionFilters struct{}

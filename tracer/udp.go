@@ -1,0 +1,109 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/conntrace/conntrace_exporter/bpf"
+)
+
+// udpKeyBit marks the ConnKey of a UDP flow: its Cookie is the flow's id
+// with this bit set. Socket cookies are a 64-bit counter from 1 and never
+// reach it, so TCP and UDP keys cannot collide.
+const udpKeyBit = 1 << 63
+
+const udpBatch = 4096
+
+// udpReader reads the UDP flow map. Its buffers are reused (under Tracer.mu).
+type udpReader struct {
+	keys  []bpf.ConntraceUdpKey
+	vals  []bpf.ConntraceUdpFlow
+	flows int // flows open at the last read
+}
+
+// readUDP returns the UDP flows, and closes those idle for longer than
+// UDPConnTimeout: each is removed from the kernel map atomically with its
+// final counters and reported as closed, once. Callers hold t.mu.
+func (t *Tracer) readUDP(conns []ConnectionStats, ktimeNow uint64) ([]ConnectionStats, error) {
+	if t.objs.UdpFlows == nil {
+		return conns, nil
+	}
+	r := &t.udp
+	if r.keys == nil {
+		r.keys = make([]bpf.ConntraceUdpKey, udpBatch)
+		r.vals = make([]bpf.ConntraceUdpFlow, udpBatch)
+	}
+	timeout := uint64(t.cfg.UDPConnTimeout.Nanoseconds())
+	var idle []bpf.ConntraceUdpKey
+	var cursor ebpf.MapBatchCursor
+	r.flows = 0
+	for {
+		n, err := t.objs.UdpFlows.BatchLookup(&cursor, r.keys, r.vals, nil)
+		for i := 0; i < n; i++ {
+			v := &r.vals[i]
+			if ktimeNow > v.LastNs && ktimeNow-v.LastNs > timeout {
+				idle = append(idle, r.keys[i])
+				continue
+			}
+			r.flows++
+			conns = append(conns, t.udpStats(&r.keys[i], v, false))
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return conns, fmt.Errorf("reading the UDP flows: %w", err)
+		}
+	}
+	for i := range idle {
+		var v bpf.ConntraceUdpFlow
+		if err := t.objs.UdpFlows.LookupAndDelete(&idle[i], &v); err != nil {
+			continue // gone meanwhile
+		}
+		c := t.udpStats(&idle[i], &v, true)
+		c.LastUpdateEpoch = ktimeNow
+		t.state.StoreClosedConnection(c)
+	}
+	return conns, nil
+}
+
+func (t *Tracer) udpStats(k *bpf.ConntraceUdpKey, v *bpf.ConntraceUdpFlow, closed bool) ConnectionStats {
+	c := ConnectionStats{
+		MonotonicSentBytes: v.SentBytes,
+		MonotonicRecvBytes: v.RecvBytes,
+		LastUpdateEpoch:    v.LastNs,
+		StartEpoch:         v.StartNs,
+		Pid:                v.Pid,
+		Comm:               t.comms.get(v.Comm),
+		NetNS:              v.Netns,
+		SPort:              v.Sport,
+		DPort:              k.Rport,
+		Type:               UDP,
+		Key:                ConnKey{Cookie: udpKeyBit | v.Id},
+		Established:        true,
+		Closed:             closed,
+		Direction:          NONE,
+	}
+	if v.Direction == dirIncoming {
+		c.Direction = INCOMING
+	}
+	if k.Family == afInet6 {
+		c.Family = AFINET6
+		c.Source = netip.AddrFrom16(v.Laddr)
+		c.Dest = netip.AddrFrom16(k.Raddr)
+	} else {
+		c.Family = AFINET
+		c.Source = netip.AddrFrom4([4]byte(v.Laddr[:4]))
+		c.Dest = netip.AddrFrom4([4]byte(k.Raddr[:4]))
+	}
+	return c
+}
+
+// udpSweepEvery is how often idle UDP flows are closed between scrapes.
+func udpSweepEvery(timeout time.Duration) time.Duration {
+	return min(max(timeout/4, time.Second), 10*time.Second)
+}

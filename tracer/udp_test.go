@@ -1,0 +1,193 @@
+package tracer
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/conntrace/conntrace_exporter/internal/nettest"
+)
+
+// udpServer listens on a fixed port (an explicit bind: the server side is
+// "incoming") in the server namespace and answers each datagram of n bytes
+// with one of reply(n) bytes, to its sender.
+func udpServer(t *testing.T, p *nettest.Pair, addr netip.Addr, port uint16, reply func(int) int) {
+	t.Helper()
+	var pc net.PacketConn
+	err := nettest.Do(p.Server, func() (err error) {
+		pc, err = net.ListenPacket("udp", netip.AddrPortFrom(addr, port).String())
+		return
+	})
+	if err != nil {
+		t.Fatalf("udp listen %s:%d: %v", addr, port, err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if m := reply(n); m > 0 {
+				pc.WriteTo(bytes.Repeat([]byte{'u'}, m), from)
+			}
+		}
+	}()
+}
+
+func udpEnds(p *nettest.Pair, v6 bool, port uint16) map[string]end {
+	e := pairEnds(p, v6, port)
+	c, s := e["client"], e["server"]
+	c.udp, s.udp = true, true
+	return map[string]end{"client": c, "server": s}
+}
+
+// Connected UDP: a client socket connect()ed to the server, which answers
+// with sendto(): bytes exact on both ends, v4 and v6.
+func TestUDPConnectedExactBytes(t *testing.T) {
+	tr := newTestTracer(t, nil)
+	p := nettest.NewPair(t)
+	for _, v6 := range []bool{false, true} {
+		t.Run(familyName(v6), func(t *testing.T) {
+			const port = 7001
+			srv := p.Server4
+			if v6 {
+				srv = p.Server6
+			}
+			udpServer(t, p, srv, port, func(n int) int { return n/2 + 1 })
+			o := newObserver(t, tr, t.Name(), udpEnds(p, v6, port))
+			var c net.Conn
+			if err := nettest.Do(p.Client, func() (err error) {
+				c, err = net.Dial("udp", netip.AddrPortFrom(srv, port).String())
+				return
+			}); err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			var sent, recv uint64
+			buf := make([]byte, 65536)
+			for _, n := range []int{1, 100, 1000, 1400, 8000, 30000} {
+				if _, err := c.Write(bytes.Repeat([]byte{'c'}, n)); err != nil {
+					t.Fatal(err)
+				}
+				c.SetReadDeadline(time.Now().Add(2 * time.Second))
+				m, err := c.Read(buf)
+				if err != nil {
+					t.Fatalf("reading the answer to %d bytes: %v", n, err)
+				}
+				sent += uint64(n)
+				recv += uint64(m)
+			}
+			o.waitFor("UDP bytes", func(tot map[string]*kTotals) bool {
+				return tot["client"].sent == sent && tot["client"].recv == recv &&
+					tot["server"].sent == recv && tot["server"].recv == sent
+			})
+			time.Sleep(50 * time.Millisecond)
+			o.poll()
+			checkTotals(t, o, "client", sent, recv)
+			checkTotals(t, o, "server", recv, sent)
+			if tt := o.tot["client"]; tt.opened != 1 {
+				t.Errorf("client flow opened %d times, want 1", tt.opened)
+			}
+		})
+	}
+}
+
+// Unconnected UDP: one socket sendto()s many peers and recvfrom()s their
+// answers: bytes exact per peer.
+func TestUDPManyPeersFromOneSocket(t *testing.T) {
+	tr := newTestTracer(t, nil)
+	p := nettest.NewPair(t)
+	const peers, base = 20, 7100
+	ends := map[string]end{}
+	for i := 0; i < peers; i++ {
+		port := uint16(base + i)
+		udpServer(t, p, p.Server4, port, func(n int) int { return n + 3 })
+		e := udpEnds(p, false, port)
+		ends[fmt.Sprintf("client-%d", i)] = e["client"]
+		ends[fmt.Sprintf("server-%d", i)] = e["server"]
+	}
+	o := newObserver(t, tr, t.Name(), ends)
+	var pc net.PacketConn
+	if err := nettest.Do(p.Client, func() (err error) {
+		pc, err = net.ListenPacket("udp4", net.JoinHostPort(p.Client4.String(), "0"))
+		return
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	buf := make([]byte, 65536)
+	want := map[string][2]uint64{}
+	for i := 0; i < peers; i++ {
+		to := net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.Server4, uint16(base+i)))
+		for k := 0; k <= i%3; k++ {
+			n := 10*i + k + 1
+			if _, err := pc.WriteTo(make([]byte, n), to); err != nil {
+				t.Fatal(err)
+			}
+			pc.SetReadDeadline(time.Now().Add(2 * time.Second))
+			m, from, err := pc.ReadFrom(buf)
+			if err != nil || from.String() != to.String() {
+				t.Fatalf("answer from %v (%v), want %v", from, err, to)
+			}
+			w := want[fmt.Sprintf("client-%d", i)]
+			w[0] += uint64(n)
+			w[1] += uint64(m)
+			want[fmt.Sprintf("client-%d", i)] = w
+			want[fmt.Sprintf("server-%d", i)] = [2]uint64{w[1], w[0]}
+		}
+	}
+	o.waitFor("every peer's bytes", func(tot map[string]*kTotals) bool {
+		for name, w := range want {
+			if tot[name].sent != w[0] || tot[name].recv != w[1] {
+				return false
+			}
+		}
+		return true
+	})
+	for name, w := range want {
+		checkTotals(t, o, name, w[0], w[1])
+	}
+}
+
+// A flow idle for UDPConnTimeout is closed, and counted closed once.
+func TestUDPIdleFlowClosedOnce(t *testing.T) {
+	tr := newTestTracer(t, func(c *Config) { c.UDPConnTimeout = time.Second })
+	p := nettest.NewPair(t)
+	const port = 7002
+	udpServer(t, p, p.Server4, port, func(n int) int { return n })
+	o := newObserver(t, tr, t.Name(), udpEnds(p, false, port))
+	var c net.Conn
+	if err := nettest.Do(p.Client, func() (err error) {
+		c, err = net.Dial("udp", netip.AddrPortFrom(p.Server4, port).String())
+		return
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(make([]byte, 321))
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Read(make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	o.waitFor("the flows", func(tot map[string]*kTotals) bool { return tot["client"].sent == 321 && tot["server"].recv == 321 })
+	o.waitFor("the idle flows closed", func(tot map[string]*kTotals) bool {
+		return tot["client"].closed == 1 && tot["server"].closed == 1
+	})
+	time.Sleep(1500 * time.Millisecond)
+	o.poll()
+	o.poll()
+	for _, side := range []string{"client", "server"} {
+		tt := o.tot[side]
+		if tt.opened != 1 || tt.closed != 1 || tt.sent+tt.recv != 321*2 {
+			t.Errorf("%s: opened=%d closed=%d bytes=%d, want 1 1 642", side, tt.opened, tt.closed, tt.sent+tt.recv)
+		}
+	}
+	// New traffic after the close is a new flow.
+	c.Write(make([]byte, 5))
+	o.waitFor("a second flow", func(tot map[string]*kTotals) bool { return tot["client"].opened == 2 && tot["client"].sent == 326 })
+}

@@ -285,6 +285,25 @@ func TestExactBytesPerPeer(t *testing.T) {
 			if tt := o.tot["client"]; tt.opened != 1 || tt.closed != 0 {
 				t.Errorf("open connection: opened=%d closed=%d, want 1 0", tt.opened, tt.closed)
 			}
+			// The client end's local port is the one connect() picked (after
+			// SYN_SENT, so read again at ESTABLISHED).
+			maps, err := tr.DebugNetworkMaps()
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantSPort := uint16(cc.LocalAddr().(*net.TCPAddr).Port)
+			found := false
+			for i := range maps.Conns {
+				if c := &maps.Conns[i]; o.ends["client"].match(c) {
+					found = true
+					if c.SPort != wantSPort || c.Source != o.ends["client"].src {
+						t.Errorf("client end local %s:%d, want %s:%d", c.Source, c.SPort, o.ends["client"].src, wantSPort)
+					}
+				}
+			}
+			if !found {
+				t.Error("client end not in the kernel's connections")
+			}
 			// Both ends belong to this process: the client's from connect(),
 			// the server's from its listener.
 			comm := filepath.Base(os.Args[0])

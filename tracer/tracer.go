@@ -52,6 +52,8 @@ type Tracer struct {
 	recs  []bpf.ConntraceConnRecord
 	comms comms
 	udp   udpReader
+	// userFilter: the filters could not go into the kernel; apply them here.
+	userFilter bool
 }
 
 // New checks the prerequisites, loads and attaches the programs, seeds the
@@ -117,6 +119,10 @@ func (t *Tracer) load() error {
 	}
 	spec.Maps["closed_conns"].MaxEntries = t.cfg.ClosedRingBufferBytes
 	spec.Maps["udp_flows"].MaxEntries = t.cfg.MaxTrackedConnections
+	tables, err := t.kernelFilters(spec)
+	if err != nil {
+		return err
+	}
 	opts := &ebpf.CollectionOptions{}
 	if t.cfg.BPFDebug {
 		opts.Programs.LogLevel = ebpf.LogLevelInstruction
@@ -127,6 +133,10 @@ func (t *Tracer) load() error {
 			return fmt.Errorf("the kernel's verifier refused a BPF program: %+v", ve)
 		}
 		return fmt.Errorf("loading the BPF programs and maps: %w", err)
+	}
+	if err := t.fillFilters(tables); err != nil {
+		t.objs.Close()
+		return err
 	}
 	return nil
 }
@@ -294,6 +304,9 @@ func (t *Tracer) drainClosed() {
 			continue
 		}
 		c := toConnectionStats(&recs[0], t.comms)
+		if !t.keep(&c) {
+			continue
+		}
 		t.known.closed(&c, now)
 		t.state.StoreClosedConnection(c)
 	}
@@ -322,7 +335,7 @@ func (t *Tracer) readActive(now time.Time) ([]ConnectionStats, error) {
 	t.known.beginRead()
 	for i := range recs {
 		c := toConnectionStats(&recs[i], t.comms)
-		if t.known.live(&c, now) {
+		if t.keep(&c) && t.known.live(&c, now) {
 			conns = append(conns, c)
 		}
 	}
@@ -436,4 +449,10 @@ func ktimeNow() uint64 {
 		panic(fmt.Sprintf("CLOCK_MONOTONIC: %v", err)) // cannot fail on Linux
 	}
 	return uint64(ts.Nano())
+}
+
+// keep says whether a connection passes the filters, when they are applied
+// in user space (otherwise the kernel never tracked a filtered one).
+func (t *Tracer) keep(c *ConnectionStats) bool {
+	return !t.userFilter || t.cfg.Filters.Traced(c)
 }

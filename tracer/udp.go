@@ -50,7 +50,9 @@ func (t *Tracer) readUDP(conns []ConnectionStats, ktimeNow uint64) ([]Connection
 				continue
 			}
 			r.flows++
-			conns = append(conns, t.udpStats(&r.keys[i], v, false))
+			if c := t.udpStats(&r.keys[i], v, false); t.keep(&c) {
+				conns = append(conns, c)
+			}
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			break
@@ -66,7 +68,9 @@ func (t *Tracer) readUDP(conns []ConnectionStats, ktimeNow uint64) ([]Connection
 		}
 		c := t.udpStats(&idle[i], &v, true)
 		c.LastUpdateEpoch = ktimeNow
-		t.state.StoreClosedConnection(c)
+		if t.keep(&c) {
+			t.state.StoreClosedConnection(c)
+		}
 	}
 	return conns, nil
 }

@@ -30,11 +30,13 @@ package tracer
 //     whole /64). A fully expanded IPv6 address ("2001:db8:0:0:0:0:0:1"),
 //     which the seed rejected for lacking "::", is accepted.
 //  3. IPv4-mapped IPv6 addresses and prefixes ("::ffff:10.0.0.1",
-//     "::ffff:10.0.0.0/104") are unmapped to IPv4 (10.0.0.1/32, 10.0.0.0/8):
-//     the tracer reports connections of IPv4-mapped sockets as IPv4, so the
-//     seed's mapped filter never matched anything. An IPv6 prefix shorter
-//     than /96 stays IPv6 and so never matches an IPv4 connection (as in the
-//     seed); use "*" or an IPv4 CIDR for those.
+//     "::ffff:10.0.0.0/104") are unmapped to IPv4 (10.0.0.1/32, 10.0.0.0/8),
+//     as the tracer reports connections of IPv4-mapped sockets as IPv4 (and
+//     connection addresses are unmapped before matching too). The seed saw
+//     the '.' in "::ffff:10.0.0.1" and appended "/32": the IPv6 prefix ::/32,
+//     which never matched the IPv4 connection and did match ::1. An IPv6
+//     prefix shorter than /96 stays IPv6 and so never matches an IPv4
+//     connection (as in the seed); use "*" or an IPv4 CIDR for those.
 //  4. The wildcard address is "*" alone. The seed took any key containing a
 //     '*' ("10.0.*") as the wildcard, which silently matched every address.
 //  5. Two keys of one list that normalise to the same prefix ("10.0.0.1" and

@@ -1,5 +1,6 @@
-// Command conntrace_exporter traces TCP connections with eBPF and serves,
-// per scrape client, per-peer counters of bytes, retransmits and RTT.
+// Command conntrace_exporter traces TCP connections and UDP flows with eBPF
+// and serves, per scrape client, per-peer counters of bytes, retransmits and
+// RTT.
 package main
 
 import (
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -38,18 +40,24 @@ func main() {
 				Default("info").Enum("debug", "info", "warn", "error")
 		logFormat = kingpin.Flag("log.format", "Output format of log messages. One of: [logfmt, json]").
 				Default("logfmt").Enum("logfmt", "json")
-		toolkitFlags = kingpinflag.AddFlags(kingpin.CommandLine, ":9476")
-		cfg          = collector.AddTracerFlags(kingpin.CommandLine)
+		configFile = kingpin.Flag("config.file", "YAML file with connection filters (excluded_/included_ source/destination connections) "+
+			"and address groups (address_groups: CIDRs that replace the addresses inside them as label values). Empty: none.").
+			Default("").String()
+		toolkitFlags   = kingpinflag.AddFlags(kingpin.CommandLine, ":9476")
+		cfg            = collector.AddTracerFlags(kingpin.CommandLine)
+		collectorFlags = collector.AddCollectorFlags(kingpin.CommandLine)
 	)
 	kingpin.CommandLine.Name = name
-	kingpin.CommandLine.Help = "Traces TCP connections with eBPF and serves per-peer counters, per scrape client, to Prometheus."
+	kingpin.CommandLine.Help = "Traces TCP connections and UDP flows with eBPF and serves per-peer counters, per scrape client, to Prometheus."
 	kingpin.Version(version.Print(name))
 	kingpin.HelpFlag.Short('h')
 	if _, err := kingpin.CommandLine.Parse(os.Args[1:]); err != nil {
 		kingpin.Errorf("%s, try --help", err)
 		os.Exit(2)
 	}
-	if msgs := collector.TracerConfigErrors(cfg); msgs != nil {
+	collectorOpts, msgs := collectorFlags.Options()
+	msgs = append(collector.TracerConfigErrors(cfg), msgs...)
+	if msgs != nil {
 		for _, m := range msgs {
 			kingpin.Errorf("%s", m)
 		}
@@ -73,6 +81,24 @@ func main() {
 	level.Info(logger).Log("msg", "Starting "+name, "version", version.Info())
 	level.Info(logger).Log("msg", "Build context", "build_context", version.BuildContext())
 
+	if *configFile != "" {
+		fc, err := tracer.LoadConfigFile(*configFile)
+		if err != nil {
+			// One line per error: the loader names the file, the key and
+			// the entry of each.
+			for _, line := range strings.Split(err.Error(), "\n") {
+				level.Error(logger).Log("msg", "Invalid --config.file", "err", line)
+			}
+			os.Exit(2)
+		}
+		cfg.Filters = fc.Filters
+		if len(fc.AddressGroups) > 0 {
+			collectorOpts = append(collectorOpts, collector.WithAddressGroups(fc.Group))
+		}
+		level.Info(logger).Log("msg", "Loaded the config file", "file", *configFile,
+			"filters", fc.Filters != nil, "address_groups", len(fc.AddressGroups))
+	}
+
 	t, err := tracer.New(cfg, logger)
 	if err != nil {
 		level.Error(logger).Log("msg", "Cannot start the tracer", "err", err)
@@ -83,16 +109,16 @@ func main() {
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle(*metricsPath, collector.NewHandler(t,
+	mux.Handle(*metricsPath, collector.NewHandler(t, append(collectorOpts,
 		collector.WithClientStateExpiry(cfg.ClientStateExpiry),
 		collector.WithMaxRequestsInFlight(*maxRequests),
 		collector.WithExporterMetrics(!*disableExporterMetrics),
 		collector.WithLogger(logger),
-	))
+	)...))
 	if *metricsPath != "/" && *metricsPath != "" {
 		landing, err := web.NewLandingPage(web.LandingConfig{
 			Name:        "Conntrace Exporter",
-			Description: "Per-peer TCP traffic counters traced with eBPF",
+			Description: "Per-peer TCP and UDP traffic counters traced with eBPF",
 			// No pprof here: debug endpoints get their own, opt-in address.
 			Profiling: "false",
 			Version:   version.Info(),

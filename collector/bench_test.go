@@ -68,3 +68,78 @@ func BenchmarkScrape10k(b *testing.B) {
 		})
 	}
 }
+
+// benchPeers returns n TCP connections as benchConns does, each to a peer
+// of its own: 10.0.0.0/16 and up (n up to 2^24).
+func benchPeers(n int) *tracer.Connections {
+	out := benchConns(n, 1)
+	for i := range out.Conns {
+		out.Conns[i].Dest = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+	}
+	return out
+}
+
+// benchScrape100k measures scrapes of 100,000 connections to 100,000
+// distinct peers: "http" serves the whole scrape through the handler
+// (exporter metrics included, text format), "collect" only aggregates the
+// view into the client's series and makes the metrics.
+func benchScrape100k(b *testing.B, opts ...Option) {
+	src := staticSource{benchPeers(100_000)}
+	b.Run("http", func(b *testing.B) {
+		h := NewHandler(src, opts...)
+		req := httptest.NewRequest(http.MethodGet, "/metrics?client_id=bench", nil)
+		b.ReportAllocs()
+		var size int
+		for b.Loop() {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != http.StatusOK {
+				b.Fatalf("status %d", rec.Code)
+			}
+			size = rec.Body.Len()
+			io.Copy(io.Discard, rec.Body)
+		}
+		b.ReportMetric(float64(size), "bytes/scrape")
+	})
+	b.Run("collect", func(b *testing.B) {
+		o := defaultOptions()
+		for _, opt := range opts {
+			opt(&o)
+		}
+		e := newExporter(src, &o)
+		b.ReportAllocs()
+		var n int
+		for b.Loop() {
+			ms, err := e.scrape("bench")
+			if err != nil {
+				b.Fatal(err)
+			}
+			n = len(ms)
+		}
+		b.ReportMetric(float64(len(e.clients["bench"].list)), "series")
+		b.ReportMetric(float64(n), "metrics")
+	})
+}
+
+// BenchmarkScrape100kDefaultLabels: the default labels, so 100,000 label
+// sets, capped at the default --collector.max-series (10,000 series and
+// the overflow series).
+func BenchmarkScrape100kDefaultLabels(b *testing.B) {
+	benchScrape100k(b)
+}
+
+// BenchmarkScrape100kAggregatedLabels: --collector.labels=protocol,direction,port:
+// one label set.
+func BenchmarkScrape100kAggregatedLabels(b *testing.B) {
+	benchScrape100k(b, WithLabels(MustParseLabels("protocol,direction,port")))
+}
+
+// BenchmarkScrape100kAddressGroups: the default labels and two address
+// groups (the file's index) that hold every peer: two label sets.
+func BenchmarkScrape100kAddressGroups(b *testing.B) {
+	fc, err := tracer.ParseConfigFile([]byte("address_groups: [10.0.0.0/16, 10.1.0.0/16, 192.0.2.0/24, 2001:db8::/32]\n"), "bench.yml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchScrape100k(b, WithAddressGroups(fc.Group))
+}

@@ -13,8 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
-	"strconv"
+	"slices"
 	"sync"
 	"time"
 
@@ -53,10 +52,6 @@ func ClientID(r *http.Request) string {
 	}
 	return host
 }
-
-// trafficLabels are the labels of every traffic metric, in this order.
-// They are fixed for now; the label selection will make them configurable.
-var trafficLabels = []string{"protocol", "family", "direction", "remote_addr", "port"}
 
 // The RTT histogram exports the upper bounds 2^rttFirstExp µs to
 // 2^rttLastExp µs (8 µs to 16.777216 s). Kernel buckets 0..rttFirstExp go
@@ -108,54 +103,15 @@ func (h *rttCounts) histogram() (count uint64, sum float64, buckets map[float64]
 	return cum, float64(h.sumMicros) / 1e6, buckets
 }
 
-// labelKey is a label set in comparable form: aggregation needs no string.
-type labelKey struct {
-	remote    netip.Addr
-	port      uint16
-	protocol  tracer.ConnectionType
-	family    tracer.ConnectionFamily
-	direction tracer.ConnectionDirection
-}
-
-// keyOf returns the label set of a connection. The port is the service
-// port: the local port of an incoming connection, the remote port of any
-// other (outgoing, local, none), so the ephemeral end never becomes a
-// label value. IPv4-mapped IPv6 addresses are unmapped.
-func keyOf(c *tracer.ConnectionStats) labelKey {
-	port := c.DPort
-	if c.Direction == tracer.INCOMING {
-		port = c.SPort
-	}
-	return labelKey{
-		remote:    c.Dest.Unmap(),
-		port:      port,
-		protocol:  c.Type,
-		family:    c.Family,
-		direction: c.Direction,
-	}
-}
-
-// values returns the label values, in the order of trafficLabels. A
-// connection without a remote address (none should reach here) gets an
-// empty remote_addr rather than netip's "invalid IP".
-func (k labelKey) values() []string {
-	remote := ""
-	if k.remote.IsValid() {
-		remote = k.remote.String()
-	}
-	return []string{
-		k.protocol.String(),
-		k.family.String(),
-		k.direction.String(),
-		remote,
-		strconv.FormatUint(uint64(k.port), 10),
-	}
-}
-
 // series holds one client's cumulative counters of one label set.
 type series struct {
 	labels []string // label values, built once
-	tcp    bool
+	// tcp is set once a TCP connection counted here: the TCP-only metrics
+	// (retransmits, RTT, failures) are exported from then on. A label set
+	// with protocol="udp" never has them; one without the protocol label
+	// has them once TCP traffic reached it. UDP connections have none of
+	// these counters, so no delta is hidden by the rule.
+	tcp bool
 
 	sent, recv, retransmits uint64
 	opened, closed, failed  uint64
@@ -167,6 +123,9 @@ type series struct {
 }
 
 func (s *series) add(c *tracer.ConnectionStats) {
+	if c.Type == tracer.TCP {
+		s.tcp = true
+	}
 	s.sent += c.LastSentBytes
 	s.recv += c.LastRecvBytes
 	s.retransmits += uint64(c.LastRetransmits)
@@ -180,16 +139,51 @@ func (s *series) add(c *tracer.ConnectionStats) {
 }
 
 // clientState is what the collector holds for one client.
+//
+// Bounded cardinality: at most maxSeries label sets get a series of their
+// own (first come, first served, in the order the source lists the
+// connections). Past the cap, every new label set goes to one overflow
+// series per metric, whose every label has the value "overflow" (so
+// {remote_addr="overflow"}, or any other selected label, selects it). A
+// label set keeps the series it got for the client's life: the real series
+// are never dropped (that would lose their counts), so the label sets
+// outside them stay in the overflow series too, and no counter ever moves
+// between series. The sum over all series of every metric is thus the sum
+// of the deltas, whatever the labels, groups and cap.
+//
+// conntrace_series_overflow_total counts the connections whose deltas went
+// to the overflow series, each connection once (the bytes and connection
+// counts are in the overflow series itself); conntrace_series is the
+// number of label sets with a series of their own.
 type clientState struct {
 	// mu serialises the scrapes of this client: a scrape that restarts the
 	// series (NewClient) must not interleave with another one's deltas.
 	mu     sync.Mutex
-	series map[labelKey]*series
+	series map[labelKey]*series // label set -> its series (or overflow, see newSeries)
+	list   []*series            // the series of their own, in creation order
+	// overflow is the overflow series, nil until a label set needs it.
+	overflow *series
+	// overflowConns holds the connections counted into the overflow
+	// series, with the scrape (gen) that last saw them, so that
+	// overflowTotal counts each connection once; closed ones, and those
+	// no longer in the view, are dropped.
+	overflowConns map[tracer.ConnKey]uint64
+	overflowTotal uint64
+	gen           uint64
 
 	// Guarded by exporter.mu.
 	users    int       // scrapes in progress
 	live     bool      // a scrape succeeded: the tracer holds the client
 	lastSeen time.Time // end of the last successful scrape
+}
+
+// reset restarts the client's series (a new client in the source).
+func (st *clientState) reset() {
+	st.series = make(map[labelKey]*series)
+	st.list = nil
+	st.overflow = nil
+	st.overflowConns = nil
+	st.overflowTotal = 0
 }
 
 // descs are the metric descriptions, built once.
@@ -198,35 +192,51 @@ type descs struct {
 	rtt                     *prometheus.Desc
 	open                    *prometheus.Desc
 	opened, closed, failed  *prometheus.Desc
+
+	// Per client, without labels.
+	seriesCount, seriesLimit, overflow *prometheus.Desc
 }
 
-func newDescs() *descs {
+func newDescs(labels []string) *descs {
 	d := func(name, help string) *prometheus.Desc {
-		return prometheus.NewDesc(prometheus.BuildFQName(namespace, "", name), help, trafficLabels, nil)
+		return prometheus.NewDesc(prometheus.BuildFQName(namespace, "", name), help, labels, nil)
 	}
 	const perClient = " Counted for this scrape's client (client_id) since its first scrape."
+	const overflow = ` Label sets beyond --collector.max-series are counted in one series whose labels are all "overflow".`
 	return &descs{
 		sent: d("sent_bytes_total",
-			"Payload bytes sent to the remote end (TCP: payload bytes the peer acknowledged)."+perClient),
+			"Payload bytes sent to the remote end (TCP: payload bytes the peer acknowledged)."+perClient+overflow),
 		recv: d("received_bytes_total",
-			"Payload bytes received from the remote end (TCP: in-order payload bytes the kernel received and acknowledged)."+perClient),
+			"Payload bytes received from the remote end (TCP: in-order payload bytes the kernel received and acknowledged)."+perClient+overflow),
 		retransmits: d("retransmits_total",
-			"TCP segments retransmitted to the remote end (TCP only)."+perClient),
+			"TCP segments retransmitted to the remote end (TCP only)."+perClient+overflow),
 		rtt: d("rtt_seconds",
-			"Round-trip time samples the kernel took on TCP connections, in seconds (TCP only)."+perClient),
+			"Round-trip time samples the kernel took on TCP connections, in seconds (TCP only)."+perClient+overflow),
 		open: d("connections",
-			"Connections open now: established (TCP: handshake completed) and not closed."),
+			"Connections open now: established (TCP: handshake completed) and not closed."+overflow),
 		opened: d("connections_opened_total",
-			"Connections that became established (TCP: handshake completed); connections open before the tracer started are not counted."+perClient),
+			"Connections that became established (TCP: handshake completed); connections open before the tracer started are not counted."+perClient+overflow),
 		closed: d("connections_closed_total",
-			"Established connections that closed."+perClient),
+			"Established connections that closed."+perClient+overflow),
 		failed: d("connection_failures_total",
-			"TCP connections that closed without ever being established (failed connects, TCP only)."+perClient),
+			"TCP connections that closed without ever being established (failed connects, TCP only)."+perClient+overflow),
+		seriesCount: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "series"),
+			"Label sets of the traffic metrics held for this scrape's client (client_id), the overflow series not included; at most --collector.max-series.",
+			nil, nil),
+		seriesLimit: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "series_limit"),
+			"Label sets of the traffic metrics held per client at most (--collector.max-series); not exported when unlimited.",
+			nil, nil),
+		overflow: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "series_overflow_total"),
+			`Connections counted into the overflow series (labels all "overflow") because their label set found --collector.max-series reached; each connection once.`+perClient,
+			nil, nil),
 	}
 }
 
 func (d *descs) describe(ch chan<- *prometheus.Desc) {
-	for _, desc := range []*prometheus.Desc{d.sent, d.recv, d.retransmits, d.rtt, d.open, d.opened, d.closed, d.failed} {
+	for _, desc := range []*prometheus.Desc{
+		d.sent, d.recv, d.retransmits, d.rtt, d.open, d.opened, d.closed, d.failed,
+		d.seriesCount, d.seriesLimit, d.overflow,
+	} {
 		ch <- desc
 	}
 }
@@ -261,9 +271,14 @@ func (d *descs) appendMetrics(ms []prometheus.Metric, s *series) []prometheus.Me
 type exporter struct {
 	src    Source
 	descs  *descs
+	keys   keyMaker
 	expiry time.Duration
 	now    func() time.Time
 	logger log.Logger
+	// maxSeries bounds the label sets per client (0: no bound).
+	maxSeries int
+	// overflowLabels are the label values of the overflow series.
+	overflowLabels []string
 
 	mu      sync.Mutex
 	clients map[string]*clientState
@@ -271,12 +286,15 @@ type exporter struct {
 
 func newExporter(src Source, o *options) *exporter {
 	return &exporter{
-		src:     src,
-		descs:   newDescs(),
-		expiry:  o.expiry,
-		now:     o.now,
-		logger:  o.logger,
-		clients: make(map[string]*clientState),
+		src:            src,
+		descs:          newDescs(o.labels.Names()),
+		keys:           keyMaker{labels: o.labels, group: o.group},
+		expiry:         o.expiry,
+		now:            o.now,
+		logger:         o.logger,
+		maxSeries:      max(o.maxSeries, 0),
+		overflowLabels: overflowValues(o.labels),
+		clients:        make(map[string]*clientState),
 	}
 }
 
@@ -338,6 +356,56 @@ func (e *exporter) clientCount() int {
 	return len(e.clients)
 }
 
+// overflowSeries returns the client's overflow series, made on first use.
+func (e *exporter) overflowSeries(st *clientState) *series {
+	if st.overflow == nil {
+		st.overflow = &series{labels: e.overflowLabels}
+	}
+	return st.overflow
+}
+
+// newSeries returns the series of a label set not seen yet: a new one, or
+// the overflow series once the client has maxSeries. A label set that goes
+// to the overflow series is not remembered: while the cap is reached (it
+// stays reached, series are never dropped) it goes there again.
+//
+// A label set whose values are those of the overflow series (only a
+// process named "overflow" as the only label) would collide with it: it is
+// counted in the overflow series, and remembered there.
+func (e *exporter) newSeries(st *clientState, k labelKey) *series {
+	if e.maxSeries > 0 && len(st.list) >= e.maxSeries {
+		return e.overflowSeries(st)
+	}
+	values := k.values(e.keys.labels)
+	if len(values) > 0 && slices.Equal(values, e.overflowLabels) {
+		s := e.overflowSeries(st)
+		st.series[k] = s
+		return s
+	}
+	s := &series{labels: values}
+	st.series[k] = s
+	st.list = append(st.list, s)
+	return s
+}
+
+// countOverflow counts a connection of the view that goes to the overflow
+// series, once per connection. It returns whether the connection is kept
+// in overflowConns (still open).
+func (st *clientState) countOverflow(c *tracer.ConnectionStats) bool {
+	if st.overflowConns == nil {
+		st.overflowConns = make(map[tracer.ConnKey]uint64)
+	}
+	if _, ok := st.overflowConns[c.Key]; !ok {
+		st.overflowTotal++
+	}
+	if c.Closed {
+		delete(st.overflowConns, c.Key)
+		return false
+	}
+	st.overflowConns[c.Key] = st.gen
+	return true
+}
+
 // scrape reads clientID's view from the source, adds its deltas into the
 // client's counters, and returns the client's const metrics.
 func (e *exporter) scrape(clientID string) (ms []prometheus.Metric, err error) {
@@ -353,25 +421,52 @@ func (e *exporter) scrape(clientID string) (ms []prometheus.Metric, err error) {
 	}
 	if conns.NewClient || st.series == nil {
 		// The source (re)created the client's state: its series restart.
-		st.series = make(map[labelKey]*series)
+		st.reset()
 	}
-	for _, s := range st.series {
+	for _, s := range st.list {
 		s.open = 0
 	}
+	if st.overflow != nil {
+		st.overflow.open = 0
+	}
+	st.gen++
+	inOverflow := 0 // open connections of the view in overflowConns
 	for i := range conns.Conns {
 		c := &conns.Conns[i]
-		k := keyOf(c)
+		k := e.keys.key(c)
 		s := st.series[k]
 		if s == nil {
-			s = &series{labels: k.values(), tcp: k.protocol == tracer.TCP}
-			st.series[k] = s
+			s = e.newSeries(st, k)
+		}
+		if s == st.overflow && st.countOverflow(c) {
+			inOverflow++
 		}
 		s.add(c)
 	}
+	if len(st.overflowConns) > inOverflow {
+		// Some left the view without a close record (lost, or timed out
+		// in the tracer): forget them.
+		for key, gen := range st.overflowConns {
+			if gen != st.gen {
+				delete(st.overflowConns, key)
+			}
+		}
+	}
 
-	ms = make([]prometheus.Metric, 0, len(st.series)*metricsPerSeries)
-	for _, s := range st.series {
+	ms = make([]prometheus.Metric, 0, (len(st.list)+1)*metricsPerSeries+3)
+	for _, s := range st.list {
 		ms = e.descs.appendMetrics(ms, s)
+	}
+	if st.overflow != nil {
+		ms = e.descs.appendMetrics(ms, st.overflow)
+	}
+	d := e.descs
+	ms = append(ms,
+		prometheus.MustNewConstMetric(d.seriesCount, prometheus.GaugeValue, float64(len(st.list))),
+		prometheus.MustNewConstMetric(d.overflow, prometheus.CounterValue, float64(st.overflowTotal)),
+	)
+	if e.maxSeries > 0 {
+		ms = append(ms, prometheus.MustNewConstMetric(d.seriesLimit, prometheus.GaugeValue, float64(e.maxSeries)))
 	}
 	return ms, nil
 }

@@ -52,7 +52,7 @@ func TestPortAndDirection(t *testing.T) {
 		// Local port 8080, remote 443 for every direction: only the
 		// direction decides which one is the service.
 		c := conn(1, tc.typ, tc.dir, "10.0.0.1:8080", "192.0.2.1:443")
-		got := keyOf(&c).values()
+		got := keyOf(&c).values(defaultKeys.labels)
 		want := []string{tc.wantProto, "ipv4", tc.wantDir, "192.0.2.1", tc.wantPort}
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("%s: labels %v, want %v", tc.dir, got, want)
@@ -95,7 +95,7 @@ func TestV4MappedUnmapped(t *testing.T) {
 	if !c.Dest.Is4In6() {
 		t.Fatal("test connection is not v4-mapped")
 	}
-	got := keyOf(&c).values()
+	got := keyOf(&c).values(defaultKeys.labels)
 	if got[1] != "ipv4" || got[3] != "198.51.100.7" {
 		t.Errorf("labels %v, want family ipv4 and remote_addr 198.51.100.7", got)
 	}
@@ -106,7 +106,7 @@ func TestV4MappedUnmapped(t *testing.T) {
 	}
 	// A real IPv6 address stays as it is.
 	e := conn(3, tracer.TCP, tracer.OUTGOING, "[2001:db8::1]:40000", "[2001:db8::2]:443")
-	if got := keyOf(&e).values(); got[1] != "ipv6" || got[3] != "2001:db8::2" {
+	if got := keyOf(&e).values(defaultKeys.labels); got[1] != "ipv6" || got[3] != "2001:db8::2" {
 		t.Errorf("labels %v, want family ipv6 and remote_addr 2001:db8::2", got)
 	}
 }

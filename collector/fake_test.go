@@ -79,6 +79,14 @@ func (f *fakeSource) close(k tracer.ConnKey) {
 	}
 }
 
+// drop removes an active connection without a close record (as when the
+// record is lost, or the tracer times the connection out).
+func (f *fakeSource) drop(k tracer.ConnKey) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.active, k)
+}
+
 // forget drops a client, as the tracer's own expiry does.
 func (f *fakeSource) forget(id string) {
 	f.mu.Lock()

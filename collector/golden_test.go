@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"flag"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,11 +32,15 @@ func goldenScenario(src *fakeSource) (next func()) {
 	c3 := conn(3, tracer.TCP, tracer.INCOMING, "[2001:db8::1]:8080", "[2001:db8::2]:51000")
 	// An IPv4 connection on an IPv6 socket: v4-mapped addresses.
 	c4 := conn(4, tracer.TCP, tracer.OUTGOING, "[::ffff:10.0.0.1]:40002", "[::ffff:198.51.100.7]:5432")
-	// UDP, and a local connection.
-	c6 := conn(6, tracer.UDP, tracer.OUTGOING, "10.0.0.1:40003", "192.0.2.53:53")
+	// UDP: a flow to a DNS server (direction none: the remote port is
+	// the service), one to a local DNS server (incoming: the local port);
+	// and a local TCP connection.
+	c6 := conn(6, tracer.UDP, tracer.NONE, "10.0.0.1:40003", "192.0.2.53:53")
 	c7 := conn(7, tracer.TCP, tracer.LOCAL, "127.0.0.1:45000", "127.0.0.1:9090")
-	for _, c := range []tracer.ConnectionStats{c1, c3, c4, c6, c7} {
+	c8 := conn(8, tracer.UDP, tracer.INCOMING, "10.0.0.1:53", "192.0.2.77:41000")
+	for i, c := range []tracer.ConnectionStats{c1, c3, c4, c6, c7, c8} {
 		c.MonotonicSentBytes = 123456 // before the client's first scrape: never counted
+		c.Pid, c.Comm, c.NetNS = uint32(1000+i%2), []string{"curl", "named"}[i%2], 4026531840
 		src.set(c)
 	}
 
@@ -57,11 +62,13 @@ func goldenScenario(src *fakeSource) (next func()) {
 		c2.MonotonicSentBytes, c2.MonotonicRecvBytes = 200, 300
 		c2.MonotonicRTT.Buckets[9] = 2
 		c2.MonotonicRTT.SumMicros = 2 * 400
+		c2.Pid, c2.Comm, c2.NetNS = 1000, "curl", 4026531840
 		src.set(c2)
 		src.close(c2.Key)
 		// A failed connect.
 		c5 := conn(5, tracer.TCP, tracer.OUTGOING, "10.0.0.1:40004", "203.0.113.9:80")
 		c5.Established = false
+		c5.Pid, c5.Comm, c5.NetNS = 1002, "wget", 4026532000
 		src.set(c5)
 		src.close(c5.Key)
 		src.update(c3.Key, func(c *tracer.ConnectionStats) {
@@ -72,6 +79,10 @@ func goldenScenario(src *fakeSource) (next func()) {
 		src.update(c6.Key, func(c *tracer.ConnectionStats) {
 			c.MonotonicSentBytes += 60
 			c.MonotonicRecvBytes += 600
+		})
+		src.update(c8.Key, func(c *tracer.ConnectionStats) {
+			c.MonotonicSentBytes += 80
+			c.MonotonicRecvBytes += 40
 		})
 		// The local connection closes: its label set stays, gauge 0.
 		src.update(c7.Key, func(c *tracer.ConnectionStats) { c.MonotonicSentBytes += 1 })
@@ -159,6 +170,24 @@ func TestGolden(t *testing.T) {
 	compareGolden(t, "second_scrape.prom", normalize(body))
 }
 
+// TestGoldenAllLabels is TestGolden with every label, address groups and
+// a cap of 3 label sets: the overflow series and the series metrics.
+func TestGoldenAllLabels(t *testing.T) {
+	src := newFakeSource()
+	next := goldenScenario(src)
+	groups := []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("10.0.0.0/8")}
+	h := NewHandler(src, WithExporterMetrics(false),
+		WithLabels(MustParseLabels("protocol,family,direction,remote_addr,port,process,pid,netns,local_addr")),
+		WithAddressGroups(groupsOf(groups...)), WithMaxSeries(3))
+	scrape(t, h, "golden")
+	next()
+	code, body := scrape(t, h, "golden")
+	if code != http.StatusOK {
+		t.Fatalf("status %d: %s", code, body)
+	}
+	compareGolden(t, "all_labels_second_scrape.prom", normalize(body))
+}
+
 // TestGoldenGatherAndCompare checks the traffic collector alone, through a
 // pedantic registry, against the same golden file.
 func TestGoldenGatherAndCompare(t *testing.T) {
@@ -184,7 +213,7 @@ func TestGoldenGatherAndCompare(t *testing.T) {
 		"conntrace_rtt_seconds", "conntrace_connections", "conntrace_connections_opened_total",
 		"conntrace_connections_closed_total", "conntrace_connection_failures_total",
 		"conntrace_tracked_connections", "conntrace_tracked_connections_limit", "conntrace_lost_total",
-		"conntrace_clients",
+		"conntrace_clients", "conntrace_series", "conntrace_series_limit", "conntrace_series_overflow_total",
 	}
 	if err := testutil.GatherAndCompare(reg, bytes.NewReader(want), names...); err != nil {
 		t.Fatal(err)
@@ -246,19 +275,29 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 			t.Skip("promtool not found (install Debian's prometheus package); skipped outside CI")
 		}
 	}
-	src := newFakeSource()
-	next := goldenScenario(src)
-	h := NewHandler(src)
-	scrape(t, h, "promtool")
-	next()
-	code, body := scrape(t, h, "promtool")
-	if code != http.StatusOK {
-		t.Fatalf("status %d: %s", code, body)
-	}
-	cmd := exec.Command(promtool, "check", "metrics")
-	cmd.Stdin = strings.NewReader(body)
-	out, err := cmd.CombinedOutput()
-	if err != nil || len(bytes.TrimSpace(out)) > 0 {
-		t.Fatalf("promtool check metrics: %v\n%s", err, out)
+	for name, opts := range map[string][]Option{
+		"defaults": nil,
+		// Every label, groups, and a cap that makes an overflow series.
+		"all labels": {
+			WithLabels(MustParseLabels("protocol,family,direction,remote_addr,port,process,pid,netns,local_addr")),
+			WithAddressGroups(groupsOf(netip.MustParsePrefix("192.0.2.0/24"))), WithMaxSeries(2),
+		},
+		"no labels": {WithLabels(Labels{})},
+	} {
+		src := newFakeSource()
+		next := goldenScenario(src)
+		h := NewHandler(src, opts...)
+		scrape(t, h, "promtool")
+		next()
+		code, body := scrape(t, h, "promtool")
+		if code != http.StatusOK {
+			t.Fatalf("%s: status %d: %s", name, code, body)
+		}
+		cmd := exec.Command(promtool, "check", "metrics")
+		cmd.Stdin = strings.NewReader(body)
+		out, err := cmd.CombinedOutput()
+		if err != nil || len(bytes.TrimSpace(out)) > 0 {
+			t.Fatalf("%s: promtool check metrics: %v\n%s", name, err, out)
+		}
 	}
 }

@@ -26,7 +26,13 @@ type options struct {
 	exporterMetrics bool
 	logger          log.Logger
 	now             func() time.Time
+	labels          Labels
+	maxSeries       int
+	group           AddressGrouper
 }
+
+// DefaultMaxSeries is the default of --collector.max-series.
+const DefaultMaxSeries = 2000
 
 func defaultOptions() options {
 	return options{
@@ -34,7 +40,31 @@ func defaultOptions() options {
 		exporterMetrics: true,
 		logger:          log.NewNopLogger(),
 		now:             time.Now,
+		labels:          MustParseLabels(DefaultLabels),
+		maxSeries:       DefaultMaxSeries,
 	}
+}
+
+// WithLabels selects the labels of the traffic metrics (default:
+// DefaultLabels).
+func WithLabels(l Labels) Option {
+	return func(o *options) { o.labels = l }
+}
+
+// WithMaxSeries bounds the label sets each client holds (default:
+// DefaultMaxSeries); label sets beyond it go to the overflow series (see
+// clientState). n <= 0 means no bound.
+func WithMaxSeries(n int) Option {
+	return func(o *options) { o.maxSeries = n }
+}
+
+// WithAddressGroups replaces every remote_addr and local_addr value that
+// group places in a group by the group's CIDR (default: no groups). Pass
+// (*tracer.FileConfig).Group. group is called for every connection of
+// every scrape, from concurrent scrapes: it must be safe for concurrent use
+// and fast.
+func WithAddressGroups(group AddressGrouper) Option {
+	return func(o *options) { o.group = group }
 }
 
 // WithClientStateExpiry drops a client not scraped for d, here and in the

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -134,4 +135,126 @@ func (c *fakeClock) advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
+}
+
+// defaultKeys makes the label sets of the default labels, without groups.
+var defaultKeys = keyMaker{labels: MustParseLabels(DefaultLabels)}
+
+// keyOf returns the default label set of a connection.
+func keyOf(c *tracer.ConnectionStats) labelKey { return defaultKeys.key(c) }
+
+// groupsOf returns an AddressGrouper over the given CIDRs: the most
+// specific one that contains the address, as (*tracer.FileConfig).Group.
+func groupsOf(groups ...netip.Prefix) AddressGrouper {
+	return func(a netip.Addr) (netip.Prefix, bool) {
+		best, found := netip.Prefix{}, false
+		for _, g := range groups {
+			if g.Contains(a) && (!found || g.Bits() > best.Bits()) {
+				best, found = g, true
+			}
+		}
+		return best, found
+	}
+}
+
+// parseKey splits a sample key ("name{a="x",b="y"}") into the metric name
+// and its labels (values unescaped).
+func parseKey(key string) (name string, labels map[string]string) {
+	name, rest, ok := strings.Cut(key, "{")
+	labels = map[string]string{}
+	if !ok {
+		return name, labels
+	}
+	for len(rest) > 0 && rest[0] != '}' {
+		eq := strings.Index(rest, `="`)
+		if eq < 0 {
+			break
+		}
+		lname := strings.TrimPrefix(rest[:eq], ",")
+		var v strings.Builder
+		i := eq + 2
+		for ; i < len(rest) && rest[i] != '"'; i++ {
+			if rest[i] == '\\' && i+1 < len(rest) {
+				i++
+				if rest[i] == 'n' {
+					v.WriteByte('\n')
+					continue
+				}
+			}
+			v.WriteByte(rest[i])
+		}
+		labels[lname] = v.String()
+		rest = rest[min(i+1, len(rest)):]
+	}
+	return name, labels
+}
+
+// sample is one parsed sample.
+type sample struct {
+	labels map[string]string
+	value  float64
+}
+
+// byName parses the samples' labels once: metric name -> its samples.
+func (s samples) byName() map[string][]sample {
+	idx := map[string][]sample{}
+	for key, v := range s {
+		n, labels := parseKey(key)
+		idx[n] = append(idx[n], sample{labels, v})
+	}
+	return idx
+}
+
+// sum returns the sum of the samples of the metric name (a histogram's
+// _bucket samples: those with le).
+func (s samples) sum(name, le string) float64 { return sumOf(s.byName(), name, le) }
+
+func sumOf(idx map[string][]sample, name, le string) float64 {
+	var total float64
+	for _, x := range idx[name] {
+		if x.labels["le"] == le {
+			total += x.value
+		}
+	}
+	return total
+}
+
+// series returns the label sets of the metric name, each as its labels
+// (le excepted) printed in order.
+func (s samples) series(name string) map[string]bool { return seriesOf(s.byName(), name) }
+
+func seriesOf(idx map[string][]sample, name string) map[string]bool {
+	sets := map[string]bool{}
+	for _, x := range idx[name] {
+		labels := maps.Clone(x.labels)
+		delete(labels, "le")
+		sets[fmt.Sprint(labels)] = true // fmt prints maps sorted by key
+	}
+	return sets
+}
+
+// find returns the value of the sample of the metric name whose labels
+// include sel, failing the test unless exactly one matches.
+func (s samples) find(t testing.TB, name string, sel map[string]string) float64 {
+	t.Helper()
+	var found []float64
+	for key, v := range s {
+		n, labels := parseKey(key)
+		if n != name {
+			continue
+		}
+		ok := true
+		for k, want := range sel {
+			if labels[k] != want {
+				ok = false
+			}
+		}
+		if ok {
+			found = append(found, v)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("%d samples of %s with %v, want 1", len(found), name, sel)
+	}
+	return found[0]
 }

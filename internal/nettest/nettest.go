@@ -216,3 +216,51 @@ func TCPInfo(c net.Conn) (*unix.TCPInfo, error) {
 	}
 	return info, gerr
 }
+
+// AddServerAddrs gives the server's veth more IPv4 addresses (as /32) and
+// routes them from the client, so that one test can talk to many peers.
+func (p *Pair) AddServerAddrs(addrs []netip.Addr) error {
+	sh, err := netlink.NewHandleAt(p.Server)
+	if err != nil {
+		return err
+	}
+	defer sh.Close()
+	links, err := sh.LinkList()
+	if err != nil {
+		return err
+	}
+	var veth netlink.Link
+	for _, l := range links {
+		if l.Type() == "veth" {
+			veth = l
+		}
+	}
+	if veth == nil {
+		return fmt.Errorf("no veth in netns %s", p.ServerName)
+	}
+	for _, a := range addrs {
+		if err := sh.AddrAdd(veth, &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}}); err != nil {
+			return fmt.Errorf("adding %s: %w", a, err)
+		}
+	}
+	ch, err := netlink.NewHandleAt(p.Client)
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+	links, err = ch.LinkList()
+	if err != nil {
+		return err
+	}
+	for _, l := range links {
+		if l.Type() != "veth" {
+			continue
+		}
+		// Everything in 198.18.0.0/15 is on the link.
+		dst := &net.IPNet{IP: net.IPv4(198, 18, 0, 0).To4(), Mask: net.CIDRMask(15, 32)}
+		if err := ch.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: dst, Scope: netlink.SCOPE_LINK}); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("route to %s: %w", dst, err)
+		}
+	}
+	return nil
+}

@@ -426,24 +426,63 @@ func testPromtool(t *testing.T, promtool, exporterURL string) {
 	}
 }
 
-// testBadFlag checks that an invalid tracer flag is refused before anything
-// is loaded: exit code 2, and the message names the flag.
+// testBadFlag checks that invalid flags and configuration files are refused
+// before anything is loaded: exit code 2, and the message names the flag or
+// the file and its entry.
 func testBadFlag(t *testing.T, bin string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, bin, "--tracer.max-clients=0", "--web.listen-address=127.0.0.1:0")
-	cmd.Stderr = &stderr
-	err := cmd.Run()
-	t.Logf("stderr: %s", strings.TrimSpace(stderr.String()))
-	if ctx.Err() != nil {
-		t.Fatalf("the exporter did not exit within 10s with --tracer.max-clients=0")
+	dir := t.TempDir()
+	bad := map[string]string{
+		"port0.yml":    "excluded_destination_connections:\n  \"10.0.0.1\": [\"0\"]\n",
+		"cidr.yml":     "excluded_source_connections:\n  \"10.0.0.0/33\": [\"80\"]\n",
+		"reversed.yml": "excluded_destination_connections:\n  \"*\": [\"tcp 90-80\"]\n",
+		"starstar.yml": "excluded_destination_connections:\n  \"*\": [\"*\"]\n",
+		"unknown.yml":  "exclude_everything: true\n",
+		"group.yml":    "address_groups: [\"10.0.0.1/8\"]\n",
 	}
-	if code := cmd.ProcessState.ExitCode(); code != 2 {
-		t.Errorf("exit code with --tracer.max-clients=0 = %d (%v), want 2", code, err)
+	for name, text := range bad {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if !strings.Contains(stderr.String(), "--tracer.max-clients") {
-		t.Errorf("stderr does not name --tracer.max-clients:\n%s", stderr.String())
+	for _, c := range []struct {
+		args []string
+		want []string // substrings of stderr
+	}{
+		{[]string{"--tracer.max-clients=0"}, []string{"--tracer.max-clients"}},
+		{[]string{"--tracer.max-tracked-connections=0"}, []string{"--tracer.max-tracked-connections"}},
+		{[]string{"--tracer.udp-conn-timeout=0s"}, []string{"--tracer.udp-conn-timeout"}},
+		{[]string{"--tracer.ring-buffer-bytes=5000"}, []string{"--tracer.ring-buffer-bytes", "power of two"}},
+		{[]string{"--collector.labels=protocol,colour"}, []string{"--collector.labels", "colour"}},
+		{[]string{"--collector.labels=port,port"}, []string{"--collector.labels", "port"}},
+		{[]string{"--collector.max-series=-1"}, []string{"--collector.max-series"}},
+		{[]string{"--collector.max-series=ten"}, []string{"--collector.max-series"}},
+		{[]string{"--config.file=" + filepath.Join(dir, "missing.yml")}, []string{"missing.yml"}},
+		{[]string{"--config.file=" + filepath.Join(dir, "port0.yml")}, []string{"port0.yml", "10.0.0.1"}},
+		{[]string{"--config.file=" + filepath.Join(dir, "cidr.yml")}, []string{"cidr.yml", "10.0.0.0/33"}},
+		{[]string{"--config.file=" + filepath.Join(dir, "reversed.yml")}, []string{"reversed.yml", "90-80"}},
+		{[]string{"--config.file=" + filepath.Join(dir, "starstar.yml")}, []string{"starstar.yml", "*"}},
+		{[]string{"--config.file=" + filepath.Join(dir, "unknown.yml")}, []string{"unknown.yml", "exclude_everything"}},
+		{[]string{"--config.file=" + filepath.Join(dir, "group.yml")}, []string{"group.yml", "10.0.0.1/8"}},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var stderr bytes.Buffer
+		cmd := exec.CommandContext(ctx, bin, append(c.args, "--web.listen-address=127.0.0.1:0")...)
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		timedOut := ctx.Err() != nil
+		cancel()
+		if timedOut {
+			t.Errorf("%v: did not exit within 10s", c.args)
+			continue
+		}
+		if code := cmd.ProcessState.ExitCode(); code != 2 {
+			t.Errorf("%v: exit code %d (%v), want 2; stderr:\n%s", c.args, code, err, stderr.String())
+		}
+		for _, w := range c.want {
+			if !strings.Contains(stderr.String(), w) {
+				t.Errorf("%v: stderr does not name %q:\n%s", c.args, w, stderr.String())
+			}
+		}
 	}
 }
 

@@ -331,6 +331,8 @@ func (tr *Tracer) benchPrograms() map[string]*ebpf.Program {
 		"set_state":    tr.objs.HandleSetState,
 		"destroy_sock": tr.objs.HandleDestroySock,
 		"sockops":      tr.objs.HandleSockops,
+		"send_length":  tr.objs.HandleSendLength,
+		"recv_length":  tr.objs.HandleRecvLength,
 		"dump_conns":   tr.objs.DumpConns,
 	}
 }
@@ -372,7 +374,23 @@ func (s progStats) sub(o progStats) progStats {
 // kernel.bpf_stats_enabled itself adds two clock reads and a per-CPU update
 // to every run of every BPF program on the host while the benchmark runs.
 func BenchmarkProgramRunCost(b *testing.B) {
-	tr := newTestTracer(b, nil)
+	benchmarkProgramRunCost(b, nil)
+}
+
+// BenchmarkProgramRunCostExcluded is BenchmarkProgramRunCost with the
+// benchmark's traffic excluded by a destination filter: what a filtered
+// connection still costs (the filter is checked in the kernel, the
+// connection never tracked).
+func BenchmarkProgramRunCostExcluded(b *testing.B) {
+	f, err := NewConnectionFilters(nil, map[string][]string{"198.18.0.0/24": {"tcp *"}}, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchmarkProgramRunCost(b, f)
+}
+
+func benchmarkProgramRunCost(b *testing.B, filters *ConnectionFilters) {
+	tr := newTestTracer(b, func(c *Config) { c.Filters = filters })
 	p := nettest.NewPair(b)
 	setClientSysctls(b, p)
 	ln, err := p.Listen("tcp", net.JoinHostPort(p.Server4.String(), "0"))
@@ -475,7 +493,9 @@ func BenchmarkProgramRunCost(b *testing.B) {
 	statsOpen = false
 
 	var bgRuns, totalNs uint64
-	for _, name := range []string{"set_state", "destroy_sock", "sockops"} {
+	// send_length and recv_length run on every send and receive call of
+	// every socket (they count UDP; a TCP socket leaves at once).
+	for _, name := range []string{"set_state", "destroy_sock", "sockops", "send_length", "recv_length"} {
 		st := loop[name]
 		bgRuns += bg[name].RunCount
 		totalNs += uint64(st.Runtime)

@@ -26,14 +26,7 @@ func listenPort(t *testing.T, p *nettest.Pair, port uint16) net.Listener {
 // and waits for the echo.
 func udpOnce(t *testing.T, p *nettest.Pair, port uint16, n int) {
 	t.Helper()
-	var c net.Conn
-	if err := nettest.Do(p.Client, func() (err error) {
-		c, err = net.Dial("udp", netip.AddrPortFrom(p.Server4, port).String())
-		return
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialUDP(t, p, netip.AddrPortFrom(p.Server4, port))
 	c.Write(make([]byte, n))
 	c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if _, err := c.Read(make([]byte, 65536)); err != nil {

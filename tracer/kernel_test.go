@@ -359,12 +359,12 @@ func TestRetransmitsMatchTCPInfo(t *testing.T) {
 	tr := newTestTracer(t, nil)
 	p := nettest.NewPair(t)
 	ln, port := listen(t, p, false)
-	// Drop one in ten data segments arriving at the server: the client
+	// Drop one in four data segments arriving at the server: the client
 	// retransmits.
 	rules := fmt.Sprintf(`table inet conntrace_test {
 	chain input {
 		type filter hook input priority 0; policy accept;
-		tcp dport %d meta length > 200 numgen random mod 10 == 0 drop
+		tcp dport %d meta length > 200 numgen random mod 4 == 0 drop
 	}
 }`, port)
 	cmd := exec.Command("ip", "netns", "exec", p.ServerName, "nft", "-f", "-")
@@ -373,7 +373,7 @@ func TestRetransmitsMatchTCPInfo(t *testing.T) {
 		t.Fatalf("nft: %v: %s", err, out)
 	}
 	o := newObserver(t, tr, t.Name(), pairEnds(p, false, port))
-	cc, sc := exchange(t, p, ln, 1<<20, 10, true)
+	cc, sc := exchange(t, p, ln, 2<<20, 10, true)
 	defer sc.Close()
 	defer cc.Close()
 	// Quiet connection: everything acknowledged, nothing in flight.
@@ -400,8 +400,8 @@ func TestRetransmitsMatchTCPInfo(t *testing.T) {
 	if got := o.tot["client"].retrans; got != uint64(info.retrans) {
 		t.Errorf("exported retransmits %d, TCP_INFO total_retrans %d", got, info.retrans)
 	}
-	if got := o.tot["client"].sent; got != 1<<20 {
-		t.Errorf("sent %d under loss, want %d", got, 1<<20)
+	if got := o.tot["client"].sent; got != 2<<20 {
+		t.Errorf("sent %d under loss, want %d", got, 2<<20)
 	}
 	t.Logf("retransmits: %d", info.retrans)
 }

@@ -65,6 +65,15 @@ func (m comms) get(c [16]int8) string {
 	return s
 }
 
+// endpoints decodes the kernel's family (AF_INET, AF_INET6) and addresses
+// (an IPv4 address in the first 4 of 16 bytes).
+func endpoints(family uint8, local, remote *[16]byte) (ConnectionFamily, netip.Addr, netip.Addr) {
+	if family == afInet6 {
+		return AFINET6, netip.AddrFrom16(*local), netip.AddrFrom16(*remote)
+	}
+	return AFINET, netip.AddrFrom4([4]byte(local[:4])), netip.AddrFrom4([4]byte(remote[:4]))
+}
+
 func toConnectionStats(r *bpf.ConntraceConnRecord, names comms) ConnectionStats {
 	c := ConnectionStats{
 		MonotonicSentBytes:   r.SentBytes,
@@ -87,15 +96,7 @@ func toConnectionStats(r *bpf.ConntraceConnRecord, names comms) ConnectionStats 
 	}
 	c.MonotonicRTT.Buckets = r.RttBuckets
 	c.MonotonicRTT.SumMicros = r.RttSumUs
-	if r.Family == afInet6 {
-		c.Family = AFINET6
-		c.Source = netip.AddrFrom16(r.Saddr)
-		c.Dest = netip.AddrFrom16(r.Daddr)
-	} else {
-		c.Family = AFINET
-		c.Source = netip.AddrFrom4([4]byte(r.Saddr[:4]))
-		c.Dest = netip.AddrFrom4([4]byte(r.Daddr[:4]))
-	}
+	c.Family, c.Source, c.Dest = endpoints(r.Family, &r.Saddr, &r.Daddr)
 	switch r.Direction {
 	case dirIncoming:
 		c.Direction = INCOMING

@@ -3,7 +3,6 @@ package tracer
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -95,15 +94,7 @@ func (t *Tracer) udpStats(k *bpf.ConntraceUdpKey, v *bpf.ConntraceUdpFlow, close
 	if v.Direction == dirIncoming {
 		c.Direction = INCOMING
 	}
-	if k.Family == afInet6 {
-		c.Family = AFINET6
-		c.Source = netip.AddrFrom16(v.Laddr)
-		c.Dest = netip.AddrFrom16(k.Raddr)
-	} else {
-		c.Family = AFINET
-		c.Source = netip.AddrFrom4([4]byte(v.Laddr[:4]))
-		c.Dest = netip.AddrFrom4([4]byte(k.Raddr[:4]))
-	}
+	c.Family, c.Source, c.Dest = endpoints(k.Family, &v.Laddr, &k.Raddr)
 	return c
 }
 

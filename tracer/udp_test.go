@@ -39,6 +39,20 @@ func udpServer(t *testing.T, p *nettest.Pair, addr netip.Addr, port uint16, repl
 	}()
 }
 
+// dialUDP opens a connected UDP socket from the client namespace.
+func dialUDP(t *testing.T, p *nettest.Pair, to netip.AddrPort) net.Conn {
+	t.Helper()
+	var c net.Conn
+	if err := nettest.Do(p.Client, func() (err error) {
+		c, err = net.Dial("udp", to.String())
+		return
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 func udpEnds(p *nettest.Pair, v6 bool, port uint16) map[string]end {
 	e := pairEnds(p, v6, port)
 	c, s := e["client"], e["server"]
@@ -60,14 +74,7 @@ func TestUDPConnectedExactBytes(t *testing.T) {
 			}
 			udpServer(t, p, srv, port, func(n int) int { return n/2 + 1 })
 			o := newObserver(t, tr, t.Name(), udpEnds(p, v6, port))
-			var c net.Conn
-			if err := nettest.Do(p.Client, func() (err error) {
-				c, err = net.Dial("udp", netip.AddrPortFrom(srv, port).String())
-				return
-			}); err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
+			c := dialUDP(t, p, netip.AddrPortFrom(srv, port))
 			var sent, recv uint64
 			buf := make([]byte, 65536)
 			for _, n := range []int{1, 100, 1000, 1400, 8000, 30000} {
@@ -161,14 +168,7 @@ func TestUDPIdleFlowClosedOnce(t *testing.T) {
 	const port = 7002
 	udpServer(t, p, p.Server4, port, func(n int) int { return n })
 	o := newObserver(t, tr, t.Name(), udpEnds(p, false, port))
-	var c net.Conn
-	if err := nettest.Do(p.Client, func() (err error) {
-		c, err = net.Dial("udp", netip.AddrPortFrom(p.Server4, port).String())
-		return
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialUDP(t, p, netip.AddrPortFrom(p.Server4, port))
 	c.Write(make([]byte, 321))
 	c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if _, err := c.Read(make([]byte, 1000)); err != nil {

@@ -174,6 +174,57 @@ type ConnectionStats struct {
 	// Preexisting is true for a connection that was open before the
 	// tracer started; its counters start at the tracer's start.
 	Preexisting bool
+	// ServerSide is true when the local side serves: the socket was
+	// accepted from a listener (TCP) or bound to its port explicitly (UDP).
+	// It decides the service port, whatever the direction.
+	ServerSide bool
+	// IntraHost is true when the other end is traced on this host too (in
+	// any network namespace).
+	IntraHost bool
+}
+
+// ServicePort is the port that names the service: the local port of the
+// server side, the remote port otherwise. The side that accepted or bound
+// decides, not the port numbers, so an ephemeral port is never chosen.
+func (c *ConnectionStats) ServicePort() uint16 {
+	if c.ServerSide || c.Direction == INCOMING {
+		return c.SPort
+	}
+	return c.DPort
+}
+
+// classifyDirection turns the kernel's direction (who connected, or who
+// bound) into the reported one: local when the traffic never leaves the
+// socket's host stack (a loopback peer, or the socket's own address).
+func (c *ConnectionStats) classifyDirection() {
+	c.ServerSide = c.Direction == INCOMING
+	if c.Dest.IsLoopback() || (c.Dest.IsValid() && c.Dest == c.Source) {
+		c.Direction = LOCAL
+	}
+}
+
+// endpointKey is one end of a connection, to find its other end.
+type endpointKey struct {
+	addr netip.Addr
+	port uint16
+	typ  ConnectionType
+}
+
+// markIntraHost sets IntraHost on the connections whose other end is in
+// conns too: both ends traced on this host. A UDP server socket bound to the
+// unspecified address has no address to match, so its clients' flows are
+// not marked (a port alone could be any host's).
+func markIntraHost(conns []ConnectionStats) {
+	ends := make(map[endpointKey]struct{}, len(conns))
+	for i := range conns {
+		c := &conns[i]
+		ends[endpointKey{c.Source, c.SPort, c.Type}] = struct{}{}
+	}
+	for i := range conns {
+		c := &conns[i]
+		_, ok := ends[endpointKey{c.Dest, c.DPort, c.Type}]
+		c.IntraHost = ok
+	}
 }
 
 // SetLifecycle derives the lifecycle counters (MonotonicOpened, Closed,

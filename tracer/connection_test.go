@@ -85,3 +85,49 @@ func TestPrerequisitesNameMissingBTF(t *testing.T) {
 		t.Errorf("error %v, want one naming the path and CONFIG_DEBUG_INFO_BTF", err)
 	}
 }
+
+func TestDirectionRules(t *testing.T) {
+	a, b := netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2")
+	lo6 := netip.MustParseAddr("::1")
+	for _, c := range []struct {
+		src, dst   netip.Addr
+		kernel     ConnectionDirection
+		want       ConnectionDirection
+		serverSide bool
+	}{
+		{a, b, OUTGOING, OUTGOING, false},
+		{b, a, INCOMING, INCOMING, true},
+		{lo6, lo6, INCOMING, LOCAL, true},
+		{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2"), OUTGOING, LOCAL, false},
+		{a, a, NONE, LOCAL, false}, // a socket talking to its own address
+		{a, b, NONE, NONE, false},
+	} {
+		x := ConnectionStats{Source: c.src, Dest: c.dst, Direction: c.kernel, SPort: 1000, DPort: 80}
+		x.classifyDirection()
+		wantPort := uint16(80)
+		if c.serverSide {
+			wantPort = 1000
+		}
+		if x.Direction != c.want || x.ServerSide != c.serverSide || x.ServicePort() != wantPort {
+			t.Errorf("%s→%s (%s): %s server side %v port %d, want %s %v %d", c.src, c.dst, c.kernel, x.Direction, x.ServerSide, x.ServicePort(), c.want, c.serverSide, wantPort)
+		}
+	}
+}
+
+func TestMarkIntraHost(t *testing.T) {
+	a, b, far := netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("192.0.2.9")
+	conns := []ConnectionStats{
+		{Source: a, SPort: 40000, Dest: b, DPort: 80, Type: TCP},                      // 0: its other end is 1
+		{Source: b, SPort: 80, Dest: a, DPort: 40000, Type: TCP},                      // 1
+		{Source: a, SPort: 40001, Dest: far, DPort: 80, Type: TCP},                    // 2: the peer is elsewhere
+		{Source: a, SPort: 40000, Dest: b, DPort: 80, Type: UDP},                      // 3: same ports, other protocol
+		{Source: netip.IPv4Unspecified(), SPort: 53, Dest: a, DPort: 5353, Type: UDP}, // 4: wildcard-bound server: its client (5) is found
+		{Source: a, SPort: 5353, Dest: b, DPort: 53, Type: UDP},                       // 5: its client cannot be matched
+	}
+	markIntraHost(conns)
+	for i, want := range []bool{true, true, false, false, true, false} {
+		if conns[i].IntraHost != want {
+			t.Errorf("connection %d: IntraHost %v, want %v", i, conns[i].IntraHost, want)
+		}
+	}
+}

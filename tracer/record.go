@@ -105,6 +105,7 @@ func toConnectionStats(r *bpf.ConntraceConnRecord, names comms) ConnectionStats 
 	default:
 		c.Direction = NONE
 	}
+	c.classifyDirection()
 	return c
 }
 

@@ -346,15 +346,26 @@ func (t *Tracer) readActive(now time.Time) ([]ConnectionStats, error) {
 	return conns, nil
 }
 
+// readAll reads every TCP connection and UDP flow and marks those whose
+// other end is here too. Callers hold t.mu.
+func (t *Tracer) readAll(now time.Time) ([]ConnectionStats, error) {
+	conns, err := t.readActive(now)
+	if err != nil {
+		return nil, err
+	}
+	if conns, err = t.readUDP(conns, ktimeNow()); err != nil {
+		return nil, err
+	}
+	markIntraHost(conns)
+	return conns, nil
+}
+
 // GetActiveConnections returns clientID's view: active and recently closed
 // connections with deltas since that client's previous call.
 func (t *Tracer) GetActiveConnections(clientID string) (*Connections, error) {
 	now := time.Now()
 	t.mu.Lock()
-	active, err := t.readActive(now)
-	if err == nil {
-		active, err = t.readUDP(active, ktimeNow())
-	}
+	active, err := t.readAll(now)
 	// After the read: what closed meanwhile reaches this call already.
 	t.drainClosed()
 	t.mu.Unlock()
@@ -375,10 +386,7 @@ func (t *Tracer) GetActiveConnections(clientID string) (*Connections, error) {
 func (t *Tracer) DebugNetworkMaps() (*Connections, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	conns, err := t.readActive(time.Now())
-	if err == nil {
-		conns, err = t.readUDP(conns, ktimeNow())
-	}
+	conns, err := t.readAll(time.Now())
 	if err != nil {
 		return nil, err
 	}

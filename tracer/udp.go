@@ -95,6 +95,7 @@ func (t *Tracer) udpStats(k *bpf.ConntraceUdpKey, v *bpf.ConntraceUdpFlow, close
 		c.Direction = INCOMING
 	}
 	c.Family, c.Source, c.Dest = endpoints(k.Family, &v.Laddr, &k.Raddr)
+	c.classifyDirection()
 	return c
 }
 

@@ -169,10 +169,7 @@ func (m *keyMaker) key(c *tracer.ConnectionStats) labelKey {
 		k.remote, k.remoteBits = m.addr(c.Dest)
 	}
 	if l.has(labelPort) {
-		k.port = c.DPort
-		if c.Direction == tracer.INCOMING {
-			k.port = c.SPort
-		}
+		k.port = c.ServicePort()
 	}
 	if l.has(labelProcess) {
 		k.comm = c.Comm

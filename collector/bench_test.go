@@ -51,20 +51,7 @@ func benchConns(n, labelSets int) *tracer.Connections {
 func BenchmarkScrape10k(b *testing.B) {
 	for _, labelSets := range []int{100, 10_000} {
 		b.Run(fmt.Sprintf("labelsets=%d", labelSets), func(b *testing.B) {
-			h := NewHandler(staticSource{benchConns(10_000, labelSets)})
-			req := httptest.NewRequest(http.MethodGet, "/metrics?client_id=bench", nil)
-			b.ReportAllocs()
-			var size int
-			for b.Loop() {
-				rec := httptest.NewRecorder()
-				h.ServeHTTP(rec, req)
-				if rec.Code != http.StatusOK {
-					b.Fatalf("status %d", rec.Code)
-				}
-				size = rec.Body.Len()
-				io.Copy(io.Discard, rec.Body)
-			}
-			b.ReportMetric(float64(size), "bytes/scrape")
+			benchServe(b, NewHandler(staticSource{benchConns(10_000, labelSets)}))
 		})
 	}
 }
@@ -85,22 +72,7 @@ func benchPeers(n int) *tracer.Connections {
 // view into the client's series and makes the metrics.
 func benchScrape100k(b *testing.B, opts ...Option) {
 	src := staticSource{benchPeers(100_000)}
-	b.Run("http", func(b *testing.B) {
-		h := NewHandler(src, opts...)
-		req := httptest.NewRequest(http.MethodGet, "/metrics?client_id=bench", nil)
-		b.ReportAllocs()
-		var size int
-		for b.Loop() {
-			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, req)
-			if rec.Code != http.StatusOK {
-				b.Fatalf("status %d", rec.Code)
-			}
-			size = rec.Body.Len()
-			io.Copy(io.Discard, rec.Body)
-		}
-		b.ReportMetric(float64(size), "bytes/scrape")
-	})
+	b.Run("http", func(b *testing.B) { benchServe(b, NewHandler(src, opts...)) })
 	b.Run("collect", func(b *testing.B) {
 		o := defaultOptions()
 		for _, opt := range opts {
@@ -142,4 +114,21 @@ func BenchmarkScrape100kAddressGroups(b *testing.B) {
 		b.Fatal(err)
 	}
 	benchScrape100k(b, WithAddressGroups(fc.Group))
+}
+
+// benchServe times whole scrapes of one client through h.
+func benchServe(b *testing.B, h http.Handler) {
+	req := httptest.NewRequest(http.MethodGet, "/metrics?client_id=bench", nil)
+	b.ReportAllocs()
+	var size int
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatalf("status %d", rec.Code)
+		}
+		size = rec.Body.Len()
+		io.Copy(io.Discard, rec.Body)
+	}
+	b.ReportMetric(float64(size), "bytes/scrape")
 }

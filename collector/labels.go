@@ -149,10 +149,9 @@ func (m *keyMaker) addr(a netip.Addr) (netip.Addr, uint8) {
 	return a, 0
 }
 
-// key returns the label set of a connection. The port is the service
-// port: the local port of an incoming connection, the remote port of any
-// other (outgoing, local, none), so the ephemeral end never becomes a
-// label value.
+// key returns the label set of a connection. The port is the service port
+// (ConnectionStats.ServicePort: the serving side's local port, else the
+// remote port), so the ephemeral end never becomes a label value.
 func (m *keyMaker) key(c *tracer.ConnectionStats) labelKey {
 	l := m.labels
 	var k labelKey

@@ -29,6 +29,9 @@ var tracerFlagNames = map[string]string{
 	"CgroupPath":                   "tracer.cgroup-path",
 	"ClosedRingBufferBytes":        "tracer.ring-buffer-bytes",
 	"BPFDebug":                     "tracer.bpf-debug",
+	"EnableConntrack":              "tracer.enable-conntrack",
+	"ConntrackMaxStateSize":        "tracer.conntrack-max-state-size",
+	"ConntrackInterval":            "tracer.conntrack-interval",
 }
 
 // tracerFieldsWithoutFlag are the tracer.Config fields that no --tracer.*
@@ -76,6 +79,12 @@ func AddTracerFlags(app *kingpin.Application) *tracer.Config {
 		Default(u(uint64(cfg.ClosedRingBufferBytes))).SetValue(newValue(name("ClosedRingBufferBytes"), &cfg.ClosedRingBufferBytes, parseUint32))
 	flag("BPFDebug", "Include the verifier log in BPF load errors.").
 		Default(strconv.FormatBool(cfg.BPFDebug)).BoolVar(&cfg.BPFDebug)
+	flag("EnableConntrack", "Look up the NAT of connections in the kernel's conntrack tables (netlink), for nat_remote_addr.").
+		Default(strconv.FormatBool(cfg.EnableConntrack)).BoolVar(&cfg.EnableConntrack)
+	flag("ConntrackMaxStateSize", `NAT entries held; more are counted in conntrace_lost_total{reason="conntrack_state_full"}. At least 1.`).
+		Default(i(cfg.ConntrackMaxStateSize)).SetValue(newValue(name("ConntrackMaxStateSize"), &cfg.ConntrackMaxStateSize, parseInt))
+	flag("ConntrackInterval", "Least time between two dumps of the conntrack tables (a dump happens only when a new connection waits for its NAT). At least 100ms.").
+		Default(cfg.ConntrackInterval.String()).SetValue(newValue(name("ConntrackInterval"), &cfg.ConntrackInterval, parseDuration))
 	return cfg
 }
 

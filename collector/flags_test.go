@@ -67,6 +67,7 @@ func TestTracerFlagsParse(t *testing.T) {
 		"--tracer.max-closed-connections-buffered=10", "--tracer.max-connections-state-buffered=20",
 		"--tracer.client-state-expiry=30s", "--tracer.max-clients=3", "--tracer.proc-root=/host/proc",
 		"--tracer.cgroup-path=/sys/fs/cgroup/x", "--tracer.ring-buffer-bytes=65536", "--tracer.bpf-debug",
+		"--no-tracer.enable-conntrack", "--tracer.conntrack-max-state-size=99", "--tracer.conntrack-interval=2s",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -77,6 +78,7 @@ func TestTracerFlagsParse(t *testing.T) {
 		MaxTrackedConnections: 1024, MaxClosedConnectionsBuffered: 10, MaxConnectionsStateBuffered: 20,
 		ClientStateExpiry: 30 * time.Second, MaxClients: 3, ProcRoot: "/host/proc",
 		CgroupPath: "/sys/fs/cgroup/x", ClosedRingBufferBytes: 65536, BPFDebug: true,
+		EnableConntrack: false, ConntrackMaxStateSize: 99, ConntrackInterval: 2 * time.Second,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("config:\n%+v\nwant:\n%+v", cfg, want)

@@ -22,6 +22,7 @@ const (
 	labelPID
 	labelNetNS
 	labelLocalAddr
+	labelNATRemoteAddr
 	numLabels
 )
 
@@ -38,6 +39,8 @@ var labelNames = [numLabels]string{
 	labelPID:        "pid",
 	labelNetNS:      "netns",
 	labelLocalAddr:  "local_addr",
+	// The real peer behind a NAT (conntrack), else remote_addr.
+	labelNATRemoteAddr: "nat_remote_addr",
 }
 
 // DefaultLabels is the default of --collector.labels.
@@ -116,14 +119,14 @@ func MustParseLabels(list string) Labels {
 // group's (masked) address, with the prefix length + 1 in *Bits (0 for a
 // plain address, so that a group /32 and the address itself differ).
 type labelKey struct {
-	remote, local         netip.Addr
-	comm                  string
-	pid, netns            uint32
-	port                  uint16
-	remoteBits, localBits uint8
-	protocol              tracer.ConnectionType
-	family                tracer.ConnectionFamily
-	direction             tracer.ConnectionDirection
+	remote, local, natRemote             netip.Addr
+	comm                                 string
+	pid, netns                           uint32
+	port                                 uint16
+	remoteBits, localBits, natRemoteBits uint8
+	protocol                             tracer.ConnectionType
+	family                               tracer.ConnectionFamily
+	direction                            tracer.ConnectionDirection
 }
 
 // AddressGrouper returns the address group (a CIDR) that contains addr, if
@@ -182,6 +185,9 @@ func (m *keyMaker) key(c *tracer.ConnectionStats) labelKey {
 	if l.has(labelLocalAddr) {
 		k.local, k.localBits = m.addr(c.Source)
 	}
+	if l.has(labelNATRemoteAddr) {
+		k.natRemote, k.natRemoteBits = m.addr(c.NATRemote())
+	}
 	return k
 }
 
@@ -224,6 +230,8 @@ func (k labelKey) values(l Labels) []string {
 			v = append(v, strconv.FormatUint(uint64(k.netns), 10))
 		case labelLocalAddr:
 			v = append(v, addrValue(k.local, k.localBits))
+		case labelNATRemoteAddr:
+			v = append(v, addrValue(k.natRemote, k.natRemoteBits))
 		}
 	}
 	return v

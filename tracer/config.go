@@ -50,6 +50,14 @@ type Config struct {
 	ClosedRingBufferBytes uint32
 	// BPFDebug makes the verifier log available in load errors.
 	BPFDebug bool
+	// EnableConntrack looks up the NAT of connections in the kernel's
+	// conntrack tables, over netlink.
+	EnableConntrack bool
+	// ConntrackMaxStateSize bounds the NAT entries held.
+	ConntrackMaxStateSize int
+	// ConntrackInterval is the least time between two dumps of the conntrack
+	// tables (a dump happens only when a new connection waits for one).
+	ConntrackInterval time.Duration
 	// Filters selects the connections traced (from the --config.file);
 	// nil traces everything. Not a flag.
 	Filters *ConnectionFilters
@@ -70,6 +78,9 @@ func NewDefaultConfig() *Config {
 		MaxClients:                   16,
 		ProcRoot:                     "/proc",
 		ClosedRingBufferBytes:        8 << 20,
+		EnableConntrack:              true,
+		ConntrackMaxStateSize:        65536,
+		ConntrackInterval:            5 * time.Second,
 	}
 }
 
@@ -96,6 +107,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxClients < 1 {
 		errs = append(errs, fmt.Errorf("MaxClients %d: must be at least 1", c.MaxClients))
+	}
+	if c.ConntrackMaxStateSize < 1 {
+		errs = append(errs, fmt.Errorf("ConntrackMaxStateSize %d: must be at least 1", c.ConntrackMaxStateSize))
+	}
+	if c.ConntrackInterval < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("ConntrackInterval %s: must be at least 100ms", c.ConntrackInterval))
 	}
 	if c.ProcRoot == "" {
 		errs = append(errs, errors.New("ProcRoot: must not be empty"))

@@ -181,6 +181,18 @@ type ConnectionStats struct {
 	// IntraHost is true when the other end is traced on this host too (in
 	// any network namespace).
 	IntraHost bool
+	// IPTranslation is the NAT the kernel's conntrack applies to the
+	// connection, if any (EnableConntrack).
+	IPTranslation *IPTranslation
+}
+
+// NATRemote is the real peer: behind a NAT, the address conntrack expects
+// the reply from; else the remote address.
+func (c *ConnectionStats) NATRemote() netip.Addr {
+	if c.IPTranslation != nil && c.IPTranslation.ReplSrcIP.IsValid() {
+		return c.IPTranslation.ReplSrcIP
+	}
+	return c.Dest
 }
 
 // ServicePort is the port that names the service: the local port of the

@@ -22,6 +22,12 @@ const (
 	LostClientRejected = "client_rejected"
 	// LostDecodeError: a record from the kernel could not be decoded.
 	LostDecodeError = "decode_error"
+	// LostConntrackStateFull: NAT entries beyond ConntrackMaxStateSize; their
+	// connections are reported without their translation.
+	LostConntrackStateFull = "conntrack_state_full"
+	// LostConntrackError: a conntrack dump failed (ENOBUFS, no conntrack);
+	// translations wait for the next dump.
+	LostConntrackError = "conntrack_error"
 )
 
 // LostReasons lists every reason, so that each is exported from the start.
@@ -32,6 +38,8 @@ var LostReasons = []string{
 	LostClientStateFull,
 	LostClientRejected,
 	LostDecodeError,
+	LostConntrackStateFull,
+	LostConntrackError,
 }
 
 // Stats is the health of the tracer, for the exporter's own metrics.

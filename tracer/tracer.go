@@ -54,6 +54,7 @@ type Tracer struct {
 	udp   udpReader
 	// userFilter: the filters could not go into the kernel; apply them here.
 	userFilter bool
+	ct         *conntracker // nil without EnableConntrack
 }
 
 // New checks the prerequisites, loads and attaches the programs, seeds the
@@ -74,6 +75,11 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 		stop:   make(chan struct{}),
 		comms:  make(comms),
 		done:   make(chan struct{}),
+	}
+	if cfg.EnableConntrack {
+		if t.ct, err = newConntracker(cfg); err != nil {
+			return nil, err
+		}
 	}
 	if err := t.load(); err != nil {
 		return nil, err
@@ -307,6 +313,9 @@ func (t *Tracer) drainClosed() {
 		if !t.keep(&c) {
 			continue
 		}
+		if t.ct != nil {
+			c.IPTranslation = t.ct.lookup(&c, false)
+		}
 		t.known.closed(&c, now)
 		t.state.StoreClosedConnection(c)
 	}
@@ -357,6 +366,9 @@ func (t *Tracer) readAll(now time.Time) ([]ConnectionStats, error) {
 		return nil, err
 	}
 	markIntraHost(conns)
+	if t.ct != nil {
+		t.ct.translate(conns, now)
+	}
 	return conns, nil
 }
 
@@ -425,6 +437,10 @@ func (t *Tracer) Stats() Stats {
 	}
 	t.mu.Lock()
 	s.Lost[LostDecodeError] = t.decode
+	if t.ct != nil {
+		s.Lost[LostConntrackStateFull] = t.ct.full
+		s.Lost[LostConntrackError] = t.ct.errors
+	}
 	s.TrackedConnections += uint64(t.udp.flows) // as of the last read
 	t.mu.Unlock()
 	return s
@@ -447,6 +463,9 @@ func (t *Tracer) Close() error {
 	}
 	t.links = nil
 	errs = append(errs, t.objs.Close())
+	if t.ct != nil {
+		t.ct.close()
+	}
 	return errors.Join(errs...)
 }
 

@@ -1,0 +1,247 @@
+package tracer
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// IPTranslation is the other side of a NAT, as the kernel's conntrack sees
+// it: the addresses and ports it expects in the reply direction. For a
+// connection to a DNATed virtual address, ReplSrcIP:ReplSrcPort is the real
+// peer; for a SNATed one, ReplDstIP:ReplDstPort the address the peer sees.
+type IPTranslation struct {
+	ReplSrcIP, ReplDstIP     netip.Addr
+	ReplSrcPort, ReplDstPort uint16
+}
+
+type ctKey struct {
+	proto      uint8
+	src, dst   netip.Addr
+	sport, dpt uint16
+}
+
+// conntracker reads the NATed entries of the conntrack tables of the
+// network namespaces that have traced connections, and of the exporter's
+// own (where a host NATs its containers' traffic).
+//
+// vishvananda/netlink has dumps but no conntrack event subscription, so the
+// tables are dumped, at most every interval and only when a connection
+// still waits for its answer. A translation, once found, stays with its
+// connection; state is bounded by maxState entries (beyond: counted).
+type conntracker struct {
+	procRoot string
+	interval time.Duration
+	maxState int
+
+	selfNS  uint32
+	handles map[uint32]*netlink.Handle // netns inode → netlink socket in it
+	missing map[uint32]time.Time       // netns not found, and when we looked
+	tables  map[uint32]map[ctKey]IPTranslation
+	decided map[ConnKey]*IPTranslation // nil value: looked up, not NATed
+	pending bool                       // a connection is waiting for a dump
+	last    time.Time
+
+	errors, full uint64
+}
+
+func newConntracker(cfg *Config) (*conntracker, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(cfg.ProcRoot, "self/ns/net"), &st); err != nil {
+		return nil, fmt.Errorf("conntrack: reading the exporter's netns: %w", err)
+	}
+	return &conntracker{
+		procRoot: cfg.ProcRoot,
+		interval: cfg.ConntrackInterval,
+		maxState: cfg.ConntrackMaxStateSize,
+		selfNS:   uint32(st.Ino),
+		handles:  map[uint32]*netlink.Handle{},
+		missing:  map[uint32]time.Time{},
+		tables:   map[uint32]map[ctKey]IPTranslation{},
+		decided:  map[ConnKey]*IPTranslation{},
+	}, nil
+}
+
+// translate sets IPTranslation on the connections of a read, dumping the
+// tables first when one of them waits and the last dump is old enough.
+// Connections gone from the read are forgotten.
+func (ct *conntracker) translate(conns []ConnectionStats, now time.Time) {
+	seen := make(map[ConnKey]struct{}, len(conns))
+	namespaces := map[uint32]struct{}{ct.selfNS: {}}
+	for i := range conns {
+		seen[conns[i].Key] = struct{}{}
+		namespaces[conns[i].NetNS] = struct{}{}
+		if _, ok := ct.decided[conns[i].Key]; !ok {
+			ct.pending = true
+		}
+	}
+	dumped := false
+	if ct.pending && now.Sub(ct.last) >= ct.interval {
+		ct.dump(namespaces, now)
+		dumped = true
+	}
+	for i := range conns {
+		conns[i].IPTranslation = ct.lookup(&conns[i], dumped)
+	}
+	for k := range ct.decided {
+		if _, ok := seen[k]; !ok {
+			delete(ct.decided, k)
+		}
+	}
+}
+
+// lookup returns the translation of c. With fresh tables a connection not
+// found is decided: not NATed. A closed connection is looked up once.
+func (ct *conntracker) lookup(c *ConnectionStats, fresh bool) *IPTranslation {
+	if tr, ok := ct.decided[c.Key]; ok {
+		return tr
+	}
+	proto := uint8(unix.IPPROTO_TCP)
+	if c.Type == UDP {
+		proto = unix.IPPROTO_UDP
+	}
+	k := ctKey{proto: proto, src: c.Source, dst: c.Dest, sport: c.SPort, dpt: c.DPort}
+	for _, ns := range []uint32{c.NetNS, ct.selfNS} {
+		if tr, ok := ct.tables[ns][k]; ok {
+			ct.decided[c.Key] = &tr
+			return &tr
+		}
+	}
+	if fresh || c.Closed {
+		ct.decided[c.Key] = nil
+	}
+	return nil
+}
+
+// dump rebuilds the tables of the given namespaces. Namespaces no longer
+// wanted have their netlink socket closed: a socket keeps its netns alive.
+func (ct *conntracker) dump(namespaces map[uint32]struct{}, now time.Time) {
+	ct.last = now
+	ct.pending = false
+	for ns, h := range ct.handles {
+		if _, ok := namespaces[ns]; !ok {
+			h.Close()
+			delete(ct.handles, ns)
+		}
+	}
+	tables := make(map[uint32]map[ctKey]IPTranslation, len(namespaces))
+	total := 0
+	for ns := range namespaces {
+		h := ct.handle(ns, now)
+		if h == nil {
+			continue
+		}
+		t := map[ctKey]IPTranslation{}
+		for _, family := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
+			flows, err := h.ConntrackTableList(netlink.ConntrackTable, family)
+			if err != nil {
+				ct.errors++ // ENOBUFS, or conntrack not loaded: survive, count
+				continue
+			}
+			for _, f := range flows {
+				if !isNAT(f) {
+					continue
+				}
+				if total >= ct.maxState {
+					ct.full++
+					continue
+				}
+				// Both directions, so that either end of a NATed
+				// connection finds the other side.
+				fw, rv := tupleKey(&f.Forward), tupleKey(&f.Reverse)
+				t[fw] = translationOf(&f.Reverse)
+				t[ctKey{proto: rv.proto, src: rv.src, dst: rv.dst, sport: rv.sport, dpt: rv.dpt}] = translationOf(&f.Forward)
+				total += 2
+			}
+		}
+		tables[ns] = t
+	}
+	ct.tables = tables
+}
+
+func isNAT(f *netlink.ConntrackFlow) bool {
+	return !f.Forward.SrcIP.Equal(f.Reverse.DstIP) || !f.Forward.DstIP.Equal(f.Reverse.SrcIP) ||
+		f.Forward.SrcPort != f.Reverse.DstPort || f.Forward.DstPort != f.Reverse.SrcPort
+}
+
+func addrOf(ip net.IP) netip.Addr {
+	a, _ := netip.AddrFromSlice(ip)
+	return a.Unmap()
+}
+
+func tupleKey(t *netlink.IPTuple) ctKey {
+	return ctKey{proto: t.Protocol, src: addrOf(t.SrcIP), dst: addrOf(t.DstIP), sport: t.SrcPort, dpt: t.DstPort}
+}
+
+func translationOf(t *netlink.IPTuple) IPTranslation {
+	return IPTranslation{ReplSrcIP: addrOf(t.SrcIP), ReplDstIP: addrOf(t.DstIP), ReplSrcPort: t.SrcPort, ReplDstPort: t.DstPort}
+}
+
+// handle returns a netlink socket in the netns with that inode, found
+// among the named namespaces and those of the processes. A netns not
+// found is not looked for again for a while.
+func (ct *conntracker) handle(ino uint32, now time.Time) *netlink.Handle {
+	if h := ct.handles[ino]; h != nil {
+		return h
+	}
+	if t, ok := ct.missing[ino]; ok && now.Sub(t) < 30*time.Second {
+		return nil
+	}
+	path := findNetNS(ct.procRoot, ino)
+	if path == "" {
+		ct.missing[ino] = now
+		return nil
+	}
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		ct.missing[ino] = now
+		return nil
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns, syscall.NETLINK_NETFILTER)
+	if err != nil {
+		ct.errors++
+		return nil
+	}
+	delete(ct.missing, ino)
+	ct.handles[ino] = h
+	return h
+}
+
+// findNetNS returns a path to the netns with inode ino: a named namespace
+// (ip netns), or a process's.
+func findNetNS(procRoot string, ino uint32) string {
+	var candidates []string
+	if named, err := filepath.Glob("/run/netns/*"); err == nil {
+		candidates = append(candidates, named...)
+	}
+	if procs, err := os.ReadDir(procRoot); err == nil {
+		for _, p := range procs {
+			if p.Name()[0] >= '0' && p.Name()[0] <= '9' {
+				candidates = append(candidates, filepath.Join(procRoot, p.Name(), "ns/net"))
+			}
+		}
+	}
+	for _, c := range candidates {
+		var st unix.Stat_t
+		if unix.Stat(c, &st) == nil && uint32(st.Ino) == ino {
+			return c
+		}
+	}
+	return ""
+}
+
+func (ct *conntracker) close() {
+	for _, h := range ct.handles {
+		h.Close()
+	}
+	ct.handles = nil
+}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/conntrace/conntrace_exporter/internal/nettest"
@@ -531,4 +532,57 @@ func loopReads(b *testing.B, read func() (*Connections, error), check func(*test
 	}
 	b.ReportMetric(float64(check(b, last.Conns)), "conns")
 	b.ReportMetric(float64(len(last.Conns)), "records")
+}
+
+// BenchmarkConntrackDump measures one dump of a namespace's conntrack table
+// holding n NATed flows (created over netlink in a test namespace; no
+// traffic), parsed into the translation table: the cost a dump adds to a
+// scrape, at most once per --tracer.conntrack-interval.
+func BenchmarkConntrackDump(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			nettest.RequireRoot(b)
+			p := nettest.NewPair(b)
+			h, err := netlink.NewHandleAt(p.Client, unix.NETLINK_NETFILTER)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer h.Close()
+			for i := 0; i < n; i++ {
+				client := net.IPv4(198, 18, byte(100+i/60000), 1).To4()
+				vip := net.IPv4(198, 18, 200, 1).To4()
+				real := net.IPv4(198, 18, 201, byte(i%250+1)).To4()
+				port := uint16(1024 + i%60000)
+				flow := &netlink.ConntrackFlow{
+					FamilyType: unix.AF_INET,
+					Forward:    netlink.IPTuple{SrcIP: client, DstIP: vip, SrcPort: port, DstPort: 80, Protocol: unix.IPPROTO_TCP},
+					Reverse:    netlink.IPTuple{SrcIP: real, DstIP: client, SrcPort: 8080, DstPort: port, Protocol: unix.IPPROTO_TCP},
+					TimeOut:    600,
+					ProtoInfo:  &netlink.ProtoInfoTCP{State: 3 /* ESTABLISHED */},
+				}
+				if err := h.ConntrackCreate(netlink.ConntrackTable, unix.AF_INET, flow); err != nil {
+					b.Fatalf("creating conntrack flow %d: %v", i, err)
+				}
+			}
+			cfg := NewDefaultConfig()
+			cfg.ConntrackMaxStateSize = 4 * n
+			ct, err := newConntracker(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ct.close()
+			var st unix.Stat_t
+			if err := unix.Fstat(int(p.Client), &st); err != nil {
+				b.Fatal(err)
+			}
+			ns := uint32(st.Ino)
+			b.ReportAllocs()
+			for b.Loop() {
+				ct.dump(map[uint32]struct{}{ns: {}}, map[uint32]struct{}{ns: {}}, time.Now())
+			}
+			if got := len(ct.tables[ns]); got != 2*n || ct.errors != 0 {
+				b.Fatalf("%d translations (%d errors), want %d", got, ct.errors, 2*n)
+			}
+		})
+	}
 }

@@ -47,8 +47,7 @@ type conntracker struct {
 	missing map[uint32]time.Time       // netns not found, and when we looked
 	tables  map[uint32]map[ctKey]IPTranslation
 	decided map[ConnKey]*IPTranslation // nil value: looked up, not NATed
-	pending bool                       // a connection is waiting for a dump
-	last    time.Time
+	last    time.Time                  // of the last dump
 
 	errors, full uint64
 }
@@ -75,17 +74,21 @@ func newConntracker(cfg *Config) (*conntracker, error) {
 // Connections gone from the read are forgotten.
 func (ct *conntracker) translate(conns []ConnectionStats, now time.Time) {
 	seen := make(map[ConnKey]struct{}, len(conns))
-	namespaces := map[uint32]struct{}{ct.selfNS: {}}
+	wanted := map[uint32]struct{}{ct.selfNS: {}}
+	waiting := map[uint32]struct{}{}
 	for i := range conns {
 		seen[conns[i].Key] = struct{}{}
-		namespaces[conns[i].NetNS] = struct{}{}
+		wanted[conns[i].NetNS] = struct{}{}
 		if _, ok := ct.decided[conns[i].Key]; !ok {
-			ct.pending = true
+			waiting[conns[i].NetNS] = struct{}{}
 		}
 	}
 	dumped := false
-	if ct.pending && now.Sub(ct.last) >= ct.interval {
-		ct.dump(namespaces, now)
+	if len(waiting) > 0 && now.Sub(ct.last) >= ct.interval {
+		// A dump walks the whole (global) conntrack hash: only the
+		// namespaces with a connection waiting, and the exporter's own.
+		waiting[ct.selfNS] = struct{}{}
+		ct.dump(wanted, waiting, now)
 		dumped = true
 	}
 	for i := range conns {
@@ -121,20 +124,29 @@ func (ct *conntracker) lookup(c *ConnectionStats, fresh bool) *IPTranslation {
 	return nil
 }
 
-// dump rebuilds the tables of the given namespaces. Namespaces no longer
-// wanted have their netlink socket closed: a socket keeps its netns alive.
-func (ct *conntracker) dump(namespaces map[uint32]struct{}, now time.Time) {
+// dump rebuilds the tables of the namespaces in dumpNS. Namespaces no
+// longer wanted lose their table and netlink socket (a socket keeps its
+// netns alive).
+func (ct *conntracker) dump(wanted, dumpNS map[uint32]struct{}, now time.Time) {
 	ct.last = now
-	ct.pending = false
 	for ns, h := range ct.handles {
-		if _, ok := namespaces[ns]; !ok {
+		if _, ok := wanted[ns]; !ok {
 			h.Close()
 			delete(ct.handles, ns)
 		}
 	}
-	tables := make(map[uint32]map[ctKey]IPTranslation, len(namespaces))
 	total := 0
-	for ns := range namespaces {
+	for ns, t := range ct.tables {
+		_, keep := wanted[ns]
+		_, redo := dumpNS[ns]
+		switch {
+		case !keep || redo:
+			delete(ct.tables, ns)
+		default:
+			total += len(t)
+		}
+	}
+	for ns := range dumpNS {
 		h := ct.handle(ns, now)
 		if h == nil {
 			continue
@@ -162,9 +174,8 @@ func (ct *conntracker) dump(namespaces map[uint32]struct{}, now time.Time) {
 				total += 2
 			}
 		}
-		tables[ns] = t
+		ct.tables[ns] = t
 	}
-	ct.tables = tables
 }
 
 func isNAT(f *netlink.ConntrackFlow) bool {

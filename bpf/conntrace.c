@@ -536,6 +536,7 @@ int handle_sockops(struct bpf_sock_ops *skops)
 }
 
 #include "udp.h"
+#include "dns.h"
 
 static __always_inline bool seedable_state(int state)
 {

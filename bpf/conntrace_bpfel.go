@@ -63,6 +63,14 @@ type ConntraceConnState struct {
 	Comm         [16]int8
 }
 
+type ConntraceDnsEvent struct {
+	_         structs.HostLayout
+	Len       uint16
+	Truncated uint8
+	Pad       [5]uint8
+	Data      [512]uint8
+}
+
 type ConntraceFilterKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -138,41 +146,46 @@ type ConntraceUdpPeer struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	ConntraceMapClosedConns         = "closed_conns"
-	ConntraceMapConns               = "conns"
-	ConntraceMapExcludedDestination = "excluded_destination"
-	ConntraceMapExcludedSource      = "excluded_source"
-	ConntraceMapIncludedDestination = "included_destination"
-	ConntraceMapIncludedSource      = "included_source"
-	ConntraceMapListeners           = "listeners"
-	ConntraceMapScratch             = "scratch"
-	ConntraceMapUdpFlows            = "udp_flows"
-	ConntraceMapUdpRecvPeer         = "udp_recv_peer"
-	ConntraceMapUdpSendPeer         = "udp_send_peer"
-	ConntraceProgDumpConns          = "dump_conns"
-	ConntraceProgHandleDestroySock  = "handle_destroy_sock"
-	ConntraceProgHandleRecvLength   = "handle_recv_length"
-	ConntraceProgHandleSendLength   = "handle_send_length"
-	ConntraceProgHandleSetState     = "handle_set_state"
-	ConntraceProgHandleSockops      = "handle_sockops"
-	ConntraceProgSeedConns          = "seed_conns"
-	ConntraceProgSeedListeners      = "seed_listeners"
-	ConntraceProgUdpRecvmsg4        = "udp_recvmsg4"
-	ConntraceProgUdpRecvmsg6        = "udp_recvmsg6"
-	ConntraceProgUdpSendmsg4        = "udp_sendmsg4"
-	ConntraceProgUdpSendmsg6        = "udp_sendmsg6"
-	ConntraceVarCollectIpv6         = "collect_ipv6"
-	ConntraceVarCollectUdp          = "collect_udp"
-	ConntraceVarFiltersOn           = "filters_on"
-	ConntraceVarIncludesOn          = "includes_on"
-	ConntraceVarListenersFull       = "listeners_full"
-	ConntraceVarLostRingBufferFull  = "lost_ring_buffer_full"
-	ConntraceVarLostTrackedFull     = "lost_tracked_full"
-	ConntraceVarLostUdpFlowsFull    = "lost_udp_flows_full"
-	ConntraceVarMaxTracked          = "max_tracked"
-	ConntraceVarNextFlowId          = "next_flow_id"
-	ConntraceVarTracked             = "tracked"
-	ConntraceVarUnusedConnRecord    = "unused_conn_record"
+	ConntraceMapClosedConns           = "closed_conns"
+	ConntraceMapConns                 = "conns"
+	ConntraceMapDnsEvents             = "dns_events"
+	ConntraceMapExcludedDestination   = "excluded_destination"
+	ConntraceMapExcludedSource        = "excluded_source"
+	ConntraceMapIncludedDestination   = "included_destination"
+	ConntraceMapIncludedSource        = "included_source"
+	ConntraceMapListeners             = "listeners"
+	ConntraceMapScratch               = "scratch"
+	ConntraceMapUdpFlows              = "udp_flows"
+	ConntraceMapUdpRecvPeer           = "udp_recv_peer"
+	ConntraceMapUdpSendPeer           = "udp_send_peer"
+	ConntraceProgDnsIngress           = "dns_ingress"
+	ConntraceProgDumpConns            = "dump_conns"
+	ConntraceProgHandleDestroySock    = "handle_destroy_sock"
+	ConntraceProgHandleRecvLength     = "handle_recv_length"
+	ConntraceProgHandleSendLength     = "handle_send_length"
+	ConntraceProgHandleSetState       = "handle_set_state"
+	ConntraceProgHandleSockops        = "handle_sockops"
+	ConntraceProgSeedConns            = "seed_conns"
+	ConntraceProgSeedListeners        = "seed_listeners"
+	ConntraceProgUdpRecvmsg4          = "udp_recvmsg4"
+	ConntraceProgUdpRecvmsg6          = "udp_recvmsg6"
+	ConntraceProgUdpSendmsg4          = "udp_sendmsg4"
+	ConntraceProgUdpSendmsg6          = "udp_sendmsg6"
+	ConntraceVarCollectIpv6           = "collect_ipv6"
+	ConntraceVarCollectUdp            = "collect_udp"
+	ConntraceVarDnsOn                 = "dns_on"
+	ConntraceVarFiltersOn             = "filters_on"
+	ConntraceVarIncludesOn            = "includes_on"
+	ConntraceVarListenersFull         = "listeners_full"
+	ConntraceVarLostDnsRingBufferFull = "lost_dns_ring_buffer_full"
+	ConntraceVarLostRingBufferFull    = "lost_ring_buffer_full"
+	ConntraceVarLostTrackedFull       = "lost_tracked_full"
+	ConntraceVarLostUdpFlowsFull      = "lost_udp_flows_full"
+	ConntraceVarMaxTracked            = "max_tracked"
+	ConntraceVarNextFlowId            = "next_flow_id"
+	ConntraceVarTracked               = "tracked"
+	ConntraceVarUnusedConnRecord      = "unused_conn_record"
+	ConntraceVarUnusedDnsEvent        = "unused_dns_event"
 )
 
 // LoadConntrace returns the embedded CollectionSpec for Conntrace.
@@ -217,6 +230,7 @@ type ConntraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ConntraceProgramSpecs struct {
+	DnsIngress        *ebpf.ProgramSpec `ebpf:"dns_ingress"`
 	DumpConns         *ebpf.ProgramSpec `ebpf:"dump_conns"`
 	HandleDestroySock *ebpf.ProgramSpec `ebpf:"handle_destroy_sock"`
 	HandleRecvLength  *ebpf.ProgramSpec `ebpf:"handle_recv_length"`
@@ -237,6 +251,7 @@ type ConntraceProgramSpecs struct {
 type ConntraceMapSpecs struct {
 	ClosedConns         *ebpf.MapSpec `ebpf:"closed_conns"`
 	Conns               *ebpf.MapSpec `ebpf:"conns"`
+	DnsEvents           *ebpf.MapSpec `ebpf:"dns_events"`
 	ExcludedDestination *ebpf.MapSpec `ebpf:"excluded_destination"`
 	ExcludedSource      *ebpf.MapSpec `ebpf:"excluded_source"`
 	IncludedDestination *ebpf.MapSpec `ebpf:"included_destination"`
@@ -252,18 +267,21 @@ type ConntraceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ConntraceVariableSpecs struct {
-	CollectIpv6        *ebpf.VariableSpec `ebpf:"collect_ipv6"`
-	CollectUdp         *ebpf.VariableSpec `ebpf:"collect_udp"`
-	FiltersOn          *ebpf.VariableSpec `ebpf:"filters_on"`
-	IncludesOn         *ebpf.VariableSpec `ebpf:"includes_on"`
-	ListenersFull      *ebpf.VariableSpec `ebpf:"listeners_full"`
-	LostRingBufferFull *ebpf.VariableSpec `ebpf:"lost_ring_buffer_full"`
-	LostTrackedFull    *ebpf.VariableSpec `ebpf:"lost_tracked_full"`
-	LostUdpFlowsFull   *ebpf.VariableSpec `ebpf:"lost_udp_flows_full"`
-	MaxTracked         *ebpf.VariableSpec `ebpf:"max_tracked"`
-	NextFlowId         *ebpf.VariableSpec `ebpf:"next_flow_id"`
-	Tracked            *ebpf.VariableSpec `ebpf:"tracked"`
-	UnusedConnRecord   *ebpf.VariableSpec `ebpf:"unused_conn_record"`
+	CollectIpv6           *ebpf.VariableSpec `ebpf:"collect_ipv6"`
+	CollectUdp            *ebpf.VariableSpec `ebpf:"collect_udp"`
+	DnsOn                 *ebpf.VariableSpec `ebpf:"dns_on"`
+	FiltersOn             *ebpf.VariableSpec `ebpf:"filters_on"`
+	IncludesOn            *ebpf.VariableSpec `ebpf:"includes_on"`
+	ListenersFull         *ebpf.VariableSpec `ebpf:"listeners_full"`
+	LostDnsRingBufferFull *ebpf.VariableSpec `ebpf:"lost_dns_ring_buffer_full"`
+	LostRingBufferFull    *ebpf.VariableSpec `ebpf:"lost_ring_buffer_full"`
+	LostTrackedFull       *ebpf.VariableSpec `ebpf:"lost_tracked_full"`
+	LostUdpFlowsFull      *ebpf.VariableSpec `ebpf:"lost_udp_flows_full"`
+	MaxTracked            *ebpf.VariableSpec `ebpf:"max_tracked"`
+	NextFlowId            *ebpf.VariableSpec `ebpf:"next_flow_id"`
+	Tracked               *ebpf.VariableSpec `ebpf:"tracked"`
+	UnusedConnRecord      *ebpf.VariableSpec `ebpf:"unused_conn_record"`
+	UnusedDnsEvent        *ebpf.VariableSpec `ebpf:"unused_dns_event"`
 }
 
 // ConntraceObjects contains all objects after they have been loaded into the kernel.
@@ -288,6 +306,7 @@ func (o *ConntraceObjects) Close() error {
 type ConntraceMaps struct {
 	ClosedConns         *ebpf.Map `ebpf:"closed_conns"`
 	Conns               *ebpf.Map `ebpf:"conns"`
+	DnsEvents           *ebpf.Map `ebpf:"dns_events"`
 	ExcludedDestination *ebpf.Map `ebpf:"excluded_destination"`
 	ExcludedSource      *ebpf.Map `ebpf:"excluded_source"`
 	IncludedDestination *ebpf.Map `ebpf:"included_destination"`
@@ -303,6 +322,7 @@ func (m *ConntraceMaps) Close() error {
 	return _ConntraceClose(
 		m.ClosedConns,
 		m.Conns,
+		m.DnsEvents,
 		m.ExcludedDestination,
 		m.ExcludedSource,
 		m.IncludedDestination,
@@ -319,24 +339,28 @@ func (m *ConntraceMaps) Close() error {
 //
 // It can be passed to LoadConntraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ConntraceVariables struct {
-	CollectIpv6        *ebpf.Variable `ebpf:"collect_ipv6"`
-	CollectUdp         *ebpf.Variable `ebpf:"collect_udp"`
-	FiltersOn          *ebpf.Variable `ebpf:"filters_on"`
-	IncludesOn         *ebpf.Variable `ebpf:"includes_on"`
-	ListenersFull      *ebpf.Variable `ebpf:"listeners_full"`
-	LostRingBufferFull *ebpf.Variable `ebpf:"lost_ring_buffer_full"`
-	LostTrackedFull    *ebpf.Variable `ebpf:"lost_tracked_full"`
-	LostUdpFlowsFull   *ebpf.Variable `ebpf:"lost_udp_flows_full"`
-	MaxTracked         *ebpf.Variable `ebpf:"max_tracked"`
-	NextFlowId         *ebpf.Variable `ebpf:"next_flow_id"`
-	Tracked            *ebpf.Variable `ebpf:"tracked"`
-	UnusedConnRecord   *ebpf.Variable `ebpf:"unused_conn_record"`
+	CollectIpv6           *ebpf.Variable `ebpf:"collect_ipv6"`
+	CollectUdp            *ebpf.Variable `ebpf:"collect_udp"`
+	DnsOn                 *ebpf.Variable `ebpf:"dns_on"`
+	FiltersOn             *ebpf.Variable `ebpf:"filters_on"`
+	IncludesOn            *ebpf.Variable `ebpf:"includes_on"`
+	ListenersFull         *ebpf.Variable `ebpf:"listeners_full"`
+	LostDnsRingBufferFull *ebpf.Variable `ebpf:"lost_dns_ring_buffer_full"`
+	LostRingBufferFull    *ebpf.Variable `ebpf:"lost_ring_buffer_full"`
+	LostTrackedFull       *ebpf.Variable `ebpf:"lost_tracked_full"`
+	LostUdpFlowsFull      *ebpf.Variable `ebpf:"lost_udp_flows_full"`
+	MaxTracked            *ebpf.Variable `ebpf:"max_tracked"`
+	NextFlowId            *ebpf.Variable `ebpf:"next_flow_id"`
+	Tracked               *ebpf.Variable `ebpf:"tracked"`
+	UnusedConnRecord      *ebpf.Variable `ebpf:"unused_conn_record"`
+	UnusedDnsEvent        *ebpf.Variable `ebpf:"unused_dns_event"`
 }
 
 // ConntracePrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to LoadConntraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ConntracePrograms struct {
+	DnsIngress        *ebpf.Program `ebpf:"dns_ingress"`
 	DumpConns         *ebpf.Program `ebpf:"dump_conns"`
 	HandleDestroySock *ebpf.Program `ebpf:"handle_destroy_sock"`
 	HandleRecvLength  *ebpf.Program `ebpf:"handle_recv_length"`
@@ -353,6 +377,7 @@ type ConntracePrograms struct {
 
 func (p *ConntracePrograms) Close() error {
 	return _ConntraceClose(
+		p.DnsIngress,
 		p.DumpConns,
 		p.HandleDestroySock,
 		p.HandleRecvLength,

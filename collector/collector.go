@@ -195,6 +195,7 @@ type descs struct {
 
 	// Per client, without labels.
 	seriesCount, seriesLimit, overflow *prometheus.Desc
+	nameInfo                           *prometheus.Desc
 }
 
 func newDescs(labels []string) *descs {
@@ -220,6 +221,9 @@ func newDescs(labels []string) *descs {
 			"Established connections that closed."+perClient+overflow),
 		failed: d("connection_failures_total",
 			"TCP connections that closed without ever being established (failed connects, TCP only)."+perClient+overflow),
+		nameInfo: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "remote_name_info"),
+			"A name DNS answers on this host gave a remote address of this client's view (always 1); join with group_left on remote_addr.",
+			[]string{"remote_addr", "name"}, nil),
 		seriesCount: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "series"),
 			"Label sets of the traffic metrics held for this scrape's client (client_id), the overflow series not included; at most --collector.max-series.",
 			nil, nil),
@@ -235,7 +239,7 @@ func newDescs(labels []string) *descs {
 func (d *descs) describe(ch chan<- *prometheus.Desc) {
 	for _, desc := range []*prometheus.Desc{
 		d.sent, d.recv, d.retransmits, d.rtt, d.open, d.opened, d.closed, d.failed,
-		d.seriesCount, d.seriesLimit, d.overflow,
+		d.seriesCount, d.seriesLimit, d.overflow, d.nameInfo,
 	} {
 		ch <- desc
 	}
@@ -467,6 +471,13 @@ func (e *exporter) scrape(clientID string) (ms []prometheus.Metric, err error) {
 	)
 	if e.maxSeries > 0 {
 		ms = append(ms, prometheus.MustNewConstMetric(d.seriesLimit, prometheus.GaugeValue, float64(e.maxSeries)))
+	}
+	// Names of the view's peers, as their own info series, so that names
+	// never multiply the traffic series: join with group_left.
+	for addr, names := range conns.DNS {
+		for _, n := range names {
+			ms = append(ms, prometheus.MustNewConstMetric(d.nameInfo, prometheus.GaugeValue, 1, addr.String(), n))
+		}
 	}
 	return ms, nil
 }

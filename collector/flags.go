@@ -32,6 +32,10 @@ var tracerFlagNames = map[string]string{
 	"EnableConntrack":              "tracer.enable-conntrack",
 	"ConntrackMaxStateSize":        "tracer.conntrack-max-state-size",
 	"ConntrackInterval":            "tracer.conntrack-interval",
+	"DNSInspection":                "tracer.dns-inspection",
+	"CollectLocalDNS":              "tracer.collect-local-dns",
+	"DNSCacheSize":                 "tracer.dns-cache-size",
+	"DNSCacheTTL":                  "tracer.dns-cache-ttl",
 }
 
 // tracerFieldsWithoutFlag are the tracer.Config fields that no --tracer.*
@@ -85,6 +89,14 @@ func AddTracerFlags(app *kingpin.Application) *tracer.Config {
 		Default(i(cfg.ConntrackMaxStateSize)).SetValue(newValue(name("ConntrackMaxStateSize"), &cfg.ConntrackMaxStateSize, parseInt))
 	flag("ConntrackInterval", "Least time between two dumps of the conntrack tables (a dump happens only when a new connection waits for its NAT). At least 100ms.").
 		Default(cfg.ConntrackInterval.String()).SetValue(newValue(name("ConntrackInterval"), &cfg.ConntrackInterval, parseDuration))
+	flag("DNSInspection", "Read the DNS answers (UDP) the host receives, for conntrace_remote_name_info.").
+		Default(strconv.FormatBool(cfg.DNSInspection)).BoolVar(&cfg.DNSInspection)
+	flag("CollectLocalDNS", "Report DNS traffic to a loopback resolver (off, as the seed: such connections are left out).").
+		Default(strconv.FormatBool(cfg.CollectLocalDNS)).BoolVar(&cfg.CollectLocalDNS)
+	flag("DNSCacheSize", "Addresses the reverse DNS cache holds; answers for more are not kept. At least 1.").
+		Default(i(cfg.DNSCacheSize)).SetValue(newValue(name("DNSCacheSize"), &cfg.DNSCacheSize, parseInt))
+	flag("DNSCacheTTL", "Forget an address no DNS answer nor lookup mentioned for this long. At least 1s.").
+		Default(cfg.DNSCacheTTL.String()).SetValue(newValue(name("DNSCacheTTL"), &cfg.DNSCacheTTL, parseDuration))
 	return cfg
 }
 

@@ -58,6 +58,16 @@ type Config struct {
 	// ConntrackInterval is the least time between two dumps of the conntrack
 	// tables (a dump happens only when a new connection waits for one).
 	ConntrackInterval time.Duration
+	// DNSInspection reads the DNS answers the host receives (UDP) and maps
+	// addresses to names.
+	DNSInspection bool
+	// CollectLocalDNS traces DNS traffic to a loopback server (a local
+	// resolver); off, as in the seed, such connections are not reported.
+	CollectLocalDNS bool
+	// DNSCacheSize bounds the addresses held by reverse DNS.
+	DNSCacheSize int
+	// DNSCacheTTL forgets an address not answered nor looked up for this long.
+	DNSCacheTTL time.Duration
 	// Filters selects the connections traced (from the --config.file);
 	// nil traces everything. Not a flag.
 	Filters *ConnectionFilters
@@ -81,6 +91,9 @@ func NewDefaultConfig() *Config {
 		EnableConntrack:              true,
 		ConntrackMaxStateSize:        65536,
 		ConntrackInterval:            5 * time.Second,
+		DNSInspection:                true,
+		DNSCacheSize:                 100000,
+		DNSCacheTTL:                  3 * time.Minute,
 	}
 }
 
@@ -113,6 +126,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ConntrackInterval < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("ConntrackInterval %s: must be at least 100ms", c.ConntrackInterval))
+	}
+	if c.DNSCacheSize < 1 {
+		errs = append(errs, fmt.Errorf("DNSCacheSize %d: must be at least 1", c.DNSCacheSize))
+	}
+	if c.DNSCacheTTL < time.Second {
+		errs = append(errs, fmt.Errorf("DNSCacheTTL %s: must be at least 1s", c.DNSCacheTTL))
 	}
 	if c.ProcRoot == "" {
 		errs = append(errs, errors.New("ProcRoot: must not be empty"))

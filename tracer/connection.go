@@ -344,6 +344,9 @@ func (c ConnectionStats) String() string { return ConnectionSummary(c, nil) }
 // Connections is what GetActiveConnections returns to one client.
 type Connections struct {
 	Conns []ConnectionStats
+	// DNS maps the remote addresses (NATRemote) of Conns to the names DNS
+	// answers on this host gave them (DNSInspection).
+	DNS map[netip.Addr][]string
 	// NewClient is true on a client's first call: its deltas are all zero,
 	// and whatever the caller accumulated for that client must restart.
 	NewClient bool

@@ -28,6 +28,11 @@ const (
 	// LostConntrackError: a conntrack dump failed (ENOBUFS, no conntrack);
 	// translations wait for the next dump.
 	LostConntrackError = "conntrack_error"
+	// LostDNSRingBufferFull: a DNS answer did not fit in its ring buffer.
+	LostDNSRingBufferFull = "dns_ring_buffer_full"
+	// LostDNSMalformed: a DNS answer could not be read (malformed, or longer
+	// than the 512 bytes the kernel copies and unreadable without the rest).
+	LostDNSMalformed = "dns_malformed"
 )
 
 // LostReasons lists every reason, so that each is exported from the start.
@@ -40,6 +45,8 @@ var LostReasons = []string{
 	LostDecodeError,
 	LostConntrackStateFull,
 	LostConntrackError,
+	LostDNSRingBufferFull,
+	LostDNSMalformed,
 }
 
 // Stats is the health of the tracer, for the exporter's own metrics.

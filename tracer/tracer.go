@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -55,6 +56,8 @@ type Tracer struct {
 	// userFilter: the filters could not go into the kernel; apply them here.
 	userFilter bool
 	ct         *conntracker // nil without EnableConntrack
+	dns        *dnsCache    // nil without DNSInspection
+	dnsRd      *ringbuf.Reader
 }
 
 // New checks the prerequisites, loads and attaches the programs, seeds the
@@ -97,6 +100,13 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 		t.Close()
 		return nil, fmt.Errorf("opening the closed-connection ring buffer: %w", err)
 	}
+	if cfg.DNSInspection {
+		t.dns = newDNSCache(cfg.DNSCacheSize, cfg.DNSCacheTTL)
+		if t.dnsRd, err = ringbuf.NewReader(t.objs.DnsEvents); err != nil {
+			t.Close()
+			return nil, fmt.Errorf("opening the DNS ring buffer: %w", err)
+		}
+	}
 	go t.drainLoop()
 	return t, nil
 }
@@ -122,6 +132,13 @@ func (t *Tracer) load() error {
 	}
 	if err := spec.Variables["collect_udp"].Set(udp); err != nil {
 		return fmt.Errorf("setting collect_udp: %w", err)
+	}
+	dns := uint8(0)
+	if t.cfg.DNSInspection {
+		dns = 1
+	}
+	if err := spec.Variables["dns_on"].Set(dns); err != nil {
+		return fmt.Errorf("setting dns_on: %w", err)
 	}
 	spec.Maps["closed_conns"].MaxEntries = t.cfg.ClosedRingBufferBytes
 	spec.Maps["udp_flows"].MaxEntries = t.cfg.MaxTrackedConnections
@@ -175,6 +192,15 @@ func (t *Tracer) attach(cgroupPath string) error {
 		if err := t.attachUDP(cgroupPath); err != nil {
 			return err
 		}
+	}
+
+	if t.cfg.DNSInspection {
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: ebpf.AttachCGroupInetIngress, Program: t.objs.DnsIngress})
+		if err != nil {
+			return fmt.Errorf("attaching dns_ingress to the cgroup v2 root %s (cgroup_skb ingress): %w", cgroupPath, err)
+		}
+		t.links = append(t.links, l)
+		t.attachments = append(t.attachments, Attachment{Program: "dns_ingress", Hook: "cgroup " + cgroupPath + " ingress", Attach: "cgroup_skb"})
 	}
 
 	it, err := link.AttachIter(link.IterOptions{Program: t.objs.DumpConns})
@@ -290,9 +316,32 @@ func (t *Tracer) drainLoop() {
 	}
 }
 
+// drainDNS parses the DNS answers in their ring buffer. Callers hold t.mu.
+func (t *Tracer) drainDNS() {
+	if t.dnsRd == nil {
+		return
+	}
+	t.dnsRd.SetDeadline(time.Unix(1, 0))
+	now := time.Now()
+	for {
+		if err := t.dnsRd.ReadInto(&t.rec); err != nil {
+			return
+		}
+		var ev bpf.ConntraceDnsEvent
+		if len(t.rec.RawSample) < int(unsafe.Sizeof(ev)) {
+			t.decode++
+			continue
+		}
+		ev = *(*bpf.ConntraceDnsEvent)(unsafe.Pointer(&t.rec.RawSample[0]))
+		n := min(int(ev.Len), len(ev.Data))
+		t.dns.handle(ev.Data[:n], ev.Truncated != 0, now)
+	}
+}
+
 // drainClosed moves every closed connection in the ring buffer to the
 // state. Callers hold t.mu.
 func (t *Tracer) drainClosed() {
+	t.drainDNS()
 	// A deadline in the past: read what is there, never wait.
 	t.closedRd.SetDeadline(time.Unix(1, 0))
 	now := time.Now()
@@ -390,7 +439,11 @@ func (t *Tracer) GetActiveConnections(clientID string) (*Connections, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Connections{Conns: conns, NewClient: newClient}, nil
+	out := &Connections{Conns: conns, NewClient: newClient}
+	if t.dns != nil {
+		out.DNS = t.dns.resolve(conns, now)
+	}
+	return out, nil
 }
 
 // DebugNetworkMaps returns the connections in the kernel now, without any
@@ -441,6 +494,13 @@ func (t *Tracer) Stats() Stats {
 		s.Lost[LostConntrackStateFull] = t.ct.full
 		s.Lost[LostConntrackError] = t.ct.errors
 	}
+	if t.dns != nil {
+		st := t.dns.getStats()
+		s.Lost[LostDNSMalformed] = uint64(st[dnsMalformed] + st[dnsTruncated])
+	}
+	if t.objs.LostDnsRingBufferFull.Get(&v) == nil {
+		s.Lost[LostDNSRingBufferFull] = v
+	}
 	s.TrackedConnections += uint64(t.udp.flows) // as of the last read
 	t.mu.Unlock()
 	return s
@@ -457,6 +517,9 @@ func (t *Tracer) Close() error {
 		close(t.stop)
 		<-t.done
 		errs = append(errs, t.closedRd.Close())
+	}
+	if t.dnsRd != nil {
+		errs = append(errs, t.dnsRd.Close())
 	}
 	for i := len(t.links) - 1; i >= 0; i-- {
 		errs = append(errs, t.links[i].Close())
@@ -478,8 +541,21 @@ func ktimeNow() uint64 {
 	return uint64(ts.Nano())
 }
 
-// keep says whether a connection passes the filters, when they are applied
-// in user space (otherwise the kernel never tracked a filtered one).
+// keep says whether a connection is reported: DNS to a loopback resolver
+// only with CollectLocalDNS, and the filters when they are applied in user
+// space (otherwise the kernel never tracked a filtered one).
 func (t *Tracer) keep(c *ConnectionStats) bool {
+	if !t.cfg.CollectLocalDNS && (c.DPort == 53 || c.SPort == 53) && c.Dest.IsLoopback() {
+		return false // DNS to a local resolver, as the seed: CollectLocalDNS
+	}
 	return !t.userFilter || t.cfg.Filters.Traced(c)
+}
+
+// ReverseDNS returns the reverse DNS of the DNS answers seen, nil without
+// DNSInspection.
+func (t *Tracer) ReverseDNS() ReverseDNS {
+	if t.dns == nil {
+		return nil
+	}
+	return t.dns
 }

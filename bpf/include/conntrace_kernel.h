@@ -91,6 +91,12 @@ struct bpf_sock;
 struct bpf_map;
 struct seq_file;
 
+/* UAPI context of skb programs (layout is ABI; only the first field is
+ * read here, the rest is left out). */
+struct __sk_buff {
+	__u32 len;
+};
+
 /* UAPI context of cgroup sock_addr programs (layout is ABI). */
 struct bpf_sock_addr {
 	__u32 user_family;

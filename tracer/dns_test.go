@@ -1,0 +1,200 @@
+package tracer
+
+import (
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/conntrace/conntrace_exporter/internal/nettest"
+)
+
+// dnsResponse builds a DNS answer to questions qs with the given records.
+func dnsResponse(t testing.TB, qs []dnsmessage.Question, rcode dnsmessage.RCode, build func(b *dnsmessage.Builder) error) []byte {
+	t.Helper()
+	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: 7, Response: true, RCode: rcode})
+	b.EnableCompression()
+	if err := b.StartQuestions(); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range qs {
+		if err := b.Question(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.StartAnswers(); err != nil {
+		t.Fatal(err)
+	}
+	if build != nil {
+		if err := build(&b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msg, err := b.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg
+}
+
+func rrh(name string, typ dnsmessage.Type) dnsmessage.ResourceHeader {
+	return dnsmessage.ResourceHeader{Name: dnsmessage.MustNewName(name), Type: typ, Class: dnsmessage.ClassINET, TTL: 60}
+}
+
+func question(name string, typ dnsmessage.Type) dnsmessage.Question {
+	return dnsmessage.Question{Name: dnsmessage.MustNewName(name), Type: typ, Class: dnsmessage.ClassINET}
+}
+
+func TestParseDNSAnswerAAndAAAAWithCNAME(t *testing.T) {
+	msg := dnsResponse(t, []dnsmessage.Question{question("WWW.Example.test.", dnsmessage.TypeA)}, dnsmessage.RCodeSuccess,
+		func(b *dnsmessage.Builder) error {
+			if err := b.CNAMEResource(rrh("www.example.test.", dnsmessage.TypeCNAME), dnsmessage.CNAMEResource{CNAME: dnsmessage.MustNewName("edge.cdn.test.")}); err != nil {
+				return err
+			}
+			if err := b.AResource(rrh("edge.cdn.test.", dnsmessage.TypeA), dnsmessage.AResource{A: [4]byte{198, 18, 0, 9}}); err != nil {
+				return err
+			}
+			return b.AAAAResource(rrh("edge.cdn.test.", dnsmessage.TypeAAAA), dnsmessage.AAAAResource{AAAA: netip.MustParseAddr("fd00:c7::9").As16()})
+		})
+	ans, err := parseDNSAnswer(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"edge.cdn.test", "www.example.test"}
+	for _, a := range []string{"198.18.0.9", "fd00:c7::9"} {
+		if got := ans[netip.MustParseAddr(a)]; !slices.Equal(got, want) {
+			t.Errorf("%s: %v, want %v", a, got, want)
+		}
+	}
+}
+
+func TestParseDNSAnswerIgnoresQueriesAndErrors(t *testing.T) {
+	nx := dnsResponse(t, []dnsmessage.Question{question("nope.test.", dnsmessage.TypeA)}, dnsmessage.RCodeNameError, nil)
+	if _, err := parseDNSAnswer(nx); err != errNotAnswer {
+		t.Errorf("NXDOMAIN: %v, want errNotAnswer", err)
+	}
+	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: 1})
+	b.StartQuestions()
+	b.Question(question("q.test.", dnsmessage.TypeA))
+	q, _ := b.Finish()
+	if _, err := parseDNSAnswer(q); err != errNotAnswer {
+		t.Errorf("query: %v, want errNotAnswer", err)
+	}
+}
+
+func TestDNSCacheCountsMalformedAndTruncated(t *testing.T) {
+	c := newDNSCache(10, time.Minute)
+	now := time.Now()
+	good := dnsResponse(t, []dnsmessage.Question{question("a.test.", dnsmessage.TypeA)}, dnsmessage.RCodeSuccess,
+		func(b *dnsmessage.Builder) error {
+			return b.AResource(rrh("a.test.", dnsmessage.TypeA), dnsmessage.AResource{A: [4]byte{198, 18, 0, 1}})
+		})
+	c.handle(good, false, now)
+	c.handle(good[:len(good)-3], true, now)  // cut by the kernel's 512-byte copy
+	c.handle(good[:len(good)-3], false, now) // cut, and not by us
+	c.handle([]byte{1, 2, 3}, false, now)
+	st := c.getStats()
+	if st[dnsDecoded] != 1 || st[dnsTruncated] != 1 || st[dnsMalformed] != 2 || st["ips"] != 1 {
+		t.Errorf("stats %v, want 1 decoded, 1 truncated, 2 malformed, 1 ip", st)
+	}
+	a := netip.MustParseAddr("198.18.0.1")
+	names := c.resolve([]ConnectionStats{{Dest: a}}, now)
+	if !slices.Equal(names[a], []string{"a.test"}) {
+		t.Errorf("resolve: %v", names)
+	}
+	if got := c.resolve([]ConnectionStats{{Dest: a}}, now.Add(2*time.Minute)); len(got) != 0 {
+		t.Errorf("after the TTL: %v, want nothing", got)
+	}
+}
+
+func TestDNSCacheBounded(t *testing.T) {
+	c := newDNSCache(2, time.Minute)
+	for i := 0; i < 5; i++ {
+		msg := dnsResponse(t, []dnsmessage.Question{question("a.test.", dnsmessage.TypeA)}, dnsmessage.RCodeSuccess,
+			func(b *dnsmessage.Builder) error {
+				return b.AResource(rrh("a.test.", dnsmessage.TypeA), dnsmessage.AResource{A: [4]byte{198, 18, 0, byte(i)}})
+			})
+		c.handle(msg, false, time.Now())
+	}
+	if st := c.getStats(); st["ips"] != 2 || st["cache_full"] != 3 {
+		t.Errorf("stats %v, want 2 ips and 3 refused", st)
+	}
+}
+
+// A DNS server in one namespace answers A and AAAA queries of a client in
+// the other: the tracer maps both addresses to the name.
+func TestReverseDNSFromAnswers(t *testing.T) {
+	tr := newTestTracer(t, nil)
+	p := nettest.NewPair(t)
+	var srv net.PacketConn
+	if err := nettest.Do(p.Server, func() (err error) {
+		srv, err = net.ListenPacket("udp4", p.Server4.String()+":53")
+		return
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, from, err := srv.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var pq dnsmessage.Parser
+			if _, err := pq.Start(buf[:n]); err != nil {
+				continue
+			}
+			q, err := pq.Question()
+			if err != nil {
+				continue
+			}
+			msg := dnsResponse(t, []dnsmessage.Question{q}, dnsmessage.RCodeSuccess, func(b *dnsmessage.Builder) error {
+				if q.Type == dnsmessage.TypeAAAA {
+					return b.AAAAResource(rrh(q.Name.String(), dnsmessage.TypeAAAA), dnsmessage.AAAAResource{AAAA: p.Server6.As16()})
+				}
+				return b.AResource(rrh(q.Name.String(), dnsmessage.TypeA), dnsmessage.AResource{A: p.Server4.As4()})
+			})
+			srv.WriteTo(msg, from)
+		}
+	}()
+	c := dialUDP(t, p, netip.AddrPortFrom(p.Server4, 53))
+	for _, typ := range []dnsmessage.Type{dnsmessage.TypeA, dnsmessage.TypeAAAA} {
+		b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: 3, RecursionDesired: true})
+		b.StartQuestions()
+		b.Question(question("svc.conntrace.test.", typ))
+		q, _ := b.Finish()
+		c.Write(q)
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Read(make([]byte, 512)); err != nil {
+			t.Fatalf("no answer to %s: %v", typ, err)
+		}
+	}
+	// Connections to both addresses, so that Resolve has them to name.
+	conns := []ConnectionStats{{Dest: p.Server4}, {Dest: p.Server6}}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		tr.mu.Lock()
+		tr.drainDNS()
+		tr.mu.Unlock()
+		names := tr.ReverseDNS().Resolve(conns)
+		if slices.Equal(names[p.Server4], []string{"svc.conntrace.test"}) && slices.Equal(names[p.Server6], []string{"svc.conntrace.test"}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("names %v, want both addresses named svc.conntrace.test; stats %v", names, tr.ReverseDNS().GetStats())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// And through a client's view: the UDP flow to the server is named.
+	o, err := tr.GetActiveConnections("dns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := o.DNS[p.Server4]; !slices.Equal(got, []string{"svc.conntrace.test"}) {
+		t.Errorf("view's names for %s: %v", p.Server4, got)
+	}
+}

@@ -38,8 +38,18 @@ int dns_ingress(struct __sk_buff *skb)
 
 	if (!dns_on)
 		return 1;
-	if (bpf_skb_load_bytes(skb, 0, &vhl, 1))
+	/* The fast way out, for nearly every packet: the IP version and
+	 * protocol read straight from the linear data (a helper call each
+	 * cost ~60 ns); bpf_skb_load_bytes only when it is too short. */
+	__u8 *data = (__u8 *)(long)skb->data, *end = (__u8 *)(long)skb->data_end;
+	if (data + 10 <= end) {
+		vhl = data[0];
+		proto = (vhl >> 4) == 6 ? data[6] : data[9];
+		if (proto != IPPROTO_UDP && proto != 0 /* IPv6 hop-by-hop */)
+			return 1;
+	} else if (bpf_skb_load_bytes(skb, 0, &vhl, 1)) {
 		return 1;
+	}
 	if ((vhl >> 4) == 4) {
 		if (bpf_skb_load_bytes(skb, 9, &proto, 1))
 			return 1;

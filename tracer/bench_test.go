@@ -334,6 +334,7 @@ func (tr *Tracer) benchPrograms() map[string]*ebpf.Program {
 		"sockops":      tr.objs.HandleSockops,
 		"send_length":  tr.objs.HandleSendLength,
 		"recv_length":  tr.objs.HandleRecvLength,
+		"dns_ingress":  tr.objs.DnsIngress,
 		"dump_conns":   tr.objs.DumpConns,
 	}
 }
@@ -496,7 +497,8 @@ func benchmarkProgramRunCost(b *testing.B, filters *ConnectionFilters) {
 	var bgRuns, totalNs uint64
 	// send_length and recv_length run on every send and receive call of
 	// every socket (they count UDP; a TCP socket leaves at once).
-	for _, name := range []string{"set_state", "destroy_sock", "sockops", "send_length", "recv_length"} {
+	// dns_ingress runs on every packet delivered to a socket.
+	for _, name := range []string{"set_state", "destroy_sock", "sockops", "send_length", "recv_length", "dns_ingress"} {
 		st := loop[name]
 		bgRuns += bg[name].RunCount
 		totalNs += uint64(st.Runtime)

@@ -91,10 +91,26 @@ struct bpf_sock;
 struct bpf_map;
 struct seq_file;
 
-/* UAPI context of skb programs (layout is ABI; only the first field is
- * read here, the rest is left out). */
+/* UAPI context of skb programs (layout is ABI; fields after data_end are
+ * left out: they are never read here). */
 struct __sk_buff {
 	__u32 len;
+	__u32 pkt_type;
+	__u32 mark;
+	__u32 queue_mapping;
+	__u32 protocol;
+	__u32 vlan_present;
+	__u32 vlan_tci;
+	__u32 vlan_proto;
+	__u32 priority;
+	__u32 ingress_ifindex;
+	__u32 ifindex;
+	__u32 tc_index;
+	__u32 cb[5];
+	__u32 hash;
+	__u32 tc_classid;
+	__u32 data;
+	__u32 data_end;
 };
 
 /* UAPI context of cgroup sock_addr programs (layout is ABI). */

@@ -57,6 +57,7 @@ type Tracer struct {
 	userFilter bool
 	ct         *conntracker // nil without EnableConntrack
 	dns        *dnsCache    // nil without DNSInspection
+	ports      *PortMapping
 	dnsRd      *ringbuf.Reader
 }
 
@@ -94,6 +95,10 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 	if err := t.seed(); err != nil {
 		t.Close()
 		return nil, err
+	}
+	t.ports = NewPortMapping(cfg.ProcRoot)
+	if err := t.ports.ReadInitialState(); err != nil {
+		level.Warn(logger).Log("msg", "reading the listening ports from /proc (kept current from the kernel from now on)", "err", err)
 	}
 	t.closedRd, err = ringbuf.NewReader(t.objs.ClosedConns)
 	if err != nil {
@@ -415,6 +420,7 @@ func (t *Tracer) readAll(now time.Time) ([]ConnectionStats, error) {
 		return nil, err
 	}
 	markIntraHost(conns)
+	t.syncPorts(conns)
 	if t.ct != nil {
 		t.ct.translate(conns, now)
 	}
@@ -559,3 +565,28 @@ func (t *Tracer) ReverseDNS() ReverseDNS {
 	}
 	return t.dns
 }
+
+// syncPorts keeps the port mapping current: the TCP listeners the kernel
+// programs track, and the ports of UDP flows of bound sockets. Callers hold
+// t.mu.
+func (t *Tracer) syncPorts(conns []ConnectionStats) {
+	if t.ports == nil {
+		return
+	}
+	listeners := map[PortKey]struct{}{}
+	var k bpf.ConntraceListenerKey
+	var v bpf.ConntraceListener
+	it := t.objs.Listeners.Iterate()
+	for it.Next(&k, &v) {
+		listeners[PortKey{NetNS: k.Netns, Port: k.Port, Type: TCP}] = struct{}{}
+	}
+	t.ports.syncKernel(listeners)
+	for i := range conns {
+		if c := &conns[i]; c.Type == UDP && c.ServerSide {
+			t.ports.AddMapping(PortKey{NetNS: c.NetNS, Port: c.SPort, Type: UDP})
+		}
+	}
+}
+
+// PortMapping returns the listening ports of every network namespace.
+func (t *Tracer) PortMapping() *PortMapping { return t.ports }

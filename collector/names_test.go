@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"github.com/conntrace/conntrace_exporter/tracer"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -32,6 +33,30 @@ func TestRemoteNameInfo(t *testing.T) {
 	for _, line := range strings.Split(body, "\n") {
 		if strings.HasPrefix(line, "conntrace_sent_bytes_total{") && strings.Contains(line, "name=") {
 			t.Errorf("a traffic series carries a name: %s", line)
+		}
+	}
+}
+
+// nat_remote_addr is the real peer behind a NAT, else the remote address.
+func TestNATRemoteAddrLabel(t *testing.T) {
+	conns := benchConns(2, 2)
+	vip, real := conns.Conns[0].Dest, netip.MustParseAddr("198.18.9.9")
+	conns.Conns[0].IPTranslation = &tracer.IPTranslation{ReplSrcIP: real, ReplSrcPort: 8080}
+	labels, err := ParseLabels("remote_addr,nat_remote_addr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := NewHandler(staticSource{conns}, WithLabels(labels))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics?client_id=nat", nil))
+	body := rec.Body.String()
+	other := conns.Conns[1].Dest
+	for _, want := range []string{
+		`conntrace_sent_bytes_total{nat_remote_addr="` + real.String() + `",remote_addr="` + vip.String() + `"}`,
+		`conntrace_sent_bytes_total{nat_remote_addr="` + other.String() + `",remote_addr="` + other.String() + `"}`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("missing %s in:\n%s", want, body)
 		}
 	}
 }

@@ -198,3 +198,36 @@ func TestReverseDNSFromAnswers(t *testing.T) {
 		t.Errorf("view's names for %s: %v", p.Server4, got)
 	}
 }
+
+// DNS to a loopback resolver is left out unless CollectLocalDNS, as the
+// seed did; other loopback UDP is reported.
+func TestCollectLocalDNS(t *testing.T) {
+	for _, collect := range []bool{false, true} {
+		tr := newTestTracer(t, func(c *Config) { c.CollectLocalDNS = collect })
+		p := nettest.NewPair(t)
+		var srv, cl net.PacketConn
+		if err := nettest.Do(p.Client, func() (err error) {
+			if srv, err = net.ListenPacket("udp4", "127.0.0.1:53"); err != nil {
+				return err
+			}
+			cl, err = net.ListenPacket("udp4", "127.0.0.1:0")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		cl.WriteTo(make([]byte, 33), srv.LocalAddr())
+		srv.ReadFrom(make([]byte, 64))
+		lo := netip.MustParseAddr("127.0.0.1")
+		var dns int
+		for _, c := range connsTo(t, tr, func(c *ConnectionStats) bool { return c.Type == UDP && c.Dest == lo }) {
+			if c.DPort == 53 || c.SPort == 53 {
+				dns++
+			}
+		}
+		if want := map[bool]int{false: 0, true: 2}[collect]; dns != want {
+			t.Errorf("CollectLocalDNS=%v: %d ends of local DNS reported, want %d", collect, dns, want)
+		}
+		srv.Close()
+		cl.Close()
+	}
+}

@@ -14,6 +14,9 @@ type healthCollector struct {
 	src Source
 
 	tracked, trackedLimit, lost, clients *prometheus.Desc
+
+	progInfo, progRuns, progRunTime, progMisses *prometheus.Desc
+	probeHits, probeMisses                      *prometheus.Desc
 }
 
 func newHealthCollector(src Source) *healthCollector {
@@ -31,6 +34,18 @@ func newHealthCollector(src Source) *healthCollector {
 				"decode_error (kernel record not decoded).", []string{"reason"}, nil),
 		clients: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "clients"),
 			"Scrape clients (client_id, else scraper address) whose per-client state the tracer holds.", nil, nil),
+		progInfo: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "bpf_program_info"),
+			"A BPF program of the tracer (always 1): the hook it is attached to, and how.", []string{"program", "hook", "attach"}, nil),
+		progRuns: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "bpf_program_runs_total"),
+			"Runs of the program, counted by the kernel while its BPF statistics are on (--tracer.bpf-stats).", []string{"program"}, nil),
+		progRunTime: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "bpf_program_run_seconds_total"),
+			"Time spent in the program, counted by the kernel while its BPF statistics are on (--tracer.bpf-stats).", []string{"program"}, nil),
+		progMisses: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "bpf_program_misses_total"),
+			"Runs of the program the kernel skipped because another BPF program was running on the CPU (recursion misses).", []string{"program"}, nil),
+		probeHits: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "probe_hits"),
+			"Hits of a kprobe, from kprobe_profile (every tool's probes); absent where the file is not readable.", []string{"probe"}, nil),
+		probeMisses: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "probe_misses"),
+			"Misses of a kprobe, from kprobe_profile; absent where the file is not readable.", []string{"probe"}, nil),
 	}
 }
 
@@ -39,6 +54,12 @@ func (c *healthCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.trackedLimit
 	ch <- c.lost
 	ch <- c.clients
+	ch <- c.progInfo
+	ch <- c.progRuns
+	ch <- c.progRunTime
+	ch <- c.progMisses
+	ch <- c.probeHits
+	ch <- c.probeMisses
 }
 
 func (c *healthCollector) Collect(ch chan<- prometheus.Metric) {
@@ -61,5 +82,18 @@ func (c *healthCollector) Collect(ch chan<- prometheus.Metric) {
 	slices.Sort(extra)
 	for _, r := range extra {
 		ch <- prometheus.MustNewConstMetric(c.lost, prometheus.CounterValue, float64(s.Lost[r]), r)
+	}
+
+	for _, p := range s.Programs {
+		ch <- prometheus.MustNewConstMetric(c.progInfo, prometheus.GaugeValue, 1, p.Program, p.Hook, p.Attach)
+		ch <- prometheus.MustNewConstMetric(c.progMisses, prometheus.CounterValue, float64(p.RecursionMisses), p.Program)
+		if p.Enabled { // without the kernel's statistics they would read 0
+			ch <- prometheus.MustNewConstMetric(c.progRuns, prometheus.CounterValue, float64(p.Runs), p.Program)
+			ch <- prometheus.MustNewConstMetric(c.progRunTime, prometheus.CounterValue, p.RunTime.Seconds(), p.Program)
+		}
+	}
+	for name, h := range s.Probes {
+		ch <- prometheus.MustNewConstMetric(c.probeHits, prometheus.GaugeValue, float64(h.Hits), name)
+		ch <- prometheus.MustNewConstMetric(c.probeMisses, prometheus.GaugeValue, float64(h.Misses), name)
 	}
 }

@@ -50,6 +50,13 @@ type Config struct {
 	ClosedRingBufferBytes uint32
 	// BPFDebug makes the verifier log available in load errors.
 	BPFDebug bool
+	// KprobeProfile is the kprobe_profile file to read probe hits and
+	// misses from; empty: DefaultKprobeProfiles.
+	KprobeProfile string
+	// BPFStats turns on the kernel's BPF run statistics (run count and time
+	// of every program, for conntrace_bpf_program_runs_total and
+	// _run_seconds_total) while the tracer runs.
+	BPFStats bool
 	// EnableConntrack looks up the NAT of connections in the kernel's
 	// conntrack tables, over netlink.
 	EnableConntrack bool

@@ -653,3 +653,59 @@ func TestManyOpenConnectionsAllReadOnce(t *testing.T) {
 		}
 	}
 }
+
+// The tracer's health after real traffic: every program named with its hook,
+// runs counted while the kernel's statistics are on, occupancy following
+// the open connections.
+func TestHealthAfterTraffic(t *testing.T) {
+	tr := newTestTracer(t, func(c *Config) { c.BPFStats = true })
+	p := nettest.NewPair(t)
+	ln, _ := listen(t, p, false)
+	before := map[string]uint64{}
+	for _, ps := range tr.Stats().Programs {
+		before[ps.Program] = ps.Runs
+	}
+	base := tr.Stats().TrackedConnections
+	var open []net.Conn
+	for i := 0; i < 5; i++ {
+		cc, sc := exchange(t, p, ln, 100, 100, true)
+		open = append(open, cc, sc)
+	}
+	if _, err := tr.GetActiveConnections("health"); err != nil {
+		t.Fatal(err)
+	}
+	st := tr.Stats()
+	if st.TrackedConnections < base+10 {
+		t.Errorf("tracked %d with 10 more ends open, was %d", st.TrackedConnections, base)
+	}
+	hooks := map[string]string{}
+	for _, ps := range st.Programs {
+		hooks[ps.Program] = ps.Hook
+		if !ps.Enabled {
+			t.Errorf("%s: statistics not enabled", ps.Program)
+		}
+	}
+	for prog, hook := range map[string]string{"handle_set_state": "sock/inet_sock_set_state", "handle_sockops": "cgroup ", "dump_conns": "task_file", "dns_ingress": "cgroup "} {
+		if !strings.HasPrefix(hooks[prog], hook) {
+			t.Errorf("%s hook %q, want %q…", prog, hooks[prog], hook)
+		}
+	}
+	for _, ps := range st.Programs {
+		switch ps.Program {
+		case "handle_set_state", "handle_sockops", "dump_conns", "handle_send_length", "handle_recv_length", "dns_ingress":
+			if ps.Runs <= before[ps.Program] || ps.RunTime <= 0 {
+				t.Errorf("%s: runs %d (before %d), run time %s after traffic", ps.Program, ps.Runs, before[ps.Program], ps.RunTime)
+			}
+		}
+	}
+	for _, c := range open {
+		c.Close()
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for tr.Stats().TrackedConnections > base && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := tr.Stats().TrackedConnections; got > base {
+		t.Errorf("tracked %d after closing, want back to %d", got, base)
+	}
+}

@@ -33,6 +33,9 @@ const (
 	// LostDNSMalformed: a DNS answer could not be read (malformed, or longer
 	// than the 512 bytes the kernel copies and unreadable without the rest).
 	LostDNSMalformed = "dns_malformed"
+	// LostRecursionMisses: runs of the tracer's programs the kernel skipped
+	// because another BPF program was running on the CPU (events missed).
+	LostRecursionMisses = "recursion_misses"
 )
 
 // LostReasons lists every reason, so that each is exported from the start.
@@ -47,6 +50,7 @@ var LostReasons = []string{
 	LostConntrackError,
 	LostDNSRingBufferFull,
 	LostDNSMalformed,
+	LostRecursionMisses,
 }
 
 // Stats is the health of the tracer, for the exporter's own metrics.
@@ -59,4 +63,9 @@ type Stats struct {
 	Lost map[string]uint64
 	// Clients is the number of NetworkState clients held.
 	Clients int
+	// Programs are the attached BPF programs and their run statistics.
+	Programs []ProgramStat
+	// Probes are the kprobes of kprobe_profile (all tools'), nil when the
+	// file is not available (no kprobes, lockdown).
+	Probes map[string]ProbeHits
 }

@@ -58,6 +58,7 @@ type Tracer struct {
 	ct         *conntracker // nil without EnableConntrack
 	dns        *dnsCache    // nil without DNSInspection
 	ports      *PortMapping
+	stats      io.Closer // the kernel's BPF run statistics, while on
 	dnsRd      *ringbuf.Reader
 }
 
@@ -85,7 +86,17 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 			return nil, err
 		}
 	}
+	if cfg.BPFStats {
+		// Costs every BPF program on the host two clock reads per run,
+		// while the exporter runs (BENCHMARKS.md).
+		if t.stats, err = ebpf.EnableStats(unix.BPF_STATS_RUN_TIME); err != nil {
+			return nil, fmt.Errorf("turning on the kernel's BPF statistics (--tracer.bpf-stats): %w", err)
+		}
+	}
 	if err := t.load(); err != nil {
+		if t.stats != nil {
+			t.stats.Close()
+		}
 		return nil, err
 	}
 	if err := t.attach(cgroupPath); err != nil {
@@ -95,6 +106,9 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 	if err := t.seed(); err != nil {
 		t.Close()
 		return nil, err
+	}
+	if _, err := readKprobeProfile(cfg.KprobeProfile); err != nil {
+		level.Info(logger).Log("msg", "no kprobe statistics: conntrace_probe_hits and _misses are not exported", "err", err)
 	}
 	t.ports = NewPortMapping(cfg.ProcRoot)
 	if err := t.ports.ReadInitialState(); err != nil {
@@ -507,6 +521,13 @@ func (t *Tracer) Stats() Stats {
 	if t.objs.LostDnsRingBufferFull.Get(&v) == nil {
 		s.Lost[LostDNSRingBufferFull] = v
 	}
+	s.Programs = t.ProgramStats()
+	for _, p := range s.Programs {
+		s.Lost[LostRecursionMisses] += p.RecursionMisses
+	}
+	if probes, err := readKprobeProfile(t.cfg.KprobeProfile); err == nil {
+		s.Probes = probes
+	}
 	s.TrackedConnections += uint64(t.udp.flows) // as of the last read
 	t.mu.Unlock()
 	return s
@@ -526,6 +547,10 @@ func (t *Tracer) Close() error {
 	}
 	if t.dnsRd != nil {
 		errs = append(errs, t.dnsRd.Close())
+	}
+	if t.stats != nil {
+		errs = append(errs, t.stats.Close())
+		t.stats = nil
 	}
 	for i := len(t.links) - 1; i >= 0; i-- {
 		errs = append(errs, t.links[i].Close())

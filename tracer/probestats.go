@@ -1,0 +1,104 @@
+package tracer
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// errEPERM: lockdown answers EPERM on some tracefs files.
+var errEPERM error = unix.EPERM
+
+// DefaultKprobeProfiles are where kprobe_profile is looked for when
+// Config.KprobeProfile is empty: tracefs, then tracefs under debugfs.
+var DefaultKprobeProfiles = []string{"/sys/kernel/tracing/kprobe_profile", "/sys/kernel/debug/tracing/kprobe_profile"}
+
+// ProbeHits is one line of kprobe_profile: how often a kprobe fired, and
+// how often it was missed (a kretprobe out of instances, or recursion).
+type ProbeHits struct {
+	Hits, Misses uint64
+}
+
+// ErrNoKprobeProfile says kprobe_profile cannot be read: no kprobes in the
+// kernel, tracefs not mounted, or lockdown. Not an error for the exporter.
+var ErrNoKprobeProfile = errors.New("kprobe_profile not available")
+
+// ParseKprobeProfile reads kprobe_profile: one probe a line, "<event>
+// <hits> <misses>". The file is system-wide, so it holds other tools'
+// probes too; all are returned. Lines that are not three fields with two
+// numbers are skipped and counted in malformed, as the seed skipped them.
+func ParseKprobeProfile(r io.Reader) (probes map[string]ProbeHits, malformed int, err error) {
+	probes = map[string]ProbeHits{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 4096), 1<<20)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 {
+			continue
+		}
+		if len(f) != 3 {
+			malformed++
+			continue
+		}
+		hits, err1 := strconv.ParseUint(f[1], 10, 64)
+		misses, err2 := strconv.ParseUint(f[2], 10, 64)
+		if err1 != nil || err2 != nil {
+			malformed++
+			continue
+		}
+		p := probes[f[0]] // the same event twice (two tools): add up
+		probes[f[0]] = ProbeHits{Hits: p.Hits + hits, Misses: p.Misses + misses}
+	}
+	return probes, malformed, sc.Err()
+}
+
+// GetProbeStats reads kprobe_profile at path, or at the default places when
+// path is empty, in the seed's form: "<event>_hits" and "<event>_misses".
+// A missing or unreadable file (ENOENT, EPERM, EACCES: no kprobes, lockdown)
+// gives an error wrapping ErrNoKprobeProfile.
+func GetProbeStats(path string) (map[string]int64, error) {
+	probes, err := readKprobeProfile(path)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]int64, 2*len(probes))
+	for name, p := range probes {
+		out[name+"_hits"] = int64(p.Hits)
+		out[name+"_misses"] = int64(p.Misses)
+	}
+	return out, nil
+}
+
+func readKprobeProfile(path string) (map[string]ProbeHits, error) {
+	paths := DefaultKprobeProfiles
+	if path != "" {
+		paths = []string{path}
+	}
+	var errs []error
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		probes, _, err := ParseKprobeProfile(f)
+		f.Close()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		return probes, nil
+	}
+	err := errors.Join(errs...)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) || errors.Is(err, errEPERM) {
+		return nil, fmt.Errorf("%w: %v", ErrNoKprobeProfile, err)
+	}
+	return nil, fmt.Errorf("reading kprobe_profile: %w", err)
+}

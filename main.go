@@ -43,6 +43,8 @@ func main() {
 		configFile = kingpin.Flag("config.file", "YAML file with connection filters (excluded_/included_ source/destination connections) "+
 			"and address groups (address_groups: CIDRs that replace the addresses inside them as label values). Empty: none.").
 			Default("").String()
+		debugAddr = kingpin.Flag("debug.listen-address", "Address of the debug endpoints (pprof, expvar, /debug/net_state, /debug/net_maps), plain HTTP; empty: off. They show every connection of the host: bind them to localhost.").
+				Default("").String()
 		toolkitFlags   = kingpinflag.AddFlags(kingpin.CommandLine, ":9476")
 		cfg            = collector.AddTracerFlags(kingpin.CommandLine)
 		collectorFlags = collector.AddCollectorFlags(kingpin.CommandLine)
@@ -137,6 +139,17 @@ func main() {
 		mux.Handle("/", landing)
 	}
 
+	var debugServer *http.Server
+	if *debugAddr != "" {
+		debugServer = &http.Server{Addr: *debugAddr, Handler: collector.NewDebugHandler(t), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := debugServer.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				level.Error(logger).Log("msg", "Debug endpoints failed", "address", *debugAddr, "err", err)
+			}
+		}()
+		level.Info(logger).Log("msg", "Debug endpoints", "address", *debugAddr)
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	server := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
@@ -158,6 +171,9 @@ func main() {
 		if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
 			level.Warn(logger).Log("msg", "HTTP server", "err", err)
 		}
+	}
+	if debugServer != nil {
+		debugServer.Close()
 	}
 	if err := t.Close(); err != nil {
 		level.Error(logger).Log("msg", "Closing the tracer", "err", err)

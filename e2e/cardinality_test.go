@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"net/netip"
@@ -65,7 +66,9 @@ address_groups: ["198.18.1.0/25", "198.18.2.0/24"]
 		t.Fatal(err)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	exp := exec.Command(bin, "--web.listen-address="+addr, "--config.file="+cfg, "--collector.max-series=50")
+	debugAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	exp := exec.Command(bin, "--web.listen-address="+addr, "--config.file="+cfg, "--collector.max-series=50",
+		"--debug.listen-address="+debugAddr, "--tracer.bpf-stats")
 	log := &lineLogger{t: t, prefix: "exporter: "}
 	exp.Stderr = log
 	p := start(t, exp)
@@ -137,6 +140,32 @@ address_groups: ["198.18.1.0/25", "198.18.2.0/24"]
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	// The debug endpoints, enabled here: the raw connections, readable.
+	maps, err := get("http://" + debugAddr + "/debug/net_maps")
+	if err != nil || bytes.Count(maps, []byte("|dst:198.18.")) < 500 || !bytes.Contains(maps, []byte("[UDP]")) {
+		t.Errorf("debug net_maps: %v, %d flows to 198.18.x", err, bytes.Count(maps, []byte("|dst:198.18.")))
+	}
+	for _, u := range []string{"/debug/pprof/", "/debug/vars", "/debug/stats", "/debug/net_state?client_id=cardinality"} {
+		if _, err := get("http://" + debugAddr + u); err != nil {
+			t.Errorf("debug %s: %v", u, err)
+		}
+	}
+	// Program health with --tracer.bpf-stats.
+	body, err := get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := parseMetrics(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if runs, n := sumOf(mfs, "conntrace_bpf_program_runs_total", map[string]string{"program": "handle_send_length"}); n != 1 || runs < 500 {
+		t.Errorf("handle_send_length runs %v (%d series), want at least the 500 sends", runs, n)
+	}
+	if _, n := sumOf(mfs, "conntrace_bpf_program_info", nil); n < 10 {
+		t.Errorf("%d programs in conntrace_bpf_program_info", n)
+	}
+
 	if code := p.stop(t, syscall.SIGTERM, 15*time.Second); code != 0 {
 		t.Errorf("exit code %d", code)
 	}

@@ -176,6 +176,15 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("landing page: %v\n%s", err, body)
 	}
 
+	// Debug endpoints are off by default: nothing of them on the main
+	// address (the cardinality test checks them when enabled).
+	for _, u := range []string{"/debug/pprof/", "/debug/vars", "/debug/net_maps"} {
+		body, _ := get("http://" + exporterAddr + u)
+		if bytes.Contains(body, []byte("Types of profiles")) || bytes.Contains(body, []byte("memstats")) || bytes.Contains(body, []byte("cookie:")) {
+			t.Errorf("%s answered with debug content on the metrics address", u)
+		}
+	}
+
 	// Stop the exporter: SIGTERM, exit code 0, and it said what it attached.
 	if code := exporter.stop(t, syscall.SIGTERM, 15*time.Second); code != 0 {
 		t.Errorf("exporter exit code after SIGTERM = %d, want 0", code)

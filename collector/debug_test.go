@@ -1,0 +1,55 @@
+package collector
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/conntrace/conntrace_exporter/tracer"
+)
+
+type debugSource struct {
+	conns *tracer.Connections
+	state tracer.NetworkState
+}
+
+func (d debugSource) DebugNetworkMaps() (*tracer.Connections, error) { return d.conns, nil }
+func (d debugSource) State() tracer.NetworkState                     { return d.state }
+
+func get(t *testing.T, h http.Handler, url string) (int, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, url, nil))
+	return rec.Code, rec.Body.String()
+}
+
+func TestDebugEndpoints(t *testing.T) {
+	conns := benchConns(2, 2)
+	ns := tracer.NewNetworkState(nil)
+	if _, _, err := ns.Connections("prom", time.Now(), 0, append([]tracer.ConnectionStats(nil), conns.Conns...)); err != nil {
+		t.Fatal(err)
+	}
+	h := NewDebugHandler(debugSource{conns: conns, state: ns})
+
+	code, body := get(t, h, "/debug/net_maps")
+	if code != 200 || strings.Count(body, "\n") != 2 || !strings.Contains(body, "cookie:") || !strings.Contains(body, "[TCP]") {
+		t.Errorf("net_maps: %d\n%s", code, body)
+	}
+	code, body = get(t, h, "/debug/net_state?client_id=prom")
+	var dump map[string]map[string]any
+	if err := json.Unmarshal([]byte(body), &dump); code != 200 || err != nil || len(dump) != 2 {
+		t.Errorf("net_state: %d %v %d entries\n%s", code, err, len(dump), body)
+	}
+	code, body = get(t, h, "/debug/stats")
+	if code != 200 || !strings.Contains(body, `"clients"`) {
+		t.Errorf("stats: %d\n%s", code, body)
+	}
+	for _, u := range []string{"/debug/pprof/", "/debug/vars", "/debug/pprof/cmdline"} {
+		if code, _ := get(t, h, u); code != 200 {
+			t.Errorf("%s: status %d", u, code)
+		}
+	}
+}

@@ -17,6 +17,7 @@ type healthCollector struct {
 
 	progInfo, progRuns, progRunTime, progMisses *prometheus.Desc
 	probeHits, probeMisses                      *prometheus.Desc
+	capability                                  *prometheus.Desc
 }
 
 func newHealthCollector(src Source) *healthCollector {
@@ -44,6 +45,8 @@ func newHealthCollector(src Source) *healthCollector {
 			"Runs of the program the kernel skipped because another BPF program was running on the CPU (recursion misses).", []string{"program"}, nil),
 		probeHits: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "probe_hits"),
 			"Hits of a kprobe, from kprobe_profile (every tool's probes); absent where the file is not readable.", []string{"probe"}, nil),
+		capability: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "kernel_capability"),
+			"1 if the kernel offered this capability at start-up, 0 if not (see the start-up log and README for what each costs).", []string{"capability"}, nil),
 		probeMisses: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "probe_misses"),
 			"Misses of a kprobe, from kprobe_profile; absent where the file is not readable.", []string{"probe"}, nil),
 	}
@@ -60,6 +63,7 @@ func (c *healthCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.progMisses
 	ch <- c.probeHits
 	ch <- c.probeMisses
+	ch <- c.capability
 }
 
 func (c *healthCollector) Collect(ch chan<- prometheus.Metric) {
@@ -91,6 +95,13 @@ func (c *healthCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.progRuns, prometheus.CounterValue, float64(p.Runs), p.Program)
 			ch <- prometheus.MustNewConstMetric(c.progRunTime, prometheus.CounterValue, p.RunTime.Seconds(), p.Program)
 		}
+	}
+	for _, k := range s.Support {
+		v := 0.0
+		if k.Available {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.capability, prometheus.GaugeValue, v, k.Name)
 	}
 	for name, h := range s.Probes {
 		ch <- prometheus.MustNewConstMetric(c.probeHits, prometheus.GaugeValue, float64(h.Hits), name)

@@ -68,4 +68,6 @@ type Stats struct {
 	// Probes are the kprobes of kprobe_profile (all tools'), nil when the
 	// file is not available (no kprobes, lockdown).
 	Probes map[string]ProbeHits
+	// Support is what the kernel offered at start-up.
+	Support []Capability
 }

@@ -58,6 +58,7 @@ type Tracer struct {
 	ct         *conntracker // nil without EnableConntrack
 	dns        *dnsCache    // nil without DNSInspection
 	ports      *PortMapping
+	support    []Capability
 	stats      io.Closer // the kernel's BPF run statistics, while on
 	dnsRd      *ringbuf.Reader
 }
@@ -72,14 +73,28 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 	if err != nil {
 		return nil, err
 	}
+	support := KernelSupport()
 	t := &Tracer{
-		cfg:    cfg,
-		logger: logger,
-		state:  NewNetworkState(cfg),
-		known:  newKnown(),
-		stop:   make(chan struct{}),
-		comms:  make(comms),
-		done:   make(chan struct{}),
+		cfg:     cfg,
+		logger:  logger,
+		state:   NewNetworkState(cfg),
+		known:   newKnown(),
+		support: support,
+		stop:    make(chan struct{}),
+		comms:   make(comms),
+		done:    make(chan struct{}),
+	}
+	for _, c := range support {
+		switch {
+		case c.Required && !c.Available:
+			return nil, fmt.Errorf("this kernel lacks %s (%s): the tracer needs it for %s", c.Name, c.Reason, c.Costs)
+		case !c.Available:
+			level.Info(logger).Log("msg", "kernel capability missing", "capability", c.Name, "costs", c.Costs, "reason", c.Reason)
+		}
+	}
+	if cfg.CollectUDPConns && !(t.capability("tracepoint:sock/sock_send_length") && t.capability("tracepoint:sock/sock_recv_length")) {
+		level.Warn(logger).Log("msg", "UDP is not traced: this kernel lacks the sock_send_length/sock_recv_length tracepoints (Linux 6.3+)")
+		cfg.CollectUDPConns = false
 	}
 	if cfg.EnableConntrack {
 		if t.ct, err = newConntracker(cfg); err != nil {
@@ -193,6 +208,9 @@ func (t *Tracer) attach(cgroupPath string) error {
 		{t.objs.HandleDestroySock, "handle_destroy_sock", "tcp/tcp_destroy_sock"},
 	}
 	for _, tp := range tps {
+		if tp.hook == "tcp/tcp_destroy_sock" && !t.capability("tracepoint:tcp/tcp_destroy_sock") {
+			continue // a safety net only
+		}
 		l, err := link.AttachTracing(link.TracingOptions{Program: tp.prog, AttachType: ebpf.AttachTraceRawTp})
 		if err != nil {
 			return fmt.Errorf("attaching %s to the BTF tracepoint %s: %w", tp.name, tp.hook, err)
@@ -522,6 +540,7 @@ func (t *Tracer) Stats() Stats {
 		s.Lost[LostDNSRingBufferFull] = v
 	}
 	s.Programs = t.ProgramStats()
+	s.Support = t.support
 	for _, p := range s.Programs {
 		s.Lost[LostRecursionMisses] += p.RecursionMisses
 	}

@@ -1,0 +1,123 @@
+package tracer
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
+)
+
+// Capability is one thing the tracer uses from the kernel, whether this
+// kernel has it, and what is lost without it.
+type Capability struct {
+	Name      string
+	Available bool
+	Required  bool   // the tracer cannot start without it
+	Costs     string // what is lost without it
+	Reason    string // why it is missing
+}
+
+// CurrentKernelVersion returns the running kernel's version as
+// KERNEL_VERSION(a, b, c) = a<<16 + b<<8 + c (c capped at 255).
+func CurrentKernelVersion() (uint32, error) {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return 0, err
+	}
+	return parseKernelRelease(unix.ByteSliceToString(u.Release[:]))
+}
+
+func parseKernelRelease(rel string) (uint32, error) {
+	var v [3]uint32
+	f := strings.FieldsFunc(rel, func(r rune) bool { return r == '.' || r == '-' || r == '+' || r == '_' })
+	for i := 0; i < 3 && i < len(f); i++ {
+		n, err := strconv.ParseUint(f[i], 10, 32)
+		if err != nil {
+			if i == 0 {
+				return 0, fmt.Errorf("kernel release %q: no version number", rel)
+			}
+			break
+		}
+		v[i] = uint32(n)
+	}
+	return v[0]<<16 | v[1]<<8 | min(v[2], 255), nil
+}
+
+// tracepoints the tracer attaches, as BTF tracepoint types.
+var tracepointCaps = []struct {
+	name, btfType, costs string
+	required             bool
+}{
+	{"tracepoint:sock/inet_sock_set_state", "btf_trace_inet_sock_set_state", "everything TCP", true},
+	{"tracepoint:tcp/tcp_destroy_sock", "btf_trace_tcp_destroy_sock", "nothing but a safety net for closes", false},
+	{"tracepoint:sock/sock_send_length", "btf_trace_sock_send_length", "UDP flows (bytes sent)", false},
+	{"tracepoint:sock/sock_recv_length", "btf_trace_sock_recv_length", "UDP flows (bytes received)", false},
+}
+
+// KernelSupport checks, before anything is loaded, what this kernel offers
+// the tracer. It does not need privileges beyond reading /sys.
+func KernelSupport() []Capability {
+	var caps []Capability
+	_, btfErr := os.Stat(vmlinuxBTF)
+	caps = append(caps, Capability{Name: "btf", Available: btfErr == nil, Required: true,
+		Costs: "everything: CO-RE needs the kernel's BTF", Reason: reasonOf(btfErr)})
+	spec, specErr := btf.LoadKernelSpec()
+	for _, tp := range tracepointCaps {
+		c := Capability{Name: tp.name, Required: tp.required, Costs: tp.costs}
+		if specErr != nil {
+			c.Reason = specErr.Error()
+		} else if _, err := spec.AnyTypeByName(tp.btfType); err != nil {
+			c.Reason = "not in this kernel (" + tp.btfType + ")"
+		} else {
+			c.Available = true
+		}
+		caps = append(caps, c)
+	}
+	_, kpErr := os.Stat("/sys/bus/event_source/devices/kprobe/type")
+	caps = append(caps, Capability{Name: "kprobes", Available: kpErr == nil,
+		Costs: "nothing (not used: every hook here is a tracepoint, sockops, cgroup or iterator program)", Reason: reasonOf(kpErr)})
+	_, statsErr := os.Stat("/proc/sys/kernel/bpf_stats_enabled")
+	caps = append(caps, Capability{Name: "bpf_stats", Available: statsErr == nil,
+		Costs: "conntrace_bpf_program_runs_total and _run_seconds_total", Reason: reasonOf(statsErr)})
+	_, kpfErr := readKprobeProfile("")
+	caps = append(caps, Capability{Name: "kprobe_profile", Available: kpfErr == nil,
+		Costs: "conntrace_probe_hits and conntrace_probe_misses", Reason: reasonOf(kpfErr)})
+	return caps
+}
+
+// IsTracerSupportedByOS says whether the tracer can run here, and if not,
+// what is missing (the seed's check, from capabilities instead of versions).
+func IsTracerSupportedByOS() (bool, string) {
+	var missing []string
+	for _, c := range KernelSupport() {
+		if c.Required && !c.Available {
+			missing = append(missing, fmt.Sprintf("%s (%s)", c.Name, c.Reason))
+		}
+	}
+	if len(missing) > 0 {
+		return false, "missing " + strings.Join(missing, ", ")
+	}
+	return true, ""
+}
+
+func reasonOf(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func (t *Tracer) capability(name string) bool {
+	for _, c := range t.support {
+		if c.Name == name {
+			return c.Available
+		}
+	}
+	return false
+}
+
+// Support returns what the kernel offered at start-up.
+func (t *Tracer) Support() []Capability { return t.support }

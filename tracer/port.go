@@ -4,13 +4,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"sync"
 
 	"github.com/prometheus/procfs"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/conntrace/conntrace_exporter/internal/nsexec"
 )
 
 // PortKey is a port something serves on, in one network namespace: the seed
@@ -126,7 +126,7 @@ func (pm *PortMapping) ReadInitialState() error {
 		seen[ino] = true
 		// No process lives there: read /proc/thread-self from a thread
 		// moved into it.
-		keep(inNetNS(path, func() error { return pm.readNS(ino, filepath.Join(pm.procRoot, "thread-self")) }))
+		keep(nsexec.DoPath(path, func() error { return pm.readNS(ino, filepath.Join(pm.procRoot, "thread-self")) }))
 	}
 	return firstErr
 }
@@ -182,37 +182,4 @@ func nsInode(path string) (uint32, bool) {
 		return 0, false
 	}
 	return uint32(st.Ino), true
-}
-
-// inNetNS runs f on a thread moved into the netns at path. The thread is
-// thrown away if it cannot be moved back.
-func inNetNS(path string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		ns, err := netns.GetFromPath(path)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer ns.Close()
-		if err := netns.Set(ns); err != nil {
-			errc <- err
-			return
-		}
-		ferr := f()
-		if err := netns.Set(orig); err != nil {
-			errc <- fmt.Errorf("returning from %s: %w", path, err) // thread stays locked, dies
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
 }

@@ -15,6 +15,8 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/conntrace/conntrace_exporter/internal/nsexec"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -148,32 +150,7 @@ func (p *Pair) setupEnd(name string, ns netns.NsHandle, a4, a6 netip.Addr) error
 
 // Do runs f on an OS thread inside ns. Sockets f creates stay in ns and can
 // be used from any goroutine afterwards.
-func Do(ns netns.NsHandle, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// The thread is not unlocked: if Set back failed it must die with
-		// the goroutine, never run other code in the wrong namespace.
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			errc <- err
-			return
-		}
-		ferr := f()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+func Do(ns netns.NsHandle, f func() error) error { return nsexec.Do(ns, f) }
 
 // Listen opens a listener in the server namespace.
 func (p *Pair) Listen(network, addr string) (net.Listener, error) {

@@ -922,18 +922,8 @@ func TestConcurrentClientsAndClosedConnections(t *testing.T) {
 
 func BenchmarkConnections100k(b *testing.B) {
 	const n = 100_000
-	cfg := NewDefaultConfig()
-	cfg.MaxConnectionsStateBuffered = 2 * n
-	ns := NewNetworkState(cfg)
-	active := make([]ConnectionStats, n)
-	for i := range active {
-		active[i] = mkConn(uint64(i+1), 1000, 1000)
-		active[i].MonotonicRTT.Buckets[i%NumRTTBuckets] = 1
-	}
+	ns, active := benchState(b, n, true)
 	now := t0
-	if _, _, err := ns.Connections("bench", now, 0, active); err != nil {
-		b.Fatal(err)
-	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -979,18 +969,9 @@ func TestClosedThenReusedSocketCountedAsTwoConnections(t *testing.T) {
 // connections closed and replaced by new ones between two calls.
 func BenchmarkConnections100kChurn(b *testing.B) {
 	const n, churn = 100_000, 1000
-	cfg := NewDefaultConfig()
-	cfg.MaxConnectionsStateBuffered = 2 * n
-	ns := NewNetworkState(cfg)
-	active := make([]ConnectionStats, n)
-	for i := range active {
-		active[i] = mkConn(uint64(i+1), 1000, 1000)
-	}
+	ns, active := benchState(b, n, false)
 	next := uint64(n + 1)
 	now := t0
-	if _, _, err := ns.Connections("bench", now, 0, active); err != nil {
-		b.Fatal(err)
-	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -1041,4 +1022,24 @@ func TestCloseBeforeFirstCallIsNotNewClients(t *testing.T) {
 			t.Errorf("client %s: sent %d, want %d", id, got, want)
 		}
 	}
+}
+
+// benchState returns a state whose client "bench" made its first call (at
+// t0) with n active connections, each with an RTT sample when rtt is set.
+func benchState(b *testing.B, n int, rtt bool) (NetworkState, []ConnectionStats) {
+	b.Helper()
+	cfg := NewDefaultConfig()
+	cfg.MaxConnectionsStateBuffered = 2 * n
+	ns := NewNetworkState(cfg)
+	active := make([]ConnectionStats, n)
+	for i := range active {
+		active[i] = mkConn(uint64(i+1), 1000, 1000)
+		if rtt {
+			active[i].MonotonicRTT.Buckets[i%NumRTTBuckets] = 1
+		}
+	}
+	if _, _, err := ns.Connections("bench", t0, 0, active); err != nil {
+		b.Fatal(err)
+	}
+	return ns, active
 }

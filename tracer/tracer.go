@@ -362,6 +362,9 @@ func (t *Tracer) drainDNS() {
 	now := time.Now()
 	for {
 		if err := t.dnsRd.ReadInto(&t.rec); err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				level.Warn(t.logger).Log("msg", "reading the DNS ring buffer", "err", err)
+			}
 			return
 		}
 		var ev bpf.ConntraceDnsEvent

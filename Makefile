@@ -35,6 +35,8 @@ check-generate: generate
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) vet ./...
+	@# The BPF object is built per architecture (the kprobe fallback reads registers): both must compile.
+	GOARCH=arm64 CGO_ENABLED=0 $(GO) build -o /dev/null .
 
 # Kernel and end-to-end tests load the real programs: run as root. Without
 # root they skip with a message, except under CI=true where they fail.

@@ -103,7 +103,7 @@ func main() {
 
 	t, err := tracer.New(cfg, logger)
 	if err != nil {
-		level.Error(logger).Log("msg", "Cannot start the tracer", "err", err)
+		level.Error(logger).Log("msg", "Cannot start the tracer", "err", collector.TracerStartError(err))
 		os.Exit(1)
 	}
 	for _, a := range t.Attachments() {

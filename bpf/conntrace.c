@@ -4,7 +4,8 @@
 /*
  * conntrace: per-socket TCP accounting on tracepoints, sockops and iterators.
  *
- * No kprobes and no fentry: they are unavailable on locked-down kernels.
+ * No fentry (refused on locked-down kernels) and no kprobes, except the UDP
+ * fallback in udp_kprobe.h for kernels without sock_send_length.
  *
  *   tp_btf/inet_sock_set_state  connection lifecycle: starts tracking at
  *                               SYN_SENT (active) and SYN_RECV->ESTABLISHED
@@ -172,21 +173,40 @@ static __always_inline void unmap_v4(__u8 *a)
 	__builtin_memset(a + 4, 0, 12);
 }
 
-/* read_endpoints fills addresses, ports, netns and family; false for a
+/* SK_FIELD reads a field of a kernel object. Programs with BTF-typed
+ * arguments (tp_btf, iterators) read it directly; kprobes hold a plain
+ * pointer and must probe-read it with a CO-RE relocation. `probed` is a
+ * compile-time constant at every call, so each program keeps one branch. */
+#define SK_FIELD(probed, sk, ...) ((probed) ? BPF_CORE_READ(sk, __VA_ARGS__) : DIRECT_READ(sk, __VA_ARGS__))
+#define DIRECT_READ(sk, ...) ___direct_read(sk, ##__VA_ARGS__, ___dr3, ___dr2, ___dr1)(sk, __VA_ARGS__)
+#define ___direct_read(sk, a, b, c, N, ...) N
+#define ___dr1(sk, a) ((sk)->a)
+#define ___dr2(sk, a, b) ((sk)->a->b)
+#define ___dr3(sk, a, b, c) ((sk)->a->b->c)
+
+static __always_inline void sk_copy16(__u8 *dst, const void *src, bool probed)
+{
+	if (probed)
+		bpf_probe_read_kernel(dst, 16, src);
+	else
+		__builtin_memcpy(dst, src, 16);
+}
+
+/* read_endpoints_of fills addresses, ports, netns and family; false for a
  * socket that is not traced (not IPv4/IPv6, or IPv6 when disabled).
  * IPv4-mapped IPv6 sockets carry IPv4 traffic and are reported as IPv4. */
-static __always_inline bool read_endpoints(struct sock *sk, struct conn_state *st)
+static __always_inline bool read_endpoints_of(struct sock *sk, struct conn_state *st, bool probed)
 {
-	__u16 family = sk->__sk_common.skc_family;
+	__u16 family = SK_FIELD(probed, sk, __sk_common.skc_family);
 
-	st->sport = sk->__sk_common.skc_num;
-	st->dport = bpf_ntohs(sk->__sk_common.skc_dport);
-	st->netns = sk->__sk_common.skc_net.net->ns.inum;
+	st->sport = SK_FIELD(probed, sk, __sk_common.skc_num);
+	st->dport = bpf_ntohs(SK_FIELD(probed, sk, __sk_common.skc_dport));
+	st->netns = SK_FIELD(probed, sk, __sk_common.skc_net.net, ns.inum);
 	__builtin_memset(st->saddr, 0, sizeof(st->saddr));
 	__builtin_memset(st->daddr, 0, sizeof(st->daddr));
 	if (family == AF_INET) {
-		__be32 s = sk->__sk_common.skc_rcv_saddr;
-		__be32 d = sk->__sk_common.skc_daddr;
+		__be32 s = SK_FIELD(probed, sk, __sk_common.skc_rcv_saddr);
+		__be32 d = SK_FIELD(probed, sk, __sk_common.skc_daddr);
 		__builtin_memcpy(st->saddr, &s, 4);
 		__builtin_memcpy(st->daddr, &d, 4);
 		st->family = AF_INET;
@@ -194,8 +214,8 @@ static __always_inline bool read_endpoints(struct sock *sk, struct conn_state *s
 	}
 	if (family != AF_INET6)
 		return false;
-	__builtin_memcpy(st->saddr, sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
-	__builtin_memcpy(st->daddr, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr8, 16);
+	sk_copy16(st->saddr, &sk->__sk_common.skc_v6_rcv_saddr, probed);
+	sk_copy16(st->daddr, &sk->__sk_common.skc_v6_daddr, probed);
 	if (is_v4mapped(st->saddr) && is_v4mapped(st->daddr)) {
 		unmap_v4(st->saddr);
 		unmap_v4(st->daddr);
@@ -206,6 +226,11 @@ static __always_inline bool read_endpoints(struct sock *sk, struct conn_state *s
 		return false;
 	st->family = AF_INET6;
 	return true;
+}
+
+static __always_inline bool read_endpoints(struct sock *sk, struct conn_state *st)
+{
+	return read_endpoints_of(sk, st, false);
 }
 
 static __always_inline bool is_tcp(struct sock *sk)
@@ -536,6 +561,7 @@ int handle_sockops(struct bpf_sock_ops *skops)
 }
 
 #include "udp.h"
+#include "udp_kprobe.h"
 #include "dns.h"
 
 static __always_inline bool seedable_state(int state)

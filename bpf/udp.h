@@ -10,6 +10,10 @@
  *                       bytes, added to the flow of the remembered peer, or of
  *                       the socket's peer for a connected socket
  *
+ * On kernels without those tracepoints (before Linux 6.3) udp_kprobe.h
+ * gives the same calls' return values from kprobes on udp_sendmsg and
+ * udp_recvmsg; the rest is shared.
+ *
  * Flows live in a hash map that user space reads (exact: every byte is
  * counted when the call returns) and expires after UDPConnTimeout idle.
  * Included from conntrace.c.
@@ -118,34 +122,52 @@ int udp_recvmsg6(struct bpf_sock_addr *ctx) { return remember_peer(&udp_recv_pee
 /* connected_peer: the peer of a connected socket; the unspecified address
  * and port 0 for an unconnected one (a datagram read without asking who
  * sent it). */
-static __always_inline void connected_peer(struct sock *sk, struct udp_peer *p)
+static __always_inline void connected_peer(struct sock *sk, struct udp_peer *p, bool probed)
 {
 	struct conn_state tmp;
 
 	__builtin_memset(p, 0, sizeof(*p));
-	if (!read_endpoints(sk, &tmp))
+	if (!read_endpoints_of(sk, &tmp, probed))
 		return;
 	p->family = tmp.family;
-	if (sk->__sk_common.skc_state != TCP_ESTABLISHED)
+	if (SK_FIELD(probed, sk, __sk_common.skc_state) != TCP_ESTABLISHED)
 		return; /* not connected */
 	__builtin_memcpy(p->addr, tmp.daddr, 16);
 	p->port = tmp.dport;
 }
 
-static __always_inline void udp_account(struct sock *sk, struct udp_peer *peer, __u64 bytes, bool sent)
+/* sk_cookie: the socket's cookie. A kprobe cannot call
+ * bpf_get_socket_cookie; it reads the cookie if something generated it (the
+ * cgroup sendmsg hook, a sock_diag dump, …) and otherwise keys the flow by
+ * the socket's address, which is unique while the socket lives. */
+static __always_inline __u64 sk_cookie(struct sock *sk, bool probed)
+{
+	__u64 c;
+
+	if (!probed)
+		return bpf_get_socket_cookie(sk);
+	c = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	return c ? c : (__u64)sk;
+}
+
+/* sk_bits reads sk_protocol and sk_userlocks, which were bitfields before
+ * Linux 5.6, when a kprobe may run. */
+#define SK_BITS(probed, sk, f) ((probed) ? (__u32)BPF_CORE_READ_BITFIELD_PROBED(sk, f) : (__u32)(sk)->f)
+
+static __always_inline void udp_account(struct sock *sk, struct udp_peer *peer, __u64 bytes, bool sent, bool probed)
 {
 	struct udp_key key = {};
 	struct udp_flow *f, nf;
 	struct conn_state tmp;
 	long err;
 
-	key.cookie = bpf_get_socket_cookie(sk);
+	key.cookie = sk_cookie(sk, probed);
 	__builtin_memcpy(key.raddr, peer->addr, 16);
 	key.rport = peer->port;
 	key.family = peer->family;
 	f = bpf_map_lookup_elem(&udp_flows, &key);
 	if (!f) {
-		if (!read_endpoints(sk, &tmp))
+		if (!read_endpoints_of(sk, &tmp, probed))
 			return; /* IPv6 disabled */
 		if (!traced(&tmp, peer->addr, peer->port, peer->family, IPPROTO_UDP))
 			return;
@@ -158,7 +180,7 @@ static __always_inline void udp_account(struct sock *sk, struct udp_peer *peer, 
 		__builtin_memcpy(nf.laddr, tmp.saddr, 16);
 		nf.sport = tmp.sport;
 		nf.family = peer->family;
-		nf.direction = (sk->sk_userlocks & SOCK_BINDPORT_LOCK) ? DIR_INCOMING : DIR_NONE;
+		nf.direction = (SK_BITS(probed, sk, sk_userlocks) & SOCK_BINDPORT_LOCK) ? DIR_INCOMING : DIR_NONE;
 		err = bpf_map_update_elem(&udp_flows, &key, &nf, BPF_NOEXIST);
 		if (err && err != -17 /* EEXIST: another CPU created it */) {
 			__sync_fetch_and_add(&lost_udp_flows_full, 1);
@@ -175,35 +197,35 @@ static __always_inline void udp_account(struct sock *sk, struct udp_peer *peer, 
 	f->last_ns = bpf_ktime_get_ns();
 }
 
-static __always_inline void udp_length(void *peers, struct sock *sk, int ret, int flags, bool sent)
+static __always_inline void udp_length(void *peers, struct sock *sk, int ret, int flags, bool sent, bool probed)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct udp_peer peer, *p;
 
-	if (!collect_udp || sk->sk_protocol != IPPROTO_UDP)
+	if (!collect_udp || SK_BITS(probed, sk, sk_protocol) != IPPROTO_UDP)
 		return;
 	p = bpf_map_lookup_elem(peers, &id);
 	if (p) {
 		peer = *p;
 		bpf_map_delete_elem(peers, &id);
 	} else {
-		connected_peer(sk, &peer);
+		connected_peer(sk, &peer, probed);
 	}
 	if (ret <= 0 || (flags & MSG_PEEK))
 		return;
-	udp_account(sk, &peer, ret, sent);
+	udp_account(sk, &peer, ret, sent, probed);
 }
 
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(handle_send_length, struct sock *sk, int ret, int flags)
 {
-	udp_length(&udp_send_peer, sk, ret, flags, true);
+	udp_length(&udp_send_peer, sk, ret, flags, true, false);
 	return 0;
 }
 
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(handle_recv_length, struct sock *sk, int ret, int flags)
 {
-	udp_length(&udp_recv_peer, sk, ret, flags, false);
+	udp_length(&udp_recv_peer, sk, ret, flags, false, false);
 	return 0;
 }

@@ -20,6 +20,7 @@ var tracerFlagNames = map[string]string{
 	"CollectIPv6Conns":             "tracer.collect-ipv6",
 	"TCPConnTimeout":               "tracer.tcp-conn-timeout",
 	"UDPConnTimeout":               "tracer.udp-conn-timeout",
+	"UDPHook":                      "tracer.udp-hook",
 	"MaxTrackedConnections":        "tracer.max-tracked-connections",
 	"MaxClosedConnectionsBuffered": "tracer.max-closed-connections-buffered",
 	"MaxConnectionsStateBuffered":  "tracer.max-connections-state-buffered",
@@ -67,6 +68,8 @@ func AddTracerFlags(app *kingpin.Application) *tracer.Config {
 		Default(cfg.TCPConnTimeout.String()).SetValue(newValue(name("TCPConnTimeout"), &cfg.TCPConnTimeout, parseDuration))
 	flag("UDPConnTimeout", "A UDP flow that carried no datagram for this long is closed (and counted as closed, once). At least 1s.").
 		Default(cfg.UDPConnTimeout.String()).SetValue(newValue(name("UDPConnTimeout"), &cfg.UDPConnTimeout, parseDuration))
+	flag("UDPHook", "How UDP bytes are read: tracepoint (sock_send_length, Linux 6.3+), kprobe (udp_sendmsg/udp_recvmsg, older kernels with kprobes) or auto (the tracepoints, else kprobes, else no UDP; start-up logs the choice).").
+		Default(cfg.UDPHook).StringVar(&cfg.UDPHook) // checked by Validate, whose message names the flag
 	flag("MaxTrackedConnections", `Connections tracked in the kernel at once; more are not traced and counted in conntrace_lost_total{reason="tracked_connections_full"}. 1 to 16777216.`).
 		Default(u(uint64(cfg.MaxTrackedConnections))).SetValue(newValue(name("MaxTrackedConnections"), &cfg.MaxTrackedConnections, parseUint32))
 	flag("MaxClosedConnectionsBuffered", "Closed connections held per client between two of its scrapes. At least 1.").
@@ -122,6 +125,16 @@ func TracerConfigErrors(cfg *tracer.Config) []string {
 		}
 	}
 	return msgs
+}
+
+// TracerStartError rewrites an error of tracer.New whose lines start with a
+// Config field name (a setting the kernel cannot honour) to name the flag.
+func TracerStartError(err error) string {
+	lines := strings.Split(err.Error(), "\n")
+	for i, l := range lines {
+		lines[i] = fieldToFlag(l)
+	}
+	return strings.Join(lines, "\n")
 }
 
 // fieldToFlag rewrites a message that starts with a Config field name.

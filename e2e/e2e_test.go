@@ -456,22 +456,26 @@ func testBadFlag(t *testing.T, bin string) {
 	for _, c := range []struct {
 		args []string
 		want []string // substrings of stderr
+		code int      // exit code: 2 for a bad flag or config
 	}{
-		{[]string{"--tracer.max-clients=0"}, []string{"--tracer.max-clients"}},
-		{[]string{"--tracer.max-tracked-connections=0"}, []string{"--tracer.max-tracked-connections"}},
-		{[]string{"--tracer.udp-conn-timeout=0s"}, []string{"--tracer.udp-conn-timeout"}},
-		{[]string{"--tracer.ring-buffer-bytes=5000"}, []string{"--tracer.ring-buffer-bytes", "power of two"}},
-		{[]string{"--collector.labels=protocol,colour"}, []string{"--collector.labels", "colour"}},
-		{[]string{"--collector.labels=port,port"}, []string{"--collector.labels", "port"}},
-		{[]string{"--collector.max-series=-1"}, []string{"--collector.max-series"}},
-		{[]string{"--collector.max-series=ten"}, []string{"--collector.max-series"}},
-		{[]string{"--config.file=" + filepath.Join(dir, "missing.yml")}, []string{"missing.yml"}},
-		{[]string{"--config.file=" + filepath.Join(dir, "port0.yml")}, []string{"port0.yml", "10.0.0.1"}},
-		{[]string{"--config.file=" + filepath.Join(dir, "cidr.yml")}, []string{"cidr.yml", "10.0.0.0/33"}},
-		{[]string{"--config.file=" + filepath.Join(dir, "reversed.yml")}, []string{"reversed.yml", "90-80"}},
-		{[]string{"--config.file=" + filepath.Join(dir, "starstar.yml")}, []string{"starstar.yml", "*"}},
-		{[]string{"--config.file=" + filepath.Join(dir, "unknown.yml")}, []string{"unknown.yml", "exclude_everything"}},
-		{[]string{"--config.file=" + filepath.Join(dir, "group.yml")}, []string{"group.yml", "10.0.0.1/8"}},
+		{[]string{"--tracer.udp-hook=fentry"}, []string{"--tracer.udp-hook", "fentry"}, 2},
+		// A setting this kernel cannot honour: the tracer refuses to start (1).
+		{[]string{"--tracer.udp-hook=kprobe"}, []string{"--tracer.udp-hook=kprobe", "kprobes"}, 1},
+		{[]string{"--tracer.max-clients=0"}, []string{"--tracer.max-clients"}, 2},
+		{[]string{"--tracer.max-tracked-connections=0"}, []string{"--tracer.max-tracked-connections"}, 2},
+		{[]string{"--tracer.udp-conn-timeout=0s"}, []string{"--tracer.udp-conn-timeout"}, 2},
+		{[]string{"--tracer.ring-buffer-bytes=5000"}, []string{"--tracer.ring-buffer-bytes", "power of two"}, 2},
+		{[]string{"--collector.labels=protocol,colour"}, []string{"--collector.labels", "colour"}, 2},
+		{[]string{"--collector.labels=port,port"}, []string{"--collector.labels", "port"}, 2},
+		{[]string{"--collector.max-series=-1"}, []string{"--collector.max-series"}, 2},
+		{[]string{"--collector.max-series=ten"}, []string{"--collector.max-series"}, 2},
+		{[]string{"--config.file=" + filepath.Join(dir, "missing.yml")}, []string{"missing.yml"}, 2},
+		{[]string{"--config.file=" + filepath.Join(dir, "port0.yml")}, []string{"port0.yml", "10.0.0.1"}, 2},
+		{[]string{"--config.file=" + filepath.Join(dir, "cidr.yml")}, []string{"cidr.yml", "10.0.0.0/33"}, 2},
+		{[]string{"--config.file=" + filepath.Join(dir, "reversed.yml")}, []string{"reversed.yml", "90-80"}, 2},
+		{[]string{"--config.file=" + filepath.Join(dir, "starstar.yml")}, []string{"starstar.yml", "*"}, 2},
+		{[]string{"--config.file=" + filepath.Join(dir, "unknown.yml")}, []string{"unknown.yml", "exclude_everything"}, 2},
+		{[]string{"--config.file=" + filepath.Join(dir, "group.yml")}, []string{"group.yml", "10.0.0.1/8"}, 2},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		var stderr bytes.Buffer
@@ -484,8 +488,8 @@ func testBadFlag(t *testing.T, bin string) {
 			t.Errorf("%v: did not exit within 10s", c.args)
 			continue
 		}
-		if code := cmd.ProcessState.ExitCode(); code != 2 {
-			t.Errorf("%v: exit code %d (%v), want 2; stderr:\n%s", c.args, code, err, stderr.String())
+		if code := cmd.ProcessState.ExitCode(); code != c.code {
+			t.Errorf("%v: exit code %d (%v), want %d; stderr:\n%s", c.args, code, err, c.code, stderr.String())
 		}
 		for _, w := range c.want {
 			if !strings.Contains(stderr.String(), w) {

@@ -25,6 +25,12 @@ type Config struct {
 	// UDPConnTimeout closes a UDP flow (a socket and one peer) that carried
 	// no datagram for this long; it is then counted as closed, once.
 	UDPConnTimeout time.Duration
+	// UDPHook chooses how UDP byte counts are read: "tracepoint" (the
+	// sock_send_length/sock_recv_length BTF tracepoints, Linux 6.3+),
+	// "kprobe" (kprobes on udp_sendmsg/udp_recvmsg, for older kernels) or
+	// "auto" (the tracepoints where the kernel has them, else kprobes where
+	// it has those, else no UDP, said at start-up).
+	UDPHook string
 	// MaxTrackedConnections bounds the connections tracked in the kernel.
 	// Connections beyond it are counted in conntrace_lost_total{reason="tracked_connections_full"}.
 	MaxTrackedConnections uint32
@@ -88,6 +94,7 @@ func NewDefaultConfig() *Config {
 		CollectIPv6Conns:             true,
 		TCPConnTimeout:               2 * time.Minute,
 		UDPConnTimeout:               30 * time.Second,
+		UDPHook:                      UDPHookAuto,
 		MaxTrackedConnections:        65536,
 		MaxClosedConnectionsBuffered: 50000,
 		MaxConnectionsStateBuffered:  75000,
@@ -112,6 +119,11 @@ func (c *Config) Validate() error {
 	}
 	if c.UDPConnTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("UDPConnTimeout %s: must be at least 1s", c.UDPConnTimeout))
+	}
+	switch c.UDPHook {
+	case UDPHookAuto, UDPHookTracepoint, UDPHookKprobe:
+	default:
+		errs = append(errs, fmt.Errorf("UDPHook %q: must be %q, %q or %q", c.UDPHook, UDPHookAuto, UDPHookTracepoint, UDPHookKprobe))
 	}
 	if c.MaxTrackedConnections < 1 || c.MaxTrackedConnections > 1<<24 {
 		errs = append(errs, fmt.Errorf("MaxTrackedConnections %d: must be between 1 and %d", c.MaxTrackedConnections, 1<<24))

@@ -19,23 +19,9 @@ type ProgramStat struct {
 	Enabled         bool
 }
 
-// programs maps attachment names to the loaded programs.
+// programs maps program names to the loaded programs.
 func (t *Tracer) programs() map[string]*ebpf.Program {
-	return map[string]*ebpf.Program{
-		"handle_set_state":    t.objs.HandleSetState,
-		"handle_destroy_sock": t.objs.HandleDestroySock,
-		"handle_sockops":      t.objs.HandleSockops,
-		"dump_conns":          t.objs.DumpConns,
-		"seed_listeners":      t.objs.SeedListeners,
-		"seed_conns":          t.objs.SeedConns,
-		"udp_sendmsg4":        t.objs.UdpSendmsg4,
-		"udp_sendmsg6":        t.objs.UdpSendmsg6,
-		"udp_recvmsg4":        t.objs.UdpRecvmsg4,
-		"udp_recvmsg6":        t.objs.UdpRecvmsg6,
-		"handle_send_length":  t.objs.HandleSendLength,
-		"handle_recv_length":  t.objs.HandleRecvLength,
-		"dns_ingress":         t.objs.DnsIngress,
-	}
+	return programsByName(&t.objs.ConntracePrograms)
 }
 
 // ProgramStats returns every attached program with its statistics. A

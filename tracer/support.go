@@ -78,7 +78,23 @@ func KernelSupport() []Capability {
 	}
 	_, kpErr := os.Stat("/sys/bus/event_source/devices/kprobe/type")
 	caps = append(caps, Capability{Name: "kprobes", Available: kpErr == nil,
-		Costs: "nothing (not used: every hook here is a tracepoint, sockops, cgroup or iterator program)", Reason: reasonOf(kpErr)})
+		Costs: "UDP on kernels without the UDP length tracepoints (the kprobe fallback); nothing where they exist", Reason: reasonOf(kpErr)})
+	for _, fn := range kprobeFunctions {
+		c := Capability{Name: "function:" + fn.name, Costs: "the UDP kprobe fallback"}
+		if !fn.required {
+			c.Costs += " for IPv6"
+		}
+		var f *btf.Func
+		switch {
+		case specErr != nil:
+			c.Reason = specErr.Error()
+		case spec.TypeByName(fn.name, &f) != nil:
+			c.Reason = "not in the kernel's BTF"
+		default:
+			c.Available = true
+		}
+		caps = append(caps, c)
+	}
 	_, statsErr := os.Stat("/proc/sys/kernel/bpf_stats_enabled")
 	caps = append(caps, Capability{Name: "bpf_stats", Available: statsErr == nil,
 		Costs: "conntrace_bpf_program_runs_total and _run_seconds_total", Reason: reasonOf(statsErr)})

@@ -1,7 +1,11 @@
 package tracer
 
 import (
+	"fmt"
+	"strings"
 	"testing"
+
+	"github.com/go-kit/log"
 
 	"github.com/cilium/ebpf"
 
@@ -62,14 +66,128 @@ func TestEveryProgramPassesTheVerifier(t *testing.T) {
 	if len(spec.Programs) < 13 {
 		t.Errorf("%d programs in the object, want at least 13", len(spec.Programs))
 	}
-	for name, prog := range spec.Programs {
+	load := func(name string, prog *ebpf.ProgramSpec, variant string) {
 		one := *spec
 		one.Programs = map[string]*ebpf.ProgramSpec{name: prog}
 		coll, err := ebpf.NewCollection(&one)
 		if err != nil {
-			t.Errorf("%s (%s): %v", name, prog.SectionName, err)
-			continue
+			t.Errorf("%s (%s%s): %v", name, prog.SectionName, variant, err)
+			return
 		}
 		coll.Close()
+	}
+	for name, prog := range spec.Programs {
+		load(name, prog, "")
+	}
+	// The recvmsg kprobes read flags from another register on kernels
+	// before 5.19: that branch passes the verifier too.
+	if err := spec.Variables["recvmsg_flags_arg"].Set(uint8(4)); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"kprobe_udp_recvmsg", "kprobe_udpv6_recvmsg"} {
+		load(name, spec.Programs[name], ", flags in the 5th argument")
+	}
+}
+
+// The kprobe variant loads as the tracer loads it on a kernel without the
+// UDP length tracepoints: the whole object without the tracepoint programs.
+// It cannot attach here (no kprobes), and says so naming the hook.
+func TestUDPKprobeVariantLoads(t *testing.T) {
+	nettest.RequireRoot(t)
+	cfg := NewDefaultConfig()
+	tr := &Tracer{cfg: cfg, support: KernelSupport(), udpHook: UDPHookKprobe, logger: log.NewNopLogger()}
+	if err := tr.load(); err != nil {
+		t.Fatalf("loading the kprobe variant: %v", err)
+	}
+	defer tr.objs.Close()
+	progs := tr.programs()
+	for _, k := range udpKprobes {
+		if progs[k.program] == nil {
+			t.Errorf("%s not loaded", k.program)
+		}
+	}
+	for _, name := range udpTracepointPrograms {
+		if progs[name] != nil {
+			t.Errorf("%s loaded with the kprobe variant", name)
+		}
+	}
+	if tr.objs.UdpFlows == nil || tr.objs.HandleSetState == nil {
+		t.Error("maps or TCP programs missing")
+	}
+	err := tr.attachUDPKprobes()
+	for _, l := range tr.links {
+		l.Close()
+	}
+	if err == nil {
+		t.Fatal("kprobes attached on a kernel without kprobes (KERNEL.md)")
+	}
+	if !strings.Contains(err.Error(), "kprobe_udp_sendmsg") || !strings.Contains(err.Error(), "udp_sendmsg") {
+		t.Errorf("attach error does not name the program and function: %v", err)
+	}
+}
+
+func TestRecvmsgFlagsArgHere(t *testing.T) {
+	arg, err := recvmsgFlagsArg()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if arg != 3 { // Linux 6.18: udp_recvmsg(sk, msg, len, flags, addr_len)
+		t.Errorf("flags is argument %d, want 3", arg)
+	}
+}
+
+func TestChooseUDPHook(t *testing.T) {
+	caps := func(tp, kp bool) []Capability {
+		return []Capability{
+			{Name: "tracepoint:sock/sock_send_length", Available: tp, Reason: "not in this kernel (btf_trace_sock_send_length)"},
+			{Name: "tracepoint:sock/sock_recv_length", Available: tp, Reason: "not in this kernel (btf_trace_sock_recv_length)"},
+			{Name: "kprobes", Available: kp, Reason: "no kprobe PMU"},
+			{Name: "function:udp_sendmsg", Available: true},
+			{Name: "function:udp_recvmsg", Available: true},
+		}
+	}
+	for _, c := range []struct {
+		want    string
+		tp, kp  bool
+		hook    string
+		errPart string
+	}{
+		{UDPHookAuto, true, true, UDPHookTracepoint, ""},
+		{UDPHookAuto, true, false, UDPHookTracepoint, ""},
+		{UDPHookAuto, false, true, UDPHookKprobe, ""},
+		{UDPHookAuto, false, false, "", ""},
+		{UDPHookKprobe, true, true, UDPHookKprobe, ""},
+		{UDPHookTracepoint, false, true, "", "lacks the UDP length tracepoints"},
+		{UDPHookKprobe, true, false, "", "kprobes: no kprobe PMU"},
+	} {
+		hook, why, err := chooseUDPHook(c.want, caps(c.tp, c.kp))
+		name := fmt.Sprintf("%s tp=%v kp=%v", c.want, c.tp, c.kp)
+		if hook != c.hook {
+			t.Errorf("%s: hook %q, want %q", name, hook, c.hook)
+		}
+		if c.errPart != "" {
+			if err == nil || !strings.Contains(err.Error(), c.errPart) || !strings.Contains(err.Error(), "UDPHook") {
+				t.Errorf("%s: error %v, want one naming UDPHook and %q", name, err, c.errPart)
+			}
+			continue
+		}
+		if err != nil || why == "" {
+			t.Errorf("%s: %v, why %q", name, err, why)
+		}
+	}
+}
+
+// Asking for kprobes here stops start-up with an error that says why.
+func TestUDPHookKprobeRefusedHere(t *testing.T) {
+	nettest.RequireRoot(t)
+	cfg := NewDefaultConfig()
+	cfg.UDPHook = UDPHookKprobe
+	tr, err := New(cfg, log.NewNopLogger())
+	if err == nil {
+		tr.Close()
+		t.Fatal("started with kprobes on a kernel without them")
+	}
+	if !strings.Contains(err.Error(), "UDPHook kprobe:") || !strings.Contains(err.Error(), "kprobes") {
+		t.Errorf("error does not say why: %v", err)
 	}
 }

@@ -61,6 +61,7 @@ type Tracer struct {
 	support    []Capability
 	stats      io.Closer // the kernel's BPF run statistics, while on
 	dnsRd      *ringbuf.Reader
+	udpHook    string // UDPHookTracepoint, UDPHookKprobe or "" (no UDP)
 }
 
 // New checks the prerequisites, loads and attaches the programs, seeds the
@@ -92,9 +93,18 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 			level.Info(logger).Log("msg", "kernel capability missing", "capability", c.Name, "costs", c.Costs, "reason", c.Reason)
 		}
 	}
-	if cfg.CollectUDPConns && !(t.capability("tracepoint:sock/sock_send_length") && t.capability("tracepoint:sock/sock_recv_length")) {
-		level.Warn(logger).Log("msg", "UDP is not traced: this kernel lacks the sock_send_length/sock_recv_length tracepoints (Linux 6.3+)")
-		cfg.CollectUDPConns = false
+	if cfg.CollectUDPConns {
+		hook, why, err := chooseUDPHook(cfg.UDPHook, support)
+		switch {
+		case err != nil:
+			return nil, err
+		case hook == "":
+			level.Warn(logger).Log("msg", "UDP is not traced", "why", why)
+			cfg.CollectUDPConns = false
+		default:
+			level.Info(logger).Log("msg", "UDP bytes hook chosen", "hook", hook, "why", why)
+			t.udpHook = hook
+		}
 	}
 	if cfg.EnableConntrack {
 		if t.ct, err = newConntracker(cfg); err != nil {
@@ -174,6 +184,18 @@ func (t *Tracer) load() error {
 	if err := spec.Variables["dns_on"].Set(dns); err != nil {
 		return fmt.Errorf("setting dns_on: %w", err)
 	}
+	if t.udpHook == UDPHookKprobe {
+		arg, err := recvmsgFlagsArg()
+		if err != nil {
+			return fmt.Errorf("the UDP kprobes need udp_recvmsg's arguments: %w", err)
+		}
+		if err := spec.Variables["recvmsg_flags_arg"].Set(arg); err != nil {
+			return fmt.Errorf("setting recvmsg_flags_arg: %w", err)
+		}
+	}
+	for _, name := range t.unusedPrograms() {
+		delete(spec.Programs, name)
+	}
 	spec.Maps["closed_conns"].MaxEntries = t.cfg.ClosedRingBufferBytes
 	spec.Maps["udp_flows"].MaxEntries = t.cfg.MaxTrackedConnections
 	tables, err := t.kernelFilters(spec)
@@ -184,12 +206,19 @@ func (t *Tracer) load() error {
 	if t.cfg.BPFDebug {
 		opts.Programs.LogLevel = ebpf.LogLevelInstruction
 	}
-	if err := spec.LoadAndAssign(&t.objs, opts); err != nil {
+	coll, err := ebpf.NewCollectionWithOptions(spec, *opts)
+	if err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return fmt.Errorf("the kernel's verifier refused a BPF program: %+v", ve)
 		}
 		return fmt.Errorf("loading the BPF programs and maps: %w", err)
+	}
+	err = assignLoaded(coll, &t.objs)
+	coll.Close() // closes only what was not handed over
+	if err != nil {
+		t.objs.Close()
+		return fmt.Errorf("taking the loaded BPF objects: %w", err)
 	}
 	if err := t.fillFilters(tables); err != nil {
 		t.objs.Close()
@@ -271,6 +300,9 @@ func (t *Tracer) attachUDP(cgroupPath string) error {
 		t.links = append(t.links, l)
 		t.attachments = append(t.attachments, Attachment{Program: h.name, Hook: "cgroup " + cgroupPath + " " + h.hook, Attach: "cgroup_sock_addr"})
 	}
+	if t.udpHook == UDPHookKprobe {
+		return t.attachUDPKprobes()
+	}
 	for _, tp := range []struct {
 		prog *ebpf.Program
 		name string
@@ -285,6 +317,36 @@ func (t *Tracer) attachUDP(cgroupPath string) error {
 		}
 		t.links = append(t.links, l)
 		t.attachments = append(t.attachments, Attachment{Program: tp.name, Hook: tp.hook, Attach: "tp_btf"})
+	}
+	return nil
+}
+
+// attachUDPKprobes attaches the kprobe fallback for the UDP byte counts.
+// The IPv6 functions may be missing (IPv6 built as a module and not
+// loaded): IPv6 UDP is then not counted, and start-up says so.
+func (t *Tracer) attachUDPKprobes() error {
+	progs := t.programs()
+	for _, k := range udpKprobes {
+		var (
+			l    link.Link
+			err  error
+			mode = "kprobe"
+		)
+		if k.ret {
+			mode = "kretprobe"
+			l, err = link.Kretprobe(k.function, progs[k.program], nil)
+		} else {
+			l, err = link.Kprobe(k.function, progs[k.program], nil)
+		}
+		if err != nil && k.ipv6 && errors.Is(err, os.ErrNotExist) {
+			level.Warn(t.logger).Log("msg", "IPv6 UDP is not traced: the kernel has no "+k.function, "err", err)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("attaching %s to the %s of %s: %w", k.program, mode, k.function, err)
+		}
+		t.links = append(t.links, l)
+		t.attachments = append(t.attachments, Attachment{Program: k.program, Hook: k.function, Attach: mode})
 	}
 	return nil
 }

@@ -88,6 +88,27 @@ enum sock_flags { SOCK_DEAD = 0, SOCK_DONE = 1 };
 	} __attribute__((aligned(8)))
 
 struct bpf_sock;
+
+/* The registers a kprobe sees (bpf_tracing.h's PT_REGS_* read them); only
+ * the UDP fallback (udp_kprobe.h) uses them. bpf2go builds one object per
+ * architecture and defines __TARGET_ARCH_*. */
+#define __VMLINUX_H__ /* kernel names for the registers (di, not rdi) */
+#if defined(__TARGET_ARCH_x86)
+struct pt_regs {
+	unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8;
+	unsigned long ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;
+} __attribute__((preserve_access_index));
+#elif defined(__TARGET_ARCH_arm64)
+struct pt_regs;
+struct user_pt_regs {
+	__u64 regs[31];
+	__u64 sp;
+	__u64 pc;
+	__u64 pstate;
+};
+#else
+#error "conntrace builds for x86 and arm64 (bpf2go -target amd64,arm64)"
+#endif
 struct bpf_map;
 struct seq_file;
 
@@ -191,6 +212,10 @@ typedef struct {
 	struct net *net;
 } __attribute__((preserve_access_index)) possible_net_t;
 
+typedef struct {
+	__s64 counter;
+} atomic64_t;
+
 struct sock_common {
 	__be32 skc_daddr;
 	__be32 skc_rcv_saddr;
@@ -202,6 +227,7 @@ struct sock_common {
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
 	unsigned long skc_flags;
+	atomic64_t skc_cookie;
 } __attribute__((preserve_access_index));
 
 struct sock {

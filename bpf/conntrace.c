@@ -67,9 +67,11 @@ struct conn_state {
 	__u64 rtt_sum_us;
 	__u64 dump_session; /* last iterator session that reported it */
 	__u32 base_retrans;
+	__u32 base_segs_out;
 	__u32 gen;
 	__u32 pid;
 	__u32 netns;
+	__u32 _pad2;
 	__u32 rtt_buckets[RTT_BUCKETS];
 	__u8 saddr[16];
 	__u8 daddr[16];
@@ -91,6 +93,7 @@ struct conn_record {
 	__u64 recv_bytes;
 	__u64 rtt_sum_us;
 	__u32 retransmits;
+	__u32 sent_segments; /* data segments sent, retransmissions included */
 	__u32 srtt_us;
 	__u32 rttvar_us;
 	__u32 gen;
@@ -247,6 +250,7 @@ static __always_inline void take_baselines(struct tcp_sock *tp, struct conn_stat
 	/* New connections report every retransmission, SYN ones too, as
 	 * TCP_INFO's tcpi_total_retrans does; pre-existing ones from now on. */
 	st->base_retrans = retrans ? tp->total_retrans : 0;
+	st->base_segs_out = retrans ? tp->data_segs_out : 0;
 }
 
 /* start_conn begins tracking sk, if the filters let it and within the
@@ -348,7 +352,7 @@ static __always_inline __u64 recv_payload(struct sock *sk, struct tcp_sock *tp, 
 static __always_inline void fill_record(struct conn_record *rec, struct sock *sk, struct tcp_sock *tp,
 					struct conn_state *st, int state, bool final)
 {
-	__u32 total_retrans;
+	__u32 total_retrans, segs_out;
 
 	rec->cookie = st->cookie;
 	rec->ts_ns = bpf_ktime_get_ns();
@@ -373,12 +377,15 @@ static __always_inline void fill_record(struct conn_record *rec, struct sock *sk
 		rec->sent_bytes = 0;
 		rec->recv_bytes = 0;
 		rec->retransmits = 0;
+		rec->sent_segments = 0;
 		return;
 	}
 	rec->sent_bytes = sent_payload(tp, st, state, final);
 	rec->recv_bytes = recv_payload(sk, tp, st);
 	total_retrans = tp->total_retrans;
 	rec->retransmits = total_retrans > st->base_retrans ? total_retrans - st->base_retrans : 0;
+	segs_out = tp->data_segs_out;
+	rec->sent_segments = segs_out > st->base_segs_out ? segs_out - st->base_segs_out : 0;
 }
 
 /* finish_conn emits the final record and stops tracking. */

@@ -14,29 +14,31 @@ import (
 )
 
 type ConntraceConnRecord struct {
-	_           structs.HostLayout
-	Cookie      uint64
-	TsNs        uint64
-	StartNs     uint64
-	SentBytes   uint64
-	RecvBytes   uint64
-	RttSumUs    uint64
-	Retransmits uint32
-	SrttUs      uint32
-	RttvarUs    uint32
-	Gen         uint32
-	Pid         uint32
-	Netns       uint32
-	RttBuckets  [32]uint32
-	Saddr       [16]uint8
-	Daddr       [16]uint8
-	Sport       uint16
-	Dport       uint16
-	Family      uint8
-	Direction   uint8
-	Flags       uint8
-	State       uint8
-	Comm        [16]int8
+	_            structs.HostLayout
+	Cookie       uint64
+	TsNs         uint64
+	StartNs      uint64
+	SentBytes    uint64
+	RecvBytes    uint64
+	RttSumUs     uint64
+	Retransmits  uint32
+	SentSegments uint32
+	SrttUs       uint32
+	RttvarUs     uint32
+	Gen          uint32
+	Pid          uint32
+	Netns        uint32
+	RttBuckets   [32]uint32
+	Saddr        [16]uint8
+	Daddr        [16]uint8
+	Sport        uint16
+	Dport        uint16
+	Family       uint8
+	Direction    uint8
+	Flags        uint8
+	State        uint8
+	Comm         [16]int8
+	_            [4]byte
 }
 
 type ConntraceConnState struct {
@@ -48,9 +50,11 @@ type ConntraceConnState struct {
 	RttSumUs     uint64
 	DumpSession  uint64
 	BaseRetrans  uint32
+	BaseSegsOut  uint32
 	Gen          uint32
 	Pid          uint32
 	Netns        uint32
+	Pad2         uint32
 	RttBuckets   [32]uint32
 	Saddr        [16]uint8
 	Daddr        [16]uint8

@@ -457,9 +457,9 @@ func TestProcessNamedOverflow(t *testing.T) {
 // truth is what a client must see: the sum of the deltas since its first
 // scrape, kept by the test from the changes it makes.
 type truth struct {
-	sent, recv, retrans, opened, closed, failed uint64
-	rtt                                         [tracer.NumRTTBuckets]uint64
-	rttSum                                      uint64
+	sent, recv, retrans, segs, opened, closed, failed uint64
+	rtt                                               [tracer.NumRTTBuckets]uint64
+	rttSum                                            uint64
 }
 
 func (tr *truth) add(o *truth, sign int) {
@@ -473,6 +473,7 @@ func (tr *truth) add(o *truth, sign int) {
 	f(&tr.sent, o.sent)
 	f(&tr.recv, o.recv)
 	f(&tr.retrans, o.retrans)
+	f(&tr.segs, o.segs)
 	f(&tr.opened, o.opened)
 	f(&tr.closed, o.closed)
 	f(&tr.failed, o.failed)
@@ -494,6 +495,7 @@ func checkConservation(t *testing.T, what string, idx map[string][]sample, want 
 		"conntrace_sent_bytes_total":          want.sent,
 		"conntrace_received_bytes_total":      want.recv,
 		"conntrace_retransmits_total":         want.retrans,
+		"conntrace_sent_segments_total":       want.segs,
 		"conntrace_connections_opened_total":  want.opened,
 		"conntrace_connections_closed_total":  want.closed,
 		"conntrace_connection_failures_total": want.failed,
@@ -661,6 +663,9 @@ func runConservation(t *testing.T, rng *rand.Rand, labels Labels, groups Address
 			re := uint32(rng.IntN(3))
 			c.MonotonicRetransmits += re
 			total.retrans += uint64(re)
+			sg := re + uint32(rng.IntN(10))
+			c.MonotonicSentSegments += sg
+			total.segs += uint64(sg)
 			for range rng.IntN(4) {
 				b := rng.IntN(tracer.NumRTTBuckets)
 				v := uint64(1) << b / 2

@@ -114,6 +114,7 @@ type series struct {
 	tcp bool
 
 	sent, recv, retransmits uint64
+	segments                uint64
 	opened, closed, failed  uint64
 	rtt                     rttCounts
 
@@ -129,6 +130,7 @@ func (s *series) add(c *tracer.ConnectionStats) {
 	s.sent += c.LastSentBytes
 	s.recv += c.LastRecvBytes
 	s.retransmits += uint64(c.LastRetransmits)
+	s.segments += uint64(c.LastSentSegments)
 	s.opened += uint64(c.LastOpened)
 	s.closed += uint64(c.LastClosed)
 	s.failed += uint64(c.LastFailed)
@@ -189,6 +191,7 @@ func (st *clientState) reset() {
 // descs are the metric descriptions, built once.
 type descs struct {
 	sent, recv, retransmits *prometheus.Desc
+	segments                *prometheus.Desc
 	rtt                     *prometheus.Desc
 	open                    *prometheus.Desc
 	opened, closed, failed  *prometheus.Desc
@@ -211,6 +214,8 @@ func newDescs(labels []string) *descs {
 			"Payload bytes received from the remote end (TCP: in-order payload bytes the kernel received and acknowledged)."+perClient+overflow),
 		retransmits: d("retransmits_total",
 			"TCP segments retransmitted to the remote end (TCP only)."+perClient+overflow),
+		segments: d("sent_segments_total",
+			"TCP data segments sent to the remote end, retransmissions included (TCP_INFO's tcpi_data_segs_out; TCP only): retransmits_total over this is the retransmit ratio."+perClient+overflow),
 		rtt: d("rtt_seconds",
 			"Round-trip time samples the kernel took on TCP connections, in seconds (TCP only)."+perClient+overflow),
 		open: d("connections",
@@ -238,7 +243,7 @@ func newDescs(labels []string) *descs {
 
 func (d *descs) describe(ch chan<- *prometheus.Desc) {
 	for _, desc := range []*prometheus.Desc{
-		d.sent, d.recv, d.retransmits, d.rtt, d.open, d.opened, d.closed, d.failed,
+		d.sent, d.recv, d.retransmits, d.segments, d.rtt, d.open, d.opened, d.closed, d.failed,
 		d.seriesCount, d.seriesLimit, d.overflow, d.nameInfo,
 	} {
 		ch <- desc
@@ -246,7 +251,7 @@ func (d *descs) describe(ch chan<- *prometheus.Desc) {
 }
 
 // metricsPerSeries is how many metrics a TCP label set yields.
-const metricsPerSeries = 8
+const metricsPerSeries = 9
 
 // appendMetrics appends the const metrics of one label set.
 func (d *descs) appendMetrics(ms []prometheus.Metric, s *series) []prometheus.Metric {
@@ -264,6 +269,7 @@ func (d *descs) appendMetrics(ms []prometheus.Metric, s *series) []prometheus.Me
 		count, sum, buckets := s.rtt.histogram()
 		ms = append(ms,
 			counter(d.retransmits, s.retransmits),
+			counter(d.segments, s.segments),
 			counter(d.failed, s.failed),
 			prometheus.MustNewConstHistogram(d.rtt, count, sum, buckets, s.labels...),
 		)

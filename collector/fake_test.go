@@ -98,6 +98,7 @@ func delta(c *tracer.ConnectionStats, base *tracer.ConnectionStats) {
 	c.LastSentBytes = c.MonotonicSentBytes - base.MonotonicSentBytes
 	c.LastRecvBytes = c.MonotonicRecvBytes - base.MonotonicRecvBytes
 	c.LastRetransmits = c.MonotonicRetransmits - base.MonotonicRetransmits
+	c.LastSentSegments = c.MonotonicSentSegments - base.MonotonicSentSegments
 	c.LastOpened = c.MonotonicOpened - base.MonotonicOpened
 	c.LastClosed = c.MonotonicClosed - base.MonotonicClosed
 	c.LastFailed = c.MonotonicFailed - base.MonotonicFailed

@@ -49,6 +49,7 @@ func goldenScenario(src *fakeSource) (next func()) {
 			c.MonotonicSentBytes += 1000
 			c.MonotonicRecvBytes += 5000
 			c.MonotonicRetransmits += 2
+			c.MonotonicSentSegments += 7
 			c.MonotonicRTT.Buckets[0] += 1  // <= 1µs
 			c.MonotonicRTT.Buckets[3] += 1  // <= 8µs
 			c.MonotonicRTT.Buckets[10] += 3 // <= 1.024ms
@@ -210,7 +211,7 @@ func TestGoldenGatherAndCompare(t *testing.T) {
 	// here: compare the metrics the two collectors yield.
 	names := []string{
 		"conntrace_sent_bytes_total", "conntrace_received_bytes_total", "conntrace_retransmits_total",
-		"conntrace_rtt_seconds", "conntrace_connections", "conntrace_connections_opened_total",
+		"conntrace_sent_segments_total", "conntrace_rtt_seconds", "conntrace_connections", "conntrace_connections_opened_total",
 		"conntrace_connections_closed_total", "conntrace_connection_failures_total",
 		"conntrace_tracked_connections", "conntrace_tracked_connections_limit", "conntrace_lost_total",
 		"conntrace_clients", "conntrace_series", "conntrace_series_limit", "conntrace_series_overflow_total",

@@ -136,6 +136,11 @@ type ConnectionStats struct {
 
 	MonotonicRetransmits uint32
 	LastRetransmits      uint32
+	// SentSegments counts TCP data segments sent, retransmissions
+	// included (TCP_INFO's tcpi_data_segs_out): the denominator of a
+	// retransmit ratio.
+	MonotonicSentSegments uint32
+	LastSentSegments      uint32
 
 	// RTT and RTTVar are the kernel's smoothed RTT and mean deviation, in µs.
 	RTT    uint32

@@ -24,6 +24,7 @@ import (
 // kTotals accumulates one client's deltas per connection end.
 type kTotals struct {
 	sent, recv, retrans     uint64
+	segs                    uint64
 	opened, closed, failed  uint64
 	rttCount, rttSumMicros  uint64
 	lastRTT, lastRTTVar     uint32
@@ -92,6 +93,7 @@ func (o *observer) poll() bool {
 			tt.sent += c.LastSentBytes
 			tt.recv += c.LastRecvBytes
 			tt.retrans += uint64(c.LastRetransmits)
+			tt.segs += uint64(c.LastSentSegments)
 			tt.opened += uint64(c.LastOpened)
 			tt.closed += uint64(c.LastClosed)
 			tt.failed += uint64(c.LastFailed)
@@ -377,7 +379,7 @@ func TestRetransmitsMatchTCPInfo(t *testing.T) {
 	defer sc.Close()
 	defer cc.Close()
 	// Quiet connection: everything acknowledged, nothing in flight.
-	var info struct{ retrans uint32 }
+	var info struct{ retrans, segs uint32 }
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		ti, err := nettest.TCPInfo(cc)
@@ -386,6 +388,7 @@ func TestRetransmitsMatchTCPInfo(t *testing.T) {
 		}
 		if ti.Unacked == 0 {
 			info.retrans = ti.Total_retrans
+			info.segs = ti.Data_segs_out
 			break
 		}
 		if time.Now().After(deadline) {
@@ -400,10 +403,14 @@ func TestRetransmitsMatchTCPInfo(t *testing.T) {
 	if got := o.tot["client"].retrans; got != uint64(info.retrans) {
 		t.Errorf("exported retransmits %d, TCP_INFO total_retrans %d", got, info.retrans)
 	}
+	// The retransmit ratio's denominator: data segments sent, as TCP_INFO.
+	if got := o.tot["client"].segs; got != uint64(info.segs) {
+		t.Errorf("exported sent segments %d, TCP_INFO data_segs_out %d", got, info.segs)
+	}
 	if got := o.tot["client"].sent; got != 2<<20 {
 		t.Errorf("sent %d under loss, want %d", got, 2<<20)
 	}
-	t.Logf("retransmits: %d", info.retrans)
+	t.Logf("retransmits: %d of %d data segments", info.retrans, info.segs)
 }
 
 // Test 3: RTT samples reach the histogram, and agree with TCP_INFO.

@@ -73,6 +73,7 @@ type baseline struct {
 	sent    uint64
 	recv    uint64
 	retrans uint32
+	segs    uint32
 	opened  uint32
 	closed  uint32
 	failed  uint32
@@ -143,6 +144,7 @@ func (b *baseline) set(conn *ConnectionStats) {
 	b.sent = conn.MonotonicSentBytes
 	b.recv = conn.MonotonicRecvBytes
 	b.retrans = conn.MonotonicRetransmits
+	b.segs = conn.MonotonicSentSegments
 	b.opened = conn.MonotonicOpened
 	b.closed = conn.MonotonicClosed
 	b.failed = conn.MonotonicFailed
@@ -323,6 +325,7 @@ func (ns *networkState) delta(b *baseline, conn *ConnectionStats) {
 	conn.LastSentBytes = sub64(conn.MonotonicSentBytes, b.sent, &reset)
 	conn.LastRecvBytes = sub64(conn.MonotonicRecvBytes, b.recv, &reset)
 	conn.LastRetransmits = sub32(conn.MonotonicRetransmits, b.retrans, &reset)
+	conn.LastSentSegments = sub32(conn.MonotonicSentSegments, b.segs, &reset)
 	conn.LastOpened = sub32(conn.MonotonicOpened, b.opened, &reset)
 	conn.LastClosed = sub32(conn.MonotonicClosed, b.closed, &reset)
 	conn.LastFailed = sub32(conn.MonotonicFailed, b.failed, &reset)
@@ -356,6 +359,7 @@ func setLastToMonotonic(conn *ConnectionStats) {
 	conn.LastSentBytes = conn.MonotonicSentBytes
 	conn.LastRecvBytes = conn.MonotonicRecvBytes
 	conn.LastRetransmits = conn.MonotonicRetransmits
+	conn.LastSentSegments = conn.MonotonicSentSegments
 	conn.LastRTT = conn.MonotonicRTT
 	conn.LastOpened = conn.MonotonicOpened
 	conn.LastClosed = conn.MonotonicClosed
@@ -366,6 +370,7 @@ func zeroLast(conn *ConnectionStats) {
 	conn.LastSentBytes = 0
 	conn.LastRecvBytes = 0
 	conn.LastRetransmits = 0
+	conn.LastSentSegments = 0
 	conn.LastRTT = RTTHistogram{}
 	conn.LastOpened = 0
 	conn.LastClosed = 0
@@ -460,9 +465,10 @@ func (ns *networkState) DumpState(clientID string) map[string]interface{} {
 	for k, i := range c.index {
 		b := &c.slab[i]
 		data[k.String()] = map[string]uint64{
-			"total_sent":        b.sent,
-			"total_recv":        b.recv,
-			"total_retransmits": uint64(b.retrans),
+			"total_sent":          b.sent,
+			"total_recv":          b.recv,
+			"total_retransmits":   uint64(b.retrans),
+			"total_sent_segments": uint64(b.segs),
 		}
 	}
 	return data

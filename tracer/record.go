@@ -76,23 +76,24 @@ func endpoints(family uint8, local, remote *[16]byte) (ConnectionFamily, netip.A
 
 func toConnectionStats(r *bpf.ConntraceConnRecord, names comms) ConnectionStats {
 	c := ConnectionStats{
-		MonotonicSentBytes:   r.SentBytes,
-		MonotonicRecvBytes:   r.RecvBytes,
-		MonotonicRetransmits: r.Retransmits,
-		LastUpdateEpoch:      r.TsNs,
-		StartEpoch:           r.StartNs,
-		RTT:                  r.SrttUs,
-		RTTVar:               r.RttvarUs,
-		Pid:                  r.Pid,
-		Comm:                 names.get(r.Comm),
-		NetNS:                r.Netns,
-		SPort:                r.Sport,
-		DPort:                r.Dport,
-		Type:                 TCP,
-		Key:                  ConnKey{Cookie: r.Cookie, Generation: r.Gen},
-		Established:          r.Flags&connEstablished != 0,
-		Closed:               r.Flags&connClosed != 0,
-		Preexisting:          r.Flags&connPreexisting != 0,
+		MonotonicSentBytes:    r.SentBytes,
+		MonotonicRecvBytes:    r.RecvBytes,
+		MonotonicRetransmits:  r.Retransmits,
+		MonotonicSentSegments: r.SentSegments,
+		LastUpdateEpoch:       r.TsNs,
+		StartEpoch:            r.StartNs,
+		RTT:                   r.SrttUs,
+		RTTVar:                r.RttvarUs,
+		Pid:                   r.Pid,
+		Comm:                  names.get(r.Comm),
+		NetNS:                 r.Netns,
+		SPort:                 r.Sport,
+		DPort:                 r.Dport,
+		Type:                  TCP,
+		Key:                   ConnKey{Cookie: r.Cookie, Generation: r.Gen},
+		Established:           r.Flags&connEstablished != 0,
+		Closed:                r.Flags&connClosed != 0,
+		Preexisting:           r.Flags&connPreexisting != 0,
 	}
 	c.MonotonicRTT.Buckets = r.RttBuckets
 	c.MonotonicRTT.SumMicros = r.RttSumUs
@@ -138,6 +139,7 @@ func (e *knownConn) clamp(c *ConnectionStats) {
 	c.MonotonicSentBytes = max(e.stats.MonotonicSentBytes, c.MonotonicSentBytes)
 	c.MonotonicRecvBytes = max(e.stats.MonotonicRecvBytes, c.MonotonicRecvBytes)
 	c.MonotonicRetransmits = max(e.stats.MonotonicRetransmits, c.MonotonicRetransmits)
+	c.MonotonicSentSegments = max(e.stats.MonotonicSentSegments, c.MonotonicSentSegments)
 	e.stats = *c
 }
 

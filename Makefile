@@ -8,13 +8,14 @@ PROMVER    = github.com/prometheus/common/version
 LDFLAGS   ?= -X $(PROMVER).Version=$(VERSION) -X $(PROMVER).Revision=$(REVISION) -X $(PROMVER).Branch=$(BRANCH)
 ARGS      ?=
 
-.PHONY: help build run generate check-generate test test-kernel test-e2e bench lint clean
+.PHONY: help build run generate check-generate mixin test test-kernel test-e2e bench lint clean
 
 help:
 	@echo "build           build ./$(BINARY) (static, CGO_ENABLED=0)"
 	@echo "run             build and run it as root: make run ARGS='--log.level=debug'"
 	@echo "generate        compile bpf/conntrace.c with clang and regenerate the Go bindings (bpf2go)"
 	@echo "check-generate  regenerate and fail if the committed objects differ"
+	@echo "mixin           render mixin/ (jsonnet) into mixin/out and format the jsonnet"
 	@echo "test            lint, check-generate, then every test (kernel and e2e tests need root)"
 	@echo "bench           Go benchmarks and the overhead scripts of BENCHMARKS.md"
 
@@ -31,6 +32,9 @@ generate:
 # committed C sources (clang from Debian bookworm, see .ci/run).
 check-generate: generate
 	@git diff --exit-code --stat -- bpf/ || { echo "bpf/: generated files differ from the committed ones: run 'make generate' and commit"; exit 1; }
+
+mixin:
+	$(GO) test -count=1 ./mixin -run 'TestRenderedUpToDate|TestJsonnetFormattedAndLinted' -update
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi

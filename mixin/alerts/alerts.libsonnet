@@ -1,0 +1,139 @@
+// Alerts on the network (per peer) and on the exporter itself. Each has a
+// runbook section in mixin/README.md, linked by runbook_url.
+{
+  local c = $._config,
+  local runbook(name) = 'https://github.com/conntrace/conntrace_exporter/blob/main/mixin/README.md#' + std.asciiLower(name),
+  local alert(name, severity, expr, forDuration, summary, description) = {
+    alert: name,
+    expr: expr,
+    'for': forDuration,
+    labels: { severity: severity },
+    annotations: {
+      summary: summary,
+      description: description,
+      runbook_url: runbook(name),
+    },
+  },
+
+  prometheusAlerts+:: {
+    groups+: [
+      {
+        name: 'conntrace-network',
+        rules: [
+          alert(
+            'ConntraceHighRetransmitRatio',
+            'warning',
+            |||
+              instance_remote_addr:conntrace_retransmit_ratio:rate5m{%(conntraceSelector)s} > %(retransmitRatioThreshold)g
+              and
+              instance_remote_addr:conntrace_sent_segments:rate5m{%(conntraceSelector)s} > %(retransmitMinSegmentsPerSecond)g
+            ||| % c,
+            c.retransmitFor,
+            'TCP segments to a peer are often retransmitted.',
+            '{{ $value | humanizePercentage }} of the TCP data segments {{ $labels.instance }} sends to {{ $labels.remote_addr }} are retransmissions (threshold %g%%): packets are lost on the way, or the peer is overloaded.' % (c.retransmitRatioThreshold * 100),
+          ),
+          alert(
+            'ConntraceRTTAboveUsual',
+            'warning',
+            |||
+              instance_remote_addr:conntrace_rtt_seconds:mean5m{%(conntraceSelector)s}
+                > %(rttFactor)g * avg_over_time(instance_remote_addr:conntrace_rtt_seconds:mean5m{%(conntraceSelector)s}[%(rttBaseline)s])
+              and
+              instance_remote_addr:conntrace_rtt_seconds:mean5m{%(conntraceSelector)s} > %(rttMinSeconds)g
+              and
+              instance_remote_addr:conntrace_rtt_seconds_count:rate5m{%(conntraceSelector)s} > %(rttMinSamplesPerSecond)g
+            ||| % c,
+            c.rttFor,
+            'Round-trip time to a peer is far above its usual.',
+            'The mean RTT from {{ $labels.instance }} to {{ $labels.remote_addr }} is {{ $value | humanizeDuration }}, more than %g times its mean over the last %s.' % [c.rttFactor, c.rttBaseline],
+          ),
+          alert(
+            'ConntraceConnectionFailuresRising',
+            'warning',
+            |||
+              instance_remote_addr:conntrace_connection_failures:rate5m{%(conntraceSelector)s}
+                /
+              (
+                instance_remote_addr:conntrace_connection_failures:rate5m{%(conntraceSelector)s}
+                + on (job, instance, remote_addr)
+                instance_remote_addr:conntrace_tcp_connections_opened:rate5m{%(conntraceSelector)s}
+              )
+                > %(connectionFailureRatioThreshold)g
+              and
+              instance_remote_addr:conntrace_connection_failures:rate5m{%(conntraceSelector)s} > %(connectionFailuresMinPerSecond)g
+            ||| % c,
+            c.connectionFailuresFor,
+            'TCP connections to a peer are failing.',
+            '{{ $value | humanizePercentage }} of the TCP connects from {{ $labels.instance }} to {{ $labels.remote_addr }} never established (threshold %g%%).' % (c.connectionFailureRatioThreshold * 100),
+          ),
+        ],
+      },
+      {
+        name: 'conntrace-exporter',
+        rules: [
+          alert(
+            'ConntraceLosingData',
+            'warning',
+            'sum by (job, instance, reason) (increase(conntrace_lost_total{%(conntraceSelector)s}[%(rateInterval)s])) > 0' % c,
+            c.lostFor,
+            'The exporter is not counting everything.',
+            'conntrace_exporter on {{ $labels.instance }} lost {{ $value | humanize }} connections or events in the last %s, reason {{ $labels.reason }}: its traffic counters are below the truth.' % c.rateInterval,
+          ),
+          alert(
+            'ConntraceTrackedConnectionsNearLimit',
+            'warning',
+            |||
+              conntrace_tracked_connections{%(conntraceSelector)s}
+                / on (job, instance)
+              conntrace_tracked_connections_limit{%(conntraceSelector)s}
+                > %(trackedRatioThreshold)g
+            ||| % c,
+            c.trackedFor,
+            'The exporter is close to its tracked-connection limit.',
+            'conntrace_exporter on {{ $labels.instance }} tracks {{ $value | humanizePercentage }} of --tracer.max-tracked-connections: new connections beyond the limit will not be traced.',
+          ),
+          alert(
+            'ConntraceBPFProgramMisses',
+            'warning',
+            |||
+              sum by (job, instance, program) (increase(conntrace_bpf_program_misses_total{%(conntraceSelector)s}[%(rateInterval)s])) > 0
+              or
+              sum by (job, instance, probe) (delta(conntrace_probe_misses{%(conntraceSelector)s}[%(rateInterval)s])) > 0
+            ||| % c,
+            c.missesFor,
+            'Kernel probes are missing events.',
+            'On {{ $labels.instance }}, {{ if $labels.program }}BPF program {{ $labels.program }}{{ else }}kprobe {{ $labels.probe }}{{ end }} missed {{ $value | humanize }} runs in the last %s: the events it did not see are not counted.' % c.rateInterval,
+          ),
+          alert(
+            'ConntraceSeriesOverflow',
+            'info',
+            'increase(conntrace_series_overflow_total{%(conntraceSelector)s}[%(rateInterval)s]) > 0' % c,
+            c.seriesOverflowFor,
+            'The exporter is folding new peers into its overflow series.',
+            'conntrace_exporter on {{ $labels.instance }} reached --collector.max-series for this Prometheus: {{ $value | humanize }} connections in the last %s were counted under labels "overflow" instead of their own.' % c.rateInterval,
+          ),
+          alert(
+            'ConntraceExporterDown',
+            'critical',
+            'up{%(conntraceSelector)s} == 0' % c,
+            c.downFor,
+            'The exporter cannot be scraped.',
+            'Prometheus could not scrape conntrace_exporter on {{ $labels.instance }} for %s: no connection metrics from that host.' % c.downFor,
+          ),
+          alert(
+            'ConntraceExporterNoData',
+            'warning',
+            |||
+              up{%(conntraceSelector)s} == 1
+              unless on (job, instance)
+              conntrace_tracked_connections{%(conntraceSelector)s} > 0
+            ||| % c,
+            c.noDataFor,
+            'The exporter is scraped but traces nothing.',
+            'conntrace_exporter on {{ $labels.instance }} answers scrapes but tracks no connection, not even the scrape itself: its probes are not attached, or the filters exclude everything.',
+          ),
+        ],
+      },
+    ],
+  },
+}

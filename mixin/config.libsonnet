@@ -1,0 +1,56 @@
+// Settings a user overrides: (import 'mixin.libsonnet') + { _config+:: { ... } }.
+{
+  _config+:: {
+    // Selects conntrace_exporter's series (the scrape job).
+    conntraceSelector: 'job="conntrace"',
+
+    // The window of every rate in the recording rules (their names end in
+    // :rate5m, so change both together).
+    rateInterval: '5m',
+
+    // ConntraceHighRetransmitRatio: retransmitted / sent TCP data segments
+    // to one peer, above this while at least retransmitMinSegmentsPerSecond
+    // segments a second go to it.
+    retransmitRatioThreshold: 0.05,
+    retransmitMinSegmentsPerSecond: 10,
+    retransmitFor: '10m',
+
+    // ConntraceRTTAboveUsual: mean RTT to a peer over rateInterval above
+    // rttFactor times its mean over rttBaseline, and above rttMinSeconds
+    // (sub-millisecond peers jitter by large factors without harm).
+    rttFactor: 3,
+    rttBaseline: '1d',
+    rttMinSeconds: 0.005,
+    rttMinSamplesPerSecond: 1,
+    rttFor: '15m',
+
+    // ConntraceConnectionFailuresRising: failed / attempted TCP connects
+    // to a peer above this, at least connectionFailuresMinPerSecond.
+    connectionFailureRatioThreshold: 0.1,
+    connectionFailuresMinPerSecond: 0.05,
+    connectionFailuresFor: '10m',
+
+    // ConntraceLosingData: anything in conntrace_lost_total.
+    lostFor: '5m',
+
+    // ConntraceTrackedConnectionsNearLimit: tracked / limit above this.
+    trackedRatioThreshold: 0.9,
+    trackedFor: '15m',
+
+    // ConntraceBPFProgramMisses.
+    missesFor: '5m',
+
+    // ConntraceSeriesOverflow: a client's series reached --collector.max-series.
+    seriesOverflowFor: '15m',
+
+    // ConntraceExporterDown, ConntraceExporterNoData.
+    downFor: '5m',
+    noDataFor: '10m',
+
+    // Dashboards.
+    dashboardNamePrefix: 'conntrace / ',
+    dashboardTags: ['conntrace'],
+    dashboardRefresh: '30s',
+    dashboardTimezone: 'utc',
+  },
+}

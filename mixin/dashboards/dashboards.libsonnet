@@ -1,0 +1,118 @@
+// The dashboards: an overview of the host's traffic, a drill-down on one
+// peer, and the exporter's own health.
+local g = import '../lib/dashboard.libsonnet';
+
+{
+  local c = $._config,
+  // Every query selects with this: the configured selector and the
+  // instance variable.
+  local sel = '%s, instance=~"$instance"' % c.conntraceSelector,
+  local instanceVar = g.queryVariable('instance', 'Instance', 'label_values(up{%s}, instance)' % c.conntraceSelector, multi=true),
+  local peerVar = g.queryVariable('peer', 'Peer', 'label_values(instance_remote_addr:conntrace_sent_bytes:rate5m{%s}, remote_addr)' % sel),
+
+  grafanaDashboards+:: {
+    'conntrace-overview.json': g.dashboard(
+      c,
+      'conntrace-overview.json',
+      'Overview',
+      'Traffic of every traced host: who talks most, retransmissions, round-trip times, connections.',
+      [instanceVar],
+      [
+        g.timeseries('Top talkers out', 'Payload bytes a second sent to the 10 busiest peers.', 'Bps', [
+          g.target('topk(10, sum by (remote_addr) (instance_remote_addr:conntrace_sent_bytes:rate5m{%s}))' % sel, '{{remote_addr}}'),
+        ]),
+        g.timeseries('Top talkers in', 'Payload bytes a second received from the 10 busiest peers.', 'Bps', [
+          g.target('topk(10, sum by (remote_addr) (instance_remote_addr:conntrace_received_bytes:rate5m{%s}))' % sel, '{{remote_addr}}'),
+        ]),
+        g.timeseries('Retransmit ratio, worst peers', 'Retransmitted over sent TCP data segments, for the 10 worst peers.', 'percentunit', [
+          g.target('topk(10, instance_remote_addr:conntrace_retransmit_ratio:rate5m{%s})' % sel, '{{instance}} → {{remote_addr}}'),
+        ]),
+        g.heatmap('RTT distribution', 'Round-trip time samples of every TCP connection, by the kernel-exact power-of-two buckets.', [
+          g.target('sum by (le) (instance_remote_addr:conntrace_rtt_seconds_bucket:rate5m{%s})' % sel, '{{le}}', 'heatmap'),
+        ]),
+        g.timeseries('Open connections', 'Established connections open now, per instance.', 'short', [
+          g.target('sum by (instance) (instance_remote_addr:conntrace_connections:sum{%s})' % sel, '{{instance}}'),
+        ]),
+        g.timeseries('Connections and failures', 'Connections established and TCP connects that failed, a second.', 'cps', [
+          g.target('sum by (instance) (instance_remote_addr:conntrace_connections_opened:rate5m{%s})' % sel, '{{instance}} opened'),
+          g.target('sum by (instance) (instance_remote_addr:conntrace_connection_failures:rate5m{%s})' % sel, '{{instance}} failed'),
+        ]),
+      ],
+    ),
+
+    'conntrace-peer.json': g.dashboard(
+      c,
+      'conntrace-peer.json',
+      'Peer',
+      'One peer (remote address or address group) seen from the selected instances.',
+      [instanceVar, peerVar],
+      [
+        g.timeseries('Bytes', 'Payload bytes a second to and from the peer.', 'Bps', [
+          g.target('sum by (instance) (instance_remote_addr:conntrace_sent_bytes:rate5m{%s, remote_addr="$peer"})' % sel, '{{instance}} sent'),
+          g.target('sum by (instance) (instance_remote_addr:conntrace_received_bytes:rate5m{%s, remote_addr="$peer"})' % sel, '{{instance}} received'),
+        ]),
+        g.timeseries('Retransmit ratio', 'Retransmitted over sent TCP data segments to the peer.', 'percentunit', [
+          g.target('instance_remote_addr:conntrace_retransmit_ratio:rate5m{%s, remote_addr="$peer"}' % sel, '{{instance}}'),
+        ]),
+        g.timeseries('RTT', 'Mean and 99th percentile round-trip time to the peer.', 's', [
+          g.target('instance_remote_addr:conntrace_rtt_seconds:mean5m{%s, remote_addr="$peer"}' % sel, '{{instance}} mean'),
+          g.target('instance_remote_addr:conntrace_rtt_seconds:p99_5m{%s, remote_addr="$peer"}' % sel, '{{instance}} p99'),
+        ]),
+        g.heatmap('RTT distribution', 'Round-trip time samples to the peer.', [
+          g.target('sum by (le) (instance_remote_addr:conntrace_rtt_seconds_bucket:rate5m{%s, remote_addr="$peer"})' % sel, '{{le}}', 'heatmap'),
+        ]),
+        g.timeseries('Open connections by port', 'Connections open to or from the peer, by service port and protocol.', 'short', [
+          g.target('sum by (port, protocol) (conntrace_connections{%s, remote_addr="$peer"})' % sel, '{{protocol}}/{{port}}'),
+        ]),
+        g.timeseries('Bytes by port', 'Payload bytes a second exchanged with the peer, by service port and direction.', 'Bps', [
+          g.target('sum by (port, direction) (rate(conntrace_sent_bytes_total{%s, remote_addr="$peer"}[$__rate_interval]))' % sel, '{{port}} {{direction}} sent'),
+          g.target('sum by (port, direction) (rate(conntrace_received_bytes_total{%s, remote_addr="$peer"}[$__rate_interval]))' % sel, '{{port}} {{direction}} received'),
+        ]),
+        g.timeseries('Connections opened and failed by port', 'Connections established and TCP connects that failed, a second.', 'cps', [
+          g.target('sum by (port) (rate(conntrace_connections_opened_total{%s, remote_addr="$peer"}[$__rate_interval]))' % sel, '{{port}} opened'),
+          g.target('sum by (port) (rate(conntrace_connection_failures_total{%s, remote_addr="$peer"}[$__rate_interval]))' % sel, '{{port}} failed'),
+        ]),
+      ],
+    ),
+
+    'conntrace-health.json': g.dashboard(
+      c,
+      'conntrace-health.json',
+      'Exporter health',
+      "conntrace_exporter's own health: its probes, what it lost, how full its maps are, its clients.",
+      [instanceVar],
+      [
+        g.stat('Up', 'Whether Prometheus could scrape the exporter.', 'none', [
+          g.target('up{%s}' % sel, '{{instance}}'),
+        ]),
+        g.timeseries('Tracked connections', 'TCP connections and UDP flows tracked in the kernel, and the limit (--tracer.max-tracked-connections).', 'short', [
+          g.target('conntrace_tracked_connections{%s}' % sel, '{{instance}} tracked'),
+          g.target('conntrace_tracked_connections_limit{%s}' % sel, '{{instance}} limit'),
+        ]),
+        g.timeseries('Lost', 'What was not counted, a second, by reason.', 'short', [
+          g.target('sum by (instance, reason) (rate(conntrace_lost_total{%s}[$__rate_interval]))' % sel, '{{instance}} {{reason}}'),
+        ]),
+        g.timeseries('BPF program runs', 'Runs a second of each BPF program (with --tracer.bpf-stats).', 'ops', [
+          g.target('sum by (program) (rate(conntrace_bpf_program_runs_total{%s}[$__rate_interval]))' % sel, '{{program}}'),
+        ]),
+        g.timeseries('BPF time per run', 'Mean run time of each BPF program (with --tracer.bpf-stats).', 's', [
+          g.target('sum by (program) (rate(conntrace_bpf_program_run_seconds_total{%s}[$__rate_interval])) / sum by (program) (rate(conntrace_bpf_program_runs_total{%s}[$__rate_interval]))' % [sel, sel], '{{program}}'),
+        ]),
+        g.timeseries('BPF program misses', 'Runs the kernel skipped, a second (another BPF program was running on the CPU).', 'ops', [
+          g.target('sum by (program) (rate(conntrace_bpf_program_misses_total{%s}[$__rate_interval]))' % sel, '{{program}}'),
+        ]),
+        g.timeseries('Clients and series', 'Scrapers (client_id) held, and label sets held for this Prometheus against --collector.max-series.', 'short', [
+          g.target('conntrace_clients{%s}' % sel, '{{instance}} clients'),
+          g.target('conntrace_series{%s}' % sel, '{{instance}} series'),
+          g.target('conntrace_series_limit{%s}' % sel, '{{instance}} series limit'),
+        ]),
+        g.table('Attached programs', 'Every BPF program, its hook and how it is attached.', [
+          g.target('conntrace_bpf_program_info{%s}' % sel),
+        ]),
+        g.table('Kernel capabilities', 'What the kernel offered at start-up (1) or lacked (0); README, Kernel requirements, says what each costs.', [
+          g.target('conntrace_kernel_capability{%s}' % sel),
+        ]),
+      ],
+    ),
+  },
+}

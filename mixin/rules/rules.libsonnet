@@ -1,0 +1,53 @@
+// Per-peer rates: what the alerts and dashboards read. A peer is one
+// remote_addr (or address group) of one exporter (job, instance).
+{
+  local by = 'job, instance, remote_addr',
+  local rate(metric, extra='') =
+    'sum by (%s) (rate(%s{%s%s}[%s]))' % [by, metric, $._config.conntraceSelector, extra, $._config.rateInterval],
+
+  prometheusRules+:: {
+    groups+: [
+      {
+        name: 'conntrace-peer.rules',
+        rules: [
+          { record: 'instance_remote_addr:conntrace_sent_bytes:rate5m', expr: rate('conntrace_sent_bytes_total') },
+          { record: 'instance_remote_addr:conntrace_received_bytes:rate5m', expr: rate('conntrace_received_bytes_total') },
+          { record: 'instance_remote_addr:conntrace_retransmits:rate5m', expr: rate('conntrace_retransmits_total') },
+          { record: 'instance_remote_addr:conntrace_sent_segments:rate5m', expr: rate('conntrace_sent_segments_total') },
+          {
+            record: 'instance_remote_addr:conntrace_retransmit_ratio:rate5m',
+            expr: |||
+              instance_remote_addr:conntrace_retransmits:rate5m{%(conntraceSelector)s}
+                /
+              instance_remote_addr:conntrace_sent_segments:rate5m{%(conntraceSelector)s} > 0
+            ||| % $._config,
+          },
+          { record: 'instance_remote_addr:conntrace_connection_failures:rate5m', expr: rate('conntrace_connection_failures_total') },
+          { record: 'instance_remote_addr:conntrace_tcp_connections_opened:rate5m', expr: rate('conntrace_connections_opened_total', ', protocol="tcp"') },
+          { record: 'instance_remote_addr:conntrace_connections_opened:rate5m', expr: rate('conntrace_connections_opened_total') },
+          {
+            record: 'instance_remote_addr:conntrace_connections:sum',
+            expr: 'sum by (%s) (conntrace_connections{%s})' % [by, $._config.conntraceSelector],
+          },
+          {
+            record: 'instance_remote_addr:conntrace_rtt_seconds_bucket:rate5m',
+            expr: 'sum by (%s, le) (rate(conntrace_rtt_seconds_bucket{%s}[%s]))' % [by, $._config.conntraceSelector, $._config.rateInterval],
+          },
+          { record: 'instance_remote_addr:conntrace_rtt_seconds_count:rate5m', expr: rate('conntrace_rtt_seconds_count') },
+          {
+            record: 'instance_remote_addr:conntrace_rtt_seconds:mean5m',
+            expr: |||
+              %s
+                /
+              instance_remote_addr:conntrace_rtt_seconds_count:rate5m > 0
+            ||| % rate('conntrace_rtt_seconds_sum'),
+          },
+          {
+            record: 'instance_remote_addr:conntrace_rtt_seconds:p99_5m',
+            expr: 'histogram_quantile(0.99, instance_remote_addr:conntrace_rtt_seconds_bucket:rate5m{%(conntraceSelector)s})' % $._config,
+          },
+        ],
+      },
+    ],
+  },
+}

@@ -341,16 +341,21 @@ func verifyPrometheus(ctx context.Context, t *testing.T, base string, checks []p
 }
 
 // startPrometheus starts Prometheus with a 1s scrape of the exporter as
-// client promClient and returns its base URL. Its log goes to a file that
+// client promClient, and the rule files evaluated every second, and
+// returns its base URL. Its log goes to a file that
 // is shown if the test fails.
-func startPrometheus(t *testing.T, bin, target string) string {
+func startPrometheus(t *testing.T, bin, target string, ruleFiles ...string) string {
 	t.Helper()
 	dir := t.TempDir()
+	rules := ""
+	if len(ruleFiles) > 0 {
+		rules = "rule_files: ['" + strings.Join(ruleFiles, "', '") + "']\n"
+	}
 	config := fmt.Sprintf(`global:
   scrape_interval: 1s
   scrape_timeout: 1s
   evaluation_interval: 1s
-scrape_configs:
+`+rules+`scrape_configs:
   - job_name: %s
     scrape_interval: 1s
     scrape_timeout: 1s

@@ -1,0 +1,189 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/conntrace/conntrace_exporter/internal/nettest"
+	"github.com/conntrace/conntrace_exporter/mixin"
+)
+
+// The mixin as the test loads it: the retransmit alert with a low
+// threshold and no wait, and the exporter-health alerts with no wait, so
+// that a healthy exporter proves they stay quiet.
+const mixinTestConfig = `{
+  retransmitRatioThreshold: 0.001,
+  retransmitMinSegmentsPerSecond: 0.1,
+  retransmitFor: '0s',
+  lostFor: '0s',
+  noDataFor: '0s',
+  downFor: '0s',
+  trackedFor: '0s',
+}`
+
+// TestMixinAgainstPrometheus: Debian's Prometheus loads the mixin's rules
+// and scrapes the exporter while traffic with induced loss runs between
+// two namespaces. The retransmit alert fires for the server's address,
+// the exporter's own alerts stay quiet, and every dashboard query returns
+// data.
+func TestMixinAgainstPrometheus(t *testing.T) {
+	nettest.RequireRoot(t)
+	prometheus := requireTool(t, prometheusBin)
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Fatalf("nft (nftables) is needed to drop packets: %v", err)
+	}
+	bin := buildExporter(t)
+
+	r, err := mixin.Render(mixinTestConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	var ruleFiles []string
+	for name, body := range map[string][]byte{"rules.yaml": r.Rules, "alerts.yaml": r.Alerts} {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, body, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		ruleFiles = append(ruleFiles, path)
+	}
+
+	pair := nettest.NewPair(t)
+	ln, err := pair.Listen("tcp4", net.JoinHostPort(serverAddr, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	port := ln.Addr().(*net.TCPAddr).Port
+	// Drop one in four data segments reaching the server: the client
+	// retransmits. The table lives in the test's namespace and goes with it.
+	rules := fmt.Sprintf(`table inet conntrace_e2e {
+	chain input {
+		type filter hook input priority 0; policy accept;
+		tcp dport %d meta length > 200 numgen random mod 4 == 0 drop
+	}
+}`, port)
+	nft := exec.Command("ip", "netns", "exec", pair.ServerName, "nft", "-f", "-")
+	nft.Stdin = strings.NewReader(rules)
+	if out, err := nft.CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v: %s", err, out)
+	}
+
+	exporterAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	exp := exec.Command(bin, "--web.listen-address="+exporterAddr, "--tracer.bpf-stats")
+	expLog := &lineLogger{t: t, prefix: "exporter: "}
+	exp.Stderr = expLog
+	exporter := start(t, exp)
+	exporter.stderr = expLog
+	waitHTTP(t, exporter, "http://"+exporterAddr+"/metrics?client_id=readiness", 20*time.Second)
+	promBase := startPrometheus(t, prometheus, exporterAddr, ruleFiles...)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	waitPrometheus(ctx, t, promBase, []promCheck{{fmt.Sprintf(`up{job=%q}`, job), 1}}, 20*time.Second)
+
+	// Traffic until the test ends: 256 KiB up, 4 KiB down per connection.
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			exchange(t, pair, ln, 256<<10, 4<<10)
+		}
+	}()
+	defer func() {
+		close(stop)
+		wg.Wait()
+	}()
+
+	firing := `ALERTS{alertname="ConntraceHighRetransmitRatio",alertstate="firing",remote_addr="` + serverAddr + `"}`
+	waitPrometheus(ctx, t, promBase, []promCheck{{firing, 1}}, 60*time.Second)
+
+	// A healthy exporter: none of its own alerts fire, even without a wait.
+	for _, name := range []string{"ConntraceLosingData", "ConntraceExporterNoData", "ConntraceExporterDown", "ConntraceTrackedConnectionsNearLimit"} {
+		n, err := promCount(ctx, promBase, `ALERTS{alertname="`+name+`"}`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != 0 {
+			t.Errorf("%s is pending or firing for a healthy exporter", name)
+		}
+	}
+
+	// Every dashboard query returns data (Grafana's variables filled in as
+	// a user on the peer dashboard would).
+	queries := mixin.DashboardQueries(r, "1m", ".+", serverAddr)
+	if len(queries) < 20 {
+		t.Fatalf("only %d dashboard queries", len(queries))
+	}
+	var empty []string
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		empty = empty[:0]
+		for _, q := range queries {
+			n, err := promCount(ctx, promBase, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n == 0 {
+				empty = append(empty, q)
+			}
+		}
+		if len(empty) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if len(empty) > 0 {
+		t.Errorf("%d of %d dashboard queries return no data:\n  %s", len(empty), len(queries), strings.Join(empty, "\n  "))
+	}
+	t.Logf("%d dashboard queries return data; ConntraceHighRetransmitRatio fired for %s", len(queries), serverAddr)
+}
+
+// promCount runs an instant query and returns how many samples it gave.
+func promCount(ctx context.Context, base, query string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/query?query="+url.QueryEscape(query), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	var res struct {
+		Status, Error string
+		Data          struct {
+			Result []json.RawMessage
+		}
+	}
+	if err := json.Unmarshal(body, &res); err != nil {
+		return 0, fmt.Errorf("query %s: %s: %w", query, resp.Status, err)
+	}
+	if res.Status != "success" {
+		return 0, fmt.Errorf("query %s: %s", query, res.Error)
+	}
+	return len(res.Data.Result), nil
+}

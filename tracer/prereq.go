@@ -17,10 +17,11 @@ var vmlinuxBTF = "/sys/kernel/btf/vmlinux"
 
 // capability numbers from linux/capability.h.
 const (
-	capNetAdmin = 12
-	capSysAdmin = 21
-	capPerfmon  = 38
-	capBPF      = 39
+	capNetAdmin  = 12
+	capSysPtrace = 19
+	capSysAdmin  = 21
+	capPerfmon   = 38
+	capBPF       = 39
 )
 
 // checkPrerequisites says, before anything is loaded, what is missing:
@@ -46,13 +47,39 @@ func checkPrerequisites(cfg *Config) (string, error) {
 	return path, nil
 }
 
-func checkCapabilities() error {
+// effectiveCapabilities returns a test of the process's effective
+// capabilities.
+func effectiveCapabilities() (func(c uint) bool, error) {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
 	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return fmt.Errorf("reading the process capabilities: %w", err)
+		return nil, fmt.Errorf("reading the process capabilities: %w", err)
 	}
-	has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+	return func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }, nil
+}
+
+// optionalCapabilities lists the capabilities the tracer runs without, and
+// what each costs; said at start-up.
+func optionalCapabilities() []string {
+	has, err := effectiveCapabilities()
+	if err != nil {
+		return nil
+	}
+	var out []string
+	if !has(capSysAdmin) {
+		out = append(out, "CAP_SYS_ADMIN: NAT (conntrack) and listening ports are not read in other network namespaces (entering one needs it), and --tracer.bpf-stats cannot be used")
+	}
+	if !has(capSysPtrace) {
+		out = append(out, "CAP_SYS_PTRACE: the network namespaces of other users' processes (containers) cannot be opened, so their NAT is not read")
+	}
+	return out
+}
+
+func checkCapabilities() error {
+	has, err := effectiveCapabilities()
+	if err != nil {
+		return err
+	}
 	var missing []string
 	if !has(capSysAdmin) {
 		if !has(capBPF) {

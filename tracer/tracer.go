@@ -74,6 +74,9 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, c := range optionalCapabilities() {
+		level.Warn(logger).Log("msg", "capability missing", "capability", c)
+	}
 	support := KernelSupport()
 	t := &Tracer{
 		cfg:     cfg,

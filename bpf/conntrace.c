@@ -656,6 +656,8 @@ int seed_listeners(struct bpf_iter__task_file *ctx)
 	 * holds the TCP listener inside; it has the same port and netns, and
 	 * its accepted fallback connections are plain TCP sockets. */
 	proto = sk->sk_protocol;
+	if (proto == IPPROTO_UDP)
+		bpf_get_socket_cookie(sk); /* made now, for the UDP kprobes (udp.h, sk_cookie) */
 	if (proto != IPPROTO_TCP && proto != IPPROTO_MPTCP)
 		return 0;
 	if (sk->__sk_common.skc_state == TCP_LISTEN)

@@ -192,6 +192,7 @@ const (
 	ConntraceProgUdpRecvmsg6           = "udp_recvmsg6"
 	ConntraceProgUdpSendmsg4           = "udp_sendmsg4"
 	ConntraceProgUdpSendmsg6           = "udp_sendmsg6"
+	ConntraceProgUdpSockCookie         = "udp_sock_cookie"
 	ConntraceVarCollectIpv6            = "collect_ipv6"
 	ConntraceVarCollectUdp             = "collect_udp"
 	ConntraceVarDnsOn                  = "dns_on"
@@ -273,6 +274,7 @@ type ConntraceProgramSpecs struct {
 	UdpRecvmsg6           *ebpf.ProgramSpec `ebpf:"udp_recvmsg6"`
 	UdpSendmsg4           *ebpf.ProgramSpec `ebpf:"udp_sendmsg4"`
 	UdpSendmsg6           *ebpf.ProgramSpec `ebpf:"udp_sendmsg6"`
+	UdpSockCookie         *ebpf.ProgramSpec `ebpf:"udp_sock_cookie"`
 }
 
 // ConntraceMapSpecs contains maps before they are loaded into the kernel.
@@ -416,6 +418,7 @@ type ConntracePrograms struct {
 	UdpRecvmsg6           *ebpf.Program `ebpf:"udp_recvmsg6"`
 	UdpSendmsg4           *ebpf.Program `ebpf:"udp_sendmsg4"`
 	UdpSendmsg6           *ebpf.Program `ebpf:"udp_sendmsg6"`
+	UdpSockCookie         *ebpf.Program `ebpf:"udp_sock_cookie"`
 }
 
 func (p *ConntracePrograms) Close() error {
@@ -441,6 +444,7 @@ func (p *ConntracePrograms) Close() error {
 		p.UdpRecvmsg6,
 		p.UdpSendmsg4,
 		p.UdpSendmsg6,
+		p.UdpSockCookie,
 	)
 }
 

@@ -137,9 +137,11 @@ static __always_inline void connected_peer(struct sock *sk, struct udp_peer *p, 
 }
 
 /* sk_cookie: the socket's cookie. A kprobe cannot call
- * bpf_get_socket_cookie; it reads the cookie if something generated it (the
- * cgroup sendmsg hook, a sock_diag dump, …) and otherwise keys the flow by
- * the socket's address, which is unique while the socket lives. */
+ * bpf_get_socket_cookie (cookies are made on first use); with the kprobes,
+ * udp_sock_cookie (udp_kprobe.h) makes one for every UDP socket created,
+ * and seed_listeners for those that existed at start-up. A socket without
+ * one (made between the two) is keyed by its address, unique while it
+ * lives. */
 static __always_inline __u64 sk_cookie(struct sock *sk, bool probed)
 {
 	__u64 c;
@@ -150,9 +152,12 @@ static __always_inline __u64 sk_cookie(struct sock *sk, bool probed)
 	return c ? c : (__u64)sk;
 }
 
-/* sk_bits reads sk_protocol and sk_userlocks, which were bitfields before
- * Linux 5.6, when a kprobe may run. */
-#define SK_BITS(probed, sk, f) ((probed) ? (__u32)BPF_CORE_READ_BITFIELD_PROBED(sk, f) : (__u32)(sk)->f)
+/* sk_userlocks was a 4-bit bitfield until Linux 6.9 (sk_protocol until 5.6,
+ * before any kernel the tracepoints or this exporter run on): a plain read
+ * would be relocated to the containing byte and mix in its neighbours.
+ * Read once per new flow, so the probe-read costs little. */
+#define SK_USERLOCKS(sk) ((__u32)BPF_CORE_READ_BITFIELD_PROBED(sk, sk_userlocks))
+#define SK_PROTOCOL(probed, sk) ((probed) ? (__u32)BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) : (__u32)(sk)->sk_protocol)
 
 static __always_inline void udp_account(struct sock *sk, struct udp_peer *peer, __u64 bytes, bool sent, bool probed)
 {
@@ -180,7 +185,7 @@ static __always_inline void udp_account(struct sock *sk, struct udp_peer *peer, 
 		__builtin_memcpy(nf.laddr, tmp.saddr, 16);
 		nf.sport = tmp.sport;
 		nf.family = peer->family;
-		nf.direction = (SK_BITS(probed, sk, sk_userlocks) & SOCK_BINDPORT_LOCK) ? DIR_INCOMING : DIR_NONE;
+		nf.direction = (SK_USERLOCKS(sk) & SOCK_BINDPORT_LOCK) ? DIR_INCOMING : DIR_NONE;
 		err = bpf_map_update_elem(&udp_flows, &key, &nf, BPF_NOEXIST);
 		if (err && err != -17 /* EEXIST: another CPU created it */) {
 			__sync_fetch_and_add(&lost_udp_flows_full, 1);
@@ -202,17 +207,25 @@ static __always_inline void udp_length(void *peers, struct sock *sk, int ret, in
 	__u64 id = bpf_get_current_pid_tgid();
 	struct udp_peer peer, *p;
 
-	if (!collect_udp || SK_BITS(probed, sk, sk_protocol) != IPPROTO_UDP)
+	if (!collect_udp)
 		return;
+	__builtin_memset(&peer, 0, sizeof(peer)); /* else clang may read it uninitialised */
+	/* Take the call's peer first, whatever the call: an entry left behind
+	 * (UDP-Lite goes through the same hooks) would be charged to the
+	 * thread's next call. */
 	p = bpf_map_lookup_elem(peers, &id);
 	if (p) {
 		peer = *p;
 		bpf_map_delete_elem(peers, &id);
-	} else {
-		connected_peer(sk, &peer, probed);
 	}
-	if (ret <= 0 || (flags & MSG_PEEK))
+	if (SK_PROTOCOL(probed, sk) != IPPROTO_UDP)
 		return;
+	/* Peeks are read again; error-queue reads return an ICMP error's
+	 * quote or a looped-back sent packet, not data from the peer. */
+	if (ret <= 0 || (flags & (MSG_PEEK | MSG_ERRQUEUE)))
+		return;
+	if (!p)
+		connected_peer(sk, &peer, probed);
 	udp_account(sk, &peer, ret, sent, probed);
 }
 

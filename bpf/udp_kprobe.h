@@ -14,6 +14,9 @@
  * return consumes the remembered call, the outer one finds nothing, so the
  * datagram is counted once. The cgroup sendmsg/recvmsg hooks still give
  * the peer of unconnected calls; they run inside these functions.
+ *
+ *   cgroup/sock_create  makes the cookie of every new UDP socket, which a
+ *                       kprobe can read but not make (udp.h, sk_cookie)
  * Included from conntrace.c.
  */
 
@@ -43,6 +46,10 @@ static __always_inline int udp_call_enter(struct sock *sk, int flags, bool sent)
 
 	if (!collect_udp)
 		return 0;
+	/* The cgroup hook of this call runs inside it, after this probe: a
+	 * peer already remembered for the thread is left from a call whose
+	 * return was missed (kretprobe instances exhausted), and stale. */
+	bpf_map_delete_elem(sent ? (void *)&udp_send_peer : (void *)&udp_recv_peer, &id);
 	c.sk = (__u64)sk;
 	c.flags = flags;
 	c.sent = sent;
@@ -101,3 +108,11 @@ int BPF_KRETPROBE(kretprobe_udp_recvmsg, int ret) { return udp_call_return(ret);
 
 SEC("kretprobe/udpv6_recvmsg")
 int BPF_KRETPROBE(kretprobe_udpv6_recvmsg, int ret) { return udp_call_return(ret); }
+
+SEC("cgroup/sock_create")
+int udp_sock_cookie(struct bpf_sock *ctx)
+{
+	if (ctx->protocol == IPPROTO_UDP)
+		bpf_get_socket_cookie(ctx);
+	return 1; /* never refuse a socket */
+}

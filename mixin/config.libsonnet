@@ -16,10 +16,13 @@
     retransmitFor: '10m',
 
     // ConntraceRTTAboveUsual: mean RTT to a peer over rateInterval above
-    // rttFactor times its mean over rttBaseline, and above rttMinSeconds
-    // (sub-millisecond peers jitter by large factors without harm).
+    // rttFactor times its mean over rttBaseline ending rttBaselineOffset
+    // ago (so that the anomaly is not its own baseline), and above
+    // rttMinSeconds (sub-millisecond peers jitter by large factors
+    // without harm).
     rttFactor: 3,
     rttBaseline: '1d',
+    rttBaselineOffset: '1h',
     rttMinSeconds: 0.005,
     rttMinSamplesPerSecond: 1,
     rttFor: '15m',
@@ -30,7 +33,10 @@
     connectionFailuresMinPerSecond: 0.05,
     connectionFailuresFor: '10m',
 
-    // ConntraceLosingData: anything in conntrace_lost_total.
+    // ConntraceLosingData and ConntraceBPFProgramMisses: anything lost in
+    // the last lostWindow, for lostFor (the window is longer than the
+    // wait, so that a single burst fires).
+    lostWindow: '15m',
     lostFor: '5m',
 
     // ConntraceTrackedConnectionsNearLimit: tracked / limit above this.
@@ -40,7 +46,7 @@
     // ConntraceBPFProgramMisses.
     missesFor: '5m',
 
-    // ConntraceSeriesOverflow: a client's series reached --collector.max-series.
+    // ConntraceSeriesOverflow: a client's label sets reached --collector.max-series.
     seriesOverflowFor: '15m',
 
     // ConntraceExporterDown, ConntraceExporterNoData.

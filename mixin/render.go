@@ -4,6 +4,7 @@
 package mixin
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
@@ -55,21 +56,24 @@ local m = (import 'mixin.libsonnet') + { _config+:: %s };
 		if err := json.Unmarshal(d, &v); err != nil {
 			return nil, err
 		}
-		b, err := json.MarshalIndent(v, "", "  ")
-		if err != nil {
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false) // PromQL's > and < stay readable
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(v); err != nil {
 			return nil, err
 		}
-		r.Dashboards[name] = append(b, '\n')
+		r.Dashboards[name] = b.Bytes()
 	}
 	return r, nil
 }
 
 // DashboardQueries returns every query of the dashboards with Grafana's
-// variables filled in: rateInterval for $__rate_interval, instance (a
-// regexp) for $instance, peer for $peer.
+// variables filled in: rateInterval for $__rate_interval and $__range,
+// instance (a regexp) for $instance, peer for $peer.
 func DashboardQueries(r *Rendered, rateInterval, instance, peer string) []string {
 	var out []string
-	repl := strings.NewReplacer("$__rate_interval", rateInterval, "$instance", instance, "$peer", peer)
+	repl := strings.NewReplacer("$__rate_interval", rateInterval, "$__range", rateInterval, "$instance", instance, "$peer", peer)
 	for _, raw := range r.Dashboards {
 		var d struct {
 			Panels []struct {

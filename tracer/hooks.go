@@ -25,7 +25,10 @@ const (
 var (
 	udpCgroupPrograms     = []string{"udp_sendmsg4", "udp_sendmsg6", "udp_recvmsg4", "udp_recvmsg6"}
 	udpTracepointPrograms = []string{"handle_send_length", "handle_recv_length"}
-	udpKprobes            = []struct {
+	// udpSockCookie makes the cookie of new UDP sockets, which the kprobes
+	// read but cannot make.
+	udpSockCookie = "udp_sock_cookie"
+	udpKprobes    = []struct {
 		program, function string
 		ret, ipv6         bool
 	}{
@@ -71,7 +74,7 @@ func chooseUDPHook(want string, caps []Capability) (hook, why string, err error)
 	}
 	kp := true
 	var kpMissing []string
-	for _, name := range []string{"kprobes", "function:udp_sendmsg", "function:udp_recvmsg"} {
+	for _, name := range []string{"kprobes", "probe_read_kernel", "function:udp_sendmsg", "function:udp_recvmsg"} {
 		if ok, reason := has(name); !ok {
 			kp = false
 			kpMissing = append(kpMissing, name+": "+reason)
@@ -107,6 +110,7 @@ func (t *Tracer) unusedPrograms() []string {
 		for _, k := range udpKprobes {
 			out = append(out, k.program)
 		}
+		out = append(out, udpSockCookie)
 	}
 	if t.udpHook == "" {
 		out = append(out, udpCgroupPrograms...)

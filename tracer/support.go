@@ -79,6 +79,10 @@ func KernelSupport() []Capability {
 	_, kpErr := os.Stat("/sys/bus/event_source/devices/kprobe/type")
 	caps = append(caps, Capability{Name: "kprobes", Available: kpErr == nil,
 		Costs: "UDP on kernels without the UDP length tracepoints (the kprobe fallback); nothing where they exist", Reason: reasonOf(kpErr)})
+	lockdown := readLockdown("/sys/kernel/security/lockdown")
+	caps = append(caps, Capability{Name: "probe_read_kernel", Available: lockdown != "confidentiality",
+		Costs:  "the UDP kprobe fallback (kprobes must read kernel memory)",
+		Reason: map[bool]string{true: "lockdown=confidentiality refuses bpf_probe_read_kernel and kprobes"}[lockdown == "confidentiality"]})
 	for _, fn := range kprobeFunctions {
 		c := Capability{Name: "function:" + fn.name, Costs: "the UDP kprobe fallback"}
 		if !fn.required {
@@ -117,6 +121,21 @@ func IsTracerSupportedByOS() (bool, string) {
 		return false, "missing " + strings.Join(missing, ", ")
 	}
 	return true, ""
+}
+
+// readLockdown returns the kernel's lockdown mode (none, integrity,
+// confidentiality), or "" when securityfs is not readable.
+func readLockdown(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	for _, f := range strings.Fields(string(b)) {
+		if strings.HasPrefix(f, "[") && strings.HasSuffix(f, "]") {
+			return strings.Trim(f, "[]")
+		}
+	}
+	return ""
 }
 
 func reasonOf(err error) string {

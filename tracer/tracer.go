@@ -210,6 +210,14 @@ func (t *Tracer) load() error {
 		opts.Programs.LogLevel = ebpf.LogLevelInstruction
 	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, *opts)
+	if err != nil && t.udpHook == UDPHookKprobe && t.cfg.UDPHook == UDPHookAuto {
+		// The fallback was chosen, not asked for: without it the tracer
+		// still runs, without UDP.
+		level.Warn(t.logger).Log("msg", "UDP is not traced: the kprobe fallback did not load", "err", err)
+		t.udpHook = ""
+		t.cfg.CollectUDPConns = false
+		return t.load()
+	}
 	if err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -304,7 +312,7 @@ func (t *Tracer) attachUDP(cgroupPath string) error {
 		t.attachments = append(t.attachments, Attachment{Program: h.name, Hook: "cgroup " + cgroupPath + " " + h.hook, Attach: "cgroup_sock_addr"})
 	}
 	if t.udpHook == UDPHookKprobe {
-		return t.attachUDPKprobes()
+		return t.attachUDPKprobes(cgroupPath)
 	}
 	for _, tp := range []struct {
 		prog *ebpf.Program
@@ -324,11 +332,24 @@ func (t *Tracer) attachUDP(cgroupPath string) error {
 	return nil
 }
 
-// attachUDPKprobes attaches the kprobe fallback for the UDP byte counts.
-// The IPv6 functions may be missing (IPv6 built as a module and not
-// loaded): IPv6 UDP is then not counted, and start-up says so.
-func (t *Tracer) attachUDPKprobes() error {
+// kretprobeMaxActive is how many calls of one function a kretprobe can
+// follow at once. The kernel's default (about twice the CPUs) is far too few
+// for udp_recvmsg, where every thread blocked in recvfrom() holds one: a
+// return without an instance is missed, and its bytes with it.
+const kretprobeMaxActive = 4096
+
+// attachUDPKprobes attaches the kprobe fallback for the UDP byte counts and
+// the program that gives new UDP sockets a cookie. The IPv6 functions may
+// be missing (IPv6 built as a module and not loaded): IPv6 UDP is then not
+// counted, and start-up says so.
+func (t *Tracer) attachUDPKprobes(cgroupPath string) error {
 	progs := t.programs()
+	l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: ebpf.AttachCGroupInetSockCreate, Program: progs[udpSockCookie]})
+	if err != nil {
+		return fmt.Errorf("attaching %s to the cgroup v2 root %s (sock_create): %w", udpSockCookie, cgroupPath, err)
+	}
+	t.links = append(t.links, l)
+	t.attachments = append(t.attachments, Attachment{Program: udpSockCookie, Hook: "cgroup " + cgroupPath + " sock_create", Attach: "cgroup_sock"})
 	for _, k := range udpKprobes {
 		var (
 			l    link.Link
@@ -337,7 +358,13 @@ func (t *Tracer) attachUDPKprobes() error {
 		)
 		if k.ret {
 			mode = "kretprobe"
-			l, err = link.Kretprobe(k.function, progs[k.program], nil)
+			// maxactive needs a tracefs kprobe; without tracefs, the
+			// kernel's default and a warning.
+			l, err = link.Kretprobe(k.function, progs[k.program], &link.KprobeOptions{RetprobeMaxActive: kretprobeMaxActive})
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				level.Warn(t.logger).Log("msg", "kretprobe without maxactive: calls beyond about twice the CPUs at once (blocked receivers) are missed", "function", k.function, "err", err)
+				l, err = link.Kretprobe(k.function, progs[k.program], nil)
+			}
 		} else {
 			l, err = link.Kprobe(k.function, progs[k.program], nil)
 		}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/conntrace/conntrace_exporter/internal/nettest"
 )
 
@@ -190,4 +192,52 @@ func TestUDPIdleFlowClosedOnce(t *testing.T) {
 	// New traffic after the close is a new flow.
 	c.Write(make([]byte, 5))
 	o.waitFor("a second flow", func(tot map[string]*kTotals) bool { return tot["client"].opened == 2 && tot["client"].sent == 326 })
+}
+
+// Reading a UDP socket's error queue (IP_RECVERR) returns the quote of an
+// ICMP error, which the peer never sent: not counted as received.
+func TestUDPErrorQueueNotCounted(t *testing.T) {
+	tr := newTestTracer(t, nil)
+	p := nettest.NewPair(t)
+	const port = 7009 // nothing listens: the server namespace answers port unreachable
+	o := newObserver(t, tr, t.Name(), udpEnds(p, false, port))
+	var fd int
+	if err := nettest.Do(p.Client, func() (err error) {
+		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		return
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_RECVERR, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Port: port, Addr: p.Server4.As4()}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 100
+	if _, err := unix.Write(fd, bytes.Repeat([]byte{'e'}, n)); err != nil {
+		t.Fatal(err)
+	}
+	buf, oob := make([]byte, 1500), make([]byte, 512)
+	var quoted int
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		m, _, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+		if err == nil {
+			quoted = m
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no ICMP error queued for a datagram to a closed port: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if quoted != n {
+		t.Fatalf("the error queue returned %d bytes, want the %d quoted", quoted, n)
+	}
+	o.waitFor("the datagram sent", func(tot map[string]*kTotals) bool { return tot["client"].sent == n })
+	time.Sleep(50 * time.Millisecond)
+	o.poll()
+	checkTotals(t, o, "client", n, 0)
 }

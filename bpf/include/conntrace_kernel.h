@@ -69,6 +69,7 @@ enum {
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
 #define MSG_PEEK 2
+#define MSG_ERRQUEUE 0x2000
 /* sk_userlocks: the user bound the port explicitly (bind() with a port). */
 #define SOCK_BINDPORT_LOCK 8
 #define IPPROTO_MPTCP 262
@@ -87,7 +88,13 @@ enum sock_flags { SOCK_DEAD = 0, SOCK_DONE = 1 };
 		__u64 : 64;              \
 	} __attribute__((aligned(8)))
 
-struct bpf_sock;
+/* The context of cgroup/sock_create (UAPI: fixed offsets). */
+struct bpf_sock {
+	__u32 bound_dev_if;
+	__u32 family;
+	__u32 type;
+	__u32 protocol;
+};
 
 /* The registers a kprobe sees (bpf_tracing.h's PT_REGS_* read them); only
  * the UDP fallback (udp_kprobe.h) uses them. bpf2go builds one object per

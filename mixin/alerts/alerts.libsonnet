@@ -1,7 +1,9 @@
 // Alerts on the network (per peer) and on the exporter itself. Each has a
 // runbook section in mixin/README.md, linked by runbook_url.
 {
-  local c = $._config,
+  // The network alerts leave out the overflow series (labels "overflow"):
+  // it mixes every peer beyond --collector.max-series.
+  local c = $._config { peerSelector: $._config.conntraceSelector + ', remote_addr!="overflow"' },
   local runbook(name) = 'https://github.com/conntrace/conntrace_exporter/blob/main/mixin/README.md#' + std.asciiLower(name),
   local alert(name, severity, expr, forDuration, summary, description) = {
     alert: name,
@@ -24,43 +26,43 @@
             'ConntraceHighRetransmitRatio',
             'warning',
             |||
-              instance_remote_addr:conntrace_retransmit_ratio:rate5m{%(conntraceSelector)s} > %(retransmitRatioThreshold)g
+              instance_remote_addr:conntrace_retransmit_ratio:rate5m{%(peerSelector)s} > %(retransmitRatioThreshold)g
               and
-              instance_remote_addr:conntrace_sent_segments:rate5m{%(conntraceSelector)s} > %(retransmitMinSegmentsPerSecond)g
+              instance_remote_addr:conntrace_sent_segments:rate5m{%(peerSelector)s} > %(retransmitMinSegmentsPerSecond)g
             ||| % c,
             c.retransmitFor,
             'TCP segments to a peer are often retransmitted.',
-            '{{ $value | humanizePercentage }} of the TCP data segments {{ $labels.instance }} sends to {{ $labels.remote_addr }} are retransmissions (threshold %g%%): packets are lost on the way, or the peer is overloaded.' % (c.retransmitRatioThreshold * 100),
+            '{{ $labels.instance }} retransmits {{ $value | humanizePercentage }} as many TCP segments to {{ $labels.remote_addr }} as it sends data segments (threshold %g%%): packets are lost on the way, or the peer is overloaded.' % (c.retransmitRatioThreshold * 100),
           ),
           alert(
             'ConntraceRTTAboveUsual',
             'warning',
             |||
-              instance_remote_addr:conntrace_rtt_seconds:mean5m{%(conntraceSelector)s}
-                > %(rttFactor)g * avg_over_time(instance_remote_addr:conntrace_rtt_seconds:mean5m{%(conntraceSelector)s}[%(rttBaseline)s])
+              instance_remote_addr:conntrace_rtt_seconds:mean5m{%(peerSelector)s}
+                > %(rttFactor)g * avg_over_time(instance_remote_addr:conntrace_rtt_seconds:mean5m{%(peerSelector)s}[%(rttBaseline)s] offset %(rttBaselineOffset)s)
               and
-              instance_remote_addr:conntrace_rtt_seconds:mean5m{%(conntraceSelector)s} > %(rttMinSeconds)g
+              instance_remote_addr:conntrace_rtt_seconds:mean5m{%(peerSelector)s} > %(rttMinSeconds)g
               and
-              instance_remote_addr:conntrace_rtt_seconds_count:rate5m{%(conntraceSelector)s} > %(rttMinSamplesPerSecond)g
+              instance_remote_addr:conntrace_rtt_seconds_count:rate5m{%(peerSelector)s} > %(rttMinSamplesPerSecond)g
             ||| % c,
             c.rttFor,
             'Round-trip time to a peer is far above its usual.',
-            'The mean RTT from {{ $labels.instance }} to {{ $labels.remote_addr }} is {{ $value | humanizeDuration }}, more than %g times its mean over the last %s.' % [c.rttFactor, c.rttBaseline],
+            'The mean RTT from {{ $labels.instance }} to {{ $labels.remote_addr }} is {{ $value | humanizeDuration }}, more than %g times its mean over the %s before the last %s.' % [c.rttFactor, c.rttBaseline, c.rttBaselineOffset],
           ),
           alert(
             'ConntraceConnectionFailuresRising',
             'warning',
             |||
-              instance_remote_addr:conntrace_connection_failures:rate5m{%(conntraceSelector)s}
+              instance_remote_addr:conntrace_connection_failures:rate5m{%(peerSelector)s}
                 /
               (
-                instance_remote_addr:conntrace_connection_failures:rate5m{%(conntraceSelector)s}
+                instance_remote_addr:conntrace_connection_failures:rate5m{%(peerSelector)s}
                 + on (job, instance, remote_addr)
-                instance_remote_addr:conntrace_tcp_connections_opened:rate5m{%(conntraceSelector)s}
+                instance_remote_addr:conntrace_outgoing_tcp_connections_opened:rate5m{%(peerSelector)s}
               )
                 > %(connectionFailureRatioThreshold)g
               and
-              instance_remote_addr:conntrace_connection_failures:rate5m{%(conntraceSelector)s} > %(connectionFailuresMinPerSecond)g
+              instance_remote_addr:conntrace_connection_failures:rate5m{%(peerSelector)s} > %(connectionFailuresMinPerSecond)g
             ||| % c,
             c.connectionFailuresFor,
             'TCP connections to a peer are failing.',
@@ -74,10 +76,11 @@
           alert(
             'ConntraceLosingData',
             'warning',
-            'sum by (job, instance, reason) (increase(conntrace_lost_total{%(conntraceSelector)s}[%(rateInterval)s])) > 0' % c,
+            // recursion_misses: ConntraceBPFProgramMisses says which program.
+            'sum by (job, instance, reason) (increase(conntrace_lost_total{%(conntraceSelector)s, reason!="recursion_misses"}[%(lostWindow)s])) > 0' % c,
             c.lostFor,
             'The exporter is not counting everything.',
-            'conntrace_exporter on {{ $labels.instance }} lost {{ $value | humanize }} connections or events in the last %s, reason {{ $labels.reason }}: its traffic counters are below the truth.' % c.rateInterval,
+            'conntrace_exporter on {{ $labels.instance }} lost {{ $value | humanize }} connections or events in the last %s, reason {{ $labels.reason }}: its traffic counters are below the truth.' % c.lostWindow,
           ),
           alert(
             'ConntraceTrackedConnectionsNearLimit',
@@ -96,21 +99,21 @@
             'ConntraceBPFProgramMisses',
             'warning',
             |||
-              sum by (job, instance, program) (increase(conntrace_bpf_program_misses_total{%(conntraceSelector)s}[%(rateInterval)s])) > 0
+              sum by (job, instance, program) (increase(conntrace_bpf_program_misses_total{%(conntraceSelector)s}[%(lostWindow)s])) > 0
               or
-              sum by (job, instance, probe) (delta(conntrace_probe_misses{%(conntraceSelector)s}[%(rateInterval)s])) > 0
+              sum by (job, instance, probe) (delta(conntrace_probe_misses{%(conntraceSelector)s}[%(lostWindow)s])) > 0
             ||| % c,
             c.missesFor,
             'Kernel probes are missing events.',
-            'On {{ $labels.instance }}, {{ if $labels.program }}BPF program {{ $labels.program }}{{ else }}kprobe {{ $labels.probe }}{{ end }} missed {{ $value | humanize }} runs in the last %s: the events it did not see are not counted.' % c.rateInterval,
+            "On {{ $labels.instance }}, {{ if $labels.program }}BPF program {{ $labels.program }} missed {{ $value | humanize }} runs in the last %s: the events it did not see are not counted.{{ else }}kprobe {{ $labels.probe }} missed {{ $value | humanize }} hits in the last %s (from kprobe_profile, which lists every tool's kprobes: if it is not one of the exporter's, its events are not the exporter's loss).{{ end }}" % [c.lostWindow, c.lostWindow],
           ),
           alert(
             'ConntraceSeriesOverflow',
             'info',
-            'increase(conntrace_series_overflow_total{%(conntraceSelector)s}[%(rateInterval)s]) > 0' % c,
+            'conntrace_series{%(conntraceSelector)s} >= on (job, instance) conntrace_series_limit{%(conntraceSelector)s}' % c,
             c.seriesOverflowFor,
             'The exporter is folding new peers into its overflow series.',
-            'conntrace_exporter on {{ $labels.instance }} reached --collector.max-series for this Prometheus: {{ $value | humanize }} connections in the last %s were counted under labels "overflow" instead of their own.' % c.rateInterval,
+            'conntrace_exporter on {{ $labels.instance }} holds {{ $value | humanize }} label sets for this Prometheus, its --collector.max-series: new peers are counted under labels "overflow" instead of their own.',
           ),
           alert(
             'ConntraceExporterDown',

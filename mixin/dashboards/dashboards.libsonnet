@@ -8,6 +8,15 @@ local g = import '../lib/dashboard.libsonnet';
   // instance variable.
   local sel = '%s, instance=~"$instance"' % c.conntraceSelector,
   local instanceVar = g.queryVariable('instance', 'Instance', 'label_values(up{%s}, instance)' % c.conntraceSelector, multi=true),
+  // topOverRange keeps, at every step, the 10 peers busiest over the whole
+  // time range (a topk per step would show every peer that was ever in
+  // the top 10).
+  local topOverRange(recorded, by) =
+    '%(expr)s\n  and on (%(by)s)\ntopk(10, %(avg)s)' % {
+      expr: 'sum by (%s) (%s{%s})' % [by, recorded, sel],
+      by: by,
+      avg: 'sum by (%s) (avg_over_time(%s{%s}[$__range] @ end()))' % [by, recorded, sel],
+    },
   local peerVar = g.queryVariable('peer', 'Peer', 'label_values(instance_remote_addr:conntrace_sent_bytes:rate5m{%s}, remote_addr)' % sel),
 
   grafanaDashboards+:: {
@@ -19,13 +28,19 @@ local g = import '../lib/dashboard.libsonnet';
       [instanceVar],
       [
         g.timeseries('Top talkers out', 'Payload bytes a second sent to the 10 busiest peers.', 'Bps', [
-          g.target('topk(10, sum by (remote_addr) (instance_remote_addr:conntrace_sent_bytes:rate5m{%s}))' % sel, '{{remote_addr}}'),
+          g.target(topOverRange('instance_remote_addr:conntrace_sent_bytes:rate5m', 'remote_addr'), '{{remote_addr}}'),
         ]),
         g.timeseries('Top talkers in', 'Payload bytes a second received from the 10 busiest peers.', 'Bps', [
-          g.target('topk(10, sum by (remote_addr) (instance_remote_addr:conntrace_received_bytes:rate5m{%s}))' % sel, '{{remote_addr}}'),
+          g.target(topOverRange('instance_remote_addr:conntrace_received_bytes:rate5m', 'remote_addr'), '{{remote_addr}}'),
         ]),
-        g.timeseries('Retransmit ratio, worst peers', 'Retransmitted over sent TCP data segments, for the 10 worst peers.', 'percentunit', [
-          g.target('topk(10, instance_remote_addr:conntrace_retransmit_ratio:rate5m{%s})' % sel, '{{instance}} → {{remote_addr}}'),
+        g.timeseries('Retransmit ratio, worst peers', 'Retransmitted TCP segments over data segments sent, for the 10 worst peers over the time range that receive enough segments to alert on.', 'percentunit', [
+          g.target(|||
+            instance_remote_addr:conntrace_retransmit_ratio:rate5m{%(sel)s}
+              and on (job, instance, remote_addr)
+            instance_remote_addr:conntrace_sent_segments:rate5m{%(sel)s} > %(min)g
+              and on (job, instance, remote_addr)
+            topk(10, avg_over_time(instance_remote_addr:conntrace_retransmit_ratio:rate5m{%(sel)s}[$__range] @ end()))
+          ||| % { sel: sel, min: c.retransmitMinSegmentsPerSecond }, '{{instance}} → {{remote_addr}}'),
         ]),
         g.heatmap('RTT distribution', 'Round-trip time samples of every TCP connection, by the kernel-exact power-of-two buckets.', [
           g.target('sum by (le) (instance_remote_addr:conntrace_rtt_seconds_bucket:rate5m{%s})' % sel, '{{le}}', 'heatmap'),

@@ -16,14 +16,19 @@
           { record: 'instance_remote_addr:conntrace_sent_segments:rate5m', expr: rate('conntrace_sent_segments_total') },
           {
             record: 'instance_remote_addr:conntrace_retransmit_ratio:rate5m',
+            // A peer without retransmits has ratio 0, not no data; one
+            // without segments sent has no ratio.
             expr: |||
               instance_remote_addr:conntrace_retransmits:rate5m{%(conntraceSelector)s}
                 /
-              instance_remote_addr:conntrace_sent_segments:rate5m{%(conntraceSelector)s} > 0
+              (instance_remote_addr:conntrace_sent_segments:rate5m{%(conntraceSelector)s} > 0)
             ||| % $._config,
           },
           { record: 'instance_remote_addr:conntrace_connection_failures:rate5m', expr: rate('conntrace_connection_failures_total') },
-          { record: 'instance_remote_addr:conntrace_tcp_connections_opened:rate5m', expr: rate('conntrace_connections_opened_total', ', protocol="tcp"') },
+          // Connects this host made that established: with the failures,
+          // every connect it attempted (connections the peer opened to us
+          // cannot fail here).
+          { record: 'instance_remote_addr:conntrace_outgoing_tcp_connections_opened:rate5m', expr: rate('conntrace_connections_opened_total', ', protocol="tcp", direction="outgoing"') },
           { record: 'instance_remote_addr:conntrace_connections_opened:rate5m', expr: rate('conntrace_connections_opened_total') },
           {
             record: 'instance_remote_addr:conntrace_connections:sum',

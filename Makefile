@@ -1,4 +1,6 @@
 # conntrace_exporter. `make help` lists the targets.
+# sudo resets PATH: find Go where scripts/install-deps.sh expects it too.
+export PATH := $(PATH):/usr/local/go/bin
 GO        ?= go
 BINARY    ?= conntrace_exporter
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)

@@ -94,7 +94,7 @@ func benchScrape100k(b *testing.B, opts ...Option) {
 }
 
 // BenchmarkScrape100kDefaultLabels: the default labels, so 100,000 label
-// sets, capped at the default --collector.max-series (10,000 series and
+// sets, capped at the default --collector.max-series (2,000 series and
 // the overflow series).
 func BenchmarkScrape100kDefaultLabels(b *testing.B) {
 	benchScrape100k(b)

@@ -492,6 +492,7 @@ func TestHealthLostReasons(t *testing.T) {
 	src := newFakeSource()
 	src.stats = tracer.Stats{
 		TrackedConnections:      10,
+		TrackedUDPFlows:         3,
 		TrackedConnectionsLimit: 100,
 		Lost:                    map[string]uint64{tracer.LostDecodeError: 2, "future_reason": 5},
 	}
@@ -510,9 +511,10 @@ func TestHealthLostReasons(t *testing.T) {
 		t.Errorf("lost future_reason = %v, want 5", got)
 	}
 	for name, want := range map[string]float64{
-		"conntrace_tracked_connections":       10,
-		"conntrace_tracked_connections_limit": 100,
-		"conntrace_clients":                   1,
+		`conntrace_tracked_connections{protocol="tcp"}`: 10,
+		`conntrace_tracked_connections{protocol="udp"}`: 3,
+		"conntrace_tracked_connections_limit":           100,
+		"conntrace_clients":                             1,
 	} {
 		if got := s.get(t, name); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)

@@ -90,6 +90,7 @@ func goldenScenario(src *fakeSource) (next func()) {
 		src.close(c7.Key)
 		src.stats = tracer.Stats{
 			TrackedConnections:      4,
+			TrackedUDPFlows:         2,
 			TrackedConnectionsLimit: 65536,
 			Lost:                    map[string]uint64{tracer.LostRingBufferFull: 3},
 		}

@@ -24,15 +24,16 @@ func newHealthCollector(src Source) *healthCollector {
 	return &healthCollector{
 		src: src,
 		tracked: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "tracked_connections"),
-			"Connections tracked in the kernel's connection map now.", nil, nil),
+			"TCP connections (protocol tcp) and UDP flows (protocol udp) tracked in the kernel now; each is bounded by conntrace_tracked_connections_limit.", []string{"protocol"}, nil),
 		trackedLimit: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "tracked_connections_limit"),
-			"Connections the kernel's connection map can track (--tracer.max-tracked-connections); "+
+			"TCP connections, and separately UDP flows, the kernel can track (--tracer.max-tracked-connections); "+
 				`connections beyond it are counted in conntrace_lost_total{reason="tracked_connections_full"}.`, nil, nil),
 		lost: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "lost_total"),
 			"Events the tracer could not count, by reason: tracked_connections_full (new connection not traced), "+
 				"ring_buffer_full (last delta of a closed connection), closed_buffer_full (a client missed a closed connection's last delta), "+
 				"client_state_full (a client missed a connection's traffic), client_rejected (scrape of a new client refused), "+
-				"decode_error (kernel record not decoded).", []string{"reason"}, nil),
+				"decode_error (kernel record not decoded), conntrack_state_full and conntrack_error (NAT not read), "+
+				"dns_ring_buffer_full and dns_malformed (DNS answers not read), recursion_misses (BPF program runs the kernel skipped).", []string{"reason"}, nil),
 		clients: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "clients"),
 			"Scrape clients (client_id, else scraper address) whose per-client state the tracer holds.", nil, nil),
 		progInfo: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "bpf_program_info"),
@@ -68,7 +69,8 @@ func (c *healthCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *healthCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.src.Stats()
-	ch <- prometheus.MustNewConstMetric(c.tracked, prometheus.GaugeValue, float64(s.TrackedConnections))
+	ch <- prometheus.MustNewConstMetric(c.tracked, prometheus.GaugeValue, float64(s.TrackedConnections), "tcp")
+	ch <- prometheus.MustNewConstMetric(c.tracked, prometheus.GaugeValue, float64(s.TrackedUDPFlows), "udp")
 	ch <- prometheus.MustNewConstMetric(c.trackedLimit, prometheus.GaugeValue, float64(s.TrackedConnectionsLimit))
 	ch <- prometheus.MustNewConstMetric(c.clients, prometheus.GaugeValue, float64(s.Clients))
 

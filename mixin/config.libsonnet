@@ -34,12 +34,14 @@
     connectionFailuresFor: '10m',
 
     // ConntraceLosingData and ConntraceBPFProgramMisses: anything lost in
-    // the last lostWindow, for lostFor (the window is longer than the
-    // wait, so that a single burst fires).
+    // the last lostWindow, for lostFor (ConntraceLosingData) or missesFor
+    // (ConntraceBPFProgramMisses); the window is longer than the waits, so
+    // that a single burst fires.
     lostWindow: '15m',
     lostFor: '5m',
 
-    // ConntraceTrackedConnectionsNearLimit: tracked / limit above this.
+    // ConntraceTrackedConnectionsNearLimit: tracked TCP connections, or
+    // UDP flows, over their limit (each has its own) above this.
     trackedRatioThreshold: 0.9,
     trackedFor: '15m',
 

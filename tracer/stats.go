@@ -55,8 +55,11 @@ var LostReasons = []string{
 
 // Stats is the health of the tracer, for the exporter's own metrics.
 type Stats struct {
-	// TrackedConnections is the number of connections tracked in the kernel now.
+	// TrackedConnections is the number of TCP connections tracked in the
+	// kernel now, TrackedUDPFlows the UDP flows (as of the last read).
+	// MaxTrackedConnections bounds each separately.
 	TrackedConnections uint64
+	TrackedUDPFlows    uint64
 	// TrackedConnectionsLimit is MaxTrackedConnections.
 	TrackedConnectionsLimit uint64
 	// Lost counts, per reason (see LostReasons), what was not counted.

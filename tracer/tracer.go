@@ -642,7 +642,7 @@ func (t *Tracer) Stats() Stats {
 	if probes, err := readKprobeProfile(t.cfg.KprobeProfile); err == nil {
 		s.Probes = probes
 	}
-	s.TrackedConnections += uint64(t.udp.flows) // as of the last read
+	s.TrackedUDPFlows = uint64(t.udp.flows) // as of the last read
 	t.mu.Unlock()
 	return s
 }

@@ -87,13 +87,13 @@
             'warning',
             |||
               conntrace_tracked_connections{%(conntraceSelector)s}
-                / on (job, instance)
+                / on (job, instance) group_left
               conntrace_tracked_connections_limit{%(conntraceSelector)s}
                 > %(trackedRatioThreshold)g
             ||| % c,
             c.trackedFor,
             'The exporter is close to its tracked-connection limit.',
-            'conntrace_exporter on {{ $labels.instance }} tracks {{ $value | humanizePercentage }} of --tracer.max-tracked-connections: new connections beyond the limit will not be traced.',
+            'conntrace_exporter on {{ $labels.instance }} tracks {{ $value | humanizePercentage }} of --tracer.max-tracked-connections {{ $labels.protocol }} connections: new ones beyond the limit will not be traced.',
           ),
           alert(
             'ConntraceBPFProgramMisses',

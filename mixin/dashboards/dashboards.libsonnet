@@ -100,8 +100,8 @@ local g = import '../lib/dashboard.libsonnet';
         g.stat('Up', 'Whether Prometheus could scrape the exporter.', 'none', [
           g.target('up{%s}' % sel, '{{instance}}'),
         ]),
-        g.timeseries('Tracked connections', 'TCP connections and UDP flows tracked in the kernel, and the limit (--tracer.max-tracked-connections).', 'short', [
-          g.target('conntrace_tracked_connections{%s}' % sel, '{{instance}} tracked'),
+        g.timeseries('Tracked connections', 'TCP connections and UDP flows tracked in the kernel, and the limit of each (--tracer.max-tracked-connections).', 'short', [
+          g.target('conntrace_tracked_connections{%s}' % sel, '{{instance}} {{protocol}} tracked'),
           g.target('conntrace_tracked_connections_limit{%s}' % sel, '{{instance}} limit'),
         ]),
         g.timeseries('Lost', 'What was not counted, a second, by reason.', 'short', [

@@ -61,7 +61,8 @@ type Tracer struct {
 	support    []Capability
 	stats      io.Closer // the kernel's BPF run statistics, while on
 	dnsRd      *ringbuf.Reader
-	udpHook    string // UDPHookTracepoint, UDPHookKprobe or "" (no UDP)
+	udpHook    string                   // UDPHookTracepoint, UDPHookKprobe or "" (no UDP)
+	intraEnds  map[endpointKey]struct{} // markIntraHost's, kept across scrapes (under mu)
 }
 
 // New checks the prerequisites, loads and attaches the programs, seeds the
@@ -546,7 +547,10 @@ func (t *Tracer) readAll(now time.Time) ([]ConnectionStats, error) {
 	if conns, err = t.readUDP(conns, ktimeNow()); err != nil {
 		return nil, err
 	}
-	markIntraHost(conns)
+	if t.intraEnds == nil {
+		t.intraEnds = make(map[endpointKey]struct{}, len(conns))
+	}
+	markIntraHostWith(conns, t.intraEnds)
 	t.syncPorts(conns)
 	if t.ct != nil {
 		t.ct.translate(conns, now)

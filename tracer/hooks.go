@@ -56,30 +56,25 @@ var kprobeFunctions = []struct {
 // in auto mode, and an error naming the setting when a forced choice is
 // impossible. why is said at start-up.
 func chooseUDPHook(want string, caps []Capability) (hook, why string, err error) {
-	has := func(name string) (bool, string) {
-		for _, c := range caps {
-			if c.Name == name {
-				return c.Available, c.Reason
+	// lacking lists the named capabilities caps does not offer, with why.
+	lacking := func(names ...string) []string {
+		var out []string
+		for _, name := range names {
+			ok, reason := false, "not checked"
+			for _, c := range caps {
+				if c.Name == name {
+					ok, reason = c.Available, c.Reason
+				}
+			}
+			if !ok {
+				out = append(out, name+": "+reason)
 			}
 		}
-		return false, "not checked"
+		return out
 	}
-	tp := true
-	var tpMissing []string
-	for _, name := range []string{"tracepoint:sock/sock_send_length", "tracepoint:sock/sock_recv_length"} {
-		if ok, reason := has(name); !ok {
-			tp = false
-			tpMissing = append(tpMissing, name+": "+reason)
-		}
-	}
-	kp := true
-	var kpMissing []string
-	for _, name := range []string{"kprobes", "probe_read_kernel", "function:udp_sendmsg", "function:udp_recvmsg"} {
-		if ok, reason := has(name); !ok {
-			kp = false
-			kpMissing = append(kpMissing, name+": "+reason)
-		}
-	}
+	tpMissing := lacking("tracepoint:sock/sock_send_length", "tracepoint:sock/sock_recv_length")
+	kpMissing := lacking("kprobes", "probe_read_kernel", "function:udp_sendmsg", "function:udp_recvmsg")
+	tp, kp := len(tpMissing) == 0, len(kpMissing) == 0
 	switch {
 	case want == UDPHookTracepoint && !tp:
 		return "", "", fmt.Errorf("UDPHook %s: this kernel lacks the UDP length tracepoints (Linux 6.3+): %s", want, strings.Join(tpMissing, "; "))

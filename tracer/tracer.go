@@ -167,26 +167,18 @@ func (t *Tracer) load() error {
 	if err := spec.Variables["max_tracked"].Set(t.cfg.MaxTrackedConnections); err != nil {
 		return fmt.Errorf("setting max_tracked: %w", err)
 	}
-	ipv6 := uint8(0)
-	if t.cfg.CollectIPv6Conns {
-		ipv6 = 1
-	}
-	if err := spec.Variables["collect_ipv6"].Set(ipv6); err != nil {
-		return fmt.Errorf("setting collect_ipv6: %w", err)
-	}
-	udp := uint8(0)
-	if t.cfg.CollectUDPConns {
-		udp = 1
-	}
-	if err := spec.Variables["collect_udp"].Set(udp); err != nil {
-		return fmt.Errorf("setting collect_udp: %w", err)
-	}
-	dns := uint8(0)
-	if t.cfg.DNSInspection {
-		dns = 1
-	}
-	if err := spec.Variables["dns_on"].Set(dns); err != nil {
-		return fmt.Errorf("setting dns_on: %w", err)
+	for name, on := range map[string]bool{
+		"collect_ipv6": t.cfg.CollectIPv6Conns,
+		"collect_udp":  t.cfg.CollectUDPConns,
+		"dns_on":       t.cfg.DNSInspection,
+	} {
+		flag := uint8(0) // the BPF side reads a __u8
+		if on {
+			flag = 1
+		}
+		if err := spec.Variables[name].Set(flag); err != nil {
+			return fmt.Errorf("setting %s: %w", name, err)
+		}
 	}
 	if t.udpHook == UDPHookKprobe {
 		arg, err := recvmsgFlagsArg()

@@ -41,9 +41,6 @@ const mixinTestConfig = `{
 func TestMixinAgainstPrometheus(t *testing.T) {
 	nettest.RequireRoot(t)
 	prometheus := requireTool(t, prometheusBin)
-	if _, err := exec.LookPath("nft"); err != nil {
-		t.Fatalf("nft (nftables) is needed to drop packets: %v", err)
-	}
 	bin := buildExporter(t)
 
 	r, err := mixin.Render(mixinTestConfig)
@@ -66,20 +63,7 @@ func TestMixinAgainstPrometheus(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	port := ln.Addr().(*net.TCPAddr).Port
-	// Drop one in four data segments reaching the server: the client
-	// retransmits. The table lives in the test's namespace and goes with it.
-	rules := fmt.Sprintf(`table inet conntrace_e2e {
-	chain input {
-		type filter hook input priority 0; policy accept;
-		tcp dport %d meta length > 200 numgen random mod 4 == 0 drop
-	}
-}`, port)
-	nft := exec.Command("ip", "netns", "exec", pair.ServerName, "nft", "-f", "-")
-	nft.Stdin = strings.NewReader(rules)
-	if out, err := nft.CombinedOutput(); err != nil {
-		t.Fatalf("nft: %v: %s", err, out)
-	}
+	pair.DropServerDataSegments(t, ln.Addr().(*net.TCPAddr).Port)
 
 	exporterAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	exp := exec.Command(bin, "--web.listen-address="+exporterAddr, "--tracer.bpf-stats")

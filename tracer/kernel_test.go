@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -355,25 +354,10 @@ func checkTotals(t *testing.T, o *observer, side string, sent, recv uint64) {
 
 // Test 2: with packets dropped, retransmits equal TCP_INFO's total.
 func TestRetransmitsMatchTCPInfo(t *testing.T) {
-	if _, err := exec.LookPath("nft"); err != nil {
-		t.Fatalf("nft (nftables) is needed to drop packets: %v", err)
-	}
 	tr := newTestTracer(t, nil)
 	p := nettest.NewPair(t)
 	ln, port := listen(t, p, false)
-	// Drop one in four data segments arriving at the server: the client
-	// retransmits.
-	rules := fmt.Sprintf(`table inet conntrace_test {
-	chain input {
-		type filter hook input priority 0; policy accept;
-		tcp dport %d meta length > 200 numgen random mod 4 == 0 drop
-	}
-}`, port)
-	cmd := exec.Command("ip", "netns", "exec", p.ServerName, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(rules)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("nft: %v: %s", err, out)
-	}
+	p.DropServerDataSegments(t, int(port))
 	o := newObserver(t, tr, t.Name(), pairEnds(p, false, port))
 	cc, sc := exchange(t, p, ln, 2<<20, 10, true)
 	defer sc.Close()

@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -240,4 +242,26 @@ func (p *Pair) AddServerAddrs(addrs []netip.Addr) error {
 		}
 	}
 	return nil
+}
+
+// DropServerDataSegments makes the server namespace drop one in four TCP
+// data segments (packets over 200 bytes) arriving for port, at random, with
+// nftables (tc netem is not built on these kernels): the client
+// retransmits. The table goes with the namespace.
+func (p *Pair) DropServerDataSegments(t testing.TB, port int) {
+	t.Helper()
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Fatalf("nft (nftables) is needed to drop packets: %v", err)
+	}
+	rules := fmt.Sprintf(`table inet conntrace_test {
+	chain input {
+		type filter hook input priority 0; policy accept;
+		tcp dport %d meta length > 200 numgen random mod 4 == 0 drop
+	}
+}`, port)
+	cmd := exec.Command("ip", "netns", "exec", p.ServerName, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft in netns %s: %v: %s", p.ServerName, err, out)
+	}
 }

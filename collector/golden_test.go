@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/conntrace/conntrace_exporter/internal/testenv"
 	"github.com/conntrace/conntrace_exporter/tracer"
 )
 
@@ -267,16 +268,7 @@ func TestPedanticRegistry(t *testing.T) {
 // TestPromtoolCheckMetrics runs promtool check metrics on the handler's
 // whole output, exporter metrics included.
 func TestPromtoolCheckMetrics(t *testing.T) {
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		promtool = "/usr/bin/promtool"
-		if _, err := os.Stat(promtool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatal("promtool not found (install Debian's prometheus package): required in CI")
-			}
-			t.Skip("promtool not found (install Debian's prometheus package); skipped outside CI")
-		}
-	}
+	promtool := testenv.Tool(t, "promtool", "/usr/bin/promtool")
 	for name, opts := range map[string][]Option{
 		"defaults": nil,
 		// Every label, groups, and a cap that makes an overflow series.

@@ -13,18 +13,9 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
-)
 
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "conntrace_exporter")
-	cmd := exec.Command("go", "build", "-o", bin, "..")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
+	"github.com/conntrace/conntrace_exporter/internal/testenv"
+)
 
 // TestDaemonSet: host network and PID, not privileged, every capability
 // dropped but the documented ones, the host's cgroup mounted where the
@@ -82,7 +73,7 @@ func TestDaemonSet(t *testing.T) {
 		t.Errorf("--tracer.cgroup-path=%q is not the host's /sys/fs/cgroup mounted into the container", cgroupFlag)
 	}
 
-	help, err := exec.Command(buildBinary(t), "--help-long").CombinedOutput()
+	help, err := exec.Command(testenv.BuildExporter(t), "--help-long").CombinedOutput()
 	if err != nil {
 		t.Fatalf("--help-long: %v\n%s", err, help)
 	}
@@ -100,13 +91,7 @@ func TestDaemonSet(t *testing.T) {
 // TestPrometheusConfig: promtool checks the scrape configuration with the
 // mixin's rules beside it, and it scrapes with a client_id.
 func TestPrometheusConfig(t *testing.T) {
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("promtool is needed (apt-get install prometheus): %v", err)
-		}
-		t.Skip("promtool not installed")
-	}
+	promtool := testenv.Tool(t, "promtool")
 	dir := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(dir, "conntrace"), 0o755); err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/conntrace/conntrace_exporter/internal/nettest"
+	"github.com/conntrace/conntrace_exporter/internal/testenv"
 )
 
 // The scenario, on real traffic: one UDP socket talks to 500 peers;
@@ -21,7 +22,7 @@ import (
 // metric, the sum over all series equals the traffic the test sent.
 func TestCardinalityBoundedAndConserved(t *testing.T) {
 	nettest.RequireRoot(t)
-	bin := buildExporter(t)
+	bin := testenv.BuildExporter(t)
 	pair := nettest.NewPair(t)
 	var peers []netip.Addr
 	for i := 0; i < 500; i++ {
@@ -107,14 +108,7 @@ address_groups: ["198.18.1.0/25", "198.18.2.0/24"]
 	var last map[string]float64
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		body, err := get(url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		mfs, err := parseMetrics(body)
-		if err != nil {
-			t.Fatal(err)
-		}
+		mfs := scrape(t, url)
 		last = map[string]float64{}
 		ok := true
 		for name, w := range want {
@@ -151,14 +145,7 @@ address_groups: ["198.18.1.0/25", "198.18.2.0/24"]
 		}
 	}
 	// Program health with --tracer.bpf-stats.
-	body, err := get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mfs, err := parseMetrics(body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mfs := scrape(t, url)
 	if runs, n := sumOf(mfs, "conntrace_bpf_program_runs_total", map[string]string{"program": "handle_send_length"}); n != 1 || runs < 500 {
 		t.Errorf("handle_send_length runs %v (%d series), want at least the 500 sends", runs, n)
 	}

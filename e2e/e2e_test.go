@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/cilium/ebpf"
 	"io"
 	"net"
 	"os"
@@ -16,9 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/conntrace/conntrace_exporter/internal/nettest"
+	"github.com/conntrace/conntrace_exporter/internal/testenv"
 )
 
 const (
@@ -58,12 +59,12 @@ const (
 // exposition format (promtool) and the flag validation.
 func TestEndToEnd(t *testing.T) {
 	nettest.RequireRoot(t)
-	prometheus := requireTool(t, prometheusBin)
-	promtool := requireTool(t, promtoolBin)
+	prometheus := testenv.Tool(t, prometheusBin)
+	promtool := testenv.Tool(t, promtoolBin)
 	began := time.Now()
 	defer func() { t.Logf("end-to-end test took %s", time.Since(began).Round(time.Millisecond)) }()
 
-	bin := buildExporter(t)
+	bin := testenv.BuildExporter(t)
 	t.Logf("built %s in %s", bin, time.Since(began).Round(time.Millisecond))
 
 	t.Run("RejectsBadFlag", func(t *testing.T) { testBadFlag(t, bin) })

@@ -13,7 +13,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,39 +26,6 @@ import (
 )
 
 var httpClient = &http.Client{Timeout: 5 * time.Second}
-
-// requireTool returns path if it exists. A missing tool fails the test under
-// CI=true and skips it otherwise.
-func requireTool(t *testing.T, path string) string {
-	t.Helper()
-	if _, err := os.Stat(path); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is missing, and CI=true: the end-to-end test must run (%v)", path, err)
-		}
-		t.Skipf("%s is missing (apt-get install prometheus): %v", path, err)
-	}
-	return path
-}
-
-// buildExporter builds the module's main package into a temporary directory.
-func buildExporter(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		t.Fatalf("go env GOMOD: %v", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		t.Fatalf("go env GOMOD: not in a module (%q)", gomod)
-	}
-	bin := filepath.Join(t.TempDir(), "conntrace_exporter")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	cmd.Dir = filepath.Dir(gomod)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // freePort returns a TCP port of 127.0.0.1 that was free a moment ago.
 func freePort(t *testing.T) int {
@@ -223,53 +189,65 @@ func get(url string) ([]byte, error) {
 	return body, nil
 }
 
-// promQuery runs an instant query and returns the value of its single
-// sample; ok is false if the result is empty.
-func promQuery(ctx context.Context, base, query string) (v float64, ok bool, err error) {
+// promSample is one sample of an instant vector from Prometheus's API.
+type promSample struct {
+	Metric map[string]string `json:"metric"`
+	Value  [2]any            `json:"value"`
+}
+
+// promVector runs an instant query that must give a vector.
+func promVector(ctx context.Context, base, query string) ([]promSample, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/query?query="+url.QueryEscape(query), nil)
 	if err != nil {
-		return 0, false, err
+		return nil, err
 	}
 	resp, err := httpClient.Do(req)
 	if err != nil {
-		return 0, false, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return 0, false, err
+		return nil, err
 	}
 	var r struct {
 		Status    string `json:"status"`
 		Error     string `json:"error"`
 		ErrorType string `json:"errorType"`
 		Data      struct {
-			ResultType string `json:"resultType"`
-			Result     []struct {
-				Metric map[string]string `json:"metric"`
-				Value  [2]any            `json:"value"`
-			} `json:"result"`
+			ResultType string       `json:"resultType"`
+			Result     []promSample `json:"result"`
 		} `json:"data"`
 	}
 	if err := json.Unmarshal(body, &r); err != nil {
-		return 0, false, fmt.Errorf("query %s: %s: decoding %q: %w", query, resp.Status, body, err)
+		return nil, fmt.Errorf("query %s: %s: decoding %q: %w", query, resp.Status, body, err)
 	}
 	if r.Status != "success" {
-		return 0, false, fmt.Errorf("query %s: %s: %s", query, r.ErrorType, r.Error)
+		return nil, fmt.Errorf("query %s: %s: %s", query, r.ErrorType, r.Error)
 	}
 	if r.Data.ResultType != "vector" {
-		return 0, false, fmt.Errorf("query %s: result type %q, want vector", query, r.Data.ResultType)
+		return nil, fmt.Errorf("query %s: result type %q, want vector", query, r.Data.ResultType)
 	}
-	switch len(r.Data.Result) {
+	return r.Data.Result, nil
+}
+
+// promQuery runs an instant query and returns the value of its single
+// sample; ok is false if the result is empty.
+func promQuery(ctx context.Context, base, query string) (v float64, ok bool, err error) {
+	res, err := promVector(ctx, base, query)
+	if err != nil {
+		return 0, false, err
+	}
+	switch len(res) {
 	case 0:
 		return 0, false, nil
 	case 1:
 	default:
-		return 0, false, fmt.Errorf("query %s: %d samples, want 1: %s", query, len(r.Data.Result), body)
+		return 0, false, fmt.Errorf("query %s: %d samples, want 1: %v", query, len(res), res)
 	}
-	s, isString := r.Data.Result[0].Value[1].(string)
+	s, isString := res[0].Value[1].(string)
 	if !isString {
-		return 0, false, fmt.Errorf("query %s: value %v is not a string", query, r.Data.Result[0].Value[1])
+		return 0, false, fmt.Errorf("query %s: value %v is not a string", query, res[0].Value[1])
 	}
 	v, err = strconv.ParseFloat(s, 64)
 	if err != nil {

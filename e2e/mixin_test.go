@@ -2,12 +2,8 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +13,7 @@ import (
 	"time"
 
 	"github.com/conntrace/conntrace_exporter/internal/nettest"
+	"github.com/conntrace/conntrace_exporter/internal/testenv"
 	"github.com/conntrace/conntrace_exporter/mixin"
 )
 
@@ -40,8 +37,8 @@ const mixinTestConfig = `{
 // data.
 func TestMixinAgainstPrometheus(t *testing.T) {
 	nettest.RequireRoot(t)
-	prometheus := requireTool(t, prometheusBin)
-	bin := buildExporter(t)
+	prometheus := testenv.Tool(t, prometheusBin)
+	bin := testenv.BuildExporter(t)
 
 	r, err := mixin.Render(mixinTestConfig)
 	if err != nil {
@@ -103,7 +100,7 @@ func TestMixinAgainstPrometheus(t *testing.T) {
 
 	// A healthy exporter: none of its own alerts fire, even without a wait.
 	for _, name := range []string{"ConntraceLosingData", "ConntraceExporterNoData", "ConntraceExporterDown", "ConntraceTrackedConnectionsNearLimit"} {
-		n, err := promCount(ctx, promBase, `ALERTS{alertname="`+name+`"}`)
+		n, err := countOf(ctx, promBase, `ALERTS{alertname="`+name+`"}`)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -123,7 +120,7 @@ func TestMixinAgainstPrometheus(t *testing.T) {
 	for {
 		empty = empty[:0]
 		for _, q := range queries {
-			n, err := promCount(ctx, promBase, q)
+			n, err := countOf(ctx, promBase, q)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -142,32 +139,8 @@ func TestMixinAgainstPrometheus(t *testing.T) {
 	t.Logf("%d dashboard queries return data; ConntraceHighRetransmitRatio fired for %s", len(queries), serverAddr)
 }
 
-// promCount runs an instant query and returns how many samples it gave.
-func promCount(ctx context.Context, base, query string) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/query?query="+url.QueryEscape(query), nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	var res struct {
-		Status, Error string
-		Data          struct {
-			Result []json.RawMessage
-		}
-	}
-	if err := json.Unmarshal(body, &res); err != nil {
-		return 0, fmt.Errorf("query %s: %s: %w", query, resp.Status, err)
-	}
-	if res.Status != "success" {
-		return 0, fmt.Errorf("query %s: %s", query, res.Error)
-	}
-	return len(res.Data.Result), nil
+// countOf runs an instant query and returns how many samples it gave.
+func countOf(ctx context.Context, base, query string) (int, error) {
+	res, err := promVector(ctx, base, query)
+	return len(res), err
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/conntrace/conntrace_exporter/deploy"
 	"github.com/conntrace/conntrace_exporter/internal/nettest"
+	"github.com/conntrace/conntrace_exporter/internal/testenv"
 )
 
 var requiredCaps = []string{"BPF", "PERFMON", "NET_ADMIN"}
@@ -44,7 +45,7 @@ func TestLeastPrivileges(t *testing.T) {
 		t.Fatal(err)
 	}
 	deployed := ds.Spec.Template.Spec.Containers[0].SecurityContext.Capabilities.Add
-	bin := buildExporter(t)
+	bin := testenv.BuildExporter(t)
 
 	t.Run("DaemonSetCapabilities", func(t *testing.T) {
 		log, lost := countWithCapabilities(t, setpriv, bin, deployed, false)

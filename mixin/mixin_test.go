@@ -15,6 +15,8 @@ import (
 	"github.com/google/go-jsonnet/formatter"
 	"github.com/google/go-jsonnet/linter"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/conntrace/conntrace_exporter/internal/testenv"
 )
 
 var update = flag.Bool("update", false, "rewrite mixin/out from the jsonnet, and format the jsonnet sources")
@@ -127,17 +129,7 @@ func TestJsonnetFormattedAndLinted(t *testing.T) {
 }
 
 // promtool is Debian's (scripts/install-deps.sh installs it).
-func promtool(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("promtool is needed (apt-get install prometheus): %v", err)
-		}
-		t.Skipf("promtool not installed (apt-get install prometheus): %v", err)
-	}
-	return p
-}
+func promtool(t *testing.T) string { return testenv.Tool(t, "promtool") }
 
 func TestPromtoolCheckRules(t *testing.T) {
 	out, err := exec.Command(promtool(t), "check", "rules", "out/alerts.yaml", "out/rules.yaml").CombinedOutput()

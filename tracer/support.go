@@ -79,10 +79,11 @@ func KernelSupport() []Capability {
 	_, kpErr := os.Stat("/sys/bus/event_source/devices/kprobe/type")
 	caps = append(caps, Capability{Name: "kprobes", Available: kpErr == nil,
 		Costs: "UDP on kernels without the UDP length tracepoints (the kprobe fallback); nothing where they exist", Reason: reasonOf(kpErr)})
-	lockdown := readLockdown("/sys/kernel/security/lockdown")
-	caps = append(caps, Capability{Name: "probe_read_kernel", Available: lockdown != "confidentiality",
-		Costs:  "the UDP kprobe fallback (kprobes must read kernel memory)",
-		Reason: map[bool]string{true: "lockdown=confidentiality refuses bpf_probe_read_kernel and kprobes"}[lockdown == "confidentiality"]})
+	prk := Capability{Name: "probe_read_kernel", Available: true, Costs: "the UDP kprobe fallback (kprobes must read kernel memory)"}
+	if readLockdown("/sys/kernel/security/lockdown") == "confidentiality" {
+		prk.Available, prk.Reason = false, "lockdown=confidentiality refuses bpf_probe_read_kernel and kprobes"
+	}
+	caps = append(caps, prk)
 	for _, fn := range kprobeFunctions {
 		c := Capability{Name: "function:" + fn.name, Costs: "the UDP kprobe fallback"}
 		if !fn.required {

@@ -120,7 +120,10 @@ func (p *Pair) setupEnd(name string, ns netns.NsHandle, a4, a6 netip.Addr) error
 	if err := netlink.LinkSetNsFd(l, int(ns)); err != nil {
 		return fmt.Errorf("moving %s into its netns: %w", name, err)
 	}
-	h, err := netlink.NewHandleAt(ns)
+	// NETLINK_ROUTE only: with no family the library also opens XFRM
+	// sockets, which fail where xfrm_user is a module not loaded (Debian's
+	// cloud kernels).
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("netlink handle in netns: %w", err)
 	}
@@ -199,7 +202,7 @@ func TCPInfo(c net.Conn) (*unix.TCPInfo, error) {
 // AddServerAddrs gives the server's veth more IPv4 addresses (as /32) and
 // routes them from the client, so that one test can talk to many peers.
 func (p *Pair) AddServerAddrs(addrs []netip.Addr) error {
-	sh, err := netlink.NewHandleAt(p.Server)
+	sh, err := netlink.NewHandleAt(p.Server, unix.NETLINK_ROUTE)
 	if err != nil {
 		return err
 	}
@@ -222,7 +225,7 @@ func (p *Pair) AddServerAddrs(addrs []netip.Addr) error {
 			return fmt.Errorf("adding %s: %w", a, err)
 		}
 	}
-	ch, err := netlink.NewHandleAt(p.Client)
+	ch, err := netlink.NewHandleAt(p.Client, unix.NETLINK_ROUTE)
 	if err != nil {
 		return err
 	}

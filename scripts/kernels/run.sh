@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# run.sh [NAME...]: the kernel matrix, `make test-kernels`. Builds the static
+# exporter and kernel-test binaries once, then runs guest.sh on each NAME:
+# `host` (this machine's kernel) or a kernel of scripts/kernels/matrix,
+# booted under QEMU (boot.sh). Default: host and every kernel of the matrix
+# ($KERNELS overrides). Prints each kernel's result in one table (table.sh),
+# also written to $KERNEL_CACHE/results.md with the logs beside it, and
+# fails if any kernel failed.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+export KERNEL_CACHE=${KERNEL_CACHE:-$repo/.cache/kernels}
+mkdir -p "$KERNEL_CACHE"
+# shellcheck disable=SC2046
+[ $# -gt 0 ] || set -- ${KERNELS:-host $(awk '!/^#/ && NF {print $1}' "$here/matrix")}
+
+payload=$(mktemp -d)
+trap 'rm -rf "$payload"' EXIT
+mkdir -p "$payload/tracer"
+(cd "$repo" && CGO_ENABLED=0 go test -c -o "$payload/tracer.test" ./tracer &&
+	CGO_ENABLED=0 go build -trimpath -o "$payload/conntrace_exporter" .)
+cp -r "$repo/tracer/testdata" "$payload/tracer/"
+cp "$here/tests.list" "$payload/"
+
+guests=()
+for n in "$@"; do [ "$n" = host ] || guests+=("$n"); done
+[ ${#guests[@]} -eq 0 ] || "$here/fetch.sh" "${guests[@]}"
+
+logs=() failed=()
+for n in "$@"; do
+	log=$KERNEL_CACHE/$n.log
+	start=$(date +%s)
+	rc=0
+	if [ "$n" = host ]; then
+		T=$payload PORT=19476 busybox sh "$here/guest.sh" >"$log" 2>&1 || rc=$?
+		echo "@@rc=$rc" >>"$log"
+	else
+		"$here/boot.sh" "$n" "$payload" "$here/guest.sh" >"$log" 2>&1 || rc=$?
+	fi
+	echo "kernel $n: exit $rc in $(($(date +%s) - start))s (log: $log)"
+	[ "$rc" = 0 ] || { failed+=("$n"); grep -a -E '^(--- FAIL|    .*_test.go:[0-9]+:)' "$log" | head -40 || true; }
+	logs+=("$log")
+done
+"$here/table.sh" "$payload/tests.list" "${logs[@]}" | tee "$KERNEL_CACHE/results.md"
+[ ${#failed[@]} -eq 0 ] || { echo "kernel matrix failed on: ${failed[*]}" >&2; exit 1; }

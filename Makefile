@@ -10,7 +10,7 @@ PROMVER    = github.com/prometheus/common/version
 LDFLAGS   ?= -X $(PROMVER).Version=$(VERSION) -X $(PROMVER).Revision=$(REVISION) -X $(PROMVER).Branch=$(BRANCH)
 ARGS      ?=
 
-.PHONY: help build run generate check-generate mixin test test-kernel test-e2e bench lint clean
+.PHONY: help build run generate check-generate mixin test test-kernel test-kernels test-e2e bench lint clean
 
 help:
 	@echo "build           build ./$(BINARY) (static, CGO_ENABLED=0)"
@@ -18,7 +18,8 @@ help:
 	@echo "generate        compile bpf/conntrace.c with clang and regenerate the Go bindings (bpf2go)"
 	@echo "check-generate  regenerate and fail if the committed objects differ"
 	@echo "mixin           render mixin/ (jsonnet) into mixin/out and format the jsonnet"
-	@echo "test            lint, check-generate, then every test (kernel and e2e tests need root)"
+	@echo "test            lint, check-generate, every test (kernel and e2e tests need root), then test-kernels"
+	@echo "test-kernels    the kernel matrix: start-up and kernel tests on the host and on Debian's 5.10, 6.1, 6.12 and newest kernels under QEMU"
 	@echo "bench           Go benchmarks and the overhead scripts of BENCHMARKS.md"
 
 build:
@@ -52,9 +53,17 @@ test-kernel:
 test-e2e:
 	$(GO) test -count=1 -v ./e2e/
 
+# The kernel matrix (scripts/kernels): downloads Debian's kernels, boots each
+# under QEMU (TCG) and runs the exporter and the kernel tests of
+# scripts/kernels/tests.list in it; one table of results at the end.
+# KERNELS="host 6.1" chooses some.
+test-kernels:
+	scripts/kernels/run.sh
+
 test: lint check-generate
 	# -p 1: kernel tests of different packages would see each other's traffic.
 	$(GO) test -race -count=1 -p 1 ./...
+	$(MAKE) test-kernels
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./tracer/ ./collector/

@@ -125,6 +125,9 @@ struct listener {
 /* Set by the loader. */
 volatile const __u32 max_tracked = 65536;
 volatile const __u8 collect_ipv6 = 1;
+/* Set by the loader from the kernel version: the sockops RTT callback
+ * passes the sample in args[0] (Linux 6.10). */
+volatile const __u8 rtt_sample_arg = 1;
 
 /* Health counters, read by user space from .bss. */
 __u64 tracked;
@@ -556,10 +559,19 @@ int handle_sockops(struct bpf_sock_ops *skops)
 		st = bpf_sk_storage_get(&conns, sk, 0, 0);
 		if (!st || (st->flags & CONN_CLOSED))
 			break;
-		/* args[0] is the RTT sample in µs; the socket lock serialises
-		 * these updates. */
-		mrtt = skops->args[0];
+		/* The kernel calls this once per round trip (when the ACKs
+		 * pass rtt_seq, in tcp_rtt_estimator()), not for every
+		 * sample, and before it stores the new srtt. Since Linux 6.10
+		 * args[0] is that round trip's sample; before, only the
+		 * smoothed RTT is there (without this sample). The socket
+		 * lock serialises these updates. */
+		if (rtt_sample_arg)
+			mrtt = skops->args[0];
+		else
+			mrtt = skops->srtt_us >> 3;
 		b = log2_bucket(mrtt);
+		/* Bound the index where older verifiers (6.1) can see it. */
+		barrier_var(b);
 		st->rtt_buckets[b & (RTT_BUCKETS - 1)]++;
 		st->rtt_sum_us += mrtt;
 		break;

@@ -163,6 +163,7 @@ const (
 	ConntraceMapDnsEvents              = "dns_events"
 	ConntraceMapExcludedDestination    = "excluded_destination"
 	ConntraceMapExcludedSource         = "excluded_source"
+	ConntraceMapFlowSeq                = "flow_seq"
 	ConntraceMapIncludedDestination    = "included_destination"
 	ConntraceMapIncludedSource         = "included_source"
 	ConntraceMapListeners              = "listeners"
@@ -204,8 +205,8 @@ const (
 	ConntraceVarLostTrackedFull        = "lost_tracked_full"
 	ConntraceVarLostUdpFlowsFull       = "lost_udp_flows_full"
 	ConntraceVarMaxTracked             = "max_tracked"
-	ConntraceVarNextFlowId             = "next_flow_id"
 	ConntraceVarRecvmsgFlagsArg        = "recvmsg_flags_arg"
+	ConntraceVarRttSampleArg           = "rtt_sample_arg"
 	ConntraceVarTracked                = "tracked"
 	ConntraceVarUnusedConnRecord       = "unused_conn_record"
 	ConntraceVarUnusedDnsEvent         = "unused_dns_event"
@@ -286,6 +287,7 @@ type ConntraceMapSpecs struct {
 	DnsEvents           *ebpf.MapSpec `ebpf:"dns_events"`
 	ExcludedDestination *ebpf.MapSpec `ebpf:"excluded_destination"`
 	ExcludedSource      *ebpf.MapSpec `ebpf:"excluded_source"`
+	FlowSeq             *ebpf.MapSpec `ebpf:"flow_seq"`
 	IncludedDestination *ebpf.MapSpec `ebpf:"included_destination"`
 	IncludedSource      *ebpf.MapSpec `ebpf:"included_source"`
 	Listeners           *ebpf.MapSpec `ebpf:"listeners"`
@@ -311,8 +313,8 @@ type ConntraceVariableSpecs struct {
 	LostTrackedFull       *ebpf.VariableSpec `ebpf:"lost_tracked_full"`
 	LostUdpFlowsFull      *ebpf.VariableSpec `ebpf:"lost_udp_flows_full"`
 	MaxTracked            *ebpf.VariableSpec `ebpf:"max_tracked"`
-	NextFlowId            *ebpf.VariableSpec `ebpf:"next_flow_id"`
 	RecvmsgFlagsArg       *ebpf.VariableSpec `ebpf:"recvmsg_flags_arg"`
+	RttSampleArg          *ebpf.VariableSpec `ebpf:"rtt_sample_arg"`
 	Tracked               *ebpf.VariableSpec `ebpf:"tracked"`
 	UnusedConnRecord      *ebpf.VariableSpec `ebpf:"unused_conn_record"`
 	UnusedDnsEvent        *ebpf.VariableSpec `ebpf:"unused_dns_event"`
@@ -343,6 +345,7 @@ type ConntraceMaps struct {
 	DnsEvents           *ebpf.Map `ebpf:"dns_events"`
 	ExcludedDestination *ebpf.Map `ebpf:"excluded_destination"`
 	ExcludedSource      *ebpf.Map `ebpf:"excluded_source"`
+	FlowSeq             *ebpf.Map `ebpf:"flow_seq"`
 	IncludedDestination *ebpf.Map `ebpf:"included_destination"`
 	IncludedSource      *ebpf.Map `ebpf:"included_source"`
 	Listeners           *ebpf.Map `ebpf:"listeners"`
@@ -360,6 +363,7 @@ func (m *ConntraceMaps) Close() error {
 		m.DnsEvents,
 		m.ExcludedDestination,
 		m.ExcludedSource,
+		m.FlowSeq,
 		m.IncludedDestination,
 		m.IncludedSource,
 		m.Listeners,
@@ -386,8 +390,8 @@ type ConntraceVariables struct {
 	LostTrackedFull       *ebpf.Variable `ebpf:"lost_tracked_full"`
 	LostUdpFlowsFull      *ebpf.Variable `ebpf:"lost_udp_flows_full"`
 	MaxTracked            *ebpf.Variable `ebpf:"max_tracked"`
-	NextFlowId            *ebpf.Variable `ebpf:"next_flow_id"`
 	RecvmsgFlagsArg       *ebpf.Variable `ebpf:"recvmsg_flags_arg"`
+	RttSampleArg          *ebpf.Variable `ebpf:"rtt_sample_arg"`
 	Tracked               *ebpf.Variable `ebpf:"tracked"`
 	UnusedConnRecord      *ebpf.Variable `ebpf:"unused_conn_record"`
 	UnusedDnsEvent        *ebpf.Variable `ebpf:"unused_dns_event"`

@@ -75,8 +75,12 @@ int dns_ingress(struct __sk_buff *skb)
 	e->truncated = len > DNS_MAX;
 	if (len > DNS_MAX)
 		len = DNS_MAX;
+	/* len is 1..DNS_MAX here (skb->len > off); say so in a form older
+	 * verifiers (6.1) can follow, which cannot tell that from skb->len. */
+	barrier_var(len);
+	len = ((len - 1) & (DNS_MAX - 1)) + 1;
 	e->len = len;
-	if (len < 1 || bpf_skb_load_bytes(skb, off, e->data, len)) {
+	if (bpf_skb_load_bytes(skb, off, e->data, len)) {
 		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
 		return 1;
 	}

@@ -52,7 +52,6 @@ struct udp_peer {
 
 volatile const __u8 collect_udp = 1;
 
-__u64 next_flow_id;
 __u64 lost_udp_flows_full;
 
 struct {
@@ -72,6 +71,32 @@ struct {
 	__type(key, __u64);
 	__type(value, struct udp_peer);
 } udp_send_peer SEC(".maps"), udp_recv_peer SEC(".maps");
+
+/* Per-CPU flow sequence (see new_flow_id). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} flow_seq SEC(".maps");
+
+/* new_flow_id returns a flow ID no other flow has (never 0): a per-CPU
+ * sequence with the CPU's number in the low 12 bits. Not one shared atomic
+ * counter: an atomic add that returns the old value needs Linux 5.12, and
+ * before that the verifier refuses the whole program, even where the
+ * instruction cannot be reached. The programs that call this run with
+ * preemption off, so a CPU's sequence has one writer at a time. */
+static __always_inline __u64 new_flow_id(void)
+{
+	__u32 zero = 0;
+	__u64 *seq;
+
+	seq = bpf_map_lookup_elem(&flow_seq, &zero);
+	if (!seq)
+		return 0;
+	*seq += 1;
+	return (*seq << 12) | (bpf_get_smp_processor_id() & 0xfff);
+}
 
 static __always_inline void peer_from_user(struct bpf_sock_addr *ctx, struct udp_peer *p, bool v6)
 {
@@ -177,7 +202,9 @@ static __always_inline void udp_account(struct sock *sk, struct udp_peer *peer, 
 		if (!traced(&tmp, peer->addr, peer->port, peer->family, IPPROTO_UDP))
 			return;
 		__builtin_memset(&nf, 0, sizeof(nf));
-		nf.id = __sync_fetch_and_add(&next_flow_id, 1) + 1;
+		nf.id = new_flow_id();
+		if (!nf.id)
+			return;
 		nf.start_ns = bpf_ktime_get_ns();
 		nf.pid = bpf_get_current_pid_tgid() >> 32;
 		bpf_get_current_comm(nf.comm, sizeof(nf.comm));

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -42,6 +43,24 @@ var (
 		{"kretprobe_udpv6_recvmsg", "udpv6_recvmsg", true, true},
 	}
 )
+
+// tcpPrograms are the programs of TCP tracing, all or none loaded.
+var tcpPrograms = []string{"handle_set_state", "handle_destroy_sock", "handle_sockops", "seed_listeners", "seed_conns", "dump_conns"}
+
+// tcpCapabilities are what TCP tracing needs beyond what start-up requires.
+var tcpCapabilities = []string{"sk_storage_tracing", "bpf_sock_from_file", "atomic_fetch"}
+
+// lacking lists the capabilities of names this kernel does not offer, each
+// with why.
+func (t *Tracer) lacking(names ...string) []string {
+	var out []string
+	for _, c := range t.support {
+		if slices.Contains(names, c.Name) && !c.Available {
+			out = append(out, c.Name+" ("+c.Reason+")")
+		}
+	}
+	return out
+}
 
 // kprobeFunctions are the kernel functions the UDP fallback probes; the
 // IPv4 ones are needed, the IPv6 ones (absent when IPv6 is a module that
@@ -115,6 +134,9 @@ func (t *Tracer) unusedPrograms() []string {
 	}
 	if !t.capability("tracepoint:tcp/tcp_destroy_sock") {
 		out = append(out, "handle_destroy_sock")
+	}
+	if !t.cfg.CollectTCPConns {
+		out = append(out, tcpPrograms...)
 	}
 	return out
 }

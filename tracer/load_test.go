@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/go-kit/log"
@@ -17,9 +18,15 @@ func newTestTracer(t testing.TB, mod func(*Config)) *Tracer {
 	if mod != nil {
 		mod(cfg)
 	}
+	wantTCP := cfg.CollectTCPConns
 	tr, err := New(cfg, log.NewLogfmtLogger(os.Stderr))
 	if err != nil {
 		t.Fatalf("starting the tracer: %v", err)
+	}
+	if wantTCP && !tr.cfg.CollectTCPConns {
+		// Said at start-up, and in the kernel matrix's table.
+		tr.Close()
+		t.Skipf("this kernel cannot trace TCP: it lacks %s", strings.Join(tr.lacking(tcpCapabilities...), ", "))
 	}
 	t.Cleanup(func() {
 		if err := tr.Close(); err != nil {

@@ -46,6 +46,27 @@ func parseKernelRelease(rel string) (uint32, error) {
 	return v[0]<<16 | v[1]<<8 | min(v[2], 255), nil
 }
 
+// Kernel versions of what the BPF programs use and no BTF type shows.
+const (
+	kernelSkStorageTracing = 5<<16 | 11<<8 // bpf_sk_storage_get in tracing programs, bpf_sock_from_file
+	kernelAtomicFetch      = 5<<16 | 12<<8 // BPF atomics that return the old value (BPF_FETCH)
+	kernelRTTSampleArg     = 6<<16 | 10<<8 // the sockops RTT callback passes the sample in args[0]
+)
+
+// versionCaps are what the programs need that neither BTF nor a file
+// shows: known from the kernel version (a kernel with backports, as RHEL's,
+// may have them earlier).
+var versionCaps = []struct {
+	name, costs string
+	since       uint32
+	required    bool
+}{
+	{"sk_storage_tracing", "TCP: connection state lives in socket local storage, which tracing programs reach since 5.11", kernelSkStorageTracing, false},
+	{"bpf_sock_from_file", "TCP: the socket iterator finds sockets through it", kernelSkStorageTracing, false},
+	{"atomic_fetch", "TCP: the tracked-connection limit needs an atomic add that returns the old value", kernelAtomicFetch, false},
+	{"sockops_rtt_sample", "the RTT histogram holds the smoothed RTT at each round trip instead of the round trip's own sample", kernelRTTSampleArg, false},
+}
+
 // tracepoints the tracer attaches, as BTF tracepoint types.
 var tracepointCaps = []struct {
 	name, btfType, costs string
@@ -95,6 +116,19 @@ func KernelSupport() []Capability {
 			c.Reason = specErr.Error()
 		case spec.TypeByName(fn.name, &f) != nil:
 			c.Reason = "not in the kernel's BTF"
+		default:
+			c.Available = true
+		}
+		caps = append(caps, c)
+	}
+	version, verErr := CurrentKernelVersion()
+	for _, vc := range versionCaps {
+		c := Capability{Name: vc.name, Required: vc.required, Costs: vc.costs}
+		switch {
+		case verErr != nil:
+			c.Reason = verErr.Error()
+		case version < vc.since:
+			c.Reason = fmt.Sprintf("Linux %d.%d or later", vc.since>>16, vc.since>>8&0xff)
 		default:
 			c.Available = true
 		}

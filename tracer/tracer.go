@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -13,6 +14,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	"golang.org/x/sys/unix"
@@ -75,6 +77,12 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Before Linux 5.11 BPF maps are charged to RLIMIT_MEMLOCK, whose
+	// default (64 KiB) fits none of ours; later kernels charge the cgroup
+	// and this does nothing.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("lifting the memory-lock limit (RLIMIT_MEMLOCK) that BPF maps count against before Linux 5.11: %w", err)
+	}
 	for _, c := range optionalCapabilities() {
 		level.Warn(logger).Log("msg", "capability missing", "capability", c)
 	}
@@ -95,6 +103,15 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 			return nil, fmt.Errorf("this kernel lacks %s (%s): the tracer needs it for %s", c.Name, c.Reason, c.Costs)
 		case !c.Available:
 			level.Info(logger).Log("msg", "kernel capability missing", "capability", c.Name, "costs", c.Costs, "reason", c.Reason)
+		}
+	}
+	if cfg.CollectTCPConns {
+		if lacking := t.lacking(tcpCapabilities...); len(lacking) > 0 {
+			if !cfg.CollectUDPConns {
+				return nil, fmt.Errorf("TCP cannot be traced on this kernel (it lacks %s) and UDP is switched off: nothing to trace", strings.Join(lacking, ", "))
+			}
+			level.Warn(logger).Log("msg", "TCP is not traced", "why", "the kernel lacks "+strings.Join(lacking, ", "))
+			cfg.CollectTCPConns = false
 		}
 	}
 	if cfg.CollectUDPConns {
@@ -167,10 +184,17 @@ func (t *Tracer) load() error {
 	if err := spec.Variables["max_tracked"].Set(t.cfg.MaxTrackedConnections); err != nil {
 		return fmt.Errorf("setting max_tracked: %w", err)
 	}
+	version, err := CurrentKernelVersion()
+	if err != nil {
+		return err
+	}
 	for name, on := range map[string]bool{
 		"collect_ipv6": t.cfg.CollectIPv6Conns,
 		"collect_udp":  t.cfg.CollectUDPConns,
 		"dns_on":       t.cfg.DNSInspection,
+		// What the RTT callback passes (see conntrace.c): known from
+		// the version only.
+		"rtt_sample_arg": version >= kernelRTTSampleArg,
 	} {
 		flag := uint8(0) // the BPF side reads a __u8
 		if on {
@@ -241,8 +265,8 @@ func (t *Tracer) attach(cgroupPath string) error {
 		{t.objs.HandleDestroySock, "handle_destroy_sock", "tcp/tcp_destroy_sock"},
 	}
 	for _, tp := range tps {
-		if tp.hook == "tcp/tcp_destroy_sock" && !t.capability("tracepoint:tcp/tcp_destroy_sock") {
-			continue // a safety net only
+		if tp.prog == nil {
+			continue // not loaded: no TCP, or no tcp_destroy_sock (a safety net only)
 		}
 		l, err := link.AttachTracing(link.TracingOptions{Program: tp.prog, AttachType: ebpf.AttachTraceRawTp})
 		if err != nil {
@@ -251,12 +275,14 @@ func (t *Tracer) attach(cgroupPath string) error {
 		t.links = append(t.links, l)
 		t.attachments = append(t.attachments, Attachment{Program: tp.name, Hook: tp.hook, Attach: "tp_btf"})
 	}
-	l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: ebpf.AttachCGroupSockOps, Program: t.objs.HandleSockops})
-	if err != nil {
-		return fmt.Errorf("attaching handle_sockops to the cgroup v2 root %s: %w", cgroupPath, err)
+	if t.cfg.CollectTCPConns {
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: ebpf.AttachCGroupSockOps, Program: t.objs.HandleSockops})
+		if err != nil {
+			return fmt.Errorf("attaching handle_sockops to the cgroup v2 root %s: %w", cgroupPath, err)
+		}
+		t.links = append(t.links, l)
+		t.attachments = append(t.attachments, Attachment{Program: "handle_sockops", Hook: "cgroup " + cgroupPath, Attach: "sockops"})
 	}
-	t.links = append(t.links, l)
-	t.attachments = append(t.attachments, Attachment{Program: "handle_sockops", Hook: "cgroup " + cgroupPath, Attach: "sockops"})
 
 	if t.cfg.CollectUDPConns {
 		if err := t.attachUDP(cgroupPath); err != nil {
@@ -273,6 +299,9 @@ func (t *Tracer) attach(cgroupPath string) error {
 		t.attachments = append(t.attachments, Attachment{Program: "dns_ingress", Hook: "cgroup " + cgroupPath + " ingress", Attach: "cgroup_skb"})
 	}
 
+	if !t.cfg.CollectTCPConns {
+		return nil
+	}
 	it, err := link.AttachIter(link.IterOptions{Program: t.objs.DumpConns})
 	if err != nil {
 		return fmt.Errorf("attaching the task_file iterator dump_conns: %w", err)
@@ -382,6 +411,9 @@ func (t *Tracer) seed() error {
 		prog *ebpf.Program
 		name string
 	}{{t.objs.SeedListeners, "seed_listeners"}, {t.objs.SeedConns, "seed_conns"}} {
+		if p.prog == nil {
+			continue // no TCP
+		}
 		it, err := link.AttachIter(link.IterOptions{Program: p.prog})
 		if err != nil {
 			return fmt.Errorf("attaching the task_file iterator %s: %w", p.name, err)
@@ -499,6 +531,9 @@ func (t *Tracer) drainClosed() {
 // process holds, read now, completed by the last values of the others.
 // Callers hold t.mu.
 func (t *Tracer) readActive(now time.Time) ([]ConnectionStats, error) {
+	if t.dumpIter == nil {
+		return nil, nil // no TCP
+	}
 	rd, err := t.dumpIter.Open()
 	if err != nil {
 		return nil, fmt.Errorf("opening the connection iterator: %w", err)

@@ -13,6 +13,34 @@ import (
 	"github.com/conntrace/conntrace_exporter/internal/nettest"
 )
 
+// eachUDPHook runs body once for each UDP hook this kernel offers (the
+// length tracepoints, the kprobe fallback, or both), with a tracer forced to
+// it: each is proven exact where it runs.
+func eachUDPHook(t *testing.T, mod func(*Config), body func(t *testing.T, tr *Tracer)) {
+	t.Helper()
+	nettest.RequireRoot(t)
+	hooks := 0
+	for _, hook := range []string{UDPHookTracepoint, UDPHookKprobe} {
+		if _, _, err := chooseUDPHook(hook, KernelSupport()); err != nil {
+			t.Logf("UDP hook %s: not on this kernel (%v)", hook, err)
+			continue
+		}
+		hooks++
+		t.Run(hook, func(t *testing.T) {
+			body(t, newTestTracer(t, func(c *Config) {
+				c.UDPHook = hook
+				c.CollectTCPConns = false // UDP only: also where TCP cannot be traced
+				if mod != nil {
+					mod(c)
+				}
+			}))
+		})
+	}
+	if hooks == 0 {
+		t.Fatal("this kernel offers no UDP hook")
+	}
+}
+
 // udpServer listens on a fixed port (an explicit bind: the server side is
 // "incoming") in the server namespace and answers each datagram of n bytes
 // with one of reply(n) bytes, to its sender.
@@ -65,179 +93,183 @@ func udpEnds(p *nettest.Pair, v6 bool, port uint16) map[string]end {
 // Connected UDP: a client socket connect()ed to the server, which answers
 // with sendto(): bytes exact on both ends, v4 and v6.
 func TestUDPConnectedExactBytes(t *testing.T) {
-	tr := newTestTracer(t, nil)
-	p := nettest.NewPair(t)
-	for _, v6 := range []bool{false, true} {
-		t.Run(familyName(v6), func(t *testing.T) {
-			const port = 7001
-			srv := p.Server4
-			if v6 {
-				srv = p.Server6
-			}
-			udpServer(t, p, srv, port, func(n int) int { return n/2 + 1 })
-			o := newObserver(t, tr, t.Name(), udpEnds(p, v6, port))
-			c := dialUDP(t, p, netip.AddrPortFrom(srv, port))
-			var sent, recv uint64
-			buf := make([]byte, 65536)
-			for _, n := range []int{1, 100, 1000, 1400, 8000, 30000} {
-				if _, err := c.Write(bytes.Repeat([]byte{'c'}, n)); err != nil {
-					t.Fatal(err)
+	eachUDPHook(t, nil, func(t *testing.T, tr *Tracer) {
+		p := nettest.NewPair(t)
+		for _, v6 := range []bool{false, true} {
+			t.Run(familyName(v6), func(t *testing.T) {
+				const port = 7001
+				srv := p.Server4
+				if v6 {
+					srv = p.Server6
 				}
-				c.SetReadDeadline(time.Now().Add(2 * time.Second))
-				m, err := c.Read(buf)
-				if err != nil {
-					t.Fatalf("reading the answer to %d bytes: %v", n, err)
+				udpServer(t, p, srv, port, func(n int) int { return n/2 + 1 })
+				o := newObserver(t, tr, t.Name(), udpEnds(p, v6, port))
+				c := dialUDP(t, p, netip.AddrPortFrom(srv, port))
+				var sent, recv uint64
+				buf := make([]byte, 65536)
+				for _, n := range []int{1, 100, 1000, 1400, 8000, 30000} {
+					if _, err := c.Write(bytes.Repeat([]byte{'c'}, n)); err != nil {
+						t.Fatal(err)
+					}
+					c.SetReadDeadline(time.Now().Add(2 * time.Second))
+					m, err := c.Read(buf)
+					if err != nil {
+						t.Fatalf("reading the answer to %d bytes: %v", n, err)
+					}
+					sent += uint64(n)
+					recv += uint64(m)
 				}
-				sent += uint64(n)
-				recv += uint64(m)
-			}
-			o.waitFor("UDP bytes", func(tot map[string]*kTotals) bool {
-				return tot["client"].sent == sent && tot["client"].recv == recv &&
-					tot["server"].sent == recv && tot["server"].recv == sent
+				o.waitFor("UDP bytes", func(tot map[string]*kTotals) bool {
+					return tot["client"].sent == sent && tot["client"].recv == recv &&
+						tot["server"].sent == recv && tot["server"].recv == sent
+				})
+				time.Sleep(50 * time.Millisecond)
+				o.poll()
+				checkTotals(t, o, "client", sent, recv)
+				checkTotals(t, o, "server", recv, sent)
+				if tt := o.tot["client"]; tt.opened != 1 {
+					t.Errorf("client flow opened %d times, want 1", tt.opened)
+				}
 			})
-			time.Sleep(50 * time.Millisecond)
-			o.poll()
-			checkTotals(t, o, "client", sent, recv)
-			checkTotals(t, o, "server", recv, sent)
-			if tt := o.tot["client"]; tt.opened != 1 {
-				t.Errorf("client flow opened %d times, want 1", tt.opened)
-			}
-		})
-	}
+		}
+	})
 }
 
 // Unconnected UDP: one socket sendto()s many peers and recvfrom()s their
 // answers: bytes exact per peer.
 func TestUDPManyPeersFromOneSocket(t *testing.T) {
-	tr := newTestTracer(t, nil)
-	p := nettest.NewPair(t)
-	const peers, base = 20, 7100
-	ends := map[string]end{}
-	for i := 0; i < peers; i++ {
-		port := uint16(base + i)
-		udpServer(t, p, p.Server4, port, func(n int) int { return n + 3 })
-		e := udpEnds(p, false, port)
-		ends[fmt.Sprintf("client-%d", i)] = e["client"]
-		ends[fmt.Sprintf("server-%d", i)] = e["server"]
-	}
-	o := newObserver(t, tr, t.Name(), ends)
-	var pc net.PacketConn
-	if err := nettest.Do(p.Client, func() (err error) {
-		pc, err = net.ListenPacket("udp4", net.JoinHostPort(p.Client4.String(), "0"))
-		return
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	buf := make([]byte, 65536)
-	want := map[string][2]uint64{}
-	for i := 0; i < peers; i++ {
-		to := net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.Server4, uint16(base+i)))
-		for k := 0; k <= i%3; k++ {
-			n := 10*i + k + 1
-			if _, err := pc.WriteTo(make([]byte, n), to); err != nil {
-				t.Fatal(err)
-			}
-			pc.SetReadDeadline(time.Now().Add(2 * time.Second))
-			m, from, err := pc.ReadFrom(buf)
-			if err != nil || from.String() != to.String() {
-				t.Fatalf("answer from %v (%v), want %v", from, err, to)
-			}
-			w := want[fmt.Sprintf("client-%d", i)]
-			w[0] += uint64(n)
-			w[1] += uint64(m)
-			want[fmt.Sprintf("client-%d", i)] = w
-			want[fmt.Sprintf("server-%d", i)] = [2]uint64{w[1], w[0]}
+	eachUDPHook(t, nil, func(t *testing.T, tr *Tracer) {
+		p := nettest.NewPair(t)
+		const peers, base = 20, 7100
+		ends := map[string]end{}
+		for i := 0; i < peers; i++ {
+			port := uint16(base + i)
+			udpServer(t, p, p.Server4, port, func(n int) int { return n + 3 })
+			e := udpEnds(p, false, port)
+			ends[fmt.Sprintf("client-%d", i)] = e["client"]
+			ends[fmt.Sprintf("server-%d", i)] = e["server"]
 		}
-	}
-	o.waitFor("every peer's bytes", func(tot map[string]*kTotals) bool {
+		o := newObserver(t, tr, t.Name(), ends)
+		var pc net.PacketConn
+		if err := nettest.Do(p.Client, func() (err error) {
+			pc, err = net.ListenPacket("udp4", net.JoinHostPort(p.Client4.String(), "0"))
+			return
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		buf := make([]byte, 65536)
+		want := map[string][2]uint64{}
+		for i := 0; i < peers; i++ {
+			to := net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.Server4, uint16(base+i)))
+			for k := 0; k <= i%3; k++ {
+				n := 10*i + k + 1
+				if _, err := pc.WriteTo(make([]byte, n), to); err != nil {
+					t.Fatal(err)
+				}
+				pc.SetReadDeadline(time.Now().Add(2 * time.Second))
+				m, from, err := pc.ReadFrom(buf)
+				if err != nil || from.String() != to.String() {
+					t.Fatalf("answer from %v (%v), want %v", from, err, to)
+				}
+				w := want[fmt.Sprintf("client-%d", i)]
+				w[0] += uint64(n)
+				w[1] += uint64(m)
+				want[fmt.Sprintf("client-%d", i)] = w
+				want[fmt.Sprintf("server-%d", i)] = [2]uint64{w[1], w[0]}
+			}
+		}
+		o.waitFor("every peer's bytes", func(tot map[string]*kTotals) bool {
+			for name, w := range want {
+				if tot[name].sent != w[0] || tot[name].recv != w[1] {
+					return false
+				}
+			}
+			return true
+		})
 		for name, w := range want {
-			if tot[name].sent != w[0] || tot[name].recv != w[1] {
-				return false
-			}
+			checkTotals(t, o, name, w[0], w[1])
 		}
-		return true
 	})
-	for name, w := range want {
-		checkTotals(t, o, name, w[0], w[1])
-	}
 }
 
 // A flow idle for UDPConnTimeout is closed, and counted closed once.
 func TestUDPIdleFlowClosedOnce(t *testing.T) {
-	tr := newTestTracer(t, func(c *Config) { c.UDPConnTimeout = time.Second })
-	p := nettest.NewPair(t)
-	const port = 7002
-	udpServer(t, p, p.Server4, port, func(n int) int { return n })
-	o := newObserver(t, tr, t.Name(), udpEnds(p, false, port))
-	c := dialUDP(t, p, netip.AddrPortFrom(p.Server4, port))
-	c.Write(make([]byte, 321))
-	c.SetReadDeadline(time.Now().Add(2 * time.Second))
-	if _, err := c.Read(make([]byte, 1000)); err != nil {
-		t.Fatal(err)
-	}
-	o.waitFor("the flows", func(tot map[string]*kTotals) bool { return tot["client"].sent == 321 && tot["server"].recv == 321 })
-	o.waitFor("the idle flows closed", func(tot map[string]*kTotals) bool {
-		return tot["client"].closed == 1 && tot["server"].closed == 1
-	})
-	time.Sleep(1500 * time.Millisecond)
-	o.poll()
-	o.poll()
-	for _, side := range []string{"client", "server"} {
-		tt := o.tot[side]
-		if tt.opened != 1 || tt.closed != 1 || tt.sent+tt.recv != 321*2 {
-			t.Errorf("%s: opened=%d closed=%d bytes=%d, want 1 1 642", side, tt.opened, tt.closed, tt.sent+tt.recv)
+	eachUDPHook(t, func(c *Config) { c.UDPConnTimeout = time.Second }, func(t *testing.T, tr *Tracer) {
+		p := nettest.NewPair(t)
+		const port = 7002
+		udpServer(t, p, p.Server4, port, func(n int) int { return n })
+		o := newObserver(t, tr, t.Name(), udpEnds(p, false, port))
+		c := dialUDP(t, p, netip.AddrPortFrom(p.Server4, port))
+		c.Write(make([]byte, 321))
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Read(make([]byte, 1000)); err != nil {
+			t.Fatal(err)
 		}
-	}
-	// New traffic after the close is a new flow.
-	c.Write(make([]byte, 5))
-	o.waitFor("a second flow", func(tot map[string]*kTotals) bool { return tot["client"].opened == 2 && tot["client"].sent == 326 })
+		o.waitFor("the flows", func(tot map[string]*kTotals) bool { return tot["client"].sent == 321 && tot["server"].recv == 321 })
+		o.waitFor("the idle flows closed", func(tot map[string]*kTotals) bool {
+			return tot["client"].closed == 1 && tot["server"].closed == 1
+		})
+		time.Sleep(1500 * time.Millisecond)
+		o.poll()
+		o.poll()
+		for _, side := range []string{"client", "server"} {
+			tt := o.tot[side]
+			if tt.opened != 1 || tt.closed != 1 || tt.sent+tt.recv != 321*2 {
+				t.Errorf("%s: opened=%d closed=%d bytes=%d, want 1 1 642", side, tt.opened, tt.closed, tt.sent+tt.recv)
+			}
+		}
+		// New traffic after the close is a new flow.
+		c.Write(make([]byte, 5))
+		o.waitFor("a second flow", func(tot map[string]*kTotals) bool { return tot["client"].opened == 2 && tot["client"].sent == 326 })
+	})
 }
 
 // Reading a UDP socket's error queue (IP_RECVERR) returns the quote of an
 // ICMP error, which the peer never sent: not counted as received.
 func TestUDPErrorQueueNotCounted(t *testing.T) {
-	tr := newTestTracer(t, nil)
-	p := nettest.NewPair(t)
-	const port = 7009 // nothing listens: the server namespace answers port unreachable
-	o := newObserver(t, tr, t.Name(), udpEnds(p, false, port))
-	var fd int
-	if err := nettest.Do(p.Client, func() (err error) {
-		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		return
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_RECVERR, 1); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Connect(fd, &unix.SockaddrInet4{Port: port, Addr: p.Server4.As4()}); err != nil {
-		t.Fatal(err)
-	}
-	const n = 100
-	if _, err := unix.Write(fd, bytes.Repeat([]byte{'e'}, n)); err != nil {
-		t.Fatal(err)
-	}
-	buf, oob := make([]byte, 1500), make([]byte, 512)
-	var quoted int
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		m, _, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
-		if err == nil {
-			quoted = m
-			break
+	eachUDPHook(t, nil, func(t *testing.T, tr *Tracer) {
+		p := nettest.NewPair(t)
+		const port = 7009 // nothing listens: the server namespace answers port unreachable
+		o := newObserver(t, tr, t.Name(), udpEnds(p, false, port))
+		var fd int
+		if err := nettest.Do(p.Client, func() (err error) {
+			fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+			return
+		}); err != nil {
+			t.Fatal(err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no ICMP error queued for a datagram to a closed port: %v", err)
+		defer unix.Close(fd)
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_RECVERR, 1); err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if quoted != n {
-		t.Fatalf("the error queue returned %d bytes, want the %d quoted", quoted, n)
-	}
-	o.waitFor("the datagram sent", func(tot map[string]*kTotals) bool { return tot["client"].sent == n })
-	time.Sleep(50 * time.Millisecond)
-	o.poll()
-	checkTotals(t, o, "client", n, 0)
+		if err := unix.Connect(fd, &unix.SockaddrInet4{Port: port, Addr: p.Server4.As4()}); err != nil {
+			t.Fatal(err)
+		}
+		const n = 100
+		if _, err := unix.Write(fd, bytes.Repeat([]byte{'e'}, n)); err != nil {
+			t.Fatal(err)
+		}
+		buf, oob := make([]byte, 1500), make([]byte, 512)
+		var quoted int
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			m, _, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+			if err == nil {
+				quoted = m
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no ICMP error queued for a datagram to a closed port: %v", err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if quoted != n {
+			t.Fatalf("the error queue returned %d bytes, want the %d quoted", quoted, n)
+		}
+		o.waitFor("the datagram sent", func(tot map[string]*kTotals) bool { return tot["client"].sent == n })
+		time.Sleep(50 * time.Millisecond)
+		o.poll()
+		checkTotals(t, o, "client", n, 0)
+	})
 }

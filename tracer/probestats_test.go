@@ -2,10 +2,14 @@ package tracer
 
 import (
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/conntrace/conntrace_exporter/internal/nettest"
 )
 
 func TestParseKprobeProfileRealLines(t *testing.T) {
@@ -87,4 +91,52 @@ func FuzzParseKprobeProfile(f *testing.F) {
 			t.Fatalf("%d probes and %d malformed from %d lines", len(probes), malformed, lines)
 		}
 	})
+}
+
+// Where the kernel has kprobes, kprobe_profile shows the exporter's own
+// kretprobes (attached through tracefs for their maxactive) with at least
+// one hit per call they followed; where it has none, the statistics are
+// absent and say why.
+func TestKprobeProfileShowsOurKretprobes(t *testing.T) {
+	nettest.RequireRoot(t)
+	if _, _, err := chooseUDPHook(UDPHookKprobe, KernelSupport()); err != nil {
+		if _, err := GetProbeStats(""); !errors.Is(err, ErrNoKprobeProfile) {
+			t.Fatalf("no kprobe fallback here, but kprobe_profile: %v", err)
+		}
+		t.Logf("no kprobes here, and no kprobe statistics: %v", err)
+		return
+	}
+	tracefsEvents(t) // mounted, for the maxactive kretprobes
+	tr := newTestTracer(t, func(c *Config) { c.UDPHook = UDPHookKprobe; c.CollectTCPConns = false })
+	p := nettest.NewPair(t)
+	const port, n = 7011, 25
+	udpServer(t, p, p.Server4, port, func(int) int { return 1 })
+	before, _ := GetProbeStats("")
+	c := dialUDP(t, p, netip.AddrPortFrom(p.Server4, port))
+	for i := 0; i < n; i++ {
+		if _, err := c.Write([]byte("kprobe")); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Read(make([]byte, 10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after, err := GetProbeStats("")
+	if err != nil {
+		t.Fatalf("kprobes attached, but kprobe_profile: %v", err)
+	}
+	var found bool
+	for name, hits := range after {
+		if strings.HasSuffix(name, "_hits") && strings.Contains(name, "udp_sendmsg") {
+			found = true
+			if d := hits - before[name]; d < n {
+				t.Errorf("%s: %d hits for %d sends", name, d, n)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no udp_sendmsg kretprobe in kprobe_profile: %v", after)
+	}
+	_ = tr
 }

@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -53,5 +54,31 @@ func TestLoadAttachAndClose(t *testing.T) {
 	}
 	if _, err := tr.GetActiveConnections("load-test"); err != nil {
 		t.Fatalf("first read: %v", err)
+	}
+}
+
+// With TCP switched off (--no-tracer.collect-tcp, or a kernel that cannot
+// trace it), no TCP program is loaded or attached, UDP still is, and reads
+// work. (Before, the flag had no effect: every TCP program was loaded.)
+func TestTCPOffLoadsNoTCPProgram(t *testing.T) {
+	tr := newTestTracer(t, func(c *Config) { c.CollectTCPConns = false })
+	progs := tr.programs()
+	for _, name := range tcpPrograms {
+		if progs[name] != nil {
+			t.Errorf("%s loaded with TCP off", name)
+		}
+	}
+	udp := false
+	for _, a := range tr.Attachments() {
+		if slices.Contains(tcpPrograms, a.Program) {
+			t.Errorf("%s attached with TCP off", a.Program)
+		}
+		udp = udp || strings.HasPrefix(a.Program, "udp_")
+	}
+	if !udp {
+		t.Errorf("no UDP program attached: %v", tr.Attachments())
+	}
+	if _, err := tr.GetActiveConnections("tcp-off"); err != nil {
+		t.Fatalf("reading with TCP off: %v", err)
 	}
 }

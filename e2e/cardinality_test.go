@@ -14,6 +14,7 @@ import (
 
 	"github.com/conntrace/conntrace_exporter/internal/nettest"
 	"github.com/conntrace/conntrace_exporter/internal/testenv"
+	"github.com/conntrace/conntrace_exporter/tracer"
 )
 
 // The scenario, on real traffic: one UDP socket talks to 500 peers;
@@ -146,8 +147,12 @@ address_groups: ["198.18.1.0/25", "198.18.2.0/24"]
 	}
 	// Program health with --tracer.bpf-stats.
 	mfs := scrape(t, url)
-	if runs, n := sumOf(mfs, "conntrace_bpf_program_runs_total", map[string]string{"program": "handle_send_length"}); n != 1 || runs < 500 {
-		t.Errorf("handle_send_length runs %v (%d series), want at least the 500 sends", runs, n)
+	sendProg := "handle_send_length" // the hook auto picks: the tracepoint, else the kprobes
+	if tracer.UDPHookPossible(tracer.UDPHookTracepoint) != nil {
+		sendProg = "kretprobe_udp_sendmsg"
+	}
+	if runs, n := sumOf(mfs, "conntrace_bpf_program_runs_total", map[string]string{"program": sendProg}); n != 1 || runs < 500 {
+		t.Errorf("%s runs %v (%d series), want at least the 500 sends", sendProg, runs, n)
 	}
 	if _, n := sumOf(mfs, "conntrace_bpf_program_info", nil); n < 10 {
 		t.Errorf("%d programs in conntrace_bpf_program_info", n)

@@ -70,6 +70,13 @@ var kprobeFunctions = []struct {
 	required bool
 }{{"udp_sendmsg", true}, {"udp_recvmsg", true}, {"udpv6_sendmsg", false}, {"udpv6_recvmsg", false}}
 
+// UDPHookPossible says whether this kernel can count UDP bytes with hook
+// (UDPHookTracepoint or UDPHookKprobe), and if not, why.
+func UDPHookPossible(hook string) error {
+	_, _, err := chooseUDPHook(hook, KernelSupport())
+	return err
+}
+
 // chooseUDPHook decides how UDP bytes are read from what the configuration
 // asks and what the kernel offers. It returns "" when UDP cannot be traced
 // in auto mode, and an error naming the setting when a forced choice is
@@ -136,7 +143,14 @@ func (t *Tracer) unusedPrograms() []string {
 		out = append(out, "handle_destroy_sock")
 	}
 	if !t.cfg.CollectTCPConns {
-		out = append(out, tcpPrograms...)
+		for _, name := range tcpPrograms {
+			// seed_listeners also makes the cookies of the UDP sockets
+			// that existed before start-up, for the kprobes.
+			if name == "seed_listeners" && t.udpHook == UDPHookKprobe && t.capability("bpf_sock_from_file") {
+				continue
+			}
+			out = append(out, name)
+		}
 	}
 	return out
 }

@@ -25,8 +25,12 @@ func newTestTracer(t testing.TB, mod func(*Config)) *Tracer {
 		t.Fatalf("starting the tracer: %v", err)
 	}
 	if wantTCP && !tr.cfg.CollectTCPConns {
-		// Said at start-up, and in the kernel matrix's table.
+		// Said at start-up, and in the kernel matrix's table; never on a
+		// kernel new enough for TCP, whatever the capabilities say.
 		tr.Close()
+		if v, _ := CurrentKernelVersion(); v >= kernelAtomicFetch {
+			t.Fatalf("TCP switched off on Linux %#x, which has all it needs: %v", v, tr.lacking(tcpCapabilities...))
+		}
 		t.Skipf("this kernel cannot trace TCP: it lacks %s", strings.Join(tr.lacking(tcpCapabilities...), ", "))
 	}
 	t.Cleanup(func() {

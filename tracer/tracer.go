@@ -127,6 +127,9 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 			t.udpHook = hook
 		}
 	}
+	if !cfg.CollectTCPConns && !cfg.CollectUDPConns {
+		return nil, errors.New("nothing to trace: TCP and UDP are both off (switched off, or not possible on this kernel: see above)")
+	}
 	if cfg.EnableConntrack {
 		if t.ct, err = newConntracker(cfg); err != nil {
 			return nil, err
@@ -233,6 +236,9 @@ func (t *Tracer) load() error {
 		level.Warn(t.logger).Log("msg", "UDP is not traced: the kprobe fallback did not load", "err", err)
 		t.udpHook = ""
 		t.cfg.CollectUDPConns = false
+		if !t.cfg.CollectTCPConns {
+			return fmt.Errorf("nothing to trace: TCP is not possible on this kernel, and the UDP kprobes did not load: %w", err)
+		}
 		return t.load()
 	}
 	if err != nil {

@@ -36,8 +36,8 @@ depends() {
 }
 
 fetch_one() {
-	local name=$1 suite meta
-	read -r suite meta < <(awk -v n="$name" '!/^#/ && $1 == n {print $2, $3}' "$here/matrix")
+	local name=$1 suite="" meta=""
+	read -r suite meta < <(awk -v n="$name" '!/^#/ && $1 == n {print $2, $3}' "$here/matrix") || true
 	[ -n "${suite:-}" ] || { echo "fetch.sh: $name is not in $here/matrix" >&2; return 1; }
 	# The metapackage names the kernel's own package; from sid on, that one
 	# is split into linux-binary (vmlinuz) and linux-modules.
@@ -55,7 +55,7 @@ fetch_one() {
 	rm -rf "$dir" && mkdir -p "$dir/root"
 	(cd "$cache/debs" && apt-get "${apt_opts[@]}" -qq download "${pkgs[@]/%//$suite}")
 	for p in "${pkgs[@]}"; do
-		dpkg-deb -x "$(ls "$cache/debs/${p}"_*.deb | tail -1)" "$dir/root"
+		dpkg-deb -x "$(ls "$cache/debs/${p}"_*.deb | sort -V | tail -1)" "$dir/root"
 	done
 	local vmlinuz mods
 	vmlinuz=$(find "$dir/root/boot" "$dir/root/usr/lib/modules" -name 'vmlinuz*' 2>/dev/null | head -1 || true)

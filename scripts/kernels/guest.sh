@@ -30,3 +30,6 @@ rm -rf "$out"
 cd "$T/tracer" || exit 1
 tests=$(grep -v '^#' "$T/tests.list" | grep . | tr '\n' '|' | sed 's/|$//')
 CI=true "$T/tracer.test" -test.count=1 -test.v -test.timeout=20m -test.run "^($tests)\$"
+rc=$?
+[ "$up" = 1 ] || { echo "guest.sh: the exporter did not start and serve its metrics"; exit 1; }
+exit $rc

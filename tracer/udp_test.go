@@ -19,6 +19,9 @@ import (
 func eachUDPHook(t *testing.T, mod func(*Config), body func(t *testing.T, tr *Tracer)) {
 	t.Helper()
 	nettest.RequireRoot(t)
+	// With TCP (the default) where the kernel can trace it, UDP only where
+	// it cannot.
+	tcp := len((&Tracer{support: KernelSupport()}).lacking(tcpCapabilities...)) == 0
 	hooks := 0
 	for _, hook := range []string{UDPHookTracepoint, UDPHookKprobe} {
 		if _, _, err := chooseUDPHook(hook, KernelSupport()); err != nil {
@@ -29,7 +32,7 @@ func eachUDPHook(t *testing.T, mod func(*Config), body func(t *testing.T, tr *Tr
 		t.Run(hook, func(t *testing.T) {
 			body(t, newTestTracer(t, func(c *Config) {
 				c.UDPHook = hook
-				c.CollectTCPConns = false // UDP only: also where TCP cannot be traced
+				c.CollectTCPConns = tcp
 				if mod != nil {
 					mod(c)
 				}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"slices"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -50,16 +49,29 @@ var tcpPrograms = []string{"handle_set_state", "handle_destroy_sock", "handle_so
 // tcpCapabilities are what TCP tracing needs beyond what start-up requires.
 var tcpCapabilities = []string{"sk_storage_tracing", "bpf_sock_from_file", "atomic_fetch"}
 
-// lacking lists the capabilities of names this kernel does not offer, each
-// with why.
-func (t *Tracer) lacking(names ...string) []string {
+// lacking lists the capabilities of names that caps does not offer, each
+// with why (a name caps does not hold is lacking: "not checked").
+func lacking(caps []Capability, names ...string) []string {
 	var out []string
-	for _, c := range t.support {
-		if slices.Contains(names, c.Name) && !c.Available {
-			out = append(out, c.Name+" ("+c.Reason+")")
+	for _, name := range names {
+		ok, reason := false, "not checked"
+		for _, c := range caps {
+			if c.Name == name {
+				ok, reason = c.Available, c.Reason
+			}
+		}
+		if !ok {
+			out = append(out, name+": "+reason)
 		}
 	}
 	return out
+}
+
+// seedsUDPCookies says whether seed_listeners runs for UDP alone: with the
+// kprobes it makes the cookies of the UDP sockets that existed before
+// start-up, so it stays when TCP is off.
+func (t *Tracer) seedsUDPCookies() bool {
+	return t.udpHook == UDPHookKprobe && t.capability("bpf_sock_from_file")
 }
 
 // kprobeFunctions are the kernel functions the UDP fallback probes; the
@@ -82,24 +94,8 @@ func UDPHookPossible(hook string) error {
 // in auto mode, and an error naming the setting when a forced choice is
 // impossible. why is said at start-up.
 func chooseUDPHook(want string, caps []Capability) (hook, why string, err error) {
-	// lacking lists the named capabilities caps does not offer, with why.
-	lacking := func(names ...string) []string {
-		var out []string
-		for _, name := range names {
-			ok, reason := false, "not checked"
-			for _, c := range caps {
-				if c.Name == name {
-					ok, reason = c.Available, c.Reason
-				}
-			}
-			if !ok {
-				out = append(out, name+": "+reason)
-			}
-		}
-		return out
-	}
-	tpMissing := lacking("tracepoint:sock/sock_send_length", "tracepoint:sock/sock_recv_length")
-	kpMissing := lacking("kprobes", "probe_read_kernel", "function:udp_sendmsg", "function:udp_recvmsg")
+	tpMissing := lacking(caps, "tracepoint:sock/sock_send_length", "tracepoint:sock/sock_recv_length")
+	kpMissing := lacking(caps, "kprobes", "probe_read_kernel", "function:udp_sendmsg", "function:udp_recvmsg")
 	tp, kp := len(tpMissing) == 0, len(kpMissing) == 0
 	switch {
 	case want == UDPHookTracepoint && !tp:
@@ -144,12 +140,9 @@ func (t *Tracer) unusedPrograms() []string {
 	}
 	if !t.cfg.CollectTCPConns {
 		for _, name := range tcpPrograms {
-			// seed_listeners also makes the cookies of the UDP sockets
-			// that existed before start-up, for the kprobes.
-			if name == "seed_listeners" && t.udpHook == UDPHookKprobe && t.capability("bpf_sock_from_file") {
-				continue
+			if name != "seed_listeners" || !t.seedsUDPCookies() {
+				out = append(out, name)
 			}
-			out = append(out, name)
 		}
 	}
 	return out

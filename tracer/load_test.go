@@ -29,9 +29,9 @@ func newTestTracer(t testing.TB, mod func(*Config)) *Tracer {
 		// kernel new enough for TCP, whatever the capabilities say.
 		tr.Close()
 		if v, _ := CurrentKernelVersion(); v >= kernelAtomicFetch {
-			t.Fatalf("TCP switched off on Linux %#x, which has all it needs: %v", v, tr.lacking(tcpCapabilities...))
+			t.Fatalf("TCP switched off on Linux %#x, which has all it needs: %v", v, lacking(tr.support, tcpCapabilities...))
 		}
-		t.Skipf("this kernel cannot trace TCP: it lacks %s", strings.Join(tr.lacking(tcpCapabilities...), ", "))
+		t.Skipf("this kernel cannot trace TCP: it lacks %s", strings.Join(lacking(tr.support, tcpCapabilities...), "; "))
 	}
 	t.Cleanup(func() {
 		if err := tr.Close(); err != nil {
@@ -67,9 +67,7 @@ func TestLoadAttachAndClose(t *testing.T) {
 func TestTCPOffLoadsNoTCPProgram(t *testing.T) {
 	tr := newTestTracer(t, func(c *Config) { c.CollectTCPConns = false })
 	progs := tr.programs()
-	// seed_listeners stays for the UDP kprobes: it makes the cookies of
-	// the UDP sockets that existed before start-up.
-	keep := tr.udpHook == UDPHookKprobe && tr.capability("bpf_sock_from_file")
+	keep := tr.seedsUDPCookies()
 	tcp := slices.DeleteFunc(slices.Clone(tcpPrograms), func(n string) bool { return keep && n == "seed_listeners" })
 	for _, name := range tcp {
 		if progs[name] != nil {

@@ -99,7 +99,7 @@ func FuzzParseKprobeProfile(f *testing.F) {
 // absent and say why.
 func TestKprobeProfileShowsOurKretprobes(t *testing.T) {
 	nettest.RequireRoot(t)
-	if _, _, err := chooseUDPHook(UDPHookKprobe, KernelSupport()); err != nil {
+	if err := UDPHookPossible(UDPHookKprobe); err != nil {
 		if _, err := GetProbeStats(""); !errors.Is(err, ErrNoKprobeProfile) {
 			t.Fatalf("no kprobe fallback here, but kprobe_profile: %v", err)
 		}
@@ -107,7 +107,7 @@ func TestKprobeProfileShowsOurKretprobes(t *testing.T) {
 		return
 	}
 	tracefsEvents(t) // mounted, for the maxactive kretprobes
-	tr := newTestTracer(t, func(c *Config) { c.UDPHook = UDPHookKprobe; c.CollectTCPConns = false })
+	newTestTracer(t, func(c *Config) { c.UDPHook = UDPHookKprobe; c.CollectTCPConns = false })
 	p := nettest.NewPair(t)
 	const port, n = 7011, 25
 	udpServer(t, p, p.Server4, port, func(int) int { return 1 })
@@ -138,5 +138,4 @@ func TestKprobeProfileShowsOurKretprobes(t *testing.T) {
 	if !found {
 		t.Errorf("no udp_sendmsg kretprobe in kprobe_profile: %v", after)
 	}
-	_ = tr
 }

@@ -117,22 +117,22 @@ func TestEveryProgramPassesTheVerifier(t *testing.T) {
 	}
 	// What this kernel lacks decides which programs it can carry; a program
 	// it cannot must be refused, so what start-up says is checked too.
-	probe := &Tracer{cfg: NewDefaultConfig(), support: KernelSupport()}
+	caps := KernelSupport()
 	refused := map[string]string{}
-	if lacking := probe.lacking(tcpCapabilities...); len(lacking) > 0 {
+	if missing := lacking(caps, tcpCapabilities...); len(missing) > 0 {
 		for _, name := range tcpPrograms {
 			if name != "handle_sockops" { // sockops has had socket storage since 5.3
-				refused[name] = strings.Join(lacking, ", ")
+				refused[name] = strings.Join(missing, "; ")
 			}
 		}
 	}
-	if lacking := probe.lacking("tracepoint:sock/sock_send_length", "tracepoint:sock/sock_recv_length"); len(lacking) > 0 {
+	if missing := lacking(caps, "tracepoint:sock/sock_send_length", "tracepoint:sock/sock_recv_length"); len(missing) > 0 {
 		for _, name := range udpTracepointPrograms {
-			refused[name] = strings.Join(lacking, ", ")
+			refused[name] = strings.Join(missing, "; ")
 		}
 	}
-	if !probe.capability("tracepoint:tcp/tcp_destroy_sock") {
-		refused["handle_destroy_sock"] = "tracepoint:tcp/tcp_destroy_sock"
+	if missing := lacking(caps, "tracepoint:tcp/tcp_destroy_sock"); len(missing) > 0 {
+		refused["handle_destroy_sock"] = strings.Join(missing, "; ")
 	}
 	load := func(name string, prog *ebpf.ProgramSpec, variant string) {
 		one := *spec
@@ -171,7 +171,7 @@ func TestUDPKprobeVariantLoads(t *testing.T) {
 	nettest.RequireRoot(t)
 	cfg := NewDefaultConfig()
 	tr := &Tracer{cfg: cfg, support: KernelSupport(), udpHook: UDPHookKprobe, logger: log.NewNopLogger()}
-	cfg.CollectTCPConns = len(tr.lacking(tcpCapabilities...)) == 0
+	cfg.CollectTCPConns = len(lacking(tr.support, tcpCapabilities...)) == 0
 	if err := tr.load(); err != nil {
 		t.Fatalf("loading the kprobe variant: %v", err)
 	}
@@ -305,7 +305,7 @@ func TestUDPHookForced(t *testing.T) {
 	nettest.RequireRoot(t)
 	for _, hook := range []string{UDPHookTracepoint, UDPHookKprobe} {
 		t.Run(hook, func(t *testing.T) {
-			_, _, possible := chooseUDPHook(hook, KernelSupport())
+			possible := UDPHookPossible(hook)
 			cfg := NewDefaultConfig()
 			cfg.UDPHook = hook
 			tr, err := New(cfg, log.NewNopLogger())

@@ -106,11 +106,8 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 		}
 	}
 	if cfg.CollectTCPConns {
-		if lacking := t.lacking(tcpCapabilities...); len(lacking) > 0 {
-			if !cfg.CollectUDPConns {
-				return nil, fmt.Errorf("TCP cannot be traced on this kernel (it lacks %s) and UDP is switched off: nothing to trace", strings.Join(lacking, ", "))
-			}
-			level.Warn(logger).Log("msg", "TCP is not traced", "why", "the kernel lacks "+strings.Join(lacking, ", "))
+		if missing := lacking(support, tcpCapabilities...); len(missing) > 0 {
+			level.Warn(logger).Log("msg", "TCP is not traced", "why", "the kernel lacks "+strings.Join(missing, "; "))
 			cfg.CollectTCPConns = false
 		}
 	}

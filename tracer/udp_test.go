@@ -21,10 +21,10 @@ func eachUDPHook(t *testing.T, mod func(*Config), body func(t *testing.T, tr *Tr
 	nettest.RequireRoot(t)
 	// With TCP (the default) where the kernel can trace it, UDP only where
 	// it cannot.
-	tcp := len((&Tracer{support: KernelSupport()}).lacking(tcpCapabilities...)) == 0
+	tcp := len(lacking(KernelSupport(), tcpCapabilities...)) == 0
 	hooks := 0
 	for _, hook := range []string{UDPHookTracepoint, UDPHookKprobe} {
-		if _, _, err := chooseUDPHook(hook, KernelSupport()); err != nil {
+		if err := UDPHookPossible(hook); err != nil {
 			t.Logf("UDP hook %s: not on this kernel (%v)", hook, err)
 			continue
 		}

@@ -4,8 +4,9 @@
 /*
  * conntrace: per-socket TCP accounting on tracepoints, sockops and iterators.
  *
- * No fentry (refused on locked-down kernels) and no kprobes, except the UDP
- * fallback in udp_kprobe.h for kernels without sock_send_length.
+ * No fentry (refused on some locked-down kernels) and no kprobes, except the
+ * UDP fallbacks in udp_fentry.h and udp_kprobe.h for kernels without
+ * sock_send_length.
  *
  *   tp_btf/inet_sock_set_state  connection lifecycle: starts tracking at
  *                               SYN_SENT (active) and SYN_RECV->ESTABLISHED
@@ -581,6 +582,7 @@ int handle_sockops(struct bpf_sock_ops *skops)
 
 #include "udp.h"
 #include "udp_kprobe.h"
+#include "udp_fentry.h"
 #include "dns.h"
 
 static __always_inline bool seedable_state(int state)

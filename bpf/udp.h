@@ -44,6 +44,7 @@ struct udp_flow {
 };
 
 struct udp_peer {
+	__u64 cookie; /* of the socket of the call: a peer left by another call is not taken */
 	__u8 addr[16];
 	__u16 port;
 	__u8 family;
@@ -100,7 +101,7 @@ static __always_inline __u64 new_flow_id(void)
 
 static __always_inline void peer_from_user(struct bpf_sock_addr *ctx, struct udp_peer *p, bool v6)
 {
-	__builtin_memset(p, 0, sizeof(*p));
+	__builtin_memset(p, 0, sizeof(*p)); /* the cookie is the caller's */
 	p->port = bpf_ntohs((__u16)ctx->user_port);
 	if (!v6) {
 		__u32 a = ctx->user_ip4;
@@ -127,6 +128,7 @@ static __always_inline int remember_peer(void *map, struct bpf_sock_addr *ctx, b
 
 	if (collect_udp) {
 		peer_from_user(ctx, &p, v6);
+		p.cookie = bpf_get_socket_cookie(ctx);
 		bpf_map_update_elem(map, &id, &p, BPF_ANY);
 	}
 	return 1; /* never refuse the call */
@@ -184,14 +186,15 @@ static __always_inline __u64 sk_cookie(struct sock *sk, bool probed)
 #define SK_USERLOCKS(sk) ((__u32)BPF_CORE_READ_BITFIELD_PROBED(sk, sk_userlocks))
 #define SK_PROTOCOL(probed, sk) ((probed) ? (__u32)BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) : (__u32)(sk)->sk_protocol)
 
-static __always_inline void udp_account(struct sock *sk, struct udp_peer *peer, __u64 bytes, bool sent, bool probed)
+static __always_inline void udp_account(struct sock *sk, __u64 cookie, struct udp_peer *peer, __u64 bytes, bool sent,
+					bool probed)
 {
 	struct udp_key key = {};
 	struct udp_flow *f, nf;
 	struct conn_state tmp;
 	long err;
 
-	key.cookie = sk_cookie(sk, probed);
+	key.cookie = cookie;
 	__builtin_memcpy(key.raddr, peer->addr, 16);
 	key.rport = peer->port;
 	key.family = peer->family;
@@ -233,13 +236,17 @@ static __always_inline void udp_length(void *peers, struct sock *sk, int ret, in
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct udp_peer peer, *p;
+	__u64 cookie;
 
 	if (!collect_udp)
 		return;
 	__builtin_memset(&peer, 0, sizeof(peer)); /* else clang may read it uninitialised */
 	/* Take the call's peer first, whatever the call: an entry left behind
 	 * (UDP-Lite goes through the same hooks) would be charged to the
-	 * thread's next call. */
+	 * thread's next call. One of another socket is left by a call this
+	 * program missed (a recursion miss: preempted inside it on a
+	 * preemptible kernel, another thread ran it on the CPU): not this
+	 * call's peer. */
 	p = bpf_map_lookup_elem(peers, &id);
 	if (p) {
 		peer = *p;
@@ -251,9 +258,10 @@ static __always_inline void udp_length(void *peers, struct sock *sk, int ret, in
 	 * quote or a looped-back sent packet, not data from the peer. */
 	if (ret <= 0 || (flags & (MSG_PEEK | MSG_ERRQUEUE)))
 		return;
-	if (!p)
+	cookie = sk_cookie(sk, probed);
+	if (!p || peer.cookie != cookie)
 		connected_peer(sk, &peer, probed);
-	udp_account(sk, &peer, ret, sent, probed);
+	udp_account(sk, cookie, &peer, ret, sent, probed);
 }
 
 SEC("tp_btf/sock_send_length")

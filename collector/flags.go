@@ -68,7 +68,7 @@ func AddTracerFlags(app *kingpin.Application) *tracer.Config {
 		Default(cfg.TCPConnTimeout.String()).SetValue(newValue(name("TCPConnTimeout"), &cfg.TCPConnTimeout, parseDuration))
 	flag("UDPConnTimeout", "A UDP flow that carried no datagram for this long is closed (and counted as closed, once). At least 1s.").
 		Default(cfg.UDPConnTimeout.String()).SetValue(newValue(name("UDPConnTimeout"), &cfg.UDPConnTimeout, parseDuration))
-	flag("UDPHook", "How UDP bytes are read: tracepoint (sock_send_length, Linux 6.3+), kprobe (udp_sendmsg/udp_recvmsg, older kernels with kprobes) or auto (the tracepoints, else kprobes, else no UDP; start-up logs the choice).").
+	flag("UDPHook", "How UDP bytes are read: tracepoint (sock_send_length, Linux 6.3+), fentry (fexit on udp_sendmsg/udp_recvmsg, older kernels with BPF trampolines), kprobe (kprobes on the same) or auto (the first of these the kernel offers, else no UDP; start-up logs the choice).").
 		Default(cfg.UDPHook).StringVar(&cfg.UDPHook) // checked by Validate, whose message names the flag
 	flag("MaxTrackedConnections", `Connections tracked in the kernel at once; more are not traced and counted in conntrace_lost_total{reason="tracked_connections_full"}. 1 to 16777216.`).
 		Default(u(uint64(cfg.MaxTrackedConnections))).SetValue(newValue(name("MaxTrackedConnections"), &cfg.MaxTrackedConnections, parseUint32))

@@ -147,15 +147,22 @@ address_groups: ["198.18.1.0/25", "198.18.2.0/24"]
 	}
 	// Program health with --tracer.bpf-stats.
 	mfs := scrape(t, url)
-	sendProg := "handle_send_length" // the hook auto picks: the tracepoint, else the kprobes
-	if tracer.UDPHookPossible(tracer.UDPHookTracepoint) != nil {
-		sendProg = "kretprobe_udp_sendmsg"
+	sendProg := "kretprobe_udp_sendmsg" // the hook auto picks: the tracepoint, else fexit, else the kprobes
+	if tracer.UDPHookPossible(tracer.UDPHookTracepoint) == nil {
+		sendProg = "handle_send_length"
+	} else if tracer.UDPHookPossible(tracer.UDPHookFentry) == nil {
+		sendProg = "fexit_udp_sendmsg"
 	}
 	if runs, n := sumOf(mfs, "conntrace_bpf_program_runs_total", map[string]string{"program": sendProg}); n != 1 || runs < 500 {
 		t.Errorf("%s runs %v (%d series), want at least the 500 sends", sendProg, runs, n)
 	}
-	if _, n := sumOf(mfs, "conntrace_bpf_program_info", nil); n < 10 {
-		t.Errorf("%d programs in conntrace_bpf_program_info", n)
+	// The UDP programs and dns_ingress, and the TCP ones where TCP is traced.
+	wantProgs := 7
+	if tracer.TCPPossible() == nil {
+		wantProgs = 10
+	}
+	if _, n := sumOf(mfs, "conntrace_bpf_program_info", nil); n < wantProgs {
+		t.Errorf("%d programs in conntrace_bpf_program_info, want at least %d", n, wantProgs)
 	}
 
 	if code := p.stop(t, syscall.SIGTERM, 15*time.Second); code != 0 {

@@ -70,6 +70,7 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("RejectsBadFlag", func(t *testing.T) { testBadFlag(t, bin) })
 	t.Run("NamesMissingCapabilities", func(t *testing.T) { testMissingCapabilities(t, bin) })
+	requireTCP(t)
 
 	// The network first: its cleanup then runs after the processes are gone.
 	pair := nettest.NewPair(t)
@@ -460,10 +461,10 @@ func testBadFlag(t *testing.T, bin string) {
 			t.Fatal(err)
 		}
 	}
-	// The UDP hook this kernel cannot use (kprobes here, tracepoints before
-	// 6.3); none where it has both.
+	// A UDP hook this kernel cannot use (kprobes and fexit here, the
+	// tracepoints before 6.3); none where it has them all.
 	impossibleHook := ""
-	for _, h := range []string{tracer.UDPHookKprobe, tracer.UDPHookTracepoint} {
+	for _, h := range []string{tracer.UDPHookKprobe, tracer.UDPHookFentry, tracer.UDPHookTracepoint} {
 		if err := tracer.UDPHookPossible(h); err != nil {
 			impossibleHook = h
 			break
@@ -475,7 +476,7 @@ func testBadFlag(t *testing.T, bin string) {
 		code int      // exit code: 2 for a bad flag or config
 	}
 	cases := []badFlag{
-		{[]string{"--tracer.udp-hook=fentry"}, []string{"--tracer.udp-hook", "fentry"}, 2},
+		{[]string{"--tracer.udp-hook=fexit"}, []string{"--tracer.udp-hook", "fexit"}, 2},
 		{[]string{"--tracer.max-clients=0"}, []string{"--tracer.max-clients"}, 2},
 		{[]string{"--tracer.max-tracked-connections=0"}, []string{"--tracer.max-tracked-connections"}, 2},
 		{[]string{"--tracer.udp-conn-timeout=0s"}, []string{"--tracer.udp-conn-timeout"}, 2},
@@ -496,7 +497,7 @@ func testBadFlag(t *testing.T, bin string) {
 		// A setting this kernel cannot honour: the tracer refuses to start (1).
 		cases = append(cases, badFlag{[]string{"--tracer.udp-hook=" + impossibleHook}, []string{"--tracer.udp-hook=" + impossibleHook}, 1})
 	} else {
-		t.Log("this kernel has both UDP hooks: no forced hook to refuse")
+		t.Log("this kernel has every UDP hook: no forced hook to refuse")
 	}
 	for _, c := range cases {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

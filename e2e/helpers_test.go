@@ -23,6 +23,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/conntrace/conntrace_exporter/tracer"
 )
 
 var httpClient = &http.Client{Timeout: 5 * time.Second}
@@ -321,4 +323,15 @@ func tailFile(path string, max int64) string {
 		b.WriteByte('\n')
 	}
 	return b.String()
+}
+
+// requireTCP skips a test whose traffic is TCP on a kernel that cannot
+// trace TCP (before Linux 5.12, or a verifier that refuses the TCP
+// iterator), saying why; the kernel matrix (scripts/kernels) proves TCP on
+// the kernels that can.
+func requireTCP(t *testing.T) {
+	t.Helper()
+	if err := tracer.TCPPossible(); err != nil {
+		t.Skipf("TCP is not traced on this kernel (%v): this test's traffic is TCP", err)
+	}
 }

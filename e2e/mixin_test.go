@@ -37,6 +37,7 @@ const mixinTestConfig = `{
 // data.
 func TestMixinAgainstPrometheus(t *testing.T) {
 	nettest.RequireRoot(t)
+	requireTCP(t)
 	prometheus := testenv.Tool(t, prometheusBin)
 	bin := testenv.BuildExporter(t)
 

@@ -36,6 +36,7 @@ func setprivArgs(caps []string, bin string, args ...string) []string {
 // with --tracer.bpf-stats but no CAP_SYS_ADMIN, it exits 1 naming it.
 func TestLeastPrivileges(t *testing.T) {
 	nettest.RequireRoot(t)
+	requireTCP(t)
 	setpriv, err := exec.LookPath("setpriv")
 	if err != nil {
 		t.Fatalf("setpriv (util-linux) is needed to drop capabilities: %v", err)

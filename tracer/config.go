@@ -27,9 +27,10 @@ type Config struct {
 	UDPConnTimeout time.Duration
 	// UDPHook chooses how UDP byte counts are read: "tracepoint" (the
 	// sock_send_length/sock_recv_length BTF tracepoints, Linux 6.3+),
-	// "kprobe" (kprobes on udp_sendmsg/udp_recvmsg, for older kernels) or
-	// "auto" (the tracepoints where the kernel has them, else kprobes where
-	// it has those, else no UDP, said at start-up).
+	// "fentry" (fexit programs on udp_sendmsg/udp_recvmsg, for older
+	// kernels with BPF trampolines), "kprobe" (kprobes on the same) or
+	// "auto" (the first of these three the kernel offers, else no UDP,
+	// said at start-up).
 	UDPHook string
 	// MaxTrackedConnections bounds the connections tracked in the kernel.
 	// Connections beyond it are counted in conntrace_lost_total{reason="tracked_connections_full"}.
@@ -121,9 +122,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("UDPConnTimeout %s: must be at least 1s", c.UDPConnTimeout))
 	}
 	switch c.UDPHook {
-	case UDPHookAuto, UDPHookTracepoint, UDPHookKprobe:
+	case UDPHookAuto, UDPHookTracepoint, UDPHookFentry, UDPHookKprobe:
 	default:
-		errs = append(errs, fmt.Errorf("UDPHook %q: must be %q, %q or %q", c.UDPHook, UDPHookAuto, UDPHookTracepoint, UDPHookKprobe))
+		errs = append(errs, fmt.Errorf("UDPHook %q: must be %q, %q, %q or %q", c.UDPHook, UDPHookAuto, UDPHookTracepoint, UDPHookFentry, UDPHookKprobe))
 	}
 	if c.MaxTrackedConnections < 1 || c.MaxTrackedConnections > 1<<24 {
 		errs = append(errs, fmt.Errorf("MaxTrackedConnections %d: must be between 1 and %d", c.MaxTrackedConnections, 1<<24))

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -17,18 +18,39 @@ const (
 	UDPHookAuto       = "auto"
 	UDPHookTracepoint = "tracepoint"
 	UDPHookKprobe     = "kprobe"
+	UDPHookFentry     = "fentry"
 )
 
+// udpHooks are the UDP hooks in the order auto prefers them: the
+// tracepoints (a stable interface, one program per call), fexit (one
+// program per call, on a kernel function), kprobes (two programs per call
+// joined through a map, and a kretprobe's trap: the dearest; BENCHMARKS.md).
+var udpHooks = []string{UDPHookTracepoint, UDPHookFentry, UDPHookKprobe}
+
 // The programs of each way of reading UDP: the cgroup hooks (the peer of
-// sendto()/recvfrom()) serve both; the byte counts come from either the
-// tracepoints or the kprobes, never both.
+// sendto()/recvfrom()) serve all; the byte counts come from the
+// tracepoints, the fexit programs or the kprobes, never two of them.
 var (
 	udpCgroupPrograms     = []string{"udp_sendmsg4", "udp_sendmsg6", "udp_recvmsg4", "udp_recvmsg6"}
 	udpTracepointPrograms = []string{"handle_send_length", "handle_recv_length"}
 	// udpSockCookie makes the cookie of new UDP sockets, which the kprobes
-	// read but cannot make.
+	// and the fexit programs read but cannot make.
 	udpSockCookie = "udp_sock_cookie"
-	udpKprobes    = []struct {
+	// udpFentries are the fexit programs; noblock tells the recvmsg
+	// programs of the signature before Linux 5.19 (true) from the one
+	// since (false): the loader keeps the one of the kernel's.
+	udpFentries = []struct {
+		program, function   string
+		ipv6, recv, noblock bool
+	}{
+		{"fexit_udp_sendmsg", "udp_sendmsg", false, false, false},
+		{"fexit_udpv6_sendmsg", "udpv6_sendmsg", true, false, false},
+		{"fexit_udp_recvmsg", "udp_recvmsg", false, true, false},
+		{"fexit_udpv6_recvmsg", "udpv6_recvmsg", true, true, false},
+		{"fexit_udp_recvmsg_noblock", "udp_recvmsg", false, true, true},
+		{"fexit_udpv6_recvmsg_noblock", "udpv6_recvmsg", true, true, true},
+	}
+	udpKprobes = []struct {
 		program, function string
 		ret, ipv6         bool
 	}{
@@ -46,8 +68,24 @@ var (
 // tcpPrograms are the programs of TCP tracing, all or none loaded.
 var tcpPrograms = []string{"handle_set_state", "handle_destroy_sock", "handle_sockops", "seed_listeners", "seed_conns", "dump_conns"}
 
+// tcpIterators are the TCP programs that find sockets through their files.
+var tcpIterators = []string{"seed_listeners", "seed_conns", "dump_conns"}
+
 // tcpCapabilities are what TCP tracing needs beyond what start-up requires.
-var tcpCapabilities = []string{"sk_storage_tracing", "bpf_sock_from_file", "atomic_fetch"}
+// tcpVersionCapabilities are those known from the kernel's version; the
+// last one is known only by loading the iterator.
+var (
+	tcpVersionCapabilities = []string{"sk_storage_tracing", "bpf_sock_from_file", "atomic_fetch"}
+	tcpCapabilities        = append(slices.Clone(tcpVersionCapabilities), "task_file_sock_storage")
+)
+
+// TCPPossible says whether this kernel can trace TCP, and if not, why.
+func TCPPossible() error {
+	if missing := lacking(KernelSupport(), tcpCapabilities...); len(missing) > 0 {
+		return errors.New("the kernel lacks " + strings.Join(missing, "; "))
+	}
+	return nil
+}
 
 // lacking lists the capabilities of names that caps does not offer, each
 // with why (a name caps does not hold is lacking: "not checked").
@@ -67,11 +105,17 @@ func lacking(caps []Capability, names ...string) []string {
 	return out
 }
 
+// readsUDPCookies says whether the UDP programs read socket cookies made
+// elsewhere (udp_sock_cookie, seed_listeners) instead of making them.
+func (t *Tracer) readsUDPCookies() bool {
+	return t.udpHook == UDPHookKprobe || t.udpHook == UDPHookFentry
+}
+
 // seedsUDPCookies says whether seed_listeners runs for UDP alone: with the
-// kprobes it makes the cookies of the UDP sockets that existed before
-// start-up, so it stays when TCP is off.
+// kprobes or fexit it makes the cookies of the UDP sockets that existed
+// before start-up, so it stays when TCP is off.
 func (t *Tracer) seedsUDPCookies() bool {
-	return t.udpHook == UDPHookKprobe && t.capability("bpf_sock_from_file")
+	return t.readsUDPCookies() && t.capability("bpf_sock_from_file") && t.capability("task_file_sock_storage")
 }
 
 // kprobeFunctions are the kernel functions the UDP fallback probes; the
@@ -83,36 +127,60 @@ var kprobeFunctions = []struct {
 }{{"udp_sendmsg", true}, {"udp_recvmsg", true}, {"udpv6_sendmsg", false}, {"udpv6_recvmsg", false}}
 
 // UDPHookPossible says whether this kernel can count UDP bytes with hook
-// (UDPHookTracepoint or UDPHookKprobe), and if not, why.
+// (UDPHookTracepoint, UDPHookFentry or UDPHookKprobe), and if not, why.
 func UDPHookPossible(hook string) error {
-	_, _, err := chooseUDPHook(hook, KernelSupport())
+	_, _, err := chooseUDPHook(hook, KernelSupport(), "")
 	return err
 }
 
+// udpHookNeeds are the capabilities each UDP hook needs, and what to say
+// when one is forced where they are missing.
+var udpHookNeeds = map[string]struct {
+	caps    []string
+	without string
+}{
+	UDPHookTracepoint: {[]string{"tracepoint:sock/sock_send_length", "tracepoint:sock/sock_recv_length"}, "this kernel lacks the UDP length tracepoints (Linux 6.3+)"},
+	UDPHookFentry:     {[]string{"fentry", "probe_read_kernel", "function:udp_sendmsg", "function:udp_recvmsg"}, "this kernel cannot attach fexit programs to udp_sendmsg/udp_recvmsg"},
+	UDPHookKprobe:     {[]string{"kprobes", "probe_read_kernel", "function:udp_sendmsg", "function:udp_recvmsg"}, "this kernel cannot probe udp_sendmsg/udp_recvmsg"},
+}
+
+// udpHookWhy is why auto picks each hook, said at start-up.
+var udpHookWhy = map[string]string{
+	UDPHookTracepoint: "the sock_send_length and sock_recv_length tracepoints: exact, and the cheapest hook",
+	UDPHookFentry:     "fexit on udp_sendmsg/udp_recvmsg: the same return values as the tracepoints, one program per call",
+	UDPHookKprobe:     "kprobes on udp_sendmsg/udp_recvmsg: the same return values as the tracepoints",
+}
+
 // chooseUDPHook decides how UDP bytes are read from what the configuration
-// asks and what the kernel offers. It returns "" when UDP cannot be traced
-// in auto mode, and an error naming the setting when a forced choice is
+// asks and what the kernel offers: a forced hook, or in auto mode the first
+// of udpHooks the kernel offers, after failed (a hook auto chose that did
+// not load, "" at first). It returns "" when UDP cannot be traced in auto
+// mode, and an error naming the setting when a forced choice is
 // impossible. why is said at start-up.
-func chooseUDPHook(want string, caps []Capability) (hook, why string, err error) {
-	tpMissing := lacking(caps, "tracepoint:sock/sock_send_length", "tracepoint:sock/sock_recv_length")
-	kpMissing := lacking(caps, "kprobes", "probe_read_kernel", "function:udp_sendmsg", "function:udp_recvmsg")
-	tp, kp := len(tpMissing) == 0, len(kpMissing) == 0
-	switch {
-	case want == UDPHookTracepoint && !tp:
-		return "", "", fmt.Errorf("UDPHook %s: this kernel lacks the UDP length tracepoints (Linux 6.3+): %s", want, strings.Join(tpMissing, "; "))
-	case want == UDPHookKprobe && !kp:
-		return "", "", fmt.Errorf("UDPHook %s: this kernel cannot probe udp_sendmsg/udp_recvmsg: %s", want, strings.Join(kpMissing, "; "))
-	case want == UDPHookTracepoint:
-		return UDPHookTracepoint, "asked for (--tracer.udp-hook=tracepoint)", nil
-	case want == UDPHookKprobe:
-		return UDPHookKprobe, "asked for (--tracer.udp-hook=kprobe)", nil
-	case tp:
-		return UDPHookTracepoint, "the kernel has the sock_send_length and sock_recv_length tracepoints: exact, and the cheapest hook", nil
-	case kp:
-		return UDPHookKprobe, "the kernel lacks the UDP length tracepoints (" + strings.Join(tpMissing, "; ") + "); kprobes on udp_sendmsg/udp_recvmsg give the same return values", nil
-	default:
-		return "", "neither the UDP length tracepoints (" + strings.Join(tpMissing, "; ") + ") nor kprobes (" + strings.Join(kpMissing, "; ") + ")", nil
+func chooseUDPHook(want string, caps []Capability, failed string) (hook, why string, err error) {
+	if need, forced := udpHookNeeds[want]; forced {
+		if missing := lacking(caps, need.caps...); len(missing) > 0 {
+			return "", "", fmt.Errorf("UDPHook %s: %s: %s", want, need.without, strings.Join(missing, "; "))
+		}
+		return want, "asked for (--tracer.udp-hook=" + want + ")", nil
 	}
+	hooks := udpHooks
+	var not []string
+	if i := slices.Index(udpHooks, failed); i >= 0 {
+		hooks = udpHooks[i+1:]
+		not = append(not, failed+" did not load")
+	}
+	for _, h := range hooks {
+		missing := lacking(caps, udpHookNeeds[h].caps...)
+		if len(missing) == 0 {
+			if len(not) > 0 {
+				return h, udpHookWhy[h] + " (not: " + strings.Join(not, "; ") + ")", nil
+			}
+			return h, udpHookWhy[h], nil
+		}
+		not = append(not, h+" lacks "+strings.Join(missing, ", "))
+	}
+	return "", "no UDP hook on this kernel: " + strings.Join(not, "; "), nil
 }
 
 // unusedPrograms are the programs of the object this configuration and
@@ -127,6 +195,14 @@ func (t *Tracer) unusedPrograms() []string {
 		for _, k := range udpKprobes {
 			out = append(out, k.program)
 		}
+	}
+	for _, f := range udpFentries {
+		if t.udpHook != UDPHookFentry || (f.recv && f.noblock != t.recvNoblock) ||
+			(f.ipv6 && !t.capability("function:"+f.function)) {
+			out = append(out, f.program)
+		}
+	}
+	if !t.readsUDPCookies() {
 		out = append(out, udpSockCookie)
 	}
 	if t.udpHook == "" {

@@ -1,12 +1,20 @@
 package tracer
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/conntrace/conntrace_exporter/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -79,7 +87,9 @@ var tracepointCaps = []struct {
 }
 
 // KernelSupport checks, before anything is loaded, what this kernel offers
-// the tracer. It does not need privileges beyond reading /sys.
+// the tracer: from /sys, /proc and the kernel's BTF, except fexit, which it
+// tries (probeFentry: without the privilege to load programs, it says fexit
+// is missing and why).
 func KernelSupport() []Capability {
 	var caps []Capability
 	_, btfErr := os.Stat(vmlinuxBTF)
@@ -100,13 +110,20 @@ func KernelSupport() []Capability {
 	_, kpErr := os.Stat("/sys/bus/event_source/devices/kprobe/type")
 	caps = append(caps, Capability{Name: "kprobes", Available: kpErr == nil,
 		Costs: "UDP on kernels without the UDP length tracepoints (the kprobe fallback); nothing where they exist", Reason: reasonOf(kpErr)})
-	prk := Capability{Name: "probe_read_kernel", Available: true, Costs: "the UDP kprobe fallback (kprobes must read kernel memory)"}
+	fentry := Capability{Name: "fentry", Costs: "the UDP fexit fallback (kernels without the UDP length tracepoints then use kprobes)"}
+	if err := probeFentry(); err != nil {
+		fentry.Reason = err.Error()
+	} else {
+		fentry.Available = true
+	}
+	caps = append(caps, fentry)
+	prk := Capability{Name: "probe_read_kernel", Available: true, Costs: "the UDP fexit and kprobe fallbacks (they read kernel memory)"}
 	if readLockdown("/sys/kernel/security/lockdown") == "confidentiality" {
 		prk.Available, prk.Reason = false, "lockdown=confidentiality refuses bpf_probe_read_kernel and kprobes"
 	}
 	caps = append(caps, prk)
 	for _, fn := range kprobeFunctions {
-		c := Capability{Name: "function:" + fn.name, Costs: "the UDP kprobe fallback"}
+		c := Capability{Name: "function:" + fn.name, Costs: "the UDP fexit and kprobe fallbacks"}
 		if !fn.required {
 			c.Costs += " for IPv6"
 		}
@@ -134,6 +151,13 @@ func KernelSupport() []Capability {
 		}
 		caps = append(caps, c)
 	}
+	iter := Capability{Name: "task_file_sock_storage", Costs: "TCP: the socket iterator must reach the socket storage of each socket it finds"}
+	if err := probeTaskFileSockStorage(); err != nil {
+		iter.Reason = err.Error()
+	} else {
+		iter.Available = true
+	}
+	caps = append(caps, iter)
 	_, statsErr := os.Stat("/proc/sys/kernel/bpf_stats_enabled")
 	caps = append(caps, Capability{Name: "bpf_stats", Available: statsErr == nil,
 		Costs: "conntrace_bpf_program_runs_total and _run_seconds_total", Reason: reasonOf(statsErr)})
@@ -141,6 +165,70 @@ func KernelSupport() []Capability {
 	caps = append(caps, Capability{Name: "kprobe_profile", Available: kpfErr == nil,
 		Costs: "conntrace_probe_hits and conntrace_probe_misses", Reason: reasonOf(kpfErr)})
 	return caps
+}
+
+// probeFentry attaches a program that does nothing to the exit of
+// udp_sendmsg, and detaches it: whether fexit loads (some locked-down
+// kernels refuse it) and attaches (BPF trampolines) is known only by trying.
+// Tried once per process.
+var probeFentry = sync.OnceValue(func() error {
+	if err := rlimit.RemoveMemlock(); err != nil { // before Linux 5.11
+		return err
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:         "probe_fexit",
+		Type:         ebpf.Tracing,
+		AttachType:   ebpf.AttachTraceFExit,
+		AttachTo:     "udp_sendmsg",
+		License:      "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	})
+	if err != nil {
+		return fmt.Errorf("loading an fexit program on udp_sendmsg: %w", err)
+	}
+	defer prog.Close()
+	l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceFExit})
+	if err != nil {
+		return fmt.Errorf("attaching an fexit program to udp_sendmsg: %w", err)
+	}
+	return l.Close()
+})
+
+// probeTaskFileSockStorage loads dump_conns, the TCP iterator, alone: it
+// finds each socket through bpf_sock_from_file and reads its socket
+// storage, which some verifiers refuse (a pointer read from the socket is
+// untrusted there, whatever the version says). Tried once per process.
+var probeTaskFileSockStorage = sync.OnceValue(func() error {
+	if err := rlimit.RemoveMemlock(); err != nil { // before Linux 5.11
+		return err
+	}
+	spec, err := bpf.LoadConntrace()
+	if err != nil {
+		return err
+	}
+	var objs struct {
+		Prog *ebpf.Program `ebpf:"dump_conns"`
+	}
+	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) && len(ve.Log) > 0 {
+			// The line that says why; the rest is the trace.
+			return fmt.Errorf("the verifier refuses dump_conns: %s", lastVerifierReason(ve.Log))
+		}
+		return fmt.Errorf("loading dump_conns: %w", err)
+	}
+	return objs.Prog.Close()
+})
+
+// lastVerifierReason is the verifier's reason for refusing a program: the
+// last line of its log that is not the closing statistics.
+func lastVerifierReason(log []string) string {
+	for i := len(log) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(log[i]); l != "" && !strings.HasPrefix(l, "processed ") && !strings.HasPrefix(l, "verification time") && !strings.HasPrefix(l, "stack depth") {
+			return l
+		}
+	}
+	return "no reason logged"
 }
 
 // IsTracerSupportedByOS says whether the tracer can run here, and if not,

@@ -119,11 +119,15 @@ func TestEveryProgramPassesTheVerifier(t *testing.T) {
 	// it cannot must be refused, so what start-up says is checked too.
 	caps := KernelSupport()
 	refused := map[string]string{}
-	if missing := lacking(caps, tcpCapabilities...); len(missing) > 0 {
+	if missing := lacking(caps, tcpVersionCapabilities...); len(missing) > 0 {
 		for _, name := range tcpPrograms {
 			if name != "handle_sockops" { // sockops has had socket storage since 5.3
 				refused[name] = strings.Join(missing, "; ")
 			}
+		}
+	} else if missing := lacking(caps, "task_file_sock_storage"); len(missing) > 0 {
+		for _, name := range tcpIterators {
+			refused[name] = strings.Join(missing, "; ")
 		}
 	}
 	if missing := lacking(caps, "tracepoint:sock/sock_send_length", "tracepoint:sock/sock_recv_length"); len(missing) > 0 {
@@ -133,6 +137,20 @@ func TestEveryProgramPassesTheVerifier(t *testing.T) {
 	}
 	if missing := lacking(caps, "tracepoint:tcp/tcp_destroy_sock"); len(missing) > 0 {
 		refused["handle_destroy_sock"] = strings.Join(missing, "; ")
+	}
+	// fexit programs load only where fexit does, and only for the
+	// signature of this kernel's function.
+	arg, err := recvmsgFlagsArg()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range udpFentries {
+		switch missing := lacking(caps, "fentry", "function:"+f.function); {
+		case len(missing) > 0:
+			refused[f.program] = strings.Join(missing, "; ")
+		case f.recv && f.noblock != (arg == 4):
+			refused[f.program] = "the " + f.function + " signature of another kernel"
+		}
 	}
 	load := func(name string, prog *ebpf.ProgramSpec, variant string) {
 		one := *spec
@@ -170,6 +188,7 @@ func TestEveryProgramPassesTheVerifier(t *testing.T) {
 func TestUDPKprobeVariantLoads(t *testing.T) {
 	nettest.RequireRoot(t)
 	cfg := NewDefaultConfig()
+	cfg.UDPHook = UDPHookKprobe
 	tr := &Tracer{cfg: cfg, support: KernelSupport(), udpHook: UDPHookKprobe, logger: log.NewNopLogger()}
 	cfg.CollectTCPConns = len(lacking(tr.support, tcpCapabilities...)) == 0
 	if err := tr.load(); err != nil {
@@ -214,6 +233,65 @@ func TestUDPKprobeVariantLoads(t *testing.T) {
 	}
 }
 
+// The fexit variant loads and attaches where the kernel has fexit, with the
+// recvmsg programs of this kernel's signature only; where it has not, the
+// load is refused naming an fexit program.
+func TestUDPFentryVariantLoads(t *testing.T) {
+	nettest.RequireRoot(t)
+	cfg := NewDefaultConfig()
+	cfg.UDPHook = UDPHookFentry
+	tr := &Tracer{cfg: cfg, support: KernelSupport(), udpHook: UDPHookFentry, logger: log.NewNopLogger()}
+	cfg.CollectTCPConns = len(lacking(tr.support, tcpCapabilities...)) == 0
+	err := tr.load()
+	if !tr.capability("fentry") {
+		if err == nil {
+			tr.objs.Close()
+			t.Fatal("the fexit variant loaded on a kernel said to lack fexit")
+		}
+		if !strings.Contains(err.Error(), "fexit_udp") {
+			t.Errorf("load error does not name the fexit program: %v", err)
+		}
+		t.Logf("refused, as expected without fexit: %v", err)
+		return
+	}
+	if err != nil {
+		t.Fatalf("loading the fexit variant: %v", err)
+	}
+	defer tr.objs.Close()
+	progs := tr.programs()
+	for _, f := range udpFentries {
+		want := !f.recv || f.noblock == tr.recvNoblock
+		if (progs[f.program] != nil) != want {
+			t.Errorf("%s loaded: %v, want %v (noblock signature here: %v)", f.program, progs[f.program] != nil, want, tr.recvNoblock)
+		}
+	}
+	for _, name := range append(append([]string{}, udpTracepointPrograms...), "kprobe_udp_sendmsg", "kretprobe_udp_recvmsg") {
+		if progs[name] != nil {
+			t.Errorf("%s loaded with the fexit variant", name)
+		}
+	}
+	cgroupPath, err := checkPrerequisites(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = tr.attachUDPFentry(cgroupPath)
+	for _, l := range tr.links {
+		l.Close()
+	}
+	if err != nil {
+		t.Fatalf("the kernel has fexit, but the UDP fexit programs did not attach: %v", err)
+	}
+	want := 1 // the cookie program
+	for _, f := range udpFentries {
+		if (!f.recv || f.noblock == tr.recvNoblock) && tr.capability("function:"+f.function) {
+			want++
+		}
+	}
+	if n := len(tr.attachments); n != want || want < 3 {
+		t.Errorf("%d attachments, want %d (at least 3): %v", n, want, tr.attachments)
+	}
+}
+
 func TestRecvmsgFlagsArgHere(t *testing.T) {
 	arg, err := recvmsgFlagsArg()
 	if err != nil {
@@ -231,10 +309,11 @@ func TestRecvmsgFlagsArgHere(t *testing.T) {
 }
 
 func TestChooseUDPHook(t *testing.T) {
-	caps := func(tp, kp bool) []Capability {
+	caps := func(tp, fe, kp bool) []Capability {
 		return []Capability{
 			{Name: "tracepoint:sock/sock_send_length", Available: tp, Reason: "not in this kernel (btf_trace_sock_send_length)"},
 			{Name: "tracepoint:sock/sock_recv_length", Available: tp, Reason: "not in this kernel (btf_trace_sock_recv_length)"},
+			{Name: "fentry", Available: fe, Reason: "loading an fexit program on udp_sendmsg: operation not permitted"},
 			{Name: "kprobes", Available: kp, Reason: "no kprobe PMU"},
 			{Name: "probe_read_kernel", Available: true},
 			{Name: "function:udp_sendmsg", Available: true},
@@ -242,21 +321,28 @@ func TestChooseUDPHook(t *testing.T) {
 		}
 	}
 	for _, c := range []struct {
-		want    string
-		tp, kp  bool
-		hook    string
-		errPart string
+		want       string
+		tp, fe, kp bool
+		failed     string
+		hook       string
+		errPart    string
 	}{
-		{UDPHookAuto, true, true, UDPHookTracepoint, ""},
-		{UDPHookAuto, true, false, UDPHookTracepoint, ""},
-		{UDPHookAuto, false, true, UDPHookKprobe, ""},
-		{UDPHookAuto, false, false, "", ""},
-		{UDPHookKprobe, true, true, UDPHookKprobe, ""},
-		{UDPHookTracepoint, false, true, "", "lacks the UDP length tracepoints"},
-		{UDPHookKprobe, true, false, "", "kprobes: no kprobe PMU"},
+		{UDPHookAuto, true, true, true, "", UDPHookTracepoint, ""},
+		{UDPHookAuto, true, false, false, "", UDPHookTracepoint, ""},
+		{UDPHookAuto, false, true, true, "", UDPHookFentry, ""},
+		{UDPHookAuto, false, false, true, "", UDPHookKprobe, ""},
+		{UDPHookAuto, false, true, true, UDPHookFentry, UDPHookKprobe, ""},
+		{UDPHookAuto, true, true, true, UDPHookFentry, UDPHookKprobe, ""}, // never back to a better one
+		{UDPHookAuto, false, true, true, UDPHookKprobe, "", ""},
+		{UDPHookAuto, false, false, false, "", "", ""},
+		{UDPHookKprobe, true, true, true, "", UDPHookKprobe, ""},
+		{UDPHookFentry, true, true, false, "", UDPHookFentry, ""},
+		{UDPHookTracepoint, false, true, true, "", "", "lacks the UDP length tracepoints"},
+		{UDPHookKprobe, true, true, false, "", "", "kprobes: no kprobe PMU"},
+		{UDPHookFentry, true, false, true, "", "", "fentry: loading an fexit program"},
 	} {
-		hook, why, err := chooseUDPHook(c.want, caps(c.tp, c.kp))
-		name := fmt.Sprintf("%s tp=%v kp=%v", c.want, c.tp, c.kp)
+		hook, why, err := chooseUDPHook(c.want, caps(c.tp, c.fe, c.kp), c.failed)
+		name := fmt.Sprintf("%s tp=%v fentry=%v kp=%v failed=%q", c.want, c.tp, c.fe, c.kp, c.failed)
 		if hook != c.hook {
 			t.Errorf("%s: hook %q, want %q", name, hook, c.hook)
 		}
@@ -269,11 +355,15 @@ func TestChooseUDPHook(t *testing.T) {
 		if err != nil || why == "" {
 			t.Errorf("%s: %v, why %q", name, err, why)
 		}
+		// auto says why a better hook was not taken.
+		if c.failed != "" && !strings.Contains(why, c.failed+" did not load") {
+			t.Errorf("%s: why %q does not say %s did not load", name, why, c.failed)
+		}
 	}
 	// lockdown=confidentiality: kprobes exist but cannot read the socket.
-	locked := caps(false, true)
-	locked[3] = Capability{Name: "probe_read_kernel", Reason: "lockdown=confidentiality refuses bpf_probe_read_kernel and kprobes"}
-	if hook, why, err := chooseUDPHook(UDPHookAuto, locked); hook != "" || err != nil || !strings.Contains(why, "lockdown") {
+	locked := caps(false, false, true)
+	locked[4] = Capability{Name: "probe_read_kernel", Reason: "lockdown=confidentiality refuses bpf_probe_read_kernel and kprobes"}
+	if hook, why, err := chooseUDPHook(UDPHookAuto, locked, ""); hook != "" || err != nil || !strings.Contains(why, "lockdown") {
 		t.Errorf("auto under lockdown=confidentiality: %q %q %v, want no UDP, saying why", hook, why, err)
 	}
 }
@@ -299,11 +389,11 @@ func TestReadLockdown(t *testing.T) {
 }
 
 // Forcing a UDP hook starts with it where the kernel offers it, and stops
-// start-up with an error that says why where it does not: both hooks, on
+// start-up with an error that says why where it does not: every hook, on
 // every kernel.
 func TestUDPHookForced(t *testing.T) {
 	nettest.RequireRoot(t)
-	for _, hook := range []string{UDPHookTracepoint, UDPHookKprobe} {
+	for _, hook := range udpHooks {
 		t.Run(hook, func(t *testing.T) {
 			possible := UDPHookPossible(hook)
 			cfg := NewDefaultConfig()

@@ -56,15 +56,17 @@ type Tracer struct {
 	comms comms
 	udp   udpReader
 	// userFilter: the filters could not go into the kernel; apply them here.
-	userFilter bool
-	ct         *conntracker // nil without EnableConntrack
-	dns        *dnsCache    // nil without DNSInspection
-	ports      *PortMapping
-	support    []Capability
-	stats      io.Closer // the kernel's BPF run statistics, while on
-	dnsRd      *ringbuf.Reader
-	udpHook    string                   // UDPHookTracepoint, UDPHookKprobe or "" (no UDP)
-	intraEnds  map[endpointKey]struct{} // markIntraHost's, kept across scrapes (under mu)
+	userFilter  bool
+	ct          *conntracker // nil without EnableConntrack
+	dns         *dnsCache    // nil without DNSInspection
+	ports       *PortMapping
+	support     []Capability
+	stats       io.Closer // the kernel's BPF run statistics, while on
+	dnsRd       *ringbuf.Reader
+	udpHook     string                   // UDPHookTracepoint, UDPHookFentry, UDPHookKprobe or "" (no UDP)
+	recvNoblock bool                     // udp_recvmsg has the noblock argument of kernels before 5.19
+	udpFailed   []string                 // UDP hooks auto chose that did not load
+	intraEnds   map[endpointKey]struct{} // markIntraHost's, kept across scrapes (under mu)
 }
 
 // New checks the prerequisites, loads and attaches the programs, seeds the
@@ -112,7 +114,7 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 		}
 	}
 	if cfg.CollectUDPConns {
-		hook, why, err := chooseUDPHook(cfg.UDPHook, support)
+		hook, why, err := chooseUDPHook(cfg.UDPHook, support, "")
 		switch {
 		case err != nil:
 			return nil, err
@@ -204,11 +206,12 @@ func (t *Tracer) load() error {
 			return fmt.Errorf("setting %s: %w", name, err)
 		}
 	}
-	if t.udpHook == UDPHookKprobe {
+	if t.readsUDPCookies() {
 		arg, err := recvmsgFlagsArg()
 		if err != nil {
-			return fmt.Errorf("the UDP kprobes need udp_recvmsg's arguments: %w", err)
+			return fmt.Errorf("the UDP %s programs need udp_recvmsg's arguments: %w", t.udpHook, err)
 		}
+		t.recvNoblock = arg == 4
 		if err := spec.Variables["recvmsg_flags_arg"].Set(arg); err != nil {
 			return fmt.Errorf("setting recvmsg_flags_arg: %w", err)
 		}
@@ -227,14 +230,17 @@ func (t *Tracer) load() error {
 		opts.Programs.LogLevel = ebpf.LogLevelInstruction
 	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, *opts)
-	if err != nil && t.udpHook == UDPHookKprobe && t.cfg.UDPHook == UDPHookAuto {
-		// The fallback was chosen, not asked for: without it the tracer
-		// still runs, without UDP.
-		level.Warn(t.logger).Log("msg", "UDP is not traced: the kprobe fallback did not load", "err", err)
-		t.udpHook = ""
-		t.cfg.CollectUDPConns = false
-		if !t.cfg.CollectTCPConns {
-			return fmt.Errorf("nothing to trace: TCP is not possible on this kernel, and the UDP kprobes did not load: %w", err)
+	if err != nil && t.udpHook != UDPHookTracepoint && t.udpHook != "" && t.cfg.UDPHook == UDPHookAuto {
+		// A fallback was chosen, not asked for: the next one, or
+		// without UDP; the tracer still runs.
+		hook, why, _ := chooseUDPHook(UDPHookAuto, t.support, t.udpHook)
+		level.Warn(t.logger).Log("msg", "the UDP "+t.udpHook+" programs did not load", "err", err, "next", hook, "why", why)
+		t.udpHook = hook
+		if hook == "" {
+			t.cfg.CollectUDPConns = false
+			if !t.cfg.CollectTCPConns {
+				return fmt.Errorf("nothing to trace: TCP is not possible on this kernel, and the UDP programs did not load: %w", err)
+			}
 		}
 		return t.load()
 	}
@@ -312,97 +318,6 @@ func (t *Tracer) attach(cgroupPath string) error {
 	t.dumpIter = it
 	t.links = append(t.links, it)
 	t.attachments = append(t.attachments, Attachment{Program: "dump_conns", Hook: "task_file (each scrape)", Attach: "iter"})
-	return nil
-}
-
-// attachUDP attaches the UDP programs: the cgroup hooks that see the peer of
-// sendto()/recvfrom(), and the tracepoints that see the bytes each call moved.
-func (t *Tracer) attachUDP(cgroupPath string) error {
-	for _, h := range []struct {
-		prog   *ebpf.Program
-		name   string
-		attach ebpf.AttachType
-		hook   string
-	}{
-		{t.objs.UdpSendmsg4, "udp_sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, "sendmsg4"},
-		{t.objs.UdpSendmsg6, "udp_sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, "sendmsg6"},
-		{t.objs.UdpRecvmsg4, "udp_recvmsg4", ebpf.AttachCGroupUDP4Recvmsg, "recvmsg4"},
-		{t.objs.UdpRecvmsg6, "udp_recvmsg6", ebpf.AttachCGroupUDP6Recvmsg, "recvmsg6"},
-	} {
-		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: h.attach, Program: h.prog})
-		if err != nil {
-			return fmt.Errorf("attaching %s to the cgroup v2 root %s (%s): %w", h.name, cgroupPath, h.hook, err)
-		}
-		t.links = append(t.links, l)
-		t.attachments = append(t.attachments, Attachment{Program: h.name, Hook: "cgroup " + cgroupPath + " " + h.hook, Attach: "cgroup_sock_addr"})
-	}
-	if t.udpHook == UDPHookKprobe {
-		return t.attachUDPKprobes(cgroupPath)
-	}
-	for _, tp := range []struct {
-		prog *ebpf.Program
-		name string
-		hook string
-	}{
-		{t.objs.HandleSendLength, "handle_send_length", "sock/sock_send_length"},
-		{t.objs.HandleRecvLength, "handle_recv_length", "sock/sock_recv_length"},
-	} {
-		l, err := link.AttachTracing(link.TracingOptions{Program: tp.prog, AttachType: ebpf.AttachTraceRawTp})
-		if err != nil {
-			return fmt.Errorf("attaching %s to the BTF tracepoint %s: %w", tp.name, tp.hook, err)
-		}
-		t.links = append(t.links, l)
-		t.attachments = append(t.attachments, Attachment{Program: tp.name, Hook: tp.hook, Attach: "tp_btf"})
-	}
-	return nil
-}
-
-// kretprobeMaxActive is how many calls of one function a kretprobe can
-// follow at once. The kernel's default (about twice the CPUs) is far too few
-// for udp_recvmsg, where every thread blocked in recvfrom() holds one: a
-// return without an instance is missed, and its bytes with it.
-const kretprobeMaxActive = 4096
-
-// attachUDPKprobes attaches the kprobe fallback for the UDP byte counts and
-// the program that gives new UDP sockets a cookie. The IPv6 functions may
-// be missing (IPv6 built as a module and not loaded): IPv6 UDP is then not
-// counted, and start-up says so.
-func (t *Tracer) attachUDPKprobes(cgroupPath string) error {
-	progs := t.programs()
-	l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: ebpf.AttachCGroupInetSockCreate, Program: progs[udpSockCookie]})
-	if err != nil {
-		return fmt.Errorf("attaching %s to the cgroup v2 root %s (sock_create): %w", udpSockCookie, cgroupPath, err)
-	}
-	t.links = append(t.links, l)
-	t.attachments = append(t.attachments, Attachment{Program: udpSockCookie, Hook: "cgroup " + cgroupPath + " sock_create", Attach: "cgroup_sock"})
-	for _, k := range udpKprobes {
-		var (
-			l    link.Link
-			err  error
-			mode = "kprobe"
-		)
-		if k.ret {
-			mode = "kretprobe"
-			// maxactive needs a tracefs kprobe; without tracefs, the
-			// kernel's default and a warning.
-			l, err = link.Kretprobe(k.function, progs[k.program], &link.KprobeOptions{RetprobeMaxActive: kretprobeMaxActive})
-			if err != nil && !errors.Is(err, os.ErrNotExist) {
-				level.Warn(t.logger).Log("msg", "kretprobe without maxactive: calls beyond about twice the CPUs at once (blocked receivers) are missed", "function", k.function, "err", err)
-				l, err = link.Kretprobe(k.function, progs[k.program], nil)
-			}
-		} else {
-			l, err = link.Kprobe(k.function, progs[k.program], nil)
-		}
-		if err != nil && k.ipv6 && errors.Is(err, os.ErrNotExist) {
-			level.Warn(t.logger).Log("msg", "IPv6 UDP is not traced: the kernel has no "+k.function, "err", err)
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("attaching %s to the %s of %s: %w", k.program, mode, k.function, err)
-		}
-		t.links = append(t.links, l)
-		t.attachments = append(t.attachments, Attachment{Program: k.program, Hook: k.function, Attach: mode})
-	}
 	return nil
 }
 

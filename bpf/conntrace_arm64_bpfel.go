@@ -159,64 +159,66 @@ type ConntraceUdpPeer struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	ConntraceMapClosedConns               = "closed_conns"
-	ConntraceMapConns                     = "conns"
-	ConntraceMapDnsEvents                 = "dns_events"
-	ConntraceMapExcludedDestination       = "excluded_destination"
-	ConntraceMapExcludedSource            = "excluded_source"
-	ConntraceMapFlowSeq                   = "flow_seq"
-	ConntraceMapIncludedDestination       = "included_destination"
-	ConntraceMapIncludedSource            = "included_source"
-	ConntraceMapListeners                 = "listeners"
-	ConntraceMapScratch                   = "scratch"
-	ConntraceMapUdpCalls                  = "udp_calls"
-	ConntraceMapUdpFlows                  = "udp_flows"
-	ConntraceMapUdpRecvPeer               = "udp_recv_peer"
-	ConntraceMapUdpSendPeer               = "udp_send_peer"
-	ConntraceProgDnsIngress               = "dns_ingress"
-	ConntraceProgDumpConns                = "dump_conns"
-	ConntraceProgFexitUdpRecvmsg          = "fexit_udp_recvmsg"
-	ConntraceProgFexitUdpRecvmsgNoblock   = "fexit_udp_recvmsg_noblock"
-	ConntraceProgFexitUdpSendmsg          = "fexit_udp_sendmsg"
-	ConntraceProgFexitUdpv6Recvmsg        = "fexit_udpv6_recvmsg"
-	ConntraceProgFexitUdpv6RecvmsgNoblock = "fexit_udpv6_recvmsg_noblock"
-	ConntraceProgFexitUdpv6Sendmsg        = "fexit_udpv6_sendmsg"
-	ConntraceProgHandleDestroySock        = "handle_destroy_sock"
-	ConntraceProgHandleRecvLength         = "handle_recv_length"
-	ConntraceProgHandleSendLength         = "handle_send_length"
-	ConntraceProgHandleSetState           = "handle_set_state"
-	ConntraceProgHandleSockops            = "handle_sockops"
-	ConntraceProgKprobeUdpRecvmsg         = "kprobe_udp_recvmsg"
-	ConntraceProgKprobeUdpSendmsg         = "kprobe_udp_sendmsg"
-	ConntraceProgKprobeUdpv6Recvmsg       = "kprobe_udpv6_recvmsg"
-	ConntraceProgKprobeUdpv6Sendmsg       = "kprobe_udpv6_sendmsg"
-	ConntraceProgKretprobeUdpRecvmsg      = "kretprobe_udp_recvmsg"
-	ConntraceProgKretprobeUdpSendmsg      = "kretprobe_udp_sendmsg"
-	ConntraceProgKretprobeUdpv6Recvmsg    = "kretprobe_udpv6_recvmsg"
-	ConntraceProgKretprobeUdpv6Sendmsg    = "kretprobe_udpv6_sendmsg"
-	ConntraceProgSeedConns                = "seed_conns"
-	ConntraceProgSeedListeners            = "seed_listeners"
-	ConntraceProgUdpRecvmsg4              = "udp_recvmsg4"
-	ConntraceProgUdpRecvmsg6              = "udp_recvmsg6"
-	ConntraceProgUdpSendmsg4              = "udp_sendmsg4"
-	ConntraceProgUdpSendmsg6              = "udp_sendmsg6"
-	ConntraceProgUdpSockCookie            = "udp_sock_cookie"
-	ConntraceVarCollectIpv6               = "collect_ipv6"
-	ConntraceVarCollectUdp                = "collect_udp"
-	ConntraceVarDnsOn                     = "dns_on"
-	ConntraceVarFiltersOn                 = "filters_on"
-	ConntraceVarIncludesOn                = "includes_on"
-	ConntraceVarListenersFull             = "listeners_full"
-	ConntraceVarLostDnsRingBufferFull     = "lost_dns_ring_buffer_full"
-	ConntraceVarLostRingBufferFull        = "lost_ring_buffer_full"
-	ConntraceVarLostTrackedFull           = "lost_tracked_full"
-	ConntraceVarLostUdpFlowsFull          = "lost_udp_flows_full"
-	ConntraceVarMaxTracked                = "max_tracked"
-	ConntraceVarRecvmsgFlagsArg           = "recvmsg_flags_arg"
-	ConntraceVarRttSampleArg              = "rtt_sample_arg"
-	ConntraceVarTracked                   = "tracked"
-	ConntraceVarUnusedConnRecord          = "unused_conn_record"
-	ConntraceVarUnusedDnsEvent            = "unused_dns_event"
+	ConntraceMapClosedConns                 = "closed_conns"
+	ConntraceMapConns                       = "conns"
+	ConntraceMapDnsEvents                   = "dns_events"
+	ConntraceMapExcludedDestination         = "excluded_destination"
+	ConntraceMapExcludedSource              = "excluded_source"
+	ConntraceMapFlowSeq                     = "flow_seq"
+	ConntraceMapIncludedDestination         = "included_destination"
+	ConntraceMapIncludedSource              = "included_source"
+	ConntraceMapListeners                   = "listeners"
+	ConntraceMapScratch                     = "scratch"
+	ConntraceMapUdpCalls                    = "udp_calls"
+	ConntraceMapUdpFlows                    = "udp_flows"
+	ConntraceMapUdpRecvPeer                 = "udp_recv_peer"
+	ConntraceMapUdpSendPeer                 = "udp_send_peer"
+	ConntraceProgDnsIngress                 = "dns_ingress"
+	ConntraceProgDumpConns                  = "dump_conns"
+	ConntraceProgFexitUdpRecvmsg            = "fexit_udp_recvmsg"
+	ConntraceProgFexitUdpRecvmsgNoaddrlen   = "fexit_udp_recvmsg_noaddrlen"
+	ConntraceProgFexitUdpRecvmsgNoblock     = "fexit_udp_recvmsg_noblock"
+	ConntraceProgFexitUdpSendmsg            = "fexit_udp_sendmsg"
+	ConntraceProgFexitUdpv6Recvmsg          = "fexit_udpv6_recvmsg"
+	ConntraceProgFexitUdpv6RecvmsgNoaddrlen = "fexit_udpv6_recvmsg_noaddrlen"
+	ConntraceProgFexitUdpv6RecvmsgNoblock   = "fexit_udpv6_recvmsg_noblock"
+	ConntraceProgFexitUdpv6Sendmsg          = "fexit_udpv6_sendmsg"
+	ConntraceProgHandleDestroySock          = "handle_destroy_sock"
+	ConntraceProgHandleRecvLength           = "handle_recv_length"
+	ConntraceProgHandleSendLength           = "handle_send_length"
+	ConntraceProgHandleSetState             = "handle_set_state"
+	ConntraceProgHandleSockops              = "handle_sockops"
+	ConntraceProgKprobeUdpRecvmsg           = "kprobe_udp_recvmsg"
+	ConntraceProgKprobeUdpSendmsg           = "kprobe_udp_sendmsg"
+	ConntraceProgKprobeUdpv6Recvmsg         = "kprobe_udpv6_recvmsg"
+	ConntraceProgKprobeUdpv6Sendmsg         = "kprobe_udpv6_sendmsg"
+	ConntraceProgKretprobeUdpRecvmsg        = "kretprobe_udp_recvmsg"
+	ConntraceProgKretprobeUdpSendmsg        = "kretprobe_udp_sendmsg"
+	ConntraceProgKretprobeUdpv6Recvmsg      = "kretprobe_udpv6_recvmsg"
+	ConntraceProgKretprobeUdpv6Sendmsg      = "kretprobe_udpv6_sendmsg"
+	ConntraceProgSeedConns                  = "seed_conns"
+	ConntraceProgSeedListeners              = "seed_listeners"
+	ConntraceProgUdpRecvmsg4                = "udp_recvmsg4"
+	ConntraceProgUdpRecvmsg6                = "udp_recvmsg6"
+	ConntraceProgUdpSendmsg4                = "udp_sendmsg4"
+	ConntraceProgUdpSendmsg6                = "udp_sendmsg6"
+	ConntraceProgUdpSockCookie              = "udp_sock_cookie"
+	ConntraceVarCollectIpv6                 = "collect_ipv6"
+	ConntraceVarCollectUdp                  = "collect_udp"
+	ConntraceVarDnsOn                       = "dns_on"
+	ConntraceVarFiltersOn                   = "filters_on"
+	ConntraceVarIncludesOn                  = "includes_on"
+	ConntraceVarListenersFull               = "listeners_full"
+	ConntraceVarLostDnsRingBufferFull       = "lost_dns_ring_buffer_full"
+	ConntraceVarLostRingBufferFull          = "lost_ring_buffer_full"
+	ConntraceVarLostTrackedFull             = "lost_tracked_full"
+	ConntraceVarLostUdpFlowsFull            = "lost_udp_flows_full"
+	ConntraceVarMaxTracked                  = "max_tracked"
+	ConntraceVarRecvmsgFlagsArg             = "recvmsg_flags_arg"
+	ConntraceVarRttSampleArg                = "rtt_sample_arg"
+	ConntraceVarTracked                     = "tracked"
+	ConntraceVarUnusedConnRecord            = "unused_conn_record"
+	ConntraceVarUnusedDnsEvent              = "unused_dns_event"
 )
 
 // LoadConntrace returns the embedded CollectionSpec for Conntrace.
@@ -261,34 +263,36 @@ type ConntraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ConntraceProgramSpecs struct {
-	DnsIngress               *ebpf.ProgramSpec `ebpf:"dns_ingress"`
-	DumpConns                *ebpf.ProgramSpec `ebpf:"dump_conns"`
-	FexitUdpRecvmsg          *ebpf.ProgramSpec `ebpf:"fexit_udp_recvmsg"`
-	FexitUdpRecvmsgNoblock   *ebpf.ProgramSpec `ebpf:"fexit_udp_recvmsg_noblock"`
-	FexitUdpSendmsg          *ebpf.ProgramSpec `ebpf:"fexit_udp_sendmsg"`
-	FexitUdpv6Recvmsg        *ebpf.ProgramSpec `ebpf:"fexit_udpv6_recvmsg"`
-	FexitUdpv6RecvmsgNoblock *ebpf.ProgramSpec `ebpf:"fexit_udpv6_recvmsg_noblock"`
-	FexitUdpv6Sendmsg        *ebpf.ProgramSpec `ebpf:"fexit_udpv6_sendmsg"`
-	HandleDestroySock        *ebpf.ProgramSpec `ebpf:"handle_destroy_sock"`
-	HandleRecvLength         *ebpf.ProgramSpec `ebpf:"handle_recv_length"`
-	HandleSendLength         *ebpf.ProgramSpec `ebpf:"handle_send_length"`
-	HandleSetState           *ebpf.ProgramSpec `ebpf:"handle_set_state"`
-	HandleSockops            *ebpf.ProgramSpec `ebpf:"handle_sockops"`
-	KprobeUdpRecvmsg         *ebpf.ProgramSpec `ebpf:"kprobe_udp_recvmsg"`
-	KprobeUdpSendmsg         *ebpf.ProgramSpec `ebpf:"kprobe_udp_sendmsg"`
-	KprobeUdpv6Recvmsg       *ebpf.ProgramSpec `ebpf:"kprobe_udpv6_recvmsg"`
-	KprobeUdpv6Sendmsg       *ebpf.ProgramSpec `ebpf:"kprobe_udpv6_sendmsg"`
-	KretprobeUdpRecvmsg      *ebpf.ProgramSpec `ebpf:"kretprobe_udp_recvmsg"`
-	KretprobeUdpSendmsg      *ebpf.ProgramSpec `ebpf:"kretprobe_udp_sendmsg"`
-	KretprobeUdpv6Recvmsg    *ebpf.ProgramSpec `ebpf:"kretprobe_udpv6_recvmsg"`
-	KretprobeUdpv6Sendmsg    *ebpf.ProgramSpec `ebpf:"kretprobe_udpv6_sendmsg"`
-	SeedConns                *ebpf.ProgramSpec `ebpf:"seed_conns"`
-	SeedListeners            *ebpf.ProgramSpec `ebpf:"seed_listeners"`
-	UdpRecvmsg4              *ebpf.ProgramSpec `ebpf:"udp_recvmsg4"`
-	UdpRecvmsg6              *ebpf.ProgramSpec `ebpf:"udp_recvmsg6"`
-	UdpSendmsg4              *ebpf.ProgramSpec `ebpf:"udp_sendmsg4"`
-	UdpSendmsg6              *ebpf.ProgramSpec `ebpf:"udp_sendmsg6"`
-	UdpSockCookie            *ebpf.ProgramSpec `ebpf:"udp_sock_cookie"`
+	DnsIngress                 *ebpf.ProgramSpec `ebpf:"dns_ingress"`
+	DumpConns                  *ebpf.ProgramSpec `ebpf:"dump_conns"`
+	FexitUdpRecvmsg            *ebpf.ProgramSpec `ebpf:"fexit_udp_recvmsg"`
+	FexitUdpRecvmsgNoaddrlen   *ebpf.ProgramSpec `ebpf:"fexit_udp_recvmsg_noaddrlen"`
+	FexitUdpRecvmsgNoblock     *ebpf.ProgramSpec `ebpf:"fexit_udp_recvmsg_noblock"`
+	FexitUdpSendmsg            *ebpf.ProgramSpec `ebpf:"fexit_udp_sendmsg"`
+	FexitUdpv6Recvmsg          *ebpf.ProgramSpec `ebpf:"fexit_udpv6_recvmsg"`
+	FexitUdpv6RecvmsgNoaddrlen *ebpf.ProgramSpec `ebpf:"fexit_udpv6_recvmsg_noaddrlen"`
+	FexitUdpv6RecvmsgNoblock   *ebpf.ProgramSpec `ebpf:"fexit_udpv6_recvmsg_noblock"`
+	FexitUdpv6Sendmsg          *ebpf.ProgramSpec `ebpf:"fexit_udpv6_sendmsg"`
+	HandleDestroySock          *ebpf.ProgramSpec `ebpf:"handle_destroy_sock"`
+	HandleRecvLength           *ebpf.ProgramSpec `ebpf:"handle_recv_length"`
+	HandleSendLength           *ebpf.ProgramSpec `ebpf:"handle_send_length"`
+	HandleSetState             *ebpf.ProgramSpec `ebpf:"handle_set_state"`
+	HandleSockops              *ebpf.ProgramSpec `ebpf:"handle_sockops"`
+	KprobeUdpRecvmsg           *ebpf.ProgramSpec `ebpf:"kprobe_udp_recvmsg"`
+	KprobeUdpSendmsg           *ebpf.ProgramSpec `ebpf:"kprobe_udp_sendmsg"`
+	KprobeUdpv6Recvmsg         *ebpf.ProgramSpec `ebpf:"kprobe_udpv6_recvmsg"`
+	KprobeUdpv6Sendmsg         *ebpf.ProgramSpec `ebpf:"kprobe_udpv6_sendmsg"`
+	KretprobeUdpRecvmsg        *ebpf.ProgramSpec `ebpf:"kretprobe_udp_recvmsg"`
+	KretprobeUdpSendmsg        *ebpf.ProgramSpec `ebpf:"kretprobe_udp_sendmsg"`
+	KretprobeUdpv6Recvmsg      *ebpf.ProgramSpec `ebpf:"kretprobe_udpv6_recvmsg"`
+	KretprobeUdpv6Sendmsg      *ebpf.ProgramSpec `ebpf:"kretprobe_udpv6_sendmsg"`
+	SeedConns                  *ebpf.ProgramSpec `ebpf:"seed_conns"`
+	SeedListeners              *ebpf.ProgramSpec `ebpf:"seed_listeners"`
+	UdpRecvmsg4                *ebpf.ProgramSpec `ebpf:"udp_recvmsg4"`
+	UdpRecvmsg6                *ebpf.ProgramSpec `ebpf:"udp_recvmsg6"`
+	UdpSendmsg4                *ebpf.ProgramSpec `ebpf:"udp_sendmsg4"`
+	UdpSendmsg6                *ebpf.ProgramSpec `ebpf:"udp_sendmsg6"`
+	UdpSockCookie              *ebpf.ProgramSpec `ebpf:"udp_sock_cookie"`
 }
 
 // ConntraceMapSpecs contains maps before they are loaded into the kernel.
@@ -414,34 +418,36 @@ type ConntraceVariables struct {
 //
 // It can be passed to LoadConntraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ConntracePrograms struct {
-	DnsIngress               *ebpf.Program `ebpf:"dns_ingress"`
-	DumpConns                *ebpf.Program `ebpf:"dump_conns"`
-	FexitUdpRecvmsg          *ebpf.Program `ebpf:"fexit_udp_recvmsg"`
-	FexitUdpRecvmsgNoblock   *ebpf.Program `ebpf:"fexit_udp_recvmsg_noblock"`
-	FexitUdpSendmsg          *ebpf.Program `ebpf:"fexit_udp_sendmsg"`
-	FexitUdpv6Recvmsg        *ebpf.Program `ebpf:"fexit_udpv6_recvmsg"`
-	FexitUdpv6RecvmsgNoblock *ebpf.Program `ebpf:"fexit_udpv6_recvmsg_noblock"`
-	FexitUdpv6Sendmsg        *ebpf.Program `ebpf:"fexit_udpv6_sendmsg"`
-	HandleDestroySock        *ebpf.Program `ebpf:"handle_destroy_sock"`
-	HandleRecvLength         *ebpf.Program `ebpf:"handle_recv_length"`
-	HandleSendLength         *ebpf.Program `ebpf:"handle_send_length"`
-	HandleSetState           *ebpf.Program `ebpf:"handle_set_state"`
-	HandleSockops            *ebpf.Program `ebpf:"handle_sockops"`
-	KprobeUdpRecvmsg         *ebpf.Program `ebpf:"kprobe_udp_recvmsg"`
-	KprobeUdpSendmsg         *ebpf.Program `ebpf:"kprobe_udp_sendmsg"`
-	KprobeUdpv6Recvmsg       *ebpf.Program `ebpf:"kprobe_udpv6_recvmsg"`
-	KprobeUdpv6Sendmsg       *ebpf.Program `ebpf:"kprobe_udpv6_sendmsg"`
-	KretprobeUdpRecvmsg      *ebpf.Program `ebpf:"kretprobe_udp_recvmsg"`
-	KretprobeUdpSendmsg      *ebpf.Program `ebpf:"kretprobe_udp_sendmsg"`
-	KretprobeUdpv6Recvmsg    *ebpf.Program `ebpf:"kretprobe_udpv6_recvmsg"`
-	KretprobeUdpv6Sendmsg    *ebpf.Program `ebpf:"kretprobe_udpv6_sendmsg"`
-	SeedConns                *ebpf.Program `ebpf:"seed_conns"`
-	SeedListeners            *ebpf.Program `ebpf:"seed_listeners"`
-	UdpRecvmsg4              *ebpf.Program `ebpf:"udp_recvmsg4"`
-	UdpRecvmsg6              *ebpf.Program `ebpf:"udp_recvmsg6"`
-	UdpSendmsg4              *ebpf.Program `ebpf:"udp_sendmsg4"`
-	UdpSendmsg6              *ebpf.Program `ebpf:"udp_sendmsg6"`
-	UdpSockCookie            *ebpf.Program `ebpf:"udp_sock_cookie"`
+	DnsIngress                 *ebpf.Program `ebpf:"dns_ingress"`
+	DumpConns                  *ebpf.Program `ebpf:"dump_conns"`
+	FexitUdpRecvmsg            *ebpf.Program `ebpf:"fexit_udp_recvmsg"`
+	FexitUdpRecvmsgNoaddrlen   *ebpf.Program `ebpf:"fexit_udp_recvmsg_noaddrlen"`
+	FexitUdpRecvmsgNoblock     *ebpf.Program `ebpf:"fexit_udp_recvmsg_noblock"`
+	FexitUdpSendmsg            *ebpf.Program `ebpf:"fexit_udp_sendmsg"`
+	FexitUdpv6Recvmsg          *ebpf.Program `ebpf:"fexit_udpv6_recvmsg"`
+	FexitUdpv6RecvmsgNoaddrlen *ebpf.Program `ebpf:"fexit_udpv6_recvmsg_noaddrlen"`
+	FexitUdpv6RecvmsgNoblock   *ebpf.Program `ebpf:"fexit_udpv6_recvmsg_noblock"`
+	FexitUdpv6Sendmsg          *ebpf.Program `ebpf:"fexit_udpv6_sendmsg"`
+	HandleDestroySock          *ebpf.Program `ebpf:"handle_destroy_sock"`
+	HandleRecvLength           *ebpf.Program `ebpf:"handle_recv_length"`
+	HandleSendLength           *ebpf.Program `ebpf:"handle_send_length"`
+	HandleSetState             *ebpf.Program `ebpf:"handle_set_state"`
+	HandleSockops              *ebpf.Program `ebpf:"handle_sockops"`
+	KprobeUdpRecvmsg           *ebpf.Program `ebpf:"kprobe_udp_recvmsg"`
+	KprobeUdpSendmsg           *ebpf.Program `ebpf:"kprobe_udp_sendmsg"`
+	KprobeUdpv6Recvmsg         *ebpf.Program `ebpf:"kprobe_udpv6_recvmsg"`
+	KprobeUdpv6Sendmsg         *ebpf.Program `ebpf:"kprobe_udpv6_sendmsg"`
+	KretprobeUdpRecvmsg        *ebpf.Program `ebpf:"kretprobe_udp_recvmsg"`
+	KretprobeUdpSendmsg        *ebpf.Program `ebpf:"kretprobe_udp_sendmsg"`
+	KretprobeUdpv6Recvmsg      *ebpf.Program `ebpf:"kretprobe_udpv6_recvmsg"`
+	KretprobeUdpv6Sendmsg      *ebpf.Program `ebpf:"kretprobe_udpv6_sendmsg"`
+	SeedConns                  *ebpf.Program `ebpf:"seed_conns"`
+	SeedListeners              *ebpf.Program `ebpf:"seed_listeners"`
+	UdpRecvmsg4                *ebpf.Program `ebpf:"udp_recvmsg4"`
+	UdpRecvmsg6                *ebpf.Program `ebpf:"udp_recvmsg6"`
+	UdpSendmsg4                *ebpf.Program `ebpf:"udp_sendmsg4"`
+	UdpSendmsg6                *ebpf.Program `ebpf:"udp_sendmsg6"`
+	UdpSockCookie              *ebpf.Program `ebpf:"udp_sock_cookie"`
 }
 
 func (p *ConntracePrograms) Close() error {
@@ -449,9 +455,11 @@ func (p *ConntracePrograms) Close() error {
 		p.DnsIngress,
 		p.DumpConns,
 		p.FexitUdpRecvmsg,
+		p.FexitUdpRecvmsgNoaddrlen,
 		p.FexitUdpRecvmsgNoblock,
 		p.FexitUdpSendmsg,
 		p.FexitUdpv6Recvmsg,
+		p.FexitUdpv6RecvmsgNoaddrlen,
 		p.FexitUdpv6RecvmsgNoblock,
 		p.FexitUdpv6Sendmsg,
 		p.HandleDestroySock,

@@ -11,9 +11,11 @@
  *       an entry probe to its return as the kprobes need
  *
  * udp_recvmsg and udpv6_recvmsg lost their `noblock` argument in Linux
- * 5.19. An fexit program reads its arguments at offsets the verifier checks
- * against the function's BTF, so each signature has its own program
- * (*_noblock for the old one) and the loader keeps the one that matches.
+ * 5.19 and their `addr_len` in 7.x. An fexit program reads the return value
+ * after the last argument, at an offset the verifier checks against the
+ * function's BTF, so each signature has its own program (*_noblock: six
+ * arguments, the plain one five, *_noaddrlen four) and the loader keeps the
+ * one with the kernel's count.
  *
  * udpv6_sendmsg calls udp_sendmsg for an IPv4-mapped destination with the
  * same IPv6 socket: udp_sendmsg leaves such a call to the outer udpv6_sendmsg,
@@ -69,6 +71,18 @@ int BPF_PROG(fexit_udp_recvmsg_noblock, struct sock *sk, void *msg, __u64 len, i
 SEC("fexit/udpv6_recvmsg")
 int BPF_PROG(fexit_udpv6_recvmsg_noblock, struct sock *sk, void *msg, __u64 len, int noblock, int flags,
 	     int *addr_len, int ret)
+{
+	return udp_fexit(sk, flags, ret, false);
+}
+
+SEC("fexit/udp_recvmsg")
+int BPF_PROG(fexit_udp_recvmsg_noaddrlen, struct sock *sk, void *msg, __u64 len, int flags, int ret)
+{
+	return udp_fexit(sk, flags, ret, false);
+}
+
+SEC("fexit/udpv6_recvmsg")
+int BPF_PROG(fexit_udpv6_recvmsg_noaddrlen, struct sock *sk, void *msg, __u64 len, int flags, int ret)
 {
 	return udp_fexit(sk, flags, ret, false);
 }

@@ -84,7 +84,7 @@ func (t *Tracer) attachUDPFentry(cgroupPath string) error {
 	progs := t.programs()
 	for _, f := range udpFentries {
 		prog := progs[f.program]
-		if f.recv && f.noblock != t.recvNoblock {
+		if f.params != 0 && f.params != t.recvParams {
 			continue
 		}
 		if prog == nil && f.ipv6 {

@@ -588,3 +588,49 @@ func BenchmarkConntrackDump(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkUDPHookCost: one 64-byte datagram sent on a connected UDP socket
+// and read on loopback, per op, with no tracer and with the tracer forced to
+// each UDP hook this kernel offers. What a hook costs is its ns/op minus
+// none's; under QEMU (TCG) only the ratios between hooks mean anything
+// (BENCHMARKS.md).
+func BenchmarkUDPHookCost(b *testing.B) {
+	nettest.RequireRoot(b)
+	run := func(b *testing.B) {
+		srv, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer srv.Close()
+		c, err := net.Dial("udp4", srv.LocalAddr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		msg, buf := make([]byte, 64), make([]byte, 128)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if _, err := c.Write(msg); err != nil {
+				b.Fatal(err)
+			}
+			if _, _, err := srv.ReadFrom(buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("none", run)
+	for _, hook := range udpHooks {
+		if err := UDPHookPossible(hook); err != nil {
+			b.Logf("%s: %v", hook, err)
+			continue
+		}
+		b.Run(hook, func(b *testing.B) {
+			newTestTracer(b, func(c *Config) {
+				c.UDPHook = hook
+				c.CollectTCPConns = false
+				c.DNSInspection = false
+			})
+			run(b)
+		})
+	}
+}

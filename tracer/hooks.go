@@ -36,19 +36,23 @@ var (
 	// udpSockCookie makes the cookie of new UDP sockets, which the kprobes
 	// and the fexit programs read but cannot make.
 	udpSockCookie = "udp_sock_cookie"
-	// udpFentries are the fexit programs; noblock tells the recvmsg
-	// programs of the signature before Linux 5.19 (true) from the one
-	// since (false): the loader keeps the one of the kernel's.
+	// udpFentries are the fexit programs; params is the number of
+	// arguments of the recvmsg signature a program is for (6 before Linux
+	// 5.19, 5 until 7.x, 4 since), 0 for the sendmsg ones: the loader
+	// keeps the recvmsg programs of the kernel's count.
 	udpFentries = []struct {
-		program, function   string
-		ipv6, recv, noblock bool
+		program, function string
+		ipv6              bool
+		params            int
 	}{
-		{"fexit_udp_sendmsg", "udp_sendmsg", false, false, false},
-		{"fexit_udpv6_sendmsg", "udpv6_sendmsg", true, false, false},
-		{"fexit_udp_recvmsg", "udp_recvmsg", false, true, false},
-		{"fexit_udpv6_recvmsg", "udpv6_recvmsg", true, true, false},
-		{"fexit_udp_recvmsg_noblock", "udp_recvmsg", false, true, true},
-		{"fexit_udpv6_recvmsg_noblock", "udpv6_recvmsg", true, true, true},
+		{"fexit_udp_sendmsg", "udp_sendmsg", false, 0},
+		{"fexit_udpv6_sendmsg", "udpv6_sendmsg", true, 0},
+		{"fexit_udp_recvmsg", "udp_recvmsg", false, 5},
+		{"fexit_udpv6_recvmsg", "udpv6_recvmsg", true, 5},
+		{"fexit_udp_recvmsg_noblock", "udp_recvmsg", false, 6},
+		{"fexit_udpv6_recvmsg_noblock", "udpv6_recvmsg", true, 6},
+		{"fexit_udp_recvmsg_noaddrlen", "udp_recvmsg", false, 4},
+		{"fexit_udpv6_recvmsg_noaddrlen", "udpv6_recvmsg", true, 4},
 	}
 	udpKprobes = []struct {
 		program, function string
@@ -197,7 +201,7 @@ func (t *Tracer) unusedPrograms() []string {
 		}
 	}
 	for _, f := range udpFentries {
-		if t.udpHook != UDPHookFentry || (f.recv && f.noblock != t.recvNoblock) ||
+		if t.udpHook != UDPHookFentry || (f.params != 0 && f.params != t.recvParams) ||
 			(f.ipv6 && !t.capability("function:"+f.function)) {
 			out = append(out, f.program)
 		}
@@ -225,26 +229,27 @@ func (t *Tracer) unusedPrograms() []string {
 }
 
 // recvmsgFlagsArg finds the position of udp_recvmsg's flags argument in the
-// kernel's BTF: 3 since Linux 5.19, 4 before (an extra noblock argument).
-func recvmsgFlagsArg() (uint8, error) {
+// kernel's BTF (3 since Linux 5.19, 4 before: an extra noblock argument),
+// and how many arguments it has (6, 5, and 4 since 7.x: no addr_len).
+func recvmsgFlagsArg() (flags uint8, params int, err error) {
 	spec, err := btf.LoadKernelSpec()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	var fn *btf.Func
 	if err := spec.TypeByName("udp_recvmsg", &fn); err != nil {
-		return 0, fmt.Errorf("udp_recvmsg in the kernel's BTF: %w", err)
+		return 0, 0, fmt.Errorf("udp_recvmsg in the kernel's BTF: %w", err)
 	}
 	proto, ok := fn.Type.(*btf.FuncProto)
 	if !ok {
-		return 0, fmt.Errorf("udp_recvmsg in the kernel's BTF: %T is not a function prototype", fn.Type)
+		return 0, 0, fmt.Errorf("udp_recvmsg in the kernel's BTF: %T is not a function prototype", fn.Type)
 	}
 	for i, p := range proto.Params {
 		if p.Name == "flags" {
-			return uint8(i), nil
+			return uint8(i), len(proto.Params), nil
 		}
 	}
-	return 0, errors.New("udp_recvmsg in the kernel's BTF has no argument named flags")
+	return 0, 0, errors.New("udp_recvmsg in the kernel's BTF has no argument named flags")
 }
 
 // assignLoaded hands the loaded maps, variables and programs of coll to

@@ -140,7 +140,7 @@ func TestEveryProgramPassesTheVerifier(t *testing.T) {
 	}
 	// fexit programs load only where fexit does, and only for the
 	// signature of this kernel's function.
-	arg, err := recvmsgFlagsArg()
+	_, params, err := recvmsgFlagsArg()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func TestEveryProgramPassesTheVerifier(t *testing.T) {
 		switch missing := lacking(caps, "fentry", "function:"+f.function); {
 		case len(missing) > 0:
 			refused[f.program] = strings.Join(missing, "; ")
-		case f.recv && f.noblock != (arg == 4):
+		case f.params != 0 && f.params != params:
 			refused[f.program] = "the " + f.function + " signature of another kernel"
 		}
 	}
@@ -260,9 +260,9 @@ func TestUDPFentryVariantLoads(t *testing.T) {
 	defer tr.objs.Close()
 	progs := tr.programs()
 	for _, f := range udpFentries {
-		want := !f.recv || f.noblock == tr.recvNoblock
+		want := f.params == 0 || f.params == tr.recvParams
 		if (progs[f.program] != nil) != want {
-			t.Errorf("%s loaded: %v, want %v (noblock signature here: %v)", f.program, progs[f.program] != nil, want, tr.recvNoblock)
+			t.Errorf("%s loaded: %v, want %v (udp_recvmsg has %d arguments here)", f.program, progs[f.program] != nil, want, tr.recvParams)
 		}
 	}
 	for _, name := range append(append([]string{}, udpTracepointPrograms...), "kprobe_udp_sendmsg", "kretprobe_udp_recvmsg") {
@@ -283,7 +283,7 @@ func TestUDPFentryVariantLoads(t *testing.T) {
 	}
 	want := 1 // the cookie program
 	for _, f := range udpFentries {
-		if (!f.recv || f.noblock == tr.recvNoblock) && tr.capability("function:"+f.function) {
+		if (f.params == 0 || f.params == tr.recvParams) && tr.capability("function:"+f.function) {
 			want++
 		}
 	}
@@ -293,18 +293,21 @@ func TestUDPFentryVariantLoads(t *testing.T) {
 }
 
 func TestRecvmsgFlagsArgHere(t *testing.T) {
-	arg, err := recvmsgFlagsArg()
+	arg, params, err := recvmsgFlagsArg()
 	if err != nil {
 		t.Fatal(err)
 	}
 	// udp_recvmsg(sk, msg, len, flags, addr_len) since Linux 5.19, with
-	// noblock before flags until then.
-	want := uint8(3)
-	if v, _ := CurrentKernelVersion(); v < 5<<16|19<<8 {
-		want = 4
+	// noblock before flags until then, without addr_len in 7.x.
+	want, wantParams := uint8(3), 5
+	switch v, _ := CurrentKernelVersion(); {
+	case v < 5<<16|19<<8:
+		want, wantParams = 4, 6
+	case v >= 7<<16:
+		wantParams = 4
 	}
-	if arg != want {
-		t.Errorf("flags is argument %d, want %d", arg, want)
+	if arg != want || params != wantParams {
+		t.Errorf("flags is argument %d of %d, want %d of %d", arg, params, want, wantParams)
 	}
 }
 

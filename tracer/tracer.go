@@ -56,17 +56,17 @@ type Tracer struct {
 	comms comms
 	udp   udpReader
 	// userFilter: the filters could not go into the kernel; apply them here.
-	userFilter  bool
-	ct          *conntracker // nil without EnableConntrack
-	dns         *dnsCache    // nil without DNSInspection
-	ports       *PortMapping
-	support     []Capability
-	stats       io.Closer // the kernel's BPF run statistics, while on
-	dnsRd       *ringbuf.Reader
-	udpHook     string                   // UDPHookTracepoint, UDPHookFentry, UDPHookKprobe or "" (no UDP)
-	recvNoblock bool                     // udp_recvmsg has the noblock argument of kernels before 5.19
-	udpFailed   []string                 // UDP hooks auto chose that did not load
-	intraEnds   map[endpointKey]struct{} // markIntraHost's, kept across scrapes (under mu)
+	userFilter bool
+	ct         *conntracker // nil without EnableConntrack
+	dns        *dnsCache    // nil without DNSInspection
+	ports      *PortMapping
+	support    []Capability
+	stats      io.Closer // the kernel's BPF run statistics, while on
+	dnsRd      *ringbuf.Reader
+	udpHook    string                   // UDPHookTracepoint, UDPHookFentry, UDPHookKprobe or "" (no UDP)
+	recvParams int                      // udp_recvmsg's arguments: 6 before Linux 5.19, 5, 4 since 7.x
+	udpFailed  []string                 // UDP hooks auto chose that did not load
+	intraEnds  map[endpointKey]struct{} // markIntraHost's, kept across scrapes (under mu)
 }
 
 // New checks the prerequisites, loads and attaches the programs, seeds the
@@ -207,11 +207,11 @@ func (t *Tracer) load() error {
 		}
 	}
 	if t.readsUDPCookies() {
-		arg, err := recvmsgFlagsArg()
+		arg, params, err := recvmsgFlagsArg()
 		if err != nil {
 			return fmt.Errorf("the UDP %s programs need udp_recvmsg's arguments: %w", t.udpHook, err)
 		}
-		t.recvNoblock = arg == 4
+		t.recvParams = params
 		if err := spec.Variables["recvmsg_flags_arg"].Set(arg); err != nil {
 			return fmt.Errorf("setting recvmsg_flags_arg: %w", err)
 		}

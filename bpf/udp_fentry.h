@@ -11,7 +11,7 @@
  *       an entry probe to its return as the kprobes need
  *
  * udp_recvmsg and udpv6_recvmsg lost their `noblock` argument in Linux
- * 5.19 and their `addr_len` in 7.x. An fexit program reads the return value
+ * 5.19 and their `addr_len` later (6.18, 7.2). An fexit program reads the return value
  * after the last argument, at an offset the verifier checks against the
  * function's BTF, so each signature has its own program (*_noblock: six
  * arguments, the plain one five, *_noaddrlen four) and the loader keeps the

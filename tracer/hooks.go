@@ -38,7 +38,7 @@ var (
 	udpSockCookie = "udp_sock_cookie"
 	// udpFentries are the fexit programs; params is the number of
 	// arguments of the recvmsg signature a program is for (6 before Linux
-	// 5.19, 5 until 7.x, 4 since), 0 for the sendmsg ones: the loader
+	// 5.19, then 5, 4 in newer kernels: 6.18, 7.2), 0 for sendmsg: the loader
 	// keeps the recvmsg programs of the kernel's count.
 	udpFentries = []struct {
 		program, function string
@@ -230,7 +230,7 @@ func (t *Tracer) unusedPrograms() []string {
 
 // recvmsgFlagsArg finds the position of udp_recvmsg's flags argument in the
 // kernel's BTF (3 since Linux 5.19, 4 before: an extra noblock argument),
-// and how many arguments it has (6, 5, and 4 since 7.x: no addr_len).
+// and how many arguments it has (6, 5, and 4 in newer kernels: no addr_len).
 func recvmsgFlagsArg() (flags uint8, params int, err error) {
 	spec, err := btf.LoadKernelSpec()
 	if err != nil {

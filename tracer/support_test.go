@@ -118,7 +118,7 @@ func TestEveryProgramPassesTheVerifier(t *testing.T) {
 	// What this kernel lacks decides which programs it can carry; a program
 	// it cannot must be refused, so what start-up says is checked too.
 	caps := KernelSupport()
-	refused := map[string]string{}
+	refused, other := map[string]string{}, map[string]string{}
 	if missing := lacking(caps, tcpVersionCapabilities...); len(missing) > 0 {
 		for _, name := range tcpPrograms {
 			if name != "handle_sockops" { // sockops has had socket storage since 5.3
@@ -149,7 +149,11 @@ func TestEveryProgramPassesTheVerifier(t *testing.T) {
 		case len(missing) > 0:
 			refused[f.program] = strings.Join(missing, "; ")
 		case f.params != 0 && f.params != params:
-			refused[f.program] = "the " + f.function + " signature of another kernel"
+			// A signature with fewer arguments than the kernel's
+			// may pass an old verifier (5.10 does not check that
+			// the return value is after the last argument): the
+			// loader never loads it, so it is not tried.
+			other[f.program] = fmt.Sprintf("for a udp_recvmsg of %d arguments, this kernel's has %d", f.params, params)
 		}
 	}
 	load := func(name string, prog *ebpf.ProgramSpec, variant string) {
@@ -170,6 +174,10 @@ func TestEveryProgramPassesTheVerifier(t *testing.T) {
 		}
 	}
 	for name, prog := range spec.Programs {
+		if why, ok := other[name]; ok {
+			t.Logf("%s: not loaded, %s", name, why)
+			continue
+		}
 		load(name, prog, "")
 	}
 	// The recvmsg kprobes read flags from another register on kernels
@@ -297,17 +305,15 @@ func TestRecvmsgFlagsArgHere(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// udp_recvmsg(sk, msg, len, flags, addr_len) since Linux 5.19, with
-	// noblock before flags until then, without addr_len in 7.x.
-	want, wantParams := uint8(3), 5
-	switch v, _ := CurrentKernelVersion(); {
-	case v < 5<<16|19<<8:
-		want, wantParams = 4, 6
-	case v >= 7<<16:
-		wantParams = 4
+	// udp_recvmsg(sk, msg, len, noblock, flags, addr_len) before Linux
+	// 5.19, (sk, msg, len, flags, addr_len) since, and without addr_len
+	// in newer kernels (6.18 here, 7.2; not 6.12).
+	want := uint8(3)
+	if v, _ := CurrentKernelVersion(); v < 5<<16|19<<8 {
+		want = 4
 	}
-	if arg != want || params != wantParams {
-		t.Errorf("flags is argument %d of %d, want %d of %d", arg, params, want, wantParams)
+	if arg != want || (arg == 4 && params != 6) || (arg == 3 && params != 5 && params != 4) {
+		t.Errorf("flags is argument %d of %d, want %d (of 6 before 5.19, else of 5 or 4)", arg, params, want)
 	}
 }
 

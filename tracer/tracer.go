@@ -64,7 +64,7 @@ type Tracer struct {
 	stats      io.Closer // the kernel's BPF run statistics, while on
 	dnsRd      *ringbuf.Reader
 	udpHook    string                   // UDPHookTracepoint, UDPHookFentry, UDPHookKprobe or "" (no UDP)
-	recvParams int                      // udp_recvmsg's arguments: 6 before Linux 5.19, 5, 4 since 7.x
+	recvParams int                      // udp_recvmsg's arguments: 6 before Linux 5.19, then 5, 4 in newer kernels (6.18, 7.2)
 	udpFailed  []string                 // UDP hooks auto chose that did not load
 	intraEnds  map[endpointKey]struct{} // markIntraHost's, kept across scrapes (under mu)
 }

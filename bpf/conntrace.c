@@ -616,20 +616,16 @@ static __always_inline struct sock *task_file_tcp_sock(struct bpf_iter__task_fil
 	return sk;
 }
 
-/* Second seeding pass: connections that existed before start-up. A socket
- * bound to a port something listens on in its netns was accepted. */
-SEC("iter/task_file")
-int seed_conns(struct bpf_iter__task_file *ctx)
+/* seed_conn starts tracking sk, a connection that existed before start-up,
+ * held by process pid. A socket bound to a port something listens on in its
+ * netns was accepted. */
+static __always_inline int seed_conn(struct sock *sk, __u32 pid, const char *comm)
 {
-	struct sock *sk = task_file_tcp_sock(ctx);
-	struct task_struct *task = ctx->task;
 	struct conn_state tmp = {}, *st;
 	struct tcp_sock *tp;
 	int state;
 	__u8 dir;
 
-	if (!sk || !task)
-		return 0;
 	state = sk->__sk_common.skc_state;
 	if (!seedable_state(state))
 		return 0;
@@ -638,7 +634,7 @@ int seed_conns(struct bpf_iter__task_file *ctx)
 	if (!read_endpoints(sk, &tmp))
 		return 0;
 	dir = find_listener(&tmp) ? DIR_INCOMING : DIR_OUTGOING;
-	st = start_conn(sk, dir, task->tgid, task->comm);
+	st = start_conn(sk, dir, pid, comm);
 	if (!st || state == TCP_SYN_SENT)
 		return 0; /* a SYN_SENT socket gets its baselines at ESTABLISHED */
 	tp = bpf_skc_to_tcp_sock(sk);
@@ -647,6 +643,18 @@ int seed_conns(struct bpf_iter__task_file *ctx)
 	take_baselines(tp, st, true);
 	st->flags |= CONN_ESTABLISHED | CONN_PREEXISTING;
 	return 0;
+}
+
+/* Second seeding pass: connections that existed before start-up. */
+SEC("iter/task_file")
+int seed_conns(struct bpf_iter__task_file *ctx)
+{
+	struct sock *sk = task_file_tcp_sock(ctx);
+	struct task_struct *task = ctx->task;
+
+	if (!sk || !task)
+		return 0;
+	return seed_conn(sk, task->tgid, task->comm);
 }
 
 /* First seeding pass: listeners held by any process, in any netns. */
@@ -679,16 +687,12 @@ int seed_listeners(struct bpf_iter__task_file *ctx)
 	return 0;
 }
 
-/* On each scrape: the live counters of every tracked socket a process
- * holds. A socket shared by several descriptors is reported once per
- * iteration. Sockets no process holds (orphans after close(), or not yet
- * accepted) are not visited; user space keeps their last values until their
- * close record arrives. */
-SEC("iter/task_file")
-int dump_conns(struct bpf_iter__task_file *ctx)
+/* dump_conn writes the live counters of sk, if tracked, to the iterator's
+ * output, once per iteration (session). pid and comm are of a process that
+ * holds it, taken when the connection has none yet (accepted before its
+ * listener was known); pid 0 when unknown. */
+static __always_inline int dump_conn(struct sock *sk, struct bpf_iter_meta *meta, __u32 pid, const char *comm)
 {
-	struct sock *sk = task_file_tcp_sock(ctx);
-	struct task_struct *task = ctx->task;
 	struct conn_state *st;
 	struct conn_record *rec;
 	struct tcp_sock *tp;
@@ -696,18 +700,15 @@ int dump_conns(struct bpf_iter__task_file *ctx)
 	__u32 zero = 0;
 	int state;
 
-	if (!sk || !task)
-		return 0;
 	st = bpf_sk_storage_get(&conns, sk, 0, 0);
 	if (!st || (st->flags & CONN_CLOSED))
 		return 0;
-	session = ctx->meta->session_id;
+	session = meta->session_id;
 	if (st->dump_session == session)
 		return 0;
-	if (!st->pid) {
-		/* Accepted before its listener was known: take the holder's. */
-		st->pid = task->tgid;
-		__builtin_memcpy(st->comm, task->comm, COMM_LEN);
+	if (!st->pid && pid) {
+		st->pid = pid;
+		__builtin_memcpy(st->comm, comm, COMM_LEN);
 	}
 	/* The state is read before the counters: see sent_payload(). */
 	state = READ_ONCE(sk->__sk_common.skc_state);
@@ -722,8 +723,26 @@ int dump_conns(struct bpf_iter__task_file *ctx)
 		return 0;
 	fill_record(rec, sk, tp, st, state, false);
 	/* Marked only once written: when the seq_file buffer is full the write
-	 * fails and the kernel shows this same file again at the next read(). */
-	if (bpf_seq_write(ctx->meta->seq, rec, sizeof(*rec)) == 0)
+	 * fails and the kernel shows this same socket again at the next read(). */
+	if (bpf_seq_write(meta->seq, rec, sizeof(*rec)) == 0)
 		st->dump_session = session;
 	return 0;
 }
+
+/* On each scrape: the live counters of every tracked socket a process
+ * holds. A socket shared by several descriptors is reported once per
+ * iteration. Sockets no process holds (orphans after close(), or not yet
+ * accepted) are not visited; user space keeps their last values until their
+ * close record arrives. */
+SEC("iter/task_file")
+int dump_conns(struct bpf_iter__task_file *ctx)
+{
+	struct sock *sk = task_file_tcp_sock(ctx);
+	struct task_struct *task = ctx->task;
+
+	if (!sk || !task)
+		return 0;
+	return dump_conn(sk, ctx->meta, task->tgid, task->comm);
+}
+
+#include "tcp_iter.h"

@@ -112,6 +112,12 @@ type ConntraceListenerKey struct {
 	Pad   uint16
 }
 
+type ConntraceOwner struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Comm [16]int8
+}
+
 type ConntraceUdpCall struct {
 	_     structs.HostLayout
 	Sk    uint64
@@ -168,6 +174,7 @@ const (
 	ConntraceMapIncludedDestination         = "included_destination"
 	ConntraceMapIncludedSource              = "included_source"
 	ConntraceMapListeners                   = "listeners"
+	ConntraceMapOwners                      = "owners"
 	ConntraceMapScratch                     = "scratch"
 	ConntraceMapUdpCalls                    = "udp_calls"
 	ConntraceMapUdpFlows                    = "udp_flows"
@@ -175,6 +182,7 @@ const (
 	ConntraceMapUdpSendPeer                 = "udp_send_peer"
 	ConntraceProgDnsIngress                 = "dns_ingress"
 	ConntraceProgDumpConns                  = "dump_conns"
+	ConntraceProgDumpConnsTcp               = "dump_conns_tcp"
 	ConntraceProgFexitUdpRecvmsg            = "fexit_udp_recvmsg"
 	ConntraceProgFexitUdpRecvmsgNoaddrlen   = "fexit_udp_recvmsg_noaddrlen"
 	ConntraceProgFexitUdpRecvmsgNoblock     = "fexit_udp_recvmsg_noblock"
@@ -197,7 +205,9 @@ const (
 	ConntraceProgKretprobeUdpv6Recvmsg      = "kretprobe_udpv6_recvmsg"
 	ConntraceProgKretprobeUdpv6Sendmsg      = "kretprobe_udpv6_sendmsg"
 	ConntraceProgSeedConns                  = "seed_conns"
+	ConntraceProgSeedConnsTcp               = "seed_conns_tcp"
 	ConntraceProgSeedListeners              = "seed_listeners"
+	ConntraceProgSeedOwners                 = "seed_owners"
 	ConntraceProgUdpRecvmsg4                = "udp_recvmsg4"
 	ConntraceProgUdpRecvmsg6                = "udp_recvmsg6"
 	ConntraceProgUdpSendmsg4                = "udp_sendmsg4"
@@ -265,6 +275,7 @@ type ConntraceSpecs struct {
 type ConntraceProgramSpecs struct {
 	DnsIngress                 *ebpf.ProgramSpec `ebpf:"dns_ingress"`
 	DumpConns                  *ebpf.ProgramSpec `ebpf:"dump_conns"`
+	DumpConnsTcp               *ebpf.ProgramSpec `ebpf:"dump_conns_tcp"`
 	FexitUdpRecvmsg            *ebpf.ProgramSpec `ebpf:"fexit_udp_recvmsg"`
 	FexitUdpRecvmsgNoaddrlen   *ebpf.ProgramSpec `ebpf:"fexit_udp_recvmsg_noaddrlen"`
 	FexitUdpRecvmsgNoblock     *ebpf.ProgramSpec `ebpf:"fexit_udp_recvmsg_noblock"`
@@ -287,7 +298,9 @@ type ConntraceProgramSpecs struct {
 	KretprobeUdpv6Recvmsg      *ebpf.ProgramSpec `ebpf:"kretprobe_udpv6_recvmsg"`
 	KretprobeUdpv6Sendmsg      *ebpf.ProgramSpec `ebpf:"kretprobe_udpv6_sendmsg"`
 	SeedConns                  *ebpf.ProgramSpec `ebpf:"seed_conns"`
+	SeedConnsTcp               *ebpf.ProgramSpec `ebpf:"seed_conns_tcp"`
 	SeedListeners              *ebpf.ProgramSpec `ebpf:"seed_listeners"`
+	SeedOwners                 *ebpf.ProgramSpec `ebpf:"seed_owners"`
 	UdpRecvmsg4                *ebpf.ProgramSpec `ebpf:"udp_recvmsg4"`
 	UdpRecvmsg6                *ebpf.ProgramSpec `ebpf:"udp_recvmsg6"`
 	UdpSendmsg4                *ebpf.ProgramSpec `ebpf:"udp_sendmsg4"`
@@ -308,6 +321,7 @@ type ConntraceMapSpecs struct {
 	IncludedDestination *ebpf.MapSpec `ebpf:"included_destination"`
 	IncludedSource      *ebpf.MapSpec `ebpf:"included_source"`
 	Listeners           *ebpf.MapSpec `ebpf:"listeners"`
+	Owners              *ebpf.MapSpec `ebpf:"owners"`
 	Scratch             *ebpf.MapSpec `ebpf:"scratch"`
 	UdpCalls            *ebpf.MapSpec `ebpf:"udp_calls"`
 	UdpFlows            *ebpf.MapSpec `ebpf:"udp_flows"`
@@ -366,6 +380,7 @@ type ConntraceMaps struct {
 	IncludedDestination *ebpf.Map `ebpf:"included_destination"`
 	IncludedSource      *ebpf.Map `ebpf:"included_source"`
 	Listeners           *ebpf.Map `ebpf:"listeners"`
+	Owners              *ebpf.Map `ebpf:"owners"`
 	Scratch             *ebpf.Map `ebpf:"scratch"`
 	UdpCalls            *ebpf.Map `ebpf:"udp_calls"`
 	UdpFlows            *ebpf.Map `ebpf:"udp_flows"`
@@ -384,6 +399,7 @@ func (m *ConntraceMaps) Close() error {
 		m.IncludedDestination,
 		m.IncludedSource,
 		m.Listeners,
+		m.Owners,
 		m.Scratch,
 		m.UdpCalls,
 		m.UdpFlows,
@@ -420,6 +436,7 @@ type ConntraceVariables struct {
 type ConntracePrograms struct {
 	DnsIngress                 *ebpf.Program `ebpf:"dns_ingress"`
 	DumpConns                  *ebpf.Program `ebpf:"dump_conns"`
+	DumpConnsTcp               *ebpf.Program `ebpf:"dump_conns_tcp"`
 	FexitUdpRecvmsg            *ebpf.Program `ebpf:"fexit_udp_recvmsg"`
 	FexitUdpRecvmsgNoaddrlen   *ebpf.Program `ebpf:"fexit_udp_recvmsg_noaddrlen"`
 	FexitUdpRecvmsgNoblock     *ebpf.Program `ebpf:"fexit_udp_recvmsg_noblock"`
@@ -442,7 +459,9 @@ type ConntracePrograms struct {
 	KretprobeUdpv6Recvmsg      *ebpf.Program `ebpf:"kretprobe_udpv6_recvmsg"`
 	KretprobeUdpv6Sendmsg      *ebpf.Program `ebpf:"kretprobe_udpv6_sendmsg"`
 	SeedConns                  *ebpf.Program `ebpf:"seed_conns"`
+	SeedConnsTcp               *ebpf.Program `ebpf:"seed_conns_tcp"`
 	SeedListeners              *ebpf.Program `ebpf:"seed_listeners"`
+	SeedOwners                 *ebpf.Program `ebpf:"seed_owners"`
 	UdpRecvmsg4                *ebpf.Program `ebpf:"udp_recvmsg4"`
 	UdpRecvmsg6                *ebpf.Program `ebpf:"udp_recvmsg6"`
 	UdpSendmsg4                *ebpf.Program `ebpf:"udp_sendmsg4"`
@@ -454,6 +473,7 @@ func (p *ConntracePrograms) Close() error {
 	return _ConntraceClose(
 		p.DnsIngress,
 		p.DumpConns,
+		p.DumpConnsTcp,
 		p.FexitUdpRecvmsg,
 		p.FexitUdpRecvmsgNoaddrlen,
 		p.FexitUdpRecvmsgNoblock,
@@ -476,7 +496,9 @@ func (p *ConntracePrograms) Close() error {
 		p.KretprobeUdpv6Recvmsg,
 		p.KretprobeUdpv6Sendmsg,
 		p.SeedConns,
+		p.SeedConnsTcp,
 		p.SeedListeners,
+		p.SeedOwners,
 		p.UdpRecvmsg4,
 		p.UdpRecvmsg6,
 		p.UdpSendmsg4,

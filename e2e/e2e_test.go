@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -196,7 +197,7 @@ func TestEndToEnd(t *testing.T) {
 	// links are released after an RCU grace period, so allow a moment.
 	var left []string
 	for wait := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		left = loadedPrograms(t, "handle_set_sta", "handle_sockops", "dump_conns", "seed_conns", "seed_listeners", "handle_destroy")
+		left = loadedPrograms(t, "handle_set_sta", "handle_sockops", "dump_conns", "seed_conns", "seed_listeners", "seed_owners", "handle_destroy")
 		if len(left) == 0 || time.Now().After(wait) {
 			break
 		}
@@ -205,10 +206,22 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("BPF programs still loaded 5s after the exporter exited: %v", left)
 	}
 	logText := expLog.String()
-	for _, prog := range []string{"handle_set_state", "handle_destroy_sock", "handle_sockops", "dump_conns", "seed_listeners", "seed_conns"} {
-		if !strings.Contains(logText, `msg="Attached BPF program" program=`+prog+" ") {
+	attached := func(prog string) bool {
+		return strings.Contains(logText, `msg="Attached BPF program" program=`+prog+" ")
+	}
+	for _, prog := range []string{"handle_set_state", "handle_destroy_sock", "handle_sockops"} {
+		if !attached(prog) {
 			t.Errorf("exporter log has no %q line for program %s", "Attached BPF program", prog)
 		}
+	}
+	// The iterators of one way: task_file, or iter/tcp where this
+	// kernel's verifier refuses the task_file one.
+	taskFile := []string{"dump_conns", "seed_listeners", "seed_conns"}
+	iterTCP := []string{"dump_conns_tcp", "seed_owners", "seed_conns_tcp"}
+	if !slices.ContainsFunc(taskFile, attached) == !slices.ContainsFunc(iterTCP, attached) ||
+		(slices.ContainsFunc(taskFile, attached) && !allOf(taskFile, attached)) ||
+		(slices.ContainsFunc(iterTCP, attached) && !allOf(iterTCP, attached)) {
+		t.Errorf("exporter log: want the iterators %v or %v attached, all of one and none of the other", taskFile, iterTCP)
 	}
 	for _, line := range []string{`msg="Shutting down"`, `msg="Listening on" address=` + exporterAddr} {
 		if !strings.Contains(logText, line) {
@@ -549,6 +562,15 @@ func testMissingCapabilities(t *testing.T, bin string) {
 
 // loadedPrograms returns the BPF programs loaded in the kernel whose name
 // (truncated to 15 characters by the kernel) starts with one of prefixes.
+func allOf(names []string, f func(string) bool) bool {
+	for _, n := range names {
+		if !f(n) {
+			return false
+		}
+	}
+	return true
+}
+
 func loadedPrograms(t *testing.T, prefixes ...string) []string {
 	var found []string
 	id := ebpf.ProgramID(0)

@@ -69,23 +69,48 @@ var (
 	}
 )
 
-// tcpPrograms are the programs of TCP tracing, all or none loaded.
-var tcpPrograms = []string{"handle_set_state", "handle_destroy_sock", "handle_sockops", "seed_listeners", "seed_conns", "dump_conns"}
+// tcpPrograms are the programs of TCP tracing: without TCP none is loaded,
+// with it all but those of the iterator not chosen (tcpIterators).
+var tcpPrograms = []string{"handle_set_state", "handle_destroy_sock", "handle_sockops",
+	"seed_listeners", "seed_conns", "dump_conns", "seed_owners", "seed_conns_tcp", "dump_conns_tcp"}
 
-// tcpIterators are the TCP programs that find sockets through their files.
-var tcpIterators = []string{"seed_listeners", "seed_conns", "dump_conns"}
-
-// tcpCapabilities are what TCP tracing needs beyond what start-up requires.
-// tcpVersionCapabilities are those known from the kernel's version; the
-// last one is known only by loading the iterator.
-var (
-	tcpVersionCapabilities = []string{"sk_storage_tracing", "bpf_sock_from_file", "atomic_fetch"}
-	tcpCapabilities        = append(slices.Clone(tcpVersionCapabilities), "task_file_sock_storage")
+// Ways of finding the sockets for TCP (Tracer.tcpIter): the task_file
+// iterator (every process's files, one pass), or iter/tcp opened in each
+// network namespace with a task_file pass for the owners (bpf/tcp_iter.h).
+const (
+	tcpIterTaskFile = "task_file"
+	tcpIterTCP      = "tcp"
 )
+
+// tcpIterators are the programs of each way.
+var tcpIterators = map[string][]string{
+	tcpIterTaskFile: {"seed_listeners", "seed_conns", "dump_conns"},
+	tcpIterTCP:      {"seed_owners", "seed_conns_tcp", "dump_conns_tcp"},
+}
+
+// tcpVersionCapabilities are what TCP tracing needs beyond what start-up
+// requires, known from the kernel's version; and one of the iterators.
+var tcpVersionCapabilities = []string{"sk_storage_tracing", "bpf_sock_from_file", "atomic_fetch"}
+
+// chooseTCPIterator returns how TCP finds its sockets on a kernel with caps,
+// or "" and what is missing.
+func chooseTCPIterator(caps []Capability) (string, []string) {
+	missing := lacking(caps, tcpVersionCapabilities...)
+	if len(missing) > 0 {
+		return "", missing
+	}
+	if len(lacking(caps, "task_file_sock_storage")) == 0 {
+		return tcpIterTaskFile, nil
+	}
+	if len(lacking(caps, "iter_tcp_sock_storage")) == 0 {
+		return tcpIterTCP, nil
+	}
+	return "", lacking(caps, "task_file_sock_storage", "iter_tcp_sock_storage")
+}
 
 // TCPPossible says whether this kernel can trace TCP, and if not, why.
 func TCPPossible() error {
-	if missing := lacking(KernelSupport(), tcpCapabilities...); len(missing) > 0 {
+	if it, missing := chooseTCPIterator(KernelSupport()); it == "" {
 		return errors.New("the kernel lacks " + strings.Join(missing, "; "))
 	}
 	return nil
@@ -222,6 +247,14 @@ func (t *Tracer) unusedPrograms() []string {
 		for _, name := range tcpPrograms {
 			if name != "seed_listeners" || !t.seedsUDPCookies() {
 				out = append(out, name)
+			}
+		}
+	} else {
+		for it, names := range tcpIterators {
+			for _, name := range names {
+				if it != t.tcpIter && (name != "seed_listeners" || !t.seedsUDPCookies()) {
+					out = append(out, name)
+				}
 			}
 		}
 	}

@@ -731,14 +731,18 @@ func TestHealthAfterTraffic(t *testing.T) {
 			t.Errorf("%s: statistics not enabled", ps.Program)
 		}
 	}
-	for prog, hook := range map[string]string{"handle_set_state": "sock/inet_sock_set_state", "handle_sockops": "cgroup ", "dump_conns": "task_file", "dns_ingress": "cgroup "} {
+	dump, dumpHook := "dump_conns", "task_file"
+	if tr.tcpIter == tcpIterTCP {
+		dump, dumpHook = "dump_conns_tcp", "tcp, in each network namespace"
+	}
+	for prog, hook := range map[string]string{"handle_set_state": "sock/inet_sock_set_state", "handle_sockops": "cgroup ", dump: dumpHook, "dns_ingress": "cgroup "} {
 		if !strings.HasPrefix(hooks[prog], hook) {
 			t.Errorf("%s hook %q, want %q…", prog, hooks[prog], hook)
 		}
 	}
 	for _, ps := range st.Programs {
 		switch ps.Program {
-		case "handle_set_state", "handle_sockops", "dump_conns", "handle_send_length", "handle_recv_length", "dns_ingress":
+		case "handle_set_state", "handle_sockops", "dump_conns", "dump_conns_tcp", "handle_send_length", "handle_recv_length", "dns_ingress":
 			if ps.Runs <= before[ps.Program] || ps.RunTime <= 0 {
 				t.Errorf("%s: runs %d (before %d), run time %s after traffic", ps.Program, ps.Runs, before[ps.Program], ps.RunTime)
 			}

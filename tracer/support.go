@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -151,13 +152,18 @@ func KernelSupport() []Capability {
 		}
 		caps = append(caps, c)
 	}
-	iter := Capability{Name: "task_file_sock_storage", Costs: "TCP: the socket iterator must reach the socket storage of each socket it finds"}
-	if err := probeTaskFileSockStorage(); err != nil {
-		iter.Reason = err.Error()
-	} else {
-		iter.Available = true
+	for _, it := range []struct{ name, prog, costs string }{
+		{"task_file_sock_storage", "dump_conns", "TCP through the task_file iterator (the sockets of every process, in every namespace, in one pass); else through iter/tcp"},
+		{"iter_tcp_sock_storage", "dump_conns_tcp", "TCP through iter/tcp, where the task_file iterator is refused"},
+	} {
+		c := Capability{Name: it.name, Costs: it.costs}
+		if err := probeProgram(it.prog); err != nil {
+			c.Reason = err.Error()
+		} else {
+			c.Available = true
+		}
+		caps = append(caps, c)
 	}
-	caps = append(caps, iter)
 	_, statsErr := os.Stat("/proc/sys/kernel/bpf_stats_enabled")
 	caps = append(caps, Capability{Name: "bpf_stats", Available: statsErr == nil,
 		Costs: "conntrace_bpf_program_runs_total and _run_seconds_total", Reason: reasonOf(statsErr)})
@@ -194,11 +200,27 @@ var probeFentry = sync.OnceValue(func() error {
 	return l.Close()
 })
 
-// probeTaskFileSockStorage loads dump_conns, the TCP iterator, alone: it
-// finds each socket through bpf_sock_from_file and reads its socket
-// storage, which some verifiers refuse (a pointer read from the socket is
-// untrusted there, whatever the version says). Tried once per process.
-var probeTaskFileSockStorage = sync.OnceValue(func() error {
+// probeProgram loads one program of the object alone, with its maps: the
+// TCP iterators find sockets in ways some verifiers refuse whatever the
+// version says (dump_conns: the socket read from a file is untrusted on
+// 6.18.44-fc-v1045). Tried once per program and process.
+func probeProgram(name string) error {
+	probesMu.Lock()
+	defer probesMu.Unlock()
+	if err, ok := probes[name]; ok {
+		return err
+	}
+	err := loadAlone(name)
+	probes[name] = err
+	return err
+}
+
+var (
+	probesMu sync.Mutex
+	probes   = map[string]error{}
+)
+
+func loadAlone(name string) error {
 	if err := rlimit.RemoveMemlock(); err != nil { // before Linux 5.11
 		return err
 	}
@@ -206,19 +228,27 @@ var probeTaskFileSockStorage = sync.OnceValue(func() error {
 	if err != nil {
 		return err
 	}
-	var objs struct {
-		Prog *ebpf.Program `ebpf:"dump_conns"`
+	if spec.Programs[name] == nil {
+		return fmt.Errorf("no program %s in the object", name)
 	}
-	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+	// LoadAndAssign loads the program and only the maps it uses: a struct
+	// with one field tagged with its name.
+	objs := reflect.New(reflect.StructOf([]reflect.StructField{{
+		Name: "Prog",
+		Type: reflect.TypeOf((*ebpf.Program)(nil)),
+		Tag:  reflect.StructTag(`ebpf:"` + name + `"`),
+	}}))
+	err = spec.LoadAndAssign(objs.Interface(), nil)
+	if err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) && len(ve.Log) > 0 {
 			// The line that says why; the rest is the trace.
-			return fmt.Errorf("the verifier refuses dump_conns: %s", lastVerifierReason(ve.Log))
+			return fmt.Errorf("the verifier refuses %s: %s", name, lastVerifierReason(ve.Log))
 		}
-		return fmt.Errorf("loading dump_conns: %w", err)
+		return fmt.Errorf("loading %s: %w", name, err)
 	}
-	return objs.Prog.Close()
-})
+	return objs.Elem().Field(0).Interface().(*ebpf.Program).Close()
+}
 
 // lastVerifierReason is the verifier's reason for refusing a program: the
 // last line of its log that is not the closing statistics.

@@ -125,9 +125,13 @@ func TestEveryProgramPassesTheVerifier(t *testing.T) {
 				refused[name] = strings.Join(missing, "; ")
 			}
 		}
-	} else if missing := lacking(caps, "task_file_sock_storage"); len(missing) > 0 {
-		for _, name := range tcpIterators {
-			refused[name] = strings.Join(missing, "; ")
+	} else {
+		for it, capName := range map[string]string{tcpIterTaskFile: "task_file_sock_storage", tcpIterTCP: "iter_tcp_sock_storage"} {
+			if missing := lacking(caps, capName); len(missing) > 0 {
+				for _, name := range tcpIterators[it] {
+					refused[name] = strings.Join(missing, "; ")
+				}
+			}
 		}
 	}
 	if missing := lacking(caps, "tracepoint:sock/sock_send_length", "tracepoint:sock/sock_recv_length"); len(missing) > 0 {
@@ -198,7 +202,7 @@ func TestUDPKprobeVariantLoads(t *testing.T) {
 	cfg := NewDefaultConfig()
 	cfg.UDPHook = UDPHookKprobe
 	tr := &Tracer{cfg: cfg, support: KernelSupport(), udpHook: UDPHookKprobe, logger: log.NewNopLogger()}
-	cfg.CollectTCPConns = len(lacking(tr.support, tcpCapabilities...)) == 0
+	cfg.CollectTCPConns = TCPPossible() == nil
 	if err := tr.load(); err != nil {
 		t.Fatalf("loading the kprobe variant: %v", err)
 	}
@@ -249,7 +253,7 @@ func TestUDPFentryVariantLoads(t *testing.T) {
 	cfg := NewDefaultConfig()
 	cfg.UDPHook = UDPHookFentry
 	tr := &Tracer{cfg: cfg, support: KernelSupport(), udpHook: UDPHookFentry, logger: log.NewNopLogger()}
-	cfg.CollectTCPConns = len(lacking(tr.support, tcpCapabilities...)) == 0
+	cfg.CollectTCPConns = TCPPossible() == nil
 	err := tr.load()
 	if !tr.capability("fentry") {
 		if err == nil {

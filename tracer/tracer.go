@@ -56,17 +56,19 @@ type Tracer struct {
 	comms comms
 	udp   udpReader
 	// userFilter: the filters could not go into the kernel; apply them here.
-	userFilter bool
-	ct         *conntracker // nil without EnableConntrack
-	dns        *dnsCache    // nil without DNSInspection
-	ports      *PortMapping
-	support    []Capability
-	stats      io.Closer // the kernel's BPF run statistics, while on
-	dnsRd      *ringbuf.Reader
-	udpHook    string                   // UDPHookTracepoint, UDPHookFentry, UDPHookKprobe or "" (no UDP)
-	recvParams int                      // udp_recvmsg's arguments: 6 before Linux 5.19, then 5, 4 in newer kernels (6.18, 7.2)
-	udpFailed  []string                 // UDP hooks auto chose that did not load
-	intraEnds  map[endpointKey]struct{} // markIntraHost's, kept across scrapes (under mu)
+	userFilter  bool
+	ct          *conntracker // nil without EnableConntrack
+	dns         *dnsCache    // nil without DNSInspection
+	ports       *PortMapping
+	support     []Capability
+	stats       io.Closer // the kernel's BPF run statistics, while on
+	dnsRd       *ringbuf.Reader
+	udpHook     string                   // UDPHookTracepoint, UDPHookFentry, UDPHookKprobe or "" (no UDP)
+	tcpIter     string                   // tcpIterTaskFile or tcpIterTCP, with TCP
+	netnsWarned bool                     // said that some namespaces cannot be entered
+	recvParams  int                      // udp_recvmsg's arguments: 6 before Linux 5.19, then 5, 4 in newer kernels (6.18, 7.2)
+	udpFailed   []string                 // UDP hooks auto chose that did not load
+	intraEnds   map[endpointKey]struct{} // markIntraHost's, kept across scrapes (under mu)
 }
 
 // New checks the prerequisites, loads and attaches the programs, seeds the
@@ -108,10 +110,15 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 		}
 	}
 	if cfg.CollectTCPConns {
-		if missing := lacking(support, tcpCapabilities...); len(missing) > 0 {
+		it, missing := chooseTCPIterator(support)
+		switch it {
+		case "":
 			level.Warn(logger).Log("msg", "TCP is not traced", "why", "the kernel lacks "+strings.Join(missing, "; "))
 			cfg.CollectTCPConns = false
+		case tcpIterTCP:
+			level.Info(logger).Log("msg", "TCP sockets found through iter/tcp, opened in each network namespace", "why", "the verifier refuses the task_file iterator: "+strings.Join(lacking(support, "task_file_sock_storage"), "; "))
 		}
+		t.tcpIter = it
 	}
 	if cfg.CollectUDPConns {
 		hook, why, err := chooseUDPHook(cfg.UDPHook, support, "")
@@ -311,13 +318,17 @@ func (t *Tracer) attach(cgroupPath string) error {
 	if !t.cfg.CollectTCPConns {
 		return nil
 	}
-	it, err := link.AttachIter(link.IterOptions{Program: t.objs.DumpConns})
+	prog, name, hook := t.objs.DumpConns, "dump_conns", "task_file (each scrape)"
+	if t.tcpIter == tcpIterTCP {
+		prog, name, hook = t.objs.DumpConnsTcp, "dump_conns_tcp", "tcp, in each network namespace (each scrape)"
+	}
+	it, err := link.AttachIter(link.IterOptions{Program: prog})
 	if err != nil {
-		return fmt.Errorf("attaching the task_file iterator dump_conns: %w", err)
+		return fmt.Errorf("attaching the iterator %s: %w", name, err)
 	}
 	t.dumpIter = it
 	t.links = append(t.links, it)
-	t.attachments = append(t.attachments, Attachment{Program: "dump_conns", Hook: "task_file (each scrape)", Attach: "iter"})
+	t.attachments = append(t.attachments, Attachment{Program: name, Hook: hook, Attach: "iter"})
 	return nil
 }
 
@@ -325,34 +336,48 @@ func (t *Tracer) attach(cgroupPath string) error {
 // every process's files records listeners, a second one tracks connections.
 // The tracepoints are already attached, so nothing opened meanwhile is missed.
 func (t *Tracer) seed() error {
-	for _, p := range []struct {
-		prog *ebpf.Program
-		name string
-	}{{t.objs.SeedListeners, "seed_listeners"}, {t.objs.SeedConns, "seed_conns"}} {
+	passes := []struct {
+		prog       *ebpf.Program
+		name, hook string
+		eachNetns  bool
+	}{
+		{t.objs.SeedListeners, "seed_listeners", "task_file (once, at start-up)", false},
+		{t.objs.SeedConns, "seed_conns", "task_file (once, at start-up)", false},
+		{t.objs.SeedOwners, "seed_owners", "task_file (once, at start-up)", false},
+		{t.objs.SeedConnsTcp, "seed_conns_tcp", "tcp, in each network namespace (once, at start-up)", true},
+	}
+	for _, p := range passes {
 		if p.prog == nil {
-			continue // no TCP
+			continue // not this kernel's way, or no TCP
 		}
 		it, err := link.AttachIter(link.IterOptions{Program: p.prog})
 		if err != nil {
-			return fmt.Errorf("attaching the task_file iterator %s: %w", p.name, err)
+			return fmt.Errorf("attaching the iterator %s: %w", p.name, err)
 		}
-		err = drainIter(it)
+		var buf bytes.Buffer
+		if p.eachNetns {
+			err = t.readEachNetns(it, &buf)
+		} else {
+			err = readIter(it, &buf)
+		}
 		it.Close()
 		if err != nil {
-			return fmt.Errorf("running the task_file iterator %s: %w", p.name, err)
+			return fmt.Errorf("running the iterator %s: %w", p.name, err)
 		}
-		t.attachments = append(t.attachments, Attachment{Program: p.name, Hook: "task_file (once, at start-up)", Attach: "iter"})
+		t.attachments = append(t.attachments, Attachment{Program: p.name, Hook: p.hook, Attach: "iter"})
 	}
 	return nil
 }
 
-func drainIter(it *link.Iter) error {
-	rd, err := it.Open()
-	if err != nil {
-		return err
+// readEachNetns reads it in every network namespace (iter/tcp), and says
+// once when some cannot be entered: their connections are then reported
+// from their close records only.
+func (t *Tracer) readEachNetns(it *link.Iter, buf *bytes.Buffer) error {
+	refused, why, err := readIterInEachNetns(it, t.cfg.ProcRoot, buf)
+	if refused > 0 && !t.netnsWarned {
+		t.netnsWarned = true
+		level.Warn(t.logger).Log("msg", "some network namespaces cannot be entered (setns needs CAP_SYS_ADMIN): their TCP connections are counted from their close records only, not live", "namespaces", refused, "err", why)
 	}
-	defer rd.Close()
-	_, err = io.Copy(io.Discard, rd)
 	return err
 }
 
@@ -452,13 +477,14 @@ func (t *Tracer) readActive(now time.Time) ([]ConnectionStats, error) {
 	if t.dumpIter == nil {
 		return nil, nil // no TCP
 	}
-	rd, err := t.dumpIter.Open()
-	if err != nil {
-		return nil, fmt.Errorf("opening the connection iterator: %w", err)
-	}
-	defer rd.Close()
 	t.buf.Reset()
-	if _, err := t.buf.ReadFrom(rd); err != nil {
+	var err error
+	if t.tcpIter == tcpIterTCP {
+		err = t.readEachNetns(t.dumpIter, &t.buf)
+	} else {
+		err = readIter(t.dumpIter, &t.buf)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("reading the connection iterator: %w", err)
 	}
 	recs, err := decodeRecords(t.recs, t.buf.Bytes())

@@ -23,7 +23,7 @@ func eachUDPHook(t *testing.T, mod func(*Config), body func(t *testing.T, tr *Tr
 	nettest.RequireRoot(t)
 	// With TCP (the default) where the kernel can trace it, UDP only where
 	// it cannot.
-	tcp := len(lacking(KernelSupport(), tcpCapabilities...)) == 0
+	tcp := TCPPossible() == nil
 	hooks := 0
 	for _, hook := range udpHooks {
 		if err := UDPHookPossible(hook); err != nil {

@@ -281,5 +281,11 @@ struct bpf_iter__task_file {
 	__bpf_md_ptr(struct file *, file);
 };
 
+struct bpf_iter__tcp {
+	__bpf_md_ptr(struct bpf_iter_meta *, meta);
+	__bpf_md_ptr(struct sock_common *, sk_common);
+	__u32 uid __attribute__((aligned(8)));
+};
+
 
 #endif

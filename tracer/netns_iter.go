@@ -1,0 +1,98 @@
+package tracer
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netns"
+
+	"github.com/conntrace/conntrace_exporter/internal/nsexec"
+)
+
+// With iter/tcp (tcpIterTCP) an iterator shows the sockets of the network
+// namespace it was opened in, so it is opened once in each: each namespace a
+// process is in, found in /proc, the exporter's own first and without
+// entering it.
+
+// netnsPaths returns one path per network namespace other than the
+// exporter's own: /proc/PID/ns/net of a process in it, or /run/netns/NAME
+// for a named one no process is in. A process that exits meanwhile is
+// skipped.
+func netnsPaths(procRoot string) ([]string, error) {
+	self, ok := nsInode(filepath.Join(procRoot, "self", "ns", "net"))
+	if !ok {
+		return nil, fmt.Errorf("the exporter's own network namespace: %s/self/ns/net is not readable", procRoot)
+	}
+	entries, err := os.ReadDir(procRoot)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[uint32]bool{self: true}
+	var out []string
+	add := func(path string) {
+		if ino, ok := nsInode(path); ok && !seen[ino] {
+			seen[ino] = true
+			out = append(out, path)
+		}
+	}
+	for _, e := range entries {
+		if _, err := strconv.ParseUint(e.Name(), 10, 32); err == nil {
+			add(filepath.Join(procRoot, e.Name(), "ns", "net"))
+		}
+	}
+	named, _ := filepath.Glob("/run/netns/*")
+	for _, path := range named {
+		add(path)
+	}
+	return out, nil
+}
+
+// readIterInEachNetns appends to buf what it shows in the exporter's network
+// namespace and in every other one of procRoot's processes. It returns how
+// many namespaces could not be entered (setns needs CAP_SYS_ADMIN) with the
+// first such error; a namespace that vanished meanwhile is not an error.
+func readIterInEachNetns(it *link.Iter, procRoot string, buf *bytes.Buffer) (refused int, firstErr error, err error) {
+	if err := readIter(it, buf); err != nil {
+		return 0, nil, err
+	}
+	paths, err := netnsPaths(procRoot)
+	if err != nil {
+		return 0, nil, err
+	}
+	for _, path := range paths {
+		ns, err := netns.GetFromPath(path)
+		if err != nil {
+			continue // the process exited
+		}
+		err = nsexec.Do(ns, func() error { return readIter(it, buf) })
+		ns.Close()
+		if err != nil {
+			if errors.Is(err, os.ErrPermission) {
+				refused++
+				if firstErr == nil {
+					firstErr = fmt.Errorf("%s: %w", path, err)
+				}
+				continue
+			}
+			return refused, firstErr, fmt.Errorf("reading the iterator in the network namespace of %s: %w", path, err)
+		}
+	}
+	return refused, firstErr, nil
+}
+
+// readIter opens it in the calling thread's network namespace and appends
+// all it shows to buf.
+func readIter(it *link.Iter, buf *bytes.Buffer) error {
+	rd, err := it.Open()
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+	_, err = buf.ReadFrom(rd)
+	return err
+}

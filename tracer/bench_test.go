@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -305,21 +306,23 @@ func BenchmarkGetActiveConnections10k(b *testing.B) {
 	b.Run("iter", func(b *testing.B) {
 		b.ReportAllocs()
 		var size int
+		var buf bytes.Buffer
 		for b.Loop() {
+			buf.Reset()
 			tr.mu.Lock()
-			rd, err := tr.dumpIter.Open()
-			if err != nil {
-				tr.mu.Unlock()
-				b.Fatal(err)
+			var err error
+			if tr.tcpIter == tcpIterTCP { // one iterator per network namespace
+				err = tr.readEachNetns(tr.dumpIter, &buf)
+			} else {
+				err = readIter(tr.dumpIter, &buf)
 			}
-			buf, err := io.ReadAll(rd)
-			rd.Close()
 			tr.mu.Unlock()
 			if err != nil {
 				b.Fatal(err)
 			}
-			size = len(buf)
+			size = buf.Len()
 		}
+		b.Logf("TCP iterator: %s", tr.tcpIter)
 		b.ReportMetric(float64(size), "bytes/read")
 	})
 }

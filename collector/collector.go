@@ -482,7 +482,7 @@ func (e *exporter) scrape(clientID string) (ms []prometheus.Metric, err error) {
 	// never multiply the traffic series: join with group_left.
 	for addr, names := range conns.DNS {
 		for _, n := range names {
-			ms = append(ms, prometheus.MustNewConstMetric(d.nameInfo, prometheus.GaugeValue, 1, addr.String(), n))
+			ms = append(ms, prometheus.MustNewConstMetric(d.nameInfo, prometheus.GaugeValue, 1, addr.String(), labelSafe(n)))
 		}
 	}
 	return ms, nil

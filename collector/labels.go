@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/conntrace/conntrace_exporter/tracer"
 )
@@ -174,7 +175,7 @@ func (m *keyMaker) key(c *tracer.ConnectionStats) labelKey {
 		k.port = c.ServicePort()
 	}
 	if l.has(labelProcess) {
-		k.comm = c.Comm
+		k.comm = labelSafe(c.Comm)
 	}
 	if l.has(labelPID) {
 		k.pid = c.Pid
@@ -189,6 +190,17 @@ func (m *keyMaker) key(c *tracer.ConnectionStats) labelKey {
 		k.natRemote, k.natRemoteBits = m.addr(c.NATRemote())
 	}
 	return k
+}
+
+// labelSafe makes text from outside (process names, DNS names) a valid
+// label value: client_golang refuses invalid UTF-8 by panicking, which
+// would fail every scrape that holds the series. Each run of invalid bytes
+// becomes U+FFFD.
+func labelSafe(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
 // addrValue is the label value of a keyed address: the address, or the

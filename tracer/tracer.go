@@ -66,6 +66,7 @@ type Tracer struct {
 	udpHook     string                   // UDPHookTracepoint, UDPHookFentry, UDPHookKprobe or "" (no UDP)
 	tcpIter     string                   // tcpIterTaskFile or tcpIterTCP, with TCP
 	netnsWarned bool                     // said that some namespaces cannot be entered
+	draining    bool                     // drainLoop runs: Close stops it and waits
 	recvParams  int                      // udp_recvmsg's arguments: 6 before Linux 5.19, then 5, 4 in newer kernels (6.18, 7.2)
 	udpFailed   []string                 // UDP hooks auto chose that did not load
 	intraEnds   map[endpointKey]struct{} // markIntraHost's, kept across scrapes (under mu)
@@ -181,6 +182,7 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 			return nil, fmt.Errorf("opening the DNS ring buffer: %w", err)
 		}
 	}
+	t.draining = true // Close waits for the loop only once it runs
 	go t.drainLoop()
 	return t, nil
 }
@@ -629,9 +631,11 @@ func (t *Tracer) Attachments() []Attachment { return t.attachments }
 // nothing stays attached even if the process dies; nothing is pinned.
 func (t *Tracer) Close() error {
 	var errs []error
-	if t.closedRd != nil {
+	if t.draining {
 		close(t.stop)
 		<-t.done
+	}
+	if t.closedRd != nil {
 		errs = append(errs, t.closedRd.Close())
 	}
 	if t.dnsRd != nil {

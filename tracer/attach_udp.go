@@ -28,8 +28,7 @@ func (t *Tracer) attachUDP(cgroupPath string) error {
 		if err != nil {
 			return fmt.Errorf("attaching %s to the cgroup v2 root %s (%s): %w", h.name, cgroupPath, h.hook, err)
 		}
-		t.links = append(t.links, l)
-		t.attachments = append(t.attachments, Attachment{Program: h.name, Hook: "cgroup " + cgroupPath + " " + h.hook, Attach: "cgroup_sock_addr"})
+		t.attached(l, Attachment{Program: h.name, Hook: "cgroup " + cgroupPath + " " + h.hook, Attach: "cgroup_sock_addr"})
 	}
 	switch t.udpHook {
 	case UDPHookKprobe:
@@ -49,8 +48,7 @@ func (t *Tracer) attachUDP(cgroupPath string) error {
 		if err != nil {
 			return fmt.Errorf("attaching %s to the BTF tracepoint %s: %w", tp.name, tp.hook, err)
 		}
-		t.links = append(t.links, l)
-		t.attachments = append(t.attachments, Attachment{Program: tp.name, Hook: tp.hook, Attach: "tp_btf"})
+		t.attached(l, Attachment{Program: tp.name, Hook: tp.hook, Attach: "tp_btf"})
 	}
 	return nil
 }
@@ -68,8 +66,7 @@ func (t *Tracer) attachUDPCookies(cgroupPath string) error {
 	if err != nil {
 		return fmt.Errorf("attaching %s to the cgroup v2 root %s (sock_create): %w", udpSockCookie, cgroupPath, err)
 	}
-	t.links = append(t.links, l)
-	t.attachments = append(t.attachments, Attachment{Program: udpSockCookie, Hook: "cgroup " + cgroupPath + " sock_create", Attach: "cgroup_sock"})
+	t.attached(l, Attachment{Program: udpSockCookie, Hook: "cgroup " + cgroupPath + " sock_create", Attach: "cgroup_sock"})
 	return nil
 }
 
@@ -95,8 +92,7 @@ func (t *Tracer) attachUDPFentry(cgroupPath string) error {
 		if err != nil {
 			return fmt.Errorf("attaching %s to the exit of %s (fexit): %w", f.program, f.function, err)
 		}
-		t.links = append(t.links, l)
-		t.attachments = append(t.attachments, Attachment{Program: f.program, Hook: f.function, Attach: "fexit"})
+		t.attached(l, Attachment{Program: f.program, Hook: f.function, Attach: "fexit"})
 	}
 	return nil
 }
@@ -135,8 +131,7 @@ func (t *Tracer) attachUDPKprobes(cgroupPath string) error {
 		if err != nil {
 			return fmt.Errorf("attaching %s to the %s of %s: %w", k.program, mode, k.function, err)
 		}
-		t.links = append(t.links, l)
-		t.attachments = append(t.attachments, Attachment{Program: k.program, Hook: k.function, Attach: mode})
+		t.attached(l, Attachment{Program: k.program, Hook: k.function, Attach: mode})
 	}
 	return nil
 }

@@ -273,6 +273,12 @@ func (t *Tracer) load() error {
 	return nil
 }
 
+// attached keeps l, to close with the tracer, and says what it attached.
+func (t *Tracer) attached(l link.Link, a Attachment) {
+	t.links = append(t.links, l)
+	t.attachments = append(t.attachments, a)
+}
+
 func (t *Tracer) attach(cgroupPath string) error {
 	tps := []struct {
 		prog *ebpf.Program
@@ -290,16 +296,14 @@ func (t *Tracer) attach(cgroupPath string) error {
 		if err != nil {
 			return fmt.Errorf("attaching %s to the BTF tracepoint %s: %w", tp.name, tp.hook, err)
 		}
-		t.links = append(t.links, l)
-		t.attachments = append(t.attachments, Attachment{Program: tp.name, Hook: tp.hook, Attach: "tp_btf"})
+		t.attached(l, Attachment{Program: tp.name, Hook: tp.hook, Attach: "tp_btf"})
 	}
 	if t.cfg.CollectTCPConns {
 		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: ebpf.AttachCGroupSockOps, Program: t.objs.HandleSockops})
 		if err != nil {
 			return fmt.Errorf("attaching handle_sockops to the cgroup v2 root %s: %w", cgroupPath, err)
 		}
-		t.links = append(t.links, l)
-		t.attachments = append(t.attachments, Attachment{Program: "handle_sockops", Hook: "cgroup " + cgroupPath, Attach: "sockops"})
+		t.attached(l, Attachment{Program: "handle_sockops", Hook: "cgroup " + cgroupPath, Attach: "sockops"})
 	}
 
 	if t.cfg.CollectUDPConns {
@@ -313,8 +317,7 @@ func (t *Tracer) attach(cgroupPath string) error {
 		if err != nil {
 			return fmt.Errorf("attaching dns_ingress to the cgroup v2 root %s (cgroup_skb ingress): %w", cgroupPath, err)
 		}
-		t.links = append(t.links, l)
-		t.attachments = append(t.attachments, Attachment{Program: "dns_ingress", Hook: "cgroup " + cgroupPath + " ingress", Attach: "cgroup_skb"})
+		t.attached(l, Attachment{Program: "dns_ingress", Hook: "cgroup " + cgroupPath + " ingress", Attach: "cgroup_skb"})
 	}
 
 	if !t.cfg.CollectTCPConns {
@@ -329,8 +332,7 @@ func (t *Tracer) attach(cgroupPath string) error {
 		return fmt.Errorf("attaching the iterator %s: %w", name, err)
 	}
 	t.dumpIter = it
-	t.links = append(t.links, it)
-	t.attachments = append(t.attachments, Attachment{Program: name, Hook: hook, Attach: "iter"})
+	t.attached(it, Attachment{Program: name, Hook: hook, Attach: "iter"})
 	return nil
 }
 

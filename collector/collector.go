@@ -13,8 +13,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
+	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-kit/log"
@@ -172,6 +175,8 @@ type clientState struct {
 	overflowConns map[tracer.ConnKey]uint64
 	overflowTotal uint64
 	gen           uint64
+	// keys is scratch space: the label set of each connection of the view.
+	keys []labelKey
 
 	// Guarded by exporter.mu.
 	users    int       // scrapes in progress
@@ -289,6 +294,10 @@ type exporter struct {
 	maxSeries int
 	// overflowLabels are the label values of the overflow series.
 	overflowLabels []string
+
+	// failedScrapes counts the scrapes that failed after the source
+	// handed their deltas over (see scrape).
+	failedScrapes atomic.Uint64
 
 	mu      sync.Mutex
 	clients map[string]*clientState
@@ -418,6 +427,14 @@ func (st *clientState) countOverflow(c *tracer.ConnectionStats) bool {
 
 // scrape reads clientID's view from the source, adds its deltas into the
 // client's counters, and returns the client's const metrics.
+//
+// A scrape either completes or restarts the client: everything that can
+// fail (the label sets, the address groups: code that runs for every
+// connection) runs before the first counter changes, and a panic anywhere
+// after the source handed the deltas over drops the client on both sides,
+// since those deltas cannot be given back. The next scrape is then a new
+// client's first (Prometheus sees a counter reset), not a repeat of the
+// failure; lost_total{reason="scrape_failed"} counts the restarts.
 func (e *exporter) scrape(clientID string) (ms []prometheus.Metric, err error) {
 	st := e.acquire(clientID)
 	defer func() { e.release(clientID, st, err == nil) }()
@@ -429,6 +446,39 @@ func (e *exporter) scrape(clientID string) (ms []prometheus.Metric, err error) {
 	if conns == nil {
 		conns = &tracer.Connections{}
 	}
+	defer func() {
+		if p := recover(); p != nil {
+			ms, err = nil, e.restart(clientID, st, p)
+		}
+	}()
+	st.keys = e.keysOf(st.keys[:0], conns.Conns)
+	e.count(st, conns)
+	return e.metrics(st, conns.DNS), nil
+}
+
+// restart drops a client whose scrape failed with p, here and in the
+// source, and returns the scrape's error. Callers hold st.mu.
+func (e *exporter) restart(clientID string, st *clientState, p any) error {
+	st.reset()
+	st.series = nil // the next scrape resets it, whatever the source says
+	e.src.RemoveClient(clientID)
+	e.failedScrapes.Add(1)
+	level.Error(e.logger).Log("msg", "Scrape failed, client restarted", "client", clientID, "err", p, "stack", string(debug.Stack()))
+	return fmt.Errorf("scrape of client %q failed, the client restarts: %v", clientID, p)
+}
+
+// keysOf appends the label set of every connection to keys. It changes no
+// state: whatever fails here fails before any counter moved.
+func (e *exporter) keysOf(keys []labelKey, conns []tracer.ConnectionStats) []labelKey {
+	for i := range conns {
+		keys = append(keys, e.keys.key(&conns[i]))
+	}
+	return keys
+}
+
+// count adds the view's deltas into the client's series; st.keys holds the
+// label set of each connection of the view.
+func (e *exporter) count(st *clientState, conns *tracer.Connections) {
 	if conns.NewClient || st.series == nil {
 		// The source (re)created the client's state: its series restart.
 		st.reset()
@@ -443,7 +493,7 @@ func (e *exporter) scrape(clientID string) (ms []prometheus.Metric, err error) {
 	inOverflow := 0 // open connections of the view in overflowConns
 	for i := range conns.Conns {
 		c := &conns.Conns[i]
-		k := e.keys.key(c)
+		k := st.keys[i]
 		s := st.series[k]
 		if s == nil {
 			s = e.newSeries(st, k)
@@ -462,8 +512,12 @@ func (e *exporter) scrape(clientID string) (ms []prometheus.Metric, err error) {
 			}
 		}
 	}
+}
 
-	ms = make([]prometheus.Metric, 0, (len(st.list)+1)*metricsPerSeries+3)
+// metrics returns the client's const metrics, and the info series of the
+// names of its view's peers.
+func (e *exporter) metrics(st *clientState, dns map[netip.Addr][]string) []prometheus.Metric {
+	ms := make([]prometheus.Metric, 0, (len(st.list)+1)*metricsPerSeries+3)
 	for _, s := range st.list {
 		ms = e.descs.appendMetrics(ms, s)
 	}
@@ -480,12 +534,12 @@ func (e *exporter) scrape(clientID string) (ms []prometheus.Metric, err error) {
 	}
 	// Names of the view's peers, as their own info series, so that names
 	// never multiply the traffic series: join with group_left.
-	for addr, names := range conns.DNS {
+	for addr, names := range dns {
 		for _, n := range names {
 			ms = append(ms, prometheus.MustNewConstMetric(d.nameInfo, prometheus.GaugeValue, 1, addr.String(), labelSafe(n)))
 		}
 	}
-	return ms, nil
+	return ms
 }
 
 // trafficCollector is the traffic metrics of one client, as a

@@ -128,7 +128,7 @@ func NewHandler(src Source, opts ...Option) http.Handler {
 		h.inFlight = make(chan struct{}, o.maxInFlight)
 	}
 	h.shared.MustRegister(
-		newHealthCollector(src),
+		newHealthCollector(src, &h.e.failedScrapes),
 		versioncollector.NewCollector("conntrace_exporter"),
 	)
 	if !o.exporterMetrics {

@@ -2,6 +2,7 @@ package collector
 
 import (
 	"slices"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -12,6 +13,9 @@ import (
 // dimension: every scraper sees the same values.
 type healthCollector struct {
 	src Source
+	// failedScrapes is the collector's own loss (nil: none), exported as
+	// lost_total{reason="scrape_failed"}.
+	failedScrapes *atomic.Uint64
 
 	tracked, trackedLimit, lost, clients *prometheus.Desc
 
@@ -20,9 +24,15 @@ type healthCollector struct {
 	capability                                  *prometheus.Desc
 }
 
-func newHealthCollector(src Source) *healthCollector {
+// lostScrapeFailed is the reason of lost_total that the collector counts:
+// a scrape that failed after the tracer handed its deltas over, so that its
+// client restarted.
+const lostScrapeFailed = "scrape_failed"
+
+func newHealthCollector(src Source, failedScrapes *atomic.Uint64) *healthCollector {
 	return &healthCollector{
-		src: src,
+		src:           src,
+		failedScrapes: failedScrapes,
 		tracked: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "tracked_connections"),
 			"TCP connections (protocol tcp) and UDP flows (protocol udp) tracked in the kernel now; each is bounded by conntrace_tracked_connections_limit.", []string{"protocol"}, nil),
 		trackedLimit: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "tracked_connections_limit"),
@@ -33,7 +43,7 @@ func newHealthCollector(src Source) *healthCollector {
 				"ring_buffer_full (last delta of a closed connection), closed_buffer_full (a client missed a closed connection's last delta), "+
 				"client_state_full (a client missed a connection's traffic), client_rejected (scrape of a new client refused), "+
 				"decode_error (kernel record not decoded), conntrack_state_full and conntrack_error (NAT not read), "+
-				"dns_ring_buffer_full and dns_malformed (DNS answers not read), recursion_misses (BPF program runs the kernel skipped).", []string{"reason"}, nil),
+				"dns_ring_buffer_full and dns_malformed (DNS answers not read), recursion_misses (BPF program runs the kernel skipped), scrape_failed (a scrape failed after taking its deltas: its client restarted).", []string{"reason"}, nil),
 		clients: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "clients"),
 			"Scrape clients (client_id, else scraper address) whose per-client state the tracer holds.", nil, nil),
 		progInfo: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "bpf_program_info"),
@@ -89,6 +99,11 @@ func (c *healthCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, r := range extra {
 		ch <- prometheus.MustNewConstMetric(c.lost, prometheus.CounterValue, float64(s.Lost[r]), r)
 	}
+	var failed uint64
+	if c.failedScrapes != nil {
+		failed = c.failedScrapes.Load()
+	}
+	ch <- prometheus.MustNewConstMetric(c.lost, prometheus.CounterValue, float64(failed), lostScrapeFailed)
 
 	for _, p := range s.Programs {
 		ch <- prometheus.MustNewConstMetric(c.progInfo, prometheus.GaugeValue, 1, p.Program, p.Hook, p.Attach)

@@ -39,7 +39,9 @@ type Config struct {
 	// connections held between two calls of that client.
 	MaxClosedConnectionsBuffered int
 	// MaxConnectionsStateBuffered bounds, per client, the per-connection
-	// baselines used to compute deltas.
+	// baselines used to compute deltas. Below StateNeeded(), a busy host
+	// can fill it: past it, connections are reported late, or without their
+	// traffic until a slot frees (LostClientStateFull).
 	MaxConnectionsStateBuffered int
 	// ClientStateExpiry drops a client not seen for this long.
 	ClientStateExpiry time.Duration
@@ -98,7 +100,7 @@ func NewDefaultConfig() *Config {
 		UDPHook:                      UDPHookAuto,
 		MaxTrackedConnections:        65536,
 		MaxClosedConnectionsBuffered: 50000,
-		MaxConnectionsStateBuffered:  75000,
+		MaxConnectionsStateBuffered:  2 * 65536, // StateNeeded() of the default MaxTrackedConnections
 		ClientStateExpiry:            10 * time.Minute,
 		MaxClients:                   16,
 		ProcRoot:                     "/proc",
@@ -111,6 +113,11 @@ func NewDefaultConfig() *Config {
 		DNSCacheTTL:                  3 * time.Minute,
 	}
 }
+
+// StateNeeded is the baselines a client needs to hold every connection the
+// kernel can track at once: MaxTrackedConnections TCP connections and as many
+// UDP flows.
+func (c *Config) StateNeeded() int { return 2 * int(c.MaxTrackedConnections) }
 
 // Validate checks every field and names the first one out of range.
 func (c *Config) Validate() error {

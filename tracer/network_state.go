@@ -21,6 +21,14 @@ var ErrTooManyClients = errors.New("too many clients")
 // exactly once. Connections closed between two calls of a client are buffered
 // for that client and merged into its next call.
 type NetworkState interface {
+	// Admit makes clientID known before its connections are read, at
+	// kernel time readEpoch (CLOCK_MONOTONIC ns, taken before the read): the
+	// connections that close from then on, while the read and its drain
+	// run, are buffered for a new client too. A new client beyond
+	// MaxClients is refused here, before anything is read: the error wraps
+	// ErrTooManyClients. A client admitted whose first call has not come
+	// yet is admitted again from readEpoch.
+	Admit(clientID string, now time.Time, readEpoch uint64) error
 	// Connections returns, for clientID, the connections given (the active set
 	// read from the kernel just now, with Monotonic* filled) merged with the
 	// closed connections buffered for that client, with Last* deltas filled.
@@ -31,13 +39,16 @@ type NetworkState interface {
 	// afterwards, nor hand the same slice to another call.
 	//
 	// latestEpoch is the kernel time (CLOCK_MONOTONIC ns, as LastUpdateEpoch)
-	// at which active was read. A new client gets only the connections that
-	// close after it: a close record older than its first call is not
-	// buffered for it, however late the record reaches user space.
+	// at which the read of active ended. A client not admitted is admitted
+	// here, from latestEpoch. A new client gets only the connections that
+	// close after it was admitted: an older close record is not buffered for
+	// it, however late the record reaches user space.
 	//
-	// On a client's first call newClient is true and every Last* is zero.
-	// When the client is unknown and MaxClients clients are held, it returns
-	// an error wrapping ErrTooManyClients and changes nothing else.
+	// On a client's first call newClient is true and every Last* is zero,
+	// but for the connections that closed since the client was admitted
+	// (their change since the read). When the client is unknown and
+	// MaxClients clients are held, it returns an error wrapping
+	// ErrTooManyClients and changes nothing else.
 	Connections(clientID string, now time.Time, latestEpoch uint64, active []ConnectionStats) (conns []ConnectionStats, newClient bool, err error)
 	// StoreClosedConnection buffers a closed connection for every existing
 	// client that was created before the connection closed.
@@ -82,9 +93,20 @@ type baseline struct {
 
 type client struct {
 	lastFetch time.Time
-	// sinceEpoch is the kernel time of the client's first call: connections
-	// that closed before it are not the client's.
+	// sinceEpoch is the kernel time the client was admitted (before its
+	// first read): connections that closed before it are not the client's.
 	sinceEpoch uint64
+	// firstEpoch and prevEpoch are the kernel times at which the client's
+	// first and previous reads ended: a connection that started before
+	// firstEpoch is older than the client, one that started after prevEpoch
+	// is new since the previous call.
+	firstEpoch, prevEpoch uint64
+	// fresh is set from Admit to the first call.
+	fresh bool
+	// dropped is set when the first call found the baselines full: some
+	// connections older than the client have none, and their traffic
+	// before one is taken is not the client's to count.
+	dropped bool
 	// closed holds the connections closed since the client's last call.
 	closed map[ConnKey]ConnectionStats
 	// index maps a key to its baseline in slab; free lists the unused slab
@@ -194,18 +216,15 @@ func (ns *networkState) Connections(clientID string, now time.Time, latestEpoch 
 	defer ns.mu.Unlock()
 
 	ns.removeExpiredClients(now)
-
-	c, ok := ns.clients[clientID]
-	if !ok {
-		if len(ns.clients) >= ns.maxClients {
-			ns.tel.clientsRejected++
-			return nil, false, fmt.Errorf("%w: %d held, the limit (--tracer.max-clients)", ErrTooManyClients, len(ns.clients))
+	c := ns.clients[clientID]
+	if c == nil {
+		var err error
+		if c, err = ns.admit(clientID, now, latestEpoch); err != nil {
+			return nil, false, err
 		}
-		c = newClient()
-		c.sinceEpoch = latestEpoch
-		ns.clients[clientID] = c
-		ns.firstCall(c, now, active)
-		return active, true, nil
+	}
+	if c.fresh {
+		return ns.firstCall(c, now, latestEpoch, active), true, nil
 	}
 
 	c.calls++
@@ -248,24 +267,7 @@ func (ns *networkState) Connections(clientID string, now time.Time, latestEpoch 
 		}
 		n++
 	}
-	out := active[:n]
-
-	// Closed connections: a last delta, then the baseline goes.
-	for _, conn := range c.closed {
-		conn.SetLifecycle()
-		if b := c.baseline(conn.Key); b != nil {
-			ns.delta(b, &conn)
-			c.deleteBaseline(conn.Key)
-		} else {
-			setLastToMonotonic(&conn)
-		}
-		out = append(out, conn)
-	}
-	if len(c.closed) > 0 {
-		// A new map rather than clear(): a map never shrinks, and this one
-		// may have held a burst of closed connections.
-		c.closed = make(map[ConnKey]ConnectionStats)
-	}
+	out := ns.mergeClosed(c, active[:n])
 
 	// Keep only the baselines of the active set.
 	if marked < len(c.index) {
@@ -285,36 +287,117 @@ func (ns *networkState) Connections(clientID string, now time.Time, latestEpoch 
 			zeroLast(conn)
 			continue
 		}
+		old := c.older(conn)
 		if len(c.index) >= ns.maxClientStats {
-			// Reporting Last = Monotonic without a baseline would count the
-			// same traffic again on every call: count the loss instead, and
-			// retry on the next call.
-			ns.tel.connDropped++
+			// Without a baseline, its traffic waits: a connection newer than
+			// the client is reported whole once it gets one (or at its
+			// close), late but exact. Counted once, on the call that first
+			// finds it (an older one was counted on the first call).
+			if !old && conn.StartEpoch >= c.prevEpoch {
+				ns.tel.connDropped++
+			}
 			zeroLast(conn)
 			continue
 		}
-		setLastToMonotonic(conn)
+		if old {
+			zeroLast(conn) // its traffic so far is from before the client
+		} else {
+			setLastToMonotonic(conn)
+		}
 		c.addBaseline(conn)
 	}
+	c.prevEpoch = latestEpoch
 	return out, false, nil
 }
 
-// firstCall takes the baselines of a new client: it sees no delta yet.
-func (ns *networkState) firstCall(c *client, now time.Time, active []ConnectionStats) {
+// older says whether conn has no baseline because the client's first call
+// found the baselines full: it started before the client, whose traffic
+// until the baseline is taken is lost (counted on the first call).
+func (c *client) older(conn *ConnectionStats) bool {
+	return c.dropped && conn.StartEpoch < c.firstEpoch
+}
+
+// admit makes a new client (see Admit). Callers hold ns.mu.
+func (ns *networkState) admit(clientID string, now time.Time, readEpoch uint64) (*client, error) {
+	ns.removeExpiredClients(now)
+	if c := ns.clients[clientID]; c != nil && !c.fresh {
+		return c, nil
+	}
+	if _, ok := ns.clients[clientID]; !ok && len(ns.clients) >= ns.maxClients {
+		ns.tel.clientsRejected++
+		return nil, fmt.Errorf("%w: %d held, the limit (--tracer.max-clients)", ErrTooManyClients, len(ns.clients))
+	}
+	c := newClient()
+	c.fresh = true
+	c.sinceEpoch = readEpoch
 	c.lastFetch = now
+	ns.clients[clientID] = c
+	return c, nil
+}
+
+func (ns *networkState) Admit(clientID string, now time.Time, readEpoch uint64) error {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	_, err := ns.admit(clientID, now, readEpoch)
+	return err
+}
+
+// firstCall takes the baselines of a new client: it sees no delta yet, but
+// for the connections that closed since it was admitted. latestEpoch is
+// when the read of active ended.
+func (ns *networkState) firstCall(c *client, now time.Time, latestEpoch uint64, active []ConnectionStats) []ConnectionStats {
+	c.fresh = false
+	c.lastFetch = now
+	c.firstEpoch, c.prevEpoch = latestEpoch, latestEpoch
+	n := 0
 	for i := range active {
 		conn := &active[i]
 		conn.SetLifecycle()
 		zeroLast(conn)
-		if _, dup := c.index[conn.Key]; dup {
-			continue
+		if _, dup := c.index[conn.Key]; !dup {
+			if len(c.index) >= ns.maxClientStats {
+				ns.tel.connDropped++
+				c.dropped = true
+			} else {
+				c.addBaseline(conn)
+			}
 		}
-		if len(c.index) >= ns.maxClientStats {
-			ns.tel.connDropped++
-			continue
+		if _, closed := c.closed[conn.Key]; closed {
+			continue // its close record, newer, reports it
 		}
-		c.addBaseline(conn)
+		if n != i {
+			active[n] = active[i]
+		}
+		n++
 	}
+	return ns.mergeClosed(c, active[:n])
+}
+
+// mergeClosed appends the client's closed connections to out: a last delta,
+// then the baseline goes.
+func (ns *networkState) mergeClosed(c *client, out []ConnectionStats) []ConnectionStats {
+	for _, conn := range c.closed {
+		conn.SetLifecycle()
+		switch b := c.baseline(conn.Key); {
+		case b != nil:
+			ns.delta(b, &conn)
+			c.deleteBaseline(conn.Key)
+		case c.older(&conn):
+			// Its traffic is not the client's to count (see older); its
+			// end is.
+			zeroLast(&conn)
+			conn.LastClosed, conn.LastFailed = conn.MonotonicClosed, conn.MonotonicFailed
+		default:
+			setLastToMonotonic(&conn)
+		}
+		out = append(out, conn)
+	}
+	if len(c.closed) > 0 {
+		// A new map rather than clear(): a map never shrinks, and this one
+		// may have held a burst of closed connections.
+		c.closed = make(map[ConnKey]ConnectionStats)
+	}
+	return out
 }
 
 // delta sets conn's Last* to its Monotonic* minus the baseline, then moves

@@ -607,41 +607,106 @@ func TestClosedDuplicateKeepsNewestRecord(t *testing.T) {
 	}
 }
 
+// callAt is call with the kernel time at which the read of active ended.
+func callAt(t *testing.T, ns NetworkState, id string, now time.Time, epoch uint64, active ...ConnectionStats) map[ConnKey]ConnectionStats {
+	t.Helper()
+	conns, _, err := ns.Connections(id, now, epoch, active)
+	if err != nil {
+		t.Fatalf("Connections(%q): %v", id, err)
+	}
+	m := make(map[ConnKey]ConnectionStats, len(conns))
+	for _, c := range conns {
+		m[c.Key] = c
+	}
+	return m
+}
+
+// startedAt is c with the kernel time the tracer first saw it.
+func startedAt(c ConnectionStats, epoch uint64) ConnectionStats {
+	c.StartEpoch = epoch
+	return c
+}
+
+// A connection newer than the client that finds its baselines full is
+// reported late but whole (once a slot frees), and the loss counter counts
+// it once, not once per call (issue 11.4: it counted every call).
 func TestClientStateFullCountedNotOvercounted(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxConnectionsStateBuffered = 2
 	ns := NewNetworkState(cfg)
 	lost := func() uint64 { return ns.Lost()[LostClientStateFull] }
+	c1, c2 := startedAt(mkConn(1, 10, 0), 10), startedAt(mkConn(2, 10, 0), 20)
 
-	call(t, ns, "A", t0, mkConn(1, 10, 0), mkConn(2, 10, 0))
-	got, _ := call(t, ns, "A", t0.Add(time.Second), mkConn(1, 10, 0), mkConn(2, 10, 0), mkConn(3, 100, 0))
+	callAt(t, ns, "A", t0, 100, c1, c2)
+	c3 := startedAt(mkConn(3, 100, 0), 150)
+	got := callAt(t, ns, "A", t0.Add(time.Second), 200, c1, c2, c3)
 	if c := got[key(3)]; lastOf(c) != (last{}) || c.MonotonicSentBytes != 100 {
 		t.Errorf("connection beyond the state limit: %+v, want reported with zero deltas", c)
 	}
 	if n := lost(); n != 1 {
 		t.Errorf("Lost()[%s] = %d, want 1", LostClientStateFull, n)
 	}
-	got, _ = call(t, ns, "A", t0.Add(2*time.Second), mkConn(1, 10, 0), mkConn(2, 10, 0), mkConn(3, 100, 0))
+	got = callAt(t, ns, "A", t0.Add(2*time.Second), 300, c1, c2, c3)
 	if c := got[key(3)]; c.LastSentBytes != 0 {
 		t.Errorf("second call: LastSentBytes = %d, want 0 (not the whole total again)", c.LastSentBytes)
 	}
+	if n := lost(); n != 1 {
+		t.Errorf("Lost()[%s] = %d after a second call without a slot, want still 1 (each connection once)", LostClientStateFull, n)
+	}
+	// Connection 1 is gone: its slot frees within the same call, and 3 is
+	// reported whole: it started after the client, all of it is news.
+	c3.MonotonicSentBytes = 130
+	got = callAt(t, ns, "A", t0.Add(3*time.Second), 400, c2, c3)
+	if c := got[key(3)]; c.LastSentBytes != 130 || c.LastOpened != 1 {
+		t.Errorf("once a slot freed: LastSentBytes = %d LastOpened = %d, want 130 1", c.LastSentBytes, c.LastOpened)
+	}
+	c3.MonotonicSentBytes = 135
+	got = callAt(t, ns, "A", t0.Add(4*time.Second), 500, c2, c3)
+	if c := got[key(3)]; c.LastSentBytes != 5 {
+		t.Errorf("with a baseline: LastSentBytes = %d, want 5", c.LastSentBytes)
+	}
+	if n := lost(); n != 1 {
+		t.Errorf("Lost()[%s] = %d, want still 1", LostClientStateFull, n)
+	}
+}
+
+// A connection older than the client that its first call could not take a
+// baseline of is counted lost once; its traffic from before the baseline is
+// never reported, neither when a slot frees nor at its close (issue 11.4:
+// Last = Monotonic reported its traffic from before the client's first
+// scrape).
+func TestClientStateFullOlderConnectionNotOvercounted(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxConnectionsStateBuffered = 1
+	ns := NewNetworkState(cfg)
+	lost := func() uint64 { return ns.Lost()[LostClientStateFull] }
+	c1, c2, c3 := startedAt(mkConn(1, 10, 0), 10), startedAt(mkConn(2, 1000, 0), 20), startedAt(mkConn(3, 500, 0), 30)
+
+	callAt(t, ns, "A", t0, 100, c1, c2, c3) // 2 and 3 get no baseline
 	if n := lost(); n != 2 {
-		t.Errorf("Lost()[%s] = %d, want 2", LostClientStateFull, n)
+		t.Fatalf("Lost()[%s] = %d after the first call, want 2", LostClientStateFull, n)
 	}
-	if n := telemetryOf(t, ns)["conn_dropped"]; n != 2 {
-		t.Errorf("conn_dropped = %d, want 2", n)
+	c2.MonotonicSentBytes = 1040
+	got := callAt(t, ns, "A", t0.Add(time.Second), 200, c2, c3) // 1 gone: 2 takes its slot
+	if c := got[key(2)]; lastOf(c) != (last{}) {
+		t.Errorf("older connection on getting a baseline: %+v, want zero deltas (its 1000 bytes are from before the client)", lastOf(c))
 	}
-	// Connection 1 is gone: its slot frees within the same call.
-	got, _ = call(t, ns, "A", t0.Add(3*time.Second), mkConn(2, 10, 0), mkConn(3, 130, 0))
-	if c := got[key(3)]; c.LastSentBytes != 130 {
-		t.Errorf("once a slot freed: LastSentBytes = %d, want 130", c.LastSentBytes)
+	c2.MonotonicSentBytes = 1070
+	got = callAt(t, ns, "A", t0.Add(2*time.Second), 300, c2, c3)
+	if c := got[key(2)]; c.LastSentBytes != 30 {
+		t.Errorf("older connection with a baseline: LastSentBytes = %d, want 30", c.LastSentBytes)
+	}
+	// 3 closes without ever having had a baseline: its close counts, its
+	// bytes are not the client's to report.
+	closed := c3
+	closed.Closed, closed.MonotonicSentBytes, closed.LastUpdateEpoch = true, 600, 350
+	ns.StoreClosedConnection(closed)
+	got = callAt(t, ns, "A", t0.Add(3*time.Second), 400, c2)
+	if c := got[key(3)]; lastOf(c) != (last{Closed: 1}) {
+		t.Errorf("older connection closed without a baseline: %+v, want only Closed=1", lastOf(c))
 	}
 	if n := lost(); n != 2 {
 		t.Errorf("Lost()[%s] = %d, want still 2", LostClientStateFull, n)
-	}
-	got, _ = call(t, ns, "A", t0.Add(4*time.Second), mkConn(2, 10, 0), mkConn(3, 135, 0))
-	if c := got[key(3)]; c.LastSentBytes != 5 {
-		t.Errorf("with a baseline: LastSentBytes = %d, want 5", c.LastSentBytes)
 	}
 }
 
@@ -1042,4 +1107,24 @@ func benchState(b *testing.B, n int, rtt bool) (NetworkState, []ConnectionStats)
 		b.Fatal(err)
 	}
 	return ns, active
+}
+
+// By default a client can hold a baseline of every connection the kernel
+// can track (TCP and UDP), so client_state_full is not reachable at the
+// defaults (issue 11.4: 75,000 baselines for 131,072 trackable).
+func TestDefaultStateHoldsEveryTrackedConnection(t *testing.T) {
+	cfg := NewDefaultConfig()
+	if cfg.MaxConnectionsStateBuffered < cfg.StateNeeded() {
+		t.Fatalf("default MaxConnectionsStateBuffered %d < %d, what the kernel can track (2 × %d)",
+			cfg.MaxConnectionsStateBuffered, cfg.StateNeeded(), cfg.MaxTrackedConnections)
+	}
+	ns := NewNetworkState(cfg)
+	active := make([]ConnectionStats, cfg.StateNeeded())
+	for i := range active {
+		active[i] = startedAt(mkConn(uint64(i+1), 1, 0), 1)
+	}
+	callAt(t, ns, "A", t0, 10, active...)
+	if n := ns.Lost()[LostClientStateFull]; n != 0 {
+		t.Errorf("Lost()[%s] = %d with the kernel full, want 0", LostClientStateFull, n)
+	}
 }

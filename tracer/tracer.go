@@ -35,6 +35,9 @@ type Attachment struct {
 type Tracer struct {
 	cfg    *Config
 	logger log.Logger
+	// afterRead, when set (tests), runs in GetActiveConnections between
+	// the read and the drain that follows it, under mu.
+	afterRead func()
 
 	objs        bpf.ConntraceObjects
 	links       []link.Link
@@ -90,6 +93,10 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 	}
 	for _, c := range optionalCapabilities() {
 		level.Warn(logger).Log("msg", "capability missing", "capability", c)
+	}
+	if need := cfg.StateNeeded(); cfg.MaxConnectionsStateBuffered < need {
+		level.Warn(logger).Log("msg", "per-client baselines below what the kernel can track: a busy host fills them, and connections past them are reported late or lose traffic (lost_total{reason=\"client_state_full\"})",
+			"max_connections_state_buffered", cfg.MaxConnectionsStateBuffered, "needed", need)
 	}
 	support := KernelSupport()
 	t := &Tracer{
@@ -537,16 +544,23 @@ func (t *Tracer) readAll(now time.Time) ([]ConnectionStats, error) {
 // connections with deltas since that client's previous call.
 func (t *Tracer) GetActiveConnections(clientID string) (*Connections, error) {
 	now := time.Now()
+	// Admitted before the read: a new client is refused before paying for
+	// one, and the connections that close while the read and the drain run
+	// reach its first view, not only the other clients'.
+	if err := t.state.Admit(clientID, now, ktimeNow()); err != nil {
+		return nil, err
+	}
 	t.mu.Lock()
 	active, err := t.readAll(now)
+	if t.afterRead != nil {
+		t.afterRead()
+	}
 	// After the read: what closed meanwhile reaches this call already.
 	t.drainClosed()
 	t.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
-	// The kernel's clock after the read: a new client does not get the
-	// close records, still on their way, of connections closed before it.
 	conns, newClient, err := t.state.Connections(clientID, now, ktimeNow(), active)
 	if err != nil {
 		return nil, err

@@ -69,10 +69,13 @@ func newConntracker(cfg *Config) (*conntracker, error) {
 	}, nil
 }
 
-// translate sets IPTranslation on the connections of a read, dumping the
-// tables first when one of them waits and the last dump is old enough.
-// Connections gone from the read are forgotten.
-func (ct *conntracker) translate(conns []ConnectionStats, now time.Time) {
+// translate sets IPTranslation on the connections of a read and on the
+// closed connections that wait for one (see lookupClosed), dumping the
+// tables first when one of them waits: for a read's connection once the
+// last dump is old enough, for a closed one always (it is reported now, and
+// its conntrack entry, in TIME_WAIT, still says where it went).
+// Connections gone from the read are forgotten; conns nil is no read.
+func (ct *conntracker) translate(conns, closed []ConnectionStats, now time.Time) {
 	seen := make(map[ConnKey]struct{}, len(conns))
 	wanted := map[uint32]struct{}{ct.selfNS: {}}
 	waiting := map[uint32]struct{}{}
@@ -83,8 +86,12 @@ func (ct *conntracker) translate(conns []ConnectionStats, now time.Time) {
 			waiting[conns[i].NetNS] = struct{}{}
 		}
 	}
+	for i := range closed {
+		wanted[closed[i].NetNS] = struct{}{}
+		waiting[closed[i].NetNS] = struct{}{}
+	}
 	dumped := false
-	if len(waiting) > 0 && now.Sub(ct.last) >= ct.interval {
+	if len(waiting) > 0 && (len(closed) > 0 || now.Sub(ct.last) >= ct.interval) {
 		// A dump walks the whole (global) conntrack hash: only the
 		// namespaces with a connection waiting, and the exporter's own.
 		waiting[ct.selfNS] = struct{}{}
@@ -94,6 +101,12 @@ func (ct *conntracker) translate(conns []ConnectionStats, now time.Time) {
 	for i := range conns {
 		conns[i].IPTranslation = ct.lookup(&conns[i], dumped)
 	}
+	for i := range closed {
+		closed[i].IPTranslation, _ = ct.find(&closed[i])
+	}
+	if conns == nil {
+		return // no read (the drain's flush of the closed ones): nothing gone
+	}
 	for k := range ct.decided {
 		if _, ok := seen[k]; !ok {
 			delete(ct.decided, k)
@@ -101,12 +114,32 @@ func (ct *conntracker) translate(conns []ConnectionStats, now time.Time) {
 	}
 }
 
-// lookup returns the translation of c. With fresh tables a connection not
-// found is decided: not NATed. A closed connection is looked up once.
+// lookup returns the translation of a read's connection. With fresh tables
+// a connection not found is decided: not NATed.
 func (ct *conntracker) lookup(c *ConnectionStats, fresh bool) *IPTranslation {
 	if tr, ok := ct.decided[c.Key]; ok {
 		return tr
 	}
+	tr, found := ct.find(c)
+	if found || fresh {
+		ct.decided[c.Key] = tr
+	}
+	return tr
+}
+
+// lookupClosed returns the translation of a closed connection, and whether
+// it is known: decided while it was open, or in the tables. The connection
+// is finished: its decision goes. One not known waits for the next dump.
+func (ct *conntracker) lookupClosed(c *ConnectionStats) (*IPTranslation, bool) {
+	if tr, ok := ct.decided[c.Key]; ok {
+		delete(ct.decided, c.Key)
+		return tr, true
+	}
+	return ct.find(c)
+}
+
+// find looks c up in the tables of its namespace, then the exporter's.
+func (ct *conntracker) find(c *ConnectionStats) (*IPTranslation, bool) {
 	proto := uint8(unix.IPPROTO_TCP)
 	if c.Type == UDP {
 		proto = unix.IPPROTO_UDP
@@ -114,19 +147,12 @@ func (ct *conntracker) lookup(c *ConnectionStats, fresh bool) *IPTranslation {
 	k := ctKey{proto: proto, src: c.Source, dst: c.Dest, sport: c.SPort, dpt: c.DPort}
 	for _, ns := range []uint32{c.NetNS, ct.selfNS} {
 		if tr, ok := ct.tables[ns][k]; ok {
-			ct.decided[c.Key] = &tr
-			return &tr
+			return &tr, true
 		}
 	}
-	if fresh || c.Closed {
-		ct.decided[c.Key] = nil
-	}
-	return nil
+	return nil, false
 }
 
-// dump rebuilds the tables of the namespaces in dumpNS. Namespaces no
-// longer wanted lose their table and netlink socket (a socket keeps its
-// netns alive).
 func (ct *conntracker) dump(wanted, dumpNS map[uint32]struct{}, now time.Time) {
 	ct.last = now
 	for ns, h := range ct.handles {

@@ -60,7 +60,7 @@ func TestDecodeRecordsRejectsTornBuffer(t *testing.T) {
 }
 
 func TestKnownKeepsCountersMonotonicAndCompletesReads(t *testing.T) {
-	k := newKnown()
+	k := newKnown(100)
 	now := time.Unix(1000, 0)
 	key := ConnKey{Cookie: 7}
 	c := ConnectionStats{Key: key, MonotonicSentBytes: 100, MonotonicRecvBytes: 50, MonotonicRetransmits: 2}

@@ -3,6 +3,7 @@ package tracer
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 	"unsafe"
 
@@ -116,26 +117,43 @@ func toConnectionStats(r *bpf.ConntraceConnRecord, names comms) ConnectionStats 
 //     kernel and may come out low (see sent_payload in conntrace.c), and a
 //     counter that went down would look like a reset and be counted twice;
 //   - it completes the live read: sockets no process holds (orphans after
-//     close(), not yet accepted) are not visited by the iterator, so their
-//     last values are reported until their close record arrives, or until
-//     TCPConnTimeout passes without news (their close record was lost);
+//     close(), not yet accepted) are not visited by the task_file iterator,
+//     so their last values are reported until their close record arrives,
+//     or until TCPConnTimeout passes without news (their close record was
+//     lost). Past it, the connection expires: it is no longer reported, but
+//     what was reported of it is kept, so that a record that comes after
+//     all (the orphan's close, the socket finally accepted) counts only what
+//     is new, and never opens it again;
 //   - it remembers connections that closed, so that a stale live read never
 //     brings one back.
+//
+// It holds at most max entries that are not live, whether or not anyone
+// scrapes: the drain prunes it too (prune), and evict makes room.
 type known struct {
 	m   map[ConnKey]*knownConn
 	gen uint64 // read generation
+	max int
 }
 
 type knownConn struct {
-	stats  ConnectionStats
-	seen   time.Time
-	gen    uint64
-	closed bool
+	stats ConnectionStats
+	seen  time.Time
+	gen   uint64
+	// closed: its close record came. expired: past the timeout without
+	// news; not reported.
+	closed, expired bool
+	// base is what was reported of the connection when it expired (nil
+	// before): its later records are counted from there (rebase).
+	base *ConnectionStats
 }
 
-func newKnown() *known { return &known{m: make(map[ConnKey]*knownConn)} }
+// newKnown returns an empty known of at most max entries (at least 1).
+func newKnown(max int) *known {
+	return &known{m: make(map[ConnKey]*knownConn), max: max}
+}
 
 func (e *knownConn) clamp(c *ConnectionStats) {
+	e.rebase(c)
 	c.MonotonicSentBytes = max(e.stats.MonotonicSentBytes, c.MonotonicSentBytes)
 	c.MonotonicRecvBytes = max(e.stats.MonotonicRecvBytes, c.MonotonicRecvBytes)
 	c.MonotonicRetransmits = max(e.stats.MonotonicRetransmits, c.MonotonicRetransmits)
@@ -143,19 +161,71 @@ func (e *knownConn) clamp(c *ConnectionStats) {
 	e.stats = *c
 }
 
+// expire stops reporting the connection, keeping what was reported of it
+// as the base of its later records.
+func (e *knownConn) expire() {
+	base := e.stats
+	if e.base != nil {
+		e.undo(&base) // the stats are rebased already
+	}
+	e.base = &base
+	e.expired = true
+	e.stats = ConnectionStats{}
+}
+
+// rebase makes a record of an expired connection count from what was
+// reported of it: only the new part, and not an opening again.
+func (e *knownConn) rebase(c *ConnectionStats) {
+	b := e.base
+	if b == nil {
+		return
+	}
+	floor := func(v, base uint64) uint64 { return v - min(v, base) }
+	c.MonotonicSentBytes = floor(c.MonotonicSentBytes, b.MonotonicSentBytes)
+	c.MonotonicRecvBytes = floor(c.MonotonicRecvBytes, b.MonotonicRecvBytes)
+	c.MonotonicRetransmits = uint32(floor(uint64(c.MonotonicRetransmits), uint64(b.MonotonicRetransmits)))
+	c.MonotonicSentSegments = uint32(floor(uint64(c.MonotonicSentSegments), uint64(b.MonotonicSentSegments)))
+	for i, v := range c.MonotonicRTT.Buckets {
+		c.MonotonicRTT.Buckets[i] = uint32(floor(uint64(v), uint64(b.MonotonicRTT.Buckets[i])))
+	}
+	c.MonotonicRTT.SumMicros = floor(c.MonotonicRTT.SumMicros, b.MonotonicRTT.SumMicros)
+	c.Preexisting = true // its opening was counted before it expired
+}
+
+// undo turns rebased stats back into the kernel's totals.
+func (e *knownConn) undo(c *ConnectionStats) {
+	b := e.base
+	c.MonotonicSentBytes += b.MonotonicSentBytes
+	c.MonotonicRecvBytes += b.MonotonicRecvBytes
+	c.MonotonicRetransmits += b.MonotonicRetransmits
+	c.MonotonicSentSegments += b.MonotonicSentSegments
+	c.MonotonicRTT.Add(&b.MonotonicRTT)
+}
+
 // beginRead starts a new read generation.
 func (k *known) beginRead() { k.gen++ }
+
+// entry returns the entry of c, made (within max) if new.
+func (k *known) entry(c *ConnectionStats) *knownConn {
+	e := k.m[c.Key]
+	if e == nil {
+		if len(k.m) >= k.max {
+			k.evict()
+		}
+		e = &knownConn{}
+		k.m[c.Key] = e
+	}
+	return e
+}
 
 // live clamps a record of the current read; false means the connection
 // already closed and the record is stale.
 func (k *known) live(c *ConnectionStats, now time.Time) bool {
-	e := k.m[c.Key]
-	if e == nil {
-		e = &knownConn{}
-		k.m[c.Key] = e
-	} else if e.closed {
+	e := k.entry(c)
+	if e.closed {
 		return false
 	}
+	e.expired = false // visited again: reported again, from its base
 	e.clamp(c)
 	e.seen, e.gen = now, k.gen
 	return true
@@ -163,36 +233,64 @@ func (k *known) live(c *ConnectionStats, now time.Time) bool {
 
 // closed clamps a final record and marks the connection closed.
 func (k *known) closed(c *ConnectionStats, now time.Time) {
-	e := k.m[c.Key]
-	if e == nil {
-		e = &knownConn{}
-		k.m[c.Key] = e
-	}
+	e := k.entry(c)
 	e.clamp(c)
-	e.closed, e.seen = true, now
+	e.closed, e.expired, e.seen = true, false, now
 }
 
 // endRead appends the connections not visited by this read and not closed,
-// and forgets those not seen for timeout, returning their keys. A closed
-// connection's entry only has to outlive the reads that started before it
-// closed, so it goes sooner.
+// expires those not seen for timeout, returning their keys, and prunes.
 func (k *known) endRead(conns []ConnectionStats, now time.Time, timeout time.Duration) ([]ConnectionStats, []ConnKey) {
 	var expired []ConnKey
-	closedTimeout := min(timeout, 30*time.Second)
 	for key, e := range k.m {
-		age := now.Sub(e.seen)
 		switch {
-		case e.closed:
-			if age > closedTimeout {
-				delete(k.m, key)
-			}
-		case e.gen == k.gen:
-		case age > timeout:
-			delete(k.m, key)
+		case e.closed, e.expired, e.gen == k.gen:
+		case now.Sub(e.seen) > timeout:
+			e.expire()
 			expired = append(expired, key)
 		default:
 			conns = append(conns, e.stats)
 		}
 	}
+	k.prune(now, timeout)
 	return conns, expired
+}
+
+// prune forgets the closed connections: an entry only has to outlive the
+// reads that started before the connection closed, so it goes after
+// min(timeout, 30s). The drain calls it between scrapes too.
+func (k *known) prune(now time.Time, timeout time.Duration) {
+	closedTimeout := min(timeout, 30*time.Second)
+	for key, e := range k.m {
+		if e.closed && now.Sub(e.seen) > closedTimeout {
+			delete(k.m, key)
+		}
+	}
+}
+
+// evict makes room: it drops the closed entries (that risks only a stale
+// live read, and the kernel's own unhashing makes those rare), else the
+// oldest quarter of the expired ones (a late record of one would be counted
+// whole again: only reachable when close records were lost, which
+// ring_buffer_full counts). Live entries are never dropped: the kernel
+// bounds them.
+func (k *known) evict() {
+	for key, e := range k.m {
+		if e.closed {
+			delete(k.m, key)
+		}
+	}
+	if len(k.m) < k.max {
+		return
+	}
+	var old []ConnKey
+	for key, e := range k.m {
+		if e.expired {
+			old = append(old, key)
+		}
+	}
+	slices.SortFunc(old, func(a, b ConnKey) int { return k.m[a].seen.Compare(k.m[b].seen) })
+	for _, key := range old[:(len(old)+3)/4] {
+		delete(k.m, key)
+	}
 }

@@ -38,6 +38,9 @@ type Tracer struct {
 	// afterRead, when set (tests), runs in GetActiveConnections between
 	// the read and the drain that follows it, under mu.
 	afterRead func()
+	// natWait holds the closed connections whose NAT the next conntrack
+	// dump finds (see drainClosed), at most maxNATWait.
+	natWait []ConnectionStats
 
 	objs        bpf.ConntraceObjects
 	links       []link.Link
@@ -103,7 +106,7 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 		cfg:     cfg,
 		logger:  logger,
 		state:   NewNetworkState(cfg),
-		known:   newKnown(),
+		known:   newKnown(2 * int(cfg.MaxTrackedConnections)),
 		support: support,
 		stop:    make(chan struct{}),
 		comms:   make(comms),
@@ -414,12 +417,20 @@ func (t *Tracer) drainLoop() {
 			t.drainClosed()
 			t.mu.Unlock()
 		case <-sweep.C:
-			// Close idle UDP flows even when nobody scrapes.
+			// Close idle UDP flows, find the NAT of the closed connections
+			// waiting for it, and forget what only served reads, even when
+			// nobody scrapes: memory stays bounded without scrapes.
+			now := time.Now()
 			t.mu.Lock()
 			if _, err := t.readUDP(nil, ktimeNow()); err != nil {
 				level.Warn(t.logger).Log("msg", "sweeping idle UDP flows", "err", err)
 			}
+			if len(t.natWait) > 0 {
+				t.translate(nil, now)
+			}
+			t.known.prune(now, t.cfg.TCPConnTimeout)
 			t.mu.Unlock()
+			t.state.RemoveExpiredClients(now)
 		}
 	}
 }
@@ -473,10 +484,20 @@ func (t *Tracer) drainClosed() {
 		if !t.keep(&c) {
 			continue
 		}
-		if t.ct != nil {
-			c.IPTranslation = t.ct.lookup(&c, false)
-		}
 		t.known.closed(&c, now)
+		if t.ct != nil {
+			tr, ok := t.ct.lookupClosed(&c)
+			c.IPTranslation = tr
+			if !ok && len(t.natWait) < maxNATWait {
+				// Opened and closed between two dumps: its NAT is found
+				// by the next one (translate), then it is stored.
+				t.natWait = append(t.natWait, c)
+				continue
+			}
+			if !ok {
+				t.ct.full++
+			}
+		}
 		t.state.StoreClosedConnection(c)
 	}
 }
@@ -534,10 +555,26 @@ func (t *Tracer) readAll(now time.Time) ([]ConnectionStats, error) {
 	}
 	markIntraHostWith(conns, t.intraEnds)
 	t.syncPorts(conns)
-	if t.ct != nil {
-		t.ct.translate(conns, now)
-	}
 	return conns, nil
+}
+
+// maxNATWait bounds the closed connections waiting for a conntrack dump:
+// those beyond it are stored without their NAT, counted in
+// conntrack_state_full.
+const maxNATWait = 65536
+
+// translate finds the NAT of a read's connections and of the closed
+// connections waiting for one, which it then stores. Callers hold t.mu.
+func (t *Tracer) translate(conns []ConnectionStats, now time.Time) {
+	if t.ct == nil {
+		return
+	}
+	t.ct.translate(conns, t.natWait, now)
+	for i := range t.natWait {
+		t.state.StoreClosedConnection(t.natWait[i])
+	}
+	clear(t.natWait) // no pointers kept
+	t.natWait = t.natWait[:0]
 }
 
 // GetActiveConnections returns clientID's view: active and recently closed
@@ -557,6 +594,9 @@ func (t *Tracer) GetActiveConnections(clientID string) (*Connections, error) {
 	}
 	// After the read: what closed meanwhile reaches this call already.
 	t.drainClosed()
+	if err == nil {
+		t.translate(active, now)
+	}
 	t.mu.Unlock()
 	if err != nil {
 		return nil, err
@@ -577,10 +617,12 @@ func (t *Tracer) GetActiveConnections(clientID string) (*Connections, error) {
 func (t *Tracer) DebugNetworkMaps() (*Connections, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	conns, err := t.readAll(time.Now())
+	now := time.Now()
+	conns, err := t.readAll(now)
 	if err != nil {
 		return nil, err
 	}
+	t.translate(conns, now)
 	return &Connections{Conns: conns}, nil
 }
 

@@ -186,6 +186,33 @@ static __always_inline __u64 sk_cookie(struct sock *sk, bool probed)
 #define SK_USERLOCKS(sk) ((__u32)BPF_CORE_READ_BITFIELD_PROBED(sk, sk_userlocks))
 #define SK_PROTOCOL(probed, sk) ((probed) ? (__u32)BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) : (__u32)(sk)->sk_protocol)
 
+/* flow_endpoints reads the local end of a new flow whose family is its
+ * peer's, false when the flow is not traced. An IPv6 socket bound to :: or
+ * to an IPv4-mapped address (dual stack) carries IPv4 flows too: those are
+ * IPv4, with the IPv4 form of the local address (0.0.0.0 for ::), traced
+ * whatever collect_ipv6 says. */
+static __always_inline bool flow_endpoints(struct sock *sk, struct conn_state *st, __u8 family, bool probed)
+{
+	__u64 hi, lo;
+
+	if (read_endpoints_of(sk, st, probed) && st->family == family)
+		return true;
+	if (family != AF_INET || SK_FIELD(probed, sk, __sk_common.skc_family) != AF_INET6)
+		return false;
+	/* read_endpoints_of filled the addresses before deciding. */
+	if (is_v4mapped(st->saddr)) {
+		unmap_v4(st->saddr);
+	} else {
+		__builtin_memcpy(&hi, st->saddr, 8);
+		__builtin_memcpy(&lo, st->saddr + 8, 8);
+		if (hi | lo)
+			return false; /* bound to an IPv6 address: no IPv4 here */
+	}
+	__builtin_memset(st->daddr, 0, sizeof(st->daddr));
+	st->family = AF_INET;
+	return true;
+}
+
 static __always_inline void udp_account(struct sock *sk, __u64 cookie, struct udp_peer *peer, __u64 bytes, bool sent,
 					bool probed)
 {
@@ -200,7 +227,7 @@ static __always_inline void udp_account(struct sock *sk, __u64 cookie, struct ud
 	key.family = peer->family;
 	f = bpf_map_lookup_elem(&udp_flows, &key);
 	if (!f) {
-		if (!read_endpoints_of(sk, &tmp, probed))
+		if (!flow_endpoints(sk, &tmp, peer->family, probed))
 			return; /* IPv6 disabled */
 		if (!traced(&tmp, peer->addr, peer->port, peer->family, IPPROTO_UDP))
 			return;

@@ -212,10 +212,12 @@ func (c *ConnectionStats) ServicePort() uint16 {
 
 // classifyDirection turns the kernel's direction (who connected, or who
 // bound) into the reported one: local when the traffic never leaves the
-// socket's host stack (a loopback peer, or the socket's own address).
+// socket's host stack (a loopback peer, or the socket's own address). An
+// unspecified remote (a UDP datagram read without asking who sent it) is
+// no address at all, whatever the local one.
 func (c *ConnectionStats) classifyDirection() {
 	c.ServerSide = c.Direction == INCOMING
-	if c.Dest.IsLoopback() || (c.Dest.IsValid() && c.Dest == c.Source) {
+	if c.Dest.IsLoopback() || (c.Dest.IsValid() && !c.Dest.IsUnspecified() && c.Dest == c.Source) {
 		c.Direction = LOCAL
 	}
 }

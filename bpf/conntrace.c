@@ -120,6 +120,19 @@ struct listener_key {
 
 struct listener {
 	__u32 pid;
+	/* Listening sockets on the port (several with SO_REUSEPORT): the
+	 * entry goes with the last. */
+	__u32 socks;
+	char comm[COMM_LEN];
+};
+
+/* A listening socket, counted once in listeners: the state change and the
+ * seeding passes may both see it. port is 0 until known: listen() without
+ * bind() picks it after the state change (see handle_sockops). */
+struct listen_sock {
+	__u32 netns;
+	__u32 port;
+	__u32 pid;
 	char comm[COMM_LEN];
 };
 
@@ -133,6 +146,9 @@ volatile const __u8 rtt_sample_arg = 1;
 /* Health counters, read by user space from .bss. */
 __u64 tracked;
 __u64 lost_tracked_full;
+/* Connections not traced because their socket storage could not be made
+ * (no memory, the socket being freed, or the storage busy on this CPU). */
+__u64 lost_storage;
 __u64 lost_ring_buffer_full;
 __u64 listeners_full;
 
@@ -154,6 +170,14 @@ struct {
 	__type(key, struct listener_key);
 	__type(value, struct listener);
 } listeners SEC(".maps");
+
+/* Listening socket (its address, a number) -> where it listens. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct listen_sock);
+} listen_socks SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -281,8 +305,11 @@ static __always_inline struct conn_state *start_conn(struct sock *sk, __u8 direc
 	if (!st)
 		st = bpf_sk_storage_get(&conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st) {
-		/* Lost a creation race (another CPU tracks it) or no memory. */
 		__sync_fetch_and_add(&tracked, -1);
+		/* Lost a creation race: another CPU tracks it. Else not traced,
+		 * and counted. */
+		if (!bpf_sk_storage_get(&conns, sk, 0, 0))
+			__sync_fetch_and_add(&lost_storage, 1);
 		return NULL;
 	}
 	__builtin_memset(st, 0, sizeof(*st));
@@ -416,17 +443,76 @@ static __always_inline void finish_conn(struct sock *sk, struct conn_state *st, 
 	bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
 }
 
-static __always_inline void remember_listener(struct sock *sk, __u32 pid, const char *comm)
+/* listener_add counts one more listening socket on (netns, port); the
+ * first one's process names the port. */
+static __always_inline void listener_add(__u32 netns, __u32 port, __u32 pid, const char *comm)
 {
+	struct listener_key key = { .netns = netns, .port = port };
+	struct listener nl = { .pid = pid, .socks = 1 }, *l;
+
+	l = bpf_map_lookup_elem(&listeners, &key);
+	if (!l) {
+		__builtin_memcpy(nl.comm, comm, COMM_LEN);
+		if (!bpf_map_update_elem(&listeners, &key, &nl, BPF_NOEXIST))
+			return;
+		l = bpf_map_lookup_elem(&listeners, &key); /* another CPU made it */
+		if (!l) {
+			__sync_fetch_and_add(&listeners_full, 1);
+			return;
+		}
+	}
+	__sync_fetch_and_add(&l->socks, 1);
+}
+
+/* remember_listener records a listening socket, once however many times
+ * the seeding passes see it (several processes may hold it). At its state
+ * change (fresh) the socket is new: an entry at its address is stale (an
+ * MPTCP listener's, whose own close is never seen) and is replaced. sk is
+ * only read (an untrusted pointer in seed_owners). */
+static __always_inline void remember_listener(struct sock *sk, __u32 pid, const char *comm, bool fresh)
+{
+	__u64 addr = (__u64)sk;
+	struct listen_sock ls = {
+		.netns = sk->__sk_common.skc_net.net->ns.inum,
+		.port = sk->__sk_common.skc_num,
+		.pid = pid,
+	};
+	long err;
+
+	__builtin_memcpy(ls.comm, comm, COMM_LEN);
+	err = bpf_map_update_elem(&listen_socks, &addr, &ls, fresh ? BPF_ANY : BPF_NOEXIST);
+	if (err) {
+		if (err != -17 /* EEXIST: counted already */)
+			__sync_fetch_and_add(&listeners_full, 1);
+		return;
+	}
+	if (ls.port)
+		listener_add(ls.netns, ls.port, pid, comm);
+}
+
+/* forget_listener: a listening socket closed. One not recorded is the TCP
+ * listener inside an MPTCP one that the seeding pass recorded (the MPTCP
+ * socket, which holds it: same port and netns). */
+static __always_inline void forget_listener(struct sock *sk)
+{
+	__u64 addr = (__u64)sk;
+	struct listen_sock *ls = bpf_map_lookup_elem(&listen_socks, &addr);
 	struct listener_key key = {
 		.netns = sk->__sk_common.skc_net.net->ns.inum,
 		.port = sk->__sk_common.skc_num,
 	};
-	struct listener l = { .pid = pid };
+	struct listener *l;
 
-	__builtin_memcpy(l.comm, comm, COMM_LEN);
-	if (bpf_map_update_elem(&listeners, &key, &l, BPF_ANY))
-		__sync_fetch_and_add(&listeners_full, 1);
+	if (ls) {
+		key.netns = ls->netns;
+		key.port = ls->port;
+		bpf_map_delete_elem(&listen_socks, &addr);
+	}
+	if (!key.port)
+		return;
+	l = bpf_map_lookup_elem(&listeners, &key);
+	if (l && __sync_fetch_and_add(&l->socks, -1) <= 1)
+		bpf_map_delete_elem(&listeners, &key);
 }
 
 static __always_inline struct listener *find_listener(struct conn_state *st)
@@ -450,7 +536,7 @@ int BPF_PROG(handle_set_state, const struct sock *csk, const int oldstate, const
 	switch (newstate) {
 	case TCP_LISTEN:
 		bpf_get_current_comm(comm, sizeof(comm));
-		remember_listener(sk, bpf_get_current_pid_tgid() >> 32, comm);
+		remember_listener(sk, bpf_get_current_pid_tgid() >> 32, comm, true);
 		return 0;
 	case TCP_SYN_SENT:
 		/* connect(): process context, the PID is the connecting process. */
@@ -499,11 +585,7 @@ int BPF_PROG(handle_set_state, const struct sock *csk, const int oldstate, const
 		return 0;
 	case TCP_CLOSE:
 		if (oldstate == TCP_LISTEN) {
-			struct listener_key key = {
-				.netns = sk->__sk_common.skc_net.net->ns.inum,
-				.port = sk->__sk_common.skc_num,
-			};
-			bpf_map_delete_elem(&listeners, &key);
+			forget_listener(sk);
 			return 0;
 		}
 		st = bpf_sk_storage_get(&conns, sk, 0, 0);
@@ -549,6 +631,23 @@ int handle_sockops(struct bpf_sock_ops *skops)
 	__u32 mrtt, b;
 
 	switch (skops->op) {
+	case BPF_SOCK_OPS_TCP_LISTEN_CB: {
+		/* After listen() bound the socket: a socket listening without
+		 * bind() had port 0 at its state change. */
+		struct listen_sock *ls;
+		__u64 addr;
+
+		sk = skops->sk;
+		if (!sk)
+			break;
+		addr = (__u64)sk;
+		ls = bpf_map_lookup_elem(&listen_socks, &addr);
+		if (ls && !ls->port) {
+			ls->port = skops->local_port;
+			listener_add(ls->netns, ls->port, ls->pid, ls->comm);
+		}
+		break;
+	}
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_RTT_CB_FLAG);
@@ -683,7 +782,7 @@ int seed_listeners(struct bpf_iter__task_file *ctx)
 	if (proto != IPPROTO_TCP && proto != IPPROTO_MPTCP)
 		return 0;
 	if (sk->__sk_common.skc_state == TCP_LISTEN)
-		remember_listener(sk, task->tgid, task->comm);
+		remember_listener(sk, task->tgid, task->comm, false);
 	return 0;
 }
 

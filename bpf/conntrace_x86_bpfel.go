@@ -99,10 +99,19 @@ type ConntraceFilterPorts struct {
 	}
 }
 
+type ConntraceListenSock struct {
+	_     structs.HostLayout
+	Netns uint32
+	Port  uint32
+	Pid   uint32
+	Comm  [16]int8
+}
+
 type ConntraceListener struct {
-	_    structs.HostLayout
-	Pid  uint32
-	Comm [16]int8
+	_     structs.HostLayout
+	Pid   uint32
+	Socks uint32
+	Comm  [16]int8
 }
 
 type ConntraceListenerKey struct {
@@ -173,6 +182,7 @@ const (
 	ConntraceMapFlowSeq                     = "flow_seq"
 	ConntraceMapIncludedDestination         = "included_destination"
 	ConntraceMapIncludedSource              = "included_source"
+	ConntraceMapListenSocks                 = "listen_socks"
 	ConntraceMapListeners                   = "listeners"
 	ConntraceMapOwners                      = "owners"
 	ConntraceMapScratch                     = "scratch"
@@ -221,12 +231,15 @@ const (
 	ConntraceVarListenersFull               = "listeners_full"
 	ConntraceVarLostDnsRingBufferFull       = "lost_dns_ring_buffer_full"
 	ConntraceVarLostRingBufferFull          = "lost_ring_buffer_full"
+	ConntraceVarLostStorage                 = "lost_storage"
 	ConntraceVarLostTrackedFull             = "lost_tracked_full"
+	ConntraceVarLostUdpExpiring             = "lost_udp_expiring"
 	ConntraceVarLostUdpFlowsFull            = "lost_udp_flows_full"
 	ConntraceVarMaxTracked                  = "max_tracked"
 	ConntraceVarRecvmsgFlagsArg             = "recvmsg_flags_arg"
 	ConntraceVarRttSampleArg                = "rtt_sample_arg"
 	ConntraceVarTracked                     = "tracked"
+	ConntraceVarUdpIdleNs                   = "udp_idle_ns"
 	ConntraceVarUnusedConnRecord            = "unused_conn_record"
 	ConntraceVarUnusedDnsEvent              = "unused_dns_event"
 )
@@ -320,6 +333,7 @@ type ConntraceMapSpecs struct {
 	FlowSeq             *ebpf.MapSpec `ebpf:"flow_seq"`
 	IncludedDestination *ebpf.MapSpec `ebpf:"included_destination"`
 	IncludedSource      *ebpf.MapSpec `ebpf:"included_source"`
+	ListenSocks         *ebpf.MapSpec `ebpf:"listen_socks"`
 	Listeners           *ebpf.MapSpec `ebpf:"listeners"`
 	Owners              *ebpf.MapSpec `ebpf:"owners"`
 	Scratch             *ebpf.MapSpec `ebpf:"scratch"`
@@ -341,12 +355,15 @@ type ConntraceVariableSpecs struct {
 	ListenersFull         *ebpf.VariableSpec `ebpf:"listeners_full"`
 	LostDnsRingBufferFull *ebpf.VariableSpec `ebpf:"lost_dns_ring_buffer_full"`
 	LostRingBufferFull    *ebpf.VariableSpec `ebpf:"lost_ring_buffer_full"`
+	LostStorage           *ebpf.VariableSpec `ebpf:"lost_storage"`
 	LostTrackedFull       *ebpf.VariableSpec `ebpf:"lost_tracked_full"`
+	LostUdpExpiring       *ebpf.VariableSpec `ebpf:"lost_udp_expiring"`
 	LostUdpFlowsFull      *ebpf.VariableSpec `ebpf:"lost_udp_flows_full"`
 	MaxTracked            *ebpf.VariableSpec `ebpf:"max_tracked"`
 	RecvmsgFlagsArg       *ebpf.VariableSpec `ebpf:"recvmsg_flags_arg"`
 	RttSampleArg          *ebpf.VariableSpec `ebpf:"rtt_sample_arg"`
 	Tracked               *ebpf.VariableSpec `ebpf:"tracked"`
+	UdpIdleNs             *ebpf.VariableSpec `ebpf:"udp_idle_ns"`
 	UnusedConnRecord      *ebpf.VariableSpec `ebpf:"unused_conn_record"`
 	UnusedDnsEvent        *ebpf.VariableSpec `ebpf:"unused_dns_event"`
 }
@@ -379,6 +396,7 @@ type ConntraceMaps struct {
 	FlowSeq             *ebpf.Map `ebpf:"flow_seq"`
 	IncludedDestination *ebpf.Map `ebpf:"included_destination"`
 	IncludedSource      *ebpf.Map `ebpf:"included_source"`
+	ListenSocks         *ebpf.Map `ebpf:"listen_socks"`
 	Listeners           *ebpf.Map `ebpf:"listeners"`
 	Owners              *ebpf.Map `ebpf:"owners"`
 	Scratch             *ebpf.Map `ebpf:"scratch"`
@@ -398,6 +416,7 @@ func (m *ConntraceMaps) Close() error {
 		m.FlowSeq,
 		m.IncludedDestination,
 		m.IncludedSource,
+		m.ListenSocks,
 		m.Listeners,
 		m.Owners,
 		m.Scratch,
@@ -420,12 +439,15 @@ type ConntraceVariables struct {
 	ListenersFull         *ebpf.Variable `ebpf:"listeners_full"`
 	LostDnsRingBufferFull *ebpf.Variable `ebpf:"lost_dns_ring_buffer_full"`
 	LostRingBufferFull    *ebpf.Variable `ebpf:"lost_ring_buffer_full"`
+	LostStorage           *ebpf.Variable `ebpf:"lost_storage"`
 	LostTrackedFull       *ebpf.Variable `ebpf:"lost_tracked_full"`
+	LostUdpExpiring       *ebpf.Variable `ebpf:"lost_udp_expiring"`
 	LostUdpFlowsFull      *ebpf.Variable `ebpf:"lost_udp_flows_full"`
 	MaxTracked            *ebpf.Variable `ebpf:"max_tracked"`
 	RecvmsgFlagsArg       *ebpf.Variable `ebpf:"recvmsg_flags_arg"`
 	RttSampleArg          *ebpf.Variable `ebpf:"rtt_sample_arg"`
 	Tracked               *ebpf.Variable `ebpf:"tracked"`
+	UdpIdleNs             *ebpf.Variable `ebpf:"udp_idle_ns"`
 	UnusedConnRecord      *ebpf.Variable `ebpf:"unused_conn_record"`
 	UnusedDnsEvent        *ebpf.Variable `ebpf:"unused_dns_event"`
 }

@@ -65,7 +65,7 @@ int seed_owners(struct bpf_iter__task_file *ctx)
 		return 0;
 	proto = sk->sk_protocol;
 	if ((proto == IPPROTO_TCP || proto == IPPROTO_MPTCP) && sk->__sk_common.skc_state == TCP_LISTEN)
-		remember_listener(sk, task->tgid, task->comm);
+		remember_listener(sk, task->tgid, task->comm, false);
 	return 0;
 }
 

@@ -54,6 +54,12 @@ struct udp_peer {
 volatile const __u8 collect_udp = 1;
 
 __u64 lost_udp_flows_full;
+/* Calls that may have been lost to the closing of their idle flow (see
+ * udp_account). */
+__u64 lost_udp_expiring;
+/* UDPConnTimeout in ns: user space closes a flow idle for longer. Set by
+ * the loader. */
+volatile const __u64 udp_idle_ns = 30000000000ULL;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -219,6 +225,8 @@ static __always_inline void udp_account(struct sock *sk, __u64 cookie, struct ud
 	struct udp_key key = {};
 	struct udp_flow *f, nf;
 	struct conn_state tmp;
+	__u64 now;
+	bool idle;
 	long err;
 
 	key.cookie = cookie;
@@ -236,6 +244,7 @@ static __always_inline void udp_account(struct sock *sk, __u64 cookie, struct ud
 		if (!nf.id)
 			return;
 		nf.start_ns = bpf_ktime_get_ns();
+		nf.last_ns = nf.start_ns;
 		nf.pid = bpf_get_current_pid_tgid() >> 32;
 		bpf_get_current_comm(nf.comm, sizeof(nf.comm));
 		nf.netns = tmp.netns;
@@ -252,11 +261,21 @@ static __always_inline void udp_account(struct sock *sk, __u64 cookie, struct ud
 		if (!f)
 			return;
 	}
+	now = bpf_ktime_get_ns();
+	idle = now - f->last_ns > udp_idle_ns;
 	if (sent)
 		__sync_fetch_and_add(&f->sent_bytes, bytes);
 	else
 		__sync_fetch_and_add(&f->recv_bytes, bytes);
-	f->last_ns = bpf_ktime_get_ns();
+	f->last_ns = now;
+	/* User space closes an idle flow by deleting it with a copy of its
+	 * counters: if that ran between this program's lookup and its add,
+	 * the add went to the deleted entry (RCU keeps it valid, not
+	 * counted). Rare (the first datagram after the timeout, at the very
+	 * moment of the sweep), so only checked then, and counted: at most
+	 * (the copy may have come after the add). */
+	if (idle && !bpf_map_lookup_elem(&udp_flows, &key))
+		__sync_fetch_and_add(&lost_udp_expiring, 1);
 }
 
 static __always_inline void udp_length(void *peers, struct sock *sk, int ret, int flags, bool sent, bool probed)

@@ -43,7 +43,7 @@ func newHealthCollector(src Source, failedScrapes *atomic.Uint64) *healthCollect
 				"ring_buffer_full (last delta of a closed connection), closed_buffer_full (a client missed a closed connection's last delta), "+
 				"client_state_full (a client missed a connection's traffic), client_rejected (scrape of a new client refused), "+
 				"decode_error (kernel record not decoded), conntrack_state_full and conntrack_error (NAT not read), "+
-				"dns_ring_buffer_full and dns_malformed (DNS answers not read), recursion_misses (BPF program runs the kernel skipped), scrape_failed (a scrape failed after taking its deltas: its client restarted).", []string{"reason"}, nil),
+				"dns_ring_buffer_full and dns_malformed (DNS answers not read), recursion_misses (BPF program runs the kernel skipped), socket_storage_error (new TCP connection not traced: no socket storage), udp_flow_expiring (a UDP call that raced the closing of its idle flow, at most), scrape_failed (a scrape failed after taking its deltas: its client restarted).", []string{"reason"}, nil),
 		clients: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "clients"),
 			"Scrape clients (client_id, else scraper address) whose per-client state the tracer holds.", nil, nil),
 		progInfo: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "bpf_program_info"),

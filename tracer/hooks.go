@@ -140,6 +140,27 @@ func (t *Tracer) readsUDPCookies() bool {
 	return t.udpHook == UDPHookKprobe || t.udpHook == UDPHookFentry
 }
 
+// keepsOtherWays says whether the program name of the TCP way not chosen is
+// loaded all the same: seed_listeners for the UDP cookies, seed_conns_tcp
+// for the sockets no file points to (see seedsUnheld).
+func (t *Tracer) keepsOtherWays(name string) bool {
+	switch name {
+	case "seed_listeners":
+		return t.seedsUDPCookies()
+	case "seed_conns_tcp":
+		return t.seedsUnheld()
+	}
+	return false
+}
+
+// seedsUnheld says whether the task_file way also seeds, through iter/tcp,
+// the connections that existed at start-up and that no process holds
+// (waiting in an accept queue, orphans draining after close()): no file
+// points to them, and no later state change makes the tracer notice them.
+func (t *Tracer) seedsUnheld() bool {
+	return t.tcpIter == tcpIterTaskFile && t.capability("iter_tcp_sock_storage")
+}
+
 // seedsUDPCookies says whether seed_listeners runs for UDP alone: with the
 // kprobes or fexit it makes the cookies of the UDP sockets that existed
 // before start-up, so it stays when TCP is off.
@@ -252,7 +273,7 @@ func (t *Tracer) unusedPrograms() []string {
 	} else {
 		for it, names := range tcpIterators {
 			for _, name := range names {
-				if it != t.tcpIter && (name != "seed_listeners" || !t.seedsUDPCookies()) {
+				if it != t.tcpIter && !t.keepsOtherWays(name) {
 					out = append(out, name)
 				}
 			}

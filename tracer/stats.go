@@ -36,6 +36,14 @@ const (
 	// LostRecursionMisses: runs of the tracer's programs the kernel skipped
 	// because another BPF program was running on the CPU (events missed).
 	LostRecursionMisses = "recursion_misses"
+	// LostSocketStorage: a new TCP connection is not traced because the
+	// kernel could not make its socket storage (no memory, the socket
+	// being freed, or the storage busy on the CPU).
+	LostSocketStorage = "socket_storage_error"
+	// LostUDPFlowExpiring: a UDP call that came as its flow, idle for
+	// UDPConnTimeout, was being closed: its bytes may have missed the
+	// flow's final counters (an upper bound).
+	LostUDPFlowExpiring = "udp_flow_expiring"
 )
 
 // LostReasons lists every reason, so that each is exported from the start.
@@ -51,6 +59,8 @@ var LostReasons = []string{
 	LostDNSRingBufferFull,
 	LostDNSMalformed,
 	LostRecursionMisses,
+	LostSocketStorage,
+	LostUDPFlowExpiring,
 }
 
 // Stats is the health of the tracer, for the exporter's own metrics.

@@ -202,6 +202,9 @@ func (t *Tracer) load() error {
 	if err != nil {
 		return fmt.Errorf("reading the embedded BPF object: %w", err)
 	}
+	if err := spec.Variables["udp_idle_ns"].Set(uint64(t.cfg.UDPConnTimeout.Nanoseconds())); err != nil {
+		return fmt.Errorf("setting udp_idle_ns: %w", err)
+	}
 	if err := spec.Variables["max_tracked"].Set(t.cfg.MaxTrackedConnections); err != nil {
 		return fmt.Errorf("setting max_tracked: %w", err)
 	}
@@ -650,6 +653,12 @@ func (t *Tracer) Stats() Stats {
 		s.Lost[LostTrackedConnectionsFull] += v
 	}
 
+	if t.objs.LostUdpExpiring.Get(&v) == nil {
+		s.Lost[LostUDPFlowExpiring] = v
+	}
+	if t.objs.LostStorage.Get(&v) == nil {
+		s.Lost[LostSocketStorage] = v
+	}
 	if t.objs.LostRingBufferFull.Get(&v) == nil {
 		s.Lost[LostRingBufferFull] = v
 	}

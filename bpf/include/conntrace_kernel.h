@@ -45,6 +45,7 @@ enum {
 enum {
 	BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB = 4,
 	BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB = 5,
+	BPF_SOCK_OPS_TCP_LISTEN_CB = 11, /* after listen() bound the socket */
 	BPF_SOCK_OPS_RTT_CB = 12,
 };
 

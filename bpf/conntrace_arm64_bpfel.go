@@ -75,6 +75,14 @@ type ConntraceDnsEvent struct {
 	Data      [512]uint8
 }
 
+type ConntraceDnsQueryKey struct {
+	_      structs.HostLayout
+	Cookie uint64
+	Server [16]uint8
+	Id     uint16
+	Pad    [3]uint16
+}
+
 type ConntraceFilterKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -177,6 +185,7 @@ const (
 	ConntraceMapClosedConns                 = "closed_conns"
 	ConntraceMapConns                       = "conns"
 	ConntraceMapDnsEvents                   = "dns_events"
+	ConntraceMapDnsQueries                  = "dns_queries"
 	ConntraceMapExcludedDestination         = "excluded_destination"
 	ConntraceMapExcludedSource              = "excluded_source"
 	ConntraceMapFlowSeq                     = "flow_seq"
@@ -190,6 +199,7 @@ const (
 	ConntraceMapUdpFlows                    = "udp_flows"
 	ConntraceMapUdpRecvPeer                 = "udp_recv_peer"
 	ConntraceMapUdpSendPeer                 = "udp_send_peer"
+	ConntraceProgDnsEgress                  = "dns_egress"
 	ConntraceProgDnsIngress                 = "dns_ingress"
 	ConntraceProgDumpConns                  = "dump_conns"
 	ConntraceProgDumpConnsTcp               = "dump_conns_tcp"
@@ -226,6 +236,7 @@ const (
 	ConntraceVarCollectIpv6                 = "collect_ipv6"
 	ConntraceVarCollectUdp                  = "collect_udp"
 	ConntraceVarDnsOn                       = "dns_on"
+	ConntraceVarDnsUnsolicited              = "dns_unsolicited"
 	ConntraceVarFiltersOn                   = "filters_on"
 	ConntraceVarIncludesOn                  = "includes_on"
 	ConntraceVarListenersFull               = "listeners_full"
@@ -286,6 +297,7 @@ type ConntraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ConntraceProgramSpecs struct {
+	DnsEgress                  *ebpf.ProgramSpec `ebpf:"dns_egress"`
 	DnsIngress                 *ebpf.ProgramSpec `ebpf:"dns_ingress"`
 	DumpConns                  *ebpf.ProgramSpec `ebpf:"dump_conns"`
 	DumpConnsTcp               *ebpf.ProgramSpec `ebpf:"dump_conns_tcp"`
@@ -328,6 +340,7 @@ type ConntraceMapSpecs struct {
 	ClosedConns         *ebpf.MapSpec `ebpf:"closed_conns"`
 	Conns               *ebpf.MapSpec `ebpf:"conns"`
 	DnsEvents           *ebpf.MapSpec `ebpf:"dns_events"`
+	DnsQueries          *ebpf.MapSpec `ebpf:"dns_queries"`
 	ExcludedDestination *ebpf.MapSpec `ebpf:"excluded_destination"`
 	ExcludedSource      *ebpf.MapSpec `ebpf:"excluded_source"`
 	FlowSeq             *ebpf.MapSpec `ebpf:"flow_seq"`
@@ -350,6 +363,7 @@ type ConntraceVariableSpecs struct {
 	CollectIpv6           *ebpf.VariableSpec `ebpf:"collect_ipv6"`
 	CollectUdp            *ebpf.VariableSpec `ebpf:"collect_udp"`
 	DnsOn                 *ebpf.VariableSpec `ebpf:"dns_on"`
+	DnsUnsolicited        *ebpf.VariableSpec `ebpf:"dns_unsolicited"`
 	FiltersOn             *ebpf.VariableSpec `ebpf:"filters_on"`
 	IncludesOn            *ebpf.VariableSpec `ebpf:"includes_on"`
 	ListenersFull         *ebpf.VariableSpec `ebpf:"listeners_full"`
@@ -391,6 +405,7 @@ type ConntraceMaps struct {
 	ClosedConns         *ebpf.Map `ebpf:"closed_conns"`
 	Conns               *ebpf.Map `ebpf:"conns"`
 	DnsEvents           *ebpf.Map `ebpf:"dns_events"`
+	DnsQueries          *ebpf.Map `ebpf:"dns_queries"`
 	ExcludedDestination *ebpf.Map `ebpf:"excluded_destination"`
 	ExcludedSource      *ebpf.Map `ebpf:"excluded_source"`
 	FlowSeq             *ebpf.Map `ebpf:"flow_seq"`
@@ -411,6 +426,7 @@ func (m *ConntraceMaps) Close() error {
 		m.ClosedConns,
 		m.Conns,
 		m.DnsEvents,
+		m.DnsQueries,
 		m.ExcludedDestination,
 		m.ExcludedSource,
 		m.FlowSeq,
@@ -434,6 +450,7 @@ type ConntraceVariables struct {
 	CollectIpv6           *ebpf.Variable `ebpf:"collect_ipv6"`
 	CollectUdp            *ebpf.Variable `ebpf:"collect_udp"`
 	DnsOn                 *ebpf.Variable `ebpf:"dns_on"`
+	DnsUnsolicited        *ebpf.Variable `ebpf:"dns_unsolicited"`
 	FiltersOn             *ebpf.Variable `ebpf:"filters_on"`
 	IncludesOn            *ebpf.Variable `ebpf:"includes_on"`
 	ListenersFull         *ebpf.Variable `ebpf:"listeners_full"`
@@ -456,6 +473,7 @@ type ConntraceVariables struct {
 //
 // It can be passed to LoadConntraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ConntracePrograms struct {
+	DnsEgress                  *ebpf.Program `ebpf:"dns_egress"`
 	DnsIngress                 *ebpf.Program `ebpf:"dns_ingress"`
 	DumpConns                  *ebpf.Program `ebpf:"dump_conns"`
 	DumpConnsTcp               *ebpf.Program `ebpf:"dump_conns_tcp"`
@@ -493,6 +511,7 @@ type ConntracePrograms struct {
 
 func (p *ConntracePrograms) Close() error {
 	return _ConntraceClose(
+		p.DnsEgress,
 		p.DnsIngress,
 		p.DumpConns,
 		p.DumpConnsTcp,

@@ -1,10 +1,18 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * DNS answers for reverse DNS: cgroup_skb/ingress on the cgroup v2 root sees
- * every packet delivered to a socket of any process, in any netns. UDP
- * packets from port 53 go, payload first 512 bytes, to a ring buffer that
- * user space parses. Everything else returns at the protocol or port check.
- * Included from conntrace.c.
+ * DNS answers for reverse DNS: cgroup_skb on the cgroup v2 root sees every
+ * packet a socket of any process, in any netns, sends or receives.
+ *
+ *   cgroup_skb/egress  dns_egress   a UDP packet to port 53: a query, by
+ *                                   its socket, server and transaction id
+ *   cgroup_skb/ingress dns_ingress  a UDP packet from port 53 that answers
+ *                                   such a query: payload first 512 bytes
+ *                                   to a ring buffer that user space parses
+ *
+ * An answer to no query (same socket, server address and id, within
+ * DNS_QUERY_NS) is not read, and counted: whoever can send a datagram from
+ * port 53 to a socket here must not name addresses. Everything else returns
+ * at the protocol or port check. Included from conntrace.c.
  */
 
 #define DNS_MAX 512
@@ -22,6 +30,101 @@ volatile const __u8 dns_on = 0;
 const struct dns_event *unused_dns_event __attribute__((unused));
 
 __u64 lost_dns_ring_buffer_full;
+/* Answers to no query this host sent (forged, or late). */
+__u64 dns_unsolicited;
+
+/* How long a query waits for its answer. */
+#define DNS_QUERY_NS (10ULL * 1000000000ULL)
+
+struct dns_query_key {
+	__u64 cookie;      /* the socket that asked */
+	__u8 server[16];   /* the server's address; IPv4 in the first 4 bytes */
+	__u16 id;          /* the query's transaction id */
+	__u16 _pad[3];
+};
+
+/* Queries in flight -> when they were sent. LRU: a flood of queries only
+ * pushes out the oldest, which then answer to nothing. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct dns_query_key);
+	__type(value, __u64);
+} dns_queries SEC(".maps");
+
+/* dns_udp finds a UDP packet's transport header: its offset in l4, and
+ * whether the packet is IPv6; false for anything but UDP over IPv4/IPv6. */
+static __always_inline bool dns_udp(struct __sk_buff *skb, __u32 *l4, bool *v6)
+{
+	__u8 vhl, proto;
+
+	/* The fast way out, for nearly every packet: the IP version and
+	 * protocol read straight from the linear data (a helper call each
+	 * cost ~60 ns); bpf_skb_load_bytes only when it is too short. */
+	__u8 *data = (__u8 *)(long)skb->data, *end = (__u8 *)(long)skb->data_end;
+	if (data + 10 <= end) {
+		vhl = data[0];
+		proto = (vhl >> 4) == 6 ? data[6] : data[9];
+		if (proto != IPPROTO_UDP && proto != 0 /* IPv6 hop-by-hop */)
+			return false;
+	} else if (bpf_skb_load_bytes(skb, 0, &vhl, 1)) {
+		return false;
+	}
+	if ((vhl >> 4) == 4) {
+		if (bpf_skb_load_bytes(skb, 9, &proto, 1))
+			return false;
+		*l4 = (vhl & 0xf) * 4;
+		*v6 = false;
+	} else if ((vhl >> 4) == 6) {
+		if (bpf_skb_load_bytes(skb, 6, &proto, 1))
+			return false;
+		*l4 = 40; /* extension headers before UDP are not followed */
+		*v6 = true;
+	} else {
+		return false;
+	}
+	return proto == IPPROTO_UDP;
+}
+
+/* dns_key fills the query key of a packet: its socket, the server's
+ * address at offset addr (IPv4: 4 bytes, IPv6: 16), and the transaction id
+ * at the payload's start. */
+static __always_inline bool dns_key(struct __sk_buff *skb, struct dns_query_key *k, __u32 addr, bool v6, __u32 l4)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	if (v6) {
+		if (bpf_skb_load_bytes(skb, addr, k->server, 16))
+			return false;
+	} else if (bpf_skb_load_bytes(skb, addr, k->server, 4)) {
+		return false;
+	}
+	if (bpf_skb_load_bytes(skb, l4 + 8, &k->id, 2))
+		return false;
+	k->cookie = bpf_get_socket_cookie(skb);
+	return true;
+}
+
+SEC("cgroup_skb/egress")
+int dns_egress(struct __sk_buff *skb)
+{
+	struct dns_query_key k;
+	__be16 dport;
+	__u64 now;
+	__u32 l4;
+	bool v6;
+
+	if (!dns_on || !dns_udp(skb, &l4, &v6))
+		return 1;
+	if (bpf_skb_load_bytes(skb, l4 + 2, &dport, 2) || dport != bpf_htons(53))
+		return 1;
+	/* The server is the destination: IPv4 at 16, IPv6 at 24. */
+	if (!dns_key(skb, &k, v6 ? 24 : 16, v6, l4))
+		return 1;
+	now = bpf_ktime_get_ns();
+	bpf_map_update_elem(&dns_queries, &k, &now, BPF_ANY);
+	return 1; /* never drop */
+}
+
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -31,41 +134,30 @@ struct {
 SEC("cgroup_skb/ingress")
 int dns_ingress(struct __sk_buff *skb)
 {
-	__u32 l4, off, len;
-	__u8 vhl, proto;
-	__be16 sport;
+	struct dns_query_key k;
 	struct dns_event *e;
+	__u32 l4, off, len;
+	__be16 sport;
+	__u64 *sent;
+	bool v6;
 
-	if (!dns_on)
+	if (!dns_on || !dns_udp(skb, &l4, &v6))
 		return 1;
-	/* The fast way out, for nearly every packet: the IP version and
-	 * protocol read straight from the linear data (a helper call each
-	 * cost ~60 ns); bpf_skb_load_bytes only when it is too short. */
-	__u8 *data = (__u8 *)(long)skb->data, *end = (__u8 *)(long)skb->data_end;
-	if (data + 10 <= end) {
-		vhl = data[0];
-		proto = (vhl >> 4) == 6 ? data[6] : data[9];
-		if (proto != IPPROTO_UDP && proto != 0 /* IPv6 hop-by-hop */)
-			return 1;
-	} else if (bpf_skb_load_bytes(skb, 0, &vhl, 1)) {
-		return 1;
-	}
-	if ((vhl >> 4) == 4) {
-		if (bpf_skb_load_bytes(skb, 9, &proto, 1))
-			return 1;
-		l4 = (vhl & 0xf) * 4;
-	} else if ((vhl >> 4) == 6) {
-		if (bpf_skb_load_bytes(skb, 6, &proto, 1))
-			return 1;
-		l4 = 40; /* extension headers before UDP are not followed */
-	} else {
-		return 1;
-	}
-	if (proto != IPPROTO_UDP || bpf_skb_load_bytes(skb, l4, &sport, 2) || sport != bpf_htons(53))
+	if (bpf_skb_load_bytes(skb, l4, &sport, 2) || sport != bpf_htons(53))
 		return 1;
 	off = l4 + 8;
 	if (skb->len <= off)
 		return 1;
+	/* The server is the source: IPv4 at 12, IPv6 at 8. One answer per
+	 * query: a second one (forged, or a duplicate) answers nothing. */
+	if (!dns_key(skb, &k, v6 ? 8 : 12, v6, l4))
+		return 1;
+	sent = bpf_map_lookup_elem(&dns_queries, &k);
+	if (!sent || bpf_ktime_get_ns() - *sent > DNS_QUERY_NS) {
+		__sync_fetch_and_add(&dns_unsolicited, 1);
+		return 1;
+	}
+	bpf_map_delete_elem(&dns_queries, &k);
 	len = skb->len - off;
 	e = bpf_ringbuf_reserve(&dns_events, sizeof(*e), 0);
 	if (!e) {

@@ -11,6 +11,7 @@ package collector
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -203,7 +204,7 @@ type descs struct {
 
 	// Per client, without labels.
 	seriesCount, seriesLimit, overflow *prometheus.Desc
-	nameInfo                           *prometheus.Desc
+	nameInfo, namesDropped             *prometheus.Desc
 }
 
 func newDescs(labels []string) *descs {
@@ -234,6 +235,9 @@ func newDescs(labels []string) *descs {
 		nameInfo: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "remote_name_info"),
 			"A name DNS answers on this host gave a remote address of this client's view (always 1); join with group_left on remote_addr.",
 			[]string{"remote_addr", "name"}, nil),
+		namesDropped: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "remote_names_dropped"),
+			"Names of this scrape's view not exported as conntrace_remote_name_info: past --collector.max-series of them.",
+			nil, nil),
 		seriesCount: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "series"),
 			"Label sets of the traffic metrics held for this scrape's client (client_id), the overflow series not included; at most --collector.max-series.",
 			nil, nil),
@@ -249,7 +253,7 @@ func newDescs(labels []string) *descs {
 func (d *descs) describe(ch chan<- *prometheus.Desc) {
 	for _, desc := range []*prometheus.Desc{
 		d.sent, d.recv, d.retransmits, d.segments, d.rtt, d.open, d.opened, d.closed, d.failed,
-		d.seriesCount, d.seriesLimit, d.overflow, d.nameInfo,
+		d.seriesCount, d.seriesLimit, d.overflow, d.nameInfo, d.namesDropped,
 	} {
 		ch <- desc
 	}
@@ -533,12 +537,22 @@ func (e *exporter) metrics(st *clientState, dns map[netip.Addr][]string) []prome
 		ms = append(ms, prometheus.MustNewConstMetric(d.seriesLimit, prometheus.GaugeValue, float64(e.maxSeries)))
 	}
 	// Names of the view's peers, as their own info series, so that names
-	// never multiply the traffic series: join with group_left.
-	for addr, names := range dns {
-		for _, n := range names {
+	// never multiply the traffic series: join with group_left. They come
+	// from outside (DNS answers), so at most maxSeries of them, the same
+	// ones from scrape to scrape (address, then name order).
+	addrs := slices.SortedFunc(maps.Keys(dns), netip.Addr.Compare)
+	named, dropped := 0, 0
+	for _, addr := range addrs {
+		for _, n := range dns[addr] {
+			if e.maxSeries > 0 && named >= e.maxSeries {
+				dropped++
+				continue
+			}
+			named++
 			ms = append(ms, prometheus.MustNewConstMetric(d.nameInfo, prometheus.GaugeValue, 1, addr.String(), labelSafe(n)))
 		}
 	}
+	ms = append(ms, prometheus.MustNewConstMetric(d.namesDropped, prometheus.GaugeValue, float64(dropped)))
 	return ms
 }
 

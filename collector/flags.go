@@ -38,6 +38,7 @@ var tracerFlagNames = map[string]string{
 	"DNSInspection":                "tracer.dns-inspection",
 	"CollectLocalDNS":              "tracer.collect-local-dns",
 	"DNSCacheSize":                 "tracer.dns-cache-size",
+	"DNSCacheBytes":                "tracer.dns-cache-bytes",
 	"DNSCacheTTL":                  "tracer.dns-cache-ttl",
 }
 
@@ -104,6 +105,8 @@ func AddTracerFlags(app *kingpin.Application) *tracer.Config {
 		Default(strconv.FormatBool(cfg.CollectLocalDNS)).BoolVar(&cfg.CollectLocalDNS)
 	flag("DNSCacheSize", "Addresses the reverse DNS cache holds; answers for more are not kept. At least 1.").
 		Default(i(cfg.DNSCacheSize)).SetValue(newValue(name("DNSCacheSize"), &cfg.DNSCacheSize, parseInt))
+	flag("DNSCacheBytes", "Bytes the names of the reverse DNS cache hold at most; names beyond are not kept (lost_total{reason=\"dns_cache_full\"}). At least 4096.").
+		Default(i(cfg.DNSCacheBytes)).SetValue(newValue(name("DNSCacheBytes"), &cfg.DNSCacheBytes, parseInt))
 	flag("DNSCacheTTL", "Forget an address no DNS answer nor lookup mentioned for this long. At least 1s.").
 		Default(cfg.DNSCacheTTL.String()).SetValue(newValue(name("DNSCacheTTL"), &cfg.DNSCacheTTL, parseDuration))
 	return cfg

@@ -68,7 +68,7 @@ func TestTracerFlagsParse(t *testing.T) {
 		"--tracer.client-state-expiry=30s", "--tracer.max-clients=3", "--tracer.proc-root=/host/proc",
 		"--tracer.cgroup-path=/sys/fs/cgroup/x", "--tracer.ring-buffer-bytes=65536", "--tracer.bpf-debug",
 		"--no-tracer.enable-conntrack", "--tracer.conntrack-max-state-size=99", "--tracer.conntrack-interval=2s",
-		"--no-tracer.dns-inspection", "--tracer.collect-local-dns", "--tracer.dns-cache-size=7", "--tracer.dns-cache-ttl=1m",
+		"--no-tracer.dns-inspection", "--tracer.collect-local-dns", "--tracer.dns-cache-size=7", "--tracer.dns-cache-bytes=8192", "--tracer.dns-cache-ttl=1m",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +80,7 @@ func TestTracerFlagsParse(t *testing.T) {
 		ClientStateExpiry: 30 * time.Second, MaxClients: 3, ProcRoot: "/host/proc",
 		CgroupPath: "/sys/fs/cgroup/x", ClosedRingBufferBytes: 65536, BPFDebug: true,
 		EnableConntrack: false, ConntrackMaxStateSize: 99, ConntrackInterval: 2 * time.Second,
-		DNSInspection: false, CollectLocalDNS: true, DNSCacheSize: 7, DNSCacheTTL: time.Minute,
+		DNSInspection: false, CollectLocalDNS: true, DNSCacheSize: 7, DNSCacheBytes: 8192, DNSCacheTTL: time.Minute,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("config:\n%+v\nwant:\n%+v", cfg, want)

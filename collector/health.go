@@ -22,6 +22,7 @@ type healthCollector struct {
 	progInfo, progRuns, progRunTime, progMisses *prometheus.Desc
 	probeHits, probeMisses                      *prometheus.Desc
 	capability                                  *prometheus.Desc
+	dnsUnsolicited                              *prometheus.Desc
 }
 
 // lostScrapeFailed is the reason of lost_total that the collector counts:
@@ -43,7 +44,7 @@ func newHealthCollector(src Source, failedScrapes *atomic.Uint64) *healthCollect
 				"ring_buffer_full (last delta of a closed connection), closed_buffer_full (a client missed a closed connection's last delta), "+
 				"client_state_full (a client missed a connection's traffic), client_rejected (scrape of a new client refused), "+
 				"decode_error (kernel record not decoded), conntrack_state_full and conntrack_error (NAT not read), "+
-				"dns_ring_buffer_full and dns_malformed (DNS answers not read), recursion_misses (BPF program runs the kernel skipped), socket_storage_error (new TCP connection not traced: no socket storage), udp_flow_expiring (a UDP call that raced the closing of its idle flow, at most), scrape_failed (a scrape failed after taking its deltas: its client restarted).", []string{"reason"}, nil),
+				"dns_ring_buffer_full, dns_malformed and dns_cache_full (DNS answers not read, or not kept), recursion_misses (BPF program runs the kernel skipped), socket_storage_error (new TCP connection not traced: no socket storage), udp_flow_expiring (a UDP call that raced the closing of its idle flow, at most), scrape_failed (a scrape failed after taking its deltas: its client restarted).", []string{"reason"}, nil),
 		clients: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "clients"),
 			"Scrape clients (client_id, else scraper address) whose per-client state the tracer holds.", nil, nil),
 		progInfo: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "bpf_program_info"),
@@ -58,6 +59,8 @@ func newHealthCollector(src Source, failedScrapes *atomic.Uint64) *healthCollect
 			"Hits of a kprobe, from kprobe_profile (every tool's probes); absent where the file is not readable.", []string{"probe"}, nil),
 		capability: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "kernel_capability"),
 			"1 if the kernel offered this capability at start-up, 0 if not (see the start-up log and README for what each costs).", []string{"capability"}, nil),
+		dnsUnsolicited: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "dns_unsolicited_answers_total"),
+			"DNS answers not read because they answer no query this host sent (same socket, server and transaction id, within 10 s): forged, or late duplicates.", nil, nil),
 		probeMisses: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "probe_misses"),
 			"Misses of a kprobe, from kprobe_profile; absent where the file is not readable.", []string{"probe"}, nil),
 	}
@@ -75,6 +78,7 @@ func (c *healthCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.probeHits
 	ch <- c.probeMisses
 	ch <- c.capability
+	ch <- c.dnsUnsolicited
 }
 
 func (c *healthCollector) Collect(ch chan<- prometheus.Metric) {
@@ -83,6 +87,7 @@ func (c *healthCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.tracked, prometheus.GaugeValue, float64(s.TrackedUDPFlows), "udp")
 	ch <- prometheus.MustNewConstMetric(c.trackedLimit, prometheus.GaugeValue, float64(s.TrackedConnectionsLimit))
 	ch <- prometheus.MustNewConstMetric(c.clients, prometheus.GaugeValue, float64(s.Clients))
+	ch <- prometheus.MustNewConstMetric(c.dnsUnsolicited, prometheus.CounterValue, float64(s.DNSUnsolicited))
 
 	// Every known reason, 0 if absent; then any reason the tracer added
 	// that this list does not know yet, so that nothing is hidden.

@@ -60,3 +60,39 @@ func TestNATRemoteAddrLabel(t *testing.T) {
 		}
 	}
 }
+
+// The name series are bounded by --collector.max-series too: DNS answers
+// come from outside, and a view of many named peers must not multiply the
+// scrape. The same names are kept from one scrape to the next (in address
+// and name order), and the rest is counted (issue 11.14).
+func TestRemoteNameInfoBounded(t *testing.T) {
+	conns := benchConns(3, 3)
+	conns.DNS = map[netip.Addr][]string{}
+	for i, c := range conns.Conns {
+		conns.DNS[c.Dest] = []string{"a" + string(rune('0'+i)) + ".example", "b" + string(rune('0'+i)) + ".example"}
+	}
+	h := NewHandler(staticSource{conns}, WithMaxSeries(4))
+	var first string
+	for i := range 3 {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics?client_id=names", nil))
+		body := rec.Body.String()
+		var names []string
+		for _, line := range strings.Split(body, "\n") {
+			if strings.HasPrefix(line, "conntrace_remote_name_info{") {
+				names = append(names, line)
+			}
+		}
+		if len(names) != 4 {
+			t.Fatalf("scrape %d: %d name series, want 4 (--collector.max-series)", i, len(names))
+		}
+		if !strings.Contains(body, "conntrace_remote_names_dropped 2\n") {
+			t.Errorf("scrape %d: want conntrace_remote_names_dropped 2 in:\n%s", i, body)
+		}
+		if got := strings.Join(names, "\n"); i == 0 {
+			first = got
+		} else if got != first {
+			t.Errorf("scrape %d kept other names:\n%s\nwant\n%s", i, got, first)
+		}
+	}
+}

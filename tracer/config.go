@@ -82,6 +82,8 @@ type Config struct {
 	CollectLocalDNS bool
 	// DNSCacheSize bounds the addresses held by reverse DNS.
 	DNSCacheSize int
+	// DNSCacheBytes bounds the memory the names of reverse DNS hold.
+	DNSCacheBytes int
 	// DNSCacheTTL forgets an address not answered nor looked up for this long.
 	DNSCacheTTL time.Duration
 	// Filters selects the connections traced (from the --config.file);
@@ -110,6 +112,7 @@ func NewDefaultConfig() *Config {
 		ConntrackInterval:            5 * time.Second,
 		DNSInspection:                true,
 		DNSCacheSize:                 100000,
+		DNSCacheBytes:                32 << 20,
 		DNSCacheTTL:                  3 * time.Minute,
 	}
 }
@@ -156,6 +159,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DNSCacheSize < 1 {
 		errs = append(errs, fmt.Errorf("DNSCacheSize %d: must be at least 1", c.DNSCacheSize))
+	}
+	if c.DNSCacheBytes < 4096 {
+		errs = append(errs, fmt.Errorf("DNSCacheBytes %d: must be at least 4096", c.DNSCacheBytes))
 	}
 	if c.DNSCacheTTL < time.Second {
 		errs = append(errs, fmt.Errorf("DNSCacheTTL %s: must be at least 1s", c.DNSCacheTTL))

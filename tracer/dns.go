@@ -22,9 +22,10 @@ type ReverseDNS interface {
 // DNS answer outcomes, for GetStats and conntrace_lost_total.
 const (
 	dnsDecoded   = "decoded"
-	dnsMalformed = "malformed" // not a DNS message we can read
-	dnsTruncated = "truncated" // longer than the kernel copied (512 bytes), and unreadable
-	dnsIgnored   = "ignored"   // a query, an error answer, or no A/AAAA record
+	dnsMalformed = "malformed"  // not a DNS message we can read
+	dnsTruncated = "truncated"  // longer than the kernel copied (512 bytes), and unreadable
+	dnsIgnored   = "ignored"    // a query, an error answer, or no A/AAAA record
+	dnsCacheFull = "cache_full" // an address or name not kept: the cache is full
 )
 
 const maxNamesPerAddr = 32
@@ -115,23 +116,32 @@ func dnsName(n dnsmessage.Name) string {
 	return strings.ToLower(strings.TrimSuffix(n.String(), "."))
 }
 
-// dnsCache is the reverse DNS cache: bounded in addresses and in names per
-// address; an entry expires ttl after it was last answered or resolved.
+// dnsCache is the reverse DNS cache: bounded in addresses, in names per
+// address and in bytes; an entry expires ttl after it was last answered or
+// resolved, whether or not anyone scrapes (the drain expires it too).
 type dnsCache struct {
-	mu      sync.Mutex
-	ttl     time.Duration
-	max     int
-	entries map[netip.Addr]*dnsEntry
-	stats   map[string]int64
+	mu       sync.Mutex
+	ttl      time.Duration
+	max      int
+	maxBytes int
+	bytes    int // held, as counted by entryBytes and nameBytes
+	entries  map[netip.Addr]*dnsEntry
+	stats    map[string]int64
 }
+
+// What an entry and a name cost, roughly: the map slot, the entry and its
+// slice; the string header and the bytes.
+const dnsEntryBytes = 96
+
+func dnsNameBytes(n string) int { return 16 + len(n) }
 
 type dnsEntry struct {
 	names   []string
 	expires time.Time
 }
 
-func newDNSCache(max int, ttl time.Duration) *dnsCache {
-	return &dnsCache{ttl: ttl, max: max, entries: map[netip.Addr]*dnsEntry{}, stats: map[string]int64{}}
+func newDNSCache(max, maxBytes int, ttl time.Duration) *dnsCache {
+	return &dnsCache{ttl: ttl, max: max, maxBytes: maxBytes, entries: map[netip.Addr]*dnsEntry{}, stats: map[string]int64{}}
 }
 
 // handle learns from one DNS payload; truncated says the kernel copied only
@@ -156,20 +166,51 @@ func (c *dnsCache) handle(b []byte, truncated bool, now time.Time) {
 	for a, names := range ans {
 		e := c.entries[a]
 		if e == nil {
-			if len(c.entries) >= c.max {
-				c.stats["cache_full"]++
+			if len(c.entries) >= c.max || c.bytes+dnsEntryBytes > c.maxBytes {
+				c.stats[dnsCacheFull]++
 				continue
 			}
 			e = &dnsEntry{}
 			c.entries[a] = e
+			c.bytes += dnsEntryBytes
 		}
 		for _, n := range names {
-			if !slices.Contains(e.names, n) && len(e.names) < maxNamesPerAddr {
-				e.names = append(e.names, n)
+			if slices.Contains(e.names, n) || len(e.names) >= maxNamesPerAddr {
+				continue
 			}
+			if c.bytes+dnsNameBytes(n) > c.maxBytes {
+				c.stats[dnsCacheFull]++
+				break
+			}
+			e.names = append(e.names, n)
+			c.bytes += dnsNameBytes(n)
 		}
 		slices.Sort(e.names)
 		e.expires = now.Add(c.ttl)
+	}
+}
+
+// expire forgets the entries past their time.
+func (c *dnsCache) expire(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.expireLocked(now)
+}
+
+func (c *dnsCache) expireLocked(now time.Time) {
+	for a, e := range c.entries {
+		if now.After(e.expires) {
+			c.drop(a, e)
+			c.stats["expired"]++
+		}
+	}
+}
+
+func (c *dnsCache) drop(a netip.Addr, e *dnsEntry) {
+	delete(c.entries, a)
+	c.bytes -= dnsEntryBytes
+	for _, n := range e.names {
+		c.bytes -= dnsNameBytes(n)
 	}
 }
 
@@ -178,12 +219,7 @@ func (c *dnsCache) handle(b []byte, truncated bool, now time.Time) {
 func (c *dnsCache) resolve(conns []ConnectionStats, now time.Time) map[netip.Addr][]string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for a, e := range c.entries {
-		if now.After(e.expires) {
-			delete(c.entries, a)
-			c.stats["expired"]++
-		}
-	}
+	c.expireLocked(now)
 	out := map[netip.Addr][]string{}
 	for i := range conns {
 		a := conns[i].NATRemote()
@@ -206,6 +242,7 @@ func (c *dnsCache) getStats() map[string]int64 {
 		s[k] = v
 	}
 	s["ips"] = int64(len(c.entries))
+	s["bytes"] = int64(c.bytes)
 	return s
 }
 

@@ -24,7 +24,7 @@ func FuzzParseDNSAnswer(f *testing.F) {
 				}
 			}
 		}
-		c := newDNSCache(4, time.Minute)
+		c := newDNSCache(4, 1<<20, time.Minute)
 		c.handle(b, truncated, time.Now())
 		st := c.getStats()
 		if n := st[dnsDecoded] + st[dnsIgnored] + st[dnsMalformed] + st[dnsTruncated]; n != 1 {

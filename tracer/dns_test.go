@@ -1,9 +1,11 @@
 package tracer
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,7 +17,13 @@ import (
 // dnsResponse builds a DNS answer to questions qs with the given records.
 func dnsResponse(t testing.TB, qs []dnsmessage.Question, rcode dnsmessage.RCode, build func(b *dnsmessage.Builder) error) []byte {
 	t.Helper()
-	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: 7, Response: true, RCode: rcode})
+	return dnsResponseID(t, 7, qs, rcode, build)
+}
+
+// dnsResponseID is dnsResponse with the transaction id of its query.
+func dnsResponseID(t testing.TB, id uint16, qs []dnsmessage.Question, rcode dnsmessage.RCode, build func(b *dnsmessage.Builder) error) []byte {
+	t.Helper()
+	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: id, Response: true, RCode: rcode})
 	b.EnableCompression()
 	if err := b.StartQuestions(); err != nil {
 		t.Fatal(err)
@@ -86,7 +94,7 @@ func TestParseDNSAnswerIgnoresQueriesAndErrors(t *testing.T) {
 }
 
 func TestDNSCacheCountsMalformedAndTruncated(t *testing.T) {
-	c := newDNSCache(10, time.Minute)
+	c := newDNSCache(10, 1<<20, time.Minute)
 	now := time.Now()
 	good := dnsResponse(t, []dnsmessage.Question{question("a.test.", dnsmessage.TypeA)}, dnsmessage.RCodeSuccess,
 		func(b *dnsmessage.Builder) error {
@@ -111,7 +119,7 @@ func TestDNSCacheCountsMalformedAndTruncated(t *testing.T) {
 }
 
 func TestDNSCacheBounded(t *testing.T) {
-	c := newDNSCache(2, time.Minute)
+	c := newDNSCache(2, 1<<20, time.Minute)
 	for i := 0; i < 5; i++ {
 		msg := dnsResponse(t, []dnsmessage.Question{question("a.test.", dnsmessage.TypeA)}, dnsmessage.RCodeSuccess,
 			func(b *dnsmessage.Builder) error {
@@ -145,14 +153,15 @@ func TestReverseDNSFromAnswers(t *testing.T) {
 				return
 			}
 			var pq dnsmessage.Parser
-			if _, err := pq.Start(buf[:n]); err != nil {
+			h, err := pq.Start(buf[:n])
+			if err != nil {
 				continue
 			}
 			q, err := pq.Question()
 			if err != nil {
 				continue
 			}
-			msg := dnsResponse(t, []dnsmessage.Question{q}, dnsmessage.RCodeSuccess, func(b *dnsmessage.Builder) error {
+			msg := dnsResponseID(t, h.ID, []dnsmessage.Question{q}, dnsmessage.RCodeSuccess, func(b *dnsmessage.Builder) error {
 				if q.Type == dnsmessage.TypeAAAA {
 					return b.AAAAResource(rrh(q.Name.String(), dnsmessage.TypeAAAA), dnsmessage.AAAAResource{AAAA: p.Server6.As16()})
 				}
@@ -229,5 +238,46 @@ func TestCollectLocalDNS(t *testing.T) {
 		}
 		srv.Close()
 		cl.Close()
+	}
+}
+
+// The cache is bounded in bytes, not only in addresses: answers full of
+// long names (hostile ones: 3 answers can give an address 32 names of 253
+// bytes) fill the byte budget and no more, counted; entries expire by the
+// drain's clock, not only when a scrape resolves (issue 11.14: 100,000
+// addresses of 32 long names held about 840 MiB, and only a scrape
+// expired them).
+func TestDNSCacheBoundedInBytes(t *testing.T) {
+	const budget = 64 << 10
+	c := newDNSCache(100000, budget, time.Minute)
+	now := time.Now()
+	long := func(i, j int) string {
+		return fmt.Sprintf("%s.n%d-%d.test.", strings.Repeat("x", 60)+"."+strings.Repeat("y", 60)+"."+strings.Repeat("z", 60), i, j)
+	}
+	for i := range 200 {
+		var qs []dnsmessage.Question
+		for j := range 8 {
+			qs = append(qs, question(long(i, j), dnsmessage.TypeA))
+		}
+		msg := dnsResponseID(t, 1, qs, dnsmessage.RCodeSuccess, func(b *dnsmessage.Builder) error {
+			for j := range 8 {
+				if err := b.AResource(rrh(long(i, j), dnsmessage.TypeA), dnsmessage.AResource{A: [4]byte{198, 18, byte(i >> 8), byte(i)}}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		c.handle(msg, false, now)
+	}
+	st := c.getStats()
+	if st["bytes"] > budget || st["bytes"] < budget/2 {
+		t.Errorf("cache holds %d bytes, want at most the budget %d, and near it", st["bytes"], budget)
+	}
+	if st[dnsCacheFull] == 0 {
+		t.Errorf("stats %v: nothing counted as not kept", st)
+	}
+	c.expire(now.Add(2 * time.Minute)) // the drain's sweep, no scrape
+	if st := c.getStats(); st["ips"] != 0 || st["bytes"] != 0 {
+		t.Errorf("after the TTL: %d addresses, %d bytes held, want 0 0", st["ips"], st["bytes"])
 	}
 }

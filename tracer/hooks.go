@@ -259,7 +259,7 @@ func (t *Tracer) unusedPrograms() []string {
 		out = append(out, udpCgroupPrograms...)
 	}
 	if !t.cfg.DNSInspection {
-		out = append(out, "dns_ingress")
+		out = append(out, "dns_ingress", "dns_egress")
 	}
 	if !t.capability("tracepoint:tcp/tcp_destroy_sock") {
 		out = append(out, "handle_destroy_sock")

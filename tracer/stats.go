@@ -33,6 +33,9 @@ const (
 	// LostDNSMalformed: a DNS answer could not be read (malformed, or longer
 	// than the 512 bytes the kernel copies and unreadable without the rest).
 	LostDNSMalformed = "dns_malformed"
+	// LostDNSCacheFull: an address or a name of a DNS answer not kept, the
+	// reverse DNS cache being full (DNSCacheSize addresses, DNSCacheBytes).
+	LostDNSCacheFull = "dns_cache_full"
 	// LostRecursionMisses: runs of the tracer's programs the kernel skipped
 	// because another BPF program was running on the CPU (events missed).
 	LostRecursionMisses = "recursion_misses"
@@ -58,6 +61,7 @@ var LostReasons = []string{
 	LostConntrackError,
 	LostDNSRingBufferFull,
 	LostDNSMalformed,
+	LostDNSCacheFull,
 	LostRecursionMisses,
 	LostSocketStorage,
 	LostUDPFlowExpiring,
@@ -65,6 +69,10 @@ var LostReasons = []string{
 
 // Stats is the health of the tracer, for the exporter's own metrics.
 type Stats struct {
+	// DNSUnsolicited counts the DNS answers not read because they answer
+	// no query this host sent (same socket, server and transaction id,
+	// within 10 s): forged, or late.
+	DNSUnsolicited uint64
 	// TrackedConnections is the number of TCP connections tracked in the
 	// kernel now, TrackedUDPFlows the UDP flows (as of the last read).
 	// MaxTrackedConnections bounds each separately.

@@ -186,7 +186,7 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 		return nil, fmt.Errorf("opening the closed-connection ring buffer: %w", err)
 	}
 	if cfg.DNSInspection {
-		t.dns = newDNSCache(cfg.DNSCacheSize, cfg.DNSCacheTTL)
+		t.dns = newDNSCache(cfg.DNSCacheSize, cfg.DNSCacheBytes, cfg.DNSCacheTTL)
 		if t.dnsRd, err = ringbuf.NewReader(t.objs.DnsEvents); err != nil {
 			t.Close()
 			return nil, fmt.Errorf("opening the DNS ring buffer: %w", err)
@@ -326,11 +326,22 @@ func (t *Tracer) attach(cgroupPath string) error {
 	}
 
 	if t.cfg.DNSInspection {
-		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: ebpf.AttachCGroupInetIngress, Program: t.objs.DnsIngress})
-		if err != nil {
-			return fmt.Errorf("attaching dns_ingress to the cgroup v2 root %s (cgroup_skb ingress): %w", cgroupPath, err)
+		// Egress first: an answer is read only for a query seen leaving.
+		for _, p := range []struct {
+			prog   *ebpf.Program
+			name   string
+			attach ebpf.AttachType
+			dir    string
+		}{
+			{t.objs.DnsEgress, "dns_egress", ebpf.AttachCGroupInetEgress, "egress"},
+			{t.objs.DnsIngress, "dns_ingress", ebpf.AttachCGroupInetIngress, "ingress"},
+		} {
+			l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: p.attach, Program: p.prog})
+			if err != nil {
+				return fmt.Errorf("attaching %s to the cgroup v2 root %s (cgroup_skb %s): %w", p.name, cgroupPath, p.dir, err)
+			}
+			t.attached(l, Attachment{Program: p.name, Hook: "cgroup " + cgroupPath + " " + p.dir, Attach: "cgroup_skb"})
 		}
-		t.attached(l, Attachment{Program: "dns_ingress", Hook: "cgroup " + cgroupPath + " ingress", Attach: "cgroup_skb"})
 	}
 
 	if !t.cfg.CollectTCPConns {
@@ -433,6 +444,9 @@ func (t *Tracer) drainLoop() {
 			}
 			t.known.prune(now, t.cfg.TCPConnTimeout)
 			t.mu.Unlock()
+			if t.dns != nil {
+				t.dns.expire(now)
+			}
 			t.state.RemoveExpiredClients(now)
 		}
 	}
@@ -674,6 +688,10 @@ func (t *Tracer) Stats() Stats {
 	if t.dns != nil {
 		st := t.dns.getStats()
 		s.Lost[LostDNSMalformed] = uint64(st[dnsMalformed] + st[dnsTruncated])
+		s.Lost[LostDNSCacheFull] = uint64(st[dnsCacheFull])
+	}
+	if t.objs.DnsUnsolicited.Get(&v) == nil {
+		s.DNSUnsolicited = v
 	}
 	if t.objs.LostDnsRingBufferFull.Get(&v) == nil {
 		s.Lost[LostDNSRingBufferFull] = v

@@ -1,0 +1,79 @@
+package tracer
+
+import (
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/conntrace/conntrace_exporter/internal/nettest"
+)
+
+// answerA is a DNS answer with transaction id id: name has address a.
+func answerA(t *testing.T, id uint16, name string, a netip.Addr) []byte {
+	t.Helper()
+	return dnsResponseID(t, id, []dnsmessage.Question{question(name, dnsmessage.TypeA)}, dnsmessage.RCodeSuccess, func(b *dnsmessage.Builder) error {
+		return b.AResource(rrh(name, dnsmessage.TypeA), dnsmessage.AResource{A: a.As4()})
+	})
+}
+
+// Only an answer to a query this host sent is read: same socket, same
+// server, same transaction id. Anyone who can send a datagram from port 53
+// to a socket here cannot name addresses (issue 11.14: every datagram from
+// port 53 was read).
+func TestForgedDNSAnswerNotLearnt(t *testing.T) {
+	tr := newTestTracer(t, nil)
+	p := nettest.NewPair(t)
+	var cl, srv net.PacketConn
+	if err := nettest.Do(p.Client, func() (err error) { cl, err = net.ListenPacket("udp4", p.Client4.String()+":0"); return }); err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := nettest.Do(p.Server, func() (err error) { srv, err = net.ListenPacket("udp4", p.Server4.String()+":53"); return }); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	forged, real := netip.MustParseAddr("192.0.2.66"), netip.MustParseAddr("192.0.2.77")
+	send := func(c net.PacketConn, msg []byte, to net.Addr) {
+		t.Helper()
+		if _, err := c.WriteTo(msg, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Unsolicited: no query at all.
+	send(srv, answerA(t, 100, "forged.conntrace.test.", forged), cl.LocalAddr())
+	// A query with id 5; answers with another id, and from another
+	// server port, do not answer it.
+	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: 5, RecursionDesired: true})
+	b.StartQuestions()
+	b.Question(question("real.conntrace.test.", dnsmessage.TypeA))
+	q, _ := b.Finish()
+	send(cl, q, srv.LocalAddr())
+	send(srv, answerA(t, 6, "forged.conntrace.test.", forged), cl.LocalAddr())
+	// The answer.
+	send(srv, answerA(t, 5, "real.conntrace.test.", real), cl.LocalAddr())
+	conns := []ConnectionStats{{Dest: forged}, {Dest: real}}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		tr.mu.Lock()
+		tr.drainDNS()
+		tr.mu.Unlock()
+		names := tr.ReverseDNS().Resolve(conns)
+		if slices.Equal(names[real], []string{"real.conntrace.test"}) {
+			if got := names[forged]; got != nil {
+				t.Errorf("names of %s: %v, want none: no query asked for them", forged, got)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("names %v, want %s named real.conntrace.test; stats %v", names, real, tr.ReverseDNS().GetStats())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := tr.Stats().DNSUnsolicited; n != 2 {
+		t.Errorf("unsolicited answers counted: %d, want 2", n)
+	}
+}

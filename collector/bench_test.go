@@ -17,6 +17,7 @@ type staticSource struct{ conns *tracer.Connections }
 
 func (s staticSource) GetActiveConnections(string) (*tracer.Connections, error) { return s.conns, nil }
 func (staticSource) RemoveClient(string)                                        {}
+func (staticSource) HasClient(string) bool                                      { return true }
 func (staticSource) Stats() tracer.Stats                                        { return tracer.Stats{} }
 
 // benchConns returns n TCP connections with deltas in every counter, spread
@@ -88,7 +89,7 @@ func benchScrape100k(b *testing.B, opts ...Option) {
 			}
 			n = len(ms)
 		}
-		b.ReportMetric(float64(len(e.clients["bench"].list)), "series")
+		b.ReportMetric(float64(len(e.clients[cid("bench")].list)), "series")
 		b.ReportMetric(float64(n), "metrics")
 	})
 }

@@ -38,21 +38,28 @@ const ClientIDParam = "client_id"
 type Source interface {
 	GetActiveConnections(clientID string) (*tracer.Connections, error)
 	RemoveClient(clientID string)
+	// HasClient says whether the source holds the client (it drops
+	// clients of its own: expired, or evicted for a new one).
+	HasClient(clientID string) bool
 	Stats() tracer.Stats
 }
 
 var _ Source = (*tracer.Tracer)(nil)
 
-// ClientID returns the client a scrape belongs to: the client_id URL
-// parameter, else the host of the scraper's address. The port is dropped:
-// it changes with every TCP connection the scraper opens.
+// ClientID returns the client a scrape belongs to: the host of the
+// scraper's address, and the client_id URL parameter if given
+// ("id@host"). The port is dropped: it changes with every TCP connection
+// the scraper opens. The host is always part of it, so that whoever
+// guesses a client_id cannot take that client's deltas from another
+// address (through a proxy, every scraper has the proxy's address: require
+// authentication there, see README).
 func ClientID(r *http.Request) string {
-	if id := r.URL.Query().Get(ClientIDParam); id != "" {
-		return id
-	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host = r.RemoteAddr
+	}
+	if id := r.URL.Query().Get(ClientIDParam); id != "" {
+		return id + "@" + host
 	}
 	return host
 }
@@ -356,19 +363,24 @@ func (e *exporter) release(clientID string, st *clientState, ok bool) {
 }
 
 // expireLocked drops the clients not scraped for the expiry, and their state
-// in the source. RemoveClient is called under e.mu, so that a new scrape of
+// in the source, and those the source dropped itself (expired, or evicted
+// for a new client): what the collector holds is bounded by what the
+// source holds. RemoveClient is called under e.mu, so that a new scrape of
 // the same client cannot start between the two.
 func (e *exporter) expireLocked(now time.Time) {
-	if e.expiry <= 0 {
-		return
-	}
 	for id, st := range e.clients {
-		if st.users > 0 || !st.live || now.Sub(st.lastSeen) <= e.expiry {
+		if st.users > 0 || !st.live {
 			continue
 		}
-		delete(e.clients, id)
-		e.src.RemoveClient(id)
-		level.Debug(e.logger).Log("msg", "Client expired", "client", id, "last_scrape", st.lastSeen)
+		switch {
+		case e.expiry > 0 && now.Sub(st.lastSeen) > e.expiry:
+			delete(e.clients, id)
+			e.src.RemoveClient(id)
+			level.Debug(e.logger).Log("msg", "Client expired", "client", id, "last_scrape", st.lastSeen)
+		case !e.src.HasClient(id):
+			delete(e.clients, id)
+			level.Debug(e.logger).Log("msg", "Client dropped by the tracer", "client", id, "last_scrape", st.lastSeen)
+		}
 	}
 }
 

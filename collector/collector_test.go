@@ -15,11 +15,15 @@ import (
 	"github.com/conntrace/conntrace_exporter/tracer"
 )
 
+// The client is the scraper's address, with its client_id if given: the
+// same client_id from another address is another client, so guessing a
+// client_id does not take that client's deltas (issue 11.15).
 func TestClientID(t *testing.T) {
 	for _, tc := range []struct {
 		target, remote, want string
 	}{
-		{"/metrics?client_id=prom-a", "192.0.2.1:40000", "prom-a"},
+		{"/metrics?client_id=prom-a", "192.0.2.1:40000", "prom-a@192.0.2.1"},
+		{"/metrics?client_id=prom-a", "192.0.2.9:40000", "prom-a@192.0.2.9"}, // another scraper: another client
 		{"/metrics", "192.0.2.1:40000", "192.0.2.1"},
 		{"/metrics", "192.0.2.1:40001", "192.0.2.1"}, // the port does not matter
 		{"/metrics", "[2001:db8::1]:40000", "2001:db8::1"},
@@ -302,7 +306,7 @@ func TestNewClientResets(t *testing.T) {
 	}
 	s.get(t, lGone.of("conntrace_sent_bytes_total"))
 
-	src.forget("a")
+	src.forget(cid("a"))
 	src.update(c.Key, func(c *tracer.ConnectionStats) { c.MonotonicSentBytes += 50 })
 	s = mustScrape(t, h, "a") // NewClient: no delta, series restart
 	if got := s.get(t, l.of("conntrace_sent_bytes_total")); got != 0 {
@@ -362,12 +366,12 @@ func TestClientExpiry(t *testing.T) {
 	if got := e.clientCount(); got != 2 {
 		t.Errorf("%d clients held, want 2 (b, c)", got)
 	}
-	if fmt.Sprint(src.removed) != "[a]" {
+	if fmt.Sprint(src.removed) != fmt.Sprint([]string{cid("a")}) {
 		t.Errorf("RemoveClient calls %v, want [a]", src.removed)
 	}
 	clock.advance(30 * time.Second) // b: 70s, c: 30s
 	mustScrape(t, h, "c")
-	if fmt.Sprint(src.removed) != "[a b]" {
+	if fmt.Sprint(src.removed) != fmt.Sprint([]string{cid("a"), cid("b")}) {
 		t.Errorf("RemoveClient calls %v, want [a b]", src.removed)
 	}
 	if got := e.clientCount(); got != 1 {
@@ -389,12 +393,12 @@ func TestClientExpiry(t *testing.T) {
 	if got := mustScrape(t, h, "c").get(t, l.of("conntrace_sent_bytes_total")); got != 0 {
 		t.Errorf("sent after expiry = %v, want 0 (a new client)", got)
 	}
-	if fmt.Sprint(src.removed) != "[a b c]" {
+	if fmt.Sprint(src.removed) != fmt.Sprint([]string{cid("a"), cid("b"), cid("c")}) {
 		t.Errorf("RemoveClient calls %v, want [a b c]", src.removed)
 	}
 
 	// In-flight clients are never expired.
-	src.blockID, src.block, src.entered = "c", make(chan struct{}), make(chan struct{})
+	src.blockID, src.block, src.entered = cid("c"), make(chan struct{}), make(chan struct{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -403,7 +407,7 @@ func TestClientExpiry(t *testing.T) {
 	<-src.entered
 	clock.advance(time.Hour)
 	mustScrape(t, h, "d")
-	if fmt.Sprint(src.removed) != "[a b c]" {
+	if fmt.Sprint(src.removed) != fmt.Sprint([]string{cid("a"), cid("b"), cid("c")}) {
 		t.Errorf("RemoveClient calls %v, want [a b c]: an in-flight client was expired", src.removed)
 	}
 	close(src.block)
@@ -422,7 +426,7 @@ func TestTooManyClients(t *testing.T) {
 	if code != http.StatusServiceUnavailable {
 		t.Errorf("status %d, want 503", code)
 	}
-	for _, want := range []string{`client "b"`, "too many clients", "--tracer.max-clients"} {
+	for _, want := range []string{`client "b@192.0.2.1"`, "too many clients", "--tracer.max-clients"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("body %q does not contain %q", body, want)
 		}
@@ -469,7 +473,7 @@ func TestCollectorError(t *testing.T) {
 // TestMaxRequestsInFlight: scrapes beyond the limit get a 503 at once.
 func TestMaxRequestsInFlight(t *testing.T) {
 	src := newFakeSource()
-	src.blockID, src.block, src.entered = "a", make(chan struct{}), make(chan struct{})
+	src.blockID, src.block, src.entered = cid("a"), make(chan struct{}), make(chan struct{})
 	h := NewHandler(src, WithExporterMetrics(false), WithMaxRequestsInFlight(1))
 	done := make(chan int)
 	go func() {

@@ -44,7 +44,7 @@ func TestFailedScrapeRestartsClient(t *testing.T) {
 		t.Fatalf("failed scrape: status %d, want 500; body:\n%s", code, body)
 	}
 	armed.Store(false)
-	if len(src.removed) != 1 || src.removed[0] != "c" {
+	if len(src.removed) != 1 || src.removed[0] != cid("c") {
 		t.Errorf("clients removed from the source = %q, want [c]", src.removed)
 	}
 

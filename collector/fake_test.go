@@ -162,6 +162,13 @@ func (f *fakeSource) RemoveClient(clientID string) {
 	f.removed = append(f.removed, clientID)
 }
 
+func (f *fakeSource) HasClient(clientID string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.clients[clientID]
+	return ok
+}
+
 func (f *fakeSource) Stats() tracer.Stats {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -36,6 +36,10 @@ func scrape(t testing.TB, h http.Handler, clientID string) (int, string) {
 	return rec.Code, string(body)
 }
 
+// cid is the client a scrape of clientID by scrape is: httptest's requests
+// come from 192.0.2.1.
+func cid(clientID string) string { return clientID + "@192.0.2.1" }
+
 // mustScrape is scrape that fails the test on a non-200 status.
 func mustScrape(t testing.TB, h http.Handler, clientID string) samples {
 	t.Helper()

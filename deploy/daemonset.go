@@ -40,6 +40,9 @@ type DaemonSet struct {
 				Volumes []struct {
 					Name     string
 					HostPath struct{ Path string } `yaml:"hostPath"`
+					Secret   struct {
+						SecretName string `yaml:"secretName"`
+					}
 				}
 			}
 		}

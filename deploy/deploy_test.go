@@ -83,6 +83,28 @@ func TestDaemonSet(t *testing.T) {
 			t.Errorf("argument %s: the exporter has no such flag", a)
 		}
 	}
+	// Basic auth: --web.config.file is web-config.yml, from the Secret the
+	// README says to make of it.
+	var webConfig string
+	for _, a := range c.Args {
+		if v, ok := strings.CutPrefix(a, "--web.config.file="); ok {
+			webConfig = v
+		}
+	}
+	fromSecret := false
+	for _, m := range c.VolumeMounts {
+		for _, v := range spec.Volumes {
+			if v.Name == m.Name && v.Secret.SecretName == "conntrace-web-config" && webConfig == m.MountPath+"/web-config.yml" {
+				fromSecret = true
+			}
+		}
+	}
+	if !fromSecret {
+		t.Errorf("--web.config.file=%q is not web-config.yml of the Secret conntrace-web-config", webConfig)
+	}
+	if !bytes.Contains(readme, []byte("create secret generic conntrace-web-config --from-file=web-config.yml")) {
+		t.Error("the README does not say how to make the Secret conntrace-web-config")
+	}
 	if len(c.Ports) != 1 || c.Ports[0].ContainerPort != 9476 {
 		t.Errorf("ports %v, want 9476 (the default of --web.listen-address)", c.Ports)
 	}
@@ -157,6 +179,9 @@ func TestPrometheusConfig(t *testing.T) {
 	b, _ := os.ReadFile("prometheus.yml")
 	if err := yaml.Unmarshal(b, &cfg); err != nil {
 		t.Fatal(err)
+	}
+	if !bytes.Contains(b, []byte("basic_auth:")) {
+		t.Error("the job does not authenticate: the DaemonSet's exporter asks for basic auth")
 	}
 	if len(cfg.ScrapeConfigs) != 1 || len(cfg.ScrapeConfigs[0].Params["client_id"]) != 1 {
 		t.Errorf("want one job scraping with one client_id: %+v", cfg.ScrapeConfigs)

@@ -65,10 +65,13 @@ type NetworkState interface {
 	// DumpState returns a client's baselines, for debug output.
 	DumpState(clientID string) map[string]interface{}
 	// Lost returns monotonic counts of what the state failed to count, by reason
-	// (tracer.LostClosedBufferFull, LostClientStateFull, LostClientRejected).
+	// (tracer.LostClosedBufferFull, LostClientStateFull, LostClientRejected,
+	// LostClientEvicted).
 	Lost() map[string]uint64
 	// Clients returns how many clients are held.
 	Clients() int
+	// HasClient says whether clientID is held.
+	HasClient(clientID string) bool
 }
 
 // baseline is what a client saw of one connection at its previous call: the
@@ -107,7 +110,11 @@ type client struct {
 	// connections older than the client have none, and their traffic
 	// before one is taken is not the client's to count.
 	dropped bool
-	// closed holds the connections closed since the client's last call.
+	// cursor is the sequence number of the next record of the closed log
+	// the client takes (see networkState.log).
+	cursor uint64
+	// closed holds, during a call, the connections closed since the
+	// client's previous one: taken from the log, the newest record of each.
 	closed map[ConnKey]ConnectionStats
 	// index maps a key to its baseline in slab; free lists the unused slab
 	// slots. A slab instead of map values: a baseline is larger than what a
@@ -179,6 +186,7 @@ type telemetry struct {
 	closedConnDropped uint64 // LostClosedBufferFull
 	connDropped       uint64 // LostClientStateFull
 	clientsRejected   uint64 // LostClientRejected
+	clientsEvicted    uint64 // LostClientEvicted
 }
 
 type networkState struct {
@@ -188,6 +196,13 @@ type networkState struct {
 	// pending is scratch space for Connections: the positions of the
 	// connections that have no baseline yet.
 	pending []int
+	// log holds the closed connections some client has not taken yet,
+	// once for all clients (a record costs the same with one client as
+	// with sixteen): the record of sequence number s is log[s-logBase].
+	// At most maxClosedConns; past it the oldest goes, counted for each
+	// client that had not taken it.
+	log     []ConnectionStats
+	logBase uint64
 
 	clientExpiry   time.Duration
 	maxClosedConns int
@@ -223,6 +238,7 @@ func (ns *networkState) Connections(clientID string, now time.Time, latestEpoch 
 			return nil, false, err
 		}
 	}
+	ns.take(c)
 	if c.fresh {
 		return ns.firstCall(c, now, latestEpoch, active), true, nil
 	}
@@ -317,20 +333,43 @@ func (c *client) older(conn *ConnectionStats) bool {
 	return c.dropped && conn.StartEpoch < c.firstEpoch
 }
 
+// evictOneShot makes room for a new client: it drops the client seen
+// longest ago among those that never came back after their first call (a
+// Prometheus comes back every scrape interval; one-off requests, with a
+// new client_id each, do not), and says whether it found one. Clients that
+// came back are never evicted, only expired. Callers hold ns.mu.
+func (ns *networkState) evictOneShot() bool {
+	var oldest string
+	var c *client
+	for id, o := range ns.clients {
+		if o.calls == 0 && (c == nil || o.lastFetch.Before(c.lastFetch)) {
+			oldest, c = id, o
+		}
+	}
+	if c == nil {
+		return false
+	}
+	delete(ns.clients, oldest)
+	ns.tel.clientsEvicted++
+	ns.trimLog()
+	return true
+}
+
 // admit makes a new client (see Admit). Callers hold ns.mu.
 func (ns *networkState) admit(clientID string, now time.Time, readEpoch uint64) (*client, error) {
 	ns.removeExpiredClients(now)
 	if c := ns.clients[clientID]; c != nil && !c.fresh {
 		return c, nil
 	}
-	if _, ok := ns.clients[clientID]; !ok && len(ns.clients) >= ns.maxClients {
+	if _, ok := ns.clients[clientID]; !ok && len(ns.clients) >= ns.maxClients && !ns.evictOneShot() {
 		ns.tel.clientsRejected++
-		return nil, fmt.Errorf("%w: %d held, the limit (--tracer.max-clients)", ErrTooManyClients, len(ns.clients))
+		return nil, fmt.Errorf("%w: %d held, the limit (--tracer.max-clients), each scraped at least twice", ErrTooManyClients, len(ns.clients))
 	}
 	c := newClient()
 	c.fresh = true
 	c.sinceEpoch = readEpoch
 	c.lastFetch = now
+	c.cursor = ns.logBase + uint64(len(ns.log)) // only what closes from now on
 	ns.clients[clientID] = c
 	return c, nil
 }
@@ -463,23 +502,60 @@ func zeroLast(conn *ConnectionStats) {
 func (ns *networkState) StoreClosedConnection(conn ConnectionStats) {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
-	for _, c := range ns.clients {
+	if len(ns.clients) == 0 {
+		return // nobody to give it to: a new client gets what closes after it
+	}
+	if len(ns.log) >= ns.maxClosedConns {
+		old := &ns.log[0]
+		for _, c := range ns.clients {
+			if c.cursor == ns.logBase {
+				c.cursor++
+				if old.LastUpdateEpoch >= c.sinceEpoch {
+					ns.tel.closedConnDropped++
+				}
+			}
+		}
+		*old = ConnectionStats{} // no pointer kept
+		ns.log = ns.log[1:]
+		ns.logBase++
+	}
+	ns.log = append(ns.log, conn)
+}
+
+// take fills c.closed with the records of the log the client has not
+// taken (those closed after it was admitted; of a key closed twice, the
+// newest), then forgets what every client took.
+func (ns *networkState) take(c *client) {
+	end := ns.logBase + uint64(len(ns.log))
+	for _, conn := range ns.log[c.cursor-ns.logBase:] {
 		if conn.LastUpdateEpoch < c.sinceEpoch {
 			continue
 		}
-		if prev, ok := c.closed[conn.Key]; ok {
-			if conn.LastUpdateEpoch < prev.LastUpdateEpoch {
-				ns.tel.unorderedConns++
-				continue
-			}
-			c.closed[conn.Key] = conn
-			continue
-		}
-		if len(c.closed) >= ns.maxClosedConns {
-			ns.tel.closedConnDropped++
+		if prev, ok := c.closed[conn.Key]; ok && conn.LastUpdateEpoch < prev.LastUpdateEpoch {
+			ns.tel.unorderedConns++
 			continue
 		}
 		c.closed[conn.Key] = conn
+	}
+	c.cursor = end
+	ns.trimLog()
+}
+
+// trimLog drops the records every client has taken.
+func (ns *networkState) trimLog() {
+	low := ns.logBase + uint64(len(ns.log))
+	for _, c := range ns.clients {
+		low = min(low, c.cursor)
+	}
+	n := int(low - ns.logBase)
+	if n == 0 {
+		return
+	}
+	clear(ns.log[:n]) // no pointer kept
+	ns.log = ns.log[n:]
+	ns.logBase = low
+	if len(ns.log) == 0 {
+		ns.log = nil // let a burst's array go
 	}
 }
 
@@ -487,6 +563,7 @@ func (ns *networkState) RemoveClient(clientID string) {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
 	delete(ns.clients, clientID)
+	ns.trimLog()
 }
 
 func (ns *networkState) RemoveExpiredClients(now time.Time) {
@@ -496,10 +573,15 @@ func (ns *networkState) RemoveExpiredClients(now time.Time) {
 }
 
 func (ns *networkState) removeExpiredClients(now time.Time) {
+	gone := false
 	for id, c := range ns.clients {
 		if now.Sub(c.lastFetch) > ns.clientExpiry {
 			delete(ns.clients, id)
+			gone = true
 		}
+	}
+	if gone {
+		ns.trimLog()
 	}
 }
 
@@ -520,18 +602,20 @@ func (ns *networkState) GetStats() map[string]interface{} {
 	for id, c := range ns.clients {
 		clients[id] = map[string]int64{
 			"stats":              int64(len(c.index)),
-			"closed_connections": int64(len(c.closed)),
+			"closed_connections": int64(ns.logBase + uint64(len(ns.log)) - c.cursor),
 			"last_fetch":         c.lastFetch.Unix(),
 		}
 	}
 	return map[string]interface{}{
-		"clients": clients,
+		"clients":        clients,
+		"closed_records": len(ns.log),
 		"telemetry": map[string]uint64{
 			"stats_resets":        ns.tel.statsResets,
 			"unordered_conns":     ns.tel.unorderedConns,
 			"closed_conn_dropped": ns.tel.closedConnDropped,
 			"conn_dropped":        ns.tel.connDropped,
 			"clients_rejected":    ns.tel.clientsRejected,
+			"clients_evicted":     ns.tel.clientsEvicted,
 		},
 		"current_time": time.Now().Unix(),
 	}
@@ -564,7 +648,15 @@ func (ns *networkState) Lost() map[string]uint64 {
 		LostClosedBufferFull: ns.tel.closedConnDropped,
 		LostClientStateFull:  ns.tel.connDropped,
 		LostClientRejected:   ns.tel.clientsRejected,
+		LostClientEvicted:    ns.tel.clientsEvicted,
 	}
+}
+
+func (ns *networkState) HasClient(clientID string) bool {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	_, ok := ns.clients[clientID]
+	return ok
 }
 
 func (ns *networkState) Clients() int {

@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"errors"
+	"fmt"
 	"math/rand"
 	"net/netip"
 	"sort"
@@ -530,6 +531,8 @@ func TestTooManyClientsRejectedAndCounted(t *testing.T) {
 	cfg.MaxClients = 2
 	ns := NewNetworkState(cfg)
 	call(t, ns, "A", t0, mkConn(1, 10, 10))
+	call(t, ns, "B", t0.Add(29*time.Second))
+	call(t, ns, "A", t0.Add(30*time.Second), mkConn(1, 10, 10)) // both came back: never evicted
 	call(t, ns, "B", t0.Add(30*time.Second))
 	ns.StoreClosedConnection(mkClosed(2, 5, 5, 1))
 
@@ -566,6 +569,39 @@ func TestTooManyClientsRejectedAndCounted(t *testing.T) {
 	}
 }
 
+// A new client beyond MaxClients takes the slot of the client seen longest
+// ago among those that never came back after their first call: one-off
+// requests with a new client_id each cannot lock a Prometheus out (issue
+// 11.15: 15 of them filled the 16 slots, and a restarted Prometheus got
+// 503s for 10 minutes). A client that came back keeps its slot.
+func TestOneShotClientsEvictedForNewOnes(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxClients = 3
+	ns := NewNetworkState(cfg)
+	call(t, ns, "prometheus", t0, mkConn(1, 10, 10))
+	call(t, ns, "prometheus", t0.Add(15*time.Second), mkConn(1, 20, 10))
+	for i := range 10 { // a flood of one-off ids
+		call(t, ns, fmt.Sprint("x", i), t0.Add(time.Duration(16+i)*time.Second))
+	}
+	if n := ns.Lost()[LostClientEvicted]; n != 8 {
+		t.Errorf("Lost()[%s] = %d, want 8 (10 one-off clients in 2 slots)", LostClientEvicted, n)
+	}
+	// A new Prometheus gets in, and so does the old one's next scrape.
+	if _, newClient := call(t, ns, "prometheus-2", t0.Add(30*time.Second)); !newClient {
+		t.Error("new Prometheus: newClient = false")
+	}
+	got, newClient := call(t, ns, "prometheus", t0.Add(30*time.Second), mkConn(1, 35, 10))
+	if newClient || got[key(1)].LastSentBytes != 15 {
+		t.Errorf("the Prometheus that came back: newClient=%v, LastSentBytes=%d, want false 15", newClient, got[key(1)].LastSentBytes)
+	}
+	if !ns.HasClient("prometheus") || !ns.HasClient("prometheus-2") || ns.HasClient("x0") {
+		t.Error("HasClient does not follow the evictions")
+	}
+}
+
+// Closed records are held once for all clients, at most
+// MaxClosedConnectionsBuffered of them: past it the oldest goes, counted
+// once for each client that had not taken it.
 func TestClosedBufferOverflowCounted(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxClosedConnectionsBuffered = 2
@@ -574,8 +610,7 @@ func TestClosedBufferOverflowCounted(t *testing.T) {
 	call(t, ns, "B", t0)
 	ns.StoreClosedConnection(mkClosed(1, 1, 0, 1))
 	ns.StoreClosedConnection(mkClosed(2, 2, 0, 2))
-	ns.StoreClosedConnection(mkClosed(3, 3, 0, 3)) // dropped by A and B
-	ns.StoreClosedConnection(mkClosed(1, 4, 0, 4)) // a newer record of a buffered key: no drop
+	ns.StoreClosedConnection(mkClosed(3, 3, 0, 3)) // 1 goes, for A and B
 	if n := ns.Lost()[LostClosedBufferFull]; n != 2 {
 		t.Errorf("Lost()[%s] = %d, want 2 (one per client)", LostClosedBufferFull, n)
 	}
@@ -583,13 +618,51 @@ func TestClosedBufferOverflowCounted(t *testing.T) {
 		t.Errorf("closed_conn_dropped = %d, want 2", n)
 	}
 	got, _ := call(t, ns, "A", t0.Add(time.Second))
-	if len(got) != 2 || got[key(1)].LastSentBytes != 4 || got[key(2)].LastSentBytes != 2 {
-		t.Errorf("A got %v, want connections 1 (newest record, 4 bytes) and 2", got)
+	if len(got) != 2 || got[key(2)].LastSentBytes != 2 || got[key(3)].LastSentBytes != 3 {
+		t.Errorf("A got %v, want connections 2 and 3", got)
 	}
-	// The buffer is empty again.
-	ns.StoreClosedConnection(mkClosed(3, 3, 0, 3))
+	ns.StoreClosedConnection(mkClosed(4, 4, 0, 4)) // 2 goes: B had not taken it
 	if n := ns.Lost()[LostClosedBufferFull]; n != 3 {
-		t.Errorf("Lost()[%s] = %d, want 3 (B's buffer is still full, A's was emptied)", LostClosedBufferFull, n)
+		t.Errorf("Lost()[%s] = %d, want 3 (B lost 2; A had taken it)", LostClosedBufferFull, n)
+	}
+	got, _ = call(t, ns, "A", t0.Add(2*time.Second))
+	if len(got) != 1 || got[key(4)].LastSentBytes != 4 {
+		t.Errorf("A got %v, want connection 4", got)
+	}
+	got, _ = call(t, ns, "B", t0.Add(2*time.Second))
+	if len(got) != 2 || got[key(3)].LastSentBytes != 3 || got[key(4)].LastSentBytes != 4 {
+		t.Errorf("B got %v, want connections 3 and 4", got)
+	}
+	if n := ns.GetStats()["closed_records"]; n != 0 {
+		t.Errorf("%v closed records held after every client took them, want 0", n)
+	}
+}
+
+// Each closed record is held once, whatever the number of clients (issue
+// 11.15: each client held its own copy, ~26 MiB per slot at the limit).
+func TestClosedRecordsHeldOnceForAllClients(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxClients = 16
+	ns := NewNetworkState(cfg)
+	for i := range 16 {
+		call(t, ns, fmt.Sprint("client", i), t0)
+	}
+	for i := range 500 {
+		ns.StoreClosedConnection(mkClosed(uint64(i+1), 1, 0, uint64(i+1)))
+	}
+	held := func() int { return len(ns.(*networkState).log) }
+	if n := held(); n != 500 {
+		t.Errorf("%d records held for 16 clients of 500 closed connections, want 500", n)
+	}
+	for i := range 15 {
+		call(t, ns, fmt.Sprint("client", i), t0.Add(time.Second))
+	}
+	if n := held(); n != 500 {
+		t.Errorf("%d records held while one client has not taken them, want 500", n)
+	}
+	got, _ := call(t, ns, "client15", t0.Add(time.Second))
+	if len(got) != 500 || held() != 0 {
+		t.Errorf("the last client got %d records, %d still held; want 500, 0", len(got), held())
 	}
 }
 
@@ -598,12 +671,12 @@ func TestClosedDuplicateKeepsNewestRecord(t *testing.T) {
 	call(t, ns, "A", t0)
 	ns.StoreClosedConnection(mkClosed(1, 50, 0, 20))
 	ns.StoreClosedConnection(mkClosed(1, 40, 0, 10)) // older, arrived late
-	if n := telemetryOf(t, ns)["unordered_conns"]; n != 1 {
-		t.Errorf("unordered_conns = %d, want 1", n)
-	}
 	got, _ := call(t, ns, "A", t0.Add(time.Second))
 	if got[key(1)].LastSentBytes != 50 {
 		t.Errorf("LastSentBytes = %d, want 50 (the newer record)", got[key(1)].LastSentBytes)
+	}
+	if n := telemetryOf(t, ns)["unordered_conns"]; n != 1 {
+		t.Errorf("unordered_conns = %d, want 1", n)
 	}
 }
 

@@ -20,6 +20,10 @@ const (
 	// LostClientRejected: a scrape from a new client was refused because
 	// MaxClients clients are held.
 	LostClientRejected = "client_rejected"
+	// LostClientEvicted: a client that never came back after its first
+	// scrape was dropped to make room for a new one (MaxClients held); its
+	// counters restart if it comes back.
+	LostClientEvicted = "client_evicted"
 	// LostDecodeError: a record from the kernel could not be decoded.
 	LostDecodeError = "decode_error"
 	// LostConntrackStateFull: NAT entries beyond ConntrackMaxStateSize; their
@@ -56,6 +60,7 @@ var LostReasons = []string{
 	LostClosedBufferFull,
 	LostClientStateFull,
 	LostClientRejected,
+	LostClientEvicted,
 	LostDecodeError,
 	LostConntrackStateFull,
 	LostConntrackError,

@@ -646,6 +646,9 @@ func (t *Tracer) DebugNetworkMaps() (*Connections, error) {
 // RemoveClient drops a client's state.
 func (t *Tracer) RemoveClient(clientID string) { t.state.RemoveClient(clientID) }
 
+// HasClient says whether the tracer holds a client's state.
+func (t *Tracer) HasClient(clientID string) bool { return t.state.HasClient(clientID) }
+
 // State returns the NetworkState, for debug endpoints.
 func (t *Tracer) State() NetworkState { return t.state }
 

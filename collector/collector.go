@@ -230,7 +230,7 @@ func newDescs(labels []string) *descs {
 		segments: d("sent_segments_total",
 			"TCP data segments sent to the remote end, retransmissions included (TCP_INFO's tcpi_data_segs_out; TCP only): retransmits_total over this is the retransmit ratio."+perClient+overflow),
 		rtt: d("rtt_seconds",
-			"Round-trip time samples the kernel took on TCP connections, in seconds (TCP only)."+perClient+overflow),
+			"Round-trip times of TCP connections, one sample per round trip (before Linux 6.10, the smoothed RTT at each round trip), in seconds (TCP only)."+perClient+overflow),
 		open: d("connections",
 			"Connections open now: established (TCP: handshake completed) and not closed."+overflow),
 		opened: d("connections_opened_total",

@@ -146,8 +146,11 @@ type ConnectionStats struct {
 	RTT    uint32
 	RTTVar uint32
 
-	// MonotonicRTT holds every RTT sample the kernel took on this connection
-	// since the tracer saw it open; LastRTT the samples since the last call.
+	// MonotonicRTT holds one RTT sample per round trip of this connection
+	// since the tracer saw it open (the sockops RTT callback runs once per
+	// round trip, not for every sample the kernel takes; before Linux 6.10
+	// it is the smoothed RTT at that moment); LastRTT the samples since the
+	// last call.
 	MonotonicRTT RTTHistogram
 	LastRTT      RTTHistogram
 

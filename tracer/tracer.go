@@ -590,8 +590,12 @@ func (t *Tracer) translate(conns []ConnectionStats, now time.Time) {
 	for i := range t.natWait {
 		t.state.StoreClosedConnection(t.natWait[i])
 	}
-	clear(t.natWait) // no pointers kept
-	t.natWait = t.natWait[:0]
+	if cap(t.natWait) > 1024 {
+		t.natWait = nil // let a burst's array go
+	} else {
+		clear(t.natWait) // no pointers kept
+		t.natWait = t.natWait[:0]
+	}
 }
 
 // GetActiveConnections returns clientID's view: active and recently closed

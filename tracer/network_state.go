@@ -198,10 +198,11 @@ type networkState struct {
 	pending []int
 	// log holds the closed connections some client has not taken yet,
 	// once for all clients (a record costs the same with one client as
-	// with sixteen): the record of sequence number s is log[s-logBase].
-	// At most maxClosedConns; past it the oldest goes, counted for each
-	// client that had not taken it.
+	// with sixteen): they are log[logOff:], and the record of sequence
+	// number s is log[logOff+s-logBase]. At most maxClosedConns; past it
+	// the oldest goes, counted for each client that had not taken it.
 	log     []ConnectionStats
+	logOff  int
 	logBase uint64
 
 	clientExpiry   time.Duration
@@ -369,7 +370,7 @@ func (ns *networkState) admit(clientID string, now time.Time, readEpoch uint64) 
 	c.fresh = true
 	c.sinceEpoch = readEpoch
 	c.lastFetch = now
-	c.cursor = ns.logBase + uint64(len(ns.log)) // only what closes from now on
+	c.cursor = ns.logEnd() // only what closes from now on
 	ns.clients[clientID] = c
 	return c, nil
 }
@@ -505,8 +506,8 @@ func (ns *networkState) StoreClosedConnection(conn ConnectionStats) {
 	if len(ns.clients) == 0 {
 		return // nobody to give it to: a new client gets what closes after it
 	}
-	if len(ns.log) >= ns.maxClosedConns {
-		old := &ns.log[0]
+	if len(ns.records()) >= ns.maxClosedConns {
+		old := &ns.log[ns.logOff]
 		for _, c := range ns.clients {
 			if c.cursor == ns.logBase {
 				c.cursor++
@@ -516,18 +517,31 @@ func (ns *networkState) StoreClosedConnection(conn ConnectionStats) {
 			}
 		}
 		*old = ConnectionStats{} // no pointer kept
-		ns.log = ns.log[1:]
+		ns.logOff++
 		ns.logBase++
+		if ns.logOff >= len(ns.log)/2 {
+			// Move the records to the front, rather than let the array
+			// grow while its head is dead.
+			n := copy(ns.log, ns.log[ns.logOff:])
+			clear(ns.log[n:])
+			ns.log, ns.logOff = ns.log[:n], 0
+		}
 	}
 	ns.log = append(ns.log, conn)
 }
+
+// records are the closed records held; logEnd the sequence number of the
+// next one.
+func (ns *networkState) records() []ConnectionStats { return ns.log[ns.logOff:] }
+
+func (ns *networkState) logEnd() uint64 { return ns.logBase + uint64(len(ns.records())) }
 
 // take fills c.closed with the records of the log the client has not
 // taken (those closed after it was admitted; of a key closed twice, the
 // newest), then forgets what every client took.
 func (ns *networkState) take(c *client) {
-	end := ns.logBase + uint64(len(ns.log))
-	for _, conn := range ns.log[c.cursor-ns.logBase:] {
+	end := ns.logEnd()
+	for _, conn := range ns.records()[c.cursor-ns.logBase:] {
 		if conn.LastUpdateEpoch < c.sinceEpoch {
 			continue
 		}
@@ -543,7 +557,7 @@ func (ns *networkState) take(c *client) {
 
 // trimLog drops the records every client has taken.
 func (ns *networkState) trimLog() {
-	low := ns.logBase + uint64(len(ns.log))
+	low := ns.logEnd()
 	for _, c := range ns.clients {
 		low = min(low, c.cursor)
 	}
@@ -551,11 +565,16 @@ func (ns *networkState) trimLog() {
 	if n == 0 {
 		return
 	}
-	clear(ns.log[:n]) // no pointer kept
-	ns.log = ns.log[n:]
+	clear(ns.log[ns.logOff : ns.logOff+n]) // no pointer kept
+	ns.logOff += n
 	ns.logBase = low
-	if len(ns.log) == 0 {
-		ns.log = nil // let a burst's array go
+	if ns.logOff == len(ns.log) {
+		// All taken: the array serves again from its start, unless a
+		// burst made it large.
+		ns.log, ns.logOff = ns.log[:0], 0
+		if cap(ns.log) > 4096 {
+			ns.log = nil
+		}
 	}
 }
 
@@ -602,13 +621,13 @@ func (ns *networkState) GetStats() map[string]interface{} {
 	for id, c := range ns.clients {
 		clients[id] = map[string]int64{
 			"stats":              int64(len(c.index)),
-			"closed_connections": int64(ns.logBase + uint64(len(ns.log)) - c.cursor),
+			"closed_connections": int64(ns.logEnd() - c.cursor),
 			"last_fetch":         c.lastFetch.Unix(),
 		}
 	}
 	return map[string]interface{}{
 		"clients":        clients,
-		"closed_records": len(ns.log),
+		"closed_records": len(ns.records()),
 		"telemetry": map[string]uint64{
 			"stats_resets":        ns.tel.statsResets,
 			"unordered_conns":     ns.tel.unorderedConns,

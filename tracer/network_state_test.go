@@ -650,7 +650,7 @@ func TestClosedRecordsHeldOnceForAllClients(t *testing.T) {
 	for i := range 500 {
 		ns.StoreClosedConnection(mkClosed(uint64(i+1), 1, 0, uint64(i+1)))
 	}
-	held := func() int { return len(ns.(*networkState).log) }
+	held := func() int { return len(ns.(*networkState).records()) }
 	if n := held(); n != 500 {
 		t.Errorf("%d records held for 16 clients of 500 closed connections, want 500", n)
 	}
@@ -1199,5 +1199,39 @@ func TestDefaultStateHoldsEveryTrackedConnection(t *testing.T) {
 	callAt(t, ns, "A", t0, 10, active...)
 	if n := ns.Lost()[LostClientStateFull]; n != 0 {
 		t.Errorf("Lost()[%s] = %d with the kernel full, want 0", LostClientStateFull, n)
+	}
+}
+
+// At the cap, the log drops its oldest records without growing: a client
+// that takes its records often gets every one, one that never does loses
+// all but the last MaxClosedConnectionsBuffered, each counted once.
+func TestClosedLogAtItsCap(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxClosedConnectionsBuffered = 10
+	ns := NewNetworkState(cfg)
+	call(t, ns, "often", t0)
+	call(t, ns, "never", t0)
+	got := 0
+	for i := range 1000 {
+		ns.StoreClosedConnection(mkClosed(uint64(i+1), 1, 0, uint64(i+1)))
+		if i%7 == 6 {
+			m, _ := call(t, ns, "often", t0.Add(time.Second))
+			got += len(m)
+		}
+		if n := len(ns.(*networkState).log); n > 2*10+1 {
+			t.Fatalf("the log's array holds %d records at a cap of 10", n)
+		}
+	}
+	m, _ := call(t, ns, "often", t0.Add(time.Second))
+	got += len(m)
+	if got != 1000 {
+		t.Errorf("the client that takes often got %d records, want 1000", got)
+	}
+	m, _ = call(t, ns, "never", t0.Add(time.Second))
+	if len(m) != 10 || m[key(1000)].LastSentBytes != 1 {
+		t.Errorf("the client that never took got %d records, want the last 10", len(m))
+	}
+	if n := ns.Lost()[LostClosedBufferFull]; n != 990 {
+		t.Errorf("Lost()[%s] = %d, want 990", LostClosedBufferFull, n)
 	}
 }

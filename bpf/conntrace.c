@@ -123,6 +123,10 @@ struct listener {
 	/* Listening sockets on the port (several with SO_REUSEPORT): the
 	 * entry goes with the last. */
 	__u32 socks;
+	/* Of those, MPTCP listeners found by the seeding passes: their own
+	 * close is never seen, the TCP listener inside them closes instead
+	 * (see forget_listener). */
+	__u32 mptcp;
 	char comm[COMM_LEN];
 };
 
@@ -444,11 +448,11 @@ static __always_inline void finish_conn(struct sock *sk, struct conn_state *st, 
 }
 
 /* listener_add counts one more listening socket on (netns, port); the
- * first one's process names the port. */
-static __always_inline void listener_add(__u32 netns, __u32 port, __u32 pid, const char *comm)
+ * latest one's process names the port (a rolling restart's new process). */
+static __always_inline void listener_add(__u32 netns, __u32 port, __u32 pid, const char *comm, bool mptcp)
 {
 	struct listener_key key = { .netns = netns, .port = port };
-	struct listener nl = { .pid = pid, .socks = 1 }, *l;
+	struct listener nl = { .pid = pid, .socks = 1, .mptcp = mptcp }, *l;
 
 	l = bpf_map_lookup_elem(&listeners, &key);
 	if (!l) {
@@ -462,6 +466,10 @@ static __always_inline void listener_add(__u32 netns, __u32 port, __u32 pid, con
 		}
 	}
 	__sync_fetch_and_add(&l->socks, 1);
+	if (mptcp)
+		__sync_fetch_and_add(&l->mptcp, 1);
+	l->pid = pid;
+	__builtin_memcpy(l->comm, comm, COMM_LEN);
 }
 
 /* remember_listener records a listening socket, once however many times
@@ -487,12 +495,13 @@ static __always_inline void remember_listener(struct sock *sk, __u32 pid, const 
 		return;
 	}
 	if (ls.port)
-		listener_add(ls.netns, ls.port, pid, comm);
+		listener_add(ls.netns, ls.port, pid, comm, sk->sk_protocol == IPPROTO_MPTCP);
 }
 
-/* forget_listener: a listening socket closed. One not recorded is the TCP
- * listener inside an MPTCP one that the seeding pass recorded (the MPTCP
- * socket, which holds it: same port and netns). */
+/* forget_listener: a listening socket closed. One not recorded may be the
+ * TCP listener inside an MPTCP one that the seeding pass recorded (the
+ * MPTCP socket, which holds it: same port and netns): it counts only if
+ * the port has such a listener. */
 static __always_inline void forget_listener(struct sock *sk)
 {
 	__u64 addr = (__u64)sk;
@@ -511,7 +520,14 @@ static __always_inline void forget_listener(struct sock *sk)
 	if (!key.port)
 		return;
 	l = bpf_map_lookup_elem(&listeners, &key);
-	if (l && __sync_fetch_and_add(&l->socks, -1) <= 1)
+	if (!l)
+		return;
+	if (!ls) {
+		if (!l->mptcp)
+			return; /* not ours to count: never recorded (the map was full) */
+		__sync_fetch_and_add(&l->mptcp, -1);
+	}
+	if (__sync_fetch_and_add(&l->socks, -1) <= 1)
 		bpf_map_delete_elem(&listeners, &key);
 }
 
@@ -644,7 +660,7 @@ int handle_sockops(struct bpf_sock_ops *skops)
 		ls = bpf_map_lookup_elem(&listen_socks, &addr);
 		if (ls && !ls->port) {
 			ls->port = skops->local_port;
-			listener_add(ls->netns, ls->port, ls->pid, ls->comm);
+			listener_add(ls->netns, ls->port, ls->pid, ls->comm, false);
 		}
 		break;
 	}

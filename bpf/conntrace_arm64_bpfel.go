@@ -78,7 +78,6 @@ type ConntraceDnsEvent struct {
 type ConntraceDnsQueryKey struct {
 	_      structs.HostLayout
 	Cookie uint64
-	Server [16]uint8
 	Id     uint16
 	Pad    [3]uint16
 }
@@ -119,6 +118,7 @@ type ConntraceListener struct {
 	_     structs.HostLayout
 	Pid   uint32
 	Socks uint32
+	Mptcp uint32
 	Comm  [16]int8
 }
 

@@ -3,15 +3,20 @@
  * DNS answers for reverse DNS: cgroup_skb on the cgroup v2 root sees every
  * packet a socket of any process, in any netns, sends or receives.
  *
- *   cgroup_skb/egress  dns_egress   a UDP packet to port 53: a query, by
- *                                   its socket, server and transaction id
+ *   cgroup_skb/egress  dns_egress   a UDP packet to port 53, or from a
+ *                                   socket connected to port 53: a query,
+ *                                   by its socket and transaction id
  *   cgroup_skb/ingress dns_ingress  a UDP packet from port 53 that answers
  *                                   such a query: payload first 512 bytes
  *                                   to a ring buffer that user space parses
  *
- * An answer to no query (same socket, server address and id, within
- * DNS_QUERY_NS) is not read, and counted: whoever can send a datagram from
- * port 53 to a socket here must not name addresses. Everything else returns
+ * An answer to no query (same socket and id, within DNS_QUERY_NS) is not
+ * read, and counted: whoever can send a datagram from port 53 to a socket
+ * here must not name addresses. The server's address and port are not
+ * part of the match: a NAT on this host (Docker's 127.0.0.11, a mesh's DNS
+ * capture, a service address) changes them between the egress hook, after
+ * the NAT, and the socket. For the same reason a query's port is the
+ * socket's when it is connected (before the NAT). Everything else returns
  * at the protocol or port check. Included from conntrace.c.
  */
 
@@ -37,9 +42,8 @@ __u64 dns_unsolicited;
 #define DNS_QUERY_NS (10ULL * 1000000000ULL)
 
 struct dns_query_key {
-	__u64 cookie;      /* the socket that asked */
-	__u8 server[16];   /* the server's address; IPv4 in the first 4 bytes */
-	__u16 id;          /* the query's transaction id */
+	__u64 cookie; /* the socket that asked */
+	__u16 id;     /* the query's transaction id */
 	__u16 _pad[3];
 };
 
@@ -86,18 +90,11 @@ static __always_inline bool dns_udp(struct __sk_buff *skb, __u32 *l4, bool *v6)
 	return proto == IPPROTO_UDP;
 }
 
-/* dns_key fills the query key of a packet: its socket, the server's
- * address at offset addr (IPv4: 4 bytes, IPv6: 16), and the transaction id
- * at the payload's start. */
-static __always_inline bool dns_key(struct __sk_buff *skb, struct dns_query_key *k, __u32 addr, bool v6, __u32 l4)
+/* dns_key fills the query key of a packet: its socket, and the
+ * transaction id at the payload's start. */
+static __always_inline bool dns_key(struct __sk_buff *skb, struct dns_query_key *k, __u32 l4)
 {
 	__builtin_memset(k, 0, sizeof(*k));
-	if (v6) {
-		if (bpf_skb_load_bytes(skb, addr, k->server, 16))
-			return false;
-	} else if (bpf_skb_load_bytes(skb, addr, k->server, 4)) {
-		return false;
-	}
 	if (bpf_skb_load_bytes(skb, l4 + 8, &k->id, 2))
 		return false;
 	k->cookie = bpf_get_socket_cookie(skb);
@@ -115,10 +112,16 @@ int dns_egress(struct __sk_buff *skb)
 
 	if (!dns_on || !dns_udp(skb, &l4, &v6))
 		return 1;
-	if (bpf_skb_load_bytes(skb, l4 + 2, &dport, 2) || dport != bpf_htons(53))
+	if (bpf_skb_load_bytes(skb, l4 + 2, &dport, 2))
 		return 1;
-	/* The server is the destination: IPv4 at 16, IPv6 at 24. */
-	if (!dns_key(skb, &k, v6 ? 24 : 16, v6, l4))
+	if (dport != bpf_htons(53)) {
+		/* A NAT may have changed it: the socket's own peer port. */
+		struct bpf_sock *sk = skb->sk;
+
+		if (!sk || (__u16)sk->dst_port != bpf_htons(53))
+			return 1;
+	}
+	if (!dns_key(skb, &k, l4))
 		return 1;
 	now = bpf_ktime_get_ns();
 	bpf_map_update_elem(&dns_queries, &k, &now, BPF_ANY);
@@ -148,9 +151,9 @@ int dns_ingress(struct __sk_buff *skb)
 	off = l4 + 8;
 	if (skb->len <= off)
 		return 1;
-	/* The server is the source: IPv4 at 12, IPv6 at 8. One answer per
-	 * query: a second one (forged, or a duplicate) answers nothing. */
-	if (!dns_key(skb, &k, v6 ? 8 : 12, v6, l4))
+	/* One answer per query: a second one (forged, or a duplicate)
+	 * answers nothing. */
+	if (!dns_key(skb, &k, l4))
 		return 1;
 	sent = bpf_map_lookup_elem(&dns_queries, &k);
 	if (!sent || bpf_ktime_get_ns() - *sent > DNS_QUERY_NS) {

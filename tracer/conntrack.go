@@ -71,11 +71,14 @@ func newConntracker(cfg *Config) (*conntracker, error) {
 
 // translate sets IPTranslation on the connections of a read and on the
 // closed connections that wait for one (see lookupClosed), dumping the
-// tables first when one of them waits: for a read's connection once the
-// last dump is old enough, for a closed one always (it is reported now, and
-// its conntrack entry, in TIME_WAIT, still says where it went).
-// Connections gone from the read are forgotten; conns nil is no read.
-func (ct *conntracker) translate(conns, closed []ConnectionStats, now time.Time) {
+// tables first when one of them waits and the last dump is old enough, or
+// whatever its age when closed connections wait at a read: a scrape must
+// report them, or their clients' baselines, gone with the socket from the
+// live view, would be gone too. It says whether it dumped (a closed
+// connection not found then is not NATed, else it waits on). Connections
+// gone from the read are forgotten; conns nil is no read (the drain's
+// sweep), which forgets nothing and keeps the interval.
+func (ct *conntracker) translate(conns, closed []ConnectionStats, now time.Time) bool {
 	seen := make(map[ConnKey]struct{}, len(conns))
 	wanted := map[uint32]struct{}{ct.selfNS: {}}
 	waiting := map[uint32]struct{}{}
@@ -90,8 +93,18 @@ func (ct *conntracker) translate(conns, closed []ConnectionStats, now time.Time)
 		wanted[closed[i].NetNS] = struct{}{}
 		waiting[closed[i].NetNS] = struct{}{}
 	}
+	if conns == nil {
+		// No read: every namespace held is still wanted.
+		for ns := range ct.handles {
+			wanted[ns] = struct{}{}
+		}
+		for ns := range ct.tables {
+			wanted[ns] = struct{}{}
+		}
+	}
 	dumped := false
-	if len(waiting) > 0 && (len(closed) > 0 || now.Sub(ct.last) >= ct.interval) {
+	atRead := conns != nil && len(closed) > 0
+	if len(waiting) > 0 && (atRead || now.Sub(ct.last) >= ct.interval) {
 		// A dump walks the whole (global) conntrack hash: only the
 		// namespaces with a connection waiting, and the exporter's own.
 		waiting[ct.selfNS] = struct{}{}
@@ -104,14 +117,14 @@ func (ct *conntracker) translate(conns, closed []ConnectionStats, now time.Time)
 	for i := range closed {
 		closed[i].IPTranslation, _ = ct.find(&closed[i])
 	}
-	if conns == nil {
-		return // no read (the drain's flush of the closed ones): nothing gone
-	}
-	for k := range ct.decided {
-		if _, ok := seen[k]; !ok {
-			delete(ct.decided, k)
+	if conns != nil {
+		for k := range ct.decided {
+			if _, ok := seen[k]; !ok {
+				delete(ct.decided, k)
+			}
 		}
 	}
+	return dumped
 }
 
 // lookup returns the translation of a read's connection. With fresh tables

@@ -36,8 +36,8 @@ func nft(t *testing.T, netns, rules string) {
 // (the common case: a request to a ClusterIP) is reported with its real
 // peer: the conntrack entry outlives the socket (TIME_WAIT), so the close
 // record waits for the next dump (issue 11.6: reported with the virtual
-// address, since no dump had seen it). The interval is the default's:
-// many such connections within it still need no dump each.
+// address, since no dump had seen it). The interval is the default's: the
+// next scrape dumps for the records that wait, whatever the interval.
 func TestDNATShortLivedConnection(t *testing.T) {
 	tr := newTestTracer(t, nil)
 	p := nettest.NewPair(t)

@@ -79,3 +79,67 @@ func TestForgedDNSAnswerNotLearnt(t *testing.T) {
 		t.Errorf("unsolicited answers counted: %d, want 2", n)
 	}
 }
+
+// A query that a NAT on this host sends elsewhere (Docker's 127.0.0.11, a
+// mesh's DNS capture: here the client's port 53 goes to the server's
+// 5353) still gets its answer read: the egress hook sees the query after
+// the NAT, the socket before it (review of issue 11.14: matched on the
+// server's address and port 53, every such answer was refused).
+func TestDNSAnswerThroughNAT(t *testing.T) {
+	nettest.RequireRoot(t)
+	tr := newTestTracer(t, func(c *Config) { c.CollectTCPConns = TCPPossible() == nil })
+	p := nettest.NewPair(t)
+	nft(t, p.ClientName, `table ip conntrace_dns_nat {
+	chain output {
+		type nat hook output priority -100; policy accept;
+		udp dport 53 dnat to 198.18.0.2:5353
+	}
+}`)
+	var srv net.PacketConn
+	if err := nettest.Do(p.Server, func() (err error) { srv, err = net.ListenPacket("udp4", p.Server4.String()+":5353"); return }); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	named := netip.MustParseAddr("192.0.2.88")
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, from, err := srv.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var pq dnsmessage.Parser
+			h, err := pq.Start(buf[:n])
+			if err != nil {
+				continue
+			}
+			srv.WriteTo(answerA(t, h.ID, "natted.conntrace.test.", named), from)
+		}
+	}()
+	c := dialUDP(t, p, netip.AddrPortFrom(p.Server4, 53)) // the NAT sends it to port 5353
+	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: 9, RecursionDesired: true})
+	b.StartQuestions()
+	b.Question(question("natted.conntrace.test.", dnsmessage.TypeA))
+	q, _ := b.Finish()
+	if _, err := c.Write(q); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Read(make([]byte, 512)); err != nil {
+		t.Fatalf("no answer through the NAT: %v", err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		tr.mu.Lock()
+		tr.drainDNS()
+		tr.mu.Unlock()
+		names := tr.ReverseDNS().Resolve([]ConnectionStats{{Dest: named}})
+		if slices.Equal(names[named], []string{"natted.conntrace.test"}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("names %v, want %s named natted.conntrace.test; %d answers refused as unsolicited", names, named, tr.Stats().DNSUnsolicited)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

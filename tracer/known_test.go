@@ -34,10 +34,7 @@ func (f *knownFlow) read(live ...ConnectionStats) {
 			conns = append(conns, c)
 		}
 	}
-	conns, expired := f.k.endRead(conns, f.now, f.timeout)
-	if len(expired) > 0 {
-		f.ns.RemoveConnections(expired)
-	}
+	conns = f.k.complete(conns, f.now, f.timeout) // as readActive
 	f.epoch += 10
 	for _, c := range callAt(f.t, f.ns, "A", f.now, f.epoch, conns...) {
 		f.sum.Sent += c.LastSentBytes
@@ -93,5 +90,36 @@ func TestAcceptedPastTimeoutCountedOnce(t *testing.T) {
 	f.read()
 	if want := (last{Recv: 450, Opened: 1, Closed: 1}); f.sum != want {
 		t.Errorf("totals %+v, want %+v", f.sum, want)
+	}
+}
+
+// A connection that expires in one client's read while another client's
+// read, made just before, still reports it: the second client's call
+// counts nothing again (review of issue 11.3: the expiry removed every
+// client's baseline, so that call reported the whole totals and an opening).
+func TestExpiryBetweenAnotherClientsReadAndCall(t *testing.T) {
+	cfg := testConfig()
+	cfg.ClientStateExpiry = time.Hour
+	k, ns := newKnown(100), NewNetworkState(cfg)
+	now := t0
+	read := func() []ConnectionStats { // as readActive
+		k.beginRead()
+		return k.complete(nil, now, time.Minute)
+	}
+	c := startedAt(mkConn(1, 1000, 10), 5)
+	k.beginRead()
+	k.live(&c, now)
+	k.endRead(nil, now, time.Minute)
+	for _, id := range []string{"A", "B"} {
+		callAt(t, ns, id, now, 1)
+		callAt(t, ns, id, now, 2, c)
+	}
+	now = now.Add(59 * time.Second)
+	aView := read() // A's read: the orphan, with its last values
+	now = now.Add(2 * time.Second)
+	read() // B's read: past the timeout, it expires
+	got := callAt(t, ns, "A", now, 3, aView...)
+	if c := got[key(1)]; lastOf(c) != (last{}) {
+		t.Errorf("A's call after B's read expired the connection: %+v, want no delta", lastOf(c))
 	}
 }

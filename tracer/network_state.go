@@ -3,6 +3,7 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 )
@@ -284,7 +285,7 @@ func (ns *networkState) Connections(clientID string, now time.Time, latestEpoch 
 		}
 		n++
 	}
-	out := ns.mergeClosed(c, active[:n])
+	out := ns.mergeClosed(c, active[:n], false)
 
 	// Keep only the baselines of the active set.
 	if marked < len(c.index) {
@@ -334,17 +335,56 @@ func (c *client) older(conn *ConnectionStats) bool {
 	return c.dropped && conn.StartEpoch < c.firstEpoch
 }
 
-// evictOneShot makes room for a new client: it drops the client seen
-// longest ago among those that never came back after their first call (a
-// Prometheus comes back every scrape interval; one-off requests, with a
-// new client_id each, do not), and says whether it found one. Clients that
-// came back are never evicted, only expired. Callers hold ns.mu.
-func (ns *networkState) evictOneShot() bool {
+// oneShotGrace protects a client after its first call from the eviction of
+// other scrapers' new clients, long enough for a Prometheus to come back (a
+// scrape interval is at most 2 minutes in practice: staleness is 5).
+const oneShotGrace = 2 * time.Minute
+
+// clientHost is the scraper address of a client id (collector.ClientID:
+// "client_id@address", or the address alone).
+func clientHost(id string) string {
+	if i := strings.LastIndexByte(id, '@'); i >= 0 {
+		return id[i+1:]
+	}
+	return id
+}
+
+// perHost is how many clients one scraper address holds at most.
+func (ns *networkState) perHost() int { return max(4, ns.maxClients/4) }
+
+// makeRoom makes room for the new client id, if it can, by evicting a
+// client that never came back after its first call (a Prometheus comes
+// back every scrape interval; one-off requests, a new client_id each, do
+// not): the oldest of the new client's own address when that address is at
+// its share (perHost), else the oldest of any address past oneShotGrace.
+// So one address cannot hold more than its share, nor evict another's new
+// Prometheus before it could come back. Clients that came back are never
+// evicted, only expired. Callers hold ns.mu.
+func (ns *networkState) makeRoom(id string, now time.Time) bool {
+	host := clientHost(id)
+	own := 0
+	for oid := range ns.clients {
+		if clientHost(oid) == host {
+			own++
+		}
+	}
+	if own < ns.perHost() && len(ns.clients) < ns.maxClients {
+		return true
+	}
 	var oldest string
 	var c *client
-	for id, o := range ns.clients {
-		if o.calls == 0 && (c == nil || o.lastFetch.Before(c.lastFetch)) {
-			oldest, c = id, o
+	for oid, o := range ns.clients {
+		mine := clientHost(oid) == host
+		switch {
+		case o.calls > 0:
+			continue
+		case own >= ns.perHost() && !mine:
+			continue
+		case own < ns.perHost() && now.Sub(o.lastFetch) < oneShotGrace:
+			continue
+		}
+		if c == nil || o.lastFetch.Before(c.lastFetch) {
+			oldest, c = oid, o
 		}
 	}
 	if c == nil {
@@ -362,9 +402,10 @@ func (ns *networkState) admit(clientID string, now time.Time, readEpoch uint64) 
 	if c := ns.clients[clientID]; c != nil && !c.fresh {
 		return c, nil
 	}
-	if _, ok := ns.clients[clientID]; !ok && len(ns.clients) >= ns.maxClients && !ns.evictOneShot() {
+	if _, ok := ns.clients[clientID]; !ok && !ns.makeRoom(clientID, now) {
 		ns.tel.clientsRejected++
-		return nil, fmt.Errorf("%w: %d held, the limit (--tracer.max-clients), each scraped at least twice", ErrTooManyClients, len(ns.clients))
+		return nil, fmt.Errorf("%w: %d held, the limit (--tracer.max-clients; at most %d per scraper address), and none can make room: each came back after its first scrape, or is younger than %s",
+			ErrTooManyClients, len(ns.clients), ns.perHost(), oneShotGrace)
 	}
 	c := newClient()
 	c.fresh = true
@@ -410,19 +451,21 @@ func (ns *networkState) firstCall(c *client, now time.Time, latestEpoch uint64, 
 		}
 		n++
 	}
-	return ns.mergeClosed(c, active[:n])
+	return ns.mergeClosed(c, active[:n], true)
 }
 
 // mergeClosed appends the client's closed connections to out: a last delta,
-// then the baseline goes.
-func (ns *networkState) mergeClosed(c *client, out []ConnectionStats) []ConnectionStats {
+// then the baseline goes. first is the client's first call: a connection
+// that started before the client was admitted and closed while its first
+// read waited has no baseline, and only its end is the client's.
+func (ns *networkState) mergeClosed(c *client, out []ConnectionStats, first bool) []ConnectionStats {
 	for _, conn := range c.closed {
 		conn.SetLifecycle()
 		switch b := c.baseline(conn.Key); {
 		case b != nil:
 			ns.delta(b, &conn)
 			c.deleteBaseline(conn.Key)
-		case c.older(&conn):
+		case c.older(&conn), first && conn.StartEpoch < c.sinceEpoch:
 			// Its traffic is not the client's to count (see older); its
 			// end is.
 			zeroLast(&conn)

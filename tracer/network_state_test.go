@@ -569,33 +569,57 @@ func TestTooManyClientsRejectedAndCounted(t *testing.T) {
 	}
 }
 
-// A new client beyond MaxClients takes the slot of the client seen longest
-// ago among those that never came back after their first call: one-off
-// requests with a new client_id each cannot lock a Prometheus out (issue
-// 11.15: 15 of them filled the 16 slots, and a restarted Prometheus got
-// 503s for 10 minutes). A client that came back keeps its slot.
+// One-off requests with a new client_id each cannot lock a Prometheus out,
+// nor keep a new one from its deltas (issue 11.15: 15 of them filled the 16
+// slots, and a restarted Prometheus got 503s for 10 minutes; review: then
+// they could evict a new Prometheus before its second scrape). One scraper
+// address holds at most its share of the slots (max(4, MaxClients/4)): past
+// it, its new clients take the slots of its own clients that never came
+// back. A new client of another address takes the slot of a client that
+// never came back only after oneShotGrace; a client that came back keeps
+// its slot.
 func TestOneShotClientsEvictedForNewOnes(t *testing.T) {
 	cfg := testConfig()
-	cfg.MaxClients = 3
+	cfg.MaxClients = 16
+	cfg.ClientStateExpiry = time.Hour
 	ns := NewNetworkState(cfg)
-	call(t, ns, "prometheus", t0, mkConn(1, 10, 10))
-	call(t, ns, "prometheus", t0.Add(15*time.Second), mkConn(1, 20, 10))
-	for i := range 10 { // a flood of one-off ids
-		call(t, ns, fmt.Sprint("x", i), t0.Add(time.Duration(16+i)*time.Second))
+	call(t, ns, "prometheus@10.1.0.1", t0, mkConn(1, 10, 10))
+	call(t, ns, "prometheus@10.1.0.1", t0.Add(15*time.Second), mkConn(1, 20, 10))
+	for i := range 30 { // a flood of one-off ids from one address
+		call(t, ns, fmt.Sprintf("x%d@10.9.9.9", i), t0.Add(16*time.Second))
 	}
-	if n := ns.Lost()[LostClientEvicted]; n != 8 {
-		t.Errorf("Lost()[%s] = %d, want 8 (10 one-off clients in 2 slots)", LostClientEvicted, n)
+	if n, want := ns.Lost()[LostClientEvicted], uint64(30-4); n != want {
+		t.Errorf("Lost()[%s] = %d, want %d (30 one-off clients in their address's 4 slots)", LostClientEvicted, n, want)
 	}
-	// A new Prometheus gets in, and so does the old one's next scrape.
-	if _, newClient := call(t, ns, "prometheus-2", t0.Add(30*time.Second)); !newClient {
-		t.Error("new Prometheus: newClient = false")
+	if n := ns.Clients(); n != 5 {
+		t.Errorf("%d clients held, want 5: the Prometheus and the flood's 4", n)
 	}
-	got, newClient := call(t, ns, "prometheus", t0.Add(30*time.Second), mkConn(1, 35, 10))
+	// Many addresses, one request each: they fill the slots, and a new
+	// Prometheus must wait until they are older than the grace...
+	for i := range 11 {
+		call(t, ns, fmt.Sprintf("y@10.8.0.%d", i), t0.Add(20*time.Second))
+	}
+	if _, _, err := ns.Connections("prometheus-2@10.1.0.2", t0.Add(30*time.Second), 0, nil); !errors.Is(err, ErrTooManyClients) {
+		t.Errorf("a new client while every one-shot slot is young: err %v, want ErrTooManyClients", err)
+	}
+	// ... then it takes the oldest one-shot's slot, and once it came back
+	// it keeps its own, whatever comes.
+	now := t0.Add(20*time.Second + oneShotGrace + time.Second)
+	if _, newClient := call(t, ns, "prometheus-2@10.1.0.2", now); !newClient {
+		t.Error("new Prometheus after the grace: newClient = false")
+	}
+	call(t, ns, "prometheus-2@10.1.0.2", now.Add(15*time.Second))
+	for i := range 40 {
+		ns.Connections(fmt.Sprintf("z@10.7.0.%d", i), now.Add(oneShotGrace+time.Minute), 0, nil)
+	}
+	for _, id := range []string{"prometheus@10.1.0.1", "prometheus-2@10.1.0.2"} {
+		if !ns.HasClient(id) {
+			t.Errorf("%s, which came back, was evicted", id)
+		}
+	}
+	got, newClient := call(t, ns, "prometheus@10.1.0.1", now.Add(oneShotGrace+time.Minute), mkConn(1, 35, 10))
 	if newClient || got[key(1)].LastSentBytes != 15 {
 		t.Errorf("the Prometheus that came back: newClient=%v, LastSentBytes=%d, want false 15", newClient, got[key(1)].LastSentBytes)
-	}
-	if !ns.HasClient("prometheus") || !ns.HasClient("prometheus-2") || ns.HasClient("x0") {
-		t.Error("HasClient does not follow the evictions")
 	}
 }
 
@@ -1233,5 +1257,27 @@ func TestClosedLogAtItsCap(t *testing.T) {
 	}
 	if n := ns.Lost()[LostClosedBufferFull]; n != 990 {
 		t.Errorf("Lost()[%s] = %d, want 990", LostClosedBufferFull, n)
+	}
+}
+
+// A connection that started long before a new client and closes between
+// the client's admission and its first read (the read waits for the
+// tracer's lock) is reported closed to it, without its traffic: none of it
+// is the client's (review of issue 11.5: its whole lifetime was reported,
+// and counted twice by a Prometheus whose counters had just reset).
+func TestFirstCallCloseOfOlderConnectionReportsOnlyTheClose(t *testing.T) {
+	ns := NewNetworkState(testConfig())
+	if err := ns.Admit("A", t0, 100); err != nil {
+		t.Fatal(err)
+	}
+	c := startedAt(mkConn(1, 1<<30, 1<<20), 10)
+	c.Closed, c.LastUpdateEpoch = true, 150
+	ns.StoreClosedConnection(c)
+	conns, newClient, err := ns.Connections("A", t0, 200, nil)
+	if err != nil || !newClient || len(conns) != 1 {
+		t.Fatalf("first call: %d connections, newClient %v, err %v; want the closed one", len(conns), newClient, err)
+	}
+	if got := lastOf(conns[0]); got != (last{Closed: 1}) {
+		t.Errorf("first call: %+v, want only Closed=1", got)
 	}
 }

@@ -256,6 +256,16 @@ func (k *known) endRead(conns []ConnectionStats, now time.Time, timeout time.Dur
 	return conns, expired
 }
 
+// complete ends a read (endRead). The clients' baselines of the
+// connections that expired are left alone: another client's read may hold
+// them still, and its call would count them again from zero. Each client's
+// next call drops the baselines of what left its view, and a late record of
+// an expired connection is rebased, counting only what is new.
+func (k *known) complete(conns []ConnectionStats, now time.Time, timeout time.Duration) []ConnectionStats {
+	conns, _ = k.endRead(conns, now, timeout)
+	return conns
+}
+
 // prune forgets the closed connections: an entry only has to outlive the
 // reads that started before the connection closed, so it goes after
 // min(timeout, 30s). The drain calls it between scrapes too.

@@ -550,11 +550,7 @@ func (t *Tracer) readActive(now time.Time) ([]ConnectionStats, error) {
 			conns = append(conns, c)
 		}
 	}
-	conns, expired := t.known.endRead(conns, now, t.cfg.TCPConnTimeout)
-	if len(expired) > 0 {
-		t.state.RemoveConnections(expired)
-	}
-	return conns, nil
+	return t.known.complete(conns, now, t.cfg.TCPConnTimeout), nil
 }
 
 // readAll reads every TCP connection and UDP flow and marks those whose
@@ -586,15 +582,23 @@ func (t *Tracer) translate(conns []ConnectionStats, now time.Time) {
 	if t.ct == nil {
 		return
 	}
-	t.ct.translate(conns, t.natWait, now)
+	dumped := t.ct.translate(conns, t.natWait, now)
+	// Stored: those found, and all of them after a dump (one not found
+	// then is not NATed). The others (at a sweep within the interval) wait
+	// for the next dump: a read always makes one for them.
+	n := 0
 	for i := range t.natWait {
-		t.state.StoreClosedConnection(t.natWait[i])
+		if c := &t.natWait[i]; dumped || c.IPTranslation != nil {
+			t.state.StoreClosedConnection(*c)
+		} else {
+			t.natWait[n] = *c
+			n++
+		}
 	}
-	if cap(t.natWait) > 1024 {
+	clear(t.natWait[n:]) // no pointers kept
+	t.natWait = t.natWait[:n]
+	if n == 0 && cap(t.natWait) > 1024 {
 		t.natWait = nil // let a burst's array go
-	} else {
-		clear(t.natWait) // no pointers kept
-		t.natWait = t.natWait[:0]
 	}
 }
 

@@ -95,6 +95,14 @@ struct bpf_sock {
 	__u32 family;
 	__u32 type;
 	__u32 protocol;
+	__u32 mark;
+	__u32 priority;
+	__u32 src_ip4;
+	__u32 src_ip6[4];
+	__u32 src_port; /* host byte order */
+	/* Network byte order in the low 16 bits of a 4-byte load, on every
+	 * kernel (5.18 made it a __be16 and kept 4-byte loads). */
+	__u32 dst_port;
 };
 
 /* The registers a kprobe sees (bpf_tracing.h's PT_REGS_* read them); only
@@ -140,6 +148,20 @@ struct __sk_buff {
 	__u32 tc_classid;
 	__u32 data;
 	__u32 data_end;
+	__u32 napi_id;
+	__u32 family;
+	__u32 remote_ip4;
+	__u32 local_ip4;
+	__u32 remote_ip6[4];
+	__u32 local_ip6[4];
+	__u32 remote_port;
+	__u32 local_port;
+	__u32 data_meta;
+	__bpf_md_ptr(void *, flow_keys);
+	__u64 tstamp;
+	__u32 wire_len;
+	__u32 gso_segs;
+	__bpf_md_ptr(struct bpf_sock *, sk);
 };
 
 /* UAPI context of cgroup sock_addr programs (layout is ABI). */

@@ -37,15 +37,18 @@ type DaemonSet struct {
 						MountPath string `yaml:"mountPath"`
 					} `yaml:"volumeMounts"`
 				}
-				Volumes []struct {
-					Name     string
-					HostPath struct{ Path string } `yaml:"hostPath"`
-					Secret   struct {
-						SecretName string `yaml:"secretName"`
-					}
-				}
+				Volumes []Volume
 			}
 		}
+	}
+}
+
+// Volume is a volume of the DaemonSet's pod.
+type Volume struct {
+	Name     string
+	HostPath struct{ Path string } `yaml:"hostPath"`
+	Secret   struct {
+		SecretName string `yaml:"secretName"`
 	}
 }
 

@@ -55,21 +55,28 @@ func TestDaemonSet(t *testing.T) {
 		}
 	}
 
-	var cgroupFlag string
-	for _, a := range c.Args {
-		if v, ok := strings.CutPrefix(a, "--tracer.cgroup-path="); ok {
-			cgroupFlag = v
-		}
-	}
-	mounted := false
-	for _, m := range c.VolumeMounts {
-		for _, v := range spec.Volumes {
-			if v.Name == m.Name && v.HostPath.Path == "/sys/fs/cgroup" && m.MountPath == cgroupFlag {
-				mounted = true
+	// arg is the value of a flag of the container; mounted says whether
+	// some volume that is wanted is mounted at a path where wants it.
+	arg := func(flag string) string {
+		for _, a := range c.Args {
+			if v, ok := strings.CutPrefix(a, flag+"="); ok {
+				return v
 			}
 		}
+		return ""
 	}
-	if !mounted {
+	mounted := func(wanted func(v *Volume) bool, where func(mountPath string) bool) bool {
+		for _, m := range c.VolumeMounts {
+			for i := range spec.Volumes {
+				if v := &spec.Volumes[i]; v.Name == m.Name && wanted(v) && where(m.MountPath) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	cgroupFlag := arg("--tracer.cgroup-path")
+	if !mounted(func(v *Volume) bool { return v.HostPath.Path == "/sys/fs/cgroup" }, func(p string) bool { return p == cgroupFlag }) {
 		t.Errorf("--tracer.cgroup-path=%q is not the host's /sys/fs/cgroup mounted into the container", cgroupFlag)
 	}
 
@@ -85,20 +92,9 @@ func TestDaemonSet(t *testing.T) {
 	}
 	// Basic auth: --web.config.file is web-config.yml, from the Secret the
 	// README says to make of it.
-	var webConfig string
-	for _, a := range c.Args {
-		if v, ok := strings.CutPrefix(a, "--web.config.file="); ok {
-			webConfig = v
-		}
-	}
-	fromSecret := false
-	for _, m := range c.VolumeMounts {
-		for _, v := range spec.Volumes {
-			if v.Name == m.Name && v.Secret.SecretName == "conntrace-web-config" && webConfig == m.MountPath+"/web-config.yml" {
-				fromSecret = true
-			}
-		}
-	}
+	webConfig := arg("--web.config.file")
+	fromSecret := mounted(func(v *Volume) bool { return v.Secret.SecretName == "conntrace-web-config" },
+		func(p string) bool { return webConfig == p+"/web-config.yml" })
 	if !fromSecret {
 		t.Errorf("--web.config.file=%q is not web-config.yml of the Secret conntrace-web-config", webConfig)
 	}

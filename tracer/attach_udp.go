@@ -13,22 +13,13 @@ import (
 // attachUDP attaches the UDP programs: the cgroup hooks that see the peer of
 // sendto()/recvfrom(), and the tracepoints that see the bytes each call moved.
 func (t *Tracer) attachUDP(cgroupPath string) error {
-	for _, h := range []struct {
-		prog   *ebpf.Program
-		name   string
-		attach ebpf.AttachType
-		hook   string
-	}{
+	if err := t.attachCgroup(cgroupPath, "cgroup_sock_addr", []cgroupHook{
 		{t.objs.UdpSendmsg4, "udp_sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, "sendmsg4"},
 		{t.objs.UdpSendmsg6, "udp_sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, "sendmsg6"},
 		{t.objs.UdpRecvmsg4, "udp_recvmsg4", ebpf.AttachCGroupUDP4Recvmsg, "recvmsg4"},
 		{t.objs.UdpRecvmsg6, "udp_recvmsg6", ebpf.AttachCGroupUDP6Recvmsg, "recvmsg6"},
-	} {
-		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: h.attach, Program: h.prog})
-		if err != nil {
-			return fmt.Errorf("attaching %s to the cgroup v2 root %s (%s): %w", h.name, cgroupPath, h.hook, err)
-		}
-		t.attached(l, Attachment{Program: h.name, Hook: "cgroup " + cgroupPath + " " + h.hook, Attach: "cgroup_sock_addr"})
+	}); err != nil {
+		return err
 	}
 	switch t.udpHook {
 	case UDPHookKprobe:

@@ -95,27 +95,10 @@ func TestDNSAnswerThroughNAT(t *testing.T) {
 		udp dport 53 dnat to 198.18.0.2:5353
 	}
 }`)
-	var srv net.PacketConn
-	if err := nettest.Do(p.Server, func() (err error) { srv, err = net.ListenPacket("udp4", p.Server4.String()+":5353"); return }); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
 	named := netip.MustParseAddr("192.0.2.88")
-	go func() {
-		buf := make([]byte, 512)
-		for {
-			n, from, err := srv.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			var pq dnsmessage.Parser
-			h, err := pq.Start(buf[:n])
-			if err != nil {
-				continue
-			}
-			srv.WriteTo(answerA(t, h.ID, "natted.conntrace.test.", named), from)
-		}
-	}()
+	dnsServer(t, p, 5353, func(id uint16, _ dnsmessage.Question) []byte {
+		return answerA(t, id, "natted.conntrace.test.", named)
+	})
 	c := dialUDP(t, p, netip.AddrPortFrom(p.Server4, 53)) // the NAT sends it to port 5353
 	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: 9, RecursionDesired: true})
 	b.StartQuestions()

@@ -20,6 +20,39 @@ func dnsResponse(t testing.TB, qs []dnsmessage.Question, rcode dnsmessage.RCode,
 	return dnsResponseID(t, 7, qs, rcode, build)
 }
 
+// dnsServer answers, on the server's IPv4 address and port, each query
+// with what answer gives for its id and question, until the test ends.
+func dnsServer(t *testing.T, p *nettest.Pair, port int, answer func(id uint16, q dnsmessage.Question) []byte) {
+	t.Helper()
+	var srv net.PacketConn
+	if err := nettest.Do(p.Server, func() (err error) {
+		srv, err = net.ListenPacket("udp4", net.JoinHostPort(p.Server4.String(), fmt.Sprint(port)))
+		return
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, from, err := srv.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var pq dnsmessage.Parser
+			h, err := pq.Start(buf[:n])
+			if err != nil {
+				continue
+			}
+			q, err := pq.Question()
+			if err != nil {
+				continue
+			}
+			srv.WriteTo(answer(h.ID, q), from)
+		}
+	}()
+}
+
 // dnsResponseID is dnsResponse with the transaction id of its query.
 func dnsResponseID(t testing.TB, id uint16, qs []dnsmessage.Question, rcode dnsmessage.RCode, build func(b *dnsmessage.Builder) error) []byte {
 	t.Helper()
@@ -139,39 +172,14 @@ func TestReverseDNSFromAnswers(t *testing.T) {
 	// DNS needs no TCP: on kernels that cannot trace it, without.
 	tr := newTestTracer(t, func(c *Config) { c.CollectTCPConns = TCPPossible() == nil })
 	p := nettest.NewPair(t)
-	var srv net.PacketConn
-	if err := nettest.Do(p.Server, func() (err error) {
-		srv, err = net.ListenPacket("udp4", p.Server4.String()+":53")
-		return
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	go func() {
-		buf := make([]byte, 512)
-		for {
-			n, from, err := srv.ReadFrom(buf)
-			if err != nil {
-				return
+	dnsServer(t, p, 53, func(id uint16, q dnsmessage.Question) []byte {
+		return dnsResponseID(t, id, []dnsmessage.Question{q}, dnsmessage.RCodeSuccess, func(b *dnsmessage.Builder) error {
+			if q.Type == dnsmessage.TypeAAAA {
+				return b.AAAAResource(rrh(q.Name.String(), dnsmessage.TypeAAAA), dnsmessage.AAAAResource{AAAA: p.Server6.As16()})
 			}
-			var pq dnsmessage.Parser
-			h, err := pq.Start(buf[:n])
-			if err != nil {
-				continue
-			}
-			q, err := pq.Question()
-			if err != nil {
-				continue
-			}
-			msg := dnsResponseID(t, h.ID, []dnsmessage.Question{q}, dnsmessage.RCodeSuccess, func(b *dnsmessage.Builder) error {
-				if q.Type == dnsmessage.TypeAAAA {
-					return b.AAAAResource(rrh(q.Name.String(), dnsmessage.TypeAAAA), dnsmessage.AAAAResource{AAAA: p.Server6.As16()})
-				}
-				return b.AResource(rrh(q.Name.String(), dnsmessage.TypeA), dnsmessage.AResource{A: p.Server4.As4()})
-			})
-			srv.WriteTo(msg, from)
-		}
-	}()
+			return b.AResource(rrh(q.Name.String(), dnsmessage.TypeA), dnsmessage.AResource{A: p.Server4.As4()})
+		})
+	})
 	c := dialUDP(t, p, netip.AddrPortFrom(p.Server4, 53))
 	for _, typ := range []dnsmessage.Type{dnsmessage.TypeA, dnsmessage.TypeAAAA} {
 		b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: 3, RecursionDesired: true})

@@ -327,20 +327,11 @@ func (t *Tracer) attach(cgroupPath string) error {
 
 	if t.cfg.DNSInspection {
 		// Egress first: an answer is read only for a query seen leaving.
-		for _, p := range []struct {
-			prog   *ebpf.Program
-			name   string
-			attach ebpf.AttachType
-			dir    string
-		}{
+		if err := t.attachCgroup(cgroupPath, "cgroup_skb", []cgroupHook{
 			{t.objs.DnsEgress, "dns_egress", ebpf.AttachCGroupInetEgress, "egress"},
 			{t.objs.DnsIngress, "dns_ingress", ebpf.AttachCGroupInetIngress, "ingress"},
-		} {
-			l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: p.attach, Program: p.prog})
-			if err != nil {
-				return fmt.Errorf("attaching %s to the cgroup v2 root %s (cgroup_skb %s): %w", p.name, cgroupPath, p.dir, err)
-			}
-			t.attached(l, Attachment{Program: p.name, Hook: "cgroup " + cgroupPath + " " + p.dir, Attach: "cgroup_skb"})
+		}); err != nil {
+			return err
 		}
 	}
 
@@ -750,6 +741,26 @@ func (t *Tracer) Close() error {
 		t.ct.close()
 	}
 	return errors.Join(errs...)
+}
+
+// cgroupHook is a program to attach to the cgroup v2 root.
+type cgroupHook struct {
+	prog   *ebpf.Program
+	name   string
+	attach ebpf.AttachType
+	hook   string // as said in Attachment.Hook
+}
+
+// attachCgroup attaches hooks to cgroupPath, as programs of kind.
+func (t *Tracer) attachCgroup(cgroupPath, kind string, hooks []cgroupHook) error {
+	for _, h := range hooks {
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: h.attach, Program: h.prog})
+		if err != nil {
+			return fmt.Errorf("attaching %s to the cgroup v2 root %s (%s %s): %w", h.name, cgroupPath, kind, h.hook, err)
+		}
+		t.attached(l, Attachment{Program: h.name, Hook: "cgroup " + cgroupPath + " " + h.hook, Attach: kind})
+	}
+	return nil
 }
 
 // ktimeNow is the kernel's bpf_ktime_get_ns clock (CLOCK_MONOTONIC) now.

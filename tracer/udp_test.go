@@ -88,6 +88,26 @@ func dialUDP(t *testing.T, p *nettest.Pair, to netip.AddrPort) net.Conn {
 	return c
 }
 
+// udpAsk sends a datagram of each size on the connected socket c and reads
+// each answer; it returns the bytes sent and received.
+func udpAsk(t *testing.T, c net.Conn, sizes ...int) (sent, recv uint64) {
+	t.Helper()
+	buf := make([]byte, 65536)
+	for _, n := range sizes {
+		if _, err := c.Write(bytes.Repeat([]byte{'c'}, n)); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		m, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("reading the answer to %d bytes: %v", n, err)
+		}
+		sent += uint64(n)
+		recv += uint64(m)
+	}
+	return sent, recv
+}
+
 func udpEnds(p *nettest.Pair, v6 bool, port uint16) map[string]end {
 	e := pairEnds(p, v6, port)
 	c, s := e["client"], e["server"]
@@ -112,20 +132,7 @@ func TestUDPConnectedExactBytes(t *testing.T) {
 					o := newObserver(t, tr, fmt.Sprintf("%s/%d", t.Name(), attempt), udpEnds(p, v6, port))
 					o.tolerateMisses = true
 					c := dialUDP(t, p, netip.AddrPortFrom(srv, port))
-					var sent, recv uint64
-					buf := make([]byte, 65536)
-					for _, n := range []int{1, 100, 1000, 1400, 8000, 30000} {
-						if _, err := c.Write(bytes.Repeat([]byte{'c'}, n)); err != nil {
-							t.Fatal(err)
-						}
-						c.SetReadDeadline(time.Now().Add(2 * time.Second))
-						m, err := c.Read(buf)
-						if err != nil {
-							t.Fatalf("reading the answer to %d bytes: %v", n, err)
-						}
-						sent += uint64(n)
-						recv += uint64(m)
-					}
+					sent, recv := udpAsk(t, c, 1, 100, 1000, 1400, 8000, 30000)
 					o.waitFor("UDP bytes", func(tot map[string]*kTotals) bool {
 						return tot["client"].sent == sent && tot["client"].recv == recv &&
 							tot["server"].sent == recv && tot["server"].recv == sent

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/conntrace/conntrace_exporter/internal/nettest"
 )
@@ -60,20 +59,7 @@ func TestUDPDualStackSocketIPv4WithoutIPv6(t *testing.T) {
 			o := newObserver(t, tr, t.Name()+strconv.Itoa(attempt), ends)
 			o.tolerateMisses = true
 			c := dialUDP(t, p, netip.AddrPortFrom(p.Server4, port))
-			buf := make([]byte, 65536)
-			var sent, recv uint64
-			for _, n := range []int{10, 1000, 3000} {
-				if _, err := c.Write(make([]byte, n)); err != nil {
-					t.Fatal(err)
-				}
-				c.SetReadDeadline(time.Now().Add(2 * time.Second))
-				m, err := c.Read(buf)
-				if err != nil {
-					t.Fatalf("reading the answer to %d bytes: %v", n, err)
-				}
-				sent += uint64(n)
-				recv += uint64(m)
-			}
+			sent, recv := udpAsk(t, c, 10, 1000, 3000)
 			o.waitFor("the server's IPv4 flow", func(tot map[string]*kTotals) bool {
 				return tot["server"].recv == sent && tot["server"].sent == recv
 			})

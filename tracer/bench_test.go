@@ -332,13 +332,15 @@ type progStats map[string]ebpf.ProgramStats
 
 func (tr *Tracer) benchPrograms() map[string]*ebpf.Program {
 	return map[string]*ebpf.Program{
-		"set_state":    tr.objs.HandleSetState,
-		"destroy_sock": tr.objs.HandleDestroySock,
-		"sockops":      tr.objs.HandleSockops,
-		"send_length":  tr.objs.HandleSendLength,
-		"recv_length":  tr.objs.HandleRecvLength,
-		"dns_ingress":  tr.objs.DnsIngress,
-		"dump_conns":   tr.objs.DumpConns,
+		"set_state":      tr.objs.HandleSetState,
+		"destroy_sock":   tr.objs.HandleDestroySock,
+		"sockops":        tr.objs.HandleSockops,
+		"send_length":    tr.objs.HandleSendLength,
+		"recv_length":    tr.objs.HandleRecvLength,
+		"dns_ingress":    tr.objs.DnsIngress,
+		"dns_egress":     tr.objs.DnsEgress,
+		"dump_conns":     tr.objs.DumpConns,
+		"dump_conns_tcp": tr.objs.DumpConnsTcp,
 	}
 }
 
@@ -346,6 +348,9 @@ func readProgStats(b *testing.B, tr *Tracer) progStats {
 	b.Helper()
 	s := progStats{}
 	for name, prog := range tr.benchPrograms() {
+		if prog == nil {
+			continue // not this kernel's (dump_conns where iter/tcp reads TCP)
+		}
 		st, err := prog.Stats()
 		if err != nil {
 			b.Fatalf("stats of %s: %v", name, err)
@@ -501,7 +506,8 @@ func benchmarkProgramRunCost(b *testing.B, filters *ConnectionFilters) {
 	// send_length and recv_length run on every send and receive call of
 	// every socket (they count UDP; a TCP socket leaves at once).
 	// dns_ingress runs on every packet delivered to a socket.
-	for _, name := range []string{"set_state", "destroy_sock", "sockops", "send_length", "recv_length", "dns_ingress"} {
+	// dns_egress runs on every packet a socket sends.
+	for _, name := range []string{"set_state", "destroy_sock", "sockops", "send_length", "recv_length", "dns_ingress", "dns_egress"} {
 		st := loop[name]
 		bgRuns += bg[name].RunCount
 		totalNs += uint64(st.Runtime)
@@ -517,11 +523,15 @@ func benchmarkProgramRunCost(b *testing.B, filters *ConnectionFilters) {
 	}
 	b.ReportMetric(float64(totalNs)/float64(n), "bpf_ns/conn")
 	b.ReportMetric(float64(bgRuns)/bgTime.Seconds(), "bg_runs/s")
-	if st := scr["dump_conns"]; st.RunCount > 0 {
-		b.ReportMetric(float64(st.Runtime.Nanoseconds())/float64(st.RunCount), "dump_conns_ns/run")
-		b.ReportMetric(float64(st.RunCount)/scrapes, "dump_conns_runs/scrape")
+	dump := "dump_conns" // the task_file way, else iter/tcp's
+	if tr.tcpIter == tcpIterTCP {
+		dump = "dump_conns_tcp"
+	}
+	if st := scr[dump]; st.RunCount > 0 {
+		b.ReportMetric(float64(st.Runtime.Nanoseconds())/float64(st.RunCount), dump+"_ns/run")
+		b.ReportMetric(float64(st.RunCount)/scrapes, dump+"_runs/scrape")
 	} else {
-		b.Errorf("dump_conns never ran during %d scrapes", scrapes)
+		b.Errorf("%s never ran during %d scrapes", dump, scrapes)
 	}
 }
 

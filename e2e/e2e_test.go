@@ -413,7 +413,7 @@ func startPrometheus(t *testing.T, bin, target string, ruleFiles ...string) stri
 }
 
 // scrape fetches and parses one scrape of the exporter.
-func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
+func scrape(t testing.TB, url string) map[string]*dto.MetricFamily {
 	t.Helper()
 	body, err := get(url)
 	if err != nil {

@@ -30,7 +30,7 @@ import (
 var httpClient = &http.Client{Timeout: 5 * time.Second}
 
 // freePort returns a TCP port of 127.0.0.1 that was free a moment ago.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -43,7 +43,7 @@ func freePort(t *testing.T) int {
 // lineLogger is an io.Writer that logs each complete line to the test log
 // with a prefix, and keeps everything written.
 type lineLogger struct {
-	t      *testing.T
+	t      testing.TB
 	prefix string
 
 	mu      sync.Mutex
@@ -93,7 +93,7 @@ type process struct {
 
 // start starts cmd and registers a cleanup that kills it (if it still
 // runs) and waits for it, whatever happens to the test.
-func start(t *testing.T, cmd *exec.Cmd) *process {
+func start(t testing.TB, cmd *exec.Cmd) *process {
 	t.Helper()
 	p := &process{cmd: cmd, done: make(chan struct{})}
 	if err := cmd.Start(); err != nil {
@@ -119,7 +119,7 @@ func start(t *testing.T, cmd *exec.Cmd) *process {
 
 // stop sends sig and waits up to timeout for the exit; it returns the exit
 // code, or fails the test.
-func (p *process) stop(t *testing.T, sig syscall.Signal, timeout time.Duration) int {
+func (p *process) stop(t testing.TB, sig syscall.Signal, timeout time.Duration) int {
 	t.Helper()
 	if err := p.cmd.Process.Signal(sig); err != nil {
 		t.Fatalf("signalling %s: %v", p.cmd.Path, err)
@@ -151,7 +151,7 @@ func (p *process) exited() bool {
 }
 
 // waitHTTP polls url until it answers 200, the process dies, or timeout.
-func waitHTTP(t *testing.T, p *process, url string, timeout time.Duration) {
+func waitHTTP(t testing.TB, p *process, url string, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var last error
@@ -329,7 +329,7 @@ func tailFile(path string, max int64) string {
 // trace TCP (before Linux 5.12, or a verifier that refuses the TCP
 // iterator), saying why; the kernel matrix (scripts/kernels) proves TCP on
 // the kernels that can.
-func requireTCP(t *testing.T) {
+func requireTCP(t testing.TB) {
 	t.Helper()
 	if err := tracer.TCPPossible(); err != nil {
 		t.Skipf("TCP is not traced on this kernel (%v): this test's traffic is TCP", err)

@@ -77,7 +77,7 @@ func AddTracerFlags(app *kingpin.Application) *tracer.Config {
 		Default(i(cfg.MaxClosedConnectionsBuffered)).SetValue(newValue(name("MaxClosedConnectionsBuffered"), &cfg.MaxClosedConnectionsBuffered, parseInt))
 	flag("MaxConnectionsStateBuffered", "Per-connection baselines held per client to compute its deltas. At least 1.").
 		Default(i(cfg.MaxConnectionsStateBuffered)).SetValue(newValue(name("MaxConnectionsStateBuffered"), &cfg.MaxConnectionsStateBuffered, parseInt))
-	flag("ClientStateExpiry", "Forget a client (client_id, else scraper address) not scraped for this long; its counters then restart. At least 1s.").
+	flag("ClientStateExpiry", "Forget a client (scraper address, with its client_id if given) not scraped for this long; its counters then restart. At least 1s.").
 		Default(cfg.ClientStateExpiry.String()).SetValue(newValue(name("ClientStateExpiry"), &cfg.ClientStateExpiry, parseDuration))
 	flag("MaxClients", "Clients held at once; a scrape from a new client beyond it gets a 503 until one expires. At least 1.").
 		Default(i(cfg.MaxClients)).SetValue(newValue(name("MaxClients"), &cfg.MaxClients, parseInt))

@@ -46,7 +46,7 @@ func newHealthCollector(src Source, failedScrapes *atomic.Uint64) *healthCollect
 				"decode_error (kernel record not decoded), conntrack_state_full and conntrack_error (NAT not read), "+
 				"dns_ring_buffer_full, dns_malformed and dns_cache_full (DNS answers not read, or not kept), recursion_misses (BPF program runs the kernel skipped), socket_storage_error (new TCP connection not traced: no socket storage), udp_flow_expiring (a UDP call that raced the closing of its idle flow, at most), scrape_failed (a scrape failed after taking its deltas: its client restarted).", []string{"reason"}, nil),
 		clients: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "clients"),
-			"Scrape clients (client_id, else scraper address) whose per-client state the tracer holds.", nil, nil),
+			"Scrape clients (scraper address, with its client_id if given) whose per-client state the tracer holds.", nil, nil),
 		progInfo: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "bpf_program_info"),
 			"A BPF program of the tracer (always 1): the hook it is attached to, and how.", []string{"program", "hook", "attach"}, nil),
 		progRuns: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "bpf_program_runs_total"),

@@ -69,16 +69,13 @@ func newConntracker(cfg *Config) (*conntracker, error) {
 	}, nil
 }
 
-// translate sets IPTranslation on the connections of a read and on the
-// closed connections that wait for one (see lookupClosed), dumping the
+// translate sets IPTranslation on the connections of a read, dumping the
 // tables first when one of them waits and the last dump is old enough, or
-// whatever its age when closed connections wait at a read: a scrape must
-// report them, or their clients' baselines, gone with the socket from the
-// live view, would be gone too. It says whether it dumped (a closed
-// connection not found then is not NATed, else it waits on). Connections
-// gone from the read are forgotten; conns nil is no read (the drain's
-// sweep), which forgets nothing and keeps the interval.
-func (ct *conntracker) translate(conns, closed []ConnectionStats, now time.Time) bool {
+// whatever its age when closed connections of the namespaces closedNS wait
+// for theirs (see Tracer.translate): they are held for clients that take
+// them right after. It says whether it dumped (a closed connection not
+// found then is not NATed). Connections gone from the read are forgotten.
+func (ct *conntracker) translate(conns []ConnectionStats, closedNS map[uint32]struct{}, now time.Time) bool {
 	seen := make(map[ConnKey]struct{}, len(conns))
 	wanted := map[uint32]struct{}{ct.selfNS: {}}
 	waiting := map[uint32]struct{}{}
@@ -89,22 +86,12 @@ func (ct *conntracker) translate(conns, closed []ConnectionStats, now time.Time)
 			waiting[conns[i].NetNS] = struct{}{}
 		}
 	}
-	for i := range closed {
-		wanted[closed[i].NetNS] = struct{}{}
-		waiting[closed[i].NetNS] = struct{}{}
-	}
-	if conns == nil {
-		// No read: every namespace held is still wanted.
-		for ns := range ct.handles {
-			wanted[ns] = struct{}{}
-		}
-		for ns := range ct.tables {
-			wanted[ns] = struct{}{}
-		}
+	for ns := range closedNS {
+		wanted[ns] = struct{}{}
+		waiting[ns] = struct{}{}
 	}
 	dumped := false
-	atRead := conns != nil && len(closed) > 0
-	if len(waiting) > 0 && (atRead || now.Sub(ct.last) >= ct.interval) {
+	if len(waiting) > 0 && (len(closedNS) > 0 || now.Sub(ct.last) >= ct.interval) {
 		// A dump walks the whole (global) conntrack hash: only the
 		// namespaces with a connection waiting, and the exporter's own.
 		waiting[ct.selfNS] = struct{}{}
@@ -114,14 +101,9 @@ func (ct *conntracker) translate(conns, closed []ConnectionStats, now time.Time)
 	for i := range conns {
 		conns[i].IPTranslation = ct.lookup(&conns[i], dumped)
 	}
-	for i := range closed {
-		closed[i].IPTranslation, _ = ct.find(&closed[i])
-	}
-	if conns != nil {
-		for k := range ct.decided {
-			if _, ok := seen[k]; !ok {
-				delete(ct.decided, k)
-			}
+	for k := range ct.decided {
+		if _, ok := seen[k]; !ok {
+			delete(ct.decided, k)
 		}
 	}
 	return dumped
@@ -153,12 +135,21 @@ func (ct *conntracker) lookupClosed(c *ConnectionStats) (*IPTranslation, bool) {
 
 // find looks c up in the tables of its namespace, then the exporter's.
 func (ct *conntracker) find(c *ConnectionStats) (*IPTranslation, bool) {
+	return ct.findKey(c.NetNS, ctKeyOf(c))
+}
+
+// ctKeyOf is the conntrack tuple of c as it sent.
+func ctKeyOf(c *ConnectionStats) ctKey {
 	proto := uint8(unix.IPPROTO_TCP)
 	if c.Type == UDP {
 		proto = unix.IPPROTO_UDP
 	}
-	k := ctKey{proto: proto, src: c.Source, dst: c.Dest, sport: c.SPort, dpt: c.DPort}
-	for _, ns := range []uint32{c.NetNS, ct.selfNS} {
+	return ctKey{proto: proto, src: c.Source, dst: c.Dest, sport: c.SPort, dpt: c.DPort}
+}
+
+// findKey looks k up in the tables of netns, then the exporter's.
+func (ct *conntracker) findKey(netns uint32, k ctKey) (*IPTranslation, bool) {
+	for _, ns := range []uint32{netns, ct.selfNS} {
 		if tr, ok := ct.tables[ns][k]; ok {
 			return &tr, true
 		}

@@ -52,8 +52,14 @@ type NetworkState interface {
 	// ErrTooManyClients and changes nothing else.
 	Connections(clientID string, now time.Time, latestEpoch uint64, active []ConnectionStats) (conns []ConnectionStats, newClient bool, err error)
 	// StoreClosedConnection buffers a closed connection for every existing
-	// client that was created before the connection closed.
-	StoreClosedConnection(conn ConnectionStats)
+	// client that was created before the connection closed. It returns the
+	// record's sequence number, and false when no client holds it.
+	StoreClosedConnection(conn ConnectionStats) (seq uint64, held bool)
+	// SetTranslation sets the NAT of the closed record seq, if it is still
+	// held (found after it was stored, before any client took it).
+	SetTranslation(seq uint64, tr *IPTranslation)
+	// OldestClosed is the sequence number of the oldest closed record held.
+	OldestClosed() uint64
 	// RemoveClient drops a client and everything held for it.
 	RemoveClient(clientID string)
 	// RemoveExpiredClients drops the clients whose last call is older than
@@ -543,11 +549,11 @@ func zeroLast(conn *ConnectionStats) {
 	conn.LastFailed = 0
 }
 
-func (ns *networkState) StoreClosedConnection(conn ConnectionStats) {
+func (ns *networkState) StoreClosedConnection(conn ConnectionStats) (uint64, bool) {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
 	if len(ns.clients) == 0 {
-		return // nobody to give it to: a new client gets what closes after it
+		return 0, false // nobody to give it to: a new client gets what closes after it
 	}
 	if len(ns.records()) >= ns.maxClosedConns {
 		old := &ns.log[ns.logOff]
@@ -562,15 +568,32 @@ func (ns *networkState) StoreClosedConnection(conn ConnectionStats) {
 		*old = ConnectionStats{} // no pointer kept
 		ns.logOff++
 		ns.logBase++
-		if ns.logOff >= len(ns.log)/2 {
+		if ns.logOff >= max(ns.maxClosedConns/8, 1) {
 			// Move the records to the front, rather than let the array
-			// grow while its head is dead.
+			// grow while its head is dead: at most 1/8 more than the cap
+			// (a copy of the cap's records every cap/8 records dropped,
+			// only while records are being lost anyway).
 			n := copy(ns.log, ns.log[ns.logOff:])
 			clear(ns.log[n:])
 			ns.log, ns.logOff = ns.log[:n], 0
 		}
 	}
 	ns.log = append(ns.log, conn)
+	return ns.logEnd() - 1, true
+}
+
+func (ns *networkState) OldestClosed() uint64 {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	return ns.logBase
+}
+
+func (ns *networkState) SetTranslation(seq uint64, tr *IPTranslation) {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	if seq >= ns.logBase && seq < ns.logEnd() {
+		ns.log[ns.logOff+int(seq-ns.logBase)].IPTranslation = tr
+	}
 }
 
 // records are the closed records held; logEnd the sequence number of the

@@ -2,10 +2,12 @@ package tracer
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -38,9 +40,10 @@ type Tracer struct {
 	// afterRead, when set (tests), runs in GetActiveConnections between
 	// the read and the drain that follows it, under mu.
 	afterRead func()
-	// natWait holds the closed connections whose NAT the next conntrack
-	// dump finds (see drainClosed), at most maxNATWait.
-	natWait []ConnectionStats
+	// natWait holds the closed connections, stored already, whose NAT the
+	// next conntrack dump finds (see drainClosed), at most
+	// MaxClosedConnectionsBuffered (as many as the clients' log holds).
+	natWait []natWaiting
 
 	objs        bpf.ConntraceObjects
 	links       []link.Link
@@ -422,23 +425,26 @@ func (t *Tracer) drainLoop() {
 			t.drainClosed()
 			t.mu.Unlock()
 		case <-sweep.C:
-			// Close idle UDP flows, find the NAT of the closed connections
-			// waiting for it, and forget what only served reads, even when
-			// nobody scrapes: memory stays bounded without scrapes.
+			// Close idle UDP flows, expire clients, and forget what only
+			// served reads, even when nobody scrapes: memory stays bounded
+			// without scrapes. The closed connections waiting for their NAT
+			// wait for the next scrape (which dumps for them: a dump costs
+			// the conntrack table's size, not to be paid when nobody
+			// reads), unless no client is left to take them.
 			now := time.Now()
+			t.state.RemoveExpiredClients(now)
 			t.mu.Lock()
 			if _, err := t.readUDP(nil, ktimeNow()); err != nil {
 				level.Warn(t.logger).Log("msg", "sweeping idle UDP flows", "err", err)
 			}
-			if len(t.natWait) > 0 {
-				t.translate(nil, now)
+			if len(t.natWait) > 0 && t.state.Clients() == 0 {
+				t.natWait = nil // no record left to set
 			}
 			t.known.prune(now, t.cfg.TCPConnTimeout)
 			t.mu.Unlock()
 			if t.dns != nil {
 				t.dns.expire(now)
 			}
-			t.state.RemoveExpiredClients(now)
 		}
 	}
 }
@@ -493,20 +499,29 @@ func (t *Tracer) drainClosed() {
 			continue
 		}
 		t.known.closed(&c, now)
+		found := true
 		if t.ct != nil {
-			tr, ok := t.ct.lookupClosed(&c)
-			c.IPTranslation = tr
-			if !ok && len(t.natWait) < maxNATWait {
-				// Opened and closed between two dumps: its NAT is found
-				// by the next one (translate), then it is stored.
-				t.natWait = append(t.natWait, c)
-				continue
-			}
-			if !ok {
-				t.ct.full++
-			}
+			c.IPTranslation, found = t.ct.lookupClosed(&c)
 		}
-		t.state.StoreClosedConnection(c)
+		seq, held := t.state.StoreClosedConnection(c)
+		if found || !held {
+			continue
+		}
+		// Opened and closed between two dumps: the next one (translate,
+		// before any client takes the record) finds its NAT, the conntrack
+		// entry outliving the socket. As many wait as records are held:
+		// the records the state let go need none.
+		if len(t.natWait) >= t.cfg.MaxClosedConnectionsBuffered {
+			// In sequence order: those gone are a prefix.
+			oldest := t.state.OldestClosed()
+			gone, _ := slices.BinarySearchFunc(t.natWait, oldest, func(w natWaiting, seq uint64) int { return cmp.Compare(w.seq, seq) })
+			t.natWait = t.natWait[gone:]
+		}
+		if len(t.natWait) < t.cfg.MaxClosedConnectionsBuffered {
+			t.natWait = append(t.natWait, natWaiting{seq: seq, netns: c.NetNS, key: ctKeyOf(&c)})
+		} else {
+			t.ct.full++
+		}
 	}
 }
 
@@ -562,33 +577,37 @@ func (t *Tracer) readAll(now time.Time) ([]ConnectionStats, error) {
 	return conns, nil
 }
 
-// maxNATWait bounds the closed connections waiting for a conntrack dump:
-// those beyond it are stored without their NAT, counted in
-// conntrack_state_full.
-const maxNATWait = 65536
+// natWaiting is a closed record, held by the state, whose NAT waits for a
+// dump.
+type natWaiting struct {
+	seq   uint64
+	netns uint32
+	key   ctKey
+}
 
-// translate finds the NAT of a read's connections and of the closed
-// connections waiting for one, which it then stores. Callers hold t.mu.
+// translate finds the NAT of a read's connections and sets that of the
+// closed records waiting for one. Callers hold t.mu, and call it before
+// any client takes the records drained (GetActiveConnections holds t.mu
+// through its client's call).
 func (t *Tracer) translate(conns []ConnectionStats, now time.Time) {
 	if t.ct == nil {
 		return
 	}
-	dumped := t.ct.translate(conns, t.natWait, now)
-	// Stored: those found, and all of them after a dump (one not found
-	// then is not NATed). The others (at a sweep within the interval) wait
-	// for the next dump: a read always makes one for them.
-	n := 0
-	for i := range t.natWait {
-		if c := &t.natWait[i]; dumped || c.IPTranslation != nil {
-			t.state.StoreClosedConnection(*c)
-		} else {
-			t.natWait[n] = *c
-			n++
+	var namespaces map[uint32]struct{}
+	if len(t.natWait) > 0 {
+		namespaces = make(map[uint32]struct{})
+		for _, w := range t.natWait {
+			namespaces[w.netns] = struct{}{}
 		}
 	}
-	clear(t.natWait[n:]) // no pointers kept
-	t.natWait = t.natWait[:n]
-	if n == 0 && cap(t.natWait) > 1024 {
+	t.ct.translate(conns, namespaces, now) // dumps when records wait
+	for _, w := range t.natWait {
+		if tr, ok := t.ct.findKey(w.netns, w.key); ok {
+			t.state.SetTranslation(w.seq, tr)
+		}
+	}
+	t.natWait = t.natWait[:0]
+	if cap(t.natWait) > 4096 {
 		t.natWait = nil // let a burst's array go
 	}
 }
@@ -610,14 +629,15 @@ func (t *Tracer) GetActiveConnections(clientID string) (*Connections, error) {
 	}
 	// After the read: what closed meanwhile reaches this call already.
 	t.drainClosed()
-	if err == nil {
-		t.translate(active, now)
-	}
-	t.mu.Unlock()
 	if err != nil {
+		t.mu.Unlock()
 		return nil, err
 	}
+	t.translate(active, now)
+	// Under t.mu: no record drained after translate, its NAT not set yet,
+	// reaches this client.
 	conns, newClient, err := t.state.Connections(clientID, now, ktimeNow(), active)
+	t.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}

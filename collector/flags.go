@@ -73,7 +73,7 @@ func AddTracerFlags(app *kingpin.Application) *tracer.Config {
 		Default(cfg.UDPHook).StringVar(&cfg.UDPHook) // checked by Validate, whose message names the flag
 	flag("MaxTrackedConnections", `Connections tracked in the kernel at once; more are not traced and counted in conntrace_lost_total{reason="tracked_connections_full"}. 1 to 16777216.`).
 		Default(u(uint64(cfg.MaxTrackedConnections))).SetValue(newValue(name("MaxTrackedConnections"), &cfg.MaxTrackedConnections, parseUint32))
-	flag("MaxClosedConnectionsBuffered", "Closed connections held per client between two of its scrapes. At least 1.").
+	flag("MaxClosedConnectionsBuffered", "Closed connections held, once for all clients, until every client took them at its next scrape; past it the oldest go (lost_total{reason=\"closed_buffer_full\"}). At least 1.").
 		Default(i(cfg.MaxClosedConnectionsBuffered)).SetValue(newValue(name("MaxClosedConnectionsBuffered"), &cfg.MaxClosedConnectionsBuffered, parseInt))
 	flag("MaxConnectionsStateBuffered", "Per-connection baselines held per client to compute its deltas. At least 1.").
 		Default(i(cfg.MaxConnectionsStateBuffered)).SetValue(newValue(name("MaxConnectionsStateBuffered"), &cfg.MaxConnectionsStateBuffered, parseInt))

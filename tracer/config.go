@@ -35,8 +35,8 @@ type Config struct {
 	// MaxTrackedConnections bounds the connections tracked in the kernel.
 	// Connections beyond it are counted in conntrace_lost_total{reason="tracked_connections_full"}.
 	MaxTrackedConnections uint32
-	// MaxClosedConnectionsBuffered bounds, per client, the closed
-	// connections held between two calls of that client.
+	// MaxClosedConnectionsBuffered bounds the closed connections held,
+	// once for all clients, until every client took them.
 	MaxClosedConnectionsBuffered int
 	// MaxConnectionsStateBuffered bounds, per client, the per-connection
 	// baselines used to compute deltas. Below StateNeeded(), a busy host

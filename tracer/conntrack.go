@@ -73,9 +73,8 @@ func newConntracker(cfg *Config) (*conntracker, error) {
 // tables first when one of them waits and the last dump is old enough, or
 // whatever its age when closed connections of the namespaces closedNS wait
 // for theirs (see Tracer.translate): they are held for clients that take
-// them right after. It says whether it dumped (a closed connection not
-// found then is not NATed). Connections gone from the read are forgotten.
-func (ct *conntracker) translate(conns []ConnectionStats, closedNS map[uint32]struct{}, now time.Time) bool {
+// them right after. Connections gone from the read are forgotten.
+func (ct *conntracker) translate(conns []ConnectionStats, closedNS map[uint32]struct{}, now time.Time) {
 	seen := make(map[ConnKey]struct{}, len(conns))
 	wanted := map[uint32]struct{}{ct.selfNS: {}}
 	waiting := map[uint32]struct{}{}
@@ -106,7 +105,6 @@ func (ct *conntracker) translate(conns []ConnectionStats, closedNS map[uint32]st
 			delete(ct.decided, k)
 		}
 	}
-	return dumped
 }
 
 // lookup returns the translation of a read's connection. With fresh tables
@@ -157,6 +155,9 @@ func (ct *conntracker) findKey(netns uint32, k ctKey) (*IPTranslation, bool) {
 	return nil, false
 }
 
+// dump rebuilds the tables of the namespaces in dumpNS. Namespaces no
+// longer wanted lose their table and netlink socket (a socket keeps its
+// netns alive).
 func (ct *conntracker) dump(wanted, dumpNS map[uint32]struct{}, now time.Time) {
 	ct.last = now
 	for ns, h := range ct.handles {

@@ -266,7 +266,7 @@ func (t *Tracer) unusedPrograms() []string {
 	}
 	if !t.cfg.CollectTCPConns {
 		for _, name := range tcpPrograms {
-			if name != "seed_listeners" || !t.seedsUDPCookies() {
+			if !t.keepsOtherWays(name) {
 				out = append(out, name)
 			}
 		}

@@ -34,7 +34,7 @@ func (f *knownFlow) read(live ...ConnectionStats) {
 			conns = append(conns, c)
 		}
 	}
-	conns = f.k.complete(conns, f.now, f.timeout) // as readActive
+	conns = f.k.endRead(conns, f.now, f.timeout) // as readActive
 	f.epoch += 10
 	for _, c := range callAt(f.t, f.ns, "A", f.now, f.epoch, conns...) {
 		f.sum.Sent += c.LastSentBytes
@@ -104,7 +104,7 @@ func TestExpiryBetweenAnotherClientsReadAndCall(t *testing.T) {
 	now := t0
 	read := func() []ConnectionStats { // as readActive
 		k.beginRead()
-		return k.complete(nil, now, time.Minute)
+		return k.endRead(nil, now, time.Minute)
 	}
 	c := startedAt(mkConn(1, 1000, 10), 5)
 	k.beginRead()

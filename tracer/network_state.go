@@ -402,9 +402,9 @@ func (ns *networkState) makeRoom(id string, now time.Time) bool {
 	return true
 }
 
-// admit makes a new client (see Admit). Callers hold ns.mu.
+// admit makes a new client (see Admit). Callers hold ns.mu, and expired
+// the clients past their time.
 func (ns *networkState) admit(clientID string, now time.Time, readEpoch uint64) (*client, error) {
-	ns.removeExpiredClients(now)
 	if c := ns.clients[clientID]; c != nil && !c.fresh {
 		return c, nil
 	}
@@ -425,6 +425,7 @@ func (ns *networkState) admit(clientID string, now time.Time, readEpoch uint64) 
 func (ns *networkState) Admit(clientID string, now time.Time, readEpoch uint64) error {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
+	ns.removeExpiredClients(now)
 	_, err := ns.admit(clientID, now, readEpoch)
 	return err
 }

@@ -74,15 +74,15 @@ func TestKnownKeepsCountersMonotonicAndCompletesReads(t *testing.T) {
 	}
 	// Not visited by the next read: its last values complete the read.
 	k.beginRead()
-	conns, expired := k.endRead(nil, now.Add(time.Second), time.Minute)
-	if len(conns) != 1 || conns[0].MonotonicSentBytes != 100 || len(expired) != 0 {
-		t.Fatalf("unvisited connection: got %v expired %v", conns, expired)
+	conns := k.endRead(nil, now.Add(time.Second), time.Minute)
+	if len(conns) != 1 || conns[0].MonotonicSentBytes != 100 || k.m[key].expired {
+		t.Fatalf("unvisited connection: got %v, expired %v", conns, k.m[key].expired)
 	}
-	// Past the timeout it is forgotten, and its key returned.
+	// Past the timeout it is no longer reported, and marked expired.
 	k.beginRead()
-	conns, expired = k.endRead(nil, now.Add(2*time.Minute), time.Minute)
-	if len(conns) != 0 || len(expired) != 1 || expired[0] != key {
-		t.Fatalf("after timeout: got %v expired %v", conns, expired)
+	conns = k.endRead(nil, now.Add(2*time.Minute), time.Minute)
+	if len(conns) != 0 || len(k.m) != 1 || !k.m[key].expired {
+		t.Fatalf("after timeout: got %v, entry %+v", conns, k.m[key])
 	}
 	// A closed connection never comes back from a stale live read.
 	k.closed(&ConnectionStats{Key: key, MonotonicSentBytes: 120}, now)

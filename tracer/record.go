@@ -239,30 +239,22 @@ func (k *known) closed(c *ConnectionStats, now time.Time) {
 }
 
 // endRead appends the connections not visited by this read and not closed,
-// expires those not seen for timeout, returning their keys, and prunes.
-func (k *known) endRead(conns []ConnectionStats, now time.Time, timeout time.Duration) ([]ConnectionStats, []ConnKey) {
-	var expired []ConnKey
-	for key, e := range k.m {
+// expires those not seen for timeout, and prunes. The clients' baselines of
+// the connections that expire are left alone: another client's read may
+// hold them still, and its call would count them again from zero. Each
+// client's next call drops the baselines of what left its view, and a late
+// record of an expired connection is rebased, counting only what is new.
+func (k *known) endRead(conns []ConnectionStats, now time.Time, timeout time.Duration) []ConnectionStats {
+	for _, e := range k.m {
 		switch {
 		case e.closed, e.expired, e.gen == k.gen:
 		case now.Sub(e.seen) > timeout:
 			e.expire()
-			expired = append(expired, key)
 		default:
 			conns = append(conns, e.stats)
 		}
 	}
 	k.prune(now, timeout)
-	return conns, expired
-}
-
-// complete ends a read (endRead). The clients' baselines of the
-// connections that expired are left alone: another client's read may hold
-// them still, and its call would count them again from zero. Each client's
-// next call drops the baselines of what left its view, and a late record of
-// an expired connection is rebased, counting only what is new.
-func (k *known) complete(conns []ConnectionStats, now time.Time, timeout time.Duration) []ConnectionStats {
-	conns, _ = k.endRead(conns, now, timeout)
 	return conns
 }
 

@@ -556,7 +556,7 @@ func (t *Tracer) readActive(now time.Time) ([]ConnectionStats, error) {
 			conns = append(conns, c)
 		}
 	}
-	return t.known.complete(conns, now, t.cfg.TCPConnTimeout), nil
+	return t.known.endRead(conns, now, t.cfg.TCPConnTimeout), nil
 }
 
 // readAll reads every TCP connection and UDP flow and marks those whose

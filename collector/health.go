@@ -60,7 +60,7 @@ func newHealthCollector(src Source, failedScrapes *atomic.Uint64) *healthCollect
 		capability: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "kernel_capability"),
 			"1 if the kernel offered this capability at start-up, 0 if not (see the start-up log and README for what each costs).", []string{"capability"}, nil),
 		dnsUnsolicited: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "dns_unsolicited_answers_total"),
-			"DNS answers not read because they answer no query this host sent (same socket, server and transaction id, within 10 s): forged, or late duplicates.", nil, nil),
+			"DNS answers not read because they answer no query this host sent (same socket and transaction id, within 10 s): forged, or late duplicates.", nil, nil),
 		probeMisses: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "probe_misses"),
 			"Misses of a kprobe, from kprobe_profile; absent where the file is not readable.", []string{"probe"}, nil),
 	}

@@ -75,8 +75,8 @@ var LostReasons = []string{
 // Stats is the health of the tracer, for the exporter's own metrics.
 type Stats struct {
 	// DNSUnsolicited counts the DNS answers not read because they answer
-	// no query this host sent (same socket, server and transaction id,
-	// within 10 s): forged, or late.
+	// no query this host sent (same socket and transaction id, within
+	// 10 s): forged, or late.
 	DNSUnsolicited uint64
 	// TrackedConnections is the number of TCP connections tracked in the
 	// kernel now, TrackedUDPFlows the UDP flows (as of the last read).

@@ -56,9 +56,9 @@ struct {
 	__type(value, __u64);
 } dns_queries SEC(".maps");
 
-/* dns_udp finds a UDP packet's transport header: its offset in l4, and
- * whether the packet is IPv6; false for anything but UDP over IPv4/IPv6. */
-static __always_inline bool dns_udp(struct __sk_buff *skb, __u32 *l4, bool *v6)
+/* dns_udp finds a UDP packet's transport header: its offset in l4; false
+ * for anything but UDP over IPv4/IPv6. */
+static __always_inline bool dns_udp(struct __sk_buff *skb, __u32 *l4)
 {
 	__u8 vhl, proto;
 
@@ -78,12 +78,10 @@ static __always_inline bool dns_udp(struct __sk_buff *skb, __u32 *l4, bool *v6)
 		if (bpf_skb_load_bytes(skb, 9, &proto, 1))
 			return false;
 		*l4 = (vhl & 0xf) * 4;
-		*v6 = false;
 	} else if ((vhl >> 4) == 6) {
 		if (bpf_skb_load_bytes(skb, 6, &proto, 1))
 			return false;
 		*l4 = 40; /* extension headers before UDP are not followed */
-		*v6 = true;
 	} else {
 		return false;
 	}
@@ -108,9 +106,8 @@ int dns_egress(struct __sk_buff *skb)
 	__be16 dport;
 	__u64 now;
 	__u32 l4;
-	bool v6;
 
-	if (!dns_on || !dns_udp(skb, &l4, &v6))
+	if (!dns_on || !dns_udp(skb, &l4))
 		return 1;
 	if (bpf_skb_load_bytes(skb, l4 + 2, &dport, 2))
 		return 1;
@@ -142,9 +139,8 @@ int dns_ingress(struct __sk_buff *skb)
 	__u32 l4, off, len;
 	__be16 sport;
 	__u64 *sent;
-	bool v6;
 
-	if (!dns_on || !dns_udp(skb, &l4, &v6))
+	if (!dns_on || !dns_udp(skb, &l4))
 		return 1;
 	if (bpf_skb_load_bytes(skb, l4, &sport, 2) || sport != bpf_htons(53))
 		return 1;

@@ -36,12 +36,7 @@ func BenchmarkChurn(b *testing.B) {
 func churn(b *testing.B, bin string, conns, dialers int) {
 	const size = 100
 	pair := nettest.NewPair(b)
-	if err := nettest.Do(pair.Client, func() error {
-		if err := os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte("1024 65535"), 0); err != nil {
-			return err
-		}
-		return os.WriteFile("/proc/sys/net/ipv4/tcp_tw_reuse", []byte("1"), 0)
-	}); err != nil {
+	if err := pair.WidenClientPorts(); err != nil {
 		b.Fatal(err)
 	}
 	ln, err := pair.Listen("tcp4", net.JoinHostPort(serverAddr, "0"))

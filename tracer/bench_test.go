@@ -171,14 +171,7 @@ func (h *fdHolder) held() (int, error) {
 // connections fit in one benchmark.
 func setClientSysctls(b *testing.B, p *nettest.Pair) {
 	b.Helper()
-	err := nettest.Do(p.Client, func() error {
-		// /proc/sys/net is the netns of the thread that opens it.
-		if err := os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte("1024 65535"), 0); err != nil {
-			return err
-		}
-		return os.WriteFile("/proc/sys/net/ipv4/tcp_tw_reuse", []byte("1"), 0)
-	})
-	if err != nil {
+	if err := p.WidenClientPorts(); err != nil {
 		b.Fatalf("client netns sysctls: %v", err)
 	}
 }

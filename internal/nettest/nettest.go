@@ -157,6 +157,18 @@ func (p *Pair) setupEnd(name string, ns netns.NsHandle, a4, a6 netip.Addr) error
 // be used from any goroutine afterwards.
 func Do(ns netns.NsHandle, f func() error) error { return nsexec.Do(ns, f) }
 
+// WidenClientPorts gives the client namespace every ephemeral port and
+// lets it reuse TIME_WAIT ones: for benchmarks that open many short
+// connections. /proc/sys/net is the netns of the thread that opens it.
+func (p *Pair) WidenClientPorts() error {
+	return Do(p.Client, func() error {
+		if err := os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte("1024 65535"), 0); err != nil {
+			return err
+		}
+		return os.WriteFile("/proc/sys/net/ipv4/tcp_tw_reuse", []byte("1"), 0)
+	})
+}
+
 // Listen opens a listener in the server namespace.
 func (p *Pair) Listen(network, addr string) (net.Listener, error) {
 	var l net.Listener

@@ -111,12 +111,15 @@ func main() {
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle(*metricsPath, collector.NewHandler(t, append(collectorOpts,
+	metrics := collector.NewHandler(t, append(collectorOpts,
 		collector.WithClientStateExpiry(cfg.ClientStateExpiry),
+		collector.WithMaxClients(cfg.MaxClients),
+		collector.WithMaxBaselines(cfg.MaxConnectionsStateBuffered),
 		collector.WithMaxRequestsInFlight(*maxRequests),
 		collector.WithExporterMetrics(!*disableExporterMetrics),
 		collector.WithLogger(logger),
-	)...))
+	)...)
+	mux.Handle(*metricsPath, metrics)
 	if *metricsPath != "/" && *metricsPath != "" {
 		landing, err := web.NewLandingPage(web.LandingConfig{
 			Name:        "Conntrace Exporter",
@@ -141,7 +144,7 @@ func main() {
 
 	var debugServer *http.Server
 	if *debugAddr != "" {
-		debugServer = &http.Server{Addr: *debugAddr, Handler: collector.NewDebugHandler(t), ReadHeaderTimeout: 10 * time.Second}
+		debugServer = &http.Server{Addr: *debugAddr, Handler: collector.NewDebugHandler(t, metrics.State()), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := debugServer.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				level.Error(logger).Log("msg", "Debug endpoints failed", "address", *debugAddr, "err", err)

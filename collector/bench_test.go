@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/conntrace/conntrace_exporter/tracer"
@@ -15,10 +16,21 @@ import (
 // the collector's and the handler's, not the source's.
 type staticSource struct{ conns *tracer.Connections }
 
-func (s staticSource) GetActiveConnections(string) (*tracer.Connections, error) { return s.conns, nil }
-func (staticSource) RemoveClient(string)                                        {}
-func (staticSource) HasClient(string) bool                                      { return true }
-func (staticSource) Stats() tracer.Stats                                        { return tracer.Stats{} }
+func (s staticSource) Snapshot() (*tracer.Snapshot, error) {
+	return &tracer.Snapshot{Conns: slices.Clone(s.conns.Conns)}, nil
+}
+func (staticSource) KTime() uint64       { return 0 }
+func (staticSource) SetSink(tracer.Sink) {}
+func (s staticSource) Names(addrs []netip.Addr) map[netip.Addr][]string {
+	out := map[netip.Addr][]string{}
+	for _, a := range addrs {
+		if n, ok := s.conns.DNS[a]; ok {
+			out[a] = n
+		}
+	}
+	return out
+}
+func (staticSource) Stats() tracer.Stats { return tracer.Stats{Lost: map[string]uint64{}} }
 
 // benchConns returns n TCP connections with deltas in every counter, spread
 // over the given number of label sets (remote addresses).
@@ -28,21 +40,22 @@ func benchConns(n, labelSets int) *tracer.Connections {
 		r := i % labelSets
 		c := &out.Conns[i]
 		*c = tracer.ConnectionStats{
-			Key:             tracer.ConnKey{Cookie: uint64(i)},
-			Type:            tracer.TCP,
-			Family:          tracer.AFINET,
-			Direction:       tracer.OUTGOING,
-			Source:          netip.MustParseAddr("10.0.0.1"),
-			SPort:           uint16(32768 + i%28000),
-			Dest:            netip.AddrFrom4([4]byte{10, 1, byte(r >> 8), byte(r)}),
-			DPort:           443,
-			Established:     true,
-			LastSentBytes:   1000,
-			LastRecvBytes:   2000,
-			LastRetransmits: 1,
+			Key:                  tracer.ConnKey{Cookie: uint64(i)},
+			Type:                 tracer.TCP,
+			Family:               tracer.AFINET,
+			Direction:            tracer.OUTGOING,
+			Source:               netip.MustParseAddr("10.0.0.1"),
+			SPort:                uint16(32768 + i%28000),
+			Dest:                 netip.AddrFrom4([4]byte{10, 1, byte(r >> 8), byte(r)}),
+			DPort:                443,
+			Established:          true,
+			StartEpoch:           1,
+			MonotonicSentBytes:   1000,
+			MonotonicRecvBytes:   2000,
+			MonotonicRetransmits: 1,
 		}
-		c.LastRTT.Buckets[10] = 3
-		c.LastRTT.SumMicros = 3000
+		c.MonotonicRTT.Buckets[10] = 3
+		c.MonotonicRTT.SumMicros = 3000
 	}
 	return out
 }
@@ -89,7 +102,7 @@ func benchScrape100k(b *testing.B, opts ...Option) {
 			}
 			n = len(ms)
 		}
-		b.ReportMetric(float64(len(e.clients[cid("bench")].list)), "series")
+		b.ReportMetric(float64(e.state.GetStats()["clients"].(map[string]any)[cid("bench")].(map[string]int64)["series"]), "series")
 		b.ReportMetric(float64(n), "metrics")
 	})
 }

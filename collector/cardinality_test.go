@@ -395,13 +395,9 @@ func TestMaxSeriesOverflow(t *testing.T) {
 	if got := s.get(t, over.of("conntrace_connections_closed_total")); got != 1 {
 		t.Errorf("overflow closed = %v, want 1", got)
 	}
-	st := h.(*handler).e.clients[cid("a")]
-	if n := len(st.overflowConns); n != 2 {
-		t.Errorf("%d overflowed connections remembered, want 2 (cookies 5, 11)", n)
-	}
 
 	// A new client of the source restarts the series, and the counter.
-	src.forget(cid("a"))
+	h.e.state.RemoveClient(cid("a"))
 	s = mustScrape(t, h, "a")
 	// Open now, in cookie order: 2 (peer 2), 5 (peer 5), 10 (peer 1), 11
 	// (peer 6): peers 2 and 5 get the series, 1 and 6 overflow.

@@ -50,10 +50,10 @@ func TestClientsDroppedBySourceAreDropped(t *testing.T) {
 	for _, id := range []string{"a", "b", "c"} {
 		mustScrape(t, h, id)
 	}
-	src.forget(cid("a"))
-	src.forget(cid("b"))
+	h.e.state.RemoveClient(cid("a"))
+	h.e.state.RemoveClient(cid("b"))
 	mustScrape(t, h, "c")
-	if n := h.(*handler).e.clientCount(); n != 1 {
+	if n := h.e.state.Clients(); n != 1 {
 		t.Errorf("the collector holds %d clients, want 1: the source holds only c", n)
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/conntrace/conntrace_exporter/netstate"
 	"github.com/conntrace/conntrace_exporter/tracer"
 )
 
@@ -121,17 +122,21 @@ func TestRTTHistogramBuckets(t *testing.T) {
 	if len(rttBounds) != 22 || rttBounds[0] != 8e-6 || rttBounds[len(rttBounds)-1] != 16.777216 {
 		t.Fatalf("bounds %v: want 22 bounds from 8e-06 to 16.777216", rttBounds)
 	}
-	var h rttCounts
+	var h netstate.Counters
 	// One sample in every kernel bucket i, of value 2^i µs (its upper bound).
 	var in tracer.RTTHistogram
 	for i := range tracer.NumRTTBuckets {
 		in.Buckets[i] = uint32(i + 1) // i+1 samples in bucket i
 		in.SumMicros += uint64(i+1) * tracer.RTTBucketUpperBoundMicros(i)
 	}
-	h.add(&in)
-	h.add(&in) // twice: accumulation
+	for range 2 { // twice: accumulation
+		for i, v := range in.Buckets {
+			h.RTT[i] += uint64(v)
+		}
+		h.RTTSumMicros += in.SumMicros
+	}
 
-	count, sum, buckets := h.histogram()
+	count, sum, buckets := rttHistogram(&h)
 	var total uint64
 	for i := range tracer.NumRTTBuckets {
 		total += 2 * uint64(i+1)
@@ -306,7 +311,7 @@ func TestNewClientResets(t *testing.T) {
 	}
 	s.get(t, lGone.of("conntrace_sent_bytes_total"))
 
-	src.forget(cid("a"))
+	h.e.state.RemoveClient(cid("a"))
 	src.update(c.Key, func(c *tracer.ConnectionStats) { c.MonotonicSentBytes += 50 })
 	s = mustScrape(t, h, "a") // NewClient: no delta, series restart
 	if got := s.get(t, l.of("conntrace_sent_bytes_total")); got != 0 {
@@ -355,7 +360,19 @@ func TestClientExpiry(t *testing.T) {
 	src := newFakeSource()
 	clock := &fakeClock{t: time.Unix(1_000_000, 0)}
 	h := NewHandler(src, WithExporterMetrics(false), WithClientStateExpiry(time.Minute), withClock(clock.now))
-	e := h.(*handler).e
+	st := h.e.state
+	held := func(want ...string) {
+		t.Helper()
+		var got []string
+		for _, id := range []string{"a", "b", "c", "d"} {
+			if st.HasClient(cid(id)) {
+				got = append(got, id)
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("clients held %v, want %v", got, want)
+		}
+	}
 
 	mustScrape(t, h, "a")
 	mustScrape(t, h, "b")
@@ -363,20 +380,10 @@ func TestClientExpiry(t *testing.T) {
 	mustScrape(t, h, "b")
 	clock.advance(40 * time.Second) // a: 80s, b: 40s
 	mustScrape(t, h, "c")
-	if got := e.clientCount(); got != 2 {
-		t.Errorf("%d clients held, want 2 (b, c)", got)
-	}
-	if fmt.Sprint(src.removed) != fmt.Sprint([]string{cid("a")}) {
-		t.Errorf("RemoveClient calls %v, want [a]", src.removed)
-	}
+	held("b", "c")
 	clock.advance(30 * time.Second) // b: 70s, c: 30s
 	mustScrape(t, h, "c")
-	if fmt.Sprint(src.removed) != fmt.Sprint([]string{cid("a"), cid("b")}) {
-		t.Errorf("RemoveClient calls %v, want [a b]", src.removed)
-	}
-	if got := e.clientCount(); got != 1 {
-		t.Errorf("%d clients held, want 1 (c)", got)
-	}
+	held("c")
 
 	// A client scraping after its own expiry is dropped first: it starts
 	// anew, as it does in the source.
@@ -393,33 +400,20 @@ func TestClientExpiry(t *testing.T) {
 	if got := mustScrape(t, h, "c").get(t, l.of("conntrace_sent_bytes_total")); got != 0 {
 		t.Errorf("sent after expiry = %v, want 0 (a new client)", got)
 	}
-	if fmt.Sprint(src.removed) != fmt.Sprint([]string{cid("a"), cid("b"), cid("c")}) {
-		t.Errorf("RemoveClient calls %v, want [a b c]", src.removed)
-	}
+	held("c")
 
-	// In-flight clients are never expired.
-	src.blockID, src.block, src.entered = cid("c"), make(chan struct{}), make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		scrape(t, h, "c")
-	}()
-	<-src.entered
-	clock.advance(time.Hour)
-	mustScrape(t, h, "d")
-	if fmt.Sprint(src.removed) != fmt.Sprint([]string{cid("a"), cid("b"), cid("c")}) {
-		t.Errorf("RemoveClient calls %v, want [a b c]: an in-flight client was expired", src.removed)
-	}
-	close(src.block)
-	<-done
+	// Without any scrape, the drain's calls expire clients too: memory is
+	// bounded with nobody scraping.
+	clock.advance(time.Minute + time.Second)
+	src.close(c.Key)
+	held()
 }
 
 // TestTooManyClients: a client the source refuses gets a 503 whose body
 // names the reason, and leaves no state behind.
 func TestTooManyClients(t *testing.T) {
 	src := newFakeSource()
-	src.maxClients = 1
-	h := NewHandler(src)
+	h := NewHandler(src, WithMaxClients(1))
 	mustScrape(t, h, "a")
 
 	code, body := scrape(t, h, "b")
@@ -450,7 +444,7 @@ func TestSourceError(t *testing.T) {
 	if !strings.Contains(body, "reading the connection map: fake failure") {
 		t.Errorf("body %q does not name the error", body)
 	}
-	if got := h.(*handler).e.clientCount(); got != 0 {
+	if got := h.e.state.Clients(); got != 0 {
 		t.Errorf("%d clients held after a failed scrape, want 0", got)
 	}
 }
@@ -459,13 +453,16 @@ func TestSourceError(t *testing.T) {
 // invalid metric, so that a registry's Gather fails with it.
 func TestCollectorError(t *testing.T) {
 	src := newFakeSource()
-	src.maxClients = 0
 	o := defaultOptions()
+	o.maxClients = 1
 	e := newExporter(src, &o)
+	if _, err := e.scrape("first"); err != nil {
+		t.Fatal(err)
+	}
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(trafficCollector{e: e, clientID: "x"})
 	_, err := reg.Gather()
-	if err == nil || !errors.Is(err, tracer.ErrTooManyClients) {
+	if err == nil || !errors.Is(err, netstate.ErrTooManyClients) {
 		t.Errorf("Gather error %v, want one wrapping ErrTooManyClients", err)
 	}
 }
@@ -473,7 +470,7 @@ func TestCollectorError(t *testing.T) {
 // TestMaxRequestsInFlight: scrapes beyond the limit get a 503 at once.
 func TestMaxRequestsInFlight(t *testing.T) {
 	src := newFakeSource()
-	src.blockID, src.block, src.entered = cid("a"), make(chan struct{}), make(chan struct{})
+	src.block, src.entered = make(chan struct{}), make(chan struct{})
 	h := NewHandler(src, WithExporterMetrics(false), WithMaxRequestsInFlight(1))
 	done := make(chan int)
 	go func() {

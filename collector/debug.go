@@ -12,13 +12,24 @@ import (
 	"github.com/conntrace/conntrace_exporter/tracer"
 )
 
-// DebugSource is what the debug endpoints read; *tracer.Tracer has it.
+// DebugSource is what the debug endpoints read of the tracer; *tracer.Tracer
+// has it.
 type DebugSource interface {
 	DebugNetworkMaps() (*tracer.Connections, error)
-	State() tracer.NetworkState
 }
 
 var _ DebugSource = (*tracer.Tracer)(nil)
+
+// StateDebug is what the debug endpoints read of the per-client state (the
+// seed's NetworkState debug calls); (*Handler).State gives it.
+type StateDebug interface {
+	DumpState(clientID string) map[string]any
+	GetStats() map[string]any
+}
+
+// DebugClient is the client /debug/net_state shows without ?client_id= (the
+// seed's DEBUGCLIENT).
+const DebugClient = "-1"
 
 // NewDebugHandler serves the debug endpoints, for --debug.listen-address
 // (off by default; they show every connection of the host, so bind them to
@@ -26,10 +37,10 @@ var _ DebugSource = (*tracer.Tracer)(nil)
 //
 //	/debug/pprof/          Go profiles
 //	/debug/vars            expvar
-//	/debug/net_state       a client's baselines (?client_id=, the seed's DumpState; default the seed's DEBUGCLIENT "-1")
-//	/debug/stats           the NetworkState's counters (GetStats)
+//	/debug/net_state       a client's baselines (?client_id=, the seed's DumpState; default DebugClient, the seed's DEBUGCLIENT "-1")
+//	/debug/stats           the per-client state's counters (netstate GetStats)
 //	/debug/net_maps        every connection in the kernel now, one a line: its key (BeautifyKey) and summary
-func NewDebugHandler(src DebugSource) http.Handler {
+func NewDebugHandler(src DebugSource, state StateDebug) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -40,12 +51,12 @@ func NewDebugHandler(src DebugSource) http.Handler {
 	mux.HandleFunc("/debug/net_state", func(w http.ResponseWriter, r *http.Request) {
 		id := r.URL.Query().Get(ClientIDParam)
 		if id == "" {
-			id = tracer.DEBUGCLIENT
+			id = DebugClient
 		}
-		writeJSON(w, src.State().DumpState(id))
+		writeJSON(w, state.DumpState(id))
 	})
 	mux.HandleFunc("/debug/stats", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, src.State().GetStats())
+		writeJSON(w, state.GetStats())
 	})
 	mux.HandleFunc("/debug/net_maps", func(w http.ResponseWriter, r *http.Request) {
 		conns, err := src.DebugNetworkMaps()

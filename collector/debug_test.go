@@ -6,18 +6,15 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/conntrace/conntrace_exporter/tracer"
 )
 
 type debugSource struct {
 	conns *tracer.Connections
-	state tracer.NetworkState
 }
 
 func (d debugSource) DebugNetworkMaps() (*tracer.Connections, error) { return d.conns, nil }
-func (d debugSource) State() tracer.NetworkState                     { return d.state }
 
 func get(t *testing.T, h http.Handler, url string) (int, string) {
 	t.Helper()
@@ -28,11 +25,11 @@ func get(t *testing.T, h http.Handler, url string) (int, string) {
 
 func TestDebugEndpoints(t *testing.T) {
 	conns := benchConns(2, 2)
-	ns := tracer.NewNetworkState(nil)
-	if _, _, err := ns.Connections("prom", time.Now(), 0, append([]tracer.ConnectionStats(nil), conns.Conns...)); err != nil {
+	metrics := NewHandler(staticSource{conns}, WithExporterMetrics(false))
+	if _, err := metrics.e.scrape("prom"); err != nil {
 		t.Fatal(err)
 	}
-	h := NewDebugHandler(debugSource{conns: conns, state: ns})
+	h := NewDebugHandler(debugSource{conns: conns}, metrics.State())
 
 	code, body := get(t, h, "/debug/net_maps")
 	if code != 200 || strings.Count(body, "\n") != 2 || !strings.Contains(body, "cookie:") || !strings.Contains(body, "[TCP]") {

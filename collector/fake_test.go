@@ -4,49 +4,45 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"sync"
 
 	"github.com/conntrace/conntrace_exporter/tracer"
 )
 
-// fakeSource mimics the tracer's per-client delta machinery (NetworkState)
-// over connections whose monotonic counters the test sets: each client gets,
-// per connection, the change since its previous call, and each closed
-// connection once.
+// fakeSource is a tracer whose connections the test sets: a snapshot lists
+// the active ones (their Monotinic* values), and a connection that closes
+// (or is dropped without a close) goes to the sink at once, as the
+// tracer's drain gives it. The per-client rules are the real state's
+// (netstate), under the collector as in production.
 type fakeSource struct {
-	mu         sync.Mutex
-	active     map[tracer.ConnKey]tracer.ConnectionStats
-	clients    map[string]*fakeClient
-	maxClients int
-	err        error // returned by every GetActiveConnections when set
-	stats      tracer.Stats
-	removed    []string
-	calls      int
-	// GetActiveConnections of client blockID signals entered, then
-	// waits until block is closed.
-	blockID        string
+	mu     sync.Mutex
+	active map[tracer.ConnKey]tracer.ConnectionStats
+	sink   tracer.Sink
+	err    error // returned by every Snapshot when set
+	stats  tracer.Stats
+	calls  int
+	ktime  uint64
+	names  map[netip.Addr][]string
+	// The Snapshot called while blockID's scrape... see block: Snapshot
+	// signals entered, then waits until block is closed, when block is set.
 	block, entered chan struct{}
 }
 
-type fakeClient struct {
-	base   map[tracer.ConnKey]tracer.ConnectionStats
-	closed []tracer.ConnectionStats
-}
-
 func newFakeSource() *fakeSource {
-	return &fakeSource{
-		active:     make(map[tracer.ConnKey]tracer.ConnectionStats),
-		clients:    make(map[string]*fakeClient),
-		maxClients: 16,
-	}
+	return &fakeSource{active: make(map[tracer.ConnKey]tracer.ConnectionStats), ktime: 1000}
 }
 
 // set adds or updates an active connection (its Monotonic* values).
 func (f *fakeSource) set(c tracer.ConnectionStats) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	c.SetLifecycle()
+	f.ktime++
+	if c.StartEpoch == 0 {
+		c.StartEpoch = f.ktime
+	}
+	c.LastUpdateEpoch = f.ktime
 	f.active[c.Key] = c
 }
 
@@ -59,58 +55,43 @@ func (f *fakeSource) update(k tracer.ConnKey, fn func(c *tracer.ConnectionStats)
 		panic(fmt.Sprintf("no active connection %s", k))
 	}
 	fn(&c)
-	c.SetLifecycle()
+	f.ktime++
+	c.LastUpdateEpoch = f.ktime
 	f.active[k] = c
 }
 
-// close closes an active connection: every client gets it once more.
-func (f *fakeSource) close(k tracer.ConnKey) {
+// close closes an active connection: the sink gets it.
+func (f *fakeSource) close(k tracer.ConnKey) { f.leave(k, true) }
+
+// drop removes an active connection without a close record (as when the
+// record is lost and the tracer times the connection out): the sink gets
+// its last values.
+func (f *fakeSource) drop(k tracer.ConnKey) { f.leave(k, false) }
+
+func (f *fakeSource) leave(k tracer.ConnKey, closed bool) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	c, ok := f.active[k]
 	if !ok {
+		f.mu.Unlock()
 		panic(fmt.Sprintf("no active connection %s", k))
 	}
 	delete(f.active, k)
-	c.Closed = true
-	c.SetLifecycle()
-	for _, cl := range f.clients {
-		cl.closed = append(cl.closed, c)
+	f.ktime++
+	c.Closed = closed
+	c.LastUpdateEpoch = f.ktime
+	sink := f.sink
+	f.mu.Unlock()
+	if sink != nil && sink.Clients() > 0 {
+		sink.Closed([]tracer.ConnectionStats{c})
 	}
 }
 
-// drop removes an active connection without a close record (as when the
-// record is lost, or the tracer times the connection out).
-func (f *fakeSource) drop(k tracer.ConnKey) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.active, k)
-}
-
-// forget drops a client, as the tracer's own expiry does.
-func (f *fakeSource) forget(id string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.clients, id)
-}
-
-func delta(c *tracer.ConnectionStats, base *tracer.ConnectionStats) {
-	c.LastSentBytes = c.MonotonicSentBytes - base.MonotonicSentBytes
-	c.LastRecvBytes = c.MonotonicRecvBytes - base.MonotonicRecvBytes
-	c.LastRetransmits = c.MonotonicRetransmits - base.MonotonicRetransmits
-	c.LastSentSegments = c.MonotonicSentSegments - base.MonotonicSentSegments
-	c.LastOpened = c.MonotonicOpened - base.MonotonicOpened
-	c.LastClosed = c.MonotonicClosed - base.MonotonicClosed
-	c.LastFailed = c.MonotonicFailed - base.MonotonicFailed
-	for i := range c.LastRTT.Buckets {
-		c.LastRTT.Buckets[i] = c.MonotonicRTT.Buckets[i] - base.MonotonicRTT.Buckets[i]
-	}
-	c.LastRTT.SumMicros = c.MonotonicRTT.SumMicros - base.MonotonicRTT.SumMicros
-}
-
-func (f *fakeSource) GetActiveConnections(clientID string) (*tracer.Connections, error) {
-	if f.blockID != "" && clientID == f.blockID {
-		f.entered <- struct{}{}
+func (f *fakeSource) Snapshot() (*tracer.Snapshot, error) {
+	if f.block != nil {
+		select {
+		case f.entered <- struct{}{}:
+		default:
+		}
 		<-f.block
 	}
 	f.mu.Lock()
@@ -122,58 +103,49 @@ func (f *fakeSource) GetActiveConnections(clientID string) (*tracer.Connections,
 	keys := slices.SortedFunc(maps.Keys(f.active), func(a, b tracer.ConnKey) int {
 		return int(a.Cookie) - int(b.Cookie)
 	})
-	cl, ok := f.clients[clientID]
-	if !ok {
-		if len(f.clients) >= f.maxClients {
-			return nil, fmt.Errorf("%w: %d held, the limit (--tracer.max-clients)", tracer.ErrTooManyClients, len(f.clients))
-		}
-		cl = &fakeClient{base: make(map[tracer.ConnKey]tracer.ConnectionStats)}
-		f.clients[clientID] = cl
-		out := &tracer.Connections{NewClient: true}
-		for _, k := range keys {
-			c := f.active[k]
-			cl.base[k] = c
-			out.Conns = append(out.Conns, c) // Last* are zero
-		}
-		return out, nil
-	}
-	out := &tracer.Connections{}
+	f.ktime++
+	snap := &tracer.Snapshot{ReadStart: f.ktime}
 	for _, k := range keys {
-		c := f.active[k]
-		base := cl.base[k] // zero for a new connection
-		delta(&c, &base)
-		cl.base[k] = c
-		out.Conns = append(out.Conns, c)
+		snap.Conns = append(snap.Conns, f.active[k])
 	}
-	for _, c := range cl.closed {
-		base := cl.base[c.Key]
-		delta(&c, &base)
-		delete(cl.base, c.Key)
-		out.Conns = append(out.Conns, c)
-	}
-	cl.closed = nil
-	return out, nil
+	f.ktime++
+	snap.ReadEnd = f.ktime
+	return snap, nil
 }
 
-func (f *fakeSource) RemoveClient(clientID string) {
+func (f *fakeSource) KTime() uint64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	delete(f.clients, clientID)
-	f.removed = append(f.removed, clientID)
+	f.ktime++
+	return f.ktime
 }
 
-func (f *fakeSource) HasClient(clientID string) bool {
+func (f *fakeSource) SetSink(s tracer.Sink) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	_, ok := f.clients[clientID]
-	return ok
+	f.sink = s
+}
+
+func (f *fakeSource) Names(addrs []netip.Addr) map[netip.Addr][]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[netip.Addr][]string{}
+	for _, a := range addrs {
+		if n, ok := f.names[a]; ok {
+			out[a] = n
+		}
+	}
+	return out
 }
 
 func (f *fakeSource) Stats() tracer.Stats {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s := f.stats
-	s.Clients = len(f.clients)
+	if s.Lost == nil {
+		s.Lost = map[string]uint64{}
+	}
+	s.Lost = maps.Clone(s.Lost)
 	return s
 }
 

@@ -73,9 +73,9 @@ func AddTracerFlags(app *kingpin.Application) *tracer.Config {
 		Default(cfg.UDPHook).StringVar(&cfg.UDPHook) // checked by Validate, whose message names the flag
 	flag("MaxTrackedConnections", `Connections tracked in the kernel at once; more are not traced and counted in conntrace_lost_total{reason="tracked_connections_full"}. 1 to 16777216.`).
 		Default(u(uint64(cfg.MaxTrackedConnections))).SetValue(newValue(name("MaxTrackedConnections"), &cfg.MaxTrackedConnections, parseUint32))
-	flag("MaxClosedConnectionsBuffered", "Closed connections held, once for all clients, until every client took them at its next scrape; past it the oldest go (lost_total{reason=\"closed_buffer_full\"}). At least 1.").
+	flag("MaxClosedConnectionsBuffered", "Closed connections that wait, once for all clients, for the next conntrack dump to find their NAT (--tracer.enable-conntrack; a dump runs at each scrape and every second while some wait); past it they are counted at once without it (lost_total{reason=\"conntrack_state_full\"}). Closed connections are otherwise never held: they are folded into every client's counters when drained. At least 1.").
 		Default(i(cfg.MaxClosedConnectionsBuffered)).SetValue(newValue(name("MaxClosedConnectionsBuffered"), &cfg.MaxClosedConnectionsBuffered, parseInt))
-	flag("MaxConnectionsStateBuffered", "Per-connection baselines held per client to compute its deltas. At least 1.").
+	flag("MaxConnectionsStateBuffered", "Baselines held per client of the connections alive at its first scrape (a client's only per-connection state); past it, such a connection counts only its close for that client (lost_total{reason=\"client_state_full\"}). At least 1.").
 		Default(i(cfg.MaxConnectionsStateBuffered)).SetValue(newValue(name("MaxConnectionsStateBuffered"), &cfg.MaxConnectionsStateBuffered, parseInt))
 	flag("ClientStateExpiry", "Forget a client (scraper address, with its client_id if given) not scraped for this long; its counters then restart. At least 1s.").
 		Default(cfg.ClientStateExpiry.String()).SetValue(newValue(name("ClientStateExpiry"), &cfg.ClientStateExpiry, parseDuration))

@@ -204,7 +204,7 @@ func TestGoldenGatherAndCompare(t *testing.T) {
 	next()
 
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(trafficCollector{e: e, clientID: "golden"}, newHealthCollector(src, nil))
+	reg.MustRegister(trafficCollector{e: e, clientID: "golden"}, newHealthCollector(src, e.state, nil))
 	want, err := os.ReadFile(filepath.Join("testdata", "second_scrape.prom"))
 	if err != nil {
 		t.Fatal(err)
@@ -235,7 +235,7 @@ func TestLint(t *testing.T) {
 	next()
 	for name, c := range map[string]prometheus.Collector{
 		"traffic": trafficCollector{e: e, clientID: "lint"},
-		"health":  newHealthCollector(src, nil),
+		"health":  newHealthCollector(src, e.state, nil),
 	} {
 		problems, err := testutil.CollectAndLint(c)
 		if err != nil {
@@ -255,7 +255,7 @@ func TestPedanticRegistry(t *testing.T) {
 	o := defaultOptions()
 	e := newExporter(src, &o)
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(trafficCollector{e: e, clientID: "p"}, newHealthCollector(src, nil))
+	reg.MustRegister(trafficCollector{e: e, clientID: "p"}, newHealthCollector(src, e.state, nil))
 	if _, err := reg.Gather(); err != nil {
 		t.Fatal(err)
 	}

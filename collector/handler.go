@@ -14,6 +14,7 @@ import (
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/conntrace/conntrace_exporter/netstate"
 	"github.com/conntrace/conntrace_exporter/tracer"
 )
 
@@ -29,14 +30,19 @@ type options struct {
 	labels          Labels
 	maxSeries       int
 	group           AddressGrouper
+	maxClients      int
+	maxBaselines    int
 }
 
 // DefaultMaxSeries is the default of --collector.max-series.
 const DefaultMaxSeries = 2000
 
 func defaultOptions() options {
+	cfg := tracer.NewDefaultConfig()
 	return options{
-		expiry:          tracer.NewDefaultConfig().ClientStateExpiry,
+		expiry:          cfg.ClientStateExpiry,
+		maxClients:      cfg.MaxClients,
+		maxBaselines:    cfg.MaxConnectionsStateBuffered,
 		exporterMetrics: true,
 		logger:          log.NewNopLogger(),
 		now:             time.Now,
@@ -67,10 +73,21 @@ func WithAddressGroups(group AddressGrouper) Option {
 	return func(o *options) { o.group = group }
 }
 
-// WithClientStateExpiry drops a client not scraped for d, here and in the
-// source (pass the tracer's ClientStateExpiry). 0 keeps clients forever.
+// WithClientStateExpiry drops a client not scraped for d (pass the
+// tracer's ClientStateExpiry).
 func WithClientStateExpiry(d time.Duration) Option {
 	return func(o *options) { o.expiry = d }
+}
+
+// WithMaxClients bounds the clients held (pass the tracer's MaxClients).
+func WithMaxClients(n int) Option {
+	return func(o *options) { o.maxClients = n }
+}
+
+// WithMaxBaselines bounds, per client, the baselines of the connections
+// older than the client (pass the tracer's MaxConnectionsStateBuffered).
+func WithMaxBaselines(n int) Option {
+	return func(o *options) { o.maxBaselines = n }
 }
 
 // WithMaxRequestsInFlight bounds the scrapes served at once; more get a 503.
@@ -90,10 +107,19 @@ func WithLogger(l log.Logger) Option {
 	return func(o *options) { o.logger = l }
 }
 
-// withClock sets the clock used for client expiry (tests).
+// withClock sets the clock of client expiry (tests).
 func withClock(now func() time.Time) Option {
 	return func(o *options) { o.now = now }
 }
+
+// Handler serves the metrics: each request is one scrape of its client.
+type Handler struct {
+	http.Handler
+	e *exporter
+}
+
+// State is the per-client state, for the debug endpoints.
+func (h *Handler) State() StateDebug { return h.e.state }
 
 type handler struct {
 	e        *exporter
@@ -112,7 +138,7 @@ type handler struct {
 // If the source refuses the client's view, the scrape fails as a whole with
 // a 503 (too many clients) or a 500 whose body names the reason, rather than
 // serving a partial view.
-func NewHandler(src Source, opts ...Option) http.Handler {
+func NewHandler(src Source, opts ...Option) *Handler {
 	o := defaultOptions()
 	for _, opt := range opts {
 		opt(&o)
@@ -128,17 +154,17 @@ func NewHandler(src Source, opts ...Option) http.Handler {
 		h.inFlight = make(chan struct{}, o.maxInFlight)
 	}
 	h.shared.MustRegister(
-		newHealthCollector(src, &h.e.failedScrapes),
+		newHealthCollector(src, h.e.state, &h.e.failedScrapes),
 		versioncollector.NewCollector("conntrace_exporter"),
 	)
 	if !o.exporterMetrics {
-		return h
+		return &Handler{Handler: h, e: h.e}
 	}
 	h.shared.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	return promhttp.InstrumentMetricHandler(h.shared, h)
+	return &Handler{Handler: promhttp.InstrumentMetricHandler(h.shared, h), e: h.e}
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -160,7 +186,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ms, err := h.e.scrape(clientID)
 	if err != nil {
 		code := http.StatusInternalServerError
-		if errors.Is(err, tracer.ErrTooManyClients) {
+		if errors.Is(err, netstate.ErrTooManyClients) {
 			code = http.StatusServiceUnavailable
 		}
 		level.Warn(h.logger).Log("msg", "Scrape refused", "client", clientID, "err", err)

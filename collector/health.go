@@ -12,7 +12,8 @@ import (
 // healthCollector exports the tracer's own health. It has no client
 // dimension: every scraper sees the same values.
 type healthCollector struct {
-	src Source
+	src   Source
+	state stateHealth
 	// failedScrapes is the collector's own loss (nil: none), exported as
 	// lost_total{reason="scrape_failed"}.
 	failedScrapes *atomic.Uint64
@@ -30,9 +31,16 @@ type healthCollector struct {
 // client restarted.
 const lostScrapeFailed = "scrape_failed"
 
-func newHealthCollector(src Source, failedScrapes *atomic.Uint64) *healthCollector {
+// stateHealth is what the health metrics read of the per-client state.
+type stateHealth interface {
+	Clients() int
+	Lost() map[string]uint64
+}
+
+func newHealthCollector(src Source, state stateHealth, failedScrapes *atomic.Uint64) *healthCollector {
 	return &healthCollector{
 		src:           src,
+		state:         state,
 		failedScrapes: failedScrapes,
 		tracked: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "tracked_connections"),
 			"TCP connections (protocol tcp) and UDP flows (protocol udp) tracked in the kernel now; each is bounded by conntrace_tracked_connections_limit.", []string{"protocol"}, nil),
@@ -41,12 +49,12 @@ func newHealthCollector(src Source, failedScrapes *atomic.Uint64) *healthCollect
 				`connections beyond it are counted in conntrace_lost_total{reason="tracked_connections_full"}.`, nil, nil),
 		lost: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "lost_total"),
 			"Events the tracer could not count, by reason: tracked_connections_full (new connection not traced), "+
-				"ring_buffer_full (last delta of a closed connection), closed_buffer_full (a client missed a closed connection's last delta), "+
-				"client_state_full (a client missed a connection's traffic), client_rejected (scrape of a new client refused), client_evicted (a client that never came back after its first scrape, dropped for a new one), "+
+				"ring_buffer_full (last delta of a closed connection), "+
+				"client_state_full (a client missed the traffic of a connection older than it), client_rejected (scrape of a new client refused), client_evicted (a client that never came back after its first scrape, dropped for a new one), "+
 				"decode_error (kernel record not decoded), conntrack_state_full and conntrack_error (NAT not read), "+
 				"dns_ring_buffer_full, dns_malformed and dns_cache_full (DNS answers not read, or not kept), recursion_misses (BPF program runs the kernel skipped), socket_storage_error (new TCP connection not traced: no socket storage), udp_flow_expiring (a UDP call that raced the closing of its idle flow, at most), scrape_failed (a scrape failed after taking its deltas: its client restarted).", []string{"reason"}, nil),
 		clients: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "clients"),
-			"Scrape clients (scraper address, with its client_id if given) whose per-client state the tracer holds.", nil, nil),
+			"Scrape clients (scraper address, with its client_id if given) whose counters are held.", nil, nil),
 		progInfo: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "bpf_program_info"),
 			"A BPF program of the tracer (always 1): the hook it is attached to, and how.", []string{"program", "hook", "attach"}, nil),
 		progRuns: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "bpf_program_runs_total"),
@@ -83,10 +91,16 @@ func (c *healthCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *healthCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.src.Stats()
+	if s.Lost == nil {
+		s.Lost = map[string]uint64{}
+	}
+	for r, n := range c.state.Lost() {
+		s.Lost[r] += n
+	}
 	ch <- prometheus.MustNewConstMetric(c.tracked, prometheus.GaugeValue, float64(s.TrackedConnections), "tcp")
 	ch <- prometheus.MustNewConstMetric(c.tracked, prometheus.GaugeValue, float64(s.TrackedUDPFlows), "udp")
 	ch <- prometheus.MustNewConstMetric(c.trackedLimit, prometheus.GaugeValue, float64(s.TrackedConnectionsLimit))
-	ch <- prometheus.MustNewConstMetric(c.clients, prometheus.GaugeValue, float64(s.Clients))
+	ch <- prometheus.MustNewConstMetric(c.clients, prometheus.GaugeValue, float64(c.state.Clients()))
 	ch <- prometheus.MustNewConstMetric(c.dnsUnsolicited, prometheus.CounterValue, float64(s.DNSUnsolicited))
 
 	// Every known reason, 0 if absent; then any reason the tracer added

@@ -24,7 +24,7 @@ func TestCloseBeforeDrainLoopReturns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := &Tracer{closedRd: rd, stop: make(chan struct{}), done: make(chan struct{})}
+	tr := &Tracer{closedRd: rd, stop: make(chan struct{})}
 	closed := make(chan error, 1)
 	go func() { closed <- tr.Close() }()
 	select {

@@ -35,13 +35,18 @@ type Config struct {
 	// MaxTrackedConnections bounds the connections tracked in the kernel.
 	// Connections beyond it are counted in conntrace_lost_total{reason="tracked_connections_full"}.
 	MaxTrackedConnections uint32
-	// MaxClosedConnectionsBuffered bounds the closed connections held,
-	// once for all clients, until every client took them.
+	// MaxClosedConnectionsBuffered bounds the closed connections that
+	// wait, once for all clients, for the next conntrack dump to find
+	// their NAT (EnableConntrack); past it they are counted at once
+	// without it (LostConntrackStateFull). Closed connections are
+	// otherwise never held: they are folded into every client's series
+	// when drained (netstate).
 	MaxClosedConnectionsBuffered int
-	// MaxConnectionsStateBuffered bounds, per client, the per-connection
-	// baselines used to compute deltas. Below StateNeeded(), a busy host
-	// can fill it: past it, connections are reported late, or without their
-	// traffic until a slot frees (LostClientStateFull).
+	// MaxConnectionsStateBuffered bounds, per client, the baselines of
+	// the connections alive at the client's first scrape (the only
+	// per-connection state a client has). Below StateNeeded(), a busy host
+	// can fill it: the connections past it count only their close for that
+	// client (LostClientStateFull).
 	MaxConnectionsStateBuffered int
 	// ClientStateExpiry drops a client not seen for this long.
 	ClientStateExpiry time.Duration

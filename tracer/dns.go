@@ -214,15 +214,22 @@ func (c *dnsCache) drop(a netip.Addr, e *dnsEntry) {
 	}
 }
 
-// resolve returns the names of the connections' remote addresses; a
-// lookup keeps an entry alive.
+// resolve returns the names of the connections' remote addresses.
 func (c *dnsCache) resolve(conns []ConnectionStats, now time.Time) map[netip.Addr][]string {
+	addrs := make([]netip.Addr, len(conns))
+	for i := range conns {
+		addrs[i] = conns[i].NATRemote()
+	}
+	return c.names(addrs, now)
+}
+
+// names returns the names of addrs; a lookup keeps an entry alive.
+func (c *dnsCache) names(addrs []netip.Addr, now time.Time) map[netip.Addr][]string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.expireLocked(now)
 	out := map[netip.Addr][]string{}
-	for i := range conns {
-		a := conns[i].NATRemote()
+	for _, a := range addrs {
 		if _, done := out[a]; done {
 			continue
 		}

@@ -1,7 +1,6 @@
 package tracer
 
 import (
-	"errors"
 	"testing"
 	"time"
 
@@ -46,30 +45,5 @@ func TestNewClientSeesCloseDuringFirstRead(t *testing.T) {
 		if tt.sent != 0 || tt.recv != 0 {
 			t.Errorf("%s: sent=%d recv=%d, want 0 0 (all before the client's first read)", side, tt.sent, tt.recv)
 		}
-	}
-}
-
-// A new client refused (MaxClients held, none evictable) is refused before
-// the kernel is read: a refused request costs nothing (issue 11.15: it
-// paid a full read first).
-func TestRefusedClientNotRead(t *testing.T) {
-	nettest.RequireRoot(t)
-	tr := newTestTracer(t, func(c *Config) {
-		c.MaxClients = 1
-		c.CollectTCPConns = TCPPossible() == nil // the refusal needs no TCP
-	})
-	reads := 0
-	tr.afterRead = func() { reads++ }
-	for range 2 { // a client that comes back is not evicted
-		if _, err := tr.GetActiveConnections("prometheus"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	_, err := tr.GetActiveConnections("other")
-	if !errors.Is(err, ErrTooManyClients) {
-		t.Fatalf("a second client with MaxClients 1: err %v, want ErrTooManyClients", err)
-	}
-	if reads != 2 {
-		t.Errorf("%d reads of the kernel, want 2: the refused client read it too", reads)
 	}
 }

@@ -1,30 +1,65 @@
 package tracer
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 )
 
-// knownFlow runs known and a NetworkState the way the tracer does (see
-// readActive and drainClosed), for one client whose deltas it sums.
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// mkConn returns an established TCP connection with the given cookie and totals.
+func mkConn(cookie uint64, sent, recv uint64) ConnectionStats {
+	return ConnectionStats{
+		Source:             netip.MustParseAddr("10.0.0.1"),
+		Dest:               netip.MustParseAddr("10.0.0.2"),
+		SPort:              40000,
+		DPort:              443,
+		Key:                ConnKey{Cookie: cookie},
+		MonotonicSentBytes: sent,
+		MonotonicRecvBytes: recv,
+		Established:        true,
+		Direction:          OUTGOING,
+	}
+}
+
+// startedAt is c with the kernel time the tracer first saw it.
+func startedAt(c ConnectionStats, epoch uint64) ConnectionStats {
+	c.StartEpoch = epoch
+	return c
+}
+
+// last is what a client older than every connection counts of them.
+type last struct{ Sent, Recv, Opened, Closed uint64 }
+
+func (l *last) add(c *ConnectionStats) {
+	c.SetLifecycle()
+	l.Sent += c.MonotonicSentBytes
+	l.Recv += c.MonotonicRecvBytes
+	l.Opened += uint64(c.MonotonicOpened)
+	l.Closed += uint64(c.MonotonicClosed)
+}
+
+// knownFlow runs known the way the tracer does (see readActive and
+// drainClosed) for one client older than every connection: its view is
+// what left (closed or expired, given to the sink) plus the live
+// connections' totals, as netstate sums them.
 type knownFlow struct {
 	t       *testing.T
 	k       *known
-	ns      NetworkState
 	now     time.Time
 	epoch   uint64
 	timeout time.Duration
-	sum     last
+	left    last // what the sink got
+	sum     last // the view at the last read
 }
 
 func newKnownFlow(t *testing.T, maxEntries int) *knownFlow {
-	f := &knownFlow{t: t, k: newKnown(maxEntries), ns: NewNetworkState(testConfig()), now: t0, timeout: time.Minute}
-	f.read() // the client's first call
-	return f
+	return &knownFlow{t: t, k: newKnown(maxEntries), now: t0, timeout: time.Minute}
 }
 
-// read reads the live connections given, as readActive, then makes the
-// client's call and adds its deltas.
+// read reads the live connections given, as readActive, and computes the
+// view.
 func (f *knownFlow) read(live ...ConnectionStats) {
 	f.t.Helper()
 	f.k.beginRead()
@@ -34,13 +69,14 @@ func (f *knownFlow) read(live ...ConnectionStats) {
 			conns = append(conns, c)
 		}
 	}
-	conns = f.k.endRead(conns, f.now, f.timeout) // as readActive
+	conns, expired := f.k.endRead(conns, f.now, f.timeout)
+	for i := range expired {
+		f.left.add(&expired[i])
+	}
 	f.epoch += 10
-	for _, c := range callAt(f.t, f.ns, "A", f.now, f.epoch, conns...) {
-		f.sum.Sent += c.LastSentBytes
-		f.sum.Recv += c.LastRecvBytes
-		f.sum.Opened += c.LastOpened
-		f.sum.Closed += c.LastClosed
+	f.sum = f.left
+	for i := range conns {
+		f.sum.add(&conns[i])
 	}
 }
 
@@ -49,7 +85,7 @@ func (f *knownFlow) closed(c ConnectionStats) {
 	c.Closed = true
 	c.LastUpdateEpoch = f.epoch + 1
 	f.k.closed(&c, f.now)
-	f.ns.StoreClosedConnection(c)
+	f.left.add(&c)
 }
 
 // An orphan (a socket closed by its process while it still drains to a slow
@@ -90,36 +126,5 @@ func TestAcceptedPastTimeoutCountedOnce(t *testing.T) {
 	f.read()
 	if want := (last{Recv: 450, Opened: 1, Closed: 1}); f.sum != want {
 		t.Errorf("totals %+v, want %+v", f.sum, want)
-	}
-}
-
-// A connection that expires in one client's read while another client's
-// read, made just before, still reports it: the second client's call
-// counts nothing again (review of issue 11.3: the expiry removed every
-// client's baseline, so that call reported the whole totals and an opening).
-func TestExpiryBetweenAnotherClientsReadAndCall(t *testing.T) {
-	cfg := testConfig()
-	cfg.ClientStateExpiry = time.Hour
-	k, ns := newKnown(100), NewNetworkState(cfg)
-	now := t0
-	read := func() []ConnectionStats { // as readActive
-		k.beginRead()
-		return k.endRead(nil, now, time.Minute)
-	}
-	c := startedAt(mkConn(1, 1000, 10), 5)
-	k.beginRead()
-	k.live(&c, now)
-	k.endRead(nil, now, time.Minute)
-	for _, id := range []string{"A", "B"} {
-		callAt(t, ns, id, now, 1)
-		callAt(t, ns, id, now, 2, c)
-	}
-	now = now.Add(59 * time.Second)
-	aView := read() // A's read: the orphan, with its last values
-	now = now.Add(2 * time.Second)
-	read() // B's read: past the timeout, it expires
-	got := callAt(t, ns, "A", now, 3, aView...)
-	if c := got[key(1)]; lastOf(c) != (last{}) {
-		t.Errorf("A's call after B's read expired the connection: %+v, want no delta", lastOf(c))
 	}
 }

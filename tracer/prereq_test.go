@@ -74,15 +74,19 @@ func TestKnownKeepsCountersMonotonicAndCompletesReads(t *testing.T) {
 	}
 	// Not visited by the next read: its last values complete the read.
 	k.beginRead()
-	conns := k.endRead(nil, now.Add(time.Second), time.Minute)
-	if len(conns) != 1 || conns[0].MonotonicSentBytes != 100 || k.m[key].expired {
-		t.Fatalf("unvisited connection: got %v, expired %v", conns, k.m[key].expired)
+	conns, expired := k.endRead(nil, now.Add(time.Second), time.Minute)
+	if len(conns) != 1 || conns[0].MonotonicSentBytes != 100 || k.m[key].expired || len(expired) != 0 {
+		t.Fatalf("unvisited connection: got %v, expired %v (%v)", conns, k.m[key].expired, expired)
 	}
-	// Past the timeout it is no longer reported, and marked expired.
+	// Past the timeout it is no longer reported, marked expired, and
+	// returned with its last values: it leaves, as if closed.
 	k.beginRead()
-	conns = k.endRead(nil, now.Add(2*time.Minute), time.Minute)
+	conns, expired = k.endRead(nil, now.Add(2*time.Minute), time.Minute)
 	if len(conns) != 0 || len(k.m) != 1 || !k.m[key].expired {
 		t.Fatalf("after timeout: got %v, entry %+v", conns, k.m[key])
+	}
+	if len(expired) != 1 || expired[0].MonotonicSentBytes != 100 || expired[0].Closed {
+		t.Fatalf("after timeout: expired %v, want the connection with its last values, not closed", expired)
 	}
 	// A closed connection never comes back from a stale live read.
 	k.closed(&ConnectionStats{Key: key, MonotonicSentBytes: 120}, now)

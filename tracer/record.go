@@ -239,23 +239,22 @@ func (k *known) closed(c *ConnectionStats, now time.Time) {
 }
 
 // endRead appends the connections not visited by this read and not closed,
-// expires those not seen for timeout, and prunes. The clients' baselines of
-// the connections that expire are left alone: another client's read may
-// hold them still, and its call would count them again from zero. Each
-// client's next call drops the baselines of what left its view, and a late
+// expires those not seen for timeout (returned with what was reported of
+// them: they leave, as if closed, without a close), and prunes. A late
 // record of an expired connection is rebased, counting only what is new.
-func (k *known) endRead(conns []ConnectionStats, now time.Time, timeout time.Duration) []ConnectionStats {
+func (k *known) endRead(conns []ConnectionStats, now time.Time, timeout time.Duration) (live, expired []ConnectionStats) {
 	for _, e := range k.m {
 		switch {
 		case e.closed, e.expired, e.gen == k.gen:
 		case now.Sub(e.seen) > timeout:
+			expired = append(expired, e.stats)
 			e.expire()
 		default:
 			conns = append(conns, e.stats)
 		}
 	}
 	k.prune(now, timeout)
-	return conns
+	return conns, expired
 }
 
 // prune forgets the closed connections: an entry only has to outlive the

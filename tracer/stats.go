@@ -9,13 +9,10 @@ const (
 	// LostRingBufferFull: a closed connection's final record did not fit in
 	// the ring buffer; the bytes since the last scrape of that connection are lost.
 	LostRingBufferFull = "ring_buffer_full"
-	// LostClosedBufferFull: a client's closed-connection buffer
-	// (MaxClosedConnectionsBuffered) was full; that client misses the
-	// connection's last delta.
-	LostClosedBufferFull = "closed_buffer_full"
-	// LostClientStateFull: a client's baseline store
-	// (MaxConnectionsStateBuffered) was full; that client misses the
-	// connection's traffic until a slot frees.
+	// LostClientStateFull: a client's baselines
+	// (MaxConnectionsStateBuffered) were full at its first scrape; that
+	// client misses the traffic of the connections older than it that got
+	// none (their closing is counted).
 	LostClientStateFull = "client_state_full"
 	// LostClientRejected: a scrape from a new client was refused because
 	// MaxClients clients are held.
@@ -26,8 +23,10 @@ const (
 	LostClientEvicted = "client_evicted"
 	// LostDecodeError: a record from the kernel could not be decoded.
 	LostDecodeError = "decode_error"
-	// LostConntrackStateFull: NAT entries beyond ConntrackMaxStateSize; their
-	// connections are reported without their translation.
+	// LostConntrackStateFull: NAT entries beyond ConntrackMaxStateSize, or
+	// closed connections beyond MaxClosedConnectionsBuffered waiting for
+	// the next dump; their connections are counted without their
+	// translation.
 	LostConntrackStateFull = "conntrack_state_full"
 	// LostConntrackError: a conntrack dump failed (ENOBUFS, no conntrack);
 	// translations wait for the next dump.
@@ -57,7 +56,6 @@ const (
 var LostReasons = []string{
 	LostTrackedConnectionsFull,
 	LostRingBufferFull,
-	LostClosedBufferFull,
 	LostClientStateFull,
 	LostClientRejected,
 	LostClientEvicted,
@@ -87,8 +85,6 @@ type Stats struct {
 	TrackedConnectionsLimit uint64
 	// Lost counts, per reason (see LostReasons), what was not counted.
 	Lost map[string]uint64
-	// Clients is the number of NetworkState clients held.
-	Clients int
 	// Programs are the attached BPF programs and their run statistics.
 	Programs []ProgramStat
 	// Probes are the kprobes of kprobe_profile (all tools'), nil when the

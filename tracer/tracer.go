@@ -2,16 +2,15 @@ package tracer
 
 import (
 	"bytes"
-	"cmp"
+
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"slices"
+
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -37,29 +36,42 @@ type Attachment struct {
 type Tracer struct {
 	cfg    *Config
 	logger log.Logger
-	// afterRead, when set (tests), runs in GetActiveConnections between
-	// the read and the drain that follows it, under mu.
+	// afterRead, when set (tests), runs in Snapshot between the read and
+	// the drain that follows it, under mu.
 	afterRead func()
-	// natWait holds the closed connections, stored already, whose NAT the
-	// next conntrack dump finds (see drainClosed), at most
-	// MaxClosedConnectionsBuffered (as many as the clients' log holds).
-	natWait []natWaiting
+	// sink receives the connections that leave (see SetSink).
+	sink atomic.Pointer[sinkBox]
+	// drainMu serialises the drains (the loop's and a snapshot's) and
+	// guards what only they touch: the ring buffer readers and their
+	// buffers. A drain never takes mu: it never waits for a read.
+	drainMu    sync.Mutex
+	drainRec   ringbuf.Record
+	drainOne   [1]bpf.ConntraceConnRecord
+	drainComms comms
+	// kmu guards known: the reads hold it while they clamp their records,
+	// the drain while it marks closed ones, never during an iterator run.
+	kmu sync.Mutex
+	// natMu guards natWait: the closed connections whose NAT the next
+	// conntrack dump finds (see drainClosed), at most
+	// MaxClosedConnectionsBuffered, once for all clients.
+	natMu   sync.Mutex
+	natWait []ConnectionStats
+	natFull uint64 // given without their NAT: natWait was full
+	// ctMu guards ct; a drain only tries it (a dump holds it long).
+	ctMu sync.Mutex
 
 	objs        bpf.ConntraceObjects
 	links       []link.Link
 	attachments []Attachment
 	dumpIter    *link.Iter
 	closedRd    *ringbuf.Reader
-	stop, done  chan struct{}
+	stop        chan struct{}
+	loops       sync.WaitGroup // drainLoop and sweepLoop
 
-	state NetworkState
-
-	mu     sync.Mutex // serialises reads of the kernel state and known
+	mu     sync.Mutex // serialises reads of the kernel state
 	known  *known
-	decode uint64 // records that could not be decoded (under mu)
+	decode atomic.Uint64 // records that could not be decoded
 	// Reused from one read to the next (under mu).
-	rec   ringbuf.Record
-	one   [1]bpf.ConntraceConnRecord
 	buf   bytes.Buffer
 	recs  []bpf.ConntraceConnRecord
 	comms comms
@@ -106,14 +118,13 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 	}
 	support := KernelSupport()
 	t := &Tracer{
-		cfg:     cfg,
-		logger:  logger,
-		state:   NewNetworkState(cfg),
-		known:   newKnown(2 * int(cfg.MaxTrackedConnections)),
-		support: support,
-		stop:    make(chan struct{}),
-		comms:   make(comms),
-		done:    make(chan struct{}),
+		cfg:        cfg,
+		logger:     logger,
+		known:      newKnown(2 * int(cfg.MaxTrackedConnections)),
+		support:    support,
+		stop:       make(chan struct{}),
+		comms:      make(comms),
+		drainComms: make(comms),
 	}
 	for _, c := range support {
 		switch {
@@ -195,8 +206,10 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 			return nil, fmt.Errorf("opening the DNS ring buffer: %w", err)
 		}
 	}
-	t.draining = true // Close waits for the loop only once it runs
+	t.draining = true // Close waits for the loops only once they run
+	t.loops.Add(2)
 	go t.drainLoop()
+	go t.sweepLoop()
 	return t, nil
 }
 
@@ -403,251 +416,6 @@ func (t *Tracer) readEachNetns(it *link.Iter, buf *bytes.Buffer) error {
 	return err
 }
 
-// drainInterval is how often closed connections are moved from the ring
-// buffer to the state between scrapes. The kernel side never wakes user
-// space up (a wakeup costs as much as the rest of the program), so this
-// bounds the ring's fill: 8 MiB hold 32,768 records, 327,680 closes/s.
-const drainInterval = 100 * time.Millisecond
-
-// drainLoop drains the ring buffer every drainInterval until Close.
-func (t *Tracer) drainLoop() {
-	defer close(t.done)
-	tick := time.NewTicker(drainInterval)
-	defer tick.Stop()
-	sweep := time.NewTicker(udpSweepEvery(t.cfg.UDPConnTimeout))
-	defer sweep.Stop()
-	for {
-		select {
-		case <-t.stop:
-			return
-		case <-tick.C:
-			t.mu.Lock()
-			t.drainClosed()
-			t.mu.Unlock()
-		case <-sweep.C:
-			// Close idle UDP flows, expire clients, and forget what only
-			// served reads, even when nobody scrapes: memory stays bounded
-			// without scrapes. The closed connections waiting for their NAT
-			// wait for the next scrape (which dumps for them: a dump costs
-			// the conntrack table's size, not to be paid when nobody
-			// reads), unless no client is left to take them.
-			now := time.Now()
-			t.state.RemoveExpiredClients(now)
-			t.mu.Lock()
-			if _, err := t.readUDP(nil, ktimeNow()); err != nil {
-				level.Warn(t.logger).Log("msg", "sweeping idle UDP flows", "err", err)
-			}
-			if len(t.natWait) > 0 && t.state.Clients() == 0 {
-				t.natWait = nil // no record left to set
-			}
-			t.known.prune(now, t.cfg.TCPConnTimeout)
-			t.mu.Unlock()
-			if t.dns != nil {
-				t.dns.expire(now)
-			}
-		}
-	}
-}
-
-// drainDNS parses the DNS answers in their ring buffer. Callers hold t.mu.
-func (t *Tracer) drainDNS() {
-	if t.dnsRd == nil {
-		return
-	}
-	t.dnsRd.SetDeadline(time.Unix(1, 0))
-	now := time.Now()
-	for {
-		if err := t.dnsRd.ReadInto(&t.rec); err != nil {
-			if !errors.Is(err, os.ErrDeadlineExceeded) {
-				level.Warn(t.logger).Log("msg", "reading the DNS ring buffer", "err", err)
-			}
-			return
-		}
-		var ev bpf.ConntraceDnsEvent
-		if len(t.rec.RawSample) < int(unsafe.Sizeof(ev)) {
-			t.decode++
-			continue
-		}
-		ev = *(*bpf.ConntraceDnsEvent)(unsafe.Pointer(&t.rec.RawSample[0]))
-		n := min(int(ev.Len), len(ev.Data))
-		t.dns.handle(ev.Data[:n], ev.Truncated != 0, now)
-	}
-}
-
-// drainClosed moves every closed connection in the ring buffer to the
-// state. Callers hold t.mu.
-func (t *Tracer) drainClosed() {
-	t.drainDNS()
-	// A deadline in the past: read what is there, never wait.
-	t.closedRd.SetDeadline(time.Unix(1, 0))
-	now := time.Now()
-	for {
-		if err := t.closedRd.ReadInto(&t.rec); err != nil {
-			if !errors.Is(err, os.ErrDeadlineExceeded) {
-				level.Warn(t.logger).Log("msg", "reading the closed-connection ring buffer", "err", err)
-			}
-			return
-		}
-		recs, err := decodeRecords(t.one[:], t.rec.RawSample)
-		if err != nil || len(recs) != 1 {
-			t.decode++
-			level.Warn(t.logger).Log("msg", "undecodable closed-connection record", "bytes", len(t.rec.RawSample), "err", err)
-			continue
-		}
-		c := toConnectionStats(&recs[0], t.comms)
-		if !t.keep(&c) {
-			continue
-		}
-		t.known.closed(&c, now)
-		found := true
-		if t.ct != nil {
-			c.IPTranslation, found = t.ct.lookupClosed(&c)
-		}
-		seq, held := t.state.StoreClosedConnection(c)
-		if found || !held {
-			continue
-		}
-		// Opened and closed between two dumps: the next one (translate,
-		// before any client takes the record) finds its NAT, the conntrack
-		// entry outliving the socket. As many wait as records are held:
-		// the records the state let go need none.
-		if len(t.natWait) >= t.cfg.MaxClosedConnectionsBuffered {
-			// In sequence order: those gone are a prefix.
-			oldest := t.state.OldestClosed()
-			gone, _ := slices.BinarySearchFunc(t.natWait, oldest, func(w natWaiting, seq uint64) int { return cmp.Compare(w.seq, seq) })
-			t.natWait = t.natWait[gone:]
-		}
-		if len(t.natWait) < t.cfg.MaxClosedConnectionsBuffered {
-			t.natWait = append(t.natWait, natWaiting{seq: seq, netns: c.NetNS, key: ctKeyOf(&c)})
-		} else {
-			t.ct.full++
-		}
-	}
-}
-
-// readActive runs the iterator: the live counters of every tracked socket a
-// process holds, read now, completed by the last values of the others.
-// Callers hold t.mu.
-func (t *Tracer) readActive(now time.Time) ([]ConnectionStats, error) {
-	if t.dumpIter == nil {
-		return nil, nil // no TCP
-	}
-	t.buf.Reset()
-	var err error
-	if t.tcpIter == tcpIterTCP {
-		err = t.readEachNetns(t.dumpIter, &t.buf)
-	} else {
-		err = readIter(t.dumpIter, &t.buf)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading the connection iterator: %w", err)
-	}
-	recs, err := decodeRecords(t.recs, t.buf.Bytes())
-	t.recs = recs
-	if err != nil {
-		t.decode++
-		return nil, err
-	}
-	conns := make([]ConnectionStats, 0, len(recs))
-	t.known.beginRead()
-	for i := range recs {
-		c := toConnectionStats(&recs[i], t.comms)
-		if t.keep(&c) && t.known.live(&c, now) {
-			conns = append(conns, c)
-		}
-	}
-	return t.known.endRead(conns, now, t.cfg.TCPConnTimeout), nil
-}
-
-// readAll reads every TCP connection and UDP flow and marks those whose
-// other end is here too. Callers hold t.mu.
-func (t *Tracer) readAll(now time.Time) ([]ConnectionStats, error) {
-	conns, err := t.readActive(now)
-	if err != nil {
-		return nil, err
-	}
-	if conns, err = t.readUDP(conns, ktimeNow()); err != nil {
-		return nil, err
-	}
-	if t.intraEnds == nil {
-		t.intraEnds = make(map[endpointKey]struct{}, len(conns))
-	}
-	markIntraHostWith(conns, t.intraEnds)
-	t.syncPorts(conns)
-	return conns, nil
-}
-
-// natWaiting is a closed record, held by the state, whose NAT waits for a
-// dump.
-type natWaiting struct {
-	seq   uint64
-	netns uint32
-	key   ctKey
-}
-
-// translate finds the NAT of a read's connections and sets that of the
-// closed records waiting for one. Callers hold t.mu, and call it before
-// any client takes the records drained (GetActiveConnections holds t.mu
-// through its client's call).
-func (t *Tracer) translate(conns []ConnectionStats, now time.Time) {
-	if t.ct == nil {
-		return
-	}
-	var namespaces map[uint32]struct{}
-	if len(t.natWait) > 0 {
-		namespaces = make(map[uint32]struct{})
-		for _, w := range t.natWait {
-			namespaces[w.netns] = struct{}{}
-		}
-	}
-	t.ct.translate(conns, namespaces, now) // dumps when records wait
-	for _, w := range t.natWait {
-		if tr, ok := t.ct.findKey(w.netns, w.key); ok {
-			t.state.SetTranslation(w.seq, tr)
-		}
-	}
-	t.natWait = t.natWait[:0]
-	if cap(t.natWait) > 4096 {
-		t.natWait = nil // let a burst's array go
-	}
-}
-
-// GetActiveConnections returns clientID's view: active and recently closed
-// connections with deltas since that client's previous call.
-func (t *Tracer) GetActiveConnections(clientID string) (*Connections, error) {
-	now := time.Now()
-	// Admitted before the read: a new client is refused before paying for
-	// one, and the connections that close while the read and the drain run
-	// reach its first view, not only the other clients'.
-	if err := t.state.Admit(clientID, now, ktimeNow()); err != nil {
-		return nil, err
-	}
-	t.mu.Lock()
-	active, err := t.readAll(now)
-	if t.afterRead != nil {
-		t.afterRead()
-	}
-	// After the read: what closed meanwhile reaches this call already.
-	t.drainClosed()
-	if err != nil {
-		t.mu.Unlock()
-		return nil, err
-	}
-	t.translate(active, now)
-	// Under t.mu: no record drained after translate, its NAT not set yet,
-	// reaches this client.
-	conns, newClient, err := t.state.Connections(clientID, now, ktimeNow(), active)
-	t.mu.Unlock()
-	if err != nil {
-		return nil, err
-	}
-	out := &Connections{Conns: conns, NewClient: newClient}
-	if t.dns != nil {
-		out.DNS = t.dns.resolve(conns, now)
-	}
-	return out, nil
-}
-
 // DebugNetworkMaps returns the connections in the kernel now, without any
 // client state (the seed's debug view).
 func (t *Tracer) DebugNetworkMaps() (*Connections, error) {
@@ -662,21 +430,11 @@ func (t *Tracer) DebugNetworkMaps() (*Connections, error) {
 	return &Connections{Conns: conns}, nil
 }
 
-// RemoveClient drops a client's state.
-func (t *Tracer) RemoveClient(clientID string) { t.state.RemoveClient(clientID) }
-
-// HasClient says whether the tracer holds a client's state.
-func (t *Tracer) HasClient(clientID string) bool { return t.state.HasClient(clientID) }
-
-// State returns the NetworkState, for debug endpoints.
-func (t *Tracer) State() NetworkState { return t.state }
-
 // Stats returns the tracer's health.
 func (t *Tracer) Stats() Stats {
 	s := Stats{
 		TrackedConnectionsLimit: uint64(t.cfg.MaxTrackedConnections),
 		Lost:                    make(map[string]uint64, len(LostReasons)),
-		Clients:                 t.state.Clients(),
 	}
 	var v uint64
 	if t.objs.Tracked.Get(&v) == nil {
@@ -698,15 +456,17 @@ func (t *Tracer) Stats() Stats {
 	if t.objs.LostRingBufferFull.Get(&v) == nil {
 		s.Lost[LostRingBufferFull] = v
 	}
-	for reason, n := range t.state.Lost() {
-		s.Lost[reason] += n
+	s.Lost[LostDecodeError] = t.decode.Load()
+	if t.ct != nil {
+		t.natMu.Lock()
+		s.Lost[LostConntrackStateFull] = t.natFull
+		t.natMu.Unlock()
+		t.ctMu.Lock()
+		s.Lost[LostConntrackStateFull] += t.ct.full
+		s.Lost[LostConntrackError] = t.ct.errors
+		t.ctMu.Unlock()
 	}
 	t.mu.Lock()
-	s.Lost[LostDecodeError] = t.decode
-	if t.ct != nil {
-		s.Lost[LostConntrackStateFull] = t.ct.full
-		s.Lost[LostConntrackError] = t.ct.errors
-	}
 	if t.dns != nil {
 		st := t.dns.getStats()
 		s.Lost[LostDNSMalformed] = uint64(st[dnsMalformed] + st[dnsTruncated])
@@ -740,7 +500,7 @@ func (t *Tracer) Close() error {
 	var errs []error
 	if t.draining {
 		close(t.stop)
-		<-t.done
+		t.loops.Wait()
 	}
 	if t.closedRd != nil {
 		errs = append(errs, t.closedRd.Close())

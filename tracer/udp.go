@@ -60,6 +60,7 @@ func (t *Tracer) readUDP(conns []ConnectionStats, ktimeNow uint64) ([]Connection
 			return conns, fmt.Errorf("reading the UDP flows: %w", err)
 		}
 	}
+	var gone []ConnectionStats
 	for i := range idle {
 		var v bpf.ConntraceUdpFlow
 		if err := t.objs.UdpFlows.LookupAndDelete(&idle[i], &v); err != nil {
@@ -68,8 +69,11 @@ func (t *Tracer) readUDP(conns []ConnectionStats, ktimeNow uint64) ([]Connection
 		c := t.udpStats(&idle[i], &v, true)
 		c.LastUpdateEpoch = ktimeNow
 		if t.keep(&c) {
-			t.state.StoreClosedConnection(c)
+			gone = append(gone, c)
 		}
+	}
+	if t.wanted() {
+		t.emit(gone)
 	}
 	return conns, nil
 }

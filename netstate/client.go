@@ -1,0 +1,159 @@
+package netstate
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/conntrace/conntrace_exporter/tracer"
+)
+
+// client is what the state holds for one client (a scraper address, with
+// its client_id if given).
+type client[K comparable] struct {
+	lastFetch time.Time
+	// admitEpoch is the kernel time the client was admitted, before its
+	// first snapshot: connections that left before it are not its own.
+	admitEpoch uint64
+	// firstEpoch is when the client's first snapshot ended.
+	firstEpoch uint64
+	// fresh is set from admission to the first scrape's step.
+	fresh bool
+	// dropped is set when the first scrape found the baselines full: some
+	// connections older than the client have none, and their traffic is
+	// not the client's to count (counted in LostClientStateFull).
+	dropped bool
+	calls   uint64
+	// lastGen is the state's gen at the client's previous scrape.
+	lastGen uint64
+	// base holds the baselines of the connections alive at the client's
+	// first scrape, until they leave.
+	base map[tracer.ConnKey]baseline
+
+	series   map[K]*series // label set -> its series (or the overflow series)
+	list     []*series     // the series of their own, in creation order
+	overflow *series       // nil until a label set needs it
+	// overflowTotal counts the connections counted into overflow, each
+	// once.
+	overflowTotal uint64
+	// addrs are the remote addresses of the connections folded since the
+	// previous scrape (at most MaxAddrs).
+	addrs map[netip.Addr]struct{}
+}
+
+// series is one client's counters of one label set: what left, folded,
+// and (during a step) what the live connections contribute.
+type series struct {
+	labels []string
+	tcp    bool
+	total  Counters
+	live   Counters
+	open   uint64
+}
+
+func (s *series) value(overflow bool) Series {
+	v := Series{Labels: s.labels, TCP: s.tcp, Overflow: overflow, Counters: s.total, Open: s.open}
+	v.Counters.Add(&s.live)
+	return v
+}
+
+func (c *client[K]) overflowSeries(lab interface{ Overflow() []string }) *series {
+	if c.overflow == nil {
+		c.overflow = &series{labels: lab.Overflow()}
+	}
+	return c.overflow
+}
+
+// older says whether x, without a baseline, is older than the client:
+// opened before the client was admitted and gone before its first
+// snapshot ended (so not in it), or older than the client when its first
+// scrape found the baselines full. Its traffic is not the client's to
+// count; its end is.
+func (c *client[K]) older(x *tracer.ConnectionStats) bool {
+	if x.StartEpoch < c.admitEpoch && (c.fresh || x.LastUpdateEpoch <= c.firstEpoch) {
+		return true
+	}
+	return c.dropped && x.StartEpoch < c.firstEpoch
+}
+
+// oneShotGrace protects a client after its first scrape from the eviction
+// of other scrapers' new clients, long enough for a Prometheus to come back
+// (a scrape interval is at most 2 minutes in practice: staleness is 5).
+const oneShotGrace = 2 * time.Minute
+
+// clientHost is the scraper address of a client id ("client_id@address",
+// or the address alone).
+func clientHost(id string) string {
+	if i := strings.LastIndexByte(id, '@'); i >= 0 {
+		return id[i+1:]
+	}
+	return id
+}
+
+// perHost is how many clients one scraper address holds at most.
+func (s *State[K]) perHost() int { return max(4, s.cfg.MaxClients/4) }
+
+// makeRoom makes room for the new client id, if it can, by evicting a
+// client that never came back after its first scrape (a Prometheus comes
+// back every scrape interval; one-off requests, a new client_id each, do
+// not): the oldest of the new client's own address when that address is at
+// its share (perHost), else the oldest of any address past oneShotGrace.
+// So one address cannot hold more than its share, nor evict another's new
+// Prometheus before it could come back. Clients that came back are never
+// evicted, only expired. Callers hold s.mu.
+func (s *State[K]) makeRoom(id string, now time.Time) bool {
+	host := clientHost(id)
+	own := 0
+	for oid := range s.clients {
+		if clientHost(oid) == host {
+			own++
+		}
+	}
+	if own < s.perHost() && len(s.clients) < s.cfg.MaxClients {
+		return true
+	}
+	var oldest string
+	var c *client[K]
+	for oid, o := range s.clients {
+		mine := clientHost(oid) == host
+		switch {
+		case o.calls > 1, o.fresh:
+			continue
+		case own >= s.perHost() && !mine:
+			continue
+		case own < s.perHost() && now.Sub(o.lastFetch) < oneShotGrace:
+			continue
+		}
+		if c == nil || o.lastFetch.Before(c.lastFetch) {
+			oldest, c = oid, o
+		}
+	}
+	if c == nil {
+		return false
+	}
+	delete(s.clients, oldest)
+	s.tel.clientsEvicted++
+	return true
+}
+
+// admit returns clientID's client, made if new. Callers hold s.mu.
+func (s *State[K]) admit(clientID string, now time.Time) (*client[K], error) {
+	if c := s.clients[clientID]; c != nil {
+		return c, nil
+	}
+	if !s.makeRoom(clientID, now) {
+		s.tel.clientsRejected++
+		return nil, fmt.Errorf("%w: %d held, the limit (--tracer.max-clients; at most %d per scraper address), and none can make room: each came back after its first scrape, or is younger than %s",
+			ErrTooManyClients, len(s.clients), s.perHost(), oneShotGrace)
+	}
+	c := &client[K]{
+		fresh:      true,
+		admitEpoch: s.src.KTime(),
+		lastFetch:  now,
+		base:       make(map[tracer.ConnKey]baseline),
+		series:     make(map[K]*series),
+	}
+	s.clients[clientID] = c
+	return c, nil
+}

@@ -1,0 +1,123 @@
+package netstate
+
+import "github.com/conntrace/conntrace_exporter/tracer"
+
+// Counters are the cumulative counters of a label set, or what one
+// connection contributes to them. Every counter of the traffic metrics is
+// here, so that adding one is an edit of this type and of its three
+// methods.
+type Counters struct {
+	Sent, Recv            uint64
+	Retransmits, Segments uint64
+	// Opened, Closed and Failed count connections (0 or 1 for one).
+	Opened, Closed, Failed uint64
+	// RTT holds the kernel's non-cumulative log2 buckets, and the sum.
+	RTT          [tracer.NumRTTBuckets]uint64
+	RTTSumMicros uint64
+}
+
+// Add adds o into c.
+func (c *Counters) Add(o *Counters) {
+	c.Sent += o.Sent
+	c.Recv += o.Recv
+	c.Retransmits += o.Retransmits
+	c.Segments += o.Segments
+	c.Opened += o.Opened
+	c.Closed += o.Closed
+	c.Failed += o.Failed
+	for i, v := range o.RTT {
+		c.RTT[i] += v
+	}
+	c.RTTSumMicros += o.RTTSumMicros
+}
+
+// baseline is what a client had seen of a connection older than the client
+// at its first scrape: the connection's monotonic counters then, in the
+// kernel's widths (a third of Counters' size: one per connection alive at a
+// client's first scrape).
+type baseline struct {
+	sent, recv     uint64
+	retrans, segs  uint32
+	opened, closed bool
+	failed         bool
+	rtt            tracer.RTTHistogram
+}
+
+// lifecycle returns whether c counts as opened, closed and failed: an
+// opening is counted when established (not for a connection older than the
+// tracer), a closing when an established connection closes, a failure when
+// one closes without ever being established.
+func lifecycle(c *tracer.ConnectionStats) (opened, closed, failed bool) {
+	switch {
+	case c.Closed && !c.Established:
+		return false, false, true
+	case c.Established:
+		return !c.Preexisting, c.Closed, false
+	}
+	return false, false, false
+}
+
+func baselineOf(c *tracer.ConnectionStats) baseline {
+	b := baseline{
+		sent: c.MonotonicSentBytes, recv: c.MonotonicRecvBytes,
+		retrans: c.MonotonicRetransmits, segs: c.MonotonicSentSegments,
+		rtt: c.MonotonicRTT,
+	}
+	b.opened, b.closed, b.failed = lifecycle(c)
+	return b
+}
+
+func bit(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// since returns what c counted after the baseline b (the zero baseline: all
+// of it). A counter below its baseline means the kernel's entry was replaced
+// (a stats reset): it counts whole, and reset is true.
+func since(c *tracer.ConnectionStats, b *baseline) (d Counters, reset bool) {
+	sub := func(v, base uint64) uint64 {
+		if v < base {
+			reset = true
+			return v
+		}
+		return v - base
+	}
+	opened, closed, failed := lifecycle(c)
+	d.Sent = sub(c.MonotonicSentBytes, b.sent)
+	d.Recv = sub(c.MonotonicRecvBytes, b.recv)
+	d.Retransmits = sub(uint64(c.MonotonicRetransmits), uint64(b.retrans))
+	d.Segments = sub(uint64(c.MonotonicSentSegments), uint64(b.segs))
+	d.Opened = sub(bit(opened), bit(b.opened))
+	d.Closed = sub(bit(closed), bit(b.closed))
+	d.Failed = sub(bit(failed), bit(b.failed))
+	for i, v := range c.MonotonicRTT.Buckets {
+		d.RTT[i] = sub(uint64(v), uint64(b.rtt.Buckets[i]))
+	}
+	d.RTTSumMicros = sub(c.MonotonicRTT.SumMicros, b.rtt.SumMicros)
+	return d, reset
+}
+
+// ends returns only the connection's end: its closing or failure, without
+// traffic (for a connection whose traffic predates the client).
+func ends(c *tracer.ConnectionStats) Counters {
+	_, closed, failed := lifecycle(c)
+	return Counters{Closed: bit(closed), Failed: bit(failed)}
+}
+
+// minus returns a − b for counters of the same connection read twice
+// (b first), the lifecycle left out: the traffic between the two reads.
+func minus(a, b *Counters) Counters {
+	d := Counters{
+		Sent: a.Sent - min(a.Sent, b.Sent), Recv: a.Recv - min(a.Recv, b.Recv),
+		Retransmits:  a.Retransmits - min(a.Retransmits, b.Retransmits),
+		Segments:     a.Segments - min(a.Segments, b.Segments),
+		RTTSumMicros: a.RTTSumMicros - min(a.RTTSumMicros, b.RTTSumMicros),
+	}
+	for i := range a.RTT {
+		d.RTT[i] = a.RTT[i] - min(a.RTT[i], b.RTT[i])
+	}
+	return d
+}

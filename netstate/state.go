@@ -1,0 +1,535 @@
+// Package netstate is the seed's NetworkState: it turns what the tracer
+// reports (a snapshot of the live connections at each scrape, and the
+// stream of connections that left: closed, or timed out) into each
+// client's cumulative counters, one series per label set.
+//
+// Nothing per closed connection is kept per client: a connection that
+// leaves is folded, when the tracer drains it, into the series of every
+// client. A client keeps baselines only for the connections alive at its
+// first scrape; one opened after that contributes its whole count. A
+// series' value at a scrape is what was folded into it plus what its live
+// connections contribute now, so memory per client is O(its series + the
+// connections older than it), and the state shared by the clients is
+// O(live connections).
+//
+// Each client sees each connection's traffic exactly once, from its first
+// scrape on, however the scrapes of different clients interleave.
+package netstate
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/conntrace/conntrace_exporter/tracer"
+)
+
+// ErrTooManyClients is returned (wrapped, with the limit in the message) by
+// Scrape for a new client when MaxClients clients are held and none can
+// make room.
+var ErrTooManyClients = errors.New("too many clients")
+
+// Source is what the state reads: the tracer.
+type Source interface {
+	// Snapshot reads the live connections (Monotonic* filled). The
+	// connections that leave meanwhile are given to State.Closed, from
+	// the tracer's drain, concurrently.
+	Snapshot() (*tracer.Snapshot, error)
+	// KTime is the kernel's CLOCK_MONOTONIC in ns, the clock of the
+	// connections' epochs.
+	KTime() uint64
+}
+
+// Labeler maps a connection to the label set it is counted under, and a
+// label set to its label values. Key runs once per connection (the label
+// set of a connection is fixed when the state first sees it).
+type Labeler[K comparable] interface {
+	Key(c *tracer.ConnectionStats) K
+	Values(k K) []string
+	// Overflow is the label values of the overflow series.
+	Overflow() []string
+}
+
+// Config bounds the state.
+type Config struct {
+	// MaxClients bounds the clients held; a new one beyond it evicts a
+	// client that never came back after its first scrape, if any (see
+	// makeRoom), else is refused.
+	MaxClients int
+	// ClientExpiry forgets a client not scraped for this long.
+	ClientExpiry time.Duration
+	// MaxBaselines bounds, per client, the baselines of the connections
+	// older than the client.
+	MaxBaselines int
+	// MaxSeries bounds the label sets per client (0: no bound); beyond
+	// it, connections count into one overflow series.
+	MaxSeries int
+	// Now is the clock of client expiry (default time.Now).
+	Now func() time.Time
+	// MaxAddrs bounds, per client, the remote addresses of the
+	// connections folded since its previous scrape, kept for the names
+	// of its view (View.Addrs).
+	MaxAddrs int
+}
+
+// Lost reasons the state counts (see tracer.LostReasons).
+const (
+	LostClientStateFull = tracer.LostClientStateFull
+	LostClientRejected  = tracer.LostClientRejected
+	LostClientEvicted   = tracer.LostClientEvicted
+)
+
+// tomb is a connection folded while a snapshot was read: its counters,
+// and when it left.
+type tomb struct {
+	d  Counters
+	at uint64
+}
+
+// liveConn is what the state shares among clients about a live connection.
+type liveConn[K comparable] struct {
+	key K
+	// first is the scrape (State.gen) that first saw it; seen the last.
+	first, seen uint64
+}
+
+type telemetry struct {
+	statsResets     uint64
+	baselinesFull   uint64 // LostClientStateFull
+	clientsRejected uint64 // LostClientRejected
+	clientsEvicted  uint64 // LostClientEvicted
+	folded          uint64
+}
+
+// State is the per-client state of every client. Its methods are safe for
+// concurrent use; Closed never waits for a snapshot.
+type State[K comparable] struct {
+	src Source
+	lab Labeler[K]
+	cfg Config
+
+	// readMu serialises the scrapes' snapshots and their steps, so that
+	// the steps see the snapshots in order.
+	readMu sync.Mutex
+
+	mu      sync.Mutex
+	clients map[string]*client[K]
+	live    map[tracer.ConnKey]liveConn[K]
+	// reading is set while a snapshot is read: the connections folded
+	// meanwhile may be in it, and are remembered in tombs (their folded
+	// counters), so that its step skips them.
+	reading bool
+	tombs   map[tracer.ConnKey]tomb
+	gen     uint64 // scrapes stepped
+	tel     telemetry
+	// expired is when Closed last expired clients: without scrapes, the
+	// drain's calls expire them (memory bounded with nobody scraping).
+	expired time.Time
+}
+
+// New returns an empty state reading src.
+func New[K comparable](src Source, lab Labeler[K], cfg Config) *State[K] {
+	cfg.MaxClients = max(cfg.MaxClients, 1)
+	cfg.MaxBaselines = max(cfg.MaxBaselines, 1)
+	if cfg.MaxAddrs <= 0 {
+		cfg.MaxAddrs = 4096
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &State[K]{
+		src:     src,
+		lab:     lab,
+		cfg:     cfg,
+		clients: make(map[string]*client[K]),
+		live:    make(map[tracer.ConnKey]liveConn[K]),
+	}
+}
+
+// Closed folds connections that left the tracer into every client: closed
+// ones (Closed set, their final counters) and those the tracer stopped
+// reporting without a close (their last counters; a later record of one
+// counts only what is new). The tracer's drain calls it; it only takes the
+// state's lock, never a snapshot's.
+func (s *State[K]) Closed(conns []tracer.ConnectionStats) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now := s.cfg.Now(); now.Sub(s.expired) > time.Second {
+		s.expired = now
+		s.expire(now)
+	}
+	if len(s.clients) == 0 {
+		s.live = clearBig(s.live)
+		return // nobody to count it for: a new client gets what leaves after it
+	}
+	for i := range conns {
+		x := &conns[i]
+		d, _ := since(x, &baseline{})
+		lc, wasLive := s.live[x.Key]
+		if !wasLive {
+			lc.key = s.lab.Key(x)
+		}
+		if s.reading {
+			if s.tombs == nil {
+				s.tombs = make(map[tracer.ConnKey]tomb)
+			}
+			s.tombs[x.Key] = tomb{d: d, at: x.LastUpdateEpoch}
+		}
+		delete(s.live, x.Key)
+		for _, c := range s.clients {
+			s.fold(c, x, &d, lc, wasLive)
+		}
+		s.tel.folded++
+	}
+}
+
+// fold adds a connection that left (x, all its counters d) into c.
+func (s *State[K]) fold(c *client[K], x *tracer.ConnectionStats, d *Counters, lc liveConn[K], wasLive bool) {
+	var add Counters
+	switch b, ok := c.base[x.Key]; {
+	case ok:
+		var reset bool
+		add, reset = since(x, &b)
+		if reset {
+			s.tel.statsResets++
+		}
+		delete(c.base, x.Key)
+	case x.LastUpdateEpoch < c.admitEpoch:
+		return // it left before the client came
+	case c.older(x):
+		add = ends(x)
+	default:
+		add = *d
+	}
+	ser := s.seriesOf(c, lc.key, x)
+	if ser == c.overflow && (!wasLive || lc.first > c.lastGen) {
+		c.overflowTotal++ // not counted by a scrape of this client yet
+	}
+	ser.total.Add(&add)
+	if len(c.addrs) < s.cfg.MaxAddrs {
+		if c.addrs == nil {
+			c.addrs = make(map[netip.Addr]struct{})
+		}
+		c.addrs[x.NATRemote()] = struct{}{}
+	}
+}
+
+// View is one scrape of one client.
+type View struct {
+	// NewClient is set on the client's first scrape: its counters start.
+	NewClient bool
+	// Series are the client's series, in creation order, then the
+	// overflow series (Overflow set) if it has one.
+	Series []Series
+	// Own is the number of label sets with a series of their own.
+	Own int
+	// OverflowConns counts the connections counted into the overflow
+	// series, each once.
+	OverflowConns uint64
+	// Addrs are the remote addresses (NATRemote) of the view: of the live
+	// connections and of those folded since the client's previous scrape.
+	Addrs []netip.Addr
+}
+
+// Series is the value of one label set at a scrape.
+type Series struct {
+	Labels []string
+	// TCP is set once a TCP connection counted here: the TCP-only
+	// metrics are exported from then on.
+	TCP      bool
+	Overflow bool
+	Counters
+	// Open is the established, not closed connections of the label set now.
+	Open uint64
+}
+
+// Scrape reads a snapshot from the source and returns clientID's view. A
+// new client is admitted (or refused, with an error wrapping
+// ErrTooManyClients) before anything is read.
+func (s *State[K]) Scrape(clientID string, now time.Time) (*View, error) {
+	s.readMu.Lock()
+	defer s.readMu.Unlock()
+
+	s.mu.Lock()
+	s.expire(now)
+	c, err := s.admit(clientID, now)
+	if err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	s.reading = true
+	s.mu.Unlock()
+
+	snap, err := s.src.Snapshot()
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tombs := s.tombs
+	s.reading, s.tombs = false, nil
+	if s.clients[clientID] != c {
+		return nil, fmt.Errorf("client %q was dropped while its scrape read", clientID)
+	}
+	if err != nil {
+		if c.fresh {
+			delete(s.clients, clientID) // not admitted: it saw nothing
+		}
+		return nil, err
+	}
+	s.gen++
+	s.observe(snap, tombs)
+	return s.step(c, snap, tombs, now), nil
+}
+
+// observe records the snapshot's connections in the shared table: the
+// label set of each new one, computed once; those no snapshot holds any
+// more (the tracer folds what leaves: none should be) are forgotten.
+func (s *State[K]) observe(snap *tracer.Snapshot, tombs map[tracer.ConnKey]tomb) {
+	for i := range snap.Conns {
+		x := &snap.Conns[i]
+		if _, gone := tombs[x.Key]; gone {
+			continue
+		}
+		lc, ok := s.live[x.Key]
+		if !ok {
+			lc = liveConn[K]{key: s.lab.Key(x), first: s.gen}
+		}
+		lc.seen = s.gen
+		s.live[x.Key] = lc
+	}
+	if len(s.live) > len(snap.Conns) {
+		for k, lc := range s.live {
+			if lc.seen != s.gen {
+				delete(s.live, k)
+			}
+		}
+	}
+}
+
+// step returns c's view of snap: its folded counters plus what the live
+// connections contribute now. On c's first scrape it takes the baselines.
+func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, tombs map[tracer.ConnKey]tomb, now time.Time) *View {
+	first := c.fresh
+	c.fresh = false
+	c.lastFetch = now
+	c.calls++
+	if first {
+		c.firstEpoch = snap.ReadEnd
+	}
+	for _, ser := range c.list {
+		ser.live, ser.open = Counters{}, 0
+	}
+	if c.overflow != nil {
+		c.overflow.live, c.overflow.open = Counters{}, 0
+	}
+	v := &View{NewClient: first}
+	addrs := make(map[netip.Addr]struct{}, len(c.addrs)+16)
+	for a := range c.addrs {
+		addrs[a] = struct{}{}
+	}
+	c.addrs = nil
+	for i := range snap.Conns {
+		x := &snap.Conns[i]
+		if t, gone := tombs[x.Key]; gone {
+			// It left while the snapshot was read, and was folded: for a
+			// client older than it, from its baseline; for this new one
+			// only its end, and here its traffic since this read.
+			if first && x.StartEpoch < c.admitEpoch && t.at >= c.admitEpoch {
+				read, _ := since(x, &baseline{})
+				d := minus(&t.d, &read)
+				s.seriesOf(c, s.lab.Key(x), x).total.Add(&d)
+			}
+			continue
+		}
+		lc := s.live[x.Key]
+		ser := s.seriesOf(c, lc.key, x)
+		if ser == c.overflow && (first || lc.first > c.lastGen) {
+			c.overflowTotal++
+		}
+		if x.Established && !x.Closed {
+			ser.open++
+		}
+		addrs[x.NATRemote()] = struct{}{}
+		switch b, ok := c.base[x.Key]; {
+		case first:
+			if ok {
+				continue // the same key twice
+			}
+			if len(c.base) >= s.cfg.MaxBaselines {
+				s.tel.baselinesFull++
+				c.dropped = true
+				continue
+			}
+			c.base[x.Key] = baselineOf(x)
+		case ok:
+			d, reset := since(x, &b)
+			if reset {
+				s.tel.statsResets++
+			}
+			ser.live.Add(&d)
+		case c.dropped && x.StartEpoch < c.firstEpoch:
+			// Older than the client, without a baseline (the baselines
+			// were full at its first scrape, counted then): its traffic
+			// is not the client's to count; its end is.
+		default:
+			d, _ := since(x, &baseline{})
+			ser.live.Add(&d)
+		}
+	}
+	c.lastGen = s.gen
+	v.Own = len(c.list)
+	v.OverflowConns = c.overflowTotal
+	v.Series = make([]Series, 0, len(c.list)+1)
+	for _, ser := range c.list {
+		v.Series = append(v.Series, ser.value(false))
+	}
+	if c.overflow != nil {
+		v.Series = append(v.Series, c.overflow.value(true))
+	}
+	v.Addrs = make([]netip.Addr, 0, len(addrs))
+	for a := range addrs {
+		if a.IsValid() {
+			v.Addrs = append(v.Addrs, a)
+		}
+	}
+	slices.SortFunc(v.Addrs, netip.Addr.Compare)
+	return v
+}
+
+// seriesOf returns c's series of label set k, made if new: a series of its
+// own while the client has fewer than MaxSeries, else the overflow series.
+// A label set keeps the series it got for the client's life (series are
+// never dropped: that would lose their counts), so no counter ever moves
+// between series. A label set whose values are those of the overflow
+// series (a process named "overflow" as the only label) is counted there.
+func (s *State[K]) seriesOf(c *client[K], k K, x *tracer.ConnectionStats) *series {
+	ser := c.series[k]
+	if ser == nil {
+		switch values := s.lab.Values(k); {
+		case s.cfg.MaxSeries > 0 && len(c.list) >= s.cfg.MaxSeries:
+			ser = c.overflowSeries(s.lab)
+		case len(values) > 0 && slices.Equal(values, s.lab.Overflow()):
+			ser = c.overflowSeries(s.lab)
+			c.series[k] = ser
+		default:
+			ser = &series{labels: values}
+			c.series[k] = ser
+			c.list = append(c.list, ser)
+		}
+	}
+	if x.Type == tracer.TCP {
+		ser.tcp = true
+	}
+	return ser
+}
+
+// Clients returns how many clients are held.
+func (s *State[K]) Clients() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.clients)
+}
+
+// HasClient says whether clientID is held.
+func (s *State[K]) HasClient(clientID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.clients[clientID]
+	return ok
+}
+
+// RemoveClient drops a client and everything held for it.
+func (s *State[K]) RemoveClient(clientID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.clients, clientID)
+}
+
+// RemoveExpiredClients drops the clients not scraped for ClientExpiry.
+// The tracer's sweep calls it, so that memory is bounded without scrapes.
+func (s *State[K]) RemoveExpiredClients(now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.expire(now)
+}
+
+func (s *State[K]) expire(now time.Time) {
+	for id, c := range s.clients {
+		if !c.fresh && now.Sub(c.lastFetch) > s.cfg.ClientExpiry {
+			delete(s.clients, id)
+		}
+	}
+	if len(s.clients) == 0 {
+		s.live = clearBig(s.live)
+	}
+}
+
+// Lost returns monotonic counts of what the state failed to count, by
+// reason.
+func (s *State[K]) Lost() map[string]uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return map[string]uint64{
+		LostClientStateFull: s.tel.baselinesFull,
+		LostClientRejected:  s.tel.clientsRejected,
+		LostClientEvicted:   s.tel.clientsEvicted,
+	}
+}
+
+// GetStats returns the state's health, for debug output (the seed's).
+func (s *State[K]) GetStats() map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clients := make(map[string]any, len(s.clients))
+	for id, c := range s.clients {
+		clients[id] = map[string]int64{
+			"baselines":  int64(len(c.base)),
+			"series":     int64(len(c.list)),
+			"last_fetch": c.lastFetch.Unix(),
+		}
+	}
+	return map[string]any{
+		"clients":          clients,
+		"live_connections": len(s.live),
+		"telemetry": map[string]uint64{
+			"stats_resets":     s.tel.statsResets,
+			"folded":           s.tel.folded,
+			"baselines_full":   s.tel.baselinesFull,
+			"clients_rejected": s.tel.clientsRejected,
+			"clients_evicted":  s.tel.clientsEvicted,
+		},
+		"current_time": time.Now().Unix(),
+	}
+}
+
+// DumpState returns a client's baselines, for debug output (the seed's).
+func (s *State[K]) DumpState(clientID string) map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	data := map[string]any{}
+	c, ok := s.clients[clientID]
+	if !ok {
+		return data
+	}
+	for k, b := range c.base {
+		data[k.String()] = map[string]uint64{
+			"total_sent":          b.sent,
+			"total_recv":          b.recv,
+			"total_retransmits":   uint64(b.retrans),
+			"total_sent_segments": uint64(b.segs),
+		}
+	}
+	return data
+}
+
+// clearBig empties m, dropping it for a new one when it is large (a map
+// never shrinks).
+func clearBig[M ~map[K]V, K comparable, V any](m M) M {
+	if len(m) > 4096 {
+		return make(M)
+	}
+	clear(m)
+	return m
+}

@@ -1,0 +1,571 @@
+package netstate
+
+import (
+	"errors"
+	"fmt"
+	"math/rand"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/conntrace/conntrace_exporter/tracer"
+)
+
+// A client's first scrape counts nothing of what came before it; its next
+// counts what changed.
+func TestFirstScrapeZeroThenDeltas(t *testing.T) {
+	f := newFakeTracer()
+	st := newTestState(f, Config{})
+	f.open(1, 1000, 2000)
+	v := scrape(t, st, "a")
+	if got := v.of(1); got != (sums{}) {
+		t.Errorf("first scrape: %+v, want zero", got)
+	}
+	f.add(1, 10, 20)
+	if got, want := scrape(t, st, "a").of(1), (sums{Sent: 10, Recv: 20}); got != want {
+		t.Errorf("second scrape: %+v, want %+v", got, want)
+	}
+	f.add(1, 5, 0)
+	if got, want := scrape(t, st, "a").of(1), (sums{Sent: 15, Recv: 20}); got != want {
+		t.Errorf("third scrape: %+v, want %+v", got, want)
+	}
+}
+
+// A connection that opens and closes between two scrapes is counted whole,
+// once, by every client; nothing of it is kept per client.
+func TestShortConnectionFoldedForEveryClient(t *testing.T) {
+	f := newFakeTracer()
+	st := newTestState(f, Config{})
+	scrape(t, st, "a")
+	scrape(t, st, "b")
+	f.open(1, 300, 400)
+	f.close(1)
+	want := sums{Sent: 300, Recv: 400, Opened: 1, Closed: 1}
+	for range 2 {
+		for _, id := range []string{"a", "b"} {
+			if got := scrape(t, st, id).of(1); got != want {
+				t.Errorf("%s: %+v, want %+v", id, got, want)
+			}
+		}
+	}
+	for id, c := range st.clients {
+		if len(c.base) != 0 {
+			t.Errorf("%s holds %d baselines, want 0", id, len(c.base))
+		}
+	}
+	if len(st.live) != 0 {
+		t.Errorf("%d live entries after the close, want 0", len(st.live))
+	}
+}
+
+// A connection older than the client: the client counts its traffic from
+// its first scrape, and its close, not its opening.
+func TestOlderConnectionFromFirstScrape(t *testing.T) {
+	f := newFakeTracer()
+	st := newTestState(f, Config{})
+	f.open(1, 1000, 0)
+	scrape(t, st, "a")
+	f.add(1, 1000, 0)
+	scrape(t, st, "late") // its first: baseline at 2000
+	f.add(1, 50, 0)
+	f.close(1)
+	if got, want := scrape(t, st, "a").of(1), (sums{Sent: 1050, Closed: 1}); got != want {
+		t.Errorf("a: %+v, want %+v", got, want)
+	}
+	if got, want := scrape(t, st, "late").of(1), (sums{Sent: 50, Closed: 1}); got != want {
+		t.Errorf("late: %+v, want %+v", got, want)
+	}
+}
+
+// A connection that closed before a client's first scrape is not the
+// client's.
+func TestClosedBeforeClientNotSeen(t *testing.T) {
+	f := newFakeTracer()
+	st := newTestState(f, Config{})
+	scrape(t, st, "a") // someone, so that the close is folded
+	f.open(1, 10, 10)
+	f.close(1)
+	if v := scrape(t, st, "b"); len(v) != 0 {
+		t.Errorf("b's first view: %v, want nothing", v)
+	}
+}
+
+// A connection that closes while a client's snapshot is read is in the
+// snapshot and folded at once: counted once, not twice, and the next
+// scrape does not go down (the tombstone case).
+func TestCloseDuringReadCountedOnce(t *testing.T) {
+	f := newFakeTracer()
+	st := newTestState(f, Config{})
+	f.open(1, 100, 0)
+	scrape(t, st, "a")
+	f.add(1, 50, 0)
+	f.during = func() { f.add(1, 7, 0); f.close(1) }
+	v := scrape(t, st, "a")
+	f.during = nil
+	want := sums{Sent: 57, Closed: 1}
+	if got := v.of(1); got != want {
+		t.Errorf("scrape during the close: %+v, want %+v", got, want)
+	}
+	if got := scrape(t, st, "a").of(1); got != want {
+		t.Errorf("next scrape: %+v, want %+v", got, want)
+	}
+}
+
+// A new client whose first snapshot sees a connection that closes while
+// it is read: its traffic since the read and its close are the client's
+// (issue 11.5), its opening is not.
+func TestCloseDuringFirstReadOfNewClient(t *testing.T) {
+	f := newFakeTracer()
+	st := newTestState(f, Config{})
+	scrape(t, st, "other")
+	f.open(1, 100, 0)
+	f.during = func() { f.add(1, 9, 0); f.close(1) }
+	v := scrape(t, st, "new")
+	f.during = nil
+	want := sums{Sent: 9, Closed: 1}
+	if got := v.of(1); got != want {
+		t.Errorf("new client's first view: %+v, want %+v", got, want)
+	}
+	if got := scrape(t, st, "new").of(1); got != want {
+		t.Errorf("its next: %+v, want %+v", got, want)
+	}
+	if got, want := scrape(t, st, "other").of(1), (sums{Sent: 109, Opened: 1, Closed: 1}); got != want {
+		t.Errorf("the older client: %+v, want %+v", got, want)
+	}
+}
+
+// A connection the tracer stops reporting without a close (its close
+// record lost, timed out) keeps what was counted of it; if it comes back
+// (rebased: only what is new), that is added, and it is not opened again.
+func TestDroppedConnectionKeepsItsCounts(t *testing.T) {
+	f := newFakeTracer()
+	st := newTestState(f, Config{})
+	f.open(1, 100, 0)
+	scrape(t, st, "a")
+	f.add(1, 40, 0)
+	scrape(t, st, "a")
+	f.drop(1)
+	if got, want := scrape(t, st, "a").of(1), (sums{Sent: 40}); got != want {
+		t.Errorf("after the drop: %+v, want %+v", got, want)
+	}
+	// Back, rebased (the tracer's known: counts from what was reported).
+	f.mu.Lock()
+	c := tracer.ConnectionStats{Key: tracer.ConnKey{Cookie: 1}, Type: tracer.TCP, Established: true, Preexisting: true, MonotonicSentBytes: 5}
+	c.StartEpoch, c.LastUpdateEpoch = 1, f.tick()
+	f.active[c.Key] = c
+	f.mu.Unlock()
+	if got, want := scrape(t, st, "a").of(1), (sums{Sent: 45}); got != want {
+		t.Errorf("back: %+v, want %+v", got, want)
+	}
+	f.close(1)
+	if got, want := scrape(t, st, "a").of(1), (sums{Sent: 45, Closed: 1}); got != want {
+		t.Errorf("closed: %+v, want %+v", got, want)
+	}
+}
+
+// A counter below the client's baseline (the kernel's entry replaced)
+// counts whole, and the reset is counted.
+func TestCounterBelowBaselineCountsWhole(t *testing.T) {
+	f := newFakeTracer()
+	st := newTestState(f, Config{})
+	f.open(1, 1000, 0)
+	scrape(t, st, "a")
+	f.mu.Lock()
+	c := f.active[tracer.ConnKey{Cookie: 1}]
+	c.MonotonicSentBytes = 30
+	f.active[c.Key] = c
+	f.mu.Unlock()
+	if got := scrape(t, st, "a").of(1).Sent; got != 30 {
+		t.Errorf("sent = %d, want 30", got)
+	}
+	if n := st.tel.statsResets; n == 0 {
+		t.Error("no stats reset counted")
+	}
+}
+
+// The seed's semantics under any interleaving: random connections open,
+// send, close and are dropped, also while snapshots are read; clients
+// scrape in random order; each client's counters of each connection are
+// exactly its traffic since the client's first scrape.
+func TestRandomInterleavingsExact(t *testing.T) {
+	for seed := int64(1); seed <= 30; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { randomInterleaving(t, seed) })
+	}
+}
+
+// truth is what the test knows of one connection.
+type truth struct {
+	sent, recv uint64
+	open       bool
+	closed     bool
+	// dropped: the tracer stopped reporting it; its counts so far stay.
+	dropped bool
+}
+
+func randomInterleaving(t *testing.T, seed int64) {
+	r := rand.New(rand.NewSource(seed))
+	f := newFakeTracer()
+	st := newTestState(f, Config{})
+	conns := map[uint64]*truth{}
+	// base[client][cookie]: what the connection had at the client's
+	// first scrape (absent: opened after it); first[client]: scraped.
+	base := map[string]map[uint64]truth{}
+	firstNext := map[string]uint64{} // the first cookie opened after the client came
+	clients := []string{"a", "b", "c"}
+	next := uint64(1)
+	liveOnes := func() []uint64 {
+		var out []uint64
+		for k, c := range conns {
+			if c.open {
+				out = append(out, k)
+			}
+		}
+		return out
+	}
+	step := func() {
+		live := liveOnes()
+		switch op := r.Intn(10); {
+		case op < 3 || len(live) == 0:
+			s, rc := uint64(r.Intn(100)), uint64(r.Intn(100))
+			f.open(next, s, rc)
+			conns[next] = &truth{sent: s, recv: rc, open: true}
+			next++
+		case op < 7:
+			k := live[r.Intn(len(live))]
+			s, rc := uint64(r.Intn(1000)), uint64(r.Intn(1000))
+			f.add(k, s, rc)
+			conns[k].sent += s
+			conns[k].recv += rc
+		case op < 9:
+			k := live[r.Intn(len(live))]
+			f.close(k)
+			conns[k].open, conns[k].closed = false, true
+		default:
+			k := live[r.Intn(len(live))]
+			f.drop(k)
+			conns[k].open, conns[k].dropped = false, true
+		}
+	}
+	for range 400 {
+		step()
+		if r.Intn(3) != 0 {
+			continue
+		}
+		id := clients[r.Intn(len(clients))]
+		// atCopy is the truth when the fake copies the snapshot: the view
+		// shows the live connections as they were then.
+		var atCopy map[uint64]truth
+		copyTruth := func() {
+			atCopy = map[uint64]truth{}
+			for k, c := range conns {
+				atCopy[k] = *c
+			}
+		}
+		if r.Intn(4) == 0 {
+			f.during = func() { copyTruth(); step() } // something happens while the snapshot is read
+		} else {
+			copyTruth()
+		}
+		// The baselines of a new client are the values when its snapshot
+		// is read: record them as the fake copies them.
+		var before map[uint64]truth
+		if base[id] == nil {
+			firstNext[id] = next
+			before = map[uint64]truth{}
+			for k, c := range conns {
+				if c.open {
+					before[k] = *c
+				}
+			}
+		}
+		v := scrape(t, st, id)
+		f.during = nil
+		if base[id] == nil {
+			base[id] = before
+			continue // a first view is all zero: checked below on the next
+		}
+		for label := range v {
+			var k uint64
+			if _, err := fmt.Sscan(label, &k); err != nil || conns[k] == nil {
+				t.Fatalf("seed %d, client %s: a series %q of no connection", seed, id, label)
+			}
+		}
+		for k, now := range conns {
+			b, older := base[id][k]
+			if !older && k < firstNext[id] {
+				continue // gone before the client came
+			}
+			c := now
+			if now.open {
+				// Live: as the snapshot read it (absent: opened since).
+				cc, ok := atCopy[k]
+				if !ok || !cc.open {
+					cc = truth{}
+					if !older {
+						continue
+					}
+				}
+				c = &cc
+			}
+			want := sums{Sent: c.sent - b.sent, Recv: c.recv - b.recv}
+			if !older {
+				want.Opened = 1
+			}
+			if c.closed {
+				want.Closed = 1
+			}
+			if got := v.of(k); got != want {
+				t.Fatalf("seed %d, client %s, connection %d (older %v, %+v): got %+v, want %+v", seed, id, k, older, *c, got, want)
+			}
+		}
+	}
+}
+
+// Bounds: no per-connection state per client for connections newer than
+// the client, however many closed since its last scrape; 16 clients hold
+// what one holds, but their series.
+func TestNoPerConnectionStatePerClient(t *testing.T) {
+	f := newFakeTracer()
+	st := newTestState(f, Config{})
+	for i := range 16 {
+		scrape(t, st, fmt.Sprint(i))
+	}
+	for i := range 10_000 {
+		f.open(uint64(1000+i), 10, 10)
+		f.close(uint64(1000 + i))
+	}
+	for id, c := range st.clients {
+		if len(c.base) != 0 || len(c.addrs) > st.cfg.MaxAddrs {
+			t.Errorf("client %s: %d baselines, %d addresses", id, len(c.base), len(c.addrs))
+		}
+	}
+	if len(st.live) != 0 || st.tombs != nil {
+		t.Errorf("shared: %d live entries, %d tombs", len(st.live), len(st.tombs))
+	}
+}
+
+// Past MaxSeries label sets a client counts into one overflow series,
+// each connection once, and nothing is lost from the sums.
+func TestOverflowSeriesCountsEachConnectionOnce(t *testing.T) {
+	f := newFakeTracer()
+	st := newTestState(f, Config{MaxSeries: 2})
+	scrape(t, st, "a")
+	for i := uint64(1); i <= 5; i++ {
+		f.open(i, 10, 0)
+	}
+	v, err := st.Scrape("a", t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.add(4, 5, 0)
+	f.close(5)
+	v, err = st.Scrape("a", t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total uint64
+	var over Series
+	for _, s := range v.Series {
+		total += s.Sent
+		if s.Overflow {
+			over = s
+		}
+	}
+	if v.Own != 2 || v.OverflowConns != 3 || total != 55 || over.Sent != 35 || over.Closed != 1 {
+		t.Errorf("own %d, overflow connections %d, sent %d (overflow %d, closed %d); want 2, 3, 55, 35, 1",
+			v.Own, v.OverflowConns, total, over.Sent, over.Closed)
+	}
+}
+
+// A new client beyond MaxClients is refused before anything is read, and
+// counted; one-shot clients make room after their grace.
+func TestTooManyClientsRefusedBeforeRead(t *testing.T) {
+	f := newFakeTracer()
+	now := t0
+	st := newTestState(f, Config{MaxClients: 1, Now: func() time.Time { return now }})
+	for range 2 { // a client that came back is never evicted
+		if _, err := st.Scrape("p@10.0.0.1", now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reads := f.reads
+	_, err := st.Scrape("x@10.0.0.2", now)
+	if !errors.Is(err, ErrTooManyClients) || f.reads != reads {
+		t.Fatalf("err %v, %d reads; want ErrTooManyClients and no read", err, f.reads-reads)
+	}
+	if st.Lost()[LostClientRejected] != 1 {
+		t.Errorf("lost %v, want client_rejected 1", st.Lost())
+	}
+}
+
+// A one-shot client (never came back) is evicted for a new one after the
+// grace, and counted.
+func TestOneShotClientEvicted(t *testing.T) {
+	f := newFakeTracer()
+	st := newTestState(f, Config{MaxClients: 1})
+	if _, err := st.Scrape("once@10.0.0.1", t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Scrape("new@10.0.0.2", t0.Add(oneShotGrace+time.Second)); err != nil {
+		t.Fatalf("new client after the grace: %v", err)
+	}
+	if st.HasClient("once@10.0.0.1") || st.Lost()[LostClientEvicted] != 1 {
+		t.Errorf("the one-shot client is held, or not counted: %v", st.Lost())
+	}
+}
+
+// Baselines full at a first scrape: counted; the connections without one
+// count their end only, and no traffic from before the client.
+func TestBaselinesFullCounted(t *testing.T) {
+	f := newFakeTracer()
+	st := newTestState(f, Config{MaxBaselines: 1})
+	scrape(t, st, "old")
+	f.open(1, 100, 0)
+	f.open(2, 100, 0)
+	scrape(t, st, "a")
+	if got := st.Lost()[LostClientStateFull]; got != 1 {
+		t.Errorf("client_state_full = %d, want 1", got)
+	}
+	f.add(1, 5, 0)
+	f.add(2, 5, 0)
+	f.close(2)
+	v := scrape(t, st, "a")
+	if got, want := v.of(1), (sums{Sent: 5}); got != want {
+		t.Errorf("with a baseline: %+v, want %+v", got, want)
+	}
+	if got, want := v.of(2), (sums{Closed: 1}); got != want {
+		t.Errorf("without one: %+v, want %+v", got, want)
+	}
+}
+
+// Clients expire without scrapes: the drain's calls expire them.
+func TestClientsExpireWithoutScrapes(t *testing.T) {
+	f := newFakeTracer()
+	now := t0
+	st := newTestState(f, Config{ClientExpiry: time.Minute, Now: func() time.Time { return now }})
+	scrape(t, st, "a")
+	now = now.Add(2 * time.Minute)
+	f.open(1, 1, 1)
+	f.close(1)
+	if st.Clients() != 0 {
+		t.Errorf("%d clients held past the expiry, want 0", st.Clients())
+	}
+}
+
+// Scrapes and the drain at once (run with -race): the sums stay exact.
+func TestConcurrentScrapesAndDrain(t *testing.T) {
+	f := newFakeTracer()
+	st := newTestState(f, Config{})
+	scrape(t, st, "a")
+	scrape(t, st, "b")
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := uint64(1); i <= 2000; i++ {
+			f.open(i, 3, 4)
+			f.close(i)
+		}
+	}()
+	for range 50 {
+		scrape(t, st, "a")
+		scrape(t, st, "b")
+	}
+	wg.Wait()
+	for _, id := range []string{"a", "b"} {
+		var s sums
+		for _, ser := range scrape(t, st, id) {
+			s.Sent += ser.Sent
+			s.Recv += ser.Recv
+			s.Closed += ser.Closed
+		}
+		if want := (sums{Sent: 6000, Recv: 8000, Closed: 2000}); s != want {
+			t.Errorf("%s: %+v, want %+v", id, s, want)
+		}
+	}
+}
+
+// A failed connect counts a failure, not an opening or a closing; RTT
+// samples are counted once each.
+func TestFailuresAndRTT(t *testing.T) {
+	f := newFakeTracer()
+	st := newTestState(f, Config{})
+	scrape(t, st, "a")
+	f.open(1, 0, 0)
+	f.mu.Lock()
+	c := f.active[tracer.ConnKey{Cookie: 1}]
+	c.Established = false
+	f.active[c.Key] = c
+	f.mu.Unlock()
+	f.close(1)
+	f.open(2, 0, 0)
+	f.mu.Lock()
+	c = f.active[tracer.ConnKey{Cookie: 2}]
+	c.MonotonicRTT.Buckets[10] = 3
+	c.MonotonicRTT.SumMicros = 3000
+	f.active[c.Key] = c
+	f.mu.Unlock()
+	v := scrape(t, st, "a")
+	if got, want := v.of(1), (sums{Failed: 1}); got != want {
+		t.Errorf("failed connect: %+v, want %+v", got, want)
+	}
+	f.mu.Lock()
+	c = f.active[tracer.ConnKey{Cookie: 2}]
+	c.MonotonicRTT.Buckets[10] = 5
+	c.MonotonicRTT.SumMicros = 5000
+	f.active[c.Key] = c
+	f.mu.Unlock()
+	f.close(2)
+	s := scrape(t, st, "a")["2"]
+	if s.RTT[10] != 5 || s.RTTSumMicros != 5000 || !s.TCP {
+		t.Errorf("RTT bucket 10 = %d, sum %d µs, TCP %v; want 5, 5000, true", s.RTT[10], s.RTTSumMicros, s.TCP)
+	}
+}
+
+// A socket reused for a new connection (same cookie, a new generation) is
+// two connections.
+func TestReusedSocketIsTwoConnections(t *testing.T) {
+	f := newFakeTracer()
+	st := newTestState(f, Config{})
+	scrape(t, st, "a")
+	f.open(1, 10, 0)
+	f.close(1)
+	f.mu.Lock()
+	c := tracer.ConnectionStats{Key: tracer.ConnKey{Cookie: 1, Generation: 1}, Type: tracer.TCP, Established: true, MonotonicSentBytes: 5}
+	c.StartEpoch = f.tick()
+	c.LastUpdateEpoch = c.StartEpoch
+	f.active[c.Key] = c
+	f.mu.Unlock()
+	v, err := st.Scrape("a", t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total sums
+	for _, s := range v.Series {
+		total.Sent += s.Sent
+		total.Opened += s.Opened
+		total.Closed += s.Closed
+	}
+	if want := (sums{Sent: 15, Opened: 2, Closed: 1}); total != want {
+		t.Errorf("%+v, want %+v", total, want)
+	}
+}
+
+// The seed's debug calls show the clients and their baselines.
+func TestGetStatsAndDumpState(t *testing.T) {
+	f := newFakeTracer()
+	st := newTestState(f, Config{})
+	f.open(1, 10, 20)
+	scrape(t, st, "a")
+	dump := st.DumpState("a")
+	if len(dump) != 1 || dump["1/0"].(map[string]uint64)["total_sent"] != 10 {
+		t.Errorf("DumpState: %v", dump)
+	}
+	stats := st.GetStats()
+	if c := stats["clients"].(map[string]any)["a"].(map[string]int64); c["baselines"] != 1 || c["series"] != 1 {
+		t.Errorf("GetStats: %v", stats)
+	}
+	if len(st.DumpState("nobody")) != 0 {
+		t.Error("DumpState of an unknown client is not empty")
+	}
+}

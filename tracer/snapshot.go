@@ -1,0 +1,112 @@
+package tracer
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// Snapshot is one read of the live connections: every tracked TCP
+// connection and UDP flow, with Monotonic* filled (their totals since the
+// tracer first saw them). The connections that leave are not in it: they go
+// to the Sink.
+type Snapshot struct {
+	Conns []ConnectionStats
+	// ReadStart and ReadEnd bound the read, in kernel time
+	// (CLOCK_MONOTONIC ns, as the connections' epochs).
+	ReadStart, ReadEnd uint64
+}
+
+// KTime returns the kernel's bpf_ktime_get_ns clock (CLOCK_MONOTONIC) now.
+func (t *Tracer) KTime() uint64 { return ktimeNow() }
+
+// Snapshot reads the live connections, with their NAT; then it drains the
+// closed connections, so that what closed during the read reaches the
+// sink before the snapshot is returned.
+func (t *Tracer) Snapshot() (*Snapshot, error) {
+	now := time.Now()
+	t.mu.Lock()
+	snap := &Snapshot{ReadStart: ktimeNow()}
+	conns, err := t.readAll(now)
+	if t.afterRead != nil {
+		t.afterRead()
+	}
+	if err == nil {
+		t.translate(conns, now)
+	}
+	snap.ReadEnd = ktimeNow()
+	t.mu.Unlock()
+	t.drainClosed()
+	if err != nil {
+		return nil, err
+	}
+	snap.Conns = conns
+	return snap, nil
+}
+
+// readActive runs the iterator: the live counters of every tracked socket a
+// process holds, read now, completed by the last values of the others.
+// Callers hold t.mu.
+func (t *Tracer) readActive(now time.Time) ([]ConnectionStats, error) {
+	if t.dumpIter == nil {
+		return nil, nil // no TCP
+	}
+	t.buf.Reset()
+	var err error
+	if t.tcpIter == tcpIterTCP {
+		err = t.readEachNetns(t.dumpIter, &t.buf)
+	} else {
+		err = readIter(t.dumpIter, &t.buf)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the connection iterator: %w", err)
+	}
+	recs, err := decodeRecords(t.recs, t.buf.Bytes())
+	t.recs = recs
+	if err != nil {
+		t.decode.Add(1)
+		return nil, err
+	}
+	conns := make([]ConnectionStats, 0, len(recs))
+	t.kmu.Lock()
+	t.known.beginRead()
+	for i := range recs {
+		c := toConnectionStats(&recs[i], t.comms)
+		if t.keep(&c) && t.known.live(&c, now) {
+			conns = append(conns, c)
+		}
+	}
+	conns, expired := t.known.endRead(conns, now, t.cfg.TCPConnTimeout)
+	t.kmu.Unlock()
+	if t.wanted() {
+		t.emit(expired)
+	}
+	return conns, nil
+}
+
+// readAll reads every TCP connection and UDP flow and marks those whose
+// other end is here too. Callers hold t.mu.
+func (t *Tracer) readAll(now time.Time) ([]ConnectionStats, error) {
+	conns, err := t.readActive(now)
+	if err != nil {
+		return nil, err
+	}
+	if conns, err = t.readUDP(conns, ktimeNow()); err != nil {
+		return nil, err
+	}
+	if t.intraEnds == nil {
+		t.intraEnds = make(map[endpointKey]struct{}, len(conns))
+	}
+	markIntraHostWith(conns, t.intraEnds)
+	t.syncPorts(conns)
+	return conns, nil
+}
+
+// Names returns the names DNS answers on this host gave addrs (nil without
+// DNSInspection).
+func (t *Tracer) Names(addrs []netip.Addr) map[netip.Addr][]string {
+	if t.dns == nil {
+		return nil
+	}
+	return t.dns.names(addrs, time.Now())
+}

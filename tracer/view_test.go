@@ -1,0 +1,143 @@
+package tracer
+
+import (
+	"sync"
+	"time"
+)
+
+// The kernel tests read the tracer through the seed's per-client view:
+// GetActiveConnections gives, per connection, the change since the same
+// client's previous call (Last*), and each connection that left once. It is
+// defined here, for tests only: it checks the tracer's numbers (snapshots
+// and the stream of what leaves) against the truth per connection, with
+// the simplest bookkeeping there is. The exporter's per-client state, which
+// folds per label set, is netstate's, tested on its own and end to end.
+
+// viewer is one test client.
+type viewer struct {
+	admit uint64                      // kernel time of its first call
+	seen  map[ConnKey]ConnectionStats // what it was given of each live connection
+	left  []ConnectionStats           // what left since its last call
+}
+
+// viewers is the sink of a tracer under test: it hands what leaves to each
+// client.
+type viewers struct {
+	mu sync.Mutex
+	m  map[string]*viewer
+}
+
+func (vs *viewers) Closed(conns []ConnectionStats) {
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	for _, v := range vs.m {
+		v.left = append(v.left, conns...)
+	}
+}
+
+func (vs *viewers) Clients() int {
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	return len(vs.m)
+}
+
+var testViewers sync.Map // *Tracer -> *viewers
+
+// GetActiveConnections returns clientID's view (tests only, see above).
+func (t *Tracer) GetActiveConnections(clientID string) (*Connections, error) {
+	vsAny, loaded := testViewers.LoadOrStore(t, &viewers{m: map[string]*viewer{}})
+	vs := vsAny.(*viewers)
+	if !loaded {
+		t.SetSink(vs)
+	}
+	vs.mu.Lock()
+	v := vs.m[clientID]
+	first := v == nil
+	if first {
+		v = &viewer{admit: ktimeNow(), seen: map[ConnKey]ConnectionStats{}}
+		vs.m[clientID] = v
+	}
+	vs.mu.Unlock()
+
+	snap, err := t.Snapshot()
+	if err != nil {
+		if first {
+			vs.mu.Lock()
+			delete(vs.m, clientID)
+			vs.mu.Unlock()
+		}
+		return nil, err
+	}
+	vs.mu.Lock()
+	left := v.left
+	v.left = nil
+	vs.mu.Unlock()
+	gone := make(map[ConnKey]bool, len(left))
+	for _, c := range left {
+		gone[c.Key] = true
+	}
+	out := &Connections{NewClient: first}
+	for _, c := range snap.Conns {
+		if gone[c.Key] {
+			continue // left during the read: its record reports it
+		}
+		c.SetLifecycle()
+		if prev, ok := v.seen[c.Key]; ok {
+			setLast(&c, &prev)
+		} else if !first {
+			setLast(&c, &ConnectionStats{})
+		}
+		v.seen[c.Key] = c
+		out.Conns = append(out.Conns, c)
+	}
+	for _, c := range left {
+		if c.LastUpdateEpoch < v.admit {
+			continue // left before the client came
+		}
+		c.SetLifecycle()
+		prev, ok := v.seen[c.Key]
+		switch {
+		case ok:
+			setLast(&c, &prev)
+		case c.StartEpoch < v.admit && (first || c.LastUpdateEpoch <= snap.ReadEnd):
+			// Older than the client, gone before its read: only its end.
+			c.LastClosed, c.LastFailed = c.MonotonicClosed, c.MonotonicFailed
+		default:
+			setLast(&c, &ConnectionStats{})
+		}
+		delete(v.seen, c.Key)
+		out.Conns = append(out.Conns, c)
+	}
+	if t.dns != nil {
+		out.DNS = t.dns.resolve(out.Conns, time.Now())
+	}
+	return out, nil
+}
+
+// setLast sets c's Last* to its Monotonic* minus prev's (a counter below
+// prev's counts whole).
+func setLast(c, prev *ConnectionStats) {
+	sub64 := func(a, b uint64) uint64 {
+		if a < b {
+			return a
+		}
+		return a - b
+	}
+	sub32 := func(a, b uint32) uint32 {
+		if a < b {
+			return a
+		}
+		return a - b
+	}
+	c.LastSentBytes = sub64(c.MonotonicSentBytes, prev.MonotonicSentBytes)
+	c.LastRecvBytes = sub64(c.MonotonicRecvBytes, prev.MonotonicRecvBytes)
+	c.LastRetransmits = sub32(c.MonotonicRetransmits, prev.MonotonicRetransmits)
+	c.LastSentSegments = sub32(c.MonotonicSentSegments, prev.MonotonicSentSegments)
+	c.LastOpened = sub32(c.MonotonicOpened, prev.MonotonicOpened)
+	c.LastClosed = sub32(c.MonotonicClosed, prev.MonotonicClosed)
+	c.LastFailed = sub32(c.MonotonicFailed, prev.MonotonicFailed)
+	for i, b := range c.MonotonicRTT.Buckets {
+		c.LastRTT.Buckets[i] = sub32(b, prev.MonotonicRTT.Buckets[i])
+	}
+	c.LastRTT.SumMicros = sub64(c.MonotonicRTT.SumMicros, prev.MonotonicRTT.SumMicros)
+}

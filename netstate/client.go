@@ -2,7 +2,6 @@ package netstate
 
 import (
 	"fmt"
-	"net/netip"
 	"strings"
 	"time"
 
@@ -37,9 +36,9 @@ type client[K comparable] struct {
 	// overflowTotal counts the connections counted into overflow, each
 	// once.
 	overflowTotal uint64
-	// addrs are the remote addresses of the connections folded since the
-	// previous scrape (at most MaxAddrs).
-	addrs map[netip.Addr]struct{}
+	// folded is the state's fold count at the client's previous scrape
+	// (see State.addrs).
+	folded uint64
 }
 
 // series is one client's counters of one label set: what left, folded,
@@ -148,6 +147,7 @@ func (s *State[K]) admit(clientID string, now time.Time) (*client[K], error) {
 			ErrTooManyClients, len(s.clients), s.perHost(), oneShotGrace)
 	}
 	c := &client[K]{
+		folded:     s.tel.folded,
 		fresh:      true,
 		admitEpoch: s.src.KTime(),
 		lastFetch:  now,

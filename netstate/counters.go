@@ -11,9 +11,12 @@ type Counters struct {
 	Retransmits, Segments uint64
 	// Opened, Closed and Failed count connections (0 or 1 for one).
 	Opened, Closed, Failed uint64
-	// RTT holds the kernel's non-cumulative log2 buckets, and the sum.
+	// RTT holds the kernel's non-cumulative log2 buckets, the sum, and the
+	// count (the buckets' sum: Add skips the buckets of a connection
+	// without samples, most short ones).
 	RTT          [tracer.NumRTTBuckets]uint64
 	RTTSumMicros uint64
+	RTTCount     uint64
 }
 
 // Add adds o into c.
@@ -25,10 +28,13 @@ func (c *Counters) Add(o *Counters) {
 	c.Opened += o.Opened
 	c.Closed += o.Closed
 	c.Failed += o.Failed
-	for i, v := range o.RTT {
-		c.RTT[i] += v
+	if o.RTTCount != 0 {
+		for i, v := range o.RTT {
+			c.RTT[i] += v
+		}
+		c.RTTSumMicros += o.RTTSumMicros
+		c.RTTCount += o.RTTCount
 	}
-	c.RTTSumMicros += o.RTTSumMicros
 }
 
 // baseline is what a client had seen of a connection older than the client
@@ -95,6 +101,7 @@ func since(c *tracer.ConnectionStats, b *baseline) (d Counters, reset bool) {
 	d.Failed = sub(bit(failed), bit(b.failed))
 	for i, v := range c.MonotonicRTT.Buckets {
 		d.RTT[i] = sub(uint64(v), uint64(b.rtt.Buckets[i]))
+		d.RTTCount += d.RTT[i]
 	}
 	d.RTTSumMicros = sub(c.MonotonicRTT.SumMicros, b.rtt.SumMicros)
 	return d, reset
@@ -118,6 +125,7 @@ func minus(a, b *Counters) Counters {
 	}
 	for i := range a.RTT {
 		d.RTT[i] = a.RTT[i] - min(a.RTT[i], b.RTT[i])
+		d.RTTCount += d.RTT[i]
 	}
 	return d
 }

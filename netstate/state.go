@@ -59,7 +59,7 @@ type Config struct {
 	// client that never came back after its first scrape, if any (see
 	// makeRoom), else is refused.
 	MaxClients int
-	// ClientExpiry forgets a client not scraped for this long.
+	// ClientExpiry forgets a client not scraped for this long (0: never).
 	ClientExpiry time.Duration
 	// MaxBaselines bounds, per client, the baselines of the connections
 	// older than the client.
@@ -69,9 +69,9 @@ type Config struct {
 	MaxSeries int
 	// Now is the clock of client expiry (default time.Now).
 	Now func() time.Time
-	// MaxAddrs bounds, per client, the remote addresses of the
-	// connections folded since its previous scrape, kept for the names
-	// of its view (View.Addrs).
+	// MaxAddrs bounds the remote addresses of the connections folded
+	// that some client has not scraped since, kept (once for all
+	// clients) for the names of the views (View.Addrs).
 	MaxAddrs int
 }
 
@@ -125,6 +125,11 @@ type State[K comparable] struct {
 	tombs   map[tracer.ConnKey]tomb
 	gen     uint64 // scrapes stepped
 	tel     telemetry
+	// addrs holds the remote addresses of the connections folded that
+	// some client has not scraped since, with the number of the last
+	// fold (tel.folded) of each: at most MaxAddrs, for the names of the
+	// clients' views (View.Addrs).
+	addrs map[netip.Addr]uint64
 	// expired is when Closed last expired clients: without scrapes, the
 	// drain's calls expire them (memory bounded with nobody scraping).
 	expired time.Time
@@ -146,6 +151,7 @@ func New[K comparable](src Source, lab Labeler[K], cfg Config) *State[K] {
 		cfg:     cfg,
 		clients: make(map[string]*client[K]),
 		live:    make(map[tracer.ConnKey]liveConn[K]),
+		addrs:   make(map[netip.Addr]uint64),
 	}
 }
 
@@ -163,6 +169,7 @@ func (s *State[K]) Closed(conns []tracer.ConnectionStats) {
 	}
 	if len(s.clients) == 0 {
 		s.live = clearBig(s.live)
+		s.addrs = clearBig(s.addrs)
 		return // nobody to count it for: a new client gets what leaves after it
 	}
 	for i := range conns {
@@ -183,6 +190,9 @@ func (s *State[K]) Closed(conns []tracer.ConnectionStats) {
 			s.fold(c, x, &d, lc, wasLive)
 		}
 		s.tel.folded++
+		if a := x.NATRemote(); len(s.addrs) < s.cfg.MaxAddrs || s.addrs[a] != 0 {
+			s.addrs[a] = s.tel.folded
+		}
 	}
 }
 
@@ -209,12 +219,6 @@ func (s *State[K]) fold(c *client[K], x *tracer.ConnectionStats, d *Counters, lc
 		c.overflowTotal++ // not counted by a scrape of this client yet
 	}
 	ser.total.Add(&add)
-	if len(c.addrs) < s.cfg.MaxAddrs {
-		if c.addrs == nil {
-			c.addrs = make(map[netip.Addr]struct{})
-		}
-		c.addrs[x.NATRemote()] = struct{}{}
-	}
 }
 
 // View is one scrape of one client.
@@ -325,11 +329,14 @@ func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, tombs map[tracer.Co
 		c.overflow.live, c.overflow.open = Counters{}, 0
 	}
 	v := &View{NewClient: first}
-	addrs := make(map[netip.Addr]struct{}, len(c.addrs)+16)
-	for a := range c.addrs {
-		addrs[a] = struct{}{}
+	addrs := make(map[netip.Addr]struct{}, 16)
+	for a, n := range s.addrs {
+		if n > c.folded {
+			addrs[a] = struct{}{}
+		}
 	}
-	c.addrs = nil
+	c.folded = s.tel.folded
+	s.trimAddrs()
 	for i := range snap.Conns {
 		x := &snap.Conns[i]
 		if t, gone := tombs[x.Key]; gone {
@@ -398,6 +405,19 @@ func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, tombs map[tracer.Co
 	return v
 }
 
+// trimAddrs forgets the addresses every client has scraped since.
+func (s *State[K]) trimAddrs() {
+	low := s.tel.folded
+	for _, c := range s.clients {
+		low = min(low, c.folded)
+	}
+	for a, n := range s.addrs {
+		if n <= low {
+			delete(s.addrs, a)
+		}
+	}
+}
+
 // seriesOf returns c's series of label set k, made if new: a series of its
 // own while the client has fewer than MaxSeries, else the overflow series.
 // A label set keeps the series it got for the client's life (series are
@@ -456,6 +476,9 @@ func (s *State[K]) RemoveExpiredClients(now time.Time) {
 }
 
 func (s *State[K]) expire(now time.Time) {
+	if s.cfg.ClientExpiry <= 0 {
+		return
+	}
 	for id, c := range s.clients {
 		if !c.fresh && now.Sub(c.lastFetch) > s.cfg.ClientExpiry {
 			delete(s.clients, id)
@@ -463,6 +486,7 @@ func (s *State[K]) expire(now time.Time) {
 	}
 	if len(s.clients) == 0 {
 		s.live = clearBig(s.live)
+		s.addrs = clearBig(s.addrs)
 	}
 }
 

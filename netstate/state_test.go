@@ -335,12 +335,19 @@ func TestNoPerConnectionStatePerClient(t *testing.T) {
 		f.close(uint64(1000 + i))
 	}
 	for id, c := range st.clients {
-		if len(c.base) != 0 || len(c.addrs) > st.cfg.MaxAddrs {
-			t.Errorf("client %s: %d baselines, %d addresses", id, len(c.base), len(c.addrs))
+		if len(c.base) != 0 {
+			t.Errorf("client %s: %d baselines", id, len(c.base))
 		}
 	}
-	if len(st.live) != 0 || st.tombs != nil {
-		t.Errorf("shared: %d live entries, %d tombs", len(st.live), len(st.tombs))
+	if len(st.live) != 0 || st.tombs != nil || len(st.addrs) > st.cfg.MaxAddrs {
+		t.Errorf("shared: %d live entries, %d tombs, %d addresses", len(st.live), len(st.tombs), len(st.addrs))
+	}
+	// Once every client scraped, the addresses go.
+	for i := range 16 {
+		scrape(t, st, fmt.Sprint(i))
+	}
+	if len(st.addrs) != 0 {
+		t.Errorf("%d addresses held after every client scraped", len(st.addrs))
 	}
 }
 
@@ -567,5 +574,41 @@ func TestGetStatsAndDumpState(t *testing.T) {
 	}
 	if len(st.DumpState("nobody")) != 0 {
 		t.Error("DumpState of an unknown client is not empty")
+	}
+}
+
+// ClientExpiry 0 keeps clients forever (it expired them at once: found by
+// BenchmarkFold, whose clients were gone at the first fold).
+func TestClientExpiryZeroKeepsClients(t *testing.T) {
+	f := newFakeTracer()
+	st := New[tracer.ConnKey](f, perConn{}, Config{Now: func() time.Time { return t0.Add(time.Hour) }})
+	f.st = st
+	if _, err := st.Scrape("a", t0); err != nil {
+		t.Fatal(err)
+	}
+	f.open(1, 1, 1)
+	f.close(1)
+	if !st.HasClient("a") {
+		t.Error("a client was expired with ClientExpiry 0")
+	}
+}
+
+// The names of a view cover the connections folded since the client's
+// previous scrape, not only the live ones.
+func TestViewAddrsIncludeFolded(t *testing.T) {
+	f := newFakeTracer()
+	st := newTestState(f, Config{})
+	scrape(t, st, "a")
+	c := f.open(1, 1, 1)
+	f.close(1)
+	v, err := st.Scrape("a", t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Addrs) != 1 || v.Addrs[0] != c.Dest {
+		t.Errorf("addresses %v, want [%v]", v.Addrs, c.Dest)
+	}
+	if v, _ = st.Scrape("a", t0); len(v.Addrs) != 0 {
+		t.Errorf("next scrape: addresses %v, want none", v.Addrs)
 	}
 }

@@ -70,11 +70,10 @@ func newConntracker(cfg *Config) (*conntracker, error) {
 }
 
 // translate sets IPTranslation on the connections of a read, dumping the
-// tables first when one of them waits and the last dump is old enough, or
-// whatever its age when closed connections of the namespaces closedNS wait
-// for theirs (see Tracer.translate): they are held for clients that take
-// them right after. Connections gone from the read are forgotten.
-func (ct *conntracker) translate(conns []ConnectionStats, closedNS map[uint32]struct{}, now time.Time) {
+// tables first when one of them waits and the last dump is old enough (the
+// closed connections waiting for theirs: Tracer.flushNAT). Connections gone
+// from the read are forgotten.
+func (ct *conntracker) translate(conns []ConnectionStats, now time.Time) {
 	seen := make(map[ConnKey]struct{}, len(conns))
 	wanted := map[uint32]struct{}{ct.selfNS: {}}
 	waiting := map[uint32]struct{}{}
@@ -85,12 +84,8 @@ func (ct *conntracker) translate(conns []ConnectionStats, closedNS map[uint32]st
 			waiting[conns[i].NetNS] = struct{}{}
 		}
 	}
-	for ns := range closedNS {
-		wanted[ns] = struct{}{}
-		waiting[ns] = struct{}{}
-	}
 	dumped := false
-	if len(waiting) > 0 && (len(closedNS) > 0 || now.Sub(ct.last) >= ct.interval) {
+	if len(waiting) > 0 && now.Sub(ct.last) >= ct.interval {
 		// A dump walks the whole (global) conntrack hash: only the
 		// namespaces with a connection waiting, and the exporter's own.
 		waiting[ct.selfNS] = struct{}{}

@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"errors"
+	"maps"
 	"os"
 	"time"
 	"unsafe"
@@ -69,9 +70,11 @@ func (t *Tracer) drainLoop() {
 	}
 }
 
-// natFlushEvery is how often, between scrapes, a conntrack dump finds the
-// NAT of the closed connections that wait for one.
-const natFlushEvery = time.Second
+// natCheckEvery is how often the sweep looks whether the closed
+// connections waiting for their NAT are due (see flushNAT). A dump walks
+// the whole conntrack table (BENCHMARKS.md: at 6,000 closes a second,
+// dumps every second were 40 % of the exporter's CPU).
+const natCheckEvery = time.Second
 
 // sweepLoop, until Close, closes idle UDP flows, forgets what only served
 // reads, and gives the closed connections waiting for their NAT after a
@@ -80,24 +83,22 @@ func (t *Tracer) sweepLoop() {
 	defer t.loops.Done()
 	sweep := time.NewTicker(udpSweepEvery(t.cfg.UDPConnTimeout))
 	defer sweep.Stop()
-	nat := time.NewTicker(natFlushEvery)
+	nat := time.NewTicker(natCheckEvery)
 	defer nat.Stop()
 	for {
 		select {
 		case <-t.stop:
 			return
 		case <-nat.C:
-			t.natMu.Lock()
-			waiting := len(t.natWait) > 0
-			if waiting && !t.wanted() {
-				t.natWait, waiting = nil, false // nobody to give them to
+			if !t.wanted() {
+				t.natMu.Lock()
+				t.natWait, t.natSpare = nil, nil // nobody to give them to
+				t.natMu.Unlock()
+				continue
 			}
-			t.natMu.Unlock()
-			if waiting {
-				t.mu.Lock()
-				t.translate(nil, time.Now())
-				t.mu.Unlock()
-			}
+			t.mu.Lock()
+			t.flushNAT(time.Now())
+			t.mu.Unlock()
 		case <-sweep.C:
 			now := time.Now()
 			t.mu.Lock()
@@ -154,7 +155,8 @@ func (t *Tracer) drainClosed() {
 	// A deadline in the past: read what is there, never wait.
 	t.closedRd.SetDeadline(time.Unix(1, 0))
 	now := time.Now()
-	batch := make([]ConnectionStats, 0, 64)
+	batch := t.drainBuf[:0]
+	defer func() { t.drainBuf = batch[:0] }()
 	for {
 		err := t.closedRd.ReadInto(&t.drainRec)
 		if err == nil {
@@ -191,7 +193,7 @@ func (t *Tracer) drainClosed() {
 // withNAT sets the NAT of the closed connections whose translation is
 // known (decided while they were open, or in the last dump's tables), and
 // returns them; the others wait in natWait for the next dump (a scrape's,
-// or the sweep's within natFlushEvery). During a dump, all wait.
+// or the sweep's: see natCheckEvery). During a dump, all wait.
 func (t *Tracer) withNAT(batch []ConnectionStats) []ConnectionStats {
 	if t.ct == nil || len(batch) == 0 {
 		return batch
@@ -234,26 +236,55 @@ func (t *Tracer) wait(conns []ConnectionStats) {
 	t.emit(over)
 }
 
-// translate finds the NAT of a read's connections (conns, may be nil) and
-// gives the closed connections waiting for theirs to the sink. Callers
-// hold mu.
+// translate finds the NAT of a read's connections (at most one dump per
+// ConntrackInterval, when one of them waits for its NAT), then gives the
+// closed connections waiting for theirs to the sink if they are due (see
+// flushNAT). Callers hold mu.
 func (t *Tracer) translate(conns []ConnectionStats, now time.Time) {
 	if t.ct == nil {
 		return
 	}
-	t.natMu.Lock()
-	waiting := t.natWait
-	t.natWait = nil
-	t.natMu.Unlock()
-	var namespaces map[uint32]struct{}
-	if len(waiting) > 0 {
-		namespaces = make(map[uint32]struct{})
-		for i := range waiting {
-			namespaces[waiting[i].NetNS] = struct{}{}
-		}
+	t.ctMu.Lock()
+	t.ct.translate(conns, now)
+	t.ctMu.Unlock()
+	t.flushNAT(now)
+}
+
+// flushNAT gives the closed connections waiting for their NAT to the sink,
+// with it, after a dump of their namespaces, when they are due: the last
+// dump is ConntrackInterval old, or half of MaxClosedConnectionsBuffered
+// wait. So closed connections wait at most ConntrackInterval (and the
+// sweep's second), and dumps stay at one per interval however often
+// clients scrape (a dump walks the whole conntrack table: BENCHMARKS.md).
+// Callers hold mu.
+func (t *Tracer) flushNAT(now time.Time) {
+	if t.ct == nil {
+		return
 	}
 	t.ctMu.Lock()
-	t.ct.translate(conns, namespaces, now) // dumps when records wait
+	last := t.ct.last
+	t.ctMu.Unlock()
+	t.natMu.Lock()
+	n := len(t.natWait)
+	if n == 0 || (now.Sub(last) < t.cfg.ConntrackInterval && n < t.cfg.MaxClosedConnectionsBuffered/2) {
+		t.natMu.Unlock()
+		return
+	}
+	waiting := t.natWait
+	t.natWait = t.natSpare[:0]
+	t.natSpare = nil
+	t.natMu.Unlock()
+
+	t.ctMu.Lock()
+	dumpNS := map[uint32]struct{}{t.ct.selfNS: {}}
+	for i := range waiting {
+		dumpNS[waiting[i].NetNS] = struct{}{}
+	}
+	wanted := maps.Clone(dumpNS)
+	for ns := range t.ct.tables {
+		wanted[ns] = struct{}{} // kept, for the live connections' lookups
+	}
+	t.ct.dump(wanted, dumpNS, now)
 	for i := range waiting {
 		if tr, ok := t.ct.findKey(waiting[i].NetNS, ctKeyOf(&waiting[i])); ok {
 			waiting[i].IPTranslation = tr
@@ -261,4 +292,11 @@ func (t *Tracer) translate(conns []ConnectionStats, now time.Time) {
 	}
 	t.ctMu.Unlock()
 	t.emit(waiting)
+	// The sink keeps nothing of the slice: its array serves the next
+	// wait (at most MaxClosedConnectionsBuffered records; dropped when
+	// nobody scrapes).
+	clear(waiting)
+	t.natMu.Lock()
+	t.natSpare = waiting[:0]
+	t.natMu.Unlock()
 }

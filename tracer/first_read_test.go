@@ -34,7 +34,9 @@ func TestNewClientSeesCloseDuringFirstRead(t *testing.T) {
 	}
 	o := newObserver(t, tr, t.Name(), pairEnds(p, false, port)) // the first call
 	tr.afterRead = nil
-	o.poll()
+	o.waitFor("both close records", func(tot map[string]*kTotals) bool {
+		return tot["client"].closedSeen == 1 && tot["server"].closedSeen == 1
+	})
 	o.poll()
 	for _, side := range []string{"client", "server"} {
 		tt := o.tot[side]

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-kit/log"
 
@@ -16,6 +17,10 @@ func newTestTracer(t testing.TB, mod func(*Config)) *Tracer {
 	nettest.RequireRoot(t)
 	cfg := NewDefaultConfig()
 	cfg.BPFDebug = true
+	// Closed connections wait for a conntrack dump (at most one per
+	// interval, 5 s by default) before they are counted: tests that wait
+	// for a close wait less.
+	cfg.ConntrackInterval = 100 * time.Millisecond
 	if mod != nil {
 		mod(cfg)
 	}

@@ -88,10 +88,27 @@ func TestKnownKeepsCountersMonotonicAndCompletesReads(t *testing.T) {
 	if len(expired) != 1 || expired[0].MonotonicSentBytes != 100 || expired[0].Closed {
 		t.Fatalf("after timeout: expired %v, want the connection with its last values, not closed", expired)
 	}
-	// A closed connection never comes back from a stale live read.
+	// A closed connection never comes back from a stale live read: one
+	// whose iterator ran before the close.
+	k.startRead()
 	k.closed(&ConnectionStats{Key: key, MonotonicSentBytes: 120}, now)
 	k.beginRead()
 	if k.live(&ConnectionStats{Key: key, MonotonicSentBytes: 110}, now) {
 		t.Fatal("stale live read of a closed connection accepted")
+	}
+	// That read over, the entry goes: no later read can see the socket
+	// (the iterator skips closed ones).
+	k.endRead(nil, now, time.Minute)
+	if _, ok := k.m[key]; ok {
+		t.Error("the closed connection's entry outlived the read")
+	}
+	// Closed with no read in flight: not kept at all.
+	c2 := ConnectionStats{Key: ConnKey{Cookie: 8}, MonotonicSentBytes: 5}
+	k.beginRead()
+	k.live(&c2, now)
+	k.endRead(nil, now, time.Minute)
+	k.closed(&c2, now)
+	if _, ok := k.m[c2.Key]; ok {
+		t.Error("a connection closed between reads kept its entry")
 	}
 }

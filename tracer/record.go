@@ -133,6 +133,11 @@ type known struct {
 	m   map[ConnKey]*knownConn
 	gen uint64 // read generation
 	max int
+	// reading is set from before a read's iterator runs to its endRead:
+	// only such a read can hold a stale record of a connection that
+	// closes meanwhile (the iterator skips closed sockets), so only then
+	// is a closed connection's entry kept.
+	reading bool
 }
 
 type knownConn struct {
@@ -202,8 +207,26 @@ func (e *knownConn) undo(c *ConnectionStats) {
 	c.MonotonicRTT.Add(&b.MonotonicRTT)
 }
 
-// beginRead starts a new read generation.
+// startRead says a read's iterator is about to run; endRead or abortRead
+// ends it.
+func (k *known) startRead() { k.reading = true }
+
+// abortRead ends a read that failed.
+func (k *known) abortRead() { k.reading = false; k.dropClosed() }
+
+// beginRead starts a new read generation, when the read's records are
+// processed.
 func (k *known) beginRead() { k.gen++ }
+
+// dropClosed forgets the closed connections: no read that could hold a
+// stale record of them is in flight.
+func (k *known) dropClosed() {
+	for key, e := range k.m {
+		if e.closed {
+			delete(k.m, key)
+		}
+	}
+}
 
 // entry returns the entry of c, made (within max) if new.
 func (k *known) entry(c *ConnectionStats) *knownConn {
@@ -231,10 +254,15 @@ func (k *known) live(c *ConnectionStats, now time.Time) bool {
 	return true
 }
 
-// closed clamps a final record and marks the connection closed.
+// closed clamps a final record and marks the connection closed; the entry
+// is kept only while a read is in flight (see reading).
 func (k *known) closed(c *ConnectionStats, now time.Time) {
 	e := k.entry(c)
 	e.clamp(c)
+	if !k.reading {
+		delete(k.m, c.Key)
+		return
+	}
 	e.closed, e.expired, e.seen = true, false, now
 }
 
@@ -253,13 +281,15 @@ func (k *known) endRead(conns []ConnectionStats, now time.Time, timeout time.Dur
 			conns = append(conns, e.stats)
 		}
 	}
+	k.reading = false
+	k.dropClosed()
 	k.prune(now, timeout)
 	return conns, expired
 }
 
-// prune forgets the closed connections: an entry only has to outlive the
-// reads that started before the connection closed, so it goes after
-// min(timeout, 30s). The drain calls it between scrapes too.
+// prune forgets the closed connections not seen for min(timeout, 30s), in
+// case a read never ended (endRead and abortRead forget them all). The
+// sweep calls it between scrapes too.
 func (k *known) prune(now time.Time, timeout time.Duration) {
 	closedTimeout := min(timeout, 30*time.Second)
 	for key, e := range k.m {

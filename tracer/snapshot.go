@@ -52,6 +52,9 @@ func (t *Tracer) readActive(now time.Time) ([]ConnectionStats, error) {
 		return nil, nil // no TCP
 	}
 	t.buf.Reset()
+	t.kmu.Lock()
+	t.known.startRead()
+	t.kmu.Unlock()
 	var err error
 	if t.tcpIter == tcpIterTCP {
 		err = t.readEachNetns(t.dumpIter, &t.buf)
@@ -59,11 +62,17 @@ func (t *Tracer) readActive(now time.Time) ([]ConnectionStats, error) {
 		err = readIter(t.dumpIter, &t.buf)
 	}
 	if err != nil {
+		t.kmu.Lock()
+		t.known.abortRead()
+		t.kmu.Unlock()
 		return nil, fmt.Errorf("reading the connection iterator: %w", err)
 	}
 	recs, err := decodeRecords(t.recs, t.buf.Bytes())
 	t.recs = recs
 	if err != nil {
+		t.kmu.Lock()
+		t.known.abortRead()
+		t.kmu.Unlock()
 		t.decode.Add(1)
 		return nil, err
 	}

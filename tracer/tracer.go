@@ -48,15 +48,17 @@ type Tracer struct {
 	drainRec   ringbuf.Record
 	drainOne   [1]bpf.ConntraceConnRecord
 	drainComms comms
+	drainBuf   []ConnectionStats
 	// kmu guards known: the reads hold it while they clamp their records,
 	// the drain while it marks closed ones, never during an iterator run.
 	kmu sync.Mutex
 	// natMu guards natWait: the closed connections whose NAT the next
 	// conntrack dump finds (see drainClosed), at most
 	// MaxClosedConnectionsBuffered, once for all clients.
-	natMu   sync.Mutex
-	natWait []ConnectionStats
-	natFull uint64 // given without their NAT: natWait was full
+	natMu    sync.Mutex
+	natWait  []ConnectionStats
+	natSpare []ConnectionStats // natWait's previous array, for reuse
+	natFull  uint64            // given without their NAT: natWait was full
 	// ctMu guards ct; a drain only tries it (a dump holds it long).
 	ctMu sync.Mutex
 

@@ -100,60 +100,57 @@ func rttHistogram(c *netstate.Counters) (count uint64, sum float64, buckets map[
 	return cum, float64(c.RTTSumMicros) / 1e6, buckets
 }
 
-// descs are the metric descriptions, built once.
+// descs are the metric descriptions, built once: as client_golang's
+// descriptions, and as names and help texts for the text writer.
 type descs struct {
-	sent, recv, retransmits *prometheus.Desc
-	segments                *prometheus.Desc
-	rtt                     *prometheus.Desc
-	open                    *prometheus.Desc
-	opened, closed, failed  *prometheus.Desc
+	descFields[*prometheus.Desc]
+	names, helps descFields[string]
+	// labels are the traffic metrics' label names.
+	labels []string
+}
+
+// descFields are the traffic metrics (labelled), then the per-client ones.
+type descFields[T any] struct {
+	sent, recv, retransmits T
+	segments                T
+	rtt                     T
+	open                    T
+	opened, closed, failed  T
 
 	// Per client, without labels.
-	seriesCount, seriesLimit, overflow *prometheus.Desc
-	nameInfo, namesDropped             *prometheus.Desc
+	seriesCount, seriesLimit, overflow T
+	nameInfo, namesDropped             T
 }
 
 func newDescs(labels []string) *descs {
-	d := func(name, help string) *prometheus.Desc {
-		return prometheus.NewDesc(prometheus.BuildFQName(namespace, "", name), help, labels, nil)
+	ds := &descs{labels: labels}
+	d := func(desc **prometheus.Desc, name, help *string, n, h string, labels []string) {
+		*name = prometheus.BuildFQName(namespace, "", n)
+		*help = h
+		*desc = prometheus.NewDesc(*name, h, labels, nil)
 	}
 	const perClient = " Counted for this scrape's client (client_id) since its first scrape."
 	const overflow = ` Label sets beyond --collector.max-series are counted in one series whose labels are all "overflow".`
-	return &descs{
-		sent: d("sent_bytes_total",
-			"Payload bytes sent to the remote end (TCP: payload bytes the peer acknowledged)."+perClient+overflow),
-		recv: d("received_bytes_total",
-			"Payload bytes received from the remote end (TCP: in-order payload bytes the kernel received and acknowledged)."+perClient+overflow),
-		retransmits: d("retransmits_total",
-			"TCP segments retransmitted to the remote end (TCP only)."+perClient+overflow),
-		segments: d("sent_segments_total",
-			"TCP data segments sent to the remote end, retransmissions included (TCP_INFO's tcpi_data_segs_out; TCP only): retransmits_total over this is the retransmit ratio."+perClient+overflow),
-		rtt: d("rtt_seconds",
-			"Round-trip times of TCP connections, one sample per round trip (before Linux 6.10, the smoothed RTT at each round trip), in seconds (TCP only)."+perClient+overflow),
-		open: d("connections",
-			"Connections open now: established (TCP: handshake completed) and not closed."+overflow),
-		opened: d("connections_opened_total",
-			"Connections that became established (TCP: handshake completed); connections open before the tracer started are not counted."+perClient+overflow),
-		closed: d("connections_closed_total",
-			"Established connections that closed."+perClient+overflow),
-		failed: d("connection_failures_total",
-			"TCP connections that closed without ever being established (failed connects, TCP only)."+perClient+overflow),
-		nameInfo: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "remote_name_info"),
-			"A name DNS answers on this host gave a remote address of this client's view (always 1); join with group_left on remote_addr.",
-			[]string{"remote_addr", "name"}, nil),
-		namesDropped: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "remote_names_dropped"),
-			"Names of this scrape's view not exported as conntrace_remote_name_info: past --collector.max-series of them.",
-			nil, nil),
-		seriesCount: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "series"),
-			"Label sets of the traffic metrics held for this scrape's client (client_id), the overflow series not included; at most --collector.max-series.",
-			nil, nil),
-		seriesLimit: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "series_limit"),
-			"Label sets of the traffic metrics held per client at most (--collector.max-series); not exported when unlimited.",
-			nil, nil),
-		overflow: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "series_overflow_total"),
-			`Connections counted into the overflow series (labels all "overflow") because their label set found --collector.max-series reached; each connection once.`+perClient,
-			nil, nil),
-	}
+	d(&ds.sent, &ds.names.sent, &ds.helps.sent, "sent_bytes_total", "Payload bytes sent to the remote end (TCP: payload bytes the peer acknowledged)."+perClient+overflow, labels)
+	d(&ds.recv, &ds.names.recv, &ds.helps.recv, "received_bytes_total", "Payload bytes received from the remote end (TCP: in-order payload bytes the kernel received and acknowledged)."+perClient+overflow, labels)
+	d(&ds.retransmits, &ds.names.retransmits, &ds.helps.retransmits, "retransmits_total", "TCP segments retransmitted to the remote end (TCP only)."+perClient+overflow, labels)
+	d(&ds.segments, &ds.names.segments, &ds.helps.segments, "sent_segments_total", "TCP data segments sent to the remote end, retransmissions included (TCP_INFO's tcpi_data_segs_out; TCP only): retransmits_total over this is the retransmit ratio."+perClient+overflow, labels)
+	d(&ds.rtt, &ds.names.rtt, &ds.helps.rtt, "rtt_seconds", "Round-trip times of TCP connections, one sample per round trip (before Linux 6.10, the smoothed RTT at each round trip), in seconds (TCP only)."+perClient+overflow, labels)
+	d(&ds.open, &ds.names.open, &ds.helps.open, "connections", "Connections open now: established (TCP: handshake completed) and not closed."+overflow, labels)
+	d(&ds.opened, &ds.names.opened, &ds.helps.opened, "connections_opened_total", "Connections that became established (TCP: handshake completed); connections open before the tracer started are not counted."+perClient+overflow, labels)
+	d(&ds.closed, &ds.names.closed, &ds.helps.closed, "connections_closed_total", "Established connections that closed."+perClient+overflow, labels)
+	d(&ds.failed, &ds.names.failed, &ds.helps.failed, "connection_failures_total", "TCP connections that closed without ever being established (failed connects, TCP only)."+perClient+overflow, labels)
+	d(&ds.nameInfo, &ds.names.nameInfo, &ds.helps.nameInfo, "remote_name_info",
+		"A name DNS answers on this host gave a remote address of this client's view (always 1); join with group_left on remote_addr.", nameInfoLabels)
+	d(&ds.namesDropped, &ds.names.namesDropped, &ds.helps.namesDropped, "remote_names_dropped",
+		"Names of this scrape's view not exported as conntrace_remote_name_info: past --collector.max-series of them.", nil)
+	d(&ds.seriesCount, &ds.names.seriesCount, &ds.helps.seriesCount, "series",
+		"Label sets of the traffic metrics held for this scrape's client (client_id), the overflow series not included; at most --collector.max-series.", nil)
+	d(&ds.seriesLimit, &ds.names.seriesLimit, &ds.helps.seriesLimit, "series_limit",
+		"Label sets of the traffic metrics held per client at most (--collector.max-series); not exported when unlimited.", nil)
+	d(&ds.overflow, &ds.names.overflow, &ds.helps.overflow, "series_overflow_total",
+		`Connections counted into the overflow series (labels all "overflow") because their label set found --collector.max-series reached; each connection once.`+perClient, nil)
+	return ds
 }
 
 func (d *descs) describe(ch chan<- *prometheus.Desc) {
@@ -201,6 +198,9 @@ type exporter struct {
 	logger log.Logger
 	// maxSeries bounds the label sets per client (0: no bound).
 	maxSeries int
+	// sortedLabels are the indexes of the label values in label name
+	// order (the registry's order of samples, see textFamilies).
+	sortedLabels []int
 
 	// failedScrapes counts the scrapes that failed after the state
 	// counted their view (see scrape).
@@ -212,14 +212,16 @@ type exporter struct {
 type labeler struct {
 	keys     keyMaker
 	overflow []string
+	names    []string // the label names
 }
 
 func (l *labeler) Key(c *tracer.ConnectionStats) labelKey { return l.keys.key(c) }
 func (l *labeler) Values(k labelKey) []string             { return k.values(l.keys.labels) }
 func (l *labeler) Overflow() []string                     { return l.overflow }
+func (l *labeler) Text(values []string) string            { return labelText(l.names, values) }
 
 func newExporter(src Source, o *options) *exporter {
-	lab := &labeler{keys: keyMaker{labels: o.labels, group: o.group}, overflow: overflowValues(o.labels)}
+	lab := &labeler{keys: keyMaker{labels: o.labels, group: o.group}, overflow: overflowValues(o.labels), names: o.labels.Names()}
 	e := &exporter{
 		src:       src,
 		descs:     newDescs(o.labels.Names()),
@@ -227,6 +229,7 @@ func newExporter(src Source, o *options) *exporter {
 		logger:    o.logger,
 		maxSeries: max(o.maxSeries, 0),
 	}
+	e.sortedLabels = sortedOrder(o.labels.Names())
 	e.state = netstate.New[labelKey](src, lab, netstate.Config{
 		MaxClients:   o.maxClients,
 		ClientExpiry: o.expiry,
@@ -246,17 +249,26 @@ func newExporter(src Source, o *options) *exporter {
 // scrape is then a new client's first (Prometheus sees a counter reset),
 // not a repeat of the failure; lost_total{reason="scrape_failed"} counts
 // the restarts.
-func (e *exporter) scrape(clientID string) (ms []prometheus.Metric, err error) {
+func (e *exporter) scrape(clientID string) ([]prometheus.Metric, error) {
+	v, dns, err := e.view(clientID)
+	if err != nil {
+		return nil, err
+	}
+	return e.metrics(v, dns), nil
+}
+
+// view returns clientID's view and the names of its peers (see scrape).
+func (e *exporter) view(clientID string) (v *netstate.View, dns map[netip.Addr][]string, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			ms, err = nil, e.restart(clientID, p)
+			v, dns, err = nil, nil, e.restart(clientID, p)
 		}
 	}()
-	v, err := e.state.Scrape(clientID, e.now())
+	v, err = e.state.Scrape(clientID, e.now())
 	if err != nil {
-		return nil, fmt.Errorf("cannot get the connections of client %q: %w", clientID, err)
+		return nil, nil, fmt.Errorf("cannot get the connections of client %q: %w", clientID, err)
 	}
-	return e.metrics(v, e.src.Names(v.Addrs)), nil
+	return v, e.src.Names(v.Addrs), nil
 }
 
 // restart drops a client whose scrape failed with p, and returns the
@@ -287,9 +299,8 @@ func (e *exporter) metrics(v *netstate.View, dns map[netip.Addr][]string) []prom
 	// never multiply the traffic series: join with group_left. They come
 	// from outside (DNS answers), so at most maxSeries of them, the same
 	// ones from scrape to scrape (address, then name order).
-	addrs := slices.SortedFunc(maps.Keys(dns), netip.Addr.Compare)
 	named, dropped := 0, 0
-	for _, addr := range addrs {
+	for _, addr := range sortedAddrs(dns) {
 		for _, n := range dns[addr] {
 			if e.maxSeries > 0 && named >= e.maxSeries {
 				dropped++
@@ -301,6 +312,11 @@ func (e *exporter) metrics(v *netstate.View, dns map[netip.Addr][]string) []prom
 	}
 	ms = append(ms, prometheus.MustNewConstMetric(d.namesDropped, prometheus.GaugeValue, float64(dropped)))
 	return ms
+}
+
+// sortedAddrs are the addresses of dns in order.
+func sortedAddrs(dns map[netip.Addr][]string) []netip.Addr {
+	return slices.SortedFunc(maps.Keys(dns), netip.Addr.Compare)
 }
 
 // trafficCollector is the traffic metrics of one client, as a

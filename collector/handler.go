@@ -1,10 +1,15 @@
 package collector
 
 import (
+	"bufio"
+	"compress/gzip"
 	"errors"
 	"fmt"
+	"io"
 	stdlog "log"
 	"net/http"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/go-kit/log"
@@ -13,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/conntrace/conntrace_exporter/netstate"
 	"github.com/conntrace/conntrace_exporter/tracer"
@@ -183,7 +189,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	clientID := ClientID(r)
-	ms, err := h.e.scrape(clientID)
+	v, dns, err := h.e.view(clientID)
 	if err != nil {
 		code := http.StatusInternalServerError
 		if errors.Is(err, netstate.ErrTooManyClients) {
@@ -194,10 +200,64 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if format := expfmt.Negotiate(r.Header); format.FormatType() == expfmt.TypeTextPlain {
+		h.serveText(w, r, format, v, dns)
+		return
+	}
+	// Other formats (protobuf): the const metrics, through the registry.
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(scrapedCollector{descs: h.e.descs, metrics: ms})
+	reg.MustRegister(scrapedCollector{descs: h.e.descs, metrics: h.e.metrics(v, dns)})
 	promhttp.HandlerFor(prometheus.Gatherers{reg, h.shared}, promhttp.HandlerOpts{
 		ErrorLog:      h.errorLog,
 		ErrorHandling: promhttp.HTTPErrorOnError,
 	}).ServeHTTP(w, r)
+}
+
+// serveText serves a scrape in the text format: the view's metrics written
+// straight (see text.go), then the shared registry's, encoded by expfmt.
+// Gzip when the scraper accepts it (Prometheus does).
+func (h *handler) serveText(w http.ResponseWriter, r *http.Request, format expfmt.Format, v *netstate.View, dns map[netip.Addr][]string) {
+	shared, err := h.shared.Gather()
+	if err != nil {
+		level.Error(h.logger).Log("msg", "Gathering the exporter's own metrics", "err", err)
+		http.Error(w, "An error has occurred while serving metrics:\n\n"+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", string(format))
+	var out io.Writer = w
+	if acceptsGzip(r) {
+		w.Header().Set("Content-Encoding", "gzip")
+		gz, _ := gzip.NewWriterLevel(w, gzip.BestSpeed) // 8 MB of text: the default level cost 3x the scrape
+		defer gz.Close()
+		out = gz
+	}
+	bw := bufio.NewWriterSize(out, 64<<10)
+	defer bw.Flush()
+	// Both lists in name order, merged: the registry's order.
+	t := &textWriter{w: bw}
+	enc := expfmt.NewEncoder(bw, format)
+	fams := h.e.textFamilies(v, dns)
+	for len(fams) > 0 || len(shared) > 0 {
+		if len(shared) == 0 || len(fams) > 0 && fams[0].name < shared[0].GetName() {
+			fams[0].write(t)
+			fams = fams[1:]
+			continue
+		}
+		if err := enc.Encode(shared[0]); err != nil {
+			level.Error(h.logger).Log("msg", "Encoding the exporter's own metrics", "err", err)
+			return
+		}
+		shared = shared[1:]
+	}
+}
+
+// acceptsGzip says whether the request accepts a gzip body.
+func acceptsGzip(r *http.Request) bool {
+	for _, part := range strings.Split(r.Header.Get("Accept-Encoding"), ",") {
+		enc, q, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if strings.TrimSpace(enc) == "gzip" && strings.TrimSpace(q) != "q=0" {
+			return true
+		}
+	}
+	return false
 }

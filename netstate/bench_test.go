@@ -15,6 +15,7 @@ type byPeer struct{}
 func (byPeer) Key(c *tracer.ConnectionStats) netip.Addr { return c.Dest }
 func (byPeer) Values(k netip.Addr) []string             { return []string{k.String()} }
 func (byPeer) Overflow() []string                       { return []string{"overflow"} }
+func (byPeer) Text(v []string) string                   { return v[0] }
 
 // closedBatch returns n closed connections to peers distinct peers, as the
 // drain hands them over (1,024 at most at once).

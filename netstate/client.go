@@ -45,6 +45,7 @@ type client[K comparable] struct {
 // and (during a step) what the live connections contribute.
 type series struct {
 	labels []string
+	text   string // Labeler.Text of labels
 	tcp    bool
 	total  Counters
 	live   Counters
@@ -52,14 +53,17 @@ type series struct {
 }
 
 func (s *series) value(overflow bool) Series {
-	v := Series{Labels: s.labels, TCP: s.tcp, Overflow: overflow, Counters: s.total, Open: s.open}
+	v := Series{Labels: s.labels, Text: s.text, TCP: s.tcp, Overflow: overflow, Counters: s.total, Open: s.open}
 	v.Counters.Add(&s.live)
 	return v
 }
 
-func (c *client[K]) overflowSeries(lab interface{ Overflow() []string }) *series {
+func (c *client[K]) overflowSeries(lab interface {
+	Overflow() []string
+	Text([]string) string
+}) *series {
 	if c.overflow == nil {
-		c.overflow = &series{labels: lab.Overflow()}
+		c.overflow = &series{labels: lab.Overflow(), text: lab.Text(lab.Overflow())}
 	}
 	return c.overflow
 }

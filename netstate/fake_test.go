@@ -121,6 +121,7 @@ type perConn struct{}
 func (perConn) Key(c *tracer.ConnectionStats) tracer.ConnKey { return c.Key }
 func (perConn) Values(k tracer.ConnKey) []string             { return []string{fmt.Sprint(k.Cookie)} }
 func (perConn) Overflow() []string                           { return []string{"overflow"} }
+func (perConn) Text(v []string) string                       { return v[0] }
 
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 

@@ -51,6 +51,10 @@ type Labeler[K comparable] interface {
 	Values(k K) []string
 	// Overflow is the label values of the overflow series.
 	Overflow() []string
+	// Text renders label values once per series, for the renderer's own
+	// use (the collector: the text format's label pairs); the state only
+	// keeps it (Series.Text).
+	Text(values []string) string
 }
 
 // Config bounds the state.
@@ -241,6 +245,8 @@ type View struct {
 // Series is the value of one label set at a scrape.
 type Series struct {
 	Labels []string
+	// Text is Labeler.Text of Labels.
+	Text string
 	// TCP is set once a TCP connection counted here: the TCP-only
 	// metrics are exported from then on.
 	TCP      bool
@@ -434,7 +440,7 @@ func (s *State[K]) seriesOf(c *client[K], k K, x *tracer.ConnectionStats) *serie
 			ser = c.overflowSeries(s.lab)
 			c.series[k] = ser
 		default:
-			ser = &series{labels: values}
+			ser = &series{labels: values, text: s.lab.Text(values)}
 			c.series[k] = ser
 			c.list = append(c.list, ser)
 		}

@@ -160,33 +160,49 @@ func (t *Tracer) drainClosed() {
 	for {
 		err := t.closedRd.ReadInto(&t.drainRec)
 		if err == nil {
-			recs, derr := decodeRecords(t.drainOne[:], t.drainRec.RawSample)
-			if derr != nil || len(recs) != 1 {
-				t.decode.Add(1)
-				level.Warn(t.logger).Log("msg", "undecodable closed-connection record", "bytes", len(t.drainRec.RawSample), "err", derr)
-				continue
-			}
-			if c := toConnectionStats(&recs[0], t.drainComms); t.keep(&c) {
-				batch = append(batch, c)
-			}
+			batch = t.takeRecord(batch, t.drainRec.RawSample)
 			if len(batch) < drainBatch {
 				continue
 			}
 		} else if !errors.Is(err, os.ErrDeadlineExceeded) {
 			level.Warn(t.logger).Log("msg", "reading the closed-connection ring buffer", "err", err)
 		}
-		t.kmu.Lock()
-		for i := range batch {
-			t.known.closed(&batch[i], now)
-		}
-		t.kmu.Unlock()
-		if t.wanted() {
-			t.emit(t.withNAT(batch))
-		}
+		t.settle(batch, now)
 		if err != nil {
 			return
 		}
 		batch = batch[:0]
+	}
+}
+
+// takeRecord decodes one closed-connection record and appends it to batch
+// if it is traced. Callers hold drainMu.
+func (t *Tracer) takeRecord(batch []ConnectionStats, raw []byte) []ConnectionStats {
+	recs, err := decodeRecords(t.drainOne[:], raw)
+	if err != nil || len(recs) != 1 {
+		t.decode.Add(1)
+		level.Warn(t.logger).Log("msg", "undecodable closed-connection record", "bytes", len(raw), "err", err)
+		return batch
+	}
+	if c := toConnectionStats(&recs[0], t.drainComms); t.keep(&c) {
+		batch = append(batch, c)
+	}
+	return batch
+}
+
+// settle marks a batch of closed connections closed in known and gives
+// them to the sink, with their NAT where known (see withNAT).
+func (t *Tracer) settle(batch []ConnectionStats, now time.Time) {
+	if len(batch) == 0 {
+		return
+	}
+	t.kmu.Lock()
+	for i := range batch {
+		t.known.closed(&batch[i], now)
+	}
+	t.kmu.Unlock()
+	if t.wanted() {
+		t.emit(t.withNAT(batch))
 	}
 }
 

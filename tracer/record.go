@@ -257,12 +257,15 @@ func (k *known) live(c *ConnectionStats, now time.Time) bool {
 // closed clamps a final record and marks the connection closed; the entry
 // is kept only while a read is in flight (see reading).
 func (k *known) closed(c *ConnectionStats, now time.Time) {
+	if !k.reading {
+		if e := k.m[c.Key]; e != nil {
+			e.clamp(c)
+			delete(k.m, c.Key)
+		}
+		return // never read live, nor expired: nothing to clamp against
+	}
 	e := k.entry(c)
 	e.clamp(c)
-	if !k.reading {
-		delete(k.m, c.Key)
-		return
-	}
 	e.closed, e.expired, e.seen = true, false, now
 }
 

@@ -1,0 +1,233 @@
+package collector
+
+import (
+	"bufio"
+	"math"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/conntrace/conntrace_exporter/netstate"
+)
+
+// The traffic metrics of a view, written straight in the text format
+// (0.0.4): the same samples the const metrics give (textMatchesConstMetrics
+// tests it), without building them. Each series' label pairs are rendered
+// once, when the series is made (labeler.Text), and each sample is then a
+// few appends: a scrape of 2,000 series took 196 ms through client_golang's
+// registry and encoder, mostly its per-sample consistency checks, sorting
+// and label escaping (BENCHMARKS.md). Other formats (protobuf) take the
+// registry's way.
+
+// labelText renders label values as the text format's label pairs,
+// sorted by name as client_golang sorts them: name="value",... with \, "
+// and newlines escaped. values are in the order of names.
+func labelText(names, values []string) string {
+	var b strings.Builder
+	for n, i := range sortedOrder(names) {
+		if n > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(names[i])
+		b.WriteString(`="`)
+		b.WriteString(escapeLabel(values[i]))
+		b.WriteByte('"')
+	}
+	return b.String()
+}
+
+var (
+	labelEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
+	helpEscaper  = strings.NewReplacer(`\`, `\\`, "\n", `\n`)
+)
+
+func escapeLabel(v string) string { return labelEscaper.Replace(v) }
+
+// textWriter appends samples; numbers as expfmt writes them.
+type textWriter struct {
+	w   *bufio.Writer
+	num []byte
+}
+
+func (t *textWriter) header(name, help, typ string) {
+	t.w.WriteString("# HELP ")
+	t.w.WriteString(name)
+	t.w.WriteByte(' ')
+	helpEscaper.WriteString(t.w, help)
+	t.w.WriteString("\n# TYPE ")
+	t.w.WriteString(name)
+	t.w.WriteByte(' ')
+	t.w.WriteString(typ)
+	t.w.WriteByte('\n')
+}
+
+// sample writes name{labels,extra} v. extra is a pre-rendered pair (le),
+// or empty.
+func (t *textWriter) sample(name, labels, extra string, v float64) {
+	t.w.WriteString(name)
+	if labels != "" || extra != "" {
+		t.w.WriteByte('{')
+		t.w.WriteString(labels)
+		if labels != "" && extra != "" {
+			t.w.WriteByte(',')
+		}
+		t.w.WriteString(extra)
+		t.w.WriteByte('}')
+	}
+	t.w.WriteByte(' ')
+	t.float(v)
+	t.w.WriteByte('\n')
+}
+
+// float writes f as expfmt's writeFloat does.
+func (t *textWriter) float(f float64) {
+	switch {
+	case f == 1:
+		t.w.WriteByte('1')
+	case f == 0:
+		t.w.WriteByte('0')
+	case math.IsInf(f, +1):
+		t.w.WriteString("+Inf")
+	default:
+		t.num = strconv.AppendFloat(t.num[:0], f, 'g', -1, 64)
+		t.w.Write(t.num)
+	}
+}
+
+// leText are the le pairs of the exported RTT bounds, and +Inf.
+var leText = func() []string {
+	var out []string
+	for _, b := range rttBounds {
+		out = append(out, `le="`+strconv.FormatFloat(b, 'g', -1, 64)+`"`)
+	}
+	return append(out, `le="+Inf"`)
+}()
+
+// textFamily is one metric family of a view, to write in the text format.
+type textFamily struct {
+	name  string
+	write func(t *textWriter)
+}
+
+// textFamilies returns the view's traffic and per-client families, and the
+// names of its peers, in name order; each family's samples in the order
+// client_golang's registry gives them (by label values), so that the body
+// is the registry's, byte for byte (TestTextMatchesRegistry).
+func (e *exporter) textFamilies(v *netstate.View, dns map[netip.Addr][]string) []textFamily {
+	d := e.descs
+	series := make([]*netstate.Series, len(v.Series))
+	for i := range v.Series {
+		series[i] = &v.Series[i]
+	}
+	order := e.sortedLabels
+	slices.SortFunc(series, func(a, b *netstate.Series) int {
+		for _, i := range order {
+			if c := strings.Compare(a.Labels[i], b.Labels[i]); c != 0 {
+				return c
+			}
+		}
+		return 0
+	})
+	var tcp []*netstate.Series
+	for _, s := range series {
+		if s.TCP {
+			tcp = append(tcp, s)
+		}
+	}
+	var fams []textFamily
+	counter := func(name, help, typ string, of []*netstate.Series, value func(s *netstate.Series) uint64) {
+		if len(of) == 0 {
+			return // no sample: no family, as the registry
+		}
+		fams = append(fams, textFamily{name, func(t *textWriter) {
+			t.header(name, help, typ)
+			for _, s := range of {
+				t.sample(name, s.Text, "", float64(value(s)))
+			}
+		}})
+	}
+	counter(d.names.sent, d.helps.sent, "counter", series, func(s *netstate.Series) uint64 { return s.Sent })
+	counter(d.names.recv, d.helps.recv, "counter", series, func(s *netstate.Series) uint64 { return s.Recv })
+	counter(d.names.open, d.helps.open, "gauge", series, func(s *netstate.Series) uint64 { return s.Open })
+	counter(d.names.opened, d.helps.opened, "counter", series, func(s *netstate.Series) uint64 { return s.Opened })
+	counter(d.names.closed, d.helps.closed, "counter", series, func(s *netstate.Series) uint64 { return s.Closed })
+	counter(d.names.retransmits, d.helps.retransmits, "counter", tcp, func(s *netstate.Series) uint64 { return s.Retransmits })
+	counter(d.names.segments, d.helps.segments, "counter", tcp, func(s *netstate.Series) uint64 { return s.Segments })
+	counter(d.names.failed, d.helps.failed, "counter", tcp, func(s *netstate.Series) uint64 { return s.Failed })
+	if len(tcp) > 0 {
+		name := d.names.rtt
+		fams = append(fams, textFamily{name, func(t *textWriter) {
+			t.header(name, d.helps.rtt, "histogram")
+			for _, s := range tcp {
+				var cum uint64
+				k := 0
+				for b, n := range s.RTT {
+					cum += n
+					if b >= rttFirstExp && b <= rttLastExp {
+						t.sample(name+"_bucket", s.Text, leText[k], float64(cum))
+						k++
+					}
+				}
+				t.sample(name+"_bucket", s.Text, leText[k], float64(cum))
+				t.sample(name+"_sum", s.Text, "", float64(s.RTTSumMicros)/1e6)
+				t.sample(name+"_count", s.Text, "", float64(cum))
+			}
+		}})
+	}
+	gauge := func(name, help, typ string, v float64) {
+		fams = append(fams, textFamily{name, func(t *textWriter) {
+			t.header(name, help, typ)
+			t.sample(name, "", "", v)
+		}})
+	}
+	gauge(d.names.seriesCount, d.helps.seriesCount, "gauge", float64(v.Own))
+	if e.maxSeries > 0 {
+		gauge(d.names.seriesLimit, d.helps.seriesLimit, "gauge", float64(e.maxSeries))
+	}
+	gauge(d.names.overflow, d.helps.overflow, "counter", float64(v.OverflowConns))
+	// The names kept are the registry way's (address, then name order,
+	// within the cap); written in label order (name, then remote_addr).
+	type pair struct{ addr, name string }
+	var names []pair
+	dropped := 0
+	for _, addr := range sortedAddrs(dns) {
+		for _, n := range dns[addr] {
+			if e.maxSeries > 0 && len(names) >= e.maxSeries {
+				dropped++
+				continue
+			}
+			names = append(names, pair{addr.String(), labelSafe(n)})
+		}
+	}
+	if len(names) > 0 {
+		slices.SortFunc(names, func(a, b pair) int {
+			if c := strings.Compare(a.name, b.name); c != 0 {
+				return c
+			}
+			return strings.Compare(a.addr, b.addr)
+		})
+		fams = append(fams, textFamily{d.names.nameInfo, func(t *textWriter) {
+			t.header(d.names.nameInfo, d.helps.nameInfo, "gauge")
+			for _, p := range names {
+				t.sample(d.names.nameInfo, labelText(nameInfoLabels, []string{p.addr, p.name}), "", 1)
+			}
+		}})
+	}
+	gauge(d.names.namesDropped, d.helps.namesDropped, "gauge", float64(dropped))
+	slices.SortFunc(fams, func(a, b textFamily) int { return strings.Compare(a.name, b.name) })
+	return fams
+}
+
+// nameInfoLabels are conntrace_remote_name_info's labels.
+var nameInfoLabels = []string{"remote_addr", "name"}
+
+// sortedOrder returns the indexes of names in name order.
+func sortedOrder(names []string) []int {
+	order := make([]int, len(names))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(names[a], names[b]) })
+	return order
+}

@@ -470,7 +470,9 @@ func TestCollectorError(t *testing.T) {
 // TestMaxRequestsInFlight: scrapes beyond the limit get a 503 at once.
 func TestMaxRequestsInFlight(t *testing.T) {
 	src := newFakeSource()
-	src.block, src.entered = make(chan struct{}), make(chan struct{})
+	// entered holds one signal: the fake's send does not block, and the
+	// scrape may reach it before the test waits (it hung once, under -race).
+	src.block, src.entered = make(chan struct{}), make(chan struct{}, 1)
 	h := NewHandler(src, WithExporterMetrics(false), WithMaxRequestsInFlight(1))
 	done := make(chan int)
 	go func() {

@@ -19,6 +19,9 @@ type client[K comparable] struct {
 	firstEpoch uint64
 	// fresh is set from admission to the first scrape's step.
 	fresh bool
+	// reading is set while a scrape of the client reads: it does not
+	// expire meanwhile.
+	reading bool
 	// dropped is set when the first scrape found the baselines full: some
 	// connections older than the client have none, and their traffic is
 	// not the client's to count (counted in LostClientStateFull).

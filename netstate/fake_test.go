@@ -18,17 +18,20 @@ import (
 type fakeTracer struct {
 	mu     sync.Mutex
 	active map[tracer.ConnKey]tracer.ConnectionStats
-	st     tracer.Sink
-	ktime  uint64
-	reads  int
-	err    error
+	// held are closed connections not given to the state yet (the
+	// tracer's natWait): snapshots list them as Leaving.
+	held  map[tracer.ConnKey]tracer.ConnectionStats
+	st    tracer.Sink
+	ktime uint64
+	reads int
+	err   error
 	// during, when set, runs inside Snapshot after the connections were
 	// copied: what it closes closes while the snapshot is read.
 	during func()
 }
 
 func newFakeTracer() *fakeTracer {
-	return &fakeTracer{active: map[tracer.ConnKey]tracer.ConnectionStats{}, ktime: 100}
+	return &fakeTracer{active: map[tracer.ConnKey]tracer.ConnectionStats{}, held: map[tracer.ConnKey]tracer.ConnectionStats{}, ktime: 100}
 }
 
 func (f *fakeTracer) tick() uint64 { f.ktime += 10; return f.ktime }
@@ -86,6 +89,32 @@ func (f *fakeTracer) leave(cookie uint64, closed bool) {
 	}
 }
 
+// hold closes an active connection as the tracer does when its NAT is not
+// known yet: it leaves the snapshots' connections for their Leaving, and
+// reaches the state at release.
+func (f *fakeTracer) hold(cookie uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k := tracer.ConnKey{Cookie: cookie}
+	c := f.active[k]
+	delete(f.active, k)
+	c.Closed = true
+	c.LastUpdateEpoch = f.tick()
+	f.held[k] = c
+}
+
+// release gives a held connection to the state, with its NAT (may be nil).
+func (f *fakeTracer) release(cookie uint64, nat *tracer.IPTranslation) {
+	f.mu.Lock()
+	k := tracer.ConnKey{Cookie: cookie}
+	c := f.held[k]
+	delete(f.held, k)
+	c.IPTranslation = nat
+	st := f.st
+	f.mu.Unlock()
+	st.Closed([]tracer.ConnectionStats{c})
+}
+
 func (f *fakeTracer) Snapshot() (*tracer.Snapshot, error) {
 	f.mu.Lock()
 	f.reads++
@@ -96,6 +125,9 @@ func (f *fakeTracer) Snapshot() (*tracer.Snapshot, error) {
 	snap := &tracer.Snapshot{ReadStart: f.tick()}
 	for _, k := range slices.SortedFunc(maps.Keys(f.active), func(a, b tracer.ConnKey) int { return int(a.Cookie) - int(b.Cookie) }) {
 		snap.Conns = append(snap.Conns, f.active[k])
+	}
+	for _, c := range f.held {
+		snap.Leaving = append(snap.Leaving, c)
 	}
 	during := f.during
 	f.mu.Unlock()

@@ -88,9 +88,10 @@ const (
 
 // tomb is a connection folded while a snapshot was read: its counters,
 // and when it left.
-type tomb struct {
-	d  Counters
-	at uint64
+type tomb[K comparable] struct {
+	d   Counters
+	at  uint64
+	key K
 }
 
 // liveConn is what the state shares among clients about a live connection.
@@ -106,6 +107,7 @@ type telemetry struct {
 	clientsRejected uint64 // LostClientRejected
 	clientsEvicted  uint64 // LostClientEvicted
 	folded          uint64
+	addrsDropped    uint64 // addresses of folded connections dropped from addrs
 }
 
 // State is the per-client state of every client. Its methods are safe for
@@ -126,7 +128,7 @@ type State[K comparable] struct {
 	// meanwhile may be in it, and are remembered in tombs (their folded
 	// counters), so that its step skips them.
 	reading bool
-	tombs   map[tracer.ConnKey]tomb
+	tombs   map[tracer.ConnKey]tomb[K]
 	gen     uint64 // scrapes stepped
 	tel     telemetry
 	// addrs holds the remote addresses of the connections folded that
@@ -185,18 +187,20 @@ func (s *State[K]) Closed(conns []tracer.ConnectionStats) {
 		}
 		if s.reading {
 			if s.tombs == nil {
-				s.tombs = make(map[tracer.ConnKey]tomb)
+				s.tombs = make(map[tracer.ConnKey]tomb[K])
 			}
-			s.tombs[x.Key] = tomb{d: d, at: x.LastUpdateEpoch}
+			s.tombs[x.Key] = tomb[K]{d: d, at: x.LastUpdateEpoch, key: lc.key}
 		}
 		delete(s.live, x.Key)
 		for _, c := range s.clients {
 			s.fold(c, x, &d, lc, wasLive)
 		}
 		s.tel.folded++
-		if a := x.NATRemote(); len(s.addrs) < s.cfg.MaxAddrs || s.addrs[a] != 0 {
-			s.addrs[a] = s.tel.folded
+		a := x.NATRemote()
+		if _, held := s.addrs[a]; !held && len(s.addrs) >= s.cfg.MaxAddrs {
+			s.dropOldAddrs()
 		}
+		s.addrs[a] = s.tel.folded
 	}
 }
 
@@ -271,6 +275,7 @@ func (s *State[K]) Scrape(clientID string, now time.Time) (*View, error) {
 		return nil, err
 	}
 	s.reading = true
+	c.reading = true
 	s.mu.Unlock()
 
 	snap, err := s.src.Snapshot()
@@ -282,6 +287,7 @@ func (s *State[K]) Scrape(clientID string, now time.Time) (*View, error) {
 	if s.clients[clientID] != c {
 		return nil, fmt.Errorf("client %q was dropped while its scrape read", clientID)
 	}
+	c.reading = false
 	if err != nil {
 		if c.fresh {
 			delete(s.clients, clientID) // not admitted: it saw nothing
@@ -289,40 +295,64 @@ func (s *State[K]) Scrape(clientID string, now time.Time) (*View, error) {
 		return nil, err
 	}
 	s.gen++
-	s.observe(snap, tombs)
-	return s.step(c, snap, tombs, now), nil
+	counted := s.observe(snap, tombs)
+	return s.step(c, snap, counted, tombs, now), nil
 }
 
-// observe records the snapshot's connections in the shared table: the
-// label set of each new one, computed once; those no snapshot holds any
-// more (the tracer folds what leaves: none should be) are forgotten.
-func (s *State[K]) observe(snap *tracer.Snapshot, tombs map[tracer.ConnKey]tomb) {
+// observe records the snapshot's connections in the shared table (the
+// label set of each new one, computed once) and returns those the step
+// counts: each key once, without those folded while the snapshot was read,
+// and the leaving ones (closed, not folded yet: Snapshot.Leaving) that were
+// counted live, so that nothing counted goes down until their fold. A
+// leaving one never counted live is left to its fold. Those no snapshot
+// holds any more (the tracer folds what leaves: none should be) are
+// forgotten.
+func (s *State[K]) observe(snap *tracer.Snapshot, tombs map[tracer.ConnKey]tomb[K]) []*tracer.ConnectionStats {
+	counted := make([]*tracer.ConnectionStats, 0, len(snap.Conns)+len(snap.Leaving))
 	for i := range snap.Conns {
 		x := &snap.Conns[i]
 		if _, gone := tombs[x.Key]; gone {
 			continue
 		}
 		lc, ok := s.live[x.Key]
+		if ok && lc.seen == s.gen {
+			continue // the same key twice
+		}
 		if !ok {
 			lc = liveConn[K]{key: s.lab.Key(x), first: s.gen}
 		}
 		lc.seen = s.gen
 		s.live[x.Key] = lc
+		counted = append(counted, x)
 	}
-	if len(s.live) > len(snap.Conns) {
+	for i := range snap.Leaving {
+		x := &snap.Leaving[i]
+		if _, gone := tombs[x.Key]; gone {
+			continue
+		}
+		lc, ok := s.live[x.Key]
+		if !ok || lc.seen == s.gen {
+			continue
+		}
+		lc.seen = s.gen
+		s.live[x.Key] = lc
+		counted = append(counted, x)
+	}
+	if len(s.live) > len(counted) {
 		for k, lc := range s.live {
 			if lc.seen != s.gen {
 				delete(s.live, k)
 			}
 		}
 	}
+	return counted
 }
 
 // step returns c's view of snap: its folded counters plus what the live
 // connections contribute now. On c's first scrape it takes the baselines.
-func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, tombs map[tracer.ConnKey]tomb, now time.Time) *View {
+func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, counted []*tracer.ConnectionStats, tombs map[tracer.ConnKey]tomb[K], now time.Time) *View {
 	first := c.fresh
-	c.fresh = false
+	c.fresh, c.reading = false, false
 	c.lastFetch = now
 	c.calls++
 	if first {
@@ -343,19 +373,20 @@ func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, tombs map[tracer.Co
 	}
 	c.folded = s.tel.folded
 	s.trimAddrs()
-	for i := range snap.Conns {
-		x := &snap.Conns[i]
-		if t, gone := tombs[x.Key]; gone {
-			// It left while the snapshot was read, and was folded: for a
-			// client older than it, from its baseline; for this new one
-			// only its end, and here its traffic since this read.
-			if first && x.StartEpoch < c.admitEpoch && t.at >= c.admitEpoch {
+	if first {
+		for i := range snap.Conns {
+			x := &snap.Conns[i]
+			// One that left while the snapshot was read was folded: for
+			// a client older than it, from its baseline; for this new
+			// one only its end, and here its traffic since this read.
+			if t, gone := tombs[x.Key]; gone && x.StartEpoch < c.admitEpoch && t.at >= c.admitEpoch {
 				read, _ := since(x, &baseline{})
 				d := minus(&t.d, &read)
-				s.seriesOf(c, s.lab.Key(x), x).total.Add(&d)
+				s.seriesOf(c, t.key, x).total.Add(&d)
 			}
-			continue
 		}
+	}
+	for _, x := range counted {
 		lc := s.live[x.Key]
 		ser := s.seriesOf(c, lc.key, x)
 		if ser == c.overflow && (first || lc.first > c.lastGen) {
@@ -366,10 +397,11 @@ func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, tombs map[tracer.Co
 		}
 		addrs[x.NATRemote()] = struct{}{}
 		switch b, ok := c.base[x.Key]; {
+		case first && x.Closed:
+			// Leaving: closed before this first read ended; its fold
+			// counts its end for this client, if it closed after the
+			// client came (older).
 		case first:
-			if ok {
-				continue // the same key twice
-			}
 			if len(c.base) >= s.cfg.MaxBaselines {
 				s.tel.baselinesFull++
 				c.dropped = true
@@ -409,6 +441,23 @@ func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, tombs map[tracer.Co
 	}
 	slices.SortFunc(v.Addrs, netip.Addr.Compare)
 	return v
+}
+
+// dropOldAddrs makes room in a full addrs: the older half goes (a client
+// that has not scraped for long misses the names of its oldest folded
+// connections rather than every client the newest), counted.
+func (s *State[K]) dropOldAddrs() {
+	lo, hi := s.tel.folded, uint64(0)
+	for _, n := range s.addrs {
+		lo, hi = min(lo, n), max(hi, n)
+	}
+	mid := lo + (hi-lo)/2
+	for a, n := range s.addrs {
+		if n <= mid {
+			delete(s.addrs, a)
+			s.tel.addrsDropped++
+		}
+	}
 }
 
 // trimAddrs forgets the addresses every client has scraped since.
@@ -473,20 +522,12 @@ func (s *State[K]) RemoveClient(clientID string) {
 	delete(s.clients, clientID)
 }
 
-// RemoveExpiredClients drops the clients not scraped for ClientExpiry.
-// The tracer's sweep calls it, so that memory is bounded without scrapes.
-func (s *State[K]) RemoveExpiredClients(now time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.expire(now)
-}
-
 func (s *State[K]) expire(now time.Time) {
 	if s.cfg.ClientExpiry <= 0 {
 		return
 	}
 	for id, c := range s.clients {
-		if !c.fresh && now.Sub(c.lastFetch) > s.cfg.ClientExpiry {
+		if !c.fresh && !c.reading && now.Sub(c.lastFetch) > s.cfg.ClientExpiry {
 			delete(s.clients, id)
 		}
 	}
@@ -529,6 +570,7 @@ func (s *State[K]) GetStats() map[string]any {
 			"baselines_full":   s.tel.baselinesFull,
 			"clients_rejected": s.tel.clientsRejected,
 			"clients_evicted":  s.tel.clientsEvicted,
+			"addrs_dropped":    s.tel.addrsDropped,
 		},
 		"current_time": time.Now().Unix(),
 	}

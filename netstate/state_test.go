@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -188,7 +189,7 @@ func TestCounterBelowBaselineCountsWhole(t *testing.T) {
 // scrape in random order; each client's counters of each connection are
 // exactly its traffic since the client's first scrape.
 func TestRandomInterleavingsExact(t *testing.T) {
-	for seed := int64(1); seed <= 30; seed++ {
+	for seed := int64(1); seed <= 60; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) { randomInterleaving(t, seed) })
 	}
 }
@@ -200,6 +201,9 @@ type truth struct {
 	closed     bool
 	// dropped: the tracer stopped reporting it; its counts so far stay.
 	dropped bool
+	// held: closed, its fold waiting (Snapshot.Leaving); seenLive: a
+	// scrape's snapshot had it live.
+	held, seenLive bool
 }
 
 func randomInterleaving(t *testing.T, seed int64) {
@@ -224,6 +228,13 @@ func randomInterleaving(t *testing.T, seed int64) {
 	}
 	step := func() {
 		live := liveOnes()
+		for k, c := range conns {
+			if c.held && r.Intn(4) == 0 {
+				f.release(k, nil)
+				c.held, c.closed = false, true
+				return
+			}
+		}
 		switch op := r.Intn(10); {
 		case op < 3 || len(live) == 0:
 			s, rc := uint64(r.Intn(100)), uint64(r.Intn(100))
@@ -236,10 +247,14 @@ func randomInterleaving(t *testing.T, seed int64) {
 			f.add(k, s, rc)
 			conns[k].sent += s
 			conns[k].recv += rc
-		case op < 9:
+		case op < 8:
 			k := live[r.Intn(len(live))]
 			f.close(k)
 			conns[k].open, conns[k].closed = false, true
+		case op < 9:
+			k := live[r.Intn(len(live))]
+			f.hold(k)
+			conns[k].open, conns[k].held = false, true
 		default:
 			k := live[r.Intn(len(live))]
 			f.drop(k)
@@ -280,6 +295,15 @@ func randomInterleaving(t *testing.T, seed int64) {
 		}
 		v := scrape(t, st, id)
 		f.during = nil
+		// Whether a step saw it live, before this one's (which sees the
+		// copy's live ones).
+		seenBefore := map[uint64]bool{}
+		for k, c := range conns {
+			seenBefore[k] = c.seenLive
+			if cc, ok := atCopy[k]; ok && cc.open {
+				c.seenLive = true
+			}
+		}
 		if base[id] == nil {
 			base[id] = before
 			continue // a first view is all zero: checked below on the next
@@ -296,7 +320,10 @@ func randomInterleaving(t *testing.T, seed int64) {
 				continue // gone before the client came
 			}
 			c := now
-			if now.open {
+			if now.held && !atCopy[k].open && !seenBefore[k] {
+				continue // never counted live: its fold will count it
+			}
+			if now.open || now.held && atCopy[k].open {
 				// Live: as the snapshot read it (absent: opened since).
 				cc, ok := atCopy[k]
 				if !ok || !cc.open {
@@ -311,7 +338,7 @@ func randomInterleaving(t *testing.T, seed int64) {
 			if !older {
 				want.Opened = 1
 			}
-			if c.closed {
+			if c.closed || c.held {
 				want.Closed = 1
 			}
 			if got := v.of(k); got != want {
@@ -610,5 +637,154 @@ func TestViewAddrsIncludeFolded(t *testing.T) {
 	}
 	if v, _ = st.Scrape("a", t0); len(v.Addrs) != 0 {
 		t.Errorf("next scrape: addresses %v, want none", v.Addrs)
+	}
+}
+
+// A connection that closed but waits for its NAT (Snapshot.Leaving) keeps
+// counting for the clients that counted it live: nothing goes down until
+// its fold (review of issue 12: the views went 500 → 0 → 500).
+func TestLeavingConnectionKeepsCounting(t *testing.T) {
+	f := newFakeTracer()
+	st := newTestState(f, Config{})
+	scrape(t, st, "a")
+	f.open(1, 0, 0)
+	f.add(1, 500, 0)
+	v1 := scrape(t, st, "a").of(1)
+	f.add(1, 20, 0)
+	f.hold(1)
+	v2 := scrape(t, st, "a").of(1)
+	scrape(t, st, "late") // a client that comes meanwhile does not count it
+	f.release(1, nil)
+	v3 := scrape(t, st, "a").of(1)
+	if want := (sums{Sent: 500, Opened: 1}); v1 != want {
+		t.Errorf("live: %+v, want %+v", v1, want)
+	}
+	if want := (sums{Sent: 520, Opened: 1, Closed: 1}); v2 != want {
+		t.Errorf("leaving (closed, its fold waiting): %+v, want %+v", v2, want)
+	}
+	if want := (sums{Sent: 520, Opened: 1, Closed: 1}); v3 != want {
+		t.Errorf("folded: %+v, want %+v", v3, want)
+	}
+	if got := scrape(t, st, "late").of(1); got != (sums{}) {
+		t.Errorf("the late client: %+v, want nothing (it closed before that client)", got)
+	}
+}
+
+// peerLab labels a connection by its NAT remote address.
+type peerLab struct{}
+
+func (peerLab) Key(c *tracer.ConnectionStats) netip.Addr { return c.NATRemote() }
+func (peerLab) Values(k netip.Addr) []string             { return []string{k.String()} }
+func (peerLab) Overflow() []string                       { return []string{"overflow"} }
+func (peerLab) Text(v []string) string                   { return v[0] }
+
+// A connection's label set is the one it got when first seen, whatever NAT
+// its fold carries: no series loses what it counted (review of issue 12:
+// the live series went 500 → 0, the other one jumped by 500).
+func TestLabelSetFixedAtFirstSight(t *testing.T) {
+	f := newFakeTracer()
+	st := New[netip.Addr](f, peerLab{}, Config{MaxClients: 4, MaxBaselines: 100, Now: func() time.Time { return t0 }})
+	f.st = st
+	sent := func() map[string]uint64 {
+		v, err := st.Scrape("a", t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]uint64{}
+		for _, s := range v.Series {
+			m[s.Labels[0]] = s.Sent
+		}
+		return m
+	}
+	sent()
+	c := f.open(1, 0, 0)
+	f.mu.Lock()
+	c.IPTranslation = &tracer.IPTranslation{ReplSrcIP: netip.MustParseAddr("192.168.9.9")}
+	c.MonotonicSentBytes = 500
+	f.active[c.Key] = c
+	f.mu.Unlock()
+	f.open(2, 0, 0)
+	v1 := sent()
+	f.hold(1)
+	sent()
+	f.release(1, nil) // its NAT not found at the fold
+	v3 := sent()
+	if v1["192.168.9.9"] != 500 || v3["192.168.9.9"] != 500 || v3[c.Dest.String()] != 0 {
+		t.Errorf("before %v, after %v: want 500 under 192.168.9.9 in both, nothing under %s", v1, v3, c.Dest)
+	}
+}
+
+// A fold during a client's own read does not expire that client (review of
+// issue 12: the scrape failed, and the next was a new client's).
+func TestNoExpiryDuringOwnRead(t *testing.T) {
+	f := newFakeTracer()
+	clk := t0
+	st := newTestState(f, Config{ClientExpiry: time.Minute, Now: func() time.Time { return clk }})
+	f.open(1, 0, 0)
+	if _, err := st.Scrape("a", t0); err != nil {
+		t.Fatal(err)
+	}
+	f.open(2, 0, 0)
+	clk = t0.Add(time.Minute - time.Millisecond)
+	f.during = func() { clk = t0.Add(time.Minute + time.Millisecond); f.close(2) }
+	if _, err := st.Scrape("a", clk); err != nil {
+		t.Errorf("a scrape 1 ms inside the expiry: %v", err)
+	}
+}
+
+// The same key twice in a snapshot counts once, its overflow too.
+func TestDuplicateKeyInSnapshotCountedOnce(t *testing.T) {
+	f := newFakeTracer()
+	st := newTestState(f, Config{MaxSeries: 1})
+	scrape(t, st, "a")
+	f.open(1, 10, 0)
+	f.open(2, 10, 0)
+	dup := &dupTracer{fakeTracer: f}
+	st.src = dup
+	v, err := st.Scrape("a", t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent, open uint64
+	for _, s := range v.Series {
+		sent += s.Sent
+		open += s.Open
+	}
+	if sent != 20 || open != 2 || v.OverflowConns != 1 {
+		t.Errorf("sent %d, open %d, overflow %d; want 20, 2, 1", sent, open, v.OverflowConns)
+	}
+}
+
+// dupTracer lists every connection twice.
+type dupTracer struct{ *fakeTracer }
+
+func (d *dupTracer) Snapshot() (*tracer.Snapshot, error) {
+	s, err := d.fakeTracer.Snapshot()
+	if err == nil {
+		s.Conns = append(s.Conns, s.Conns...)
+	}
+	return s, err
+}
+
+// A full address list drops its older half, counted, rather than every
+// new address.
+func TestAddrsBoundedAndCounted(t *testing.T) {
+	f := newFakeTracer()
+	st := newTestState(f, Config{MaxAddrs: 10})
+	scrape(t, st, "a")
+	scrape(t, st, "idle") // never scrapes again: the addresses wait for it
+	for i := uint64(1); i <= 30; i++ {
+		f.open(i, 1, 1)
+		f.close(i)
+	}
+	if len(st.addrs) > 10 || st.tel.addrsDropped == 0 {
+		t.Errorf("%d addresses held, %d dropped; want at most 10, some dropped", len(st.addrs), st.tel.addrsDropped)
+	}
+	v, err := st.Scrape("a", t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Addrs) == 0 || v.Addrs[len(v.Addrs)-1] != netip.AddrFrom4([4]byte{10, 0, 1, 30}) {
+		t.Errorf("addresses %v: want the newest kept", v.Addrs)
 	}
 }

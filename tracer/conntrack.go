@@ -48,6 +48,7 @@ type conntracker struct {
 	tables  map[uint32]map[ctKey]IPTranslation
 	decided map[ConnKey]*IPTranslation // nil value: looked up, not NATed
 	last    time.Time                  // of the last dump
+	dumped  map[uint32]uint64          // netns inode → its table's dump start, in kernel time
 
 	errors, full uint64
 }
@@ -66,25 +67,28 @@ func newConntracker(cfg *Config) (*conntracker, error) {
 		missing:  map[uint32]time.Time{},
 		tables:   map[uint32]map[ctKey]IPTranslation{},
 		decided:  map[ConnKey]*IPTranslation{},
+		dumped:   map[uint32]uint64{},
 	}, nil
 }
 
 // translate sets IPTranslation on the connections of a read, dumping the
-// tables first when one of them waits and the last dump is old enough (the
-// closed connections waiting for theirs: Tracer.flushNAT). Connections gone
-// from the read are forgotten.
-func (ct *conntracker) translate(conns []ConnectionStats, now time.Time) {
-	seen := make(map[ConnKey]struct{}, len(conns))
+// tables first when one of them, or of the closed connections waiting for
+// theirs (closed: looked up by the caller), is not decided and the last
+// dump is old enough; it says whether it dumped. The decisions of
+// connections gone from both are forgotten.
+func (ct *conntracker) translate(conns, closed []ConnectionStats, now time.Time) (dumped bool) {
+	seen := make(map[ConnKey]struct{}, len(conns)+len(closed))
 	wanted := map[uint32]struct{}{ct.selfNS: {}}
 	waiting := map[uint32]struct{}{}
-	for i := range conns {
-		seen[conns[i].Key] = struct{}{}
-		wanted[conns[i].NetNS] = struct{}{}
-		if _, ok := ct.decided[conns[i].Key]; !ok {
-			waiting[conns[i].NetNS] = struct{}{}
+	for _, list := range [][]ConnectionStats{conns, closed} {
+		for i := range list {
+			seen[list[i].Key] = struct{}{}
+			wanted[list[i].NetNS] = struct{}{}
+			if _, ok := ct.decided[list[i].Key]; !ok && !ct.known(&list[i]) {
+				waiting[list[i].NetNS] = struct{}{}
+			}
 		}
 	}
-	dumped := false
 	if len(waiting) > 0 && now.Sub(ct.last) >= ct.interval {
 		// A dump walks the whole (global) conntrack hash: only the
 		// namespaces with a connection waiting, and the exporter's own.
@@ -100,6 +104,7 @@ func (ct *conntracker) translate(conns []ConnectionStats, now time.Time) {
 			delete(ct.decided, k)
 		}
 	}
+	return dumped
 }
 
 // lookup returns the translation of a read's connection. With fresh tables
@@ -116,14 +121,26 @@ func (ct *conntracker) lookup(c *ConnectionStats, fresh bool) *IPTranslation {
 }
 
 // lookupClosed returns the translation of a closed connection, and whether
-// it is known: decided while it was open, or in the tables. The connection
-// is finished: its decision goes. One not known waits for the next dump.
+// it is known: decided while it was open, in the tables, or started before
+// the last dump and absent from it (its conntrack entry exists from its
+// first packet: not NATed). The connection is finished: its decision goes.
+// One not known waits for the next dump.
 func (ct *conntracker) lookupClosed(c *ConnectionStats) (*IPTranslation, bool) {
 	if tr, ok := ct.decided[c.Key]; ok {
 		delete(ct.decided, c.Key)
 		return tr, true
 	}
-	return ct.find(c)
+	if tr, ok := ct.find(c); ok {
+		return tr, true
+	}
+	return nil, ct.known(c)
+}
+
+// known says whether the tables c is looked up in (its namespace's and the
+// exporter's) were dumped after c started: c was in them if NATed.
+func (ct *conntracker) known(c *ConnectionStats) bool {
+	own, self := ct.dumped[c.NetNS], ct.dumped[ct.selfNS]
+	return c.StartEpoch != 0 && own > c.StartEpoch && self > c.StartEpoch
 }
 
 // find looks c up in the tables of its namespace, then the exporter's.
@@ -155,6 +172,7 @@ func (ct *conntracker) findKey(netns uint32, k ctKey) (*IPTranslation, bool) {
 // netns alive).
 func (ct *conntracker) dump(wanted, dumpNS map[uint32]struct{}, now time.Time) {
 	ct.last = now
+	start := ktimeNow()
 	for ns, h := range ct.handles {
 		if _, ok := wanted[ns]; !ok {
 			h.Close()
@@ -168,6 +186,7 @@ func (ct *conntracker) dump(wanted, dumpNS map[uint32]struct{}, now time.Time) {
 		switch {
 		case !keep || redo:
 			delete(ct.tables, ns)
+			delete(ct.dumped, ns)
 		default:
 			total += len(t)
 		}
@@ -178,10 +197,12 @@ func (ct *conntracker) dump(wanted, dumpNS map[uint32]struct{}, now time.Time) {
 			continue
 		}
 		t := map[ctKey]IPTranslation{}
+		complete := true // every NAT entry of the namespace is in t
 		for _, family := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
 			flows, err := h.ConntrackTableList(netlink.ConntrackTable, family)
 			if err != nil {
 				ct.errors++ // ENOBUFS, or conntrack not loaded: survive, count
+				complete = false
 				continue
 			}
 			for _, f := range flows {
@@ -190,6 +211,7 @@ func (ct *conntracker) dump(wanted, dumpNS map[uint32]struct{}, now time.Time) {
 				}
 				if total >= ct.maxState {
 					ct.full++
+					complete = false
 					continue
 				}
 				// Both directions, so that either end of a NATed
@@ -201,6 +223,9 @@ func (ct *conntracker) dump(wanted, dumpNS map[uint32]struct{}, now time.Time) {
 			}
 		}
 		ct.tables[ns] = t
+		if complete {
+			ct.dumped[ns] = start
+		}
 	}
 }
 

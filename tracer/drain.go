@@ -4,6 +4,7 @@ import (
 	"errors"
 	"maps"
 	"os"
+	"slices"
 	"time"
 	"unsafe"
 
@@ -252,18 +253,43 @@ func (t *Tracer) wait(conns []ConnectionStats) {
 	t.emit(over)
 }
 
-// translate finds the NAT of a read's connections (at most one dump per
-// ConntrackInterval, when one of them waits for its NAT), then gives the
-// closed connections waiting for theirs to the sink if they are due (see
-// flushNAT). Callers hold mu.
-func (t *Tracer) translate(conns []ConnectionStats, now time.Time) {
+// translate finds the NAT of a read's connections and of the closed ones
+// waiting for theirs (at most one dump per ConntrackInterval, when one of
+// them is not decided yet), gives those now decided to the sink, and
+// returns a copy of those still waiting (Snapshot.Leaving). Callers hold
+// mu.
+func (t *Tracer) translate(conns []ConnectionStats, now time.Time) []ConnectionStats {
 	if t.ct == nil {
-		return
+		return nil
 	}
+	t.natMu.Lock()
+	pend := t.natWait
+	t.natWait = t.natSpare[:0]
+	t.natSpare = nil
+	t.natMu.Unlock()
 	t.ctMu.Lock()
-	t.ct.translate(conns, now)
+	dumped := t.ct.translate(conns, pend, now)
+	var ready []ConnectionStats
+	n := 0
+	for _, c := range pend {
+		// After a dump, all go: their NAT found, or none to be found
+		// (not NATed, or their namespace cannot be read: counted in
+		// conntrack_error).
+		if tr, ok := t.ct.lookupClosed(&c); ok || dumped {
+			c.IPTranslation = tr
+			ready = append(ready, c)
+			continue
+		}
+		pend[n] = c
+		n++
+	}
 	t.ctMu.Unlock()
-	t.flushNAT(now)
+	still := pend[:n]
+	t.natMu.Lock()
+	t.natWait = append(t.natWait, still...)
+	t.natMu.Unlock()
+	t.emit(ready)
+	return slices.Clone(still)
 }
 
 // flushNAT gives the closed connections waiting for their NAT to the sink,
@@ -302,9 +328,7 @@ func (t *Tracer) flushNAT(now time.Time) {
 	}
 	t.ct.dump(wanted, dumpNS, now)
 	for i := range waiting {
-		if tr, ok := t.ct.findKey(waiting[i].NetNS, ctKeyOf(&waiting[i])); ok {
-			waiting[i].IPTranslation = tr
-		}
+		waiting[i].IPTranslation, _ = t.ct.lookupClosed(&waiting[i])
 	}
 	t.ctMu.Unlock()
 	t.emit(waiting)

@@ -128,3 +128,41 @@ func TestAcceptedPastTimeoutCountedOnce(t *testing.T) {
 		t.Errorf("totals %+v, want %+v", f.sum, want)
 	}
 }
+
+// A closed connection's entry, kept during a read against that read's
+// stale record, is never evicted to make room: else the stale record made
+// a new live entry, reported by every later read and folded a second time
+// when it expired (review of issue 12).
+func TestClosedEntryNotEvictedDuringRead(t *testing.T) {
+	now := time.Now()
+	k := newKnown(2)
+	z := ConnectionStats{Key: ConnKey{Cookie: 1}, MonotonicSentBytes: 1}
+	x := ConnectionStats{Key: ConnKey{Cookie: 2}, MonotonicSentBytes: 500}
+	y := ConnectionStats{Key: ConnKey{Cookie: 3}, MonotonicSentBytes: 9}
+	k.beginRead()
+	k.live(&z, now)
+	k.endRead(nil, now, time.Minute)
+
+	k.startRead() // the iterator sees x still open
+	xc, yc := x, y
+	xc.Closed, yc.Closed = true, true
+	k.closed(&xc, now) // x's close drained during the read
+	k.closed(&yc, now) // another one: known is full
+	k.beginRead()
+	zr, xr := z, x
+	k.live(&zr, now)
+	if k.live(&xr, now) {
+		t.Error("the read's stale record of the closed x was taken as live")
+	}
+	k.endRead(nil, now, time.Minute)
+	k.startRead()
+	k.beginRead()
+	zr = z
+	k.live(&zr, now)
+	live, _ := k.endRead(nil, now, time.Minute)
+	for _, c := range live {
+		if c.Key == x.Key {
+			t.Error("the closed x is reported live again")
+		}
+	}
+}

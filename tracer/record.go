@@ -127,8 +127,8 @@ func toConnectionStats(r *bpf.ConntraceConnRecord, names comms) ConnectionStats 
 //   - it remembers connections that closed, so that a stale live read never
 //     brings one back.
 //
-// It holds at most max entries that are not live, whether or not anyone
-// scrapes: the drain prunes it too (prune), and evict makes room.
+// It holds at most max entries but the live ones and, during a read, the
+// closed ones, whether or not anyone scrapes: evict makes room.
 type known struct {
 	m   map[ConnKey]*knownConn
 	gen uint64 // read generation
@@ -302,21 +302,13 @@ func (k *known) prune(now time.Time, timeout time.Duration) {
 	}
 }
 
-// evict makes room: it drops the closed entries (that risks only a stale
-// live read, and the kernel's own unhashing makes those rare), else the
-// oldest quarter of the expired ones (a late record of one would be counted
-// whole again: only reachable when close records were lost, which
-// ring_buffer_full counts). Live entries are never dropped: the kernel
-// bounds them.
+// evict makes room: it drops the oldest quarter of the expired entries (a
+// late record of one would be counted whole again: only reachable when
+// close records were lost, which ring_buffer_full counts). Closed entries
+// exist only while a read is in flight, and protect that read from stale
+// records: they stay, and the map may pass max for that read. Live
+// entries are never dropped: the kernel bounds them.
 func (k *known) evict() {
-	for key, e := range k.m {
-		if e.closed {
-			delete(k.m, key)
-		}
-	}
-	if len(k.m) < k.max {
-		return
-	}
 	var old []ConnKey
 	for key, e := range k.m {
 		if e.expired {

@@ -12,6 +12,11 @@ import (
 // to the Sink.
 type Snapshot struct {
 	Conns []ConnectionStats
+	// Leaving are connections that left (closed) but are not given to the
+	// sink yet: they wait for a conntrack dump to find their NAT. A
+	// client that counted one live keeps counting it from here (its final
+	// counters), so that nothing it counted goes down meanwhile.
+	Leaving []ConnectionStats
 	// ReadStart and ReadEnd bound the read, in kernel time
 	// (CLOCK_MONOTONIC ns, as the connections' epochs).
 	ReadStart, ReadEnd uint64
@@ -23,6 +28,11 @@ func (t *Tracer) KTime() uint64 { return ktimeNow() }
 // Snapshot reads the live connections, with their NAT; then it drains the
 // closed connections, so that what closed during the read reaches the
 // sink before the snapshot is returned.
+//
+// The order matters: after the read, the drain gives the sink (or natWait)
+// everything that closed before it, and only then is natWait copied into
+// Leaving, so that a connection that closed is in the snapshot, in Leaving,
+// or given to the sink before the snapshot is returned.
 func (t *Tracer) Snapshot() (*Snapshot, error) {
 	now := time.Now()
 	t.mu.Lock()
@@ -31,15 +41,15 @@ func (t *Tracer) Snapshot() (*Snapshot, error) {
 	if t.afterRead != nil {
 		t.afterRead()
 	}
-	if err == nil {
-		t.translate(conns, now)
-	}
 	snap.ReadEnd = ktimeNow()
 	t.mu.Unlock()
 	t.drainClosed()
 	if err != nil {
 		return nil, err
 	}
+	t.mu.Lock()
+	snap.Leaving = t.translate(conns, now)
+	t.mu.Unlock()
 	snap.Conns = conns
 	return snap, nil
 }

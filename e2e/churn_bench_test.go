@@ -195,6 +195,16 @@ func churn(b *testing.B, bin string, conns, dialers, clients int) {
 		}
 	}
 	elapsed := time.Since(began)
+	if heap := os.Getenv("CHURN_HEAP"); heap != "" && os.Getenv("CHURN_PROFILE") != "" {
+		// The exporter's heap right after the churn.
+		if resp, err := http.Get("http://127.0.0.1:19477/debug/pprof/heap"); err == nil {
+			if f, err := os.Create(heap); err == nil {
+				io.Copy(f, resp.Body)
+				f.Close()
+			}
+			resp.Body.Close()
+		}
+	}
 	close(stop)
 	scrapers.Wait()
 	time.Sleep(time.Until(first.Add(30 * time.Second)))

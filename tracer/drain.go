@@ -4,7 +4,6 @@ import (
 	"errors"
 	"maps"
 	"os"
-	"slices"
 	"time"
 	"unsafe"
 
@@ -156,122 +155,180 @@ func (t *Tracer) drainClosed() {
 	// A deadline in the past: read what is there, never wait.
 	t.closedRd.SetDeadline(time.Unix(1, 0))
 	now := time.Now()
-	batch := t.drainBuf[:0]
-	defer func() { t.drainBuf = batch[:0] }()
+	batch, raws := t.drainBuf[:0], t.drainRaw[:0]
+	defer func() { t.drainBuf, t.drainRaw = batch[:0], raws[:0] }()
 	for {
 		err := t.closedRd.ReadInto(&t.drainRec)
 		if err == nil {
-			batch = t.takeRecord(batch, t.drainRec.RawSample)
+			batch, raws = t.takeRecord(batch, raws, t.drainRec.RawSample)
 			if len(batch) < drainBatch {
 				continue
 			}
 		} else if !errors.Is(err, os.ErrDeadlineExceeded) {
 			level.Warn(t.logger).Log("msg", "reading the closed-connection ring buffer", "err", err)
 		}
-		t.settle(batch, now)
+		t.settle(batch, raws, now)
 		if err != nil {
 			return
 		}
-		batch = batch[:0]
+		batch, raws = batch[:0], raws[:0]
 	}
 }
 
-// takeRecord decodes one closed-connection record and appends it to batch
-// if it is traced. Callers hold drainMu.
-func (t *Tracer) takeRecord(batch []ConnectionStats, raw []byte) []ConnectionStats {
+// takeRecord decodes one closed-connection record and appends it to batch,
+// and the record to raws, if it is traced. Callers hold drainMu.
+func (t *Tracer) takeRecord(batch []ConnectionStats, raws []bpf.ConntraceConnRecord, raw []byte) ([]ConnectionStats, []bpf.ConntraceConnRecord) {
 	recs, err := decodeRecords(t.drainOne[:], raw)
 	if err != nil || len(recs) != 1 {
 		t.decode.Add(1)
 		level.Warn(t.logger).Log("msg", "undecodable closed-connection record", "bytes", len(raw), "err", err)
-		return batch
+		return batch, raws
 	}
 	if c := toConnectionStats(&recs[0], t.drainComms); t.keep(&c) {
-		batch = append(batch, c)
+		batch, raws = append(batch, c), append(raws, recs[0])
 	}
-	return batch
+	return batch, raws
 }
 
-// settle marks a batch of closed connections closed in known and gives
-// them to the sink, with their NAT where known (see withNAT).
-func (t *Tracer) settle(batch []ConnectionStats, now time.Time) {
+// settle marks a batch of closed connections closed in known (which clamps
+// their counters: copied back into their records) and gives them to the
+// sink, with their NAT where known (see withNAT).
+func (t *Tracer) settle(batch []ConnectionStats, raws []bpf.ConntraceConnRecord, now time.Time) {
 	if len(batch) == 0 {
 		return
 	}
 	t.kmu.Lock()
 	for i := range batch {
 		t.known.closed(&batch[i], now)
+		recordCounters(&raws[i], &batch[i])
 	}
 	t.kmu.Unlock()
 	if t.wanted() {
-		t.emit(t.withNAT(batch))
+		t.emit(t.withNAT(batch, raws))
+	}
+}
+
+// recordCounters writes c's counters back into its record r: what known
+// changed (clamped, or rebased: counters, RTT, preexisting).
+func recordCounters(r *bpf.ConntraceConnRecord, c *ConnectionStats) {
+	r.SentBytes, r.RecvBytes = c.MonotonicSentBytes, c.MonotonicRecvBytes
+	r.Retransmits, r.SentSegments = c.MonotonicRetransmits, c.MonotonicSentSegments
+	r.RttBuckets, r.RttSumUs = c.MonotonicRTT.Buckets, c.MonotonicRTT.SumMicros
+	if c.Preexisting {
+		r.Flags |= connPreexisting
 	}
 }
 
 // withNAT sets the NAT of the closed connections whose translation is
-// known (decided while they were open, or in the last dump's tables), and
-// returns them; the others wait in natWait for the next dump (a scrape's,
-// or the sweep's: see natCheckEvery). During a dump, all wait.
-func (t *Tracer) withNAT(batch []ConnectionStats) []ConnectionStats {
+// known (decided while they were open, in the last dump's tables, or
+// started before it and absent from it), and returns them; the others wait
+// in natWait for the next dump (a scrape's, or the sweep's: see
+// natCheckEvery). During a dump, all wait. raws are batch's records.
+func (t *Tracer) withNAT(batch []ConnectionStats, raws []bpf.ConntraceConnRecord) []ConnectionStats {
 	if t.ct == nil || len(batch) == 0 {
 		return batch
 	}
 	if !t.ctMu.TryLock() {
-		t.wait(batch)
-		return nil
+		return t.wait(batch, raws, nil)
 	}
 	n := 0
-	var later []ConnectionStats
-	for _, c := range batch {
+	var later []int
+	for i, c := range batch {
 		tr, found := t.ct.lookupClosed(&c)
 		c.IPTranslation = tr
 		if found {
 			batch[n] = c
 			n++
 		} else {
-			later = append(later, c)
+			later = append(later, i)
 		}
 	}
 	t.ctMu.Unlock()
-	t.wait(later)
-	return batch[:n]
+	if len(later) == 0 {
+		return batch[:n]
+	}
+	// batch[:n] is compacted in place: the ones waiting are taken from raws.
+	return append(batch[:n], t.wait(nil, raws, later)...)
 }
 
-// wait queues closed connections for the next dump. Past
-// MaxClosedConnectionsBuffered they go to the sink at once without their
-// NAT (lost_total{reason="conntrack_state_full"}): their traffic is
-// counted, under the address the socket saw.
-func (t *Tracer) wait(conns []ConnectionStats) {
-	if len(conns) == 0 {
+// wait queues closed connections for the next dump, as their records
+// (raws, or those of raws at the indexes which): pointer-free, so the
+// garbage collector does not scan natWait, and 40 % smaller than a
+// ConnectionStats. Past MaxClosedConnectionsBuffered they are returned, to
+// go to the sink at once without their NAT
+// (lost_total{reason="conntrack_state_full"}): their traffic is counted,
+// under the address the socket saw. batch, when given, is raws decoded.
+func (t *Tracer) wait(batch []ConnectionStats, raws []bpf.ConntraceConnRecord, which []int) []ConnectionStats {
+	if which == nil {
+		which = make([]int, len(raws))
+		for i := range which {
+			which[i] = i
+		}
+	}
+	var over []ConnectionStats
+	t.natMu.Lock()
+	for _, i := range which {
+		if len(t.natWait) < t.cfg.MaxClosedConnectionsBuffered {
+			t.natWait = append(t.natWait, raws[i])
+			continue
+		}
+		t.natFull++
+		if batch != nil {
+			over = append(over, batch[i])
+		} else {
+			over = append(over, toConnectionStats(&raws[i], t.natComms))
+		}
+	}
+	t.natMu.Unlock()
+	return over
+}
+
+// unpark returns the connections of waiting records. Callers hold mu.
+func (t *Tracer) unpark(recs []bpf.ConntraceConnRecord) []ConnectionStats {
+	out := make([]ConnectionStats, len(recs))
+	for i := range recs {
+		out[i] = toConnectionStats(&recs[i], t.comms)
+	}
+	return out
+}
+
+// takeWaiting takes natWait, leaving it empty (its previous array, if
+// small, for reuse).
+func (t *Tracer) takeWaiting() []bpf.ConntraceConnRecord {
+	t.natMu.Lock()
+	defer t.natMu.Unlock()
+	w := t.natWait
+	t.natWait = t.natSpare[:0]
+	t.natSpare = nil
+	return w
+}
+
+// recycle keeps a taken natWait's array for the next, if it is small (a
+// burst's goes).
+func (t *Tracer) recycle(w []bpf.ConntraceConnRecord) {
+	if cap(w) > 4096 {
 		return
 	}
 	t.natMu.Lock()
-	room := max(t.cfg.MaxClosedConnectionsBuffered-len(t.natWait), 0)
-	over := conns[min(room, len(conns)):]
-	t.natWait = append(t.natWait, conns[:min(room, len(conns))]...)
-	t.natFull += uint64(len(over))
+	t.natSpare = w[:0]
 	t.natMu.Unlock()
-	t.emit(over)
 }
 
 // translate finds the NAT of a read's connections and of the closed ones
 // waiting for theirs (at most one dump per ConntrackInterval, when one of
 // them is not decided yet), gives those now decided to the sink, and
-// returns a copy of those still waiting (Snapshot.Leaving). Callers hold
-// mu.
+// returns those still waiting (Snapshot.Leaving). Callers hold mu.
 func (t *Tracer) translate(conns []ConnectionStats, now time.Time) []ConnectionStats {
 	if t.ct == nil {
 		return nil
 	}
-	t.natMu.Lock()
-	pend := t.natWait
-	t.natWait = t.natSpare[:0]
-	t.natSpare = nil
-	t.natMu.Unlock()
+	recs := t.takeWaiting()
+	pend := t.unpark(recs)
 	t.ctMu.Lock()
 	dumped := t.ct.translate(conns, pend, now)
-	var ready []ConnectionStats
+	var ready, still []ConnectionStats
 	n := 0
-	for _, c := range pend {
+	for i, c := range pend {
 		// After a dump, all go: their NAT found, or none to be found
 		// (not NATed, or their namespace cannot be read: counted in
 		// conntrack_error).
@@ -280,16 +337,17 @@ func (t *Tracer) translate(conns []ConnectionStats, now time.Time) []ConnectionS
 			ready = append(ready, c)
 			continue
 		}
-		pend[n] = c
+		still = append(still, c)
+		recs[n] = recs[i]
 		n++
 	}
 	t.ctMu.Unlock()
-	still := pend[:n]
 	t.natMu.Lock()
-	t.natWait = append(t.natWait, still...)
+	t.natWait = append(t.natWait, recs[:n]...)
 	t.natMu.Unlock()
+	t.recycle(recs)
 	t.emit(ready)
-	return slices.Clone(still)
+	return still
 }
 
 // flushNAT gives the closed connections waiting for their NAT to the sink,
@@ -312,10 +370,9 @@ func (t *Tracer) flushNAT(now time.Time) {
 		t.natMu.Unlock()
 		return
 	}
-	waiting := t.natWait
-	t.natWait = t.natSpare[:0]
-	t.natSpare = nil
 	t.natMu.Unlock()
+	recs := t.takeWaiting()
+	waiting := t.unpark(recs)
 
 	t.ctMu.Lock()
 	dumpNS := map[uint32]struct{}{t.ct.selfNS: {}}
@@ -331,12 +388,6 @@ func (t *Tracer) flushNAT(now time.Time) {
 		waiting[i].IPTranslation, _ = t.ct.lookupClosed(&waiting[i])
 	}
 	t.ctMu.Unlock()
+	t.recycle(recs)
 	t.emit(waiting)
-	// The sink keeps nothing of the slice: its array serves the next
-	// wait (at most MaxClosedConnectionsBuffered records; dropped when
-	// nobody scrapes).
-	clear(waiting)
-	t.natMu.Lock()
-	t.natSpare = waiting[:0]
-	t.natMu.Unlock()
 }

@@ -4,6 +4,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/conntrace/conntrace_exporter/bpf"
 )
 
 // recSink records what the tracer gives its sink.
@@ -37,11 +39,15 @@ func TestNATWaitGivenAtNextSnapshot(t *testing.T) {
 	}}
 	sink := &recSink{}
 	tr.SetSink(sink)
-	x := ConnectionStats{Key: ConnKey{Cookie: 7}, Type: TCP, Established: true, Closed: true, StartEpoch: ktimeNow(), MonotonicSentBytes: 1000}
-	y := ConnectionStats{Key: ConnKey{Cookie: 8}, Type: TCP, Established: true, Closed: true, StartEpoch: ktimeNow(), MonotonicSentBytes: 5}
+	tr.comms, tr.natComms = comms{}, comms{}
+	raws := []bpf.ConntraceConnRecord{
+		{Cookie: 7, Family: afInet, Flags: connEstablished | connClosed, StartNs: ktimeNow(), SentBytes: 1000},
+		{Cookie: 8, Family: afInet, Flags: connEstablished | connClosed, StartNs: ktimeNow(), SentBytes: 5},
+	}
+	x, y := toConnectionStats(&raws[0], tr.comms), toConnectionStats(&raws[1], tr.comms)
 
 	tr.ctMu.Lock() // a dump holds it
-	out := tr.withNAT([]ConnectionStats{x, y})
+	out := tr.withNAT([]ConnectionStats{x, y}, raws)
 	tr.ctMu.Unlock()
 	if len(out) != 0 {
 		t.Fatalf("given at once: %v", out)

@@ -49,6 +49,7 @@ type Tracer struct {
 	drainOne   [1]bpf.ConntraceConnRecord
 	drainComms comms
 	drainBuf   []ConnectionStats
+	drainRaw   []bpf.ConntraceConnRecord
 	// kmu guards known: the reads hold it while they clamp their records,
 	// the drain while it marks closed ones, never during an iterator run.
 	kmu sync.Mutex
@@ -56,9 +57,10 @@ type Tracer struct {
 	// conntrack dump finds (see drainClosed), at most
 	// MaxClosedConnectionsBuffered, once for all clients.
 	natMu    sync.Mutex
-	natWait  []ConnectionStats
-	natSpare []ConnectionStats // natWait's previous array, for reuse
-	natFull  uint64            // given without their NAT: natWait was full
+	natWait  []bpf.ConntraceConnRecord // the records, clamped by known (see wait)
+	natSpare []bpf.ConntraceConnRecord // natWait's previous array, for reuse
+	natComms comms                     // for the records given without their NAT (under natMu)
+	natFull  uint64                    // given without their NAT: natWait was full
 	// ctMu guards ct; a drain only tries it (a dump holds it long).
 	ctMu sync.Mutex
 
@@ -127,6 +129,7 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 		stop:       make(chan struct{}),
 		comms:      make(comms),
 		drainComms: make(comms),
+		natComms:   make(comms),
 	}
 	for _, c := range support {
 		switch {

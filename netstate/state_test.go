@@ -788,3 +788,25 @@ func TestAddrsBoundedAndCounted(t *testing.T) {
 		t.Errorf("addresses %v: want the newest kept", v.Addrs)
 	}
 }
+
+// A connection older than the client that no snapshot lists (waiting in
+// an accept queue, with the task_file iterator) and that closes after the
+// client's first scrape counts whole (its counters start at the tracer's
+// start): it was the client's from its first scrape on.
+func TestUnlistedOlderConnectionCountsAtClose(t *testing.T) {
+	f := newFakeTracer()
+	st := newTestState(f, Config{})
+	c := f.open(1, 0, 0)
+	f.mu.Lock()
+	delete(f.active, c.Key) // not listed: no file holds it
+	f.mu.Unlock()
+	scrape(t, st, "a")
+	c.MonotonicRecvBytes = 2000
+	c.MonotonicSentBytes = 55
+	c.Closed = true
+	c.LastUpdateEpoch = f.KTime()
+	st.Closed([]tracer.ConnectionStats{c})
+	if got, want := scrape(t, st, "a").of(1), (sums{Sent: 55, Recv: 2000, Opened: 1, Closed: 1}); got != want {
+		t.Errorf("%+v, want %+v", got, want)
+	}
+}

@@ -16,6 +16,7 @@ import (
 // viewer is one test client.
 type viewer struct {
 	admit uint64                      // kernel time of its first call
+	first uint64                      // kernel time its first read ended
 	seen  map[ConnKey]ConnectionStats // what it was given of each live connection
 	left  []ConnectionStats           // what left since its last call
 }
@@ -71,6 +72,9 @@ func (t *Tracer) GetActiveConnections(clientID string) (*Connections, error) {
 	vs.mu.Lock()
 	left := v.left
 	v.left = nil
+	if first {
+		v.first = snap.ReadEnd
+	}
 	vs.mu.Unlock()
 	gone := make(map[ConnKey]bool, len(left))
 	for _, c := range left {
@@ -99,7 +103,7 @@ func (t *Tracer) GetActiveConnections(clientID string) (*Connections, error) {
 		switch {
 		case ok:
 			setLast(&c, &prev)
-		case c.StartEpoch < v.admit && (first || c.LastUpdateEpoch <= snap.ReadEnd):
+		case c.StartEpoch < v.admit && (first || c.LastUpdateEpoch <= v.first):
 			// Older than the client, gone before its read: only its end.
 			c.LastClosed, c.LastFailed = c.MonotonicClosed, c.MonotonicFailed
 		default:

@@ -97,17 +97,9 @@ func churn(b *testing.B, bin string, conns, dialers, clients int) {
 	}
 	waitHTTP(b, exp, "http://"+addr+"/", 20*time.Second) // the landing page: no client
 	scrapeWith := func(i int) (map[string]*dto.MetricFamily, error) {
-		resp, err := hcs[i].Get(urls[i])
+		body, err := getWith(hcs[i], urls[i])
 		if err != nil {
 			return nil, err
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			return nil, err
-		}
-		if resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("GET %s: %s: %s", urls[i], resp.Status, body)
 		}
 		return parseMetrics(body)
 	}

@@ -175,8 +175,11 @@ func waitHTTP(t testing.TB, p *process, url string, timeout time.Duration) {
 }
 
 // get fetches url and returns the body of a 200 answer.
-func get(url string) ([]byte, error) {
-	resp, err := httpClient.Get(url)
+func get(url string) ([]byte, error) { return getWith(httpClient, url) }
+
+// getWith is get through hc.
+func getWith(hc *http.Client, url string) ([]byte, error) {
+	resp, err := hc.Get(url)
 	if err != nil {
 		return nil, err
 	}

@@ -76,18 +76,22 @@ func newConntracker(cfg *Config) (*conntracker, error) {
 // theirs (closed: looked up by the caller), is not decided and the last
 // dump is old enough; it says whether it dumped. The decisions of
 // connections gone from both are forgotten.
-func (ct *conntracker) translate(conns, closed []ConnectionStats, now time.Time) (dumped bool) {
+func (ct *conntracker) translate(conns []ConnectionStats, closed []closedRef, now time.Time) (dumped bool) {
 	seen := make(map[ConnKey]struct{}, len(conns)+len(closed))
 	wanted := map[uint32]struct{}{ct.selfNS: {}}
 	waiting := map[uint32]struct{}{}
-	for _, list := range [][]ConnectionStats{conns, closed} {
-		for i := range list {
-			seen[list[i].Key] = struct{}{}
-			wanted[list[i].NetNS] = struct{}{}
-			if _, ok := ct.decided[list[i].Key]; !ok && !ct.known(&list[i]) {
-				waiting[list[i].NetNS] = struct{}{}
-			}
+	see := func(key ConnKey, netns uint32, start uint64) {
+		seen[key] = struct{}{}
+		wanted[netns] = struct{}{}
+		if _, ok := ct.decided[key]; !ok && !ct.knownAt(netns, start) {
+			waiting[netns] = struct{}{}
 		}
+	}
+	for i := range conns {
+		see(conns[i].Key, conns[i].NetNS, conns[i].StartEpoch)
+	}
+	for _, r := range closed {
+		see(r.key, r.netns, r.start)
 	}
 	if len(waiting) > 0 && now.Sub(ct.last) >= ct.interval {
 		// A dump walks the whole (global) conntrack hash: only the
@@ -138,9 +142,12 @@ func (ct *conntracker) lookupClosed(c *ConnectionStats) (*IPTranslation, bool) {
 
 // known says whether the tables c is looked up in (its namespace's and the
 // exporter's) were dumped after c started: c was in them if NATed.
-func (ct *conntracker) known(c *ConnectionStats) bool {
-	own, self := ct.dumped[c.NetNS], ct.dumped[ct.selfNS]
-	return c.StartEpoch != 0 && own > c.StartEpoch && self > c.StartEpoch
+func (ct *conntracker) known(c *ConnectionStats) bool { return ct.knownAt(c.NetNS, c.StartEpoch) }
+
+// knownAt is known of a connection of namespace netns started at start.
+func (ct *conntracker) knownAt(netns uint32, start uint64) bool {
+	own, self := ct.dumped[netns], ct.dumped[ct.selfNS]
+	return start != 0 && own > start && self > start
 }
 
 // find looks c up in the tables of its namespace, then the exporter's.

@@ -199,8 +199,11 @@ func (t *Tracer) settle(batch []ConnectionStats, raws []bpf.ConntraceConnRecord,
 	}
 	t.kmu.Lock()
 	for i := range batch {
-		t.known.closed(&batch[i], now)
+		live := t.known.closed(&batch[i], now)
 		recordCounters(&raws[i], &batch[i])
+		if live {
+			raws[i].Flags |= connWasLive
+		}
 	}
 	t.kmu.Unlock()
 	if t.wanted() {
@@ -283,15 +286,6 @@ func (t *Tracer) wait(batch []ConnectionStats, raws []bpf.ConntraceConnRecord, w
 	return over
 }
 
-// unpark returns the connections of waiting records. Callers hold mu.
-func (t *Tracer) unpark(recs []bpf.ConntraceConnRecord) []ConnectionStats {
-	out := make([]ConnectionStats, len(recs))
-	for i := range recs {
-		out[i] = toConnectionStats(&recs[i], t.comms)
-	}
-	return out
-}
-
 // takeWaiting takes natWait, leaving it empty (its previous array, if
 // small, for reuse).
 func (t *Tracer) takeWaiting() []bpf.ConntraceConnRecord {
@@ -317,37 +311,81 @@ func (t *Tracer) recycle(w []bpf.ConntraceConnRecord) {
 // translate finds the NAT of a read's connections and of the closed ones
 // waiting for theirs (at most one dump per ConntrackInterval, when one of
 // them is not decided yet), gives those now decided to the sink, and
-// returns those still waiting (Snapshot.Leaving). Callers hold mu.
+// returns those still waiting that a read had reported live
+// (Snapshot.Leaving: only the clients that counted one live need it).
+// Callers hold mu.
 func (t *Tracer) translate(conns []ConnectionStats, now time.Time) []ConnectionStats {
 	if t.ct == nil {
 		return nil
 	}
 	recs := t.takeWaiting()
-	pend := t.unpark(recs)
+	refs := make([]closedRef, len(recs))
+	for i := range recs {
+		refs[i] = closedRef{key: ConnKey{Cookie: recs[i].Cookie, Generation: recs[i].Gen}, netns: recs[i].Netns, start: recs[i].StartNs}
+	}
 	t.ctMu.Lock()
-	dumped := t.ct.translate(conns, pend, now)
-	var ready, still []ConnectionStats
-	n := 0
-	for i, c := range pend {
+	dumped := t.ct.translate(conns, refs, now)
+	var ready []readyRec
+	var still []ConnectionStats
+	waiting := make([]bool, len(recs))
+	for i := range recs {
+		c := toConnectionStats(&recs[i], t.comms)
 		// After a dump, all go: their NAT found, or none to be found
 		// (not NATed, or their namespace cannot be read: counted in
 		// conntrack_error).
 		if tr, ok := t.ct.lookupClosed(&c); ok || dumped {
-			c.IPTranslation = tr
-			ready = append(ready, c)
+			ready = append(ready, readyRec{i, tr})
 			continue
 		}
-		still = append(still, c)
-		recs[n] = recs[i]
-		n++
+		waiting[i] = true
+		if recs[i].Flags&connWasLive != 0 {
+			still = append(still, c)
+		}
 	}
 	t.ctMu.Unlock()
+	t.emitRecords(recs, ready)
+	n := 0
+	for i := range recs {
+		if waiting[i] {
+			recs[n] = recs[i]
+			n++
+		}
+	}
 	t.natMu.Lock()
 	t.natWait = append(t.natWait, recs[:n]...)
 	t.natMu.Unlock()
 	t.recycle(recs)
-	t.emit(ready)
 	return still
+}
+
+// emitRecords gives the sink the records of ready, with their NAT, decoded
+// in batches: no array of a whole natWait's connections (what a busy
+// host's scrapes allocated). Callers hold mu.
+func (t *Tracer) emitRecords(recs []bpf.ConntraceConnRecord, ready []readyRec) {
+	batch := make([]ConnectionStats, 0, min(len(ready), drainBatch))
+	for _, r := range ready {
+		c := toConnectionStats(&recs[r.i], t.comms)
+		c.IPTranslation = r.tr
+		if batch = append(batch, c); len(batch) == cap(batch) {
+			t.emit(batch)
+			batch = batch[:0]
+		}
+	}
+	t.emit(batch)
+}
+
+// readyRec is a waiting record whose NAT is decided.
+type readyRec struct {
+	i  int
+	tr *IPTranslation
+}
+
+// closedRef is what the conntrack tracker needs of a closed connection
+// waiting for its NAT.
+type closedRef struct {
+	key   ConnKey
+	netns uint32
+	start uint64
 }
 
 // flushNAT gives the closed connections waiting for their NAT to the sink,
@@ -372,22 +410,24 @@ func (t *Tracer) flushNAT(now time.Time) {
 	}
 	t.natMu.Unlock()
 	recs := t.takeWaiting()
-	waiting := t.unpark(recs)
 
 	t.ctMu.Lock()
 	dumpNS := map[uint32]struct{}{t.ct.selfNS: {}}
-	for i := range waiting {
-		dumpNS[waiting[i].NetNS] = struct{}{}
+	for i := range recs {
+		dumpNS[recs[i].Netns] = struct{}{}
 	}
 	wanted := maps.Clone(dumpNS)
 	for ns := range t.ct.tables {
 		wanted[ns] = struct{}{} // kept, for the live connections' lookups
 	}
 	t.ct.dump(wanted, dumpNS, now)
-	for i := range waiting {
-		waiting[i].IPTranslation, _ = t.ct.lookupClosed(&waiting[i])
+	ready := make([]readyRec, len(recs))
+	for i := range recs {
+		c := toConnectionStats(&recs[i], t.comms)
+		tr, _ := t.ct.lookupClosed(&c)
+		ready[i] = readyRec{i, tr}
 	}
 	t.ctMu.Unlock()
+	t.emitRecords(recs, ready)
 	t.recycle(recs)
-	t.emit(waiting)
 }

@@ -24,8 +24,9 @@ func (r *recSink) Clients() int { return 1 }
 // A closed connection that had to wait for its NAT (a dump held the lock)
 // although its NAT was decided while it was open goes to the sink at the
 // next snapshot, however recent the last dump; one still undecided is in
-// that snapshot's Leaving (review of issue 12: it was in neither, and the
-// clients' counters went down until the next dump).
+// that snapshot's Leaving if a read reported it live (review of issue 12:
+// it was in neither, and the clients' counters went down until the next
+// dump).
 func TestNATWaitGivenAtNextSnapshot(t *testing.T) {
 	cfg := NewDefaultConfig()
 	now := time.Now()
@@ -42,12 +43,13 @@ func TestNATWaitGivenAtNextSnapshot(t *testing.T) {
 	tr.comms, tr.natComms = comms{}, comms{}
 	raws := []bpf.ConntraceConnRecord{
 		{Cookie: 7, Family: afInet, Flags: connEstablished | connClosed, StartNs: ktimeNow(), SentBytes: 1000},
-		{Cookie: 8, Family: afInet, Flags: connEstablished | connClosed, StartNs: ktimeNow(), SentBytes: 5},
+		{Cookie: 8, Family: afInet, Flags: connEstablished | connClosed | connWasLive, StartNs: ktimeNow(), SentBytes: 5},
+		{Cookie: 9, Family: afInet, Flags: connEstablished | connClosed, StartNs: ktimeNow(), SentBytes: 6},
 	}
-	x, y := toConnectionStats(&raws[0], tr.comms), toConnectionStats(&raws[1], tr.comms)
+	x, y, z := toConnectionStats(&raws[0], tr.comms), toConnectionStats(&raws[1], tr.comms), toConnectionStats(&raws[2], tr.comms)
 
 	tr.ctMu.Lock() // a dump holds it
-	out := tr.withNAT([]ConnectionStats{x, y}, raws)
+	out := tr.withNAT([]ConnectionStats{x, y, z}, raws)
 	tr.ctMu.Unlock()
 	if len(out) != 0 {
 		t.Fatalf("given at once: %v", out)
@@ -57,6 +59,9 @@ func TestNATWaitGivenAtNextSnapshot(t *testing.T) {
 		t.Errorf("given to the sink: %v, want x (decided while open)", sink.got)
 	}
 	if len(leaving) != 1 || leaving[0].Key != y.Key {
-		t.Errorf("leaving: %v, want y (undecided, waiting for a dump)", leaving)
+		t.Errorf("leaving: %v, want y (undecided, reported live before; z never was)", leaving)
+	}
+	if len(tr.natWait) != 2 {
+		t.Errorf("%d waiting, want 2 (y, z)", len(tr.natWait))
 	}
 }

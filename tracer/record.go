@@ -15,6 +15,9 @@ const (
 	connEstablished = 1
 	connClosed      = 2
 	connPreexisting = 4
+	// connWasLive is set by user space only, on a closed record whose
+	// connection a read had reported live (see Tracer.wait).
+	connWasLive = 0x80
 
 	dirIncoming = 1
 	dirOutgoing = 2
@@ -255,18 +258,22 @@ func (k *known) live(c *ConnectionStats, now time.Time) bool {
 }
 
 // closed clamps a final record and marks the connection closed; the entry
-// is kept only while a read is in flight (see reading).
-func (k *known) closed(c *ConnectionStats, now time.Time) {
+// is kept only while a read is in flight (see reading). It says whether a
+// read reported the connection live.
+func (k *known) closed(c *ConnectionStats, now time.Time) (wasLive bool) {
 	if !k.reading {
 		if e := k.m[c.Key]; e != nil {
 			e.clamp(c)
 			delete(k.m, c.Key)
+			return !e.expired
 		}
-		return // never read live, nor expired: nothing to clamp against
+		return false // never read live, nor expired: nothing to clamp against
 	}
 	e := k.entry(c)
+	wasLive = e.gen != 0 && !e.expired && !e.closed
 	e.clamp(c)
 	e.closed, e.expired, e.seen = true, false, now
+	return wasLive
 }
 
 // endRead appends the connections not visited by this read and not closed,

@@ -13,9 +13,10 @@ import (
 type Snapshot struct {
 	Conns []ConnectionStats
 	// Leaving are connections that left (closed) but are not given to the
-	// sink yet: they wait for a conntrack dump to find their NAT. A
-	// client that counted one live keeps counting it from here (its final
-	// counters), so that nothing it counted goes down meanwhile.
+	// sink yet (they wait for a conntrack dump to find their NAT), of
+	// those a read had reported live: a client that counted one live keeps
+	// counting it from here (its final counters), so that nothing it
+	// counted goes down meanwhile.
 	Leaving []ConnectionStats
 	// ReadStart and ReadEnd bound the read, in kernel time
 	// (CLOCK_MONOTONIC ns, as the connections' epochs).

@@ -295,28 +295,34 @@ func (e *exporter) metrics(v *netstate.View, dns map[netip.Addr][]string) []prom
 	if e.maxSeries > 0 {
 		ms = append(ms, prometheus.MustNewConstMetric(d.seriesLimit, prometheus.GaugeValue, float64(e.maxSeries)))
 	}
-	// Names of the view's peers, as their own info series, so that names
-	// never multiply the traffic series: join with group_left. They come
-	// from outside (DNS answers), so at most maxSeries of them, the same
-	// ones from scrape to scrape (address, then name order).
-	named, dropped := 0, 0
-	for _, addr := range sortedAddrs(dns) {
-		for _, n := range dns[addr] {
-			if e.maxSeries > 0 && named >= e.maxSeries {
-				dropped++
-				continue
-			}
-			named++
-			ms = append(ms, prometheus.MustNewConstMetric(d.nameInfo, prometheus.GaugeValue, 1, addr.String(), labelSafe(n)))
-		}
+	names, dropped := e.keptNames(dns)
+	for _, n := range names {
+		ms = append(ms, prometheus.MustNewConstMetric(d.nameInfo, prometheus.GaugeValue, 1, n.addr, n.name))
 	}
 	ms = append(ms, prometheus.MustNewConstMetric(d.namesDropped, prometheus.GaugeValue, float64(dropped)))
 	return ms
 }
 
-// sortedAddrs are the addresses of dns in order.
-func sortedAddrs(dns map[netip.Addr][]string) []netip.Addr {
-	return slices.SortedFunc(maps.Keys(dns), netip.Addr.Compare)
+// peerName is one conntrace_remote_name_info series: an address and a
+// name, as label values.
+type peerName struct{ addr, name string }
+
+// keptNames returns the names of the view's peers exported as their own
+// info series (so that names never multiply the traffic series: join with
+// group_left), and how many are not. They come from outside (DNS answers),
+// so at most maxSeries of them, the same ones from scrape to scrape
+// (address, then name order).
+func (e *exporter) keptNames(dns map[netip.Addr][]string) (names []peerName, dropped int) {
+	for _, addr := range slices.SortedFunc(maps.Keys(dns), netip.Addr.Compare) {
+		for _, n := range dns[addr] {
+			if e.maxSeries > 0 && len(names) >= e.maxSeries {
+				dropped++
+				continue
+			}
+			names = append(names, peerName{addr.String(), labelSafe(n)})
+		}
+	}
+	return names, dropped
 }
 
 // trafficCollector is the traffic metrics of one client, as a

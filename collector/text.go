@@ -186,22 +186,11 @@ func (e *exporter) textFamilies(v *netstate.View, dns map[netip.Addr][]string) [
 		gauge(d.names.seriesLimit, d.helps.seriesLimit, "gauge", float64(e.maxSeries))
 	}
 	gauge(d.names.overflow, d.helps.overflow, "counter", float64(v.OverflowConns))
-	// The names kept are the registry way's (address, then name order,
-	// within the cap); written in label order (name, then remote_addr).
-	type pair struct{ addr, name string }
-	var names []pair
-	dropped := 0
-	for _, addr := range sortedAddrs(dns) {
-		for _, n := range dns[addr] {
-			if e.maxSeries > 0 && len(names) >= e.maxSeries {
-				dropped++
-				continue
-			}
-			names = append(names, pair{addr.String(), labelSafe(n)})
-		}
-	}
+	// The names kept (keptNames), written in label order (name, then
+	// remote_addr).
+	names, dropped := e.keptNames(dns)
 	if len(names) > 0 {
-		slices.SortFunc(names, func(a, b pair) int {
+		slices.SortFunc(names, func(a, b peerName) int {
 			if c := strings.Compare(a.name, b.name); c != 0 {
 				return c
 			}

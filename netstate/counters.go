@@ -49,27 +49,13 @@ type baseline struct {
 	rtt            tracer.RTTHistogram
 }
 
-// lifecycle returns whether c counts as opened, closed and failed: an
-// opening is counted when established (not for a connection older than the
-// tracer), a closing when an established connection closes, a failure when
-// one closes without ever being established.
-func lifecycle(c *tracer.ConnectionStats) (opened, closed, failed bool) {
-	switch {
-	case c.Closed && !c.Established:
-		return false, false, true
-	case c.Established:
-		return !c.Preexisting, c.Closed, false
-	}
-	return false, false, false
-}
-
 func baselineOf(c *tracer.ConnectionStats) baseline {
 	b := baseline{
 		sent: c.MonotonicSentBytes, recv: c.MonotonicRecvBytes,
 		retrans: c.MonotonicRetransmits, segs: c.MonotonicSentSegments,
 		rtt: c.MonotonicRTT,
 	}
-	b.opened, b.closed, b.failed = lifecycle(c)
+	b.opened, b.closed, b.failed = c.Lifecycle()
 	return b
 }
 
@@ -91,7 +77,7 @@ func since(c *tracer.ConnectionStats, b *baseline) (d Counters, reset bool) {
 		}
 		return v - base
 	}
-	opened, closed, failed := lifecycle(c)
+	opened, closed, failed := c.Lifecycle()
 	d.Sent = sub(c.MonotonicSentBytes, b.sent)
 	d.Recv = sub(c.MonotonicRecvBytes, b.recv)
 	d.Retransmits = sub(uint64(c.MonotonicRetransmits), uint64(b.retrans))
@@ -110,7 +96,7 @@ func since(c *tracer.ConnectionStats, b *baseline) (d Counters, reset bool) {
 // ends returns only the connection's end: its closing or failure, without
 // traffic (for a connection whose traffic predates the client).
 func ends(c *tracer.ConnectionStats) Counters {
-	_, closed, failed := lifecycle(c)
+	_, closed, failed := c.Lifecycle()
 	return Counters{Closed: bit(closed), Failed: bit(failed)}
 }
 

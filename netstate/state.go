@@ -352,7 +352,7 @@ func (s *State[K]) observe(snap *tracer.Snapshot, tombs map[tracer.ConnKey]tomb[
 // connections contribute now. On c's first scrape it takes the baselines.
 func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, counted []*tracer.ConnectionStats, tombs map[tracer.ConnKey]tomb[K], now time.Time) *View {
 	first := c.fresh
-	c.fresh, c.reading = false, false
+	c.fresh = false
 	c.lastFetch = now
 	c.calls++
 	if first {

@@ -257,21 +257,31 @@ func markIntraHostWith(conns []ConnectionStats, ends map[endpointKey]struct{}) {
 	}
 }
 
-// SetLifecycle derives the lifecycle counters (MonotonicOpened, Closed,
-// Failed) from the flags. NetworkState calls it on every connection.
-func (c *ConnectionStats) SetLifecycle() {
-	c.MonotonicOpened, c.MonotonicClosed, c.MonotonicFailed = 0, 0, 0
+// Lifecycle says whether the connection counts as opened, closed and
+// failed: an opening is counted when established (not for a connection
+// older than the tracer), a closing when an established connection closes,
+// a failure when one closes without ever being established.
+func (c *ConnectionStats) Lifecycle() (opened, closed, failed bool) {
 	switch {
 	case c.Closed && !c.Established:
-		c.MonotonicFailed = 1
+		return false, false, true
 	case c.Established:
-		if !c.Preexisting {
-			c.MonotonicOpened = 1
-		}
-		if c.Closed {
-			c.MonotonicClosed = 1
-		}
+		return !c.Preexisting, c.Closed, false
 	}
+	return false, false, false
+}
+
+// SetLifecycle sets the lifecycle counters (MonotonicOpened, Closed,
+// Failed) from Lifecycle.
+func (c *ConnectionStats) SetLifecycle() {
+	opened, closed, failed := c.Lifecycle()
+	b := func(v bool) uint32 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	c.MonotonicOpened, c.MonotonicClosed, c.MonotonicFailed = b(opened), b(closed), b(failed)
 }
 
 // ByteKey returns the seed's binary key of the connection:

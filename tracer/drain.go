@@ -50,7 +50,7 @@ func (t *Tracer) wanted() bool {
 // drainInterval is how often closed connections are moved from the ring
 // buffer to the sink. The kernel side never wakes user space up (a wakeup
 // costs as much as the rest of the program), so this bounds the ring's
-// fill: 8 MiB hold 32,768 records, 327,680 closes/s (BENCHMARKS.md).
+// fill: 8 MiB hold 30,840 records (BENCHMARKS.md §11).
 const drainInterval = 100 * time.Millisecond
 
 // drainLoop drains the ring buffers every drainInterval until Close. It
@@ -76,9 +76,9 @@ func (t *Tracer) drainLoop() {
 // dumps every second were 40 % of the exporter's CPU).
 const natCheckEvery = time.Second
 
-// sweepLoop, until Close, closes idle UDP flows, forgets what only served
-// reads, and gives the closed connections waiting for their NAT after a
-// dump, even when nobody scrapes: memory stays bounded without scrapes.
+// sweepLoop, until Close, closes idle UDP flows, expires the DNS cache, and
+// gives the closed connections waiting for their NAT after a dump, even
+// when nobody scrapes: memory stays bounded without scrapes.
 func (t *Tracer) sweepLoop() {
 	defer t.loops.Done()
 	sweep := time.NewTicker(udpSweepEvery(t.cfg.UDPConnTimeout))
@@ -106,9 +106,6 @@ func (t *Tracer) sweepLoop() {
 				level.Warn(t.logger).Log("msg", "sweeping idle UDP flows", "err", err)
 			}
 			t.mu.Unlock()
-			t.kmu.Lock()
-			t.known.prune(now, t.cfg.TCPConnTimeout)
-			t.kmu.Unlock()
 			if t.dns != nil {
 				t.dns.expire(now)
 			}
@@ -232,7 +229,7 @@ func (t *Tracer) withNAT(batch []ConnectionStats, raws []bpf.ConntraceConnRecord
 		return batch
 	}
 	if !t.ctMu.TryLock() {
-		return t.wait(batch, raws, nil)
+		return t.wait(raws, nil)
 	}
 	n := 0
 	var later []int
@@ -250,8 +247,7 @@ func (t *Tracer) withNAT(batch []ConnectionStats, raws []bpf.ConntraceConnRecord
 	if len(later) == 0 {
 		return batch[:n]
 	}
-	// batch[:n] is compacted in place: the ones waiting are taken from raws.
-	return append(batch[:n], t.wait(nil, raws, later)...)
+	return append(batch[:n], t.wait(raws, later)...)
 }
 
 // wait queues closed connections for the next dump, as their records
@@ -260,8 +256,9 @@ func (t *Tracer) withNAT(batch []ConnectionStats, raws []bpf.ConntraceConnRecord
 // ConnectionStats. Past MaxClosedConnectionsBuffered they are returned, to
 // go to the sink at once without their NAT
 // (lost_total{reason="conntrack_state_full"}): their traffic is counted,
-// under the address the socket saw. batch, when given, is raws decoded.
-func (t *Tracer) wait(batch []ConnectionStats, raws []bpf.ConntraceConnRecord, which []int) []ConnectionStats {
+// under the address the socket saw. which nil means all. Callers hold
+// drainMu.
+func (t *Tracer) wait(raws []bpf.ConntraceConnRecord, which []int) []ConnectionStats {
 	if which == nil {
 		which = make([]int, len(raws))
 		for i := range which {
@@ -276,11 +273,7 @@ func (t *Tracer) wait(batch []ConnectionStats, raws []bpf.ConntraceConnRecord, w
 			continue
 		}
 		t.natFull++
-		if batch != nil {
-			over = append(over, batch[i])
-		} else {
-			over = append(over, toConnectionStats(&raws[i], t.natComms))
-		}
+		over = append(over, toConnectionStats(&raws[i], t.drainComms))
 	}
 	t.natMu.Unlock()
 	return over

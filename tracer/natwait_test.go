@@ -40,7 +40,7 @@ func TestNATWaitGivenAtNextSnapshot(t *testing.T) {
 	}}
 	sink := &recSink{}
 	tr.SetSink(sink)
-	tr.comms, tr.natComms = comms{}, comms{}
+	tr.comms, tr.drainComms = comms{}, comms{}
 	raws := []bpf.ConntraceConnRecord{
 		{Cookie: 7, Family: afInet, Flags: connEstablished | connClosed, StartNs: ktimeNow(), SentBytes: 1000},
 		{Cookie: 8, Family: afInet, Flags: connEstablished | connClosed | connWasLive, StartNs: ktimeNow(), SentBytes: 5},

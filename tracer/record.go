@@ -278,7 +278,7 @@ func (k *known) closed(c *ConnectionStats, now time.Time) (wasLive bool) {
 
 // endRead appends the connections not visited by this read and not closed,
 // expires those not seen for timeout (returned with what was reported of
-// them: they leave, as if closed, without a close), and prunes. A late
+// them: they leave, as if closed, without a close), and forgets the closed ones. A late
 // record of an expired connection is rebased, counting only what is new.
 func (k *known) endRead(conns []ConnectionStats, now time.Time, timeout time.Duration) (live, expired []ConnectionStats) {
 	for _, e := range k.m {
@@ -293,20 +293,7 @@ func (k *known) endRead(conns []ConnectionStats, now time.Time, timeout time.Dur
 	}
 	k.reading = false
 	k.dropClosed()
-	k.prune(now, timeout)
 	return conns, expired
-}
-
-// prune forgets the closed connections not seen for min(timeout, 30s), in
-// case a read never ended (endRead and abortRead forget them all). The
-// sweep calls it between scrapes too.
-func (k *known) prune(now time.Time, timeout time.Duration) {
-	closedTimeout := min(timeout, 30*time.Second)
-	for key, e := range k.m {
-		if e.closed && now.Sub(e.seen) > closedTimeout {
-			delete(k.m, key)
-		}
-	}
 }
 
 // evict makes room: it drops the oldest quarter of the expired entries (a

@@ -59,7 +59,6 @@ type Tracer struct {
 	natMu    sync.Mutex
 	natWait  []bpf.ConntraceConnRecord // the records, clamped by known (see wait)
 	natSpare []bpf.ConntraceConnRecord // natWait's previous array, for reuse
-	natComms comms                     // for the records given without their NAT (under natMu)
 	natFull  uint64                    // given without their NAT: natWait was full
 	// ctMu guards ct; a drain only tries it (a dump holds it long).
 	ctMu sync.Mutex
@@ -129,7 +128,6 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 		stop:       make(chan struct{}),
 		comms:      make(comms),
 		drainComms: make(comms),
-		natComms:   make(comms),
 	}
 	for _, c := range support {
 		switch {

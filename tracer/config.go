@@ -122,6 +122,12 @@ func NewDefaultConfig() *Config {
 	}
 }
 
+// clone returns a copy of c (Filters shared: it is never changed).
+func (c *Config) clone() *Config {
+	d := *c
+	return &d
+}
+
 // StateNeeded is the baselines a client needs to hold every connection the
 // kernel can track at once: MaxTrackedConnections TCP connections and as many
 // UDP flows.

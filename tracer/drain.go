@@ -2,12 +2,14 @@ package tracer
 
 import (
 	"errors"
+	"fmt"
 	"maps"
 	"os"
 	"time"
 	"unsafe"
 
 	"github.com/go-kit/log/level"
+	"golang.org/x/sys/unix"
 
 	"github.com/conntrace/conntrace_exporter/bpf"
 )
@@ -423,4 +425,13 @@ func (t *Tracer) flushNAT(now time.Time) {
 	t.ctMu.Unlock()
 	t.emitRecords(recs, ready)
 	t.recycle(recs)
+}
+
+// ktimeNow is the kernel's bpf_ktime_get_ns clock (CLOCK_MONOTONIC) now.
+func ktimeNow() uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		panic(fmt.Sprintf("CLOCK_MONOTONIC: %v", err)) // cannot fail on Linux
+	}
+	return uint64(ts.Nano())
 }

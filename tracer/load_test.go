@@ -54,18 +54,24 @@ func TestLoadAttachAndClose(t *testing.T) {
 		"handle_set_state": "tp_btf", "handle_destroy_sock": "tp_btf", "handle_sockops": "sockops",
 	}
 	// The iterators of this kernel's way (task_file, or iter/tcp where
-	// the verifier refuses the task_file one), and none of the other's.
-	for it, names := range tcpIterators {
-		for _, name := range names {
-			switch {
-			case it == tr.tcpIter:
-				want[name] = "iter"
-			case name == "seed_conns_tcp" && tr.seedsUnheld():
-				want[name] = "iter" // the sockets no file points to
-			case !tr.keepsOtherWays(name):
-				want[name] = ""
-			}
+	// the verifier refuses the task_file one), and none of the other's
+	// but seed_conns_tcp for the sockets no file points to and
+	// seed_listeners for the cookies of UDP sockets.
+	switch tr.tcpIter {
+	case tcpIterTaskFile:
+		want["seed_listeners"], want["seed_conns"], want["dump_conns"] = "iter", "iter", "iter"
+		want["seed_owners"], want["dump_conns_tcp"], want["seed_conns_tcp"] = "", "", ""
+		if tr.seedsUnheld() {
+			want["seed_conns_tcp"] = "iter"
 		}
+	case tcpIterTCP:
+		want["seed_owners"], want["seed_conns_tcp"], want["dump_conns_tcp"] = "iter", "iter", "iter"
+		want["seed_conns"], want["dump_conns"], want["seed_listeners"] = "", "", ""
+		if tr.seedsUDPCookies() {
+			want["seed_listeners"] = "iter"
+		}
+	default:
+		t.Fatalf("TCP iterator %q", tr.tcpIter)
 	}
 	t.Logf("TCP iterator: %s", tr.tcpIter)
 	got := map[string]string{}
@@ -89,7 +95,7 @@ func TestTCPOffLoadsNoTCPProgram(t *testing.T) {
 	tr := newTestTracer(t, func(c *Config) { c.CollectTCPConns = false })
 	progs := tr.programs()
 	keep := tr.seedsUDPCookies()
-	tcp := slices.DeleteFunc(slices.Clone(tcpPrograms), func(n string) bool { return keep && n == "seed_listeners" })
+	tcp := slices.DeleteFunc(programsOf(featureTCP), func(n string) bool { return keep && n == "seed_listeners" })
 	for _, name := range tcp {
 		if progs[name] != nil {
 			t.Errorf("%s loaded with TCP off", name)

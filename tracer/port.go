@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 
+	"github.com/conntrace/conntrace_exporter/bpf"
 	"github.com/conntrace/conntrace_exporter/internal/nsexec"
 )
 
@@ -183,3 +184,28 @@ func nsInode(path string) (uint32, bool) {
 	}
 	return uint32(st.Ino), true
 }
+
+// syncPorts keeps the port mapping current: the TCP listeners the kernel
+// programs track, and the ports of UDP flows of bound sockets. Callers hold
+// t.mu.
+func (t *Tracer) syncPorts(conns []ConnectionStats) {
+	if t.ports == nil {
+		return
+	}
+	listeners := map[PortKey]struct{}{}
+	var k bpf.ConntraceListenerKey
+	var v bpf.ConntraceListener
+	it := t.objs.Listeners.Iterate()
+	for it.Next(&k, &v) {
+		listeners[PortKey{NetNS: k.Netns, Port: k.Port, Type: TCP}] = struct{}{}
+	}
+	t.ports.syncKernel(listeners)
+	for i := range conns {
+		if c := &conns[i]; c.Type == UDP && c.ServerSide {
+			t.ports.AddMapping(PortKey{NetNS: c.NetNS, Port: c.SPort, Type: UDP})
+		}
+	}
+}
+
+// PortMapping returns the listening ports of every network namespace.
+func (t *Tracer) PortMapping() *PortMapping { return t.ports }

@@ -1,5 +1,7 @@
 package tracer
 
+import "time"
+
 // Reasons for conntrace_lost_total. Every place where the tracer can fail to
 // count something has one.
 const (
@@ -92,4 +94,95 @@ type Stats struct {
 	Probes map[string]ProbeHits
 	// Support is what the kernel offered at start-up.
 	Support []Capability
+}
+
+// Stats returns the tracer's health.
+func (t *Tracer) Stats() Stats {
+	s := Stats{
+		TrackedConnectionsLimit: uint64(t.cfg.MaxTrackedConnections),
+		Lost:                    make(map[string]uint64, len(LostReasons)),
+	}
+	var v uint64
+	if t.objs.Tracked.Get(&v) == nil {
+		s.TrackedConnections = v
+	}
+	if t.objs.LostTrackedFull.Get(&v) == nil {
+		s.Lost[LostTrackedConnectionsFull] = v
+	}
+	if t.objs.LostUdpFlowsFull.Get(&v) == nil {
+		s.Lost[LostTrackedConnectionsFull] += v
+	}
+
+	if t.objs.LostUdpExpiring.Get(&v) == nil {
+		s.Lost[LostUDPFlowExpiring] = v
+	}
+	if t.objs.LostStorage.Get(&v) == nil {
+		s.Lost[LostSocketStorage] = v
+	}
+	if t.objs.LostRingBufferFull.Get(&v) == nil {
+		s.Lost[LostRingBufferFull] = v
+	}
+	s.Lost[LostDecodeError] = t.decode.Load()
+	if t.ct != nil {
+		t.natMu.Lock()
+		s.Lost[LostConntrackStateFull] = t.natFull
+		t.natMu.Unlock()
+		t.ctMu.Lock()
+		s.Lost[LostConntrackStateFull] += t.ct.full
+		s.Lost[LostConntrackError] = t.ct.errors
+		t.ctMu.Unlock()
+	}
+	t.mu.Lock()
+	if t.dns != nil {
+		st := t.dns.getStats()
+		s.Lost[LostDNSMalformed] = uint64(st[dnsMalformed] + st[dnsTruncated])
+		s.Lost[LostDNSCacheFull] = uint64(st[dnsCacheFull])
+	}
+	if t.objs.DnsUnsolicited.Get(&v) == nil {
+		s.DNSUnsolicited = v
+	}
+	if t.objs.LostDnsRingBufferFull.Get(&v) == nil {
+		s.Lost[LostDNSRingBufferFull] = v
+	}
+	s.Programs = t.ProgramStats()
+	s.Support = t.support
+	for _, p := range s.Programs {
+		s.Lost[LostRecursionMisses] += p.RecursionMisses
+	}
+	if probes, err := readKprobeProfile(t.cfg.KprobeProfile); err == nil {
+		s.Probes = probes
+	}
+	s.TrackedUDPFlows = uint64(t.udp.flows) // as of the last read
+	t.mu.Unlock()
+	return s
+}
+
+// ProgramStat is one attached program and its kernel run statistics.
+type ProgramStat struct {
+	Attachment
+	// Runs and RunTime count only while the kernel's BPF statistics are on
+	// (Config.BPFStats, kernel.bpf_stats_enabled); Enabled says so.
+	Runs    uint64
+	RunTime time.Duration
+	// RecursionMisses counts runs the kernel skipped because another BPF
+	// program was running on the CPU: events this program never saw.
+	RecursionMisses uint64
+	Enabled         bool
+}
+
+// ProgramStats returns every attached program with its statistics. A
+// program whose statistics cannot be read is returned with zeros.
+func (t *Tracer) ProgramStats() []ProgramStat {
+	progs := t.programs()
+	out := make([]ProgramStat, 0, len(t.attachments))
+	for _, a := range t.attachments {
+		ps := ProgramStat{Attachment: a, Enabled: t.stats != nil}
+		if p := progs[a.Program]; p != nil {
+			if st, err := p.Stats(); err == nil {
+				ps.Runs, ps.RunTime, ps.RecursionMisses = st.RunCount, st.Runtime, st.RecursionMisses
+			}
+		}
+		out = append(out, ps)
+	}
+	return out
 }

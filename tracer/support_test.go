@@ -119,45 +119,22 @@ func TestEveryProgramPassesTheVerifier(t *testing.T) {
 	// it cannot must be refused, so what start-up says is checked too.
 	caps := KernelSupport()
 	refused, other := map[string]string{}, map[string]string{}
-	if missing := lacking(caps, tcpVersionCapabilities...); len(missing) > 0 {
-		for _, name := range tcpPrograms {
-			if name != "handle_sockops" { // sockops has had socket storage since 5.3
-				refused[name] = strings.Join(missing, "; ")
-			}
-		}
-	} else {
-		for it, capName := range map[string]string{tcpIterTaskFile: "task_file_sock_storage", tcpIterTCP: "iter_tcp_sock_storage"} {
-			if missing := lacking(caps, capName); len(missing) > 0 {
-				for _, name := range tcpIterators[it] {
-					refused[name] = strings.Join(missing, "; ")
-				}
-			}
-		}
-	}
-	if missing := lacking(caps, "tracepoint:sock/sock_send_length", "tracepoint:sock/sock_recv_length"); len(missing) > 0 {
-		for _, name := range udpTracepointPrograms {
-			refused[name] = strings.Join(missing, "; ")
-		}
-	}
-	if missing := lacking(caps, "tracepoint:tcp/tcp_destroy_sock"); len(missing) > 0 {
-		refused["handle_destroy_sock"] = strings.Join(missing, "; ")
-	}
 	// fexit programs load only where fexit does, and only for the
 	// signature of this kernel's function.
 	_, params, err := recvmsgFlagsArg()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range udpFentries {
-		switch missing := lacking(caps, "fentry", "function:"+f.function); {
+	for _, p := range catalogue {
+		switch missing := lacking(caps, p.needs...); {
 		case len(missing) > 0:
-			refused[f.program] = strings.Join(missing, "; ")
-		case f.params != 0 && f.params != params:
+			refused[p.name] = strings.Join(missing, "; ")
+		case p.recvParams != 0 && p.recvParams != params:
 			// A signature with fewer arguments than the kernel's
 			// may pass an old verifier (5.10 does not check that
 			// the return value is after the last argument): the
 			// loader never loads it, so it is not tried.
-			other[f.program] = fmt.Sprintf("for a udp_recvmsg of %d arguments, this kernel's has %d", f.params, params)
+			other[p.name] = fmt.Sprintf("for a udp_recvmsg of %d arguments, this kernel's has %d", p.recvParams, params)
 		}
 	}
 	load := func(name string, prog *ebpf.ProgramSpec, variant string) {
@@ -208,12 +185,12 @@ func TestUDPKprobeVariantLoads(t *testing.T) {
 	}
 	defer tr.objs.Close()
 	progs := tr.programs()
-	for _, k := range udpKprobes {
-		if progs[k.program] == nil {
-			t.Errorf("%s not loaded", k.program)
+	for _, name := range programsWhere(func(p *program) bool { return p.kind == kindKprobe || p.kind == kindKretprobe }) {
+		if progs[name] == nil {
+			t.Errorf("%s not loaded", name)
 		}
 	}
-	for _, name := range udpTracepointPrograms {
+	for _, name := range udpTracepointPrograms() {
 		if progs[name] != nil {
 			t.Errorf("%s loaded with the kprobe variant", name)
 		}
@@ -227,7 +204,9 @@ func TestUDPKprobeVariantLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = tr.attachUDPKprobes(cgroupPath)
+	err = tr.attachWhere(cgroupPath, func(p *program) bool {
+		return p.kind == kindKprobe || p.kind == kindKretprobe || p.name == "udp_sock_cookie"
+	})
 	for _, l := range tr.links {
 		l.Close()
 	}
@@ -271,13 +250,16 @@ func TestUDPFentryVariantLoads(t *testing.T) {
 	}
 	defer tr.objs.Close()
 	progs := tr.programs()
-	for _, f := range udpFentries {
-		want := f.params == 0 || f.params == tr.recvParams
-		if (progs[f.program] != nil) != want {
-			t.Errorf("%s loaded: %v, want %v (udp_recvmsg has %d arguments here)", f.program, progs[f.program] != nil, want, tr.recvParams)
+	for _, f := range catalogue {
+		if f.kind != kindFexit {
+			continue
+		}
+		want := f.recvParams == 0 || f.recvParams == tr.recvParams
+		if (progs[f.name] != nil) != want {
+			t.Errorf("%s loaded: %v, want %v (udp_recvmsg has %d arguments here)", f.name, progs[f.name] != nil, want, tr.recvParams)
 		}
 	}
-	for _, name := range append(append([]string{}, udpTracepointPrograms...), "kprobe_udp_sendmsg", "kretprobe_udp_recvmsg") {
+	for _, name := range append(udpTracepointPrograms(), "kprobe_udp_sendmsg", "kretprobe_udp_recvmsg") {
 		if progs[name] != nil {
 			t.Errorf("%s loaded with the fexit variant", name)
 		}
@@ -286,7 +268,7 @@ func TestUDPFentryVariantLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = tr.attachUDPFentry(cgroupPath)
+	err = tr.attachWhere(cgroupPath, func(p *program) bool { return p.kind == kindFexit || p.name == "udp_sock_cookie" })
 	for _, l := range tr.links {
 		l.Close()
 	}
@@ -294,8 +276,8 @@ func TestUDPFentryVariantLoads(t *testing.T) {
 		t.Fatalf("the kernel has fexit, but the UDP fexit programs did not attach: %v", err)
 	}
 	want := 1 // the cookie program
-	for _, f := range udpFentries {
-		if (f.params == 0 || f.params == tr.recvParams) && tr.capability("function:"+f.function) {
+	for _, f := range catalogue {
+		if f.kind == kindFexit && (f.recvParams == 0 || f.recvParams == tr.recvParams) && tr.capability("function:"+f.hook) {
 			want++
 		}
 	}
@@ -428,4 +410,20 @@ func TestUDPHookForced(t *testing.T) {
 			t.Logf("%s: %v", hook, err)
 		})
 	}
+}
+
+// programsWhere lists the catalogue's programs sel selects.
+func programsWhere(sel func(*program) bool) []string {
+	var out []string
+	for i := range catalogue {
+		if sel(&catalogue[i]) {
+			out = append(out, catalogue[i].name)
+		}
+	}
+	return out
+}
+
+// udpTracepointPrograms are the programs of the UDP tracepoint hook.
+func udpTracepointPrograms() []string {
+	return programsWhere(func(p *program) bool { return p.feature == featureUDP && p.kind == kindTracepoint })
 }

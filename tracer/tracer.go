@@ -23,14 +23,6 @@ import (
 	"github.com/conntrace/conntrace_exporter/bpf"
 )
 
-// Attachment describes one attached BPF program, for the start-up log and
-// conntrace_bpf_program_info.
-type Attachment struct {
-	Program string // program name in the object
-	Hook    string // e.g. "sock/inet_sock_set_state", "cgroup /sys/fs/cgroup/unified"
-	Attach  string // e.g. "tp_btf", "sockops", "iter"
-}
-
 // Tracer traces TCP connections with eBPF: it owns the loaded programs,
 // their links and maps, and the NetworkState of its clients.
 type Tracer struct {
@@ -120,6 +112,7 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 			"max_connections_state_buffered", cfg.MaxConnectionsStateBuffered, "needed", need)
 	}
 	support := KernelSupport()
+	cfg = cfg.clone() // what this kernel cannot do is switched off in the tracer's copy, not in the caller's
 	t := &Tracer{
 		cfg:        cfg,
 		logger:     logger,
@@ -216,209 +209,6 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 	return t, nil
 }
 
-func (t *Tracer) load() error {
-	spec, err := bpf.LoadConntrace()
-	if err != nil {
-		return fmt.Errorf("reading the embedded BPF object: %w", err)
-	}
-	if err := spec.Variables["udp_idle_ns"].Set(uint64(t.cfg.UDPConnTimeout.Nanoseconds())); err != nil {
-		return fmt.Errorf("setting udp_idle_ns: %w", err)
-	}
-	if err := spec.Variables["max_tracked"].Set(t.cfg.MaxTrackedConnections); err != nil {
-		return fmt.Errorf("setting max_tracked: %w", err)
-	}
-	version, err := CurrentKernelVersion()
-	if err != nil {
-		return err
-	}
-	for name, on := range map[string]bool{
-		"collect_ipv6": t.cfg.CollectIPv6Conns,
-		"collect_udp":  t.cfg.CollectUDPConns,
-		"dns_on":       t.cfg.DNSInspection,
-		// What the RTT callback passes (see conntrace.c): known from
-		// the version only.
-		"rtt_sample_arg": version >= kernelRTTSampleArg,
-	} {
-		flag := uint8(0) // the BPF side reads a __u8
-		if on {
-			flag = 1
-		}
-		if err := spec.Variables[name].Set(flag); err != nil {
-			return fmt.Errorf("setting %s: %w", name, err)
-		}
-	}
-	if t.readsUDPCookies() {
-		arg, params, err := recvmsgFlagsArg()
-		if err != nil {
-			return fmt.Errorf("the UDP %s programs need udp_recvmsg's arguments: %w", t.udpHook, err)
-		}
-		t.recvParams = params
-		if err := spec.Variables["recvmsg_flags_arg"].Set(arg); err != nil {
-			return fmt.Errorf("setting recvmsg_flags_arg: %w", err)
-		}
-	}
-	for _, name := range t.unusedPrograms() {
-		delete(spec.Programs, name)
-	}
-	spec.Maps["closed_conns"].MaxEntries = t.cfg.ClosedRingBufferBytes
-	spec.Maps["udp_flows"].MaxEntries = t.cfg.MaxTrackedConnections
-	tables, err := t.kernelFilters(spec)
-	if err != nil {
-		return err
-	}
-	opts := &ebpf.CollectionOptions{}
-	if t.cfg.BPFDebug {
-		opts.Programs.LogLevel = ebpf.LogLevelInstruction
-	}
-	coll, err := ebpf.NewCollectionWithOptions(spec, *opts)
-	if err != nil && t.udpHook != UDPHookTracepoint && t.udpHook != "" && t.cfg.UDPHook == UDPHookAuto {
-		// A fallback was chosen, not asked for: the next one, or
-		// without UDP; the tracer still runs.
-		hook, why, _ := chooseUDPHook(UDPHookAuto, t.support, t.udpHook)
-		level.Warn(t.logger).Log("msg", "the UDP "+t.udpHook+" programs did not load", "err", err, "next", hook, "why", why)
-		t.udpHook = hook
-		if hook == "" {
-			t.cfg.CollectUDPConns = false
-			if !t.cfg.CollectTCPConns {
-				return fmt.Errorf("nothing to trace: TCP is not possible on this kernel, and the UDP programs did not load: %w", err)
-			}
-		}
-		return t.load()
-	}
-	if err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return fmt.Errorf("the kernel's verifier refused a BPF program: %+v", ve)
-		}
-		return fmt.Errorf("loading the BPF programs and maps: %w", err)
-	}
-	err = assignLoaded(coll, &t.objs)
-	coll.Close() // closes only what was not handed over
-	if err != nil {
-		t.objs.Close()
-		return fmt.Errorf("taking the loaded BPF objects: %w", err)
-	}
-	if err := t.fillFilters(tables); err != nil {
-		t.objs.Close()
-		return err
-	}
-	return nil
-}
-
-// attached keeps l, to close with the tracer, and says what it attached.
-func (t *Tracer) attached(l link.Link, a Attachment) {
-	t.links = append(t.links, l)
-	t.attachments = append(t.attachments, a)
-}
-
-func (t *Tracer) attach(cgroupPath string) error {
-	tps := []struct {
-		prog *ebpf.Program
-		name string
-		hook string
-	}{
-		{t.objs.HandleSetState, "handle_set_state", "sock/inet_sock_set_state"},
-		{t.objs.HandleDestroySock, "handle_destroy_sock", "tcp/tcp_destroy_sock"},
-	}
-	for _, tp := range tps {
-		if tp.prog == nil {
-			continue // not loaded: no TCP, or no tcp_destroy_sock (a safety net only)
-		}
-		l, err := link.AttachTracing(link.TracingOptions{Program: tp.prog, AttachType: ebpf.AttachTraceRawTp})
-		if err != nil {
-			return fmt.Errorf("attaching %s to the BTF tracepoint %s: %w", tp.name, tp.hook, err)
-		}
-		t.attached(l, Attachment{Program: tp.name, Hook: tp.hook, Attach: "tp_btf"})
-	}
-	if t.cfg.CollectTCPConns {
-		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: ebpf.AttachCGroupSockOps, Program: t.objs.HandleSockops})
-		if err != nil {
-			return fmt.Errorf("attaching handle_sockops to the cgroup v2 root %s: %w", cgroupPath, err)
-		}
-		t.attached(l, Attachment{Program: "handle_sockops", Hook: "cgroup " + cgroupPath, Attach: "sockops"})
-	}
-
-	if t.cfg.CollectUDPConns {
-		if err := t.attachUDP(cgroupPath); err != nil {
-			return err
-		}
-	}
-
-	if t.cfg.DNSInspection {
-		// Egress first: an answer is read only for a query seen leaving.
-		if err := t.attachCgroup(cgroupPath, "cgroup_skb", []cgroupHook{
-			{t.objs.DnsEgress, "dns_egress", ebpf.AttachCGroupInetEgress, "egress"},
-			{t.objs.DnsIngress, "dns_ingress", ebpf.AttachCGroupInetIngress, "ingress"},
-		}); err != nil {
-			return err
-		}
-	}
-
-	if !t.cfg.CollectTCPConns {
-		return nil
-	}
-	prog, name, hook := t.objs.DumpConns, "dump_conns", "task_file (each scrape)"
-	if t.tcpIter == tcpIterTCP {
-		prog, name, hook = t.objs.DumpConnsTcp, "dump_conns_tcp", "tcp, in each network namespace (each scrape)"
-	}
-	it, err := link.AttachIter(link.IterOptions{Program: prog})
-	if err != nil {
-		return fmt.Errorf("attaching the iterator %s: %w", name, err)
-	}
-	t.dumpIter = it
-	t.attached(it, Attachment{Program: name, Hook: hook, Attach: "iter"})
-	return nil
-}
-
-// seed finds the connections that existed before start-up: a first pass over
-// every process's files records listeners, a second one tracks connections.
-// The tracepoints are already attached, so nothing opened meanwhile is missed.
-func (t *Tracer) seed() error {
-	passes := []struct {
-		prog       *ebpf.Program
-		name, hook string
-		eachNetns  bool
-	}{
-		{t.objs.SeedListeners, "seed_listeners", "task_file (once, at start-up)", false},
-		{t.objs.SeedConns, "seed_conns", "task_file (once, at start-up)", false},
-		{t.objs.SeedOwners, "seed_owners", "task_file (once, at start-up)", false},
-		{t.objs.SeedConnsTcp, "seed_conns_tcp", "tcp, in each network namespace (once, at start-up)", true},
-	}
-	for _, p := range passes {
-		if p.prog == nil {
-			continue // not this kernel's way, or no TCP
-		}
-		it, err := link.AttachIter(link.IterOptions{Program: p.prog})
-		if err != nil {
-			return fmt.Errorf("attaching the iterator %s: %w", p.name, err)
-		}
-		var buf bytes.Buffer
-		if p.eachNetns {
-			err = t.readEachNetns(it, &buf)
-		} else {
-			err = readIter(it, &buf)
-		}
-		it.Close()
-		if err != nil {
-			return fmt.Errorf("running the iterator %s: %w", p.name, err)
-		}
-		t.attachments = append(t.attachments, Attachment{Program: p.name, Hook: p.hook, Attach: "iter"})
-	}
-	return nil
-}
-
-// readEachNetns reads it in every network namespace (iter/tcp), and says
-// once when some cannot be entered: their connections are then reported
-// from their close records only.
-func (t *Tracer) readEachNetns(it *link.Iter, buf *bytes.Buffer) error {
-	refused, why, err := readIterInEachNetns(it, t.cfg.ProcRoot, buf)
-	if refused > 0 && !t.netnsWarned {
-		t.netnsWarned = true
-		level.Warn(t.logger).Log("msg", "some network namespaces cannot be entered (setns needs CAP_SYS_ADMIN): their TCP connections are counted from their close records only, not live", "namespaces", refused, "err", why)
-	}
-	return err
-}
-
 // DebugNetworkMaps returns the connections in the kernel now, without any
 // client state (the seed's debug view).
 func (t *Tracer) DebugNetworkMaps() (*Connections, error) {
@@ -431,67 +221,6 @@ func (t *Tracer) DebugNetworkMaps() (*Connections, error) {
 	}
 	t.translate(conns, now)
 	return &Connections{Conns: conns}, nil
-}
-
-// Stats returns the tracer's health.
-func (t *Tracer) Stats() Stats {
-	s := Stats{
-		TrackedConnectionsLimit: uint64(t.cfg.MaxTrackedConnections),
-		Lost:                    make(map[string]uint64, len(LostReasons)),
-	}
-	var v uint64
-	if t.objs.Tracked.Get(&v) == nil {
-		s.TrackedConnections = v
-	}
-	if t.objs.LostTrackedFull.Get(&v) == nil {
-		s.Lost[LostTrackedConnectionsFull] = v
-	}
-	if t.objs.LostUdpFlowsFull.Get(&v) == nil {
-		s.Lost[LostTrackedConnectionsFull] += v
-	}
-
-	if t.objs.LostUdpExpiring.Get(&v) == nil {
-		s.Lost[LostUDPFlowExpiring] = v
-	}
-	if t.objs.LostStorage.Get(&v) == nil {
-		s.Lost[LostSocketStorage] = v
-	}
-	if t.objs.LostRingBufferFull.Get(&v) == nil {
-		s.Lost[LostRingBufferFull] = v
-	}
-	s.Lost[LostDecodeError] = t.decode.Load()
-	if t.ct != nil {
-		t.natMu.Lock()
-		s.Lost[LostConntrackStateFull] = t.natFull
-		t.natMu.Unlock()
-		t.ctMu.Lock()
-		s.Lost[LostConntrackStateFull] += t.ct.full
-		s.Lost[LostConntrackError] = t.ct.errors
-		t.ctMu.Unlock()
-	}
-	t.mu.Lock()
-	if t.dns != nil {
-		st := t.dns.getStats()
-		s.Lost[LostDNSMalformed] = uint64(st[dnsMalformed] + st[dnsTruncated])
-		s.Lost[LostDNSCacheFull] = uint64(st[dnsCacheFull])
-	}
-	if t.objs.DnsUnsolicited.Get(&v) == nil {
-		s.DNSUnsolicited = v
-	}
-	if t.objs.LostDnsRingBufferFull.Get(&v) == nil {
-		s.Lost[LostDNSRingBufferFull] = v
-	}
-	s.Programs = t.ProgramStats()
-	s.Support = t.support
-	for _, p := range s.Programs {
-		s.Lost[LostRecursionMisses] += p.RecursionMisses
-	}
-	if probes, err := readKprobeProfile(t.cfg.KprobeProfile); err == nil {
-		s.Probes = probes
-	}
-	s.TrackedUDPFlows = uint64(t.udp.flows) // as of the last read
-	t.mu.Unlock()
-	return s
 }
 
 // Attachments lists the attached programs.
@@ -526,35 +255,6 @@ func (t *Tracer) Close() error {
 	return errors.Join(errs...)
 }
 
-// cgroupHook is a program to attach to the cgroup v2 root.
-type cgroupHook struct {
-	prog   *ebpf.Program
-	name   string
-	attach ebpf.AttachType
-	hook   string // as said in Attachment.Hook
-}
-
-// attachCgroup attaches hooks to cgroupPath, as programs of kind.
-func (t *Tracer) attachCgroup(cgroupPath, kind string, hooks []cgroupHook) error {
-	for _, h := range hooks {
-		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: h.attach, Program: h.prog})
-		if err != nil {
-			return fmt.Errorf("attaching %s to the cgroup v2 root %s (%s %s): %w", h.name, cgroupPath, kind, h.hook, err)
-		}
-		t.attached(l, Attachment{Program: h.name, Hook: "cgroup " + cgroupPath + " " + h.hook, Attach: kind})
-	}
-	return nil
-}
-
-// ktimeNow is the kernel's bpf_ktime_get_ns clock (CLOCK_MONOTONIC) now.
-func ktimeNow() uint64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		panic(fmt.Sprintf("CLOCK_MONOTONIC: %v", err)) // cannot fail on Linux
-	}
-	return uint64(ts.Nano())
-}
-
 // keep says whether a connection is reported: DNS to a loopback resolver
 // only with CollectLocalDNS, and the filters when they are applied in user
 // space (otherwise the kernel never tracked a filtered one).
@@ -573,28 +273,3 @@ func (t *Tracer) ReverseDNS() ReverseDNS {
 	}
 	return t.dns
 }
-
-// syncPorts keeps the port mapping current: the TCP listeners the kernel
-// programs track, and the ports of UDP flows of bound sockets. Callers hold
-// t.mu.
-func (t *Tracer) syncPorts(conns []ConnectionStats) {
-	if t.ports == nil {
-		return
-	}
-	listeners := map[PortKey]struct{}{}
-	var k bpf.ConntraceListenerKey
-	var v bpf.ConntraceListener
-	it := t.objs.Listeners.Iterate()
-	for it.Next(&k, &v) {
-		listeners[PortKey{NetNS: k.Netns, Port: k.Port, Type: TCP}] = struct{}{}
-	}
-	t.ports.syncKernel(listeners)
-	for i := range conns {
-		if c := &conns[i]; c.Type == UDP && c.ServerSide {
-			t.ports.AddMapping(PortKey{NetNS: c.NetNS, Port: c.SPort, Type: UDP})
-		}
-	}
-}
-
-// PortMapping returns the listening ports of every network namespace.
-func (t *Tracer) PortMapping() *PortMapping { return t.ports }

@@ -40,22 +40,20 @@ func benchConns(n, labelSets int) *tracer.Connections {
 		r := i % labelSets
 		c := &out.Conns[i]
 		*c = tracer.ConnectionStats{
-			Key:                  tracer.ConnKey{Cookie: uint64(i)},
-			Type:                 tracer.TCP,
-			Family:               tracer.AFINET,
-			Direction:            tracer.OUTGOING,
-			Source:               netip.MustParseAddr("10.0.0.1"),
-			SPort:                uint16(32768 + i%28000),
-			Dest:                 netip.AddrFrom4([4]byte{10, 1, byte(r >> 8), byte(r)}),
-			DPort:                443,
-			Established:          true,
-			StartEpoch:           1,
-			MonotonicSentBytes:   1000,
-			MonotonicRecvBytes:   2000,
-			MonotonicRetransmits: 1,
+			Key:         tracer.ConnKey{Cookie: uint64(i)},
+			Type:        tracer.TCP,
+			Family:      tracer.AFINET,
+			Direction:   tracer.OUTGOING,
+			Source:      netip.MustParseAddr("10.0.0.1"),
+			SPort:       uint16(32768 + i%28000),
+			Dest:        netip.AddrFrom4([4]byte{10, 1, byte(r >> 8), byte(r)}),
+			DPort:       443,
+			Established: true,
+			StartEpoch:  1,
+			Monotonic:   tracer.Counters{SentBytes: 1000, RecvBytes: 2000, Retransmits: 1},
 		}
-		c.MonotonicRTT.Buckets[10] = 3
-		c.MonotonicRTT.SumMicros = 3000
+		c.Monotonic.RTT.Buckets[10] = 3
+		c.Monotonic.RTT.SumMicros = 3000
 	}
 	return out
 }

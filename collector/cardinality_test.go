@@ -142,9 +142,9 @@ func TestLabelSelection(t *testing.T) {
 	traffic := func() {
 		for i, c := range conns {
 			src.update(c.Key, func(c *tracer.ConnectionStats) {
-				c.MonotonicSentBytes += uint64(10 * (i + 1))
+				c.Monotonic.SentBytes += uint64(10 * (i + 1))
 				if c.Type == tracer.TCP {
-					c.MonotonicRetransmits++
+					c.Monotonic.Retransmits++
 				}
 			})
 		}
@@ -257,7 +257,7 @@ func TestAddressGroups(t *testing.T) {
 	mustScrape(t, h, "a")
 	for i := range 20 {
 		c := conn(uint64(i+1), tracer.TCP, tracer.OUTGOING, "172.16.0.1:40000", fmt.Sprintf("10.1.0.%d:443", i+1))
-		c.MonotonicSentBytes = 5
+		c.Monotonic.SentBytes = 5
 		src.set(c)
 	}
 	s := mustScrape(t, h, "a")
@@ -286,7 +286,7 @@ func TestUDPHasNoTCPMetrics(t *testing.T) {
 	mustScrape(t, h, "a")
 	mustScrape(t, hPort, "b")
 	for _, k := range []tracer.ConnKey{udpIn.Key, udpNone.Key, tcp.Key} {
-		src.update(k, func(c *tracer.ConnectionStats) { c.MonotonicSentBytes += 10; c.MonotonicRecvBytes += 20 })
+		src.update(k, func(c *tracer.ConnectionStats) { c.Monotonic.SentBytes += 10; c.Monotonic.RecvBytes += 20 })
 	}
 
 	s := mustScrape(t, h, "a")
@@ -334,8 +334,8 @@ func TestMaxSeriesOverflow(t *testing.T) {
 	}
 	for i := 1; i <= 5; i++ {
 		c := peer(uint64(i), i)
-		c.MonotonicSentBytes = uint64(i)
-		c.MonotonicRetransmits = 1
+		c.Monotonic.SentBytes = uint64(i)
+		c.Monotonic.Retransmits = 1
 		src.set(c)
 	}
 	over := ls{"overflow", "overflow", "overflow", "overflow", "overflow"}
@@ -361,7 +361,7 @@ func TestMaxSeriesOverflow(t *testing.T) {
 
 	// More traffic on the same connections: not counted again.
 	for i := 1; i <= 5; i++ {
-		src.update(tracer.ConnKey{Cookie: uint64(i)}, func(c *tracer.ConnectionStats) { c.MonotonicSentBytes += 100 })
+		src.update(tracer.ConnKey{Cookie: uint64(i)}, func(c *tracer.ConnectionStats) { c.Monotonic.SentBytes += 100 })
 	}
 	// Peer 1's connection closes: its label set keeps its series, and a
 	// new connection to it counts there, not in the overflow series.
@@ -438,7 +438,7 @@ func TestProcessNamedOverflow(t *testing.T) {
 	mustScrape(t, h, "a")
 	for i, comm := range []string{"curl", "overflow", "wget"} {
 		c := conn(uint64(i+1), tracer.TCP, tracer.OUTGOING, "10.0.0.1:40000", "192.0.2.1:443")
-		c.Comm, c.MonotonicSentBytes = comm, 10
+		c.Comm, c.Monotonic.SentBytes = comm, 10
 		src.set(c)
 	}
 	s := mustScrape(t, h, "a")
@@ -643,30 +643,30 @@ func runConservation(t *testing.T, rng *rand.Rand, labels Labels, groups Address
 			}
 			if !c.Established {
 				if c.Type == tracer.TCP {
-					c.MonotonicRetransmits++ // SYN retransmissions
+					c.Monotonic.Retransmits++ // SYN retransmissions
 					total.retrans++
 				}
 				return
 			}
 			s, r := uint64(rng.IntN(5000)), uint64(rng.IntN(5000))
-			c.MonotonicSentBytes += s
-			c.MonotonicRecvBytes += r
+			c.Monotonic.SentBytes += s
+			c.Monotonic.RecvBytes += r
 			total.sent += s
 			total.recv += r
 			if c.Type != tracer.TCP {
 				return
 			}
 			re := uint32(rng.IntN(3))
-			c.MonotonicRetransmits += re
+			c.Monotonic.Retransmits += re
 			total.retrans += uint64(re)
 			sg := re + uint32(rng.IntN(10))
-			c.MonotonicSentSegments += sg
+			c.Monotonic.SentSegments += sg
 			total.segs += uint64(sg)
 			for range rng.IntN(4) {
 				b := rng.IntN(tracer.NumRTTBuckets)
 				v := uint64(1) << b / 2
-				c.MonotonicRTT.Buckets[b]++
-				c.MonotonicRTT.SumMicros += v
+				c.Monotonic.RTT.Buckets[b]++
+				c.Monotonic.RTT.SumMicros += v
 				total.rtt[b]++
 				total.rttSum += v
 			}
@@ -840,12 +840,12 @@ func TestCardinalityIssueScenario(t *testing.T) {
 			}
 			sent, recv := uint64(rng.IntN(100_000)), uint64(rng.IntN(100_000))
 			src.update(m.key, func(c *tracer.ConnectionStats) {
-				c.MonotonicSentBytes += sent
-				c.MonotonicRecvBytes += recv
+				c.Monotonic.SentBytes += sent
+				c.Monotonic.RecvBytes += recv
 				if c.Type == tracer.TCP {
-					c.MonotonicRetransmits += 1
-					c.MonotonicRTT.Buckets[10+round]++
-					c.MonotonicRTT.SumMicros += 1000 << round
+					c.Monotonic.Retransmits += 1
+					c.Monotonic.RTT.Buckets[10+round]++
+					c.Monotonic.RTT.SumMicros += 1000 << round
 					total.retrans++
 					total.rtt[10+round]++
 					total.rttSum += 1000 << round

@@ -30,7 +30,7 @@ func TestGuessedClientIDTakesNoDeltas(t *testing.T) {
 	c := conn(1, tracer.TCP, tracer.OUTGOING, "10.0.0.1:40000", "192.0.2.1:443")
 	src.set(c)
 	scrapeFrom(t, h, "prometheus-a", "10.1.0.1:40000")
-	src.update(c.Key, func(c *tracer.ConnectionStats) { c.MonotonicSentBytes = 500 })
+	src.update(c.Key, func(c *tracer.ConnectionStats) { c.Monotonic.SentBytes = 500 })
 	stolen := scrapeFrom(t, h, "prometheus-a", "10.9.9.9:50000")
 	if got := stolen.sum("conntrace_sent_bytes_total", ""); got != 0 {
 		t.Errorf("the guesser got %v bytes, want 0 (a new client)", got)

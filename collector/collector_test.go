@@ -71,7 +71,7 @@ func TestPortAndDirection(t *testing.T) {
 	mustScrape(t, h, "c")
 	for i := range 50 {
 		c := conn(uint64(100+i), tracer.TCP, tracer.INCOMING, "10.0.0.1:22", fmt.Sprintf("192.0.2.7:%d", 40000+i))
-		c.MonotonicRecvBytes = 10
+		c.Monotonic.RecvBytes = 10
 		src.set(c)
 	}
 	s := mustScrape(t, h, "c")
@@ -183,12 +183,12 @@ func TestRTTHistogramExposition(t *testing.T) {
 	src.set(c)
 	mustScrape(t, h, "rtt")
 	src.update(c.Key, func(c *tracer.ConnectionStats) {
-		c.MonotonicRTT.Buckets[0] = 1  // 1µs
-		c.MonotonicRTT.Buckets[2] = 1  // 3µs
-		c.MonotonicRTT.Buckets[4] = 1  // 9..16µs
-		c.MonotonicRTT.Buckets[24] = 1 // (8.4s, 16.8s]
-		c.MonotonicRTT.Buckets[26] = 2 // > 33.5s
-		c.MonotonicRTT.SumMicros = 1 + 3 + 10 + 10_000_000 + 2*40_000_000
+		c.Monotonic.RTT.Buckets[0] = 1  // 1µs
+		c.Monotonic.RTT.Buckets[2] = 1  // 3µs
+		c.Monotonic.RTT.Buckets[4] = 1  // 9..16µs
+		c.Monotonic.RTT.Buckets[24] = 1 // (8.4s, 16.8s]
+		c.Monotonic.RTT.Buckets[26] = 2 // > 33.5s
+		c.Monotonic.RTT.SumMicros = 1 + 3 + 10 + 10_000_000 + 2*40_000_000
 	})
 	s := mustScrape(t, h, "rtt")
 	l := ls{"tcp", "ipv4", "outgoing", "192.0.2.1", "443"}
@@ -231,7 +231,7 @@ func TestTwoClientsInterleaved(t *testing.T) {
 		opened++
 		for k := range active {
 			n := uint64(round*7 + int(k))
-			src.update(tracer.ConnKey{Cookie: k}, func(c *tracer.ConnectionStats) { c.MonotonicSentBytes += n })
+			src.update(tracer.ConnKey{Cookie: k}, func(c *tracer.ConnectionStats) { c.Monotonic.SentBytes += n })
 			sent += n
 		}
 		if round%3 == 2 {
@@ -278,7 +278,7 @@ func TestConcurrentScrapes(t *testing.T) {
 	for g := range 8 {
 		wg.Go(func() {
 			for range 20 {
-				src.update(c.Key, func(c *tracer.ConnectionStats) { c.MonotonicSentBytes += 3 })
+				src.update(c.Key, func(c *tracer.ConnectionStats) { c.Monotonic.SentBytes += 3 })
 				scrape(t, h, []string{"a", "b"}[g%2])
 			}
 		})
@@ -301,7 +301,7 @@ func TestNewClientResets(t *testing.T) {
 	src.set(c)
 	src.set(gone)
 	mustScrape(t, h, "a")
-	src.update(c.Key, func(c *tracer.ConnectionStats) { c.MonotonicSentBytes += 100 })
+	src.update(c.Key, func(c *tracer.ConnectionStats) { c.Monotonic.SentBytes += 100 })
 	src.close(gone.Key)
 	l := ls{"tcp", "ipv4", "outgoing", "192.0.2.1", "443"}
 	lGone := ls{"tcp", "ipv4", "outgoing", "192.0.2.99", "80"}
@@ -312,7 +312,7 @@ func TestNewClientResets(t *testing.T) {
 	s.get(t, lGone.of("conntrace_sent_bytes_total"))
 
 	h.e.state.RemoveClient(cid("a"))
-	src.update(c.Key, func(c *tracer.ConnectionStats) { c.MonotonicSentBytes += 50 })
+	src.update(c.Key, func(c *tracer.ConnectionStats) { c.Monotonic.SentBytes += 50 })
 	s = mustScrape(t, h, "a") // NewClient: no delta, series restart
 	if got := s.get(t, l.of("conntrace_sent_bytes_total")); got != 0 {
 		t.Errorf("after NewClient: sent = %v, want 0", got)
@@ -320,7 +320,7 @@ func TestNewClientResets(t *testing.T) {
 	if _, ok := s[lGone.of("conntrace_sent_bytes_total")]; ok {
 		t.Errorf("after NewClient: the old label set %v is still served", lGone)
 	}
-	src.update(c.Key, func(c *tracer.ConnectionStats) { c.MonotonicSentBytes += 7 })
+	src.update(c.Key, func(c *tracer.ConnectionStats) { c.Monotonic.SentBytes += 7 })
 	if got := mustScrape(t, h, "a").get(t, l.of("conntrace_sent_bytes_total")); got != 7 {
 		t.Errorf("sent = %v, want 7", got)
 	}
@@ -333,7 +333,7 @@ func TestLabelSetsPersist(t *testing.T) {
 	h := NewHandler(src, WithExporterMetrics(false))
 	mustScrape(t, h, "a")
 	c := conn(1, tracer.TCP, tracer.OUTGOING, "10.0.0.1:40000", "192.0.2.1:443")
-	c.MonotonicSentBytes = 10
+	c.Monotonic.SentBytes = 10
 	src.set(c)
 	l := ls{"tcp", "ipv4", "outgoing", "192.0.2.1", "443"}
 	if got := mustScrape(t, h, "a").get(t, l.of("conntrace_connections")); got != 1 {
@@ -390,13 +390,13 @@ func TestClientExpiry(t *testing.T) {
 	c := conn(1, tracer.TCP, tracer.OUTGOING, "10.0.0.1:40000", "192.0.2.1:443")
 	src.set(c)
 	mustScrape(t, h, "c")
-	src.update(c.Key, func(c *tracer.ConnectionStats) { c.MonotonicSentBytes += 5 })
+	src.update(c.Key, func(c *tracer.ConnectionStats) { c.Monotonic.SentBytes += 5 })
 	l := ls{"tcp", "ipv4", "outgoing", "192.0.2.1", "443"}
 	if got := mustScrape(t, h, "c").get(t, l.of("conntrace_sent_bytes_total")); got != 5 {
 		t.Fatalf("sent = %v, want 5", got)
 	}
 	clock.advance(time.Minute + time.Second)
-	src.update(c.Key, func(c *tracer.ConnectionStats) { c.MonotonicSentBytes += 5 })
+	src.update(c.Key, func(c *tracer.ConnectionStats) { c.Monotonic.SentBytes += 5 })
 	if got := mustScrape(t, h, "c").get(t, l.of("conntrace_sent_bytes_total")); got != 0 {
 		t.Errorf("sent after expiry = %v, want 0 (a new client)", got)
 	}

@@ -30,14 +30,14 @@ func TestFailedScrapeRestartsClient(t *testing.T) {
 	src.set(a)
 	src.set(b)
 	mustScrape(t, h, "c")
-	src.update(a.Key, func(c *tracer.ConnectionStats) { c.MonotonicSentBytes = 100 })
-	src.update(b.Key, func(c *tracer.ConnectionStats) { c.MonotonicSentBytes = 200 })
+	src.update(a.Key, func(c *tracer.ConnectionStats) { c.Monotonic.SentBytes = 100 })
+	src.update(b.Key, func(c *tracer.ConnectionStats) { c.Monotonic.SentBytes = 200 })
 	s := mustScrape(t, h, "c")
 	if got := s.sum("conntrace_sent_bytes_total", ""); got != 300 {
 		t.Fatalf("sent bytes before the failure = %v, want 300", got)
 	}
 
-	src.update(a.Key, func(c *tracer.ConnectionStats) { c.MonotonicSentBytes = 1100 })
+	src.update(a.Key, func(c *tracer.ConnectionStats) { c.Monotonic.SentBytes = 1100 })
 	// The label set of a connection is made once, when the state first
 	// sees it: a new connection to the failing peer fails the scrape.
 	armed.Store(true)
@@ -60,7 +60,7 @@ func TestFailedScrapeRestartsClient(t *testing.T) {
 	if got := s.get(t, `conntrace_lost_total{reason="scrape_failed"}`); got != 1 {
 		t.Errorf(`lost_total{reason="scrape_failed"} = %v, want 1`, got)
 	}
-	src.update(b.Key, func(c *tracer.ConnectionStats) { c.MonotonicSentBytes = 250 })
+	src.update(b.Key, func(c *tracer.ConnectionStats) { c.Monotonic.SentBytes = 250 })
 	s = mustScrape(t, h, "c")
 	if got := s.sum("conntrace_sent_bytes_total", ""); got != 50 {
 		t.Errorf("sent bytes after the restart and 50 more = %v, want 50", got)

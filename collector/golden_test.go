@@ -40,30 +40,30 @@ func goldenScenario(src *fakeSource) (next func()) {
 	c7 := conn(7, tracer.TCP, tracer.LOCAL, "127.0.0.1:45000", "127.0.0.1:9090")
 	c8 := conn(8, tracer.UDP, tracer.INCOMING, "10.0.0.1:53", "192.0.2.77:41000")
 	for i, c := range []tracer.ConnectionStats{c1, c3, c4, c6, c7, c8} {
-		c.MonotonicSentBytes = 123456 // before the client's first scrape: never counted
+		c.Monotonic.SentBytes = 123456 // before the client's first scrape: never counted
 		c.Pid, c.Comm, c.NetNS = uint32(1000+i%2), []string{"curl", "named"}[i%2], 4026531840
 		src.set(c)
 	}
 
 	return func() {
 		src.update(c1.Key, func(c *tracer.ConnectionStats) {
-			c.MonotonicSentBytes += 1000
-			c.MonotonicRecvBytes += 5000
-			c.MonotonicRetransmits += 2
-			c.MonotonicSentSegments += 7
-			c.MonotonicRTT.Buckets[0] += 1  // <= 1µs
-			c.MonotonicRTT.Buckets[3] += 1  // <= 8µs
-			c.MonotonicRTT.Buckets[10] += 3 // <= 1.024ms
-			c.MonotonicRTT.Buckets[24] += 1 // <= 16.777216s
-			c.MonotonicRTT.Buckets[25] += 1 // > 2^24µs: +Inf only
-			c.MonotonicRTT.SumMicros += 1 + 7 + 3*1000 + 16_000_000 + 20_000_000
+			c.Monotonic.SentBytes += 1000
+			c.Monotonic.RecvBytes += 5000
+			c.Monotonic.Retransmits += 2
+			c.Monotonic.SentSegments += 7
+			c.Monotonic.RTT.Buckets[0] += 1  // <= 1µs
+			c.Monotonic.RTT.Buckets[3] += 1  // <= 8µs
+			c.Monotonic.RTT.Buckets[10] += 3 // <= 1.024ms
+			c.Monotonic.RTT.Buckets[24] += 1 // <= 16.777216s
+			c.Monotonic.RTT.Buckets[25] += 1 // > 2^24µs: +Inf only
+			c.Monotonic.RTT.SumMicros += 1 + 7 + 3*1000 + 16_000_000 + 20_000_000
 		})
 		// A second connection to the same service: same label set. It
 		// opens and closes between the scrapes.
 		c2 := conn(2, tracer.TCP, tracer.OUTGOING, "10.0.0.1:40001", "192.0.2.10:443")
-		c2.MonotonicSentBytes, c2.MonotonicRecvBytes = 200, 300
-		c2.MonotonicRTT.Buckets[9] = 2
-		c2.MonotonicRTT.SumMicros = 2 * 400
+		c2.Monotonic.SentBytes, c2.Monotonic.RecvBytes = 200, 300
+		c2.Monotonic.RTT.Buckets[9] = 2
+		c2.Monotonic.RTT.SumMicros = 2 * 400
 		c2.Pid, c2.Comm, c2.NetNS = 1000, "curl", 4026531840
 		src.set(c2)
 		src.close(c2.Key)
@@ -74,20 +74,20 @@ func goldenScenario(src *fakeSource) (next func()) {
 		src.set(c5)
 		src.close(c5.Key)
 		src.update(c3.Key, func(c *tracer.ConnectionStats) {
-			c.MonotonicSentBytes += 70
-			c.MonotonicRecvBytes += 7000
+			c.Monotonic.SentBytes += 70
+			c.Monotonic.RecvBytes += 7000
 		})
-		src.update(c4.Key, func(c *tracer.ConnectionStats) { c.MonotonicRecvBytes += 44 })
+		src.update(c4.Key, func(c *tracer.ConnectionStats) { c.Monotonic.RecvBytes += 44 })
 		src.update(c6.Key, func(c *tracer.ConnectionStats) {
-			c.MonotonicSentBytes += 60
-			c.MonotonicRecvBytes += 600
+			c.Monotonic.SentBytes += 60
+			c.Monotonic.RecvBytes += 600
 		})
 		src.update(c8.Key, func(c *tracer.ConnectionStats) {
-			c.MonotonicSentBytes += 80
-			c.MonotonicRecvBytes += 40
+			c.Monotonic.SentBytes += 80
+			c.Monotonic.RecvBytes += 40
 		})
 		// The local connection closes: its label set stays, gauge 0.
-		src.update(c7.Key, func(c *tracer.ConnectionStats) { c.MonotonicSentBytes += 1 })
+		src.update(c7.Key, func(c *tracer.ConnectionStats) { c.Monotonic.SentBytes += 1 })
 		src.close(c7.Key)
 		src.stats = tracer.Stats{
 			TrackedConnections:      4,

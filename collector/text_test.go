@@ -35,7 +35,7 @@ func TestTextMatchesRegistry(t *testing.T) {
 			for i, comm := range []string{`a"b`, `back\slash`, "new\nline", "bad\xffutf8", "overflow", "a b", "a"} {
 				c := conn(uint64(100+i), tracer.TCP, tracer.OUTGOING, "10.0.0.1:41000", "192.0.2.50:9000")
 				c.Comm = comm
-				c.MonotonicSentBytes = uint64(1000 * (i + 1))
+				c.Monotonic.SentBytes = uint64(1000 * (i + 1))
 				src.set(c)
 			}
 			src.names = map[netip.Addr][]string{

@@ -17,7 +17,7 @@ func TestInvalidUTF8ProcessName(t *testing.T) {
 	mustScrape(t, h, "c")
 	c := conn(1, tracer.TCP, tracer.OUTGOING, "10.0.0.1:40000", "192.0.2.1:443")
 	c.Comm = "caf\xc3" // "café" cut inside its last character
-	c.MonotonicSentBytes = 1234
+	c.Monotonic.SentBytes = 1234
 	src.set(c)
 	for i := range 2 { // the second scrape too: nothing poisoned
 		code, body := scrape(t, h, "c")

@@ -27,7 +27,7 @@ func closedBatch(n, peers int, cookie uint64) []tracer.ConnectionStats {
 			Key: tracer.ConnKey{Cookie: cookie + uint64(i)}, Type: tracer.TCP, Direction: tracer.OUTGOING,
 			Source: netip.MustParseAddr("10.0.0.1"), Dest: netip.AddrFrom4([4]byte{10, 1, byte(p >> 8), byte(p)}),
 			SPort: 40000, DPort: 443, Established: true, Closed: true,
-			MonotonicSentBytes: 100, MonotonicRecvBytes: 100, MonotonicSentSegments: 2,
+			Monotonic:  tracer.Counters{SentBytes: 100, RecvBytes: 100, SentSegments: 2},
 			StartEpoch: 1_000_000, LastUpdateEpoch: 2_000_000,
 		}
 	}

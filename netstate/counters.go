@@ -38,23 +38,16 @@ func (c *Counters) Add(o *Counters) {
 }
 
 // baseline is what a client had seen of a connection older than the client
-// at its first scrape: the connection's monotonic counters then, in the
-// kernel's widths (a third of Counters' size: one per connection alive at a
-// client's first scrape).
+// at its first scrape: the connection's counters then, in the kernel's
+// widths (half of Counters' size: one per connection alive at a client's
+// first scrape).
 type baseline struct {
-	sent, recv     uint64
-	retrans, segs  uint32
-	opened, closed bool
-	failed         bool
-	rtt            tracer.RTTHistogram
+	c                      tracer.Counters
+	opened, closed, failed bool
 }
 
 func baselineOf(c *tracer.ConnectionStats) baseline {
-	b := baseline{
-		sent: c.MonotonicSentBytes, recv: c.MonotonicRecvBytes,
-		retrans: c.MonotonicRetransmits, segs: c.MonotonicSentSegments,
-		rtt: c.MonotonicRTT,
-	}
+	b := baseline{c: c.Monotonic}
 	b.opened, b.closed, b.failed = c.Lifecycle()
 	return b
 }
@@ -70,27 +63,32 @@ func bit(b bool) uint64 {
 // of it). A counter below its baseline means the kernel's entry was replaced
 // (a stats reset): it counts whole, and reset is true.
 func since(c *tracer.ConnectionStats, b *baseline) (d Counters, reset bool) {
-	sub := func(v, base uint64) uint64 {
-		if v < base {
+	m, reset := c.Monotonic.Sub(&b.c, true)
+	d.addConn(&m)
+	sub := func(v, base bool) uint64 {
+		if !v && base {
 			reset = true
-			return v
 		}
-		return v - base
+		return bit(v) - min(bit(v), bit(base))
 	}
 	opened, closed, failed := c.Lifecycle()
-	d.Sent = sub(c.MonotonicSentBytes, b.sent)
-	d.Recv = sub(c.MonotonicRecvBytes, b.recv)
-	d.Retransmits = sub(uint64(c.MonotonicRetransmits), uint64(b.retrans))
-	d.Segments = sub(uint64(c.MonotonicSentSegments), uint64(b.segs))
-	d.Opened = sub(bit(opened), bit(b.opened))
-	d.Closed = sub(bit(closed), bit(b.closed))
-	d.Failed = sub(bit(failed), bit(b.failed))
-	for i, v := range c.MonotonicRTT.Buckets {
-		d.RTT[i] = sub(uint64(v), uint64(b.rtt.Buckets[i]))
-		d.RTTCount += d.RTT[i]
-	}
-	d.RTTSumMicros = sub(c.MonotonicRTT.SumMicros, b.rtt.SumMicros)
+	d.Opened = sub(opened, b.opened)
+	d.Closed = sub(closed, b.closed)
+	d.Failed = sub(failed, b.failed)
 	return d, reset
+}
+
+// addConn adds one connection's counters into c, widened.
+func (c *Counters) addConn(m *tracer.Counters) {
+	c.Sent += m.SentBytes
+	c.Recv += m.RecvBytes
+	c.Retransmits += uint64(m.Retransmits)
+	c.Segments += uint64(m.SentSegments)
+	for i, v := range m.RTT.Buckets {
+		c.RTT[i] += uint64(v)
+		c.RTTCount += uint64(v)
+	}
+	c.RTTSumMicros += m.RTT.SumMicros
 }
 
 // ends returns only the connection's end: its closing or failure, without

@@ -44,7 +44,7 @@ func (f *fakeTracer) open(cookie uint64, sent, recv uint64) tracer.ConnectionSta
 		Key: tracer.ConnKey{Cookie: cookie}, Type: tracer.TCP, Direction: tracer.OUTGOING,
 		Source: netip.MustParseAddr("10.0.0.1"), Dest: netip.AddrFrom4([4]byte{10, 0, 1, byte(cookie)}),
 		SPort: 40000, DPort: 443, Established: true,
-		MonotonicSentBytes: sent, MonotonicRecvBytes: recv,
+		Monotonic: tracer.Counters{SentBytes: sent, RecvBytes: recv},
 	}
 	c.StartEpoch = f.tick()
 	c.LastUpdateEpoch = c.StartEpoch
@@ -61,8 +61,8 @@ func (f *fakeTracer) add(cookie uint64, sent, recv uint64) {
 	if !ok {
 		panic(fmt.Sprintf("no active connection %d", cookie))
 	}
-	c.MonotonicSentBytes += sent
-	c.MonotonicRecvBytes += recv
+	c.Monotonic.SentBytes += sent
+	c.Monotonic.RecvBytes += recv
 	c.LastUpdateEpoch = f.tick()
 	f.active[k] = c
 }

@@ -151,7 +151,7 @@ func TestDroppedConnectionKeepsItsCounts(t *testing.T) {
 	}
 	// Back, rebased (the tracer's known: counts from what was reported).
 	f.mu.Lock()
-	c := tracer.ConnectionStats{Key: tracer.ConnKey{Cookie: 1}, Type: tracer.TCP, Established: true, Preexisting: true, MonotonicSentBytes: 5}
+	c := tracer.ConnectionStats{Key: tracer.ConnKey{Cookie: 1}, Type: tracer.TCP, Established: true, Preexisting: true, Monotonic: tracer.Counters{SentBytes: 5}}
 	c.StartEpoch, c.LastUpdateEpoch = 1, f.tick()
 	f.active[c.Key] = c
 	f.mu.Unlock()
@@ -173,7 +173,7 @@ func TestCounterBelowBaselineCountsWhole(t *testing.T) {
 	scrape(t, st, "a")
 	f.mu.Lock()
 	c := f.active[tracer.ConnKey{Cookie: 1}]
-	c.MonotonicSentBytes = 30
+	c.Monotonic.SentBytes = 30
 	f.active[c.Key] = c
 	f.mu.Unlock()
 	if got := scrape(t, st, "a").of(1).Sent; got != 30 {
@@ -535,8 +535,8 @@ func TestFailuresAndRTT(t *testing.T) {
 	f.open(2, 0, 0)
 	f.mu.Lock()
 	c = f.active[tracer.ConnKey{Cookie: 2}]
-	c.MonotonicRTT.Buckets[10] = 3
-	c.MonotonicRTT.SumMicros = 3000
+	c.Monotonic.RTT.Buckets[10] = 3
+	c.Monotonic.RTT.SumMicros = 3000
 	f.active[c.Key] = c
 	f.mu.Unlock()
 	v := scrape(t, st, "a")
@@ -545,8 +545,8 @@ func TestFailuresAndRTT(t *testing.T) {
 	}
 	f.mu.Lock()
 	c = f.active[tracer.ConnKey{Cookie: 2}]
-	c.MonotonicRTT.Buckets[10] = 5
-	c.MonotonicRTT.SumMicros = 5000
+	c.Monotonic.RTT.Buckets[10] = 5
+	c.Monotonic.RTT.SumMicros = 5000
 	f.active[c.Key] = c
 	f.mu.Unlock()
 	f.close(2)
@@ -565,7 +565,7 @@ func TestReusedSocketIsTwoConnections(t *testing.T) {
 	f.open(1, 10, 0)
 	f.close(1)
 	f.mu.Lock()
-	c := tracer.ConnectionStats{Key: tracer.ConnKey{Cookie: 1, Generation: 1}, Type: tracer.TCP, Established: true, MonotonicSentBytes: 5}
+	c := tracer.ConnectionStats{Key: tracer.ConnKey{Cookie: 1, Generation: 1}, Type: tracer.TCP, Established: true, Monotonic: tracer.Counters{SentBytes: 5}}
 	c.StartEpoch = f.tick()
 	c.LastUpdateEpoch = c.StartEpoch
 	f.active[c.Key] = c
@@ -700,7 +700,7 @@ func TestLabelSetFixedAtFirstSight(t *testing.T) {
 	c := f.open(1, 0, 0)
 	f.mu.Lock()
 	c.IPTranslation = &tracer.IPTranslation{ReplSrcIP: netip.MustParseAddr("192.168.9.9")}
-	c.MonotonicSentBytes = 500
+	c.Monotonic.SentBytes = 500
 	f.active[c.Key] = c
 	f.mu.Unlock()
 	f.open(2, 0, 0)
@@ -801,8 +801,8 @@ func TestUnlistedOlderConnectionCountsAtClose(t *testing.T) {
 	delete(f.active, c.Key) // not listed: no file holds it
 	f.mu.Unlock()
 	scrape(t, st, "a")
-	c.MonotonicRecvBytes = 2000
-	c.MonotonicSentBytes = 55
+	c.Monotonic.RecvBytes = 2000
+	c.Monotonic.SentBytes = 55
 	c.Closed = true
 	c.LastUpdateEpoch = f.KTime()
 	st.Closed([]tracer.ConnectionStats{c})

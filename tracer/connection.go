@@ -74,38 +74,6 @@ func (d ConnectionDirection) String() string {
 	return "none"
 }
 
-// NumRTTBuckets is the number of log2 RTT buckets the kernel keeps per
-// connection. Bucket i counts samples s (in µs) with 2^(i-1) < s <= 2^i;
-// bucket 0 counts s <= 1µs and the last bucket everything above 2^(N-2)µs.
-const NumRTTBuckets = 32
-
-// RTTBucketUpperBoundMicros is the inclusive upper bound of bucket i in µs.
-// The last bucket is unbounded (+Inf).
-func RTTBucketUpperBoundMicros(i int) uint64 { return uint64(1) << uint(i) }
-
-// RTTHistogram holds RTT samples: non-cumulative log2 buckets and the sum.
-type RTTHistogram struct {
-	Buckets   [NumRTTBuckets]uint32
-	SumMicros uint64
-}
-
-// Count is the number of samples in the histogram.
-func (h *RTTHistogram) Count() uint64 {
-	var n uint64
-	for _, b := range h.Buckets {
-		n += uint64(b)
-	}
-	return n
-}
-
-// Add adds o into h.
-func (h *RTTHistogram) Add(o *RTTHistogram) {
-	for i := range h.Buckets {
-		h.Buckets[i] += o.Buckets[i]
-	}
-	h.SumMicros += o.SumMicros
-}
-
 // ConnKey identifies one connection for its whole life: the kernel's socket
 // cookie, and a generation that changes when a socket is reused for a new
 // connection (connect(AF_UNSPEC) then connect again keeps the cookie).
@@ -117,16 +85,15 @@ type ConnKey struct {
 func (k ConnKey) String() string { return fmt.Sprintf("%d/%d", k.Cookie, k.Generation) }
 
 // ConnectionStats stores statistics for a single connection. The field names
-// follow the seed: Monotonic* are the totals since the tracer first saw the
-// connection, Last* the change since the previous call of the same client.
+// follow the seed; its per-client Last* are netstate's job (per label set,
+// not per connection).
 type ConnectionStats struct {
 	Source netip.Addr
 	Dest   netip.Addr
 
-	MonotonicSentBytes uint64
-	LastSentBytes      uint64
-	MonotonicRecvBytes uint64
-	LastRecvBytes      uint64
+	// Monotonic are the connection's counters since the tracer first saw
+	// it.
+	Monotonic Counters
 
 	// LastUpdateEpoch is when these values were read, in nanoseconds of
 	// CLOCK_MONOTONIC (the kernel's bpf_ktime_get_ns).
@@ -134,35 +101,9 @@ type ConnectionStats struct {
 	// StartEpoch is when the tracer first saw the connection (CLOCK_MONOTONIC ns).
 	StartEpoch uint64
 
-	MonotonicRetransmits uint32
-	LastRetransmits      uint32
-	// SentSegments counts TCP data segments sent, retransmissions
-	// included (TCP_INFO's tcpi_data_segs_out): the denominator of a
-	// retransmit ratio.
-	MonotonicSentSegments uint32
-	LastSentSegments      uint32
-
 	// RTT and RTTVar are the kernel's smoothed RTT and mean deviation, in µs.
 	RTT    uint32
 	RTTVar uint32
-
-	// MonotonicRTT holds one RTT sample per round trip of this connection
-	// since the tracer saw it open (the sockops RTT callback runs once per
-	// round trip, not for every sample the kernel takes; before Linux 6.10
-	// it is the smoothed RTT at that moment); LastRTT the samples since the
-	// last call.
-	MonotonicRTT RTTHistogram
-	LastRTT      RTTHistogram
-
-	// Lifecycle counters (0 or 1 per connection) that go through the same
-	// per-client delta machinery as bytes, so that each client counts each
-	// opening, closing and failure exactly once.
-	MonotonicOpened uint32
-	LastOpened      uint32
-	MonotonicClosed uint32
-	LastClosed      uint32
-	MonotonicFailed uint32
-	LastFailed      uint32
 
 	Pid   uint32
 	Comm  string
@@ -271,19 +212,6 @@ func (c *ConnectionStats) Lifecycle() (opened, closed, failed bool) {
 	return false, false, false
 }
 
-// SetLifecycle sets the lifecycle counters (MonotonicOpened, Closed,
-// Failed) from Lifecycle.
-func (c *ConnectionStats) SetLifecycle() {
-	opened, closed, failed := c.Lifecycle()
-	b := func(v bool) uint32 {
-		if v {
-			return 1
-		}
-		return 0
-	}
-	c.MonotonicOpened, c.MonotonicClosed, c.MonotonicFailed = b(opened), b(closed), b(failed)
-}
-
 // ByteKey returns the seed's binary key of the connection:
 //
 //	32b PID | 16b SPORT | 16b DPORT | 4b family | 4b type | src addr | dst addr
@@ -354,14 +282,13 @@ func ConnectionSummary(c ConnectionStats, names map[netip.Addr][]string) string 
 		}
 		return a.String()
 	}
-	s := fmt.Sprintf("[%s] [PID: %d] [%s:%d ⇄ %s:%d] (%s) %s sent (+%s), %s received (+%s)",
+	s := fmt.Sprintf("[%s] [PID: %d] [%s:%d ⇄ %s:%d] (%s) %s sent, %s received",
 		strings.ToUpper(c.Type.String()), c.Pid,
 		addr(c.Source), c.SPort, addr(c.Dest), c.DPort, c.Direction,
-		humanize.Bytes(c.MonotonicSentBytes), humanize.Bytes(c.LastSentBytes),
-		humanize.Bytes(c.MonotonicRecvBytes), humanize.Bytes(c.LastRecvBytes))
+		humanize.Bytes(c.Monotonic.SentBytes), humanize.Bytes(c.Monotonic.RecvBytes))
 	if c.Type == TCP {
-		s += fmt.Sprintf(", %d retransmits (+%d), RTT %s (± %s)",
-			c.MonotonicRetransmits, c.LastRetransmits,
+		s += fmt.Sprintf(", %d retransmits, RTT %s (± %s)",
+			c.Monotonic.Retransmits,
 			time.Duration(c.RTT)*time.Microsecond, time.Duration(c.RTTVar)*time.Microsecond)
 	}
 	return s

@@ -14,9 +14,9 @@ func sampleConn() ConnectionStats {
 		Source: netip.MustParseAddr("198.18.0.1"), Dest: netip.MustParseAddr("198.18.0.2"),
 		SPort: 40000, DPort: 443, Pid: 1234, NetNS: 4026531840,
 		Type: TCP, Family: AFINET, Direction: OUTGOING,
-		Key:                ConnKey{Cookie: 99, Generation: 2},
-		MonotonicSentBytes: 2048, LastSentBytes: 1024, MonotonicRecvBytes: 10, LastRecvBytes: 10,
-		MonotonicRetransmits: 3, LastRetransmits: 1, RTT: 250, RTTVar: 40,
+		Key:       ConnKey{Cookie: 99, Generation: 2},
+		Monotonic: Counters{SentBytes: 2048, RecvBytes: 10, Retransmits: 3},
+		RTT:       250, RTTVar: 40,
 	}
 }
 
@@ -65,7 +65,7 @@ func TestBeautifyKeyRejectsGarbage(t *testing.T) {
 func TestConnectionSummary(t *testing.T) {
 	c := sampleConn()
 	got := c.String()
-	want := "[TCP] [PID: 1234] [198.18.0.1:40000 ⇄ 198.18.0.2:443] (outgoing) 2.0 kB sent (+1.0 kB), 10 B received (+10 B), 3 retransmits (+1), RTT 250µs (± 40µs)"
+	want := "[TCP] [PID: 1234] [198.18.0.1:40000 ⇄ 198.18.0.2:443] (outgoing) 2.0 kB sent, 10 B received, 3 retransmits, RTT 250µs (± 40µs)"
 	if got != want {
 		t.Errorf("String() =\n%q, want\n%q", got, want)
 	}

@@ -51,7 +51,7 @@ func TestDNATShortLivedConnection(t *testing.T) {
 	for range conns {
 		exchangeTo(t, p, ln, "198.18.0.100:80", 100, 10, false)
 	}
-	var closed []ConnectionStats
+	var closed []viewConn
 	deadline := time.Now().Add(5 * time.Second)
 	for len(closed) < conns && time.Now().Before(deadline) {
 		got, err := tr.GetActiveConnections(t.Name())
@@ -69,8 +69,8 @@ func TestDNATShortLivedConnection(t *testing.T) {
 		t.Fatalf("%d closed connections to %s reported in 5s, want %d", len(closed), vip, conns)
 	}
 	for _, c := range closed {
-		if c.NATRemote() != p.Server4 || c.LastSentBytes != 100 {
-			t.Errorf("closed connection %s: NAT remote %s, sent %d; want %s, 100", c.Key, c.NATRemote(), c.LastSentBytes, p.Server4)
+		if c.NATRemote() != p.Server4 || c.Last.SentBytes != 100 {
+			t.Errorf("closed connection %s: NAT remote %s, sent %d; want %s, 100", c.Key, c.NATRemote(), c.Last.SentBytes, p.Server4)
 		}
 	}
 }

@@ -65,7 +65,7 @@ func TestLoopbackIsLocal(t *testing.T) {
 			t.Errorf("%s: direction %s, server side %v, service port %d, intra-host %v; want local, %v, %d, true",
 				c, c.Direction, c.ServerSide, c.ServicePort(), c.IntraHost, server, port)
 		}
-		if want := uint64(4321); (server && c.MonotonicRecvBytes != want) || (!server && c.MonotonicSentBytes != want) {
+		if want := uint64(4321); (server && c.Monotonic.RecvBytes != want) || (!server && c.Monotonic.SentBytes != want) {
 			t.Errorf("%s: bytes not exact", c)
 		}
 	}

@@ -213,9 +213,9 @@ func (t *Tracer) settle(batch []ConnectionStats, raws []bpf.ConntraceConnRecord,
 // recordCounters writes c's counters back into its record r: what known
 // changed (clamped, or rebased: counters, RTT, preexisting).
 func recordCounters(r *bpf.ConntraceConnRecord, c *ConnectionStats) {
-	r.SentBytes, r.RecvBytes = c.MonotonicSentBytes, c.MonotonicRecvBytes
-	r.Retransmits, r.SentSegments = c.MonotonicRetransmits, c.MonotonicSentSegments
-	r.RttBuckets, r.RttSumUs = c.MonotonicRTT.Buckets, c.MonotonicRTT.SumMicros
+	m := &c.Monotonic
+	r.SentBytes, r.RecvBytes, r.Retransmits, r.SentSegments = m.SentBytes, m.RecvBytes, m.Retransmits, m.SentSegments
+	r.RttBuckets, r.RttSumUs = m.RTT.Buckets, m.RTT.SumMicros
 	if c.Preexisting {
 		r.Flags |= connPreexisting
 	}

@@ -94,19 +94,19 @@ func (o *observer) poll() bool {
 	for i := range conns.Conns {
 		c := &conns.Conns[i]
 		for name, e := range o.ends {
-			if !e.match(c) {
+			if !e.match(&c.ConnectionStats) {
 				continue
 			}
 			tt := o.tot[name]
-			tt.sent += c.LastSentBytes
-			tt.recv += c.LastRecvBytes
-			tt.retrans += uint64(c.LastRetransmits)
-			tt.segs += uint64(c.LastSentSegments)
+			tt.sent += c.Last.SentBytes
+			tt.recv += c.Last.RecvBytes
+			tt.retrans += uint64(c.Last.Retransmits)
+			tt.segs += uint64(c.Last.SentSegments)
 			tt.opened += uint64(c.LastOpened)
 			tt.closed += uint64(c.LastClosed)
 			tt.failed += uint64(c.LastFailed)
-			tt.rttCount += c.LastRTT.Count()
-			tt.rttSumMicros += c.LastRTT.SumMicros
+			tt.rttCount += c.Last.RTT.Count()
+			tt.rttSumMicros += c.Last.RTT.SumMicros
 			tt.lastRTT, tt.lastRTTVar = c.RTT, c.RTTVar
 			tt.conns[c.Key] = true
 			tt.pids[c.Pid] = true

@@ -11,15 +11,14 @@ var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 // mkConn returns an established TCP connection with the given cookie and totals.
 func mkConn(cookie uint64, sent, recv uint64) ConnectionStats {
 	return ConnectionStats{
-		Source:             netip.MustParseAddr("10.0.0.1"),
-		Dest:               netip.MustParseAddr("10.0.0.2"),
-		SPort:              40000,
-		DPort:              443,
-		Key:                ConnKey{Cookie: cookie},
-		MonotonicSentBytes: sent,
-		MonotonicRecvBytes: recv,
-		Established:        true,
-		Direction:          OUTGOING,
+		Source:      netip.MustParseAddr("10.0.0.1"),
+		Dest:        netip.MustParseAddr("10.0.0.2"),
+		SPort:       40000,
+		DPort:       443,
+		Key:         ConnKey{Cookie: cookie},
+		Monotonic:   Counters{SentBytes: sent, RecvBytes: recv},
+		Established: true,
+		Direction:   OUTGOING,
 	}
 }
 
@@ -33,11 +32,11 @@ func startedAt(c ConnectionStats, epoch uint64) ConnectionStats {
 type last struct{ Sent, Recv, Opened, Closed uint64 }
 
 func (l *last) add(c *ConnectionStats) {
-	c.SetLifecycle()
-	l.Sent += c.MonotonicSentBytes
-	l.Recv += c.MonotonicRecvBytes
-	l.Opened += uint64(c.MonotonicOpened)
-	l.Closed += uint64(c.MonotonicClosed)
+	opened, closed, _ := c.Lifecycle()
+	l.Sent += c.Monotonic.SentBytes
+	l.Recv += c.Monotonic.RecvBytes
+	l.Opened += uint64(bit32(opened))
+	l.Closed += uint64(bit32(closed))
 }
 
 // knownFlow runs known the way the tracer does (see readActive and
@@ -101,7 +100,7 @@ func TestOrphanPastTimeoutCountedOnce(t *testing.T) {
 	f.read() // orphaned: reported with its last values
 	f.now = f.now.Add(2 * time.Minute)
 	f.read() // past the timeout: forgotten
-	c.MonotonicSentBytes = 1500
+	c.Monotonic.SentBytes = 1500
 	f.closed(c)
 	f.now = f.now.Add(time.Second)
 	f.read()
@@ -119,9 +118,9 @@ func TestAcceptedPastTimeoutCountedOnce(t *testing.T) {
 	f.read(c)
 	f.now = f.now.Add(2 * time.Minute)
 	f.read() // waiting in the accept queue: forgotten
-	c.MonotonicRecvBytes = 400
+	c.Monotonic.RecvBytes = 400
 	f.read(c) // accepted: a reader visits it again
-	c.MonotonicRecvBytes = 450
+	c.Monotonic.RecvBytes = 450
 	f.closed(c)
 	f.read()
 	if want := (last{Recv: 450, Opened: 1, Closed: 1}); f.sum != want {
@@ -136,9 +135,9 @@ func TestAcceptedPastTimeoutCountedOnce(t *testing.T) {
 func TestClosedEntryNotEvictedDuringRead(t *testing.T) {
 	now := time.Now()
 	k := newKnown(2)
-	z := ConnectionStats{Key: ConnKey{Cookie: 1}, MonotonicSentBytes: 1}
-	x := ConnectionStats{Key: ConnKey{Cookie: 2}, MonotonicSentBytes: 500}
-	y := ConnectionStats{Key: ConnKey{Cookie: 3}, MonotonicSentBytes: 9}
+	z := ConnectionStats{Key: ConnKey{Cookie: 1}, Monotonic: Counters{SentBytes: 1}}
+	x := ConnectionStats{Key: ConnKey{Cookie: 2}, Monotonic: Counters{SentBytes: 500}}
+	y := ConnectionStats{Key: ConnKey{Cookie: 3}, Monotonic: Counters{SentBytes: 9}}
 	k.beginRead()
 	k.live(&z, now)
 	k.endRead(nil, now, time.Minute)

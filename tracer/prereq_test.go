@@ -63,19 +63,19 @@ func TestKnownKeepsCountersMonotonicAndCompletesReads(t *testing.T) {
 	k := newKnown(100)
 	now := time.Unix(1000, 0)
 	key := ConnKey{Cookie: 7}
-	c := ConnectionStats{Key: key, MonotonicSentBytes: 100, MonotonicRecvBytes: 50, MonotonicRetransmits: 2}
+	c := ConnectionStats{Key: key, Monotonic: Counters{SentBytes: 100, RecvBytes: 50, Retransmits: 2}}
 	k.beginRead()
 	k.live(&c, now)
 	// A racing live read comes out one byte low: reported as before.
-	low := ConnectionStats{Key: key, MonotonicSentBytes: 99, MonotonicRecvBytes: 50, MonotonicRetransmits: 2}
+	low := ConnectionStats{Key: key, Monotonic: Counters{SentBytes: 99, RecvBytes: 50, Retransmits: 2}}
 	k.beginRead()
-	if !k.live(&low, now) || low.MonotonicSentBytes != 100 {
-		t.Fatalf("low read reported %d, want 100", low.MonotonicSentBytes)
+	if !k.live(&low, now) || low.Monotonic.SentBytes != 100 {
+		t.Fatalf("low read reported %d, want 100", low.Monotonic.SentBytes)
 	}
 	// Not visited by the next read: its last values complete the read.
 	k.beginRead()
 	conns, expired := k.endRead(nil, now.Add(time.Second), time.Minute)
-	if len(conns) != 1 || conns[0].MonotonicSentBytes != 100 || k.m[key].expired || len(expired) != 0 {
+	if len(conns) != 1 || conns[0].Monotonic.SentBytes != 100 || k.m[key].expired || len(expired) != 0 {
 		t.Fatalf("unvisited connection: got %v, expired %v (%v)", conns, k.m[key].expired, expired)
 	}
 	// Past the timeout it is no longer reported, marked expired, and
@@ -85,15 +85,15 @@ func TestKnownKeepsCountersMonotonicAndCompletesReads(t *testing.T) {
 	if len(conns) != 0 || len(k.m) != 1 || !k.m[key].expired {
 		t.Fatalf("after timeout: got %v, entry %+v", conns, k.m[key])
 	}
-	if len(expired) != 1 || expired[0].MonotonicSentBytes != 100 || expired[0].Closed {
+	if len(expired) != 1 || expired[0].Monotonic.SentBytes != 100 || expired[0].Closed {
 		t.Fatalf("after timeout: expired %v, want the connection with its last values, not closed", expired)
 	}
 	// A closed connection never comes back from a stale live read: one
 	// whose iterator ran before the close.
 	k.startRead()
-	k.closed(&ConnectionStats{Key: key, MonotonicSentBytes: 120}, now)
+	k.closed(&ConnectionStats{Key: key, Monotonic: Counters{SentBytes: 120}}, now)
 	k.beginRead()
-	if k.live(&ConnectionStats{Key: key, MonotonicSentBytes: 110}, now) {
+	if k.live(&ConnectionStats{Key: key, Monotonic: Counters{SentBytes: 110}}, now) {
 		t.Fatal("stale live read of a closed connection accepted")
 	}
 	// That read over, the entry goes: no later read can see the socket
@@ -103,7 +103,7 @@ func TestKnownKeepsCountersMonotonicAndCompletesReads(t *testing.T) {
 		t.Error("the closed connection's entry outlived the read")
 	}
 	// Closed with no read in flight: not kept at all.
-	c2 := ConnectionStats{Key: ConnKey{Cookie: 8}, MonotonicSentBytes: 5}
+	c2 := ConnectionStats{Key: ConnKey{Cookie: 8}, Monotonic: Counters{SentBytes: 5}}
 	k.beginRead()
 	k.live(&c2, now)
 	k.endRead(nil, now, time.Minute)

@@ -80,20 +80,19 @@ func (t *Tracer) readUDP(conns []ConnectionStats, ktimeNow uint64) ([]Connection
 
 func (t *Tracer) udpStats(k *bpf.ConntraceUdpKey, v *bpf.ConntraceUdpFlow, closed bool) ConnectionStats {
 	c := ConnectionStats{
-		MonotonicSentBytes: v.SentBytes,
-		MonotonicRecvBytes: v.RecvBytes,
-		LastUpdateEpoch:    v.LastNs,
-		StartEpoch:         v.StartNs,
-		Pid:                v.Pid,
-		Comm:               t.comms.get(v.Comm),
-		NetNS:              v.Netns,
-		SPort:              v.Sport,
-		DPort:              k.Rport,
-		Type:               UDP,
-		Key:                ConnKey{Cookie: udpKeyBit | v.Id},
-		Established:        true,
-		Closed:             closed,
-		Direction:          NONE,
+		Monotonic:       Counters{SentBytes: v.SentBytes, RecvBytes: v.RecvBytes},
+		LastUpdateEpoch: v.LastNs,
+		StartEpoch:      v.StartNs,
+		Pid:             v.Pid,
+		Comm:            t.comms.get(v.Comm),
+		NetNS:           v.Netns,
+		SPort:           v.Sport,
+		DPort:           k.Rport,
+		Type:            UDP,
+		Key:             ConnKey{Cookie: udpKeyBit | v.Id},
+		Established:     true,
+		Closed:          closed,
+		Direction:       NONE,
 	}
 	if v.Direction == dirIncoming {
 		c.Direction = INCOMING

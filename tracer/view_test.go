@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -12,6 +13,23 @@ import (
 // and the stream of what leaves) against the truth per connection, with
 // the simplest bookkeeping there is. The exporter's per-client state, which
 // folds per label set, is netstate's, tested on its own and end to end.
+
+// viewConn is a connection as one test client sees it: with Last, the
+// change since the client's previous call (the seed's Last* fields), and
+// its lifecycle's.
+type viewConn struct {
+	ConnectionStats
+	Last                               Counters
+	LastOpened, LastClosed, LastFailed uint32
+}
+
+// viewConns is what GetActiveConnections returns (the seed's Connections,
+// with Last).
+type viewConns struct {
+	Conns     []viewConn
+	DNS       map[netip.Addr][]string
+	NewClient bool
+}
 
 // viewer is one test client.
 type viewer struct {
@@ -45,7 +63,7 @@ func (vs *viewers) Clients() int {
 var testViewers sync.Map // *Tracer -> *viewers
 
 // GetActiveConnections returns clientID's view (tests only, see above).
-func (t *Tracer) GetActiveConnections(clientID string) (*Connections, error) {
+func (t *Tracer) GetActiveConnections(clientID string) (*viewConns, error) {
 	vsAny, loaded := testViewers.LoadOrStore(t, &viewers{m: map[string]*viewer{}})
 	vs := vsAny.(*viewers)
 	if !loaded {
@@ -80,32 +98,33 @@ func (t *Tracer) GetActiveConnections(clientID string) (*Connections, error) {
 	for _, c := range left {
 		gone[c.Key] = true
 	}
-	out := &Connections{NewClient: first}
-	for _, c := range snap.Conns {
-		if gone[c.Key] {
+	out := &viewConns{NewClient: first}
+	for _, sc := range snap.Conns {
+		if gone[sc.Key] {
 			continue // left during the read: its record reports it
 		}
-		c.SetLifecycle()
+		c := viewConn{ConnectionStats: sc}
 		if prev, ok := v.seen[c.Key]; ok {
 			setLast(&c, &prev)
 		} else if !first {
 			setLast(&c, &ConnectionStats{})
 		}
-		v.seen[c.Key] = c
+		v.seen[c.Key] = sc
 		out.Conns = append(out.Conns, c)
 	}
-	for _, c := range left {
-		if c.LastUpdateEpoch < v.admit {
+	for _, lc := range left {
+		if lc.LastUpdateEpoch < v.admit {
 			continue // left before the client came
 		}
-		c.SetLifecycle()
+		c := viewConn{ConnectionStats: lc}
 		prev, ok := v.seen[c.Key]
 		switch {
 		case ok:
 			setLast(&c, &prev)
 		case c.StartEpoch < v.admit && (first || c.LastUpdateEpoch <= v.first):
 			// Older than the client, gone before its read: only its end.
-			c.LastClosed, c.LastFailed = c.MonotonicClosed, c.MonotonicFailed
+			_, closed, failed := c.Lifecycle()
+			c.LastClosed, c.LastFailed = bit32(closed), bit32(failed)
 		default:
 			setLast(&c, &ConnectionStats{})
 		}
@@ -113,35 +132,33 @@ func (t *Tracer) GetActiveConnections(clientID string) (*Connections, error) {
 		out.Conns = append(out.Conns, c)
 	}
 	if t.dns != nil {
-		out.DNS = t.dns.resolve(out.Conns, time.Now())
+		conns := make([]ConnectionStats, len(out.Conns))
+		for i := range out.Conns {
+			conns[i] = out.Conns[i].ConnectionStats
+		}
+		out.DNS = t.dns.resolve(conns, time.Now())
 	}
 	return out, nil
 }
 
-// setLast sets c's Last* to its Monotonic* minus prev's (a counter below
-// prev's counts whole).
-func setLast(c, prev *ConnectionStats) {
-	sub64 := func(a, b uint64) uint64 {
-		if a < b {
-			return a
+// setLast sets c's Last to its Monotonic minus prev's (a counter below
+// prev's counts whole), and its lifecycle's.
+func setLast(c *viewConn, prev *ConnectionStats) {
+	c.Last, _ = c.Monotonic.Sub(&prev.Monotonic, true)
+	sub := func(a, b bool) uint32 {
+		if a && !b {
+			return 1
 		}
-		return a - b
+		return 0
 	}
-	sub32 := func(a, b uint32) uint32 {
-		if a < b {
-			return a
-		}
-		return a - b
+	opened, closed, failed := c.Lifecycle()
+	pOpened, pClosed, pFailed := prev.Lifecycle()
+	c.LastOpened, c.LastClosed, c.LastFailed = sub(opened, pOpened), sub(closed, pClosed), sub(failed, pFailed)
+}
+
+func bit32(b bool) uint32 {
+	if b {
+		return 1
 	}
-	c.LastSentBytes = sub64(c.MonotonicSentBytes, prev.MonotonicSentBytes)
-	c.LastRecvBytes = sub64(c.MonotonicRecvBytes, prev.MonotonicRecvBytes)
-	c.LastRetransmits = sub32(c.MonotonicRetransmits, prev.MonotonicRetransmits)
-	c.LastSentSegments = sub32(c.MonotonicSentSegments, prev.MonotonicSentSegments)
-	c.LastOpened = sub32(c.MonotonicOpened, prev.MonotonicOpened)
-	c.LastClosed = sub32(c.MonotonicClosed, prev.MonotonicClosed)
-	c.LastFailed = sub32(c.MonotonicFailed, prev.MonotonicFailed)
-	for i, b := range c.MonotonicRTT.Buckets {
-		c.LastRTT.Buckets[i] = sub32(b, prev.MonotonicRTT.Buckets[i])
-	}
-	c.LastRTT.SumMicros = sub64(c.MonotonicRTT.SumMicros, prev.MonotonicRTT.SumMicros)
+	return 0
 }

@@ -46,7 +46,7 @@ func main() {
 		debugAddr = kingpin.Flag("debug.listen-address", "Address of the debug endpoints (pprof, expvar, /debug/net_state, /debug/net_maps), plain HTTP; empty: off. They show every connection of the host: bind them to localhost.").
 				Default("").String()
 		toolkitFlags   = kingpinflag.AddFlags(kingpin.CommandLine, ":9476")
-		cfg            = collector.AddTracerFlags(kingpin.CommandLine)
+		cfg            = tracer.AddFlags(kingpin.CommandLine)
 		collectorFlags = collector.AddCollectorFlags(kingpin.CommandLine)
 	)
 	kingpin.CommandLine.Name = name
@@ -58,7 +58,7 @@ func main() {
 		os.Exit(2)
 	}
 	collectorOpts, msgs := collectorFlags.Options()
-	msgs = append(collector.TracerConfigErrors(cfg), msgs...)
+	msgs = append(tracer.FlagErrors(cfg.Validate()), msgs...)
 	if msgs != nil {
 		for _, m := range msgs {
 			kingpin.Errorf("%s", m)
@@ -103,7 +103,7 @@ func main() {
 
 	t, err := tracer.New(cfg, logger)
 	if err != nil {
-		level.Error(logger).Log("msg", "Cannot start the tracer", "err", collector.TracerStartError(err))
+		level.Error(logger).Log("msg", "Cannot start the tracer", "err", strings.Join(tracer.FlagErrors(err), "\n"))
 		os.Exit(1)
 	}
 	for _, a := range t.Attachments() {

@@ -5,7 +5,6 @@ package tracer
 
 import (
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 )
@@ -116,7 +115,7 @@ var udpHookWhy = map[string]string{
 func chooseUDPHook(want string, caps []Capability, failed string) (hook, why string, err error) {
 	if need, forced := udpHookNeeds[want]; forced {
 		if missing := lacking(caps, need.caps...); len(missing) > 0 {
-			return "", "", fmt.Errorf("UDPHook %s: %s: %s", want, need.without, strings.Join(missing, "; "))
+			return "", "", &FieldError{Field: "UDPHook", Value: want, Msg: need.without + ": " + strings.Join(missing, "; ")}
 		}
 		return want, "asked for (--tracer.udp-hook=" + want + ")", nil
 	}

@@ -3,6 +3,8 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -133,59 +135,102 @@ func (c *Config) clone() *Config {
 // UDP flows.
 func (c *Config) StateNeeded() int { return 2 * int(c.MaxTrackedConnections) }
 
-// Validate checks every field and names the first one out of range.
+// FieldError is a problem with one Config field. Validate, and tracer.New
+// for a setting the kernel cannot honour, return them (Validate joins one
+// per bad field with errors.Join), so that a caller can name its own
+// setting for the field (FlagErrors names the flag) without reading the
+// message.
+type FieldError struct {
+	// Field is the name of the Config field.
+	Field string
+	// Value is the field's value as the message shows it, printed with %v
+	// after the field name; nil: the message shows none.
+	Value any
+	// Msg says what is wrong; Err, if not nil, is the cause, after Msg.
+	Msg string
+	Err error
+}
+
+// Error reads "Field Value: Msg: Err", without the parts that are empty:
+// "MaxClients 0: must be at least 1", "ProcRoot: must not be empty".
+func (e *FieldError) Error() string { return e.Field + e.rest() }
+
+// rest is the message after the field name.
+func (e *FieldError) rest() string {
+	var b strings.Builder
+	if e.Value != nil {
+		fmt.Fprintf(&b, " %v", e.Value)
+	}
+	if e.Msg != "" {
+		b.WriteString(": " + e.Msg)
+	}
+	if e.Err != nil {
+		b.WriteString(": " + e.Err.Error())
+	}
+	return b.String()
+}
+
+// Unwrap returns the cause, if any.
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// Validate checks every field and returns one *FieldError per field out of
+// range, joined with errors.Join; nil if all are valid.
 func (c *Config) Validate() error {
 	var errs []error
+	bad := func(field string, value any, msg string) {
+		errs = append(errs, &FieldError{Field: field, Value: value, Msg: msg})
+	}
 	if c.TCPConnTimeout < time.Second {
-		errs = append(errs, fmt.Errorf("TCPConnTimeout %s: must be at least 1s", c.TCPConnTimeout))
+		bad("TCPConnTimeout", c.TCPConnTimeout, "must be at least 1s")
 	}
 	if c.UDPConnTimeout < time.Second {
-		errs = append(errs, fmt.Errorf("UDPConnTimeout %s: must be at least 1s", c.UDPConnTimeout))
+		bad("UDPConnTimeout", c.UDPConnTimeout, "must be at least 1s")
 	}
 	switch c.UDPHook {
 	case UDPHookAuto, UDPHookTracepoint, UDPHookFentry, UDPHookKprobe:
 	default:
-		errs = append(errs, fmt.Errorf("UDPHook %q: must be %q, %q, %q or %q", c.UDPHook, UDPHookAuto, UDPHookTracepoint, UDPHookFentry, UDPHookKprobe))
+		// Quoted: an empty or odd value stays visible.
+		bad("UDPHook", strconv.Quote(c.UDPHook), fmt.Sprintf("must be %q, %q, %q or %q", UDPHookAuto, UDPHookTracepoint, UDPHookFentry, UDPHookKprobe))
 	}
 	if c.MaxTrackedConnections < 1 || c.MaxTrackedConnections > 1<<24 {
-		errs = append(errs, fmt.Errorf("MaxTrackedConnections %d: must be between 1 and %d", c.MaxTrackedConnections, 1<<24))
+		bad("MaxTrackedConnections", c.MaxTrackedConnections, fmt.Sprintf("must be between 1 and %d", 1<<24))
 	}
 	if c.MaxClosedConnectionsBuffered < 1 {
-		errs = append(errs, fmt.Errorf("MaxClosedConnectionsBuffered %d: must be at least 1", c.MaxClosedConnectionsBuffered))
+		bad("MaxClosedConnectionsBuffered", c.MaxClosedConnectionsBuffered, "must be at least 1")
 	}
 	if c.MaxConnectionsStateBuffered < 1 {
-		errs = append(errs, fmt.Errorf("MaxConnectionsStateBuffered %d: must be at least 1", c.MaxConnectionsStateBuffered))
+		bad("MaxConnectionsStateBuffered", c.MaxConnectionsStateBuffered, "must be at least 1")
 	}
 	if c.ClientStateExpiry < time.Second {
-		errs = append(errs, fmt.Errorf("ClientStateExpiry %s: must be at least 1s", c.ClientStateExpiry))
+		bad("ClientStateExpiry", c.ClientStateExpiry, "must be at least 1s")
 	}
 	if c.MaxClients < 1 {
-		errs = append(errs, fmt.Errorf("MaxClients %d: must be at least 1", c.MaxClients))
+		bad("MaxClients", c.MaxClients, "must be at least 1")
 	}
 	if c.ConntrackMaxStateSize < 1 {
-		errs = append(errs, fmt.Errorf("ConntrackMaxStateSize %d: must be at least 1", c.ConntrackMaxStateSize))
+		bad("ConntrackMaxStateSize", c.ConntrackMaxStateSize, "must be at least 1")
 	}
 	if c.ConntrackInterval < 100*time.Millisecond {
-		errs = append(errs, fmt.Errorf("ConntrackInterval %s: must be at least 100ms", c.ConntrackInterval))
+		bad("ConntrackInterval", c.ConntrackInterval, "must be at least 100ms")
 	}
 	if c.DNSCacheSize < 1 {
-		errs = append(errs, fmt.Errorf("DNSCacheSize %d: must be at least 1", c.DNSCacheSize))
+		bad("DNSCacheSize", c.DNSCacheSize, "must be at least 1")
 	}
 	if c.DNSCacheBytes < 4096 {
-		errs = append(errs, fmt.Errorf("DNSCacheBytes %d: must be at least 4096", c.DNSCacheBytes))
+		bad("DNSCacheBytes", c.DNSCacheBytes, "must be at least 4096")
 	}
 	if c.DNSCacheTTL < time.Second {
-		errs = append(errs, fmt.Errorf("DNSCacheTTL %s: must be at least 1s", c.DNSCacheTTL))
+		bad("DNSCacheTTL", c.DNSCacheTTL, "must be at least 1s")
 	}
 	if c.ProcRoot == "" {
-		errs = append(errs, errors.New("ProcRoot: must not be empty"))
+		bad("ProcRoot", nil, "must not be empty")
 	}
 	rb := c.ClosedRingBufferBytes
 	if rb < 4096 || rb&(rb-1) != 0 {
-		errs = append(errs, fmt.Errorf("ClosedRingBufferBytes %d: must be a power of two of at least 4096", rb))
+		bad("ClosedRingBufferBytes", rb, "must be a power of two of at least 4096")
 	}
 	if !c.CollectTCPConns && !c.CollectUDPConns {
-		errs = append(errs, errors.New("CollectTCPConns: is false and so is CollectUDPConns: nothing would be traced"))
+		bad("CollectTCPConns", nil, "is false and so is CollectUDPConns: nothing would be traced")
 	}
 	return errors.Join(errs...)
 }

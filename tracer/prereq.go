@@ -35,7 +35,7 @@ func checkPrerequisites(cfg *Config) (string, error) {
 	}
 	if cfg.CgroupPath != "" {
 		if err := checkCgroup2(cfg.CgroupPath); err != nil {
-			return "", fmt.Errorf("--tracer.cgroup-path %s: %w", cfg.CgroupPath, err)
+			return "", &FieldError{Field: "CgroupPath", Value: cfg.CgroupPath, Err: err}
 		}
 		return cfg.CgroupPath, nil
 	}

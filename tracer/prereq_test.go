@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -42,6 +43,9 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		err := cfg.Validate()
 		if err == nil || !strings.HasPrefix(err.Error(), field) {
 			t.Errorf("%s out of range: error %v, want one starting with the field name", field, err)
+		}
+		if fe := (*FieldError)(nil); !errors.As(err, &fe) || fe.Field != field {
+			t.Errorf("%s out of range: error %#v, want a *FieldError of that field", field, err)
 		}
 	}
 	if err := NewDefaultConfig().Validate(); err != nil {

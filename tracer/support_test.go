@@ -342,8 +342,14 @@ func TestChooseUDPHook(t *testing.T) {
 			t.Errorf("%s: hook %q, want %q", name, hook, c.hook)
 		}
 		if c.errPart != "" {
-			if err == nil || !strings.Contains(err.Error(), c.errPart) || !strings.Contains(err.Error(), "UDPHook") {
+			if err == nil || !strings.Contains(err.Error(), c.errPart) || !strings.HasPrefix(err.Error(), "UDPHook "+c.want+": ") {
 				t.Errorf("%s: error %v, want one naming UDPHook and %q", name, err, c.errPart)
+			}
+			// A FieldError, for the flag layer to name the flag.
+			if fe, ok := err.(*FieldError); !ok || fe.Field != "UDPHook" || fe.Value != c.want {
+				t.Errorf("%s: error %#v, want a *FieldError of UDPHook %s", name, err, c.want)
+			} else if got := FlagErrors(err); len(got) != 1 || !strings.HasPrefix(got[0], "--tracer.udp-hook="+c.want+": ") {
+				t.Errorf("%s: FlagErrors %q, want it to name --tracer.udp-hook=%s", name, got, c.want)
 			}
 			continue
 		}

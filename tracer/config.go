@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/conntrace/conntrace_exporter/filter"
 )
 
 // Config holds the settings of the tracer. Field names follow the seed where
@@ -93,7 +95,7 @@ type Config struct {
 	DNSCacheTTL time.Duration
 	// Filters selects the connections traced (from the --config.file);
 	// nil traces everything. Not a flag.
-	Filters *ConnectionFilters
+	Filters *filter.ConnectionFilters
 }
 
 // NewDefaultConfig returns the default configuration.

@@ -66,7 +66,7 @@ test: lint check-generate
 	$(MAKE) test-kernels
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./tracer/ ./collector/
+	$(GO) test -run '^$$' -bench . -benchmem ./filter/ ./tracer/ ./collector/
 	./scripts/bench-overhead.sh
 
 clean:

@@ -23,6 +23,7 @@ import (
 	slgk "github.com/tjhop/slog-gokit"
 
 	"github.com/conntrace/conntrace_exporter/collector"
+	"github.com/conntrace/conntrace_exporter/filter"
 	"github.com/conntrace/conntrace_exporter/tracer"
 )
 
@@ -84,7 +85,7 @@ func main() {
 	level.Info(logger).Log("msg", "Build context", "build_context", version.BuildContext())
 
 	if *configFile != "" {
-		fc, err := tracer.LoadConfigFile(*configFile)
+		fc, err := filter.LoadConfigFile(*configFile)
 		if err != nil {
 			// One line per error: the loader names the file, the key and
 			// the entry of each.

@@ -6,7 +6,7 @@
  *
  * Four longest-prefix-match tries, one per list. User space merges into
  * each prefix the port specs of every less specific filter containing it
- * (tracer.KernelTables), so the longest match alone answers "does any
+ * (filter.KernelTables), so the longest match alone answers "does any
  * filter match". Included from conntrace.c.
  */
 

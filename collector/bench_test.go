@@ -9,6 +9,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/conntrace/conntrace_exporter/filter"
 	"github.com/conntrace/conntrace_exporter/tracer"
 )
 
@@ -133,7 +134,7 @@ func BenchmarkScrape100kAggregatedLabels(b *testing.B) {
 // BenchmarkScrape100kAddressGroups: the default labels and two address
 // groups (the file's index) that hold every peer: two label sets.
 func BenchmarkScrape100kAddressGroups(b *testing.B) {
-	fc, err := tracer.ParseConfigFile([]byte("address_groups: [10.0.0.0/16, 10.1.0.0/16, 192.0.2.0/24, 2001:db8::/32]\n"), "bench.yml")
+	fc, err := filter.ParseConfigFile([]byte("address_groups: [10.0.0.0/16, 10.1.0.0/16, 192.0.2.0/24, 2001:db8::/32]\n"), "bench.yml")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -72,7 +72,7 @@ func WithMaxSeries(n int) Option {
 
 // WithAddressGroups replaces every remote_addr and local_addr value that
 // group places in a group by the group's CIDR (default: no groups). Pass
-// (*tracer.FileConfig).Group. group is called for every connection of
+// (*filter.FileConfig).Group. group is called for every connection of
 // every scrape, from concurrent scrapes: it must be safe for concurrent use
 // and fast.
 func WithAddressGroups(group AddressGrouper) Option {

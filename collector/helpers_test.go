@@ -148,7 +148,7 @@ var defaultKeys = keyMaker{labels: MustParseLabels(DefaultLabels)}
 func keyOf(c *tracer.ConnectionStats) labelKey { return defaultKeys.key(c) }
 
 // groupsOf returns an AddressGrouper over the given CIDRs: the most
-// specific one that contains the address, as (*tracer.FileConfig).Group.
+// specific one that contains the address, as (*filter.FileConfig).Group.
 func groupsOf(groups ...netip.Prefix) AddressGrouper {
 	return func(a netip.Addr) (netip.Prefix, bool) {
 		best, found := netip.Prefix{}, false

@@ -131,7 +131,7 @@ type labelKey struct {
 }
 
 // AddressGrouper returns the address group (a CIDR) that contains addr, if
-// any: the most specific one. (*tracer.FileConfig).Group is one.
+// any: the most specific one. (*filter.FileConfig).Group is one.
 type AddressGrouper func(addr netip.Addr) (netip.Prefix, bool)
 
 // keyMaker computes the label sets of connections.

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/conntrace/conntrace_exporter/bpf"
+	"github.com/conntrace/conntrace_exporter/filter"
 	"github.com/conntrace/conntrace_exporter/internal/nettest"
 )
 
@@ -390,14 +391,14 @@ func BenchmarkProgramRunCost(b *testing.B) {
 // connection still costs (the filter is checked in the kernel, the
 // connection never tracked).
 func BenchmarkProgramRunCostExcluded(b *testing.B) {
-	f, err := NewConnectionFilters(nil, map[string][]string{"198.18.0.0/24": {"tcp *"}}, nil, nil)
+	f, err := filter.NewConnectionFilters(nil, map[string][]string{"198.18.0.0/24": {"tcp *"}}, nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
 	benchmarkProgramRunCost(b, f)
 }
 
-func benchmarkProgramRunCost(b *testing.B, filters *ConnectionFilters) {
+func benchmarkProgramRunCost(b *testing.B, filters *filter.ConnectionFilters) {
 	tr := newTestTracer(b, func(c *Config) { c.Filters = filters })
 	p := nettest.NewPair(b)
 	setClientSysctls(b, p)

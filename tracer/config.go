@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/conntrace/conntrace_exporter/filter"
 )
 
 // Config holds the settings of the tracer. Field names follow the seed where
@@ -95,7 +97,7 @@ type Config struct {
 	DNSCacheTTL time.Duration
 	// Filters selects the connections traced (from the --config.file);
 	// nil traces everything. Not a flag.
-	Filters *ConnectionFilters
+	Filters *filter.ConnectionFilters
 }
 
 // NewDefaultConfig returns the default configuration.

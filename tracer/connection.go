@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
+
+	"github.com/conntrace/conntrace_exporter/filter"
 )
 
 // ConnectionType is the transport protocol of a connection.
@@ -134,6 +136,25 @@ type ConnectionStats struct {
 	// connection, if any (EnableConntrack).
 	IPTranslation *IPTranslation
 }
+
+// filterConn is what the filters match of c: Source and SPort are its local
+// side, Dest and DPort its remote one. It allocates nothing.
+func (c *ConnectionStats) filterConn() filter.Conn {
+	return filter.Conn{
+		Proto:  filter.Proto(c.Type),
+		Local:  netip.AddrPortFrom(c.Source, c.SPort),
+		Remote: netip.AddrPortFrom(c.Dest, c.DPort),
+	}
+}
+
+// filter.Proto(c.Type) needs the same values: a constant index out of range
+// fails to compile.
+var (
+	_ = [1]struct{}{}[uint8(filter.TCP)-uint8(TCP)]
+	_ = [1]struct{}{}[uint8(TCP)-uint8(filter.TCP)]
+	_ = [1]struct{}{}[uint8(filter.UDP)-uint8(UDP)]
+	_ = [1]struct{}{}[uint8(UDP)-uint8(filter.UDP)]
+)
 
 // NATRemote is the real peer: behind a NAT, the address conntrack expects
 // the reply from; else the remote address.

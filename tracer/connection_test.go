@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/conntrace/conntrace_exporter/filter"
 	"github.com/conntrace/conntrace_exporter/internal/nettest"
 )
 
@@ -129,5 +130,35 @@ func TestMarkIntraHost(t *testing.T) {
 		if conns[i].IntraHost != want {
 			t.Errorf("connection %d: IntraHost %v, want %v", i, conns[i].IntraHost, want)
 		}
+	}
+}
+
+// filterConn gives the filters the local side (Source, SPort), the remote
+// side (Dest, DPort) and the protocol, and the user-space filter check
+// allocates nothing per connection.
+func TestFilterConnSidesNoAlloc(t *testing.T) {
+	c := sampleConn()
+	fc := c.filterConn()
+	if fc.Local != netip.AddrPortFrom(c.Source, c.SPort) || fc.Remote != netip.AddrPortFrom(c.Dest, c.DPort) || fc.Proto != filter.TCP {
+		t.Errorf("filterConn = %+v", fc)
+	}
+	c.Type = UDP
+	if c.filterConn().Proto != filter.UDP {
+		t.Error("UDP not filter.UDP")
+	}
+	f, err := filter.NewConnectionFilters(nil, map[string][]string{"198.18.0.0/24": {"udp 53"}, "2001:db8::/32": {"*"}},
+		nil, map[string][]string{"*": {"tcp 443", "udp 443"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !f.Traced(c.filterConn()) {
+		t.Error("udp 443 not traced")
+	}
+	c.DPort = 53
+	if f.Traced(c.filterConn()) {
+		t.Error("udp 53 to 198.18.0.2 traced")
+	}
+	if n := testing.AllocsPerRun(100, func() { f.Traced(c.filterConn()) }); n != 0 {
+		t.Errorf("%v allocations per connection", n)
 	}
 }

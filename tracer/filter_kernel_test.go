@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/conntrace/conntrace_exporter/filter"
 	"github.com/conntrace/conntrace_exporter/internal/nettest"
 )
 
@@ -52,7 +53,7 @@ func filteredEnds(p *nettest.Pair, tcpPorts, udpPorts []uint16) map[string]end {
 // Exclusions, in the kernel: each socket is matched on its own local side
 // (source filters) and remote side (destination filters), as in the seed.
 func TestExcludedConnectionsNeverAppear(t *testing.T) {
-	filters, err := NewConnectionFilters(
+	filters, err := filter.NewConnectionFilters(
 		map[string][]string{"198.18.0.2": {"tcp 7500"}},                                    // source: the server's local side
 		map[string][]string{"198.18.0.2/32": {"tcp 7200-7210", "udp 7300"}, "*": {"7999"}}, // destination
 		nil, nil)
@@ -104,7 +105,7 @@ func TestExcludedConnectionsNeverAppear(t *testing.T) {
 
 // Inclusions: only what an include filter names is traced.
 func TestIncludedConnectionsOnly(t *testing.T) {
-	filters, err := NewConnectionFilters(nil, nil, nil, map[string][]string{"198.18.0.0/24": {"tcp 7700", "udp 7800"}})
+	filters, err := filter.NewConnectionFilters(nil, nil, nil, map[string][]string{"198.18.0.0/24": {"tcp 7700", "udp 7800"}})
 	if err != nil {
 		t.Fatal(err)
 	}

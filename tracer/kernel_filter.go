@@ -7,6 +7,14 @@ import (
 	"github.com/go-kit/log/level"
 
 	"github.com/conntrace/conntrace_exporter/bpf"
+	"github.com/conntrace/conntrace_exporter/filter"
+)
+
+// The kernel's map value holds filter.MaxKernelRanges ranges: a constant
+// index out of range fails to compile when the two differ.
+var (
+	_ = [1]struct{}{}[len(bpf.ConntraceFilterPorts{}.Ranges)-filter.MaxKernelRanges]
+	_ = [1]struct{}{}[filter.MaxKernelRanges-len(bpf.ConntraceFilterPorts{}.Ranges)]
 )
 
 // kernelFilters prepares the filters for the kernel: with tables, the
@@ -14,7 +22,7 @@ import (
 // connection or flow, see bpf/filter.h); when the filters cannot be
 // expressed there (too many port ranges under one prefix), it filters in
 // user space instead, after the kernel counted the traffic.
-func (t *Tracer) kernelFilters(spec *ebpf.CollectionSpec) (*KernelFilterTables, error) {
+func (t *Tracer) kernelFilters(spec *ebpf.CollectionSpec) (*filter.KernelFilterTables, error) {
 	f := t.cfg.Filters
 	if f == nil || (len(f.ExcludedSource)+len(f.ExcludedDestination)+len(f.IncludedSource)+len(f.IncludedDestination)) == 0 {
 		return nil, nil
@@ -45,14 +53,14 @@ func (t *Tracer) kernelFilters(spec *ebpf.CollectionSpec) (*KernelFilterTables, 
 }
 
 // fillFilters writes the tables into the loaded tries.
-func (t *Tracer) fillFilters(tables *KernelFilterTables) error {
+func (t *Tracer) fillFilters(tables *filter.KernelFilterTables) error {
 	if tables == nil {
 		return nil
 	}
 	for _, tr := range []struct {
 		m       *ebpf.Map
 		name    string
-		entries []KernelFilterEntry
+		entries []filter.KernelFilterEntry
 	}{
 		{t.objs.ExcludedSource, "excluded_source", tables.ExcludedSource},
 		{t.objs.ExcludedDestination, "excluded_destination", tables.ExcludedDestination},
@@ -69,7 +77,7 @@ func (t *Tracer) fillFilters(tables *KernelFilterTables) error {
 	return nil
 }
 
-func filterEntry(e KernelFilterEntry) (bpf.ConntraceFilterKey, bpf.ConntraceFilterPorts) {
+func filterEntry(e filter.KernelFilterEntry) (bpf.ConntraceFilterKey, bpf.ConntraceFilterPorts) {
 	key := bpf.ConntraceFilterKey{Prefixlen: uint32(8 + e.Prefix.Bits()), Family: afInet}
 	a := e.Prefix.Addr()
 	if a.Is4() {

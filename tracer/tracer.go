@@ -262,7 +262,7 @@ func (t *Tracer) keep(c *ConnectionStats) bool {
 	if !t.cfg.CollectLocalDNS && (c.DPort == 53 || c.SPort == 53) && c.Dest.IsLoopback() {
 		return false // DNS to a local resolver, as the seed: CollectLocalDNS
 	}
-	return !t.userFilter || t.cfg.Filters.Traced(c)
+	return !t.userFilter || t.cfg.Filters.Traced(c.filterConn())
 }
 
 // ReverseDNS returns the reverse DNS of the DNS answers seen, nil without

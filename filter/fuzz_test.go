@@ -1,4 +1,4 @@
-package tracer
+package filter
 
 import (
 	"net/netip"
@@ -75,7 +75,7 @@ func checkFilterInvariants(t *testing.T, m map[string][]string, fs []*Connection
 			ports = append(ports, r.Lo, r.Hi, r.Lo-1, r.Hi+1) // wraps at 0 and 65535: fine
 		}
 		for _, p := range ports {
-			for _, typ := range []ConnectionType{TCP, UDP} {
+			for _, typ := range []Proto{TCP, UDP} {
 				want := false
 				for i, r := range specs {
 					want = want || (protoIn(r.TCP, r.UDP, typ) && (all[i] || (r.Lo <= p && p <= r.Hi)))
@@ -114,11 +114,11 @@ func FuzzParseConnectionFilters(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data string) {
 		m := decodeFilterInput(data)
-		ex, err := ParseConnectionFilters(m)
-		if _, err2 := ParseConnectionFilters(m); errString(err) != errString(err2) {
+		ex, err := parseConnectionFilters(m)
+		if _, err2 := parseConnectionFilters(m); errString(err) != errString(err2) {
 			t.Fatalf("not deterministic:\n%v\n%v", err, err2)
 		}
-		inc, ierr := ParseIncludedConnectionFilters(m)
+		inc, ierr := parseIncludedConnectionFilters(m)
 		if err == nil && ierr != nil {
 			t.Fatalf("excluded parses, included does not: %v", ierr)
 		}

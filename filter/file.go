@@ -1,4 +1,4 @@
-package tracer
+package filter
 
 import (
 	"bytes"
@@ -15,7 +15,7 @@ import (
 
 // The --config.file: a YAML mapping with these keys, all optional.
 //
-//	excluded_source_connections:       # map[string][]string (see filter.go)
+//	excluded_source_connections:       # map[string][]string (see doc.go)
 //	  "10.0.0.2": ["tcp 53361-53500", "udp 119"]
 //	excluded_destination_connections:
 //	  "*": ["9000"]
@@ -33,17 +33,17 @@ import (
 // and all errors are reported at once.
 
 const (
-	// MaxConfigFileBytes bounds the size of the config file.
-	MaxConfigFileBytes = 16 << 20
-	// MaxAddressGroups bounds the address_groups list.
-	MaxAddressGroups = 10000
+	// maxConfigFileBytes bounds the size of the config file.
+	maxConfigFileBytes = 16 << 20
+	// maxAddressGroups bounds the address_groups list.
+	maxAddressGroups = 10000
 
 	keyAddressGroups = "address_groups"
 )
 
 var configFileKeys = []string{
-	ListExcludedSource, ListExcludedDestination,
-	ListIncludedSource, ListIncludedDestination,
+	listExcludedSource, listExcludedDestination,
+	listIncludedSource, listIncludedDestination,
 	keyAddressGroups,
 }
 
@@ -59,61 +59,6 @@ type FileConfig struct {
 	groups *groupIndex
 }
 
-// groupIndex finds the most specific group with one map lookup per distinct
-// prefix length of the address's family, longest first.
-type groupIndex struct {
-	v4Lens, v6Lens []int
-	set            map[netip.Prefix]struct{}
-}
-
-func newGroupIndex(ps []netip.Prefix) *groupIndex {
-	g := &groupIndex{set: make(map[netip.Prefix]struct{}, len(ps))}
-	for _, p := range ps {
-		g.set[p] = struct{}{}
-		if p.Addr().Is4() {
-			g.v4Lens = append(g.v4Lens, p.Bits())
-		} else {
-			g.v6Lens = append(g.v6Lens, p.Bits())
-		}
-	}
-	desc := func(a, b int) int { return b - a }
-	slices.SortFunc(g.v4Lens, desc)
-	slices.SortFunc(g.v6Lens, desc)
-	g.v4Lens = slices.Compact(g.v4Lens)
-	g.v6Lens = slices.Compact(g.v6Lens)
-	return g
-}
-
-// Group returns the most specific address group containing addr (IPv4-mapped
-// addresses are unmapped first), and false when there is none. It is safe
-// for concurrent use.
-func (fc *FileConfig) Group(addr netip.Addr) (netip.Prefix, bool) {
-	if fc == nil || len(fc.AddressGroups) == 0 || !addr.IsValid() {
-		return netip.Prefix{}, false
-	}
-	addr = addr.Unmap().WithZone("")
-	if fc.groups == nil { // built by hand: linear scan
-		best := netip.Prefix{}
-		for _, p := range fc.AddressGroups {
-			if p.Contains(addr) && (!best.IsValid() || p.Bits() > best.Bits()) {
-				best = p
-			}
-		}
-		return best, best.IsValid()
-	}
-	lens := fc.groups.v6Lens
-	if addr.Is4() {
-		lens = fc.groups.v4Lens
-	}
-	for _, l := range lens {
-		p, _ := addr.Prefix(l)
-		if _, ok := fc.groups.set[p]; ok {
-			return p, true
-		}
-	}
-	return netip.Prefix{}, false
-}
-
 // LoadConfigFile reads and parses the config file at path; errors name path.
 func LoadConfigFile(path string) (*FileConfig, error) {
 	f, err := os.Open(path)
@@ -121,12 +66,12 @@ func LoadConfigFile(path string) (*FileConfig, error) {
 		return nil, fmt.Errorf("config file: %w", err)
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxConfigFileBytes+1))
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigFileBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("config file: %w", err)
 	}
-	if len(data) > MaxConfigFileBytes {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, MaxConfigFileBytes)
+	if len(data) > maxConfigFileBytes {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxConfigFileBytes)
 	}
 	return ParseConfigFile(data, path)
 }
@@ -255,10 +200,10 @@ func (p *configParser) parse(data []byte) *FileConfig {
 	groups := p.addressGroups(groupsNode)
 	// Parse the filters even after a structural error (an entry of the
 	// wrong type, left out of its list), so that every bad entry is reported.
-	filters, ferrs := newConnectionFilters(lists[ListExcludedSource], lists[ListExcludedDestination],
-		lists[ListIncludedSource], lists[ListIncludedDestination])
+	filters, ferrs := newConnectionFilters(lists[listExcludedSource], lists[listExcludedDestination],
+		lists[listIncludedSource], lists[listIncludedDestination])
 	for _, err := range ferrs {
-		var fe *FilterError
+		var fe *filterError
 		if errors.As(err, &fe) {
 			if line, ok := lines[fe.List][fe.Key]; ok {
 				p.errorf("%v (line %d)", fe, line)
@@ -324,54 +269,4 @@ func (p *configParser) filterMap(list string, n *yaml.Node) (m map[string][]stri
 		}
 	}
 	return m, lines
-}
-
-// addressGroups decodes and checks the address_groups list.
-func (p *configParser) addressGroups(n *yaml.Node) []netip.Prefix {
-	if isNull(n) {
-		return nil
-	}
-	if n.Kind != yaml.SequenceNode {
-		p.errorf(`%s: line %d: want a list of CIDRs (e.g. ["10.0.0.0/8"]), got %s`, keyAddressGroups, n.Line, describe(n))
-		return nil
-	}
-	if len(n.Content) > MaxAddressGroups {
-		p.errorf("%s: %d groups, more than the limit of %d", keyAddressGroups, len(n.Content), MaxAddressGroups)
-		return nil
-	}
-	var out []netip.Prefix
-	seen := map[netip.Prefix]int{}
-	for i, e := range n.Content {
-		e = resolve(e)
-		if e == nil || e.Kind != yaml.ScalarNode || isNull(e) {
-			p.errorf("%s[%d]: line %d: want a CIDR, got %s", keyAddressGroups, i, n.Content[i].Line, describe(e))
-			continue
-		}
-		s := strings.TrimSpace(e.Value)
-		if !strings.Contains(s, "/") {
-			hint := ""
-			if a, err := netip.ParseAddr(s); err == nil {
-				hint = fmt.Sprintf(" (e.g. %s)", netip.PrefixFrom(a, a.BitLen()))
-			}
-			p.errorf("%s[%d] %q: invalid CIDR: no prefix length%s (line %d)", keyAddressGroups, i, e.Value, hint, e.Line)
-			continue
-		}
-		pfx, err := netip.ParsePrefix(s)
-		if err != nil {
-			p.errorf("%s[%d] %q: invalid CIDR: %s (line %d)", keyAddressGroups, i, e.Value, trimNetipErr(err, "ParsePrefix", s), e.Line)
-			continue
-		}
-		if m := pfx.Masked(); m != pfx {
-			p.errorf("%s[%d] %q: host bits set: did you mean %s? (line %d)", keyAddressGroups, i, e.Value, m, e.Line)
-			continue
-		}
-		pfx = normalisePrefix(pfx)
-		if first, dup := seen[pfx]; dup {
-			p.errorf("%s[%d] %q: duplicate group: same as %s[%d] (%s) (line %d)", keyAddressGroups, i, e.Value, keyAddressGroups, first, pfx, e.Line)
-			continue
-		}
-		seen[pfx] = i
-		out = append(out, pfx)
-	}
-	return out
 }

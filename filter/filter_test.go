@@ -1,4 +1,4 @@
-package tracer
+package filter
 
 import (
 	"errors"
@@ -35,19 +35,19 @@ var (
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
 
-func src(addr string, port uint16, t ConnectionType) *ConnectionStats {
-	return &ConnectionStats{Source: mustAddr(addr), SPort: port, Type: t}
+func src(addr string, port uint16, t Proto) Conn {
+	return Conn{Proto: t, Local: netip.AddrPortFrom(mustAddr(addr), port)}
 }
 
-func dst(addr string, port uint16, t ConnectionType) *ConnectionStats {
-	return &ConnectionStats{Dest: mustAddr(addr), DPort: port, Type: t}
+func dst(addr string, port uint16, t Proto) Conn {
+	return Conn{Proto: t, Remote: netip.AddrPortFrom(mustAddr(addr), port)}
 }
 
 func mustParse(t testing.TB, m map[string][]string) []*ConnectionFilter {
 	t.Helper()
-	fs, err := ParseConnectionFilters(m)
+	fs, err := parseConnectionFilters(m)
 	if err != nil {
-		t.Fatalf("ParseConnectionFilters(%v): %v", m, err)
+		t.Fatalf("parseConnectionFilters(%v): %v", m, err)
 	}
 	return fs
 }
@@ -60,7 +60,7 @@ func TestParseConnectionFiltersSeed(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name string
-		c    *ConnectionStats
+		c    Conn
 		want bool
 	}{
 		// The seed's source cases.
@@ -99,14 +99,14 @@ func TestParseConnectionFiltersSeed(t *testing.T) {
 		// A source filter never matches the remote side, nor the reverse.
 		{"source filter, remote side", dst("172.0.0.1", 10, TCP), false},
 		{"dest filter, local side", src("10.0.0.5", 8080, TCP), false},
-		{"no address", &ConnectionStats{SPort: 9000, DPort: 9000}, false},
+		{"no address", Conn{Local: netip.AddrPortFrom(netip.Addr{}, 9000), Remote: netip.AddrPortFrom(netip.Addr{}, 9000)}, false},
 	} {
-		if got := IsBlacklistedConnection(sl, dl, tc.c); got != tc.want {
-			t.Errorf("%s: IsBlacklistedConnection(%s:%d -> %s:%d %s) = %v, want %v",
-				tc.name, tc.c.Source, tc.c.SPort, tc.c.Dest, tc.c.DPort, tc.c.Type, got, tc.want)
+		if got := isBlacklistedConnection(sl, dl, tc.c); got != tc.want {
+			t.Errorf("%s: isBlacklistedConnection(%s:%d -> %s:%d %s) = %v, want %v",
+				tc.name, tc.c.Local.Addr(), tc.c.Local.Port(), tc.c.Remote.Addr(), tc.c.Remote.Port(), tc.c.Proto, got, tc.want)
 		}
 	}
-	if IsBlacklistedConnection(nil, nil, src("1.1.1.1", 1, UDP)) {
+	if isBlacklistedConnection(nil, nil, src("1.1.1.1", 1, UDP)) {
 		t.Error("no filters: excluded")
 	}
 }
@@ -144,7 +144,7 @@ func TestParseConnectionFiltersSeedInvalid(t *testing.T) {
 		{"2001:db8::1/64%eth0", []string{"80"}, `invalid CIDR`},
 		{"1.2.3", []string{"80"}, `["1.2.3"]: invalid IP address`},
 	} {
-		fs, err := ParseConnectionFilters(map[string][]string{tc.key: tc.ports})
+		fs, err := parseConnectionFilters(map[string][]string{tc.key: tc.ports})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %q: got error %v, want it to contain %q", tc.key, tc.ports, err, tc.want)
 		}
@@ -172,14 +172,15 @@ func TestParseConnectionFiltersAllErrorsSorted(t *testing.T) {
 		`connection filter["zz"]: invalid IP address: unable to parse IP`,
 	}, "\n")
 	for range 20 {
-		_, err := ParseConnectionFilters(m)
+		_, err := parseConnectionFilters(m)
 		if err == nil || err.Error() != want {
 			t.Fatalf("got\n%v\nwant\n%s", err, want)
 		}
 	}
-	// Each error is a *FilterError, for callers that format their own.
-	_, err := ParseConnectionFilters(map[string][]string{"10.0.0.1": {"0"}})
-	var fe *FilterError
+	// Each error is a *filterError, for callers that format their own (the
+	// config file parser adds the line).
+	_, err := parseConnectionFilters(map[string][]string{"10.0.0.1": {"0"}})
+	var fe *filterError
 	if !errors.As(err, &fe) || fe.Key != "10.0.0.1" || fe.Spec != "0" || !fe.HasSpec || errors.Unwrap(fe) == nil {
 		t.Errorf("got %#v", fe)
 	}
@@ -205,7 +206,7 @@ func TestFilterIPv6HostIs128(t *testing.T) {
 		{"2001:db8::3:2", 5001, false},
 		{"2001:db8::4:1", 5002, true},
 	} {
-		if got := IsBlacklistedConnection(nil, dl, dst(tc.addr, tc.port, TCP)); got != tc.want {
+		if got := isBlacklistedConnection(nil, dl, dst(tc.addr, tc.port, TCP)); got != tc.want {
 			t.Errorf("%s:%d: got %v, want %v", tc.addr, tc.port, got, tc.want)
 		}
 	}
@@ -252,12 +253,12 @@ func TestFilterIPv4MappedUnmapped(t *testing.T) {
 		{"10.0.0.1", 22, false}, // ::/0 does not hold IPv4 connections
 		{"2001:db8::1", 22, true},
 	} {
-		if got := IsBlacklistedConnection(nil, dl, dst(tc.addr, tc.port, TCP)); got != tc.want {
+		if got := isBlacklistedConnection(nil, dl, dst(tc.addr, tc.port, TCP)); got != tc.want {
 			t.Errorf("%s:%d: got %v, want %v", tc.addr, tc.port, got, tc.want)
 		}
 	}
 	// Mapped and plain spellings of one prefix are duplicates.
-	_, err := ParseConnectionFilters(map[string][]string{"10.0.0.1": {"80"}, "::ffff:10.0.0.1": {"81"}})
+	_, err := parseConnectionFilters(map[string][]string{"10.0.0.1": {"80"}, "::ffff:10.0.0.1": {"81"}})
 	if err == nil || !strings.Contains(err.Error(), `connection filter["::ffff:10.0.0.1"]: same address as ["10.0.0.1"] (both are 10.0.0.1/32)`) {
 		t.Errorf("mapped duplicate: %v", err)
 	}
@@ -266,7 +267,7 @@ func TestFilterIPv4MappedUnmapped(t *testing.T) {
 // Difference 4: the wildcard is "*" alone.
 func TestFilterWildcardOnlyStar(t *testing.T) {
 	for _, k := range []string{"10.0.*", "*.*.*.*", "**", "* /0"} {
-		if _, err := ParseConnectionFilters(map[string][]string{k: {"80"}}); err == nil {
+		if _, err := parseConnectionFilters(map[string][]string{k: {"80"}}); err == nil {
 			t.Errorf("%q: accepted", k)
 		}
 	}
@@ -286,7 +287,7 @@ func TestFilterDuplicateNormalisedKeys(t *testing.T) {
 		{"2001:db8::1", "2001:db8:0:0:0:0:0:1", `same address as`},
 		{"*", " *", `["*"]: same address as [" *"] (both are *)`}, // " *" sorts first
 	} {
-		_, err := ParseConnectionFilters(map[string][]string{tc.a: {"80"}, tc.b: {"81"}})
+		_, err := parseConnectionFilters(map[string][]string{tc.a: {"80"}, tc.b: {"81"}})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q and %q: got %v, want %q", tc.a, tc.b, err, tc.want)
 		}
@@ -302,16 +303,16 @@ func TestFilterDuplicateNormalisedKeys(t *testing.T) {
 func TestFilterBothSidesChecked(t *testing.T) {
 	sl := mustParse(t, map[string][]string{"10.0.0.1": {"22"}})
 	dl := mustParse(t, map[string][]string{"10.0.0.2": {"80"}})
-	c := &ConnectionStats{Source: mustAddr("10.0.0.1"), SPort: 40000, Dest: mustAddr("10.0.0.2"), DPort: 80, Type: TCP}
-	if !IsBlacklistedConnection(sl, dl, c) {
+	c := conn("10.0.0.1", 40000, "10.0.0.2", 80, TCP)
+	if !isBlacklistedConnection(sl, dl, c) {
 		t.Error("destination match not excluded when source filters exist")
 	}
-	c.DPort = 81
-	if IsBlacklistedConnection(sl, dl, c) {
+	c.Remote = netip.AddrPortFrom(c.Remote.Addr(), 81)
+	if isBlacklistedConnection(sl, dl, c) {
 		t.Error("no match, but excluded")
 	}
-	c.SPort = 22
-	if !IsBlacklistedConnection(sl, dl, c) {
+	c.Local = netip.AddrPortFrom(c.Local.Addr(), 22)
+	if !isBlacklistedConnection(sl, dl, c) {
 		t.Error("source match not excluded")
 	}
 }
@@ -350,13 +351,13 @@ func TestFilterPortSpecForms(t *testing.T) {
 func TestFilterHandBuiltSeedStruct(t *testing.T) {
 	_, n, _ := net.ParseCIDR("10.1.0.0/16")
 	f := &ConnectionFilter{IP: n, Ports: map[uint16]ConnTypeFilter{80: {TCP: true}, 53: {UDP: true}}}
-	if !IsBlacklistedConnection(nil, []*ConnectionFilter{f}, dst("10.1.2.3", 80, TCP)) {
+	if !isBlacklistedConnection(nil, []*ConnectionFilter{f}, dst("10.1.2.3", 80, TCP)) {
 		t.Error("80/tcp not matched")
 	}
-	if IsBlacklistedConnection(nil, []*ConnectionFilter{f}, dst("10.1.2.3", 80, UDP)) {
+	if isBlacklistedConnection(nil, []*ConnectionFilter{f}, dst("10.1.2.3", 80, UDP)) {
 		t.Error("80/udp matched")
 	}
-	if IsBlacklistedConnection(nil, []*ConnectionFilter{f}, dst("10.2.2.3", 80, TCP)) {
+	if isBlacklistedConnection(nil, []*ConnectionFilter{f}, dst("10.2.2.3", 80, TCP)) {
 		t.Error("outside the CIDR matched")
 	}
 	kt, err := (&ConnectionFilters{ExcludedDestination: []*ConnectionFilter{f}}).KernelTables()
@@ -369,7 +370,7 @@ func TestFilterHandBuiltSeedStruct(t *testing.T) {
 	}
 	// A non-contiguous mask: matched as the seed did, refused for the kernel.
 	odd := &ConnectionFilter{IP: &net.IPNet{IP: net.IPv4(10, 0, 0, 1).To4(), Mask: net.IPv4Mask(255, 0, 255, 0)}, AllPorts: ConnTypeFilter{TCP: true}}
-	if !IsBlacklistedConnection(nil, []*ConnectionFilter{odd}, dst("10.9.0.7", 1, TCP)) {
+	if !isBlacklistedConnection(nil, []*ConnectionFilter{odd}, dst("10.9.0.7", 1, TCP)) {
 		t.Error("non-contiguous mask not matched")
 	}
 	if _, err := (&ConnectionFilters{ExcludedDestination: []*ConnectionFilter{odd}}).KernelTables(); err == nil {
@@ -380,15 +381,15 @@ func TestFilterHandBuiltSeedStruct(t *testing.T) {
 // Difference 9: bounded.
 func TestFilterEntryLimit(t *testing.T) {
 	m := map[string][]string{}
-	for i := range MaxFilterEntries/2 + 1 {
+	for i := range maxFilterEntries/2 + 1 {
 		m[netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}).String()] = []string{"80", "81"}
 	}
-	_, err := ParseConnectionFilters(m)
+	_, err := parseConnectionFilters(m)
 	if err == nil || !strings.Contains(err.Error(), "connection filters: 10002 port specs, more than the limit of 10000") {
 		t.Errorf("got %v", err)
 	}
 	delete(m, "10.0.0.0")
-	if _, err := ParseConnectionFilters(m); err != nil {
+	if _, err := parseConnectionFilters(m); err != nil {
 		t.Errorf("at the limit: %v", err)
 	}
 	_, err = NewConnectionFilters(m, map[string][]string{"*": {"1"}, "1.1.1.1": {"1"}, "1.1.1.2": {"1"}}, nil, nil)
@@ -406,8 +407,8 @@ func mustFilters(t testing.TB, exSrc, exDst, inSrc, inDst map[string][]string) *
 	return cf
 }
 
-func conn(s string, sp uint16, d string, dp uint16, typ ConnectionType) *ConnectionStats {
-	return &ConnectionStats{Source: mustAddr(s), SPort: sp, Dest: mustAddr(d), DPort: dp, Type: typ}
+func conn(s string, sp uint16, d string, dp uint16, typ Proto) Conn {
+	return Conn{Proto: typ, Local: netip.AddrPortFrom(mustAddr(s), sp), Remote: netip.AddrPortFrom(mustAddr(d), dp)}
 }
 
 // The include form, and Traced.
@@ -426,7 +427,7 @@ func TestConnectionFiltersTraced(t *testing.T) {
 		map[string][]string{"10.0.0.0/8": {"tcp *", "udp 53"}, "2001:db8::/32": {"443"}}, // included peers
 	)
 	for _, tc := range []struct {
-		c    *ConnectionStats
+		c    Conn
 		want bool
 	}{
 		{conn("10.1.0.1", 8080, "192.168.0.1", 50000, TCP), true},  // included source
@@ -441,7 +442,7 @@ func TestConnectionFiltersTraced(t *testing.T) {
 		{conn("2001:db8::1", 40000, "2001:db9::1", 443, UDP), false},
 	} {
 		if got := cf.Traced(tc.c); got != tc.want {
-			t.Errorf("%s:%d -> %s:%d %s: Traced %v, want %v", tc.c.Source, tc.c.SPort, tc.c.Dest, tc.c.DPort, tc.c.Type, got, tc.want)
+			t.Errorf("%s:%d -> %s:%d %s: Traced %v, want %v", tc.c.Local.Addr(), tc.c.Local.Port(), tc.c.Remote.Addr(), tc.c.Remote.Port(), tc.c.Proto, got, tc.want)
 		}
 	}
 	// Include "*" with "*" is allowed and includes everything; only
@@ -450,7 +451,7 @@ func TestConnectionFiltersTraced(t *testing.T) {
 	if !all.Traced(conn("1.2.3.4", 1, "5.6.7.8", 2, UDP)) || all.Traced(conn("1.2.3.4", 1, "10.9.7.8", 2, UDP)) {
 		t.Error(`include "*": ["*"]: wrong`)
 	}
-	if _, err := ParseIncludedConnectionFilters(map[string][]string{"*": {"*"}}); err != nil {
+	if _, err := parseIncludedConnectionFilters(map[string][]string{"*": {"*"}}); err != nil {
 		t.Errorf(`include "*": ["*"]: %v`, err)
 	}
 	_, err := NewConnectionFilters(nil, map[string][]string{"*": {"*"}}, nil, nil)
@@ -531,12 +532,12 @@ func TestFilterKernelEntryMatches(t *testing.T) {
 	e := KernelFilterEntry{AllUDP: true, Ranges: []PortRange{{80, 80, true, false}, {100, 200, true, false}}}
 	for _, tc := range []struct {
 		port uint16
-		t    ConnectionType
+		t    Proto
 		want bool
 	}{
 		{1, UDP, true}, {80, TCP, true}, {81, TCP, false}, {100, TCP, true}, {200, TCP, true}, {201, TCP, false}, {99, TCP, false},
 	} {
-		if got := e.Matches(tc.port, tc.t); got != tc.want {
+		if got := e.matches(tc.port, tc.t); got != tc.want {
 			t.Errorf("%d/%s: %v, want %v", tc.port, tc.t, got, tc.want)
 		}
 	}
@@ -707,16 +708,16 @@ func checkKernelAgrees(t testing.TB, cf *ConnectionFilters, probes int) bool {
 	}
 	for i, a := range addrs {
 		for j, p := range ports {
-			for _, typ := range []ConnectionType{TCP, UDP} {
+			for _, typ := range []Proto{TCP, UDP} {
 				for _, l := range lists {
 					if d, k := matchSide(l.fs, a, p, typ), kernelMatch(l.tab, a, p, typ); d != k {
-						e, _ := LookupKernelEntry(l.tab, a)
+						e, _ := lookupKernelEntry(l.tab, a)
 						t.Fatalf("%s %s:%d %s: filters say %v, kernel table says %v (entry %+v)", l.name, a, p, typ, d, k, e)
 					}
 				}
-				c := &ConnectionStats{Source: a, SPort: p, Dest: addrs[(i+j+1)%len(addrs)], DPort: ports[(i*7+j)%len(ports)], Type: typ}
-				if d, x, k := linear.Traced(c), indexed.Traced(c), kt.Traced(c); d != k || d != x {
-					t.Fatalf("%s:%d -> %s:%d %s: Traced %v, with the index %v, kernel tables %v", c.Source, c.SPort, c.Dest, c.DPort, typ, d, x, k)
+				c := Conn{Proto: typ, Local: netip.AddrPortFrom(a, p), Remote: netip.AddrPortFrom(addrs[(i+j+1)%len(addrs)], ports[(i*7+j)%len(ports)])}
+				if d, x, k := linear.Traced(c), indexed.Traced(c), kt.traced(c); d != k || d != x {
+					t.Fatalf("%s:%d -> %s:%d %s: Traced %v, with the index %v, kernel tables %v", c.Local.Addr(), c.Local.Port(), c.Remote.Addr(), c.Remote.Port(), typ, d, x, k)
 				}
 			}
 		}

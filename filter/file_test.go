@@ -1,4 +1,4 @@
-package tracer
+package filter
 
 import (
 	"math/rand/v2"
@@ -19,7 +19,7 @@ func TestConfigFileFull(t *testing.T) {
 		t.Fatalf("filters: %+v", cf)
 	}
 	for _, tc := range []struct {
-		c    *ConnectionStats
+		c    Conn
 		want bool
 	}{
 		{conn("10.5.0.1", 40000, "10.6.0.1", 5432, TCP), true},            // included destination 10/8
@@ -39,7 +39,7 @@ func TestConfigFileFull(t *testing.T) {
 		{conn("2001:db8::1", 40000, "2001:db8:0:1000::1", 80, UDP), false},
 	} {
 		if got := cf.Traced(tc.c); got != tc.want {
-			t.Errorf("%s:%d -> %s:%d %s: Traced %v, want %v", tc.c.Source, tc.c.SPort, tc.c.Dest, tc.c.DPort, tc.c.Type, got, tc.want)
+			t.Errorf("%s:%d -> %s:%d %s: Traced %v, want %v", tc.c.Local.Addr(), tc.c.Local.Port(), tc.c.Remote.Addr(), tc.c.Remote.Port(), tc.c.Proto, got, tc.want)
 		}
 	}
 	if !checkKernelAgrees(t, cf, 48) {

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/conntrace/conntrace_exporter/bpf"
+	"github.com/conntrace/conntrace_exporter/dns"
 )
 
 // Attachment describes one attached BPF program, for the start-up log and
@@ -82,7 +83,7 @@ type Tracer struct {
 	// userFilter: the filters could not go into the kernel; apply them here.
 	userFilter  bool
 	ct          *conntracker // nil without EnableConntrack
-	dns         *dnsCache    // nil without DNSInspection
+	dns         *dns.Cache   // nil without DNSInspection
 	ports       *PortMapping
 	support     []Capability
 	stats       io.Closer // the kernel's BPF run statistics, while on
@@ -203,7 +204,7 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 		return nil, fmt.Errorf("opening the closed-connection ring buffer: %w", err)
 	}
 	if cfg.DNSInspection {
-		t.dns = newDNSCache(cfg.DNSCacheSize, cfg.DNSCacheBytes, cfg.DNSCacheTTL)
+		t.dns = dns.NewCache(cfg.DNSCacheSize, cfg.DNSCacheBytes, cfg.DNSCacheTTL)
 		if t.dnsRd, err = ringbuf.NewReader(t.objs.DnsEvents); err != nil {
 			t.Close()
 			return nil, fmt.Errorf("opening the DNS ring buffer: %w", err)
@@ -471,9 +472,9 @@ func (t *Tracer) Stats() Stats {
 	}
 	t.mu.Lock()
 	if t.dns != nil {
-		st := t.dns.getStats()
-		s.Lost[LostDNSMalformed] = uint64(st[dnsMalformed] + st[dnsTruncated])
-		s.Lost[LostDNSCacheFull] = uint64(st[dnsCacheFull])
+		st := t.dns.Stats()
+		s.Lost[LostDNSMalformed] = st.Malformed + st.Truncated
+		s.Lost[LostDNSCacheFull] = st.CacheFull
 	}
 	if t.objs.DnsUnsolicited.Get(&v) == nil {
 		s.DNSUnsolicited = v
@@ -563,15 +564,6 @@ func (t *Tracer) keep(c *ConnectionStats) bool {
 		return false // DNS to a local resolver, as the seed: CollectLocalDNS
 	}
 	return !t.userFilter || t.cfg.Filters.Traced(c)
-}
-
-// ReverseDNS returns the reverse DNS of the DNS answers seen, nil without
-// DNSInspection.
-func (t *Tracer) ReverseDNS() ReverseDNS {
-	if t.dns == nil {
-		return nil
-	}
-	return t.dns
 }
 
 // syncPorts keeps the port mapping current: the TCP listeners the kernel

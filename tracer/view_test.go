@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -113,7 +114,11 @@ func (t *Tracer) GetActiveConnections(clientID string) (*Connections, error) {
 		out.Conns = append(out.Conns, c)
 	}
 	if t.dns != nil {
-		out.DNS = t.dns.resolve(out.Conns, time.Now())
+		addrs := make([]netip.Addr, len(out.Conns))
+		for i := range out.Conns {
+			addrs[i] = out.Conns[i].NATRemote()
+		}
+		out.DNS = t.dns.Lookup(addrs, time.Now())
 	}
 	return out, nil
 }

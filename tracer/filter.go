@@ -74,7 +74,7 @@ import (
 
 const (
 	// MaxFilterEntries bounds the port specs (an address key with n port
-	// specs counts n) of one ParseConnectionFilters call, and of all four
+	// specs counts n) of one filter list, and of all four
 	// lists of a ConnectionFilters together.
 	MaxFilterEntries = 10000
 	// MaxKernelRanges is the most port ranges one KernelFilterEntry may have
@@ -109,7 +109,7 @@ type ConnectionFilter struct {
 	IP *net.IPNet
 	// AllPorts holds the protocols of a "*" port spec.
 	AllPorts ConnTypeFilter
-	// Ports is the seed's per-port map. ParseConnectionFilters leaves it nil
+	// Ports is the seed's per-port map. The parsers leave it nil
 	// and fills Ranges instead; matching still honours it.
 	Ports map[uint16]ConnTypeFilter
 	// Ranges holds the port specs other than "*": sorted, disjoint, without
@@ -221,30 +221,6 @@ func (e *FilterError) Error() string {
 }
 
 func (e *FilterError) Unwrap() error { return e.Err }
-
-// ParseConnectionFilters parses exclusion filters (the seed's format). Every
-// bad entry is reported, in the returned error (see the package comment for
-// the differences from the seed); on error the filters are nil.
-func ParseConnectionFilters(filters map[string][]string) ([]*ConnectionFilter, error) {
-	return parseFilterListErr("", filters, false)
-}
-
-// ParseIncludedConnectionFilters parses include filters: the same format,
-// except that "*" with "*" is allowed (it includes every connection).
-func ParseIncludedConnectionFilters(filters map[string][]string) ([]*ConnectionFilter, error) {
-	return parseFilterListErr("", filters, true)
-}
-
-func parseFilterListErr(list string, filters map[string][]string, include bool) ([]*ConnectionFilter, error) {
-	if err := checkFilterCount(list, countSpecs(filters)); err != nil {
-		return nil, err
-	}
-	fs, errs := parseFilterList(list, filters, include)
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	return fs, nil
-}
 
 func countSpecs(filters map[string][]string) int {
 	n := 0
@@ -517,7 +493,7 @@ func IsBlacklistedConnection(scf []*ConnectionFilter, dcf []*ConnectionFilter, c
 // ConnectionFilters selects the connections traced. A nil *ConnectionFilters
 // traces everything.
 //
-// Built by NewConnectionFilters (or ParseConfigFile), it holds an index that
+// Built by ParseConfigFile, it holds an index that
 // makes Traced cost a few map lookups per side whatever the number of
 // filters; its lists must then not be modified. Built by hand, Traced scans
 // the lists.
@@ -537,16 +513,6 @@ const (
 	ListIncludedSource      = "included_source_connections"
 	ListIncludedDestination = "included_destination_connections"
 )
-
-// NewConnectionFilters parses the four lists; errors name the list, the key
-// and the port spec. It returns nil (trace everything) when all are empty.
-func NewConnectionFilters(excludedSource, excludedDestination, includedSource, includedDestination map[string][]string) (*ConnectionFilters, error) {
-	cf, errs := newConnectionFilters(excludedSource, excludedDestination, includedSource, includedDestination)
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	return cf, nil
-}
 
 func newConnectionFilters(exSrc, exDst, inSrc, inDst map[string][]string) (*ConnectionFilters, []error) {
 	total := countSpecs(exSrc) + countSpecs(exDst) + countSpecs(inSrc) + countSpecs(inDst)

@@ -760,3 +760,40 @@ func BenchmarkFilterTraced(b *testing.B) {
 		cf.Traced(c)
 	}
 }
+
+// The seed's parsers of one list and of the four, as the tests call them;
+// production parses the config file (ParseConfigFile).
+
+// ParseConnectionFilters parses exclusion filters (the seed's format). Every
+// bad entry is reported, in the returned error (see the package comment for
+// the differences from the seed); on error the filters are nil.
+func ParseConnectionFilters(filters map[string][]string) ([]*ConnectionFilter, error) {
+	return parseFilterListErr("", filters, false)
+}
+
+// ParseIncludedConnectionFilters parses include filters: the same format,
+// except that "*" with "*" is allowed (it includes every connection).
+func ParseIncludedConnectionFilters(filters map[string][]string) ([]*ConnectionFilter, error) {
+	return parseFilterListErr("", filters, true)
+}
+
+func parseFilterListErr(list string, filters map[string][]string, include bool) ([]*ConnectionFilter, error) {
+	if err := checkFilterCount(list, countSpecs(filters)); err != nil {
+		return nil, err
+	}
+	fs, errs := parseFilterList(list, filters, include)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return fs, nil
+}
+
+// NewConnectionFilters parses the four lists; errors name the list, the key
+// and the port spec. It returns nil (trace everything) when all are empty.
+func NewConnectionFilters(excludedSource, excludedDestination, includedSource, includedDestination map[string][]string) (*ConnectionFilters, error) {
+	cf, errs := newConnectionFilters(excludedSource, excludedDestination, includedSource, includedDestination)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return cf, nil
+}

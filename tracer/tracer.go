@@ -94,7 +94,7 @@ type Tracer struct {
 	draining    bool                     // drainLoop runs: Close stops it and waits
 	recvParams  int                      // udp_recvmsg's arguments: 6 before Linux 5.19, then 5, 4 in newer kernels (6.18, 7.2)
 	udpFailed   []string                 // UDP hooks auto chose that did not load
-	intraEnds   map[endpointKey]struct{} // markIntraHost's, kept across scrapes (under mu)
+	intraEnds   map[endpointKey]struct{} // markIntraHostWith's, kept across scrapes (under mu)
 }
 
 // New checks the prerequisites, loads and attaches the programs, seeds the

@@ -44,7 +44,7 @@ func main() {
 		configFile = kingpin.Flag("config.file", "YAML file with connection filters (excluded_/included_ source/destination connections) "+
 			"and address groups (address_groups: CIDRs that replace the addresses inside them as label values). Empty: none.").
 			Default("").String()
-		debugAddr = kingpin.Flag("debug.listen-address", "Address of the debug endpoints (pprof, expvar, /debug/net_state, /debug/net_maps), plain HTTP; empty: off. They show every connection of the host: bind them to localhost.").
+		debugAddr = kingpin.Flag("debug.listen-address", "Address of the debug endpoints (pprof, expvar, /debug/net_state, /debug/net_maps, /debug/ports), plain HTTP; empty: off. They show every connection of the host: bind them to localhost.").
 				Default("").String()
 		toolkitFlags   = kingpinflag.AddFlags(kingpin.CommandLine, ":9476")
 		cfg            = tracer.AddFlags(kingpin.CommandLine)

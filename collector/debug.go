@@ -1,13 +1,15 @@
 package collector
 
 import (
-	"bytes"
 	"encoding/json"
 	"expvar"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/pprof"
 	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/conntrace/conntrace_exporter/tracer"
 )
@@ -16,6 +18,7 @@ import (
 // has it.
 type DebugSource interface {
 	DebugNetworkMaps() (*tracer.Connections, error)
+	PortMapping() *tracer.PortMapping
 }
 
 var _ DebugSource = (*tracer.Tracer)(nil)
@@ -39,7 +42,8 @@ const DebugClient = "-1"
 //	/debug/vars            expvar
 //	/debug/net_state       a client's baselines (?client_id=, the seed's DumpState; default DebugClient, the seed's DEBUGCLIENT "-1")
 //	/debug/stats           the per-client state's counters (netstate GetStats)
-//	/debug/net_maps        every connection in the kernel now, one a line: its key (BeautifyKey) and summary
+//	/debug/net_maps        every connection in the kernel now, one a line: its key (DebugKey) and summary
+//	/debug/ports           the ports something listens on (TCP) or is bound to (UDP), one network namespace (inode) a line
 func NewDebugHandler(src DebugSource, state StateDebug) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -65,13 +69,8 @@ func NewDebugHandler(src DebugSource, state StateDebug) http.Handler {
 			return
 		}
 		lines := make([]string, 0, len(conns.Conns))
-		var buf bytes.Buffer
 		for _, c := range conns.Conns {
-			if key, err := c.ByteKey(&buf); err == nil {
-				lines = append(lines, fmt.Sprintf("%s %s", tracer.BeautifyKey(string(key)), tracer.ConnectionSummary(c, conns.DNS)))
-			} else {
-				lines = append(lines, fmt.Sprintf("(no key: %v) %s", err, c))
-			}
+			lines = append(lines, c.DebugKey()+" "+tracer.ConnectionSummary(c, conns.DNS))
 		}
 		sort.Strings(lines)
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -79,7 +78,33 @@ func NewDebugHandler(src DebugSource, state StateDebug) http.Handler {
 			fmt.Fprintln(w, l)
 		}
 	})
+	mux.HandleFunc("/debug/ports", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		var ports []tracer.PortKey
+		if pm := src.PortMapping(); pm != nil {
+			ports = pm.Ports()
+		}
+		writePorts(w, ports)
+	})
 	return mux
+}
+
+// writePorts writes ports (sorted by namespace, protocol, port) one
+// namespace a line: "netns 4026531840 tcp 22,9476 udp 53".
+func writePorts(w io.Writer, ports []tracer.PortKey) {
+	for i := 0; i < len(ports); {
+		ns := ports[i].NetNS
+		fmt.Fprintf(w, "netns %d", ns)
+		for i < len(ports) && ports[i].NetNS == ns {
+			typ := ports[i].Type
+			var nums []string
+			for ; i < len(ports) && ports[i].NetNS == ns && ports[i].Type == typ; i++ {
+				nums = append(nums, strconv.Itoa(int(ports[i].Port)))
+			}
+			fmt.Fprintf(w, " %s %s", typ, strings.Join(nums, ","))
+		}
+		fmt.Fprintln(w)
+	}
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

@@ -12,9 +12,11 @@ import (
 
 type debugSource struct {
 	conns *tracer.Connections
+	ports *tracer.PortMapping
 }
 
 func (d debugSource) DebugNetworkMaps() (*tracer.Connections, error) { return d.conns, nil }
+func (d debugSource) PortMapping() *tracer.PortMapping               { return d.ports }
 
 func get(t *testing.T, h http.Handler, url string) (int, string) {
 	t.Helper()
@@ -44,9 +46,34 @@ func TestDebugEndpoints(t *testing.T) {
 	if code != 200 || !strings.Contains(body, `"clients"`) {
 		t.Errorf("stats: %d\n%s", code, body)
 	}
+	code, body = get(t, h, "/debug/ports")
+	if code != 200 || body != "" {
+		t.Errorf("ports without a mapping: %d\n%s", code, body)
+	}
 	for _, u := range []string{"/debug/pprof/", "/debug/vars", "/debug/pprof/cmdline"} {
 		if code, _ := get(t, h, u); code != 200 {
 			t.Errorf("%s: status %d", u, code)
 		}
+	}
+}
+
+// /debug/ports lists the listening ports of each network namespace, one a
+// line, sorted.
+func TestDebugPorts(t *testing.T) {
+	pm := tracer.NewPortMapping("/proc")
+	for _, k := range []tracer.PortKey{
+		{NetNS: 4026532000, Port: 53, Type: tracer.UDP},
+		{NetNS: 4026531840, Port: 9476, Type: tracer.TCP},
+		{NetNS: 4026532000, Port: 8080, Type: tracer.TCP},
+		{NetNS: 4026531840, Port: 22, Type: tracer.TCP},
+		{NetNS: 4026532000, Port: 5353, Type: tracer.UDP},
+	} {
+		pm.AddMapping(k)
+	}
+	h := NewDebugHandler(debugSource{conns: &tracer.Connections{}, ports: pm}, NewHandler(newFakeSource(), WithExporterMetrics(false)).State())
+	code, body := get(t, h, "/debug/ports")
+	want := "netns 4026531840 tcp 22,9476\nnetns 4026532000 tcp 8080 udp 53,5353\n"
+	if code != 200 || body != want {
+		t.Errorf("ports: %d\n%s\nwant\n%s", code, body, want)
 	}
 }

@@ -1,8 +1,6 @@
 package tracer
 
 import (
-	"bytes"
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -194,15 +192,12 @@ type endpointKey struct {
 	typ  ConnectionType
 }
 
-// markIntraHost sets IntraHost on the connections whose other end is in
+// markIntraHostWith sets IntraHost on the connections whose other end is in
 // conns too: both ends traced on this host. A UDP server socket bound to the
 // unspecified address has no address to match, so its clients' flows are
-// not marked (a port alone could be any host's).
-func markIntraHost(conns []ConnectionStats) { markIntraHostWith(conns, nil) }
-
-// markIntraHostWith is markIntraHost with a map to reuse (cleared first; nil
-// for a new one): the tracer keeps one across scrapes, so that a scrape of
-// 20,000 connections does not allocate its 1.5 MB again.
+// not marked (a port alone could be any host's). ends is a map to reuse
+// (cleared first; nil for a new one): the tracer keeps one across scrapes,
+// so that a scrape of 20,000 connections does not allocate its 1.5 MB again.
 func markIntraHostWith(conns []ConnectionStats, ends map[endpointKey]struct{}) {
 	if ends == nil {
 		ends = make(map[endpointKey]struct{}, len(conns))
@@ -233,65 +228,26 @@ func (c *ConnectionStats) Lifecycle() (opened, closed, failed bool) {
 	return false, false, false
 }
 
-// ByteKey returns the seed's binary key of the connection:
+// DebugKey is the connection's key for debug output, readable: what the
+// seed's binary key held (PID, ports, family, type, addresses) and what
+// this tracer keys on (network namespace, socket cookie and generation):
 //
-//	32b PID | 16b SPORT | 16b DPORT | 4b family | 4b type | src addr | dst addr
+//	p:1234|src:198.18.0.1:40000|dst:198.18.0.2:443|f:0|t:0|netns:4026531840|cookie:99/2
 //
-// followed by what the seed lacked and this tracer keys on: 32b netns,
-// 64b socket cookie and 32b generation. Only debug output uses it; the
-// state is keyed by ConnKey.
-func (c ConnectionStats) ByteKey(buf *bytes.Buffer) ([]byte, error) {
-	buf.Reset()
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], uint64(c.Pid)<<32|uint64(c.SPort)<<16|uint64(c.DPort))
-	buf.Write(b[:])
-	buf.WriteByte(byte(c.Family)<<4 | byte(c.Type))
-	if !c.Source.IsValid() || !c.Dest.IsValid() {
-		return nil, fmt.Errorf("connection %s has no address", c.Key)
+// The state is keyed by ConnKey.
+func (c ConnectionStats) DebugKey() string {
+	addr := func(a netip.Addr) netip.Addr {
+		switch {
+		case !a.IsValid():
+			return a
+		case c.Family == AFINET:
+			return a.Unmap()
+		}
+		return netip.AddrFrom16(a.As16())
 	}
-	if c.Family == AFINET {
-		s, d := c.Source.Unmap().As4(), c.Dest.Unmap().As4()
-		buf.Write(s[:])
-		buf.Write(d[:])
-	} else {
-		s, d := c.Source.As16(), c.Dest.As16()
-		buf.Write(s[:])
-		buf.Write(d[:])
-	}
-	binary.LittleEndian.PutUint32(b[:4], c.NetNS)
-	buf.Write(b[:4])
-	binary.LittleEndian.PutUint64(b[:], c.Key.Cookie)
-	buf.Write(b[:])
-	binary.LittleEndian.PutUint32(b[:4], c.Key.Generation)
-	buf.Write(b[:4])
-	return buf.Bytes(), nil
-}
-
-// BeautifyKey returns a human-readable form of a ByteKey, for debug output.
-func BeautifyKey(key string) string {
-	k := []byte(key)
-	if len(k) < 9 {
-		return fmt.Sprintf("invalid key %x: %d bytes, want at least 9", k, len(k))
-	}
-	head := binary.LittleEndian.Uint64(k[:8])
-	pid, sport, dport := uint32(head>>32), uint16(head>>16), uint16(head)
-	family, typ := ConnectionFamily(k[8]>>4), ConnectionType(k[8]&0xf)
-	alen := 4
-	if family == AFINET6 {
-		alen = 16
-	}
-	rest := k[9:]
-	if len(rest) != 2*alen+16 {
-		return fmt.Sprintf("invalid key %x: %d address and id bytes, want %d", k, len(rest), 2*alen+16)
-	}
-	src, _ := netip.AddrFromSlice(rest[:alen])
-	dst, _ := netip.AddrFromSlice(rest[alen : 2*alen])
-	rest = rest[2*alen:]
-	netns := binary.LittleEndian.Uint32(rest[:4])
-	cookie := binary.LittleEndian.Uint64(rest[4:12])
-	gen := binary.LittleEndian.Uint32(rest[12:16])
-	return fmt.Sprintf("p:%d|src:%s|dst:%s|f:%d|t:%d|netns:%d|cookie:%d/%d",
-		pid, netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport), family, typ, netns, cookie, gen)
+	src, dst := addr(c.Source), addr(c.Dest)
+	return fmt.Sprintf("p:%d|src:%s|dst:%s|f:%d|t:%d|netns:%d|cookie:%s",
+		c.Pid, netip.AddrPortFrom(src, c.SPort), netip.AddrPortFrom(dst, c.DPort), c.Family, c.Type, c.NetNS, c.Key)
 }
 
 // ConnectionSummary returns a one-line summary of a connection. names maps

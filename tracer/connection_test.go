@@ -2,6 +2,8 @@ package tracer
 
 import (
 	"bytes"
+	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -43,6 +45,35 @@ func TestByteKeyRoundTripsThroughBeautifyKey(t *testing.T) {
 	}
 	if len(k6) != len(k)+24 {
 		t.Errorf("IPv6 key %d bytes, IPv4 %d: want 24 more (two 16- instead of 4-byte addresses)", len(k6), len(k))
+	}
+}
+
+// DebugKey says what the seed's binary key held, as BeautifyKey read it
+// back from ByteKey (kept here as its oracle).
+func TestDebugKeyIsBeautifiedByteKey(t *testing.T) {
+	var buf bytes.Buffer
+	v6 := sampleConn()
+	v6.Family, v6.Source, v6.Dest = AFINET6, netip.MustParseAddr("fd00:c7::1"), netip.MustParseAddr("fd00:c7::2")
+	mapped := sampleConn()
+	mapped.Source, mapped.Dest = netip.MustParseAddr("::ffff:198.18.0.1"), netip.MustParseAddr("::ffff:198.18.0.2")
+	udp := sampleConn()
+	udp.Type, udp.Direction = UDP, NONE
+	for _, c := range []ConnectionStats{sampleConn(), v6, mapped, udp} {
+		k, err := c.ByteKey(&buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := c.DebugKey(), BeautifyKey(string(k)); got != want {
+			t.Errorf("DebugKey = %q, want %q", got, want)
+		}
+	}
+	if got, want := sampleConn().DebugKey(), "p:1234|src:198.18.0.1:40000|dst:198.18.0.2:443|f:0|t:0|netns:4026531840|cookie:99/2"; got != want {
+		t.Errorf("DebugKey = %q, want %q", got, want)
+	}
+	c := sampleConn()
+	c.Dest = netip.Addr{}
+	if got := c.DebugKey(); !strings.Contains(got, "cookie:99/2") {
+		t.Errorf("DebugKey without a remote address = %q, want it to name the connection", got)
 	}
 }
 
@@ -162,3 +193,72 @@ func TestFilterConnSidesNoAlloc(t *testing.T) {
 		t.Errorf("%v allocations per connection", n)
 	}
 }
+
+// ByteKey returns the seed's binary key of the connection:
+//
+//	32b PID | 16b SPORT | 16b DPORT | 4b family | 4b type | src addr | dst addr
+//
+// followed by what the seed lacked and this tracer keys on: 32b netns,
+// 64b socket cookie and 32b generation. Only debug output uses it; the
+// state is keyed by ConnKey.
+func (c ConnectionStats) ByteKey(buf *bytes.Buffer) ([]byte, error) {
+	buf.Reset()
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], uint64(c.Pid)<<32|uint64(c.SPort)<<16|uint64(c.DPort))
+	buf.Write(b[:])
+	buf.WriteByte(byte(c.Family)<<4 | byte(c.Type))
+	if !c.Source.IsValid() || !c.Dest.IsValid() {
+		return nil, fmt.Errorf("connection %s has no address", c.Key)
+	}
+	if c.Family == AFINET {
+		s, d := c.Source.Unmap().As4(), c.Dest.Unmap().As4()
+		buf.Write(s[:])
+		buf.Write(d[:])
+	} else {
+		s, d := c.Source.As16(), c.Dest.As16()
+		buf.Write(s[:])
+		buf.Write(d[:])
+	}
+	binary.LittleEndian.PutUint32(b[:4], c.NetNS)
+	buf.Write(b[:4])
+	binary.LittleEndian.PutUint64(b[:], c.Key.Cookie)
+	buf.Write(b[:])
+	binary.LittleEndian.PutUint32(b[:4], c.Key.Generation)
+	buf.Write(b[:4])
+	return buf.Bytes(), nil
+}
+
+// BeautifyKey returns a human-readable form of a ByteKey, for debug output.
+func BeautifyKey(key string) string {
+	k := []byte(key)
+	if len(k) < 9 {
+		return fmt.Sprintf("invalid key %x: %d bytes, want at least 9", k, len(k))
+	}
+	head := binary.LittleEndian.Uint64(k[:8])
+	pid, sport, dport := uint32(head>>32), uint16(head>>16), uint16(head)
+	family, typ := ConnectionFamily(k[8]>>4), ConnectionType(k[8]&0xf)
+	alen := 4
+	if family == AFINET6 {
+		alen = 16
+	}
+	rest := k[9:]
+	if len(rest) != 2*alen+16 {
+		return fmt.Sprintf("invalid key %x: %d address and id bytes, want %d", k, len(rest), 2*alen+16)
+	}
+	src, _ := netip.AddrFromSlice(rest[:alen])
+	dst, _ := netip.AddrFromSlice(rest[alen : 2*alen])
+	rest = rest[2*alen:]
+	netns := binary.LittleEndian.Uint32(rest[:4])
+	cookie := binary.LittleEndian.Uint64(rest[4:12])
+	gen := binary.LittleEndian.Uint32(rest[12:16])
+	return fmt.Sprintf("p:%d|src:%s|dst:%s|f:%d|t:%d|netns:%d|cookie:%d/%d",
+		pid, netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport), family, typ, netns, cookie, gen)
+}
+
+// Test helpers and oracles: production calls markIntraHostWith.
+
+// markIntraHost sets IntraHost on the connections whose other end is in
+// conns too: both ends traced on this host. A UDP server socket bound to the
+// unspecified address has no address to match, so its clients' flows are
+// not marked (a port alone could be any host's).
+func markIntraHost(conns []ConnectionStats) { markIntraHostWith(conns, nil) }

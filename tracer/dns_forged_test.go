@@ -9,14 +9,15 @@ import (
 
 	"golang.org/x/net/dns/dnsmessage"
 
+	"github.com/conntrace/conntrace_exporter/internal/dnstest"
 	"github.com/conntrace/conntrace_exporter/internal/nettest"
 )
 
 // answerA is a DNS answer with transaction id id: name has address a.
 func answerA(t *testing.T, id uint16, name string, a netip.Addr) []byte {
 	t.Helper()
-	return dnsResponseID(t, id, []dnsmessage.Question{question(name, dnsmessage.TypeA)}, dnsmessage.RCodeSuccess, func(b *dnsmessage.Builder) error {
-		return b.AResource(rrh(name, dnsmessage.TypeA), dnsmessage.AResource{A: a.As4()})
+	return dnstest.ResponseID(t, id, []dnsmessage.Question{dnstest.Question(name, dnsmessage.TypeA)}, dnsmessage.RCodeSuccess, func(b *dnsmessage.Builder) error {
+		return b.AResource(dnstest.RR(name, dnsmessage.TypeA), dnsmessage.AResource{A: a.As4()})
 	})
 }
 
@@ -51,19 +52,19 @@ func TestForgedDNSAnswerNotLearnt(t *testing.T) {
 	// server port, do not answer it.
 	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: 5, RecursionDesired: true})
 	b.StartQuestions()
-	b.Question(question("real.conntrace.test.", dnsmessage.TypeA))
+	b.Question(dnstest.Question("real.conntrace.test.", dnsmessage.TypeA))
 	q, _ := b.Finish()
 	send(cl, q, srv.LocalAddr())
 	send(srv, answerA(t, 6, "forged.conntrace.test.", forged), cl.LocalAddr())
 	// The answer.
 	send(srv, answerA(t, 5, "real.conntrace.test.", real), cl.LocalAddr())
-	conns := []ConnectionStats{{Dest: forged}, {Dest: real}}
+	addrs := []netip.Addr{forged, real}
 	deadline := time.Now().Add(3 * time.Second)
 	for {
-		tr.mu.Lock()
+		tr.drainMu.Lock()
 		tr.drainDNS()
-		tr.mu.Unlock()
-		names := tr.ReverseDNS().Resolve(conns)
+		tr.drainMu.Unlock()
+		names := tr.ReverseDNS().Lookup(addrs, time.Now())
 		if slices.Equal(names[real], []string{"real.conntrace.test"}) {
 			if got := names[forged]; got != nil {
 				t.Errorf("names of %s: %v, want none: no query asked for them", forged, got)
@@ -71,7 +72,7 @@ func TestForgedDNSAnswerNotLearnt(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("names %v, want %s named real.conntrace.test; stats %v", names, real, tr.ReverseDNS().GetStats())
+			t.Fatalf("names %v, want %s named real.conntrace.test; stats %+v", names, real, tr.ReverseDNS().Stats())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -102,7 +103,7 @@ func TestDNSAnswerThroughNAT(t *testing.T) {
 	c := dialUDP(t, p, netip.AddrPortFrom(p.Server4, 53)) // the NAT sends it to port 5353
 	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: 9, RecursionDesired: true})
 	b.StartQuestions()
-	b.Question(question("natted.conntrace.test.", dnsmessage.TypeA))
+	b.Question(dnstest.Question("natted.conntrace.test.", dnsmessage.TypeA))
 	q, _ := b.Finish()
 	if _, err := c.Write(q); err != nil {
 		t.Fatal(err)
@@ -113,10 +114,10 @@ func TestDNSAnswerThroughNAT(t *testing.T) {
 	}
 	deadline := time.Now().Add(3 * time.Second)
 	for {
-		tr.mu.Lock()
+		tr.drainMu.Lock()
 		tr.drainDNS()
-		tr.mu.Unlock()
-		names := tr.ReverseDNS().Resolve([]ConnectionStats{{Dest: named}})
+		tr.drainMu.Unlock()
+		names := tr.ReverseDNS().Lookup([]netip.Addr{named}, time.Now())
 		if slices.Equal(names[named], []string{"natted.conntrace.test"}) {
 			break
 		}

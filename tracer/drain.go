@@ -6,7 +6,6 @@ import (
 	"maps"
 	"os"
 	"time"
-	"unsafe"
 
 	"github.com/go-kit/log/level"
 	"golang.org/x/sys/unix"
@@ -109,35 +108,9 @@ func (t *Tracer) sweepLoop() {
 			}
 			t.mu.Unlock()
 			if t.dns != nil {
-				t.dns.expire(now)
+				t.dns.Expire(now)
 			}
 		}
-	}
-}
-
-// drainDNS parses the DNS answers in their ring buffer. Callers hold
-// drainMu.
-func (t *Tracer) drainDNS() {
-	if t.dnsRd == nil {
-		return
-	}
-	t.dnsRd.SetDeadline(time.Unix(1, 0))
-	now := time.Now()
-	for {
-		if err := t.dnsRd.ReadInto(&t.drainRec); err != nil {
-			if !errors.Is(err, os.ErrDeadlineExceeded) {
-				level.Warn(t.logger).Log("msg", "reading the DNS ring buffer", "err", err)
-			}
-			return
-		}
-		var ev bpf.ConntraceDnsEvent
-		if len(t.drainRec.RawSample) < int(unsafe.Sizeof(ev)) {
-			t.decode.Add(1)
-			continue
-		}
-		ev = *(*bpf.ConntraceDnsEvent)(unsafe.Pointer(&t.drainRec.RawSample[0]))
-		n := min(int(ev.Len), len(ev.Data))
-		t.dns.handle(ev.Data[:n], ev.Truncated != 0, now)
 	}
 }
 

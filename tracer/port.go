@@ -1,9 +1,11 @@
 package tracer
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -28,9 +30,8 @@ type PortKey struct {
 // kept current from the kernel (TCP: the listeners the BPF programs see
 // open and close; UDP: flows of sockets bound to their port).
 //
-// Direction does not need it (it comes from each socket, see README), but it
-// answers "does something serve on this port here", for pre-existing
-// connections and for debugging.
+// Direction does not need it (it comes from each socket, see README); the
+// debug page shows it (/debug/ports).
 type PortMapping struct {
 	procRoot string
 	mu       sync.RWMutex
@@ -50,26 +51,18 @@ func (pm *PortMapping) AddMapping(k PortKey) {
 	pm.mu.Unlock()
 }
 
-// RemoveMapping records that nothing serves on k any more.
-func (pm *PortMapping) RemoveMapping(k PortKey) {
-	pm.mu.Lock()
-	delete(pm.ports, k)
-	pm.mu.Unlock()
-}
-
-// IsListening says whether something serves on k.
-func (pm *PortMapping) IsListening(k PortKey) bool {
+// Ports returns the ports held, sorted by namespace, protocol and port.
+func (pm *PortMapping) Ports() []PortKey {
 	pm.mu.RLock()
-	defer pm.mu.RUnlock()
-	_, ok := pm.ports[k]
-	return ok
-}
-
-// Len is the number of ports held.
-func (pm *PortMapping) Len() int {
-	pm.mu.RLock()
-	defer pm.mu.RUnlock()
-	return len(pm.ports)
+	out := make([]PortKey, 0, len(pm.ports))
+	for k := range pm.ports {
+		out = append(out, k)
+	}
+	pm.mu.RUnlock()
+	slices.SortFunc(out, func(a, b PortKey) int {
+		return cmp.Or(cmp.Compare(a.NetNS, b.NetNS), cmp.Compare(a.Type, b.Type), cmp.Compare(a.Port, b.Port))
+	})
+	return out
 }
 
 // syncKernel replaces the TCP listeners learnt from the kernel by listeners.

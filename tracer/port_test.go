@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"net"
+	"slices"
 	"testing"
 
 	"github.com/conntrace/conntrace_exporter/internal/nettest"
@@ -79,5 +80,40 @@ func TestPortMappingAddRemove(t *testing.T) {
 	pm.RemoveMapping(k)
 	if pm.IsListening(k) || pm.Len() != 0 {
 		t.Fatal("RemoveMapping")
+	}
+}
+
+// Test oracles: only the tests ask the mapping about one port.
+
+// RemoveMapping records that nothing serves on k any more.
+func (pm *PortMapping) RemoveMapping(k PortKey) {
+	pm.mu.Lock()
+	delete(pm.ports, k)
+	pm.mu.Unlock()
+}
+
+// IsListening says whether something serves on k.
+func (pm *PortMapping) IsListening(k PortKey) bool {
+	pm.mu.RLock()
+	defer pm.mu.RUnlock()
+	_, ok := pm.ports[k]
+	return ok
+}
+
+// Len is the number of ports held.
+func (pm *PortMapping) Len() int {
+	pm.mu.RLock()
+	defer pm.mu.RUnlock()
+	return len(pm.ports)
+}
+
+func TestPortMappingPortsSorted(t *testing.T) {
+	pm := NewPortMapping("/proc")
+	for _, k := range []PortKey{{2, 53, UDP}, {2, 22, TCP}, {1, 443, TCP}, {2, 8080, TCP}, {1, 80, TCP}} {
+		pm.AddMapping(k)
+	}
+	want := []PortKey{{1, 80, TCP}, {1, 443, TCP}, {2, 22, TCP}, {2, 8080, TCP}, {2, 53, UDP}}
+	if got := pm.Ports(); !slices.Equal(got, want) {
+		t.Errorf("Ports() = %v, want %v", got, want)
 	}
 }

@@ -59,23 +59,6 @@ func ParseKprobeProfile(r io.Reader) (probes map[string]ProbeHits, malformed int
 	return probes, malformed, sc.Err()
 }
 
-// GetProbeStats reads kprobe_profile at path, or at the default places when
-// path is empty, in the seed's form: "<event>_hits" and "<event>_misses".
-// A missing or unreadable file (ENOENT, EPERM, EACCES: no kprobes, lockdown)
-// gives an error wrapping ErrNoKprobeProfile.
-func GetProbeStats(path string) (map[string]int64, error) {
-	probes, err := readKprobeProfile(path)
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string]int64, 2*len(probes))
-	for name, p := range probes {
-		out[name+"_hits"] = int64(p.Hits)
-		out[name+"_misses"] = int64(p.Misses)
-	}
-	return out, nil
-}
-
 func readKprobeProfile(path string) (map[string]ProbeHits, error) {
 	paths := DefaultKprobeProfiles
 	if path != "" {

@@ -2,7 +2,6 @@ package tracer
 
 import (
 	"fmt"
-	"net/netip"
 	"time"
 )
 
@@ -120,13 +119,4 @@ func (t *Tracer) readAll(now time.Time) ([]ConnectionStats, error) {
 	markIntraHostWith(conns, t.intraEnds)
 	t.syncPorts(conns)
 	return conns, nil
-}
-
-// Names returns the names DNS answers on this host gave addrs (nil without
-// DNSInspection).
-func (t *Tracer) Names(addrs []netip.Addr) map[netip.Addr][]string {
-	if t.dns == nil {
-		return nil
-	}
-	return t.dns.names(addrs, time.Now())
 }

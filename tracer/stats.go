@@ -134,9 +134,9 @@ func (t *Tracer) Stats() Stats {
 	}
 	t.mu.Lock()
 	if t.dns != nil {
-		st := t.dns.getStats()
-		s.Lost[LostDNSMalformed] = uint64(st[dnsMalformed] + st[dnsTruncated])
-		s.Lost[LostDNSCacheFull] = uint64(st[dnsCacheFull])
+		st := t.dns.Stats()
+		s.Lost[LostDNSMalformed] = st.Malformed + st.Truncated
+		s.Lost[LostDNSCacheFull] = st.CacheFull
 	}
 	if t.objs.DnsUnsolicited.Get(&v) == nil {
 		s.DNSUnsolicited = v

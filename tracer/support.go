@@ -261,21 +261,6 @@ func lastVerifierReason(log []string) string {
 	return "no reason logged"
 }
 
-// IsTracerSupportedByOS says whether the tracer can run here, and if not,
-// what is missing (the seed's check, from capabilities instead of versions).
-func IsTracerSupportedByOS() (bool, string) {
-	var missing []string
-	for _, c := range KernelSupport() {
-		if c.Required && !c.Available {
-			missing = append(missing, fmt.Sprintf("%s (%s)", c.Name, c.Reason))
-		}
-	}
-	if len(missing) > 0 {
-		return false, "missing " + strings.Join(missing, ", ")
-	}
-	return true, ""
-}
-
 // readLockdown returns the kernel's lockdown mode (none, integrity,
 // confidentiality), or "" when securityfs is not readable.
 func readLockdown(path string) string {

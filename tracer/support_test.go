@@ -433,3 +433,20 @@ func programsWhere(sel func(*program) bool) []string {
 func udpTracepointPrograms() []string {
 	return programsWhere(func(p *program) bool { return p.feature == featureUDP && p.kind == kindTracepoint })
 }
+
+// The seed's check; production reads KernelSupport at start-up (New).
+
+// IsTracerSupportedByOS says whether the tracer can run here, and if not,
+// what is missing (the seed's check, from capabilities instead of versions).
+func IsTracerSupportedByOS() (bool, string) {
+	var missing []string
+	for _, c := range KernelSupport() {
+		if c.Required && !c.Available {
+			missing = append(missing, fmt.Sprintf("%s (%s)", c.Name, c.Reason))
+		}
+	}
+	if len(missing) > 0 {
+		return false, "missing " + strings.Join(missing, ", ")
+	}
+	return true, ""
+}

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/conntrace/conntrace_exporter/bpf"
+	"github.com/conntrace/conntrace_exporter/dns"
 )
 
 // Tracer traces TCP connections with eBPF: it owns the loaded programs,
@@ -74,7 +75,7 @@ type Tracer struct {
 	// userFilter: the filters could not go into the kernel; apply them here.
 	userFilter  bool
 	ct          *conntracker // nil without EnableConntrack
-	dns         *dnsCache    // nil without DNSInspection
+	dns         *dns.Cache   // nil without DNSInspection
 	ports       *PortMapping
 	support     []Capability
 	stats       io.Closer // the kernel's BPF run statistics, while on
@@ -85,7 +86,7 @@ type Tracer struct {
 	draining    bool                     // drainLoop runs: Close stops it and waits
 	recvParams  int                      // udp_recvmsg's arguments: 6 before Linux 5.19, then 5, 4 in newer kernels (6.18, 7.2)
 	udpFailed   []string                 // UDP hooks auto chose that did not load
-	intraEnds   map[endpointKey]struct{} // markIntraHost's, kept across scrapes (under mu)
+	intraEnds   map[endpointKey]struct{} // markIntraHostWith's, kept across scrapes (under mu)
 }
 
 // New checks the prerequisites, loads and attaches the programs, seeds the
@@ -196,7 +197,7 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 		return nil, fmt.Errorf("opening the closed-connection ring buffer: %w", err)
 	}
 	if cfg.DNSInspection {
-		t.dns = newDNSCache(cfg.DNSCacheSize, cfg.DNSCacheBytes, cfg.DNSCacheTTL)
+		t.dns = dns.NewCache(cfg.DNSCacheSize, cfg.DNSCacheBytes, cfg.DNSCacheTTL)
 		if t.dnsRd, err = ringbuf.NewReader(t.objs.DnsEvents); err != nil {
 			t.Close()
 			return nil, fmt.Errorf("opening the DNS ring buffer: %w", err)
@@ -263,13 +264,4 @@ func (t *Tracer) keep(c *ConnectionStats) bool {
 		return false // DNS to a local resolver, as the seed: CollectLocalDNS
 	}
 	return !t.userFilter || t.cfg.Filters.Traced(c.filterConn())
-}
-
-// ReverseDNS returns the reverse DNS of the DNS answers seen, nil without
-// DNSInspection.
-func (t *Tracer) ReverseDNS() ReverseDNS {
-	if t.dns == nil {
-		return nil
-	}
-	return t.dns
 }

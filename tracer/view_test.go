@@ -132,11 +132,11 @@ func (t *Tracer) GetActiveConnections(clientID string) (*viewConns, error) {
 		out.Conns = append(out.Conns, c)
 	}
 	if t.dns != nil {
-		conns := make([]ConnectionStats, len(out.Conns))
+		addrs := make([]netip.Addr, len(out.Conns))
 		for i := range out.Conns {
-			conns[i] = out.Conns[i].ConnectionStats
+			addrs[i] = out.Conns[i].NATRemote()
 		}
-		out.DNS = t.dns.resolve(conns, time.Now())
+		out.DNS = t.dns.Lookup(addrs, time.Now())
 	}
 	return out, nil
 }

@@ -39,7 +39,7 @@ type program struct {
 	hook string
 	// cgroup is the attach type of the cgroup kinds.
 	cgroup ebpf.AttachType
-	// needs are the capabilities (KernelSupport) the verifier wants for
+	// needs are the capabilities (kernelSupport) the verifier wants for
 	// it: a kernel without one refuses it, and it is not loaded there.
 	needs []string
 	// wanted says whether this configuration and kernel's choices (the

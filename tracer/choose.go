@@ -49,7 +49,7 @@ func chooseTCPIterator(caps []Capability) (string, []string) {
 
 // TCPPossible says whether this kernel can trace TCP, and if not, why.
 func TCPPossible() error {
-	if it, missing := chooseTCPIterator(KernelSupport()); it == "" {
+	if it, missing := chooseTCPIterator(kernelSupport()); it == "" {
 		return errors.New("the kernel lacks " + strings.Join(missing, "; "))
 	}
 	return nil
@@ -84,7 +84,7 @@ var kprobeFunctions = []struct {
 // UDPHookPossible says whether this kernel can count UDP bytes with hook
 // (UDPHookTracepoint, UDPHookFentry or UDPHookKprobe), and if not, why.
 func UDPHookPossible(hook string) error {
-	_, _, err := chooseUDPHook(hook, KernelSupport(), "")
+	_, _, err := chooseUDPHook(hook, kernelSupport(), "")
 	return err
 }
 

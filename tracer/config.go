@@ -48,7 +48,7 @@ type Config struct {
 	MaxClosedConnectionsBuffered int
 	// MaxConnectionsStateBuffered bounds, per client, the baselines of
 	// the connections alive at the client's first scrape (the only
-	// per-connection state a client has). Below StateNeeded(), a busy host
+	// per-connection state a client has). Below stateNeeded(), a busy host
 	// can fill it: the connections past it count only their close for that
 	// client (LostClientStateFull).
 	MaxConnectionsStateBuffered int
@@ -69,7 +69,7 @@ type Config struct {
 	// BPFDebug makes the verifier log available in load errors.
 	BPFDebug bool
 	// KprobeProfile is the kprobe_profile file to read probe hits and
-	// misses from; empty: DefaultKprobeProfiles.
+	// misses from; empty: defaultKprobeProfiles.
 	KprobeProfile string
 	// BPFStats turns on the kernel's BPF run statistics (run count and time
 	// of every program, for conntrace_bpf_program_runs_total and
@@ -111,7 +111,7 @@ func NewDefaultConfig() *Config {
 		UDPHook:                      UDPHookAuto,
 		MaxTrackedConnections:        65536,
 		MaxClosedConnectionsBuffered: 50000,
-		MaxConnectionsStateBuffered:  2 * 65536, // StateNeeded() of the default MaxTrackedConnections
+		MaxConnectionsStateBuffered:  2 * 65536, // stateNeeded() of the default MaxTrackedConnections
 		ClientStateExpiry:            10 * time.Minute,
 		MaxClients:                   16,
 		ProcRoot:                     "/proc",
@@ -132,10 +132,10 @@ func (c *Config) clone() *Config {
 	return &d
 }
 
-// StateNeeded is the baselines a client needs to hold every connection the
+// stateNeeded is the baselines a client needs to hold every connection the
 // kernel can track at once: MaxTrackedConnections TCP connections and as many
 // UDP flows.
-func (c *Config) StateNeeded() int { return 2 * int(c.MaxTrackedConnections) }
+func (c *Config) stateNeeded() int { return 2 * int(c.MaxTrackedConnections) }
 
 // FieldError is a problem with one Config field. Validate, and tracer.New
 // for a setting the kernel cannot honour, return them (Validate joins one

@@ -27,7 +27,7 @@ func (t *Tracer) load() error {
 	if err := spec.Variables["max_tracked"].Set(t.cfg.MaxTrackedConnections); err != nil {
 		return fmt.Errorf("setting max_tracked: %w", err)
 	}
-	version, err := CurrentKernelVersion()
+	version, err := currentKernelVersion()
 	if err != nil {
 		return err
 	}

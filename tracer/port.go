@@ -26,7 +26,7 @@ type PortKey struct {
 }
 
 // PortMapping tracks the listening TCP ports and bound UDP ports of every
-// network namespace: read from /proc at start-up (ReadInitialState), then
+// network namespace: read from /proc at start-up (readInitialState), then
 // kept current from the kernel (TCP: the listeners the BPF programs see
 // open and close; UDP: flows of sockets bound to their port).
 //
@@ -86,11 +86,11 @@ const (
 	procUDPClose  = 0x07
 )
 
-// ReadInitialState reads the listening TCP sockets and the unconnected
+// readInitialState reads the listening TCP sockets and the unconnected
 // (bound) UDP sockets of every network namespace: those of the processes
 // under procRoot and the named ones (/run/netns). It returns the first
 // error but reads everything it can.
-func (pm *PortMapping) ReadInitialState() error {
+func (pm *PortMapping) readInitialState() error {
 	seen := map[uint32]bool{}
 	var firstErr error
 	keep := func(err error) {

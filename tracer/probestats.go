@@ -16,9 +16,9 @@ import (
 // errEPERM: lockdown answers EPERM on some tracefs files.
 var errEPERM error = unix.EPERM
 
-// DefaultKprobeProfiles are where kprobe_profile is looked for when
+// defaultKprobeProfiles are where kprobe_profile is looked for when
 // Config.KprobeProfile is empty: tracefs, then tracefs under debugfs.
-var DefaultKprobeProfiles = []string{"/sys/kernel/tracing/kprobe_profile", "/sys/kernel/debug/tracing/kprobe_profile"}
+var defaultKprobeProfiles = []string{"/sys/kernel/tracing/kprobe_profile", "/sys/kernel/debug/tracing/kprobe_profile"}
 
 // ProbeHits is one line of kprobe_profile: how often a kprobe fired, and
 // how often it was missed (a kretprobe out of instances, or recursion).
@@ -26,15 +26,15 @@ type ProbeHits struct {
 	Hits, Misses uint64
 }
 
-// ErrNoKprobeProfile says kprobe_profile cannot be read: no kprobes in the
+// errNoKprobeProfile says kprobe_profile cannot be read: no kprobes in the
 // kernel, tracefs not mounted, or lockdown. Not an error for the exporter.
-var ErrNoKprobeProfile = errors.New("kprobe_profile not available")
+var errNoKprobeProfile = errors.New("kprobe_profile not available")
 
-// ParseKprobeProfile reads kprobe_profile: one probe a line, "<event>
+// parseKprobeProfile reads kprobe_profile: one probe a line, "<event>
 // <hits> <misses>". The file is system-wide, so it holds other tools'
 // probes too; all are returned. Lines that are not three fields with two
 // numbers are skipped and counted in malformed, as the seed skipped them.
-func ParseKprobeProfile(r io.Reader) (probes map[string]ProbeHits, malformed int, err error) {
+func parseKprobeProfile(r io.Reader) (probes map[string]ProbeHits, malformed int, err error) {
 	probes = map[string]ProbeHits{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 4096), 1<<20)
@@ -60,7 +60,7 @@ func ParseKprobeProfile(r io.Reader) (probes map[string]ProbeHits, malformed int
 }
 
 func readKprobeProfile(path string) (map[string]ProbeHits, error) {
-	paths := DefaultKprobeProfiles
+	paths := defaultKprobeProfiles
 	if path != "" {
 		paths = []string{path}
 	}
@@ -71,7 +71,7 @@ func readKprobeProfile(path string) (map[string]ProbeHits, error) {
 			errs = append(errs, err)
 			continue
 		}
-		probes, _, err := ParseKprobeProfile(f)
+		probes, _, err := parseKprobeProfile(f)
 		f.Close()
 		if err != nil {
 			errs = append(errs, err)
@@ -81,7 +81,7 @@ func readKprobeProfile(path string) (map[string]ProbeHits, error) {
 	}
 	err := errors.Join(errs...)
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) || errors.Is(err, errEPERM) {
-		return nil, fmt.Errorf("%w: %v", ErrNoKprobeProfile, err)
+		return nil, fmt.Errorf("%w: %v", errNoKprobeProfile, err)
 	}
 	return nil, fmt.Errorf("reading kprobe_profile: %w", err)
 }

@@ -18,7 +18,7 @@ func TestParseKprobeProfileRealLines(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	probes, malformed, err := ParseKprobeProfile(f)
+	probes, malformed, err := parseKprobeProfile(f)
 	if err != nil || malformed != 0 {
 		t.Fatalf("err %v malformed %d", err, malformed)
 	}
@@ -40,7 +40,7 @@ func TestParseKprobeProfileRealLines(t *testing.T) {
 func TestParseKprobeProfileSkipsAndCountsMalformed(t *testing.T) {
 	f, _ := os.Open("testdata/kprobe/malformed")
 	defer f.Close()
-	probes, malformed, err := ParseKprobeProfile(f)
+	probes, malformed, err := parseKprobeProfile(f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestGetProbeStatsSeedForm(t *testing.T) {
 // kernel) or refused (lockdown), the error says so and is not fatal.
 func TestGetProbeStatsUnavailable(t *testing.T) {
 	_, err := GetProbeStats(filepath.Join(t.TempDir(), "kprobe_profile"))
-	if !errors.Is(err, ErrNoKprobeProfile) {
+	if !errors.Is(err, errNoKprobeProfile) {
 		t.Errorf("missing file: %v, want ErrNoKprobeProfile", err)
 	}
 }
@@ -77,7 +77,7 @@ func FuzzParseKprobeProfile(f *testing.F) {
 		f.Add(string(b))
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		probes, malformed, err := ParseKprobeProfile(strings.NewReader(s))
+		probes, malformed, err := parseKprobeProfile(strings.NewReader(s))
 		if err != nil {
 			return // a line over 1 MiB
 		}
@@ -100,7 +100,7 @@ func FuzzParseKprobeProfile(f *testing.F) {
 func TestKprobeProfileShowsOurKretprobes(t *testing.T) {
 	nettest.RequireRoot(t)
 	if err := UDPHookPossible(UDPHookKprobe); err != nil {
-		if _, err := GetProbeStats(""); !errors.Is(err, ErrNoKprobeProfile) {
+		if _, err := GetProbeStats(""); !errors.Is(err, errNoKprobeProfile) {
 			t.Fatalf("no kprobe fallback here, but kprobe_profile: %v", err)
 		}
 		t.Logf("no kprobes here, and no kprobe statistics: %v", err)

@@ -3,6 +3,8 @@ package tracer
 import (
 	"fmt"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Snapshot is one read of the live connections: every tracked TCP
@@ -119,4 +121,13 @@ func (t *Tracer) readAll(now time.Time) ([]ConnectionStats, error) {
 	markIntraHostWith(conns, t.intraEnds)
 	t.syncPorts(conns)
 	return conns, nil
+}
+
+// ktimeNow is the kernel's bpf_ktime_get_ns clock (CLOCK_MONOTONIC) now.
+func ktimeNow() uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		panic(fmt.Sprintf("CLOCK_MONOTONIC: %v", err)) // cannot fail on Linux
+	}
+	return uint64(ts.Nano())
 }

@@ -144,7 +144,7 @@ func (t *Tracer) Stats() Stats {
 	if t.objs.LostDnsRingBufferFull.Get(&v) == nil {
 		s.Lost[LostDNSRingBufferFull] = v
 	}
-	s.Programs = t.ProgramStats()
+	s.Programs = t.programStats()
 	s.Support = t.support
 	for _, p := range s.Programs {
 		s.Lost[LostRecursionMisses] += p.RecursionMisses
@@ -170,9 +170,9 @@ type ProgramStat struct {
 	Enabled         bool
 }
 
-// ProgramStats returns every attached program with its statistics. A
+// programStats returns every attached program with its statistics. A
 // program whose statistics cannot be read is returned with zeros.
-func (t *Tracer) ProgramStats() []ProgramStat {
+func (t *Tracer) programStats() []ProgramStat {
 	progs := t.programs()
 	out := make([]ProgramStat, 0, len(t.attachments))
 	for _, a := range t.attachments {

@@ -29,9 +29,9 @@ type Capability struct {
 	Reason    string // why it is missing
 }
 
-// CurrentKernelVersion returns the running kernel's version as
+// currentKernelVersion returns the running kernel's version as
 // KERNEL_VERSION(a, b, c) = a<<16 + b<<8 + c (c capped at 255).
-func CurrentKernelVersion() (uint32, error) {
+func currentKernelVersion() (uint32, error) {
 	var u unix.Utsname
 	if err := unix.Uname(&u); err != nil {
 		return 0, err
@@ -87,11 +87,11 @@ var tracepointCaps = []struct {
 	{"tracepoint:sock/sock_recv_length", "btf_trace_sock_recv_length", "UDP flows (bytes received)", false},
 }
 
-// KernelSupport checks, before anything is loaded, what this kernel offers
+// kernelSupport checks, before anything is loaded, what this kernel offers
 // the tracer: from /sys, /proc and the kernel's BTF, except fexit, which it
 // tries (probeFentry: without the privilege to load programs, it says fexit
 // is missing and why).
-func KernelSupport() []Capability {
+func kernelSupport() []Capability {
 	var caps []Capability
 	_, btfErr := os.Stat(vmlinuxBTF)
 	caps = append(caps, Capability{Name: "btf", Available: btfErr == nil, Required: true,
@@ -139,7 +139,7 @@ func KernelSupport() []Capability {
 		}
 		caps = append(caps, c)
 	}
-	version, verErr := CurrentKernelVersion()
+	version, verErr := currentKernelVersion()
 	for _, vc := range versionCaps {
 		c := Capability{Name: vc.name, Required: vc.required, Costs: vc.costs}
 		switch {

@@ -35,7 +35,7 @@ func TestParseKernelRelease(t *testing.T) {
 	if _, err := parseKernelRelease("vmlinuz"); err == nil {
 		t.Error("a release without a version parsed")
 	}
-	if v, err := CurrentKernelVersion(); err != nil || v < 5<<16 {
+	if v, err := currentKernelVersion(); err != nil || v < 5<<16 {
 		t.Errorf("CurrentKernelVersion: %#x %v", v, err)
 	}
 }
@@ -47,7 +47,7 @@ func TestParseKernelRelease(t *testing.T) {
 func TestKernelSupportHere(t *testing.T) {
 	nettest.RequireRoot(t)
 	got := map[string]Capability{}
-	for _, c := range KernelSupport() {
+	for _, c := range kernelSupport() {
 		got[c.Name] = c
 	}
 	if !got["btf"].Available {
@@ -117,7 +117,7 @@ func TestEveryProgramPassesTheVerifier(t *testing.T) {
 	}
 	// What this kernel lacks decides which programs it can carry; a program
 	// it cannot must be refused, so what start-up says is checked too.
-	caps := KernelSupport()
+	caps := kernelSupport()
 	refused, other := map[string]string{}, map[string]string{}
 	// fexit programs load only where fexit does, and only for the
 	// signature of this kernel's function.
@@ -178,7 +178,7 @@ func TestUDPKprobeVariantLoads(t *testing.T) {
 	nettest.RequireRoot(t)
 	cfg := NewDefaultConfig()
 	cfg.UDPHook = UDPHookKprobe
-	tr := &Tracer{cfg: cfg, support: KernelSupport(), udpHook: UDPHookKprobe, logger: log.NewNopLogger()}
+	tr := &Tracer{cfg: cfg, support: kernelSupport(), udpHook: UDPHookKprobe, logger: log.NewNopLogger()}
 	cfg.CollectTCPConns = TCPPossible() == nil
 	if err := tr.load(); err != nil {
 		t.Fatalf("loading the kprobe variant: %v", err)
@@ -231,7 +231,7 @@ func TestUDPFentryVariantLoads(t *testing.T) {
 	nettest.RequireRoot(t)
 	cfg := NewDefaultConfig()
 	cfg.UDPHook = UDPHookFentry
-	tr := &Tracer{cfg: cfg, support: KernelSupport(), udpHook: UDPHookFentry, logger: log.NewNopLogger()}
+	tr := &Tracer{cfg: cfg, support: kernelSupport(), udpHook: UDPHookFentry, logger: log.NewNopLogger()}
 	cfg.CollectTCPConns = TCPPossible() == nil
 	err := tr.load()
 	if !tr.capability("fentry") {
@@ -295,7 +295,7 @@ func TestRecvmsgFlagsArgHere(t *testing.T) {
 	// 5.19, (sk, msg, len, flags, addr_len) since, and without addr_len
 	// in newer kernels (6.18 here, 7.2; not 6.12).
 	want := uint8(3)
-	if v, _ := CurrentKernelVersion(); v < 5<<16|19<<8 {
+	if v, _ := currentKernelVersion(); v < 5<<16|19<<8 {
 		want = 4
 	}
 	if arg != want || (arg == 4 && params != 6) || (arg == 3 && params != 5 && params != 4) {
@@ -440,7 +440,7 @@ func udpTracepointPrograms() []string {
 // what is missing (the seed's check, from capabilities instead of versions).
 func IsTracerSupportedByOS() (bool, string) {
 	var missing []string
-	for _, c := range KernelSupport() {
+	for _, c := range kernelSupport() {
 		if c.Required && !c.Available {
 			missing = append(missing, fmt.Sprintf("%s (%s)", c.Name, c.Reason))
 		}

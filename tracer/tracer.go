@@ -108,11 +108,11 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 	for _, c := range optionalCapabilities() {
 		level.Warn(logger).Log("msg", "capability missing", "capability", c)
 	}
-	if need := cfg.StateNeeded(); cfg.MaxConnectionsStateBuffered < need {
+	if need := cfg.stateNeeded(); cfg.MaxConnectionsStateBuffered < need {
 		level.Warn(logger).Log("msg", "per-client baselines below what the kernel can track: a busy host fills them, and connections past them are reported late or lose traffic (lost_total{reason=\"client_state_full\"})",
 			"max_connections_state_buffered", cfg.MaxConnectionsStateBuffered, "needed", need)
 	}
-	support := KernelSupport()
+	support := kernelSupport()
 	cfg = cfg.clone() // what this kernel cannot do is switched off in the tracer's copy, not in the caller's
 	t := &Tracer{
 		cfg:        cfg,
@@ -188,7 +188,7 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 		level.Info(logger).Log("msg", "no kprobe statistics: conntrace_probe_hits and _misses are not exported", "err", err)
 	}
 	t.ports = NewPortMapping(cfg.ProcRoot)
-	if err := t.ports.ReadInitialState(); err != nil {
+	if err := t.ports.readInitialState(); err != nil {
 		level.Warn(logger).Log("msg", "reading the listening ports from /proc (kept current from the kernel from now on)", "err", err)
 	}
 	t.closedRd, err = ringbuf.NewReader(t.objs.ClosedConns)

@@ -29,7 +29,8 @@ func (h *RTTHistogram) Count() uint64 {
 // what the tracer reported of a connection (known) and of a client's
 // baseline (netstate). A client's series add them up in 64 bits
 // (netstate.Counters). Adding a counter is a field here and a line in
-// each method below; the record's field is read in countersOf.
+// each method below; the record's field is read in countersOf and written in
+// setRecordCounters (record.go).
 type Counters struct {
 	SentBytes, RecvBytes uint64
 	Retransmits          uint32

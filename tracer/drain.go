@@ -183,9 +183,7 @@ func (t *Tracer) settle(batch []ConnectionStats, raws []bpf.ConntraceConnRecord,
 // recordCounters writes c's counters back into its record r: what known
 // changed (clamped, or rebased: counters, RTT, preexisting).
 func recordCounters(r *bpf.ConntraceConnRecord, c *ConnectionStats) {
-	m := &c.Monotonic
-	r.SentBytes, r.RecvBytes, r.Retransmits, r.SentSegments = m.SentBytes, m.RecvBytes, m.Retransmits, m.SentSegments
-	r.RttBuckets, r.RttSumUs = m.RTT.Buckets, m.RTT.SumMicros
+	setRecordCounters(r, &c.Monotonic)
 	if c.Preexisting {
 		r.Flags |= connPreexisting
 	}

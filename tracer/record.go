@@ -78,7 +78,7 @@ func endpoints(family uint8, local, remote *[16]byte) (ConnectionFamily, netip.A
 
 func toConnectionStats(r *bpf.ConntraceConnRecord, names comms) ConnectionStats {
 	c := ConnectionStats{
-		Monotonic:       Counters{SentBytes: r.SentBytes, RecvBytes: r.RecvBytes, Retransmits: r.Retransmits, SentSegments: r.SentSegments},
+		Monotonic:       countersOf(r),
 		LastUpdateEpoch: r.TsNs,
 		StartEpoch:      r.StartNs,
 		RTT:             r.SrttUs,
@@ -94,8 +94,6 @@ func toConnectionStats(r *bpf.ConntraceConnRecord, names comms) ConnectionStats 
 		Closed:          r.Flags&connClosed != 0,
 		Preexisting:     r.Flags&connPreexisting != 0,
 	}
-	c.Monotonic.RTT.Buckets = r.RttBuckets
-	c.Monotonic.RTT.SumMicros = r.RttSumUs
 	c.Family, c.Source, c.Dest = endpoints(r.Family, &r.Saddr, &r.Daddr)
 	switch r.Direction {
 	case dirIncoming:
@@ -107,4 +105,20 @@ func toConnectionStats(r *bpf.ConntraceConnRecord, names comms) ConnectionStats 
 	}
 	c.classifyDirection()
 	return c
+}
+
+// countersOf reads a record's counters; setRecordCounters writes them back
+// (what known clamped or rebased). A new counter is a line in each.
+func countersOf(r *bpf.ConntraceConnRecord) Counters {
+	return Counters{
+		SentBytes: r.SentBytes, RecvBytes: r.RecvBytes,
+		Retransmits: r.Retransmits, SentSegments: r.SentSegments,
+		RTT: RTTHistogram{Buckets: r.RttBuckets, SumMicros: r.RttSumUs},
+	}
+}
+
+func setRecordCounters(r *bpf.ConntraceConnRecord, m *Counters) {
+	r.SentBytes, r.RecvBytes = m.SentBytes, m.RecvBytes
+	r.Retransmits, r.SentSegments = m.Retransmits, m.SentSegments
+	r.RttBuckets, r.RttSumUs = m.RTT.Buckets, m.RTT.SumMicros
 }

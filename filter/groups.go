@@ -3,7 +3,6 @@ package filter
 import (
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -26,11 +25,7 @@ func newGroupIndex(ps []netip.Prefix) *groupIndex {
 			g.v6Lens = append(g.v6Lens, p.Bits())
 		}
 	}
-	desc := func(a, b int) int { return b - a }
-	slices.SortFunc(g.v4Lens, desc)
-	slices.SortFunc(g.v6Lens, desc)
-	g.v4Lens = slices.Compact(g.v4Lens)
-	g.v6Lens = slices.Compact(g.v6Lens)
+	g.v4Lens, g.v6Lens = longestFirst(g.v4Lens), longestFirst(g.v6Lens)
 	return g
 }
 

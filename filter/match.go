@@ -162,12 +162,15 @@ func newPrefixIndex(entries []KernelFilterEntry) *prefixIndex {
 			ix.lens6 = append(ix.lens6, e.Prefix.Bits())
 		}
 	}
-	desc := func(a, b int) int { return b - a }
-	slices.SortFunc(ix.lens4, desc)
-	slices.SortFunc(ix.lens6, desc)
-	ix.lens4 = slices.Compact(ix.lens4)
-	ix.lens6 = slices.Compact(ix.lens6)
+	ix.lens4, ix.lens6 = longestFirst(ix.lens4), longestFirst(ix.lens6)
 	return ix
+}
+
+// longestFirst sorts prefix lengths longest first, without repeats: the
+// order in which a lookup tries them (the most specific prefix wins).
+func longestFirst(lens []int) []int {
+	slices.SortFunc(lens, func(a, b int) int { return b - a })
+	return slices.Compact(lens)
 }
 
 func (ix *prefixIndex) match(a netip.Addr, port uint16, t Proto) bool {

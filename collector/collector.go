@@ -91,13 +91,13 @@ var rttBounds = func() []float64 {
 func rttHistogram(c *netstate.Counters) (count uint64, sum float64, buckets map[float64]uint64) {
 	buckets = make(map[float64]uint64, len(rttBounds))
 	var cum uint64
-	for i, v := range c.RTT {
+	for i, v := range c.RTT.Buckets {
 		cum += v
 		if i >= rttFirstExp && i <= rttLastExp {
 			buckets[rttBounds[i-rttFirstExp]] = cum
 		}
 	}
-	return cum, float64(c.RTTSumMicros) / 1e6, buckets
+	return cum, float64(c.RTT.SumMicros) / 1e6, buckets
 }
 
 // descs are the metric descriptions, built once: as client_golang's
@@ -171,8 +171,8 @@ func (d *descs) appendMetrics(ms []prometheus.Metric, s *netstate.Series) []prom
 		return prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(v), s.Labels...)
 	}
 	ms = append(ms,
-		counter(d.sent, s.Sent),
-		counter(d.recv, s.Recv),
+		counter(d.sent, s.SentBytes),
+		counter(d.recv, s.RecvBytes),
 		prometheus.MustNewConstMetric(d.open, prometheus.GaugeValue, float64(s.Open), s.Labels...),
 		counter(d.opened, s.Opened),
 		counter(d.closed, s.Closed),
@@ -181,7 +181,7 @@ func (d *descs) appendMetrics(ms []prometheus.Metric, s *netstate.Series) []prom
 		count, sum, buckets := rttHistogram(&s.Counters)
 		ms = append(ms,
 			counter(d.retransmits, s.Retransmits),
-			counter(d.segments, s.Segments),
+			counter(d.segments, s.SentSegments),
 			counter(d.failed, s.Failed),
 			prometheus.MustNewConstHistogram(d.rtt, count, sum, buckets, s.Labels...),
 		)

@@ -131,9 +131,9 @@ func TestRTTHistogramBuckets(t *testing.T) {
 	}
 	for range 2 { // twice: accumulation
 		for i, v := range in.Buckets {
-			h.RTT[i] += uint64(v)
+			h.RTT.Buckets[i] += uint64(v)
 		}
-		h.RTTSumMicros += in.SumMicros
+		h.RTT.SumMicros += in.SumMicros
 	}
 
 	count, sum, buckets := rttHistogram(&h)

@@ -147,13 +147,13 @@ func (e *exporter) textFamilies(v *netstate.View, dns map[netip.Addr][]string) [
 			}
 		}})
 	}
-	counter(d.names.sent, d.helps.sent, "counter", series, func(s *netstate.Series) uint64 { return s.Sent })
-	counter(d.names.recv, d.helps.recv, "counter", series, func(s *netstate.Series) uint64 { return s.Recv })
+	counter(d.names.sent, d.helps.sent, "counter", series, func(s *netstate.Series) uint64 { return s.SentBytes })
+	counter(d.names.recv, d.helps.recv, "counter", series, func(s *netstate.Series) uint64 { return s.RecvBytes })
 	counter(d.names.open, d.helps.open, "gauge", series, func(s *netstate.Series) uint64 { return s.Open })
 	counter(d.names.opened, d.helps.opened, "counter", series, func(s *netstate.Series) uint64 { return s.Opened })
 	counter(d.names.closed, d.helps.closed, "counter", series, func(s *netstate.Series) uint64 { return s.Closed })
 	counter(d.names.retransmits, d.helps.retransmits, "counter", tcp, func(s *netstate.Series) uint64 { return s.Retransmits })
-	counter(d.names.segments, d.helps.segments, "counter", tcp, func(s *netstate.Series) uint64 { return s.Segments })
+	counter(d.names.segments, d.helps.segments, "counter", tcp, func(s *netstate.Series) uint64 { return s.SentSegments })
 	counter(d.names.failed, d.helps.failed, "counter", tcp, func(s *netstate.Series) uint64 { return s.Failed })
 	if len(tcp) > 0 {
 		name := d.names.rtt
@@ -162,7 +162,7 @@ func (e *exporter) textFamilies(v *netstate.View, dns map[netip.Addr][]string) [
 			for _, s := range tcp {
 				var cum uint64
 				k := 0
-				for b, n := range s.RTT {
+				for b, n := range s.RTT.Buckets {
 					cum += n
 					if b >= rttFirstExp && b <= rttLastExp {
 						t.sample(name+"_bucket", s.Text, leText[k], float64(cum))
@@ -170,7 +170,7 @@ func (e *exporter) textFamilies(v *netstate.View, dns map[netip.Addr][]string) [
 					}
 				}
 				t.sample(name+"_bucket", s.Text, leText[k], float64(cum))
-				t.sample(name+"_sum", s.Text, "", float64(s.RTTSumMicros)/1e6)
+				t.sample(name+"_sum", s.Text, "", float64(s.RTT.SumMicros)/1e6)
 				t.sample(name+"_count", s.Text, "", float64(cum))
 			}
 		}})

@@ -3,38 +3,24 @@ package netstate
 import "github.com/conntrace/conntrace_exporter/tracer"
 
 // Counters are the cumulative counters of a label set, or what one
-// connection contributes to them. Every counter of the traffic metrics is
-// here, so that adding one is an edit of this type and of its three
-// methods.
+// connection contributes to them: the connections' counters added up in 64
+// bits (tracer.Totals: a counter added there is added here), the
+// connections opened, closed and failed, and the RTT samples' count.
 type Counters struct {
-	Sent, Recv            uint64
-	Retransmits, Segments uint64
+	tracer.Totals
 	// Opened, Closed and Failed count connections (0 or 1 for one).
 	Opened, Closed, Failed uint64
-	// RTT holds the kernel's non-cumulative log2 buckets, the sum, and the
-	// count (the buckets' sum: Add skips the buckets of a connection
-	// without samples, most short ones).
-	RTT          [tracer.NumRTTBuckets]uint64
-	RTTSumMicros uint64
-	RTTCount     uint64
+	// RTTCount is the RTT buckets' sum.
+	RTTCount uint64
 }
 
 // Add adds o into c.
 func (c *Counters) Add(o *Counters) {
-	c.Sent += o.Sent
-	c.Recv += o.Recv
-	c.Retransmits += o.Retransmits
-	c.Segments += o.Segments
+	c.Totals.Add(&o.Totals)
 	c.Opened += o.Opened
 	c.Closed += o.Closed
 	c.Failed += o.Failed
-	if o.RTTCount != 0 {
-		for i, v := range o.RTT {
-			c.RTT[i] += v
-		}
-		c.RTTSumMicros += o.RTTSumMicros
-		c.RTTCount += o.RTTCount
-	}
+	c.RTTCount += o.RTTCount
 }
 
 // baseline is what a client had seen of a connection older than the client
@@ -64,7 +50,7 @@ func bit(b bool) uint64 {
 // (a stats reset): it counts whole, and reset is true.
 func since(c *tracer.ConnectionStats, b *baseline) (d Counters, reset bool) {
 	m, reset := c.Monotonic.Sub(&b.c, true)
-	d.addConn(&m)
+	d.Totals, d.RTTCount = m.Widen(), m.RTT.Count()
 	sub := func(v, base bool) uint64 {
 		if !v && base {
 			reset = true
@@ -78,19 +64,6 @@ func since(c *tracer.ConnectionStats, b *baseline) (d Counters, reset bool) {
 	return d, reset
 }
 
-// addConn adds one connection's counters into c, widened.
-func (c *Counters) addConn(m *tracer.Counters) {
-	c.Sent += m.SentBytes
-	c.Recv += m.RecvBytes
-	c.Retransmits += uint64(m.Retransmits)
-	c.Segments += uint64(m.SentSegments)
-	for i, v := range m.RTT.Buckets {
-		c.RTT[i] += uint64(v)
-		c.RTTCount += uint64(v)
-	}
-	c.RTTSumMicros += m.RTT.SumMicros
-}
-
 // ends returns only the connection's end: its closing or failure, without
 // traffic (for a connection whose traffic predates the client).
 func ends(c *tracer.ConnectionStats) Counters {
@@ -101,15 +74,8 @@ func ends(c *tracer.ConnectionStats) Counters {
 // minus returns a − b for counters of the same connection read twice
 // (b first), the lifecycle left out: the traffic between the two reads.
 func minus(a, b *Counters) Counters {
-	d := Counters{
-		Sent: a.Sent - min(a.Sent, b.Sent), Recv: a.Recv - min(a.Recv, b.Recv),
-		Retransmits:  a.Retransmits - min(a.Retransmits, b.Retransmits),
-		Segments:     a.Segments - min(a.Segments, b.Segments),
-		RTTSumMicros: a.RTTSumMicros - min(a.RTTSumMicros, b.RTTSumMicros),
-	}
-	for i := range a.RTT {
-		d.RTT[i] = a.RTT[i] - min(a.RTT[i], b.RTT[i])
-		d.RTTCount += d.RTT[i]
-	}
+	var d Counters
+	d.Totals, _ = a.Totals.Sub(&b.Totals, false)
+	d.RTTCount = d.RTT.Count()
 	return d
 }

@@ -196,5 +196,5 @@ type sums struct{ Sent, Recv, Opened, Closed, Failed uint64 }
 
 func (v view) of(cookie uint64) sums {
 	s := v[fmt.Sprint(cookie)]
-	return sums{s.Sent, s.Recv, s.Opened, s.Closed, s.Failed}
+	return sums{s.SentBytes, s.RecvBytes, s.Opened, s.Closed, s.Failed}
 }

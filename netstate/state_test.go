@@ -400,14 +400,14 @@ func TestOverflowSeriesCountsEachConnectionOnce(t *testing.T) {
 	var total uint64
 	var over Series
 	for _, s := range v.Series {
-		total += s.Sent
+		total += s.SentBytes
 		if s.Overflow {
 			over = s
 		}
 	}
-	if v.Own != 2 || v.OverflowConns != 3 || total != 55 || over.Sent != 35 || over.Closed != 1 {
+	if v.Own != 2 || v.OverflowConns != 3 || total != 55 || over.SentBytes != 35 || over.Closed != 1 {
 		t.Errorf("own %d, overflow connections %d, sent %d (overflow %d, closed %d); want 2, 3, 55, 35, 1",
-			v.Own, v.OverflowConns, total, over.Sent, over.Closed)
+			v.Own, v.OverflowConns, total, over.SentBytes, over.Closed)
 	}
 }
 
@@ -509,8 +509,8 @@ func TestConcurrentScrapesAndDrain(t *testing.T) {
 	for _, id := range []string{"a", "b"} {
 		var s sums
 		for _, ser := range scrape(t, st, id) {
-			s.Sent += ser.Sent
-			s.Recv += ser.Recv
+			s.Sent += ser.SentBytes
+			s.Recv += ser.RecvBytes
 			s.Closed += ser.Closed
 		}
 		if want := (sums{Sent: 6000, Recv: 8000, Closed: 2000}); s != want {
@@ -551,8 +551,8 @@ func TestFailuresAndRTT(t *testing.T) {
 	f.mu.Unlock()
 	f.close(2)
 	s := scrape(t, st, "a")["2"]
-	if s.RTT[10] != 5 || s.RTTSumMicros != 5000 || !s.TCP {
-		t.Errorf("RTT bucket 10 = %d, sum %d µs, TCP %v; want 5, 5000, true", s.RTT[10], s.RTTSumMicros, s.TCP)
+	if s.RTT.Buckets[10] != 5 || s.RTT.SumMicros != 5000 || !s.TCP {
+		t.Errorf("RTT bucket 10 = %d, sum %d µs, TCP %v; want 5, 5000, true", s.RTT.Buckets[10], s.RTT.SumMicros, s.TCP)
 	}
 }
 
@@ -576,7 +576,7 @@ func TestReusedSocketIsTwoConnections(t *testing.T) {
 	}
 	var total sums
 	for _, s := range v.Series {
-		total.Sent += s.Sent
+		total.Sent += s.SentBytes
 		total.Opened += s.Opened
 		total.Closed += s.Closed
 	}
@@ -692,7 +692,7 @@ func TestLabelSetFixedAtFirstSight(t *testing.T) {
 		}
 		m := map[string]uint64{}
 		for _, s := range v.Series {
-			m[s.Labels[0]] = s.Sent
+			m[s.Labels[0]] = s.SentBytes
 		}
 		return m
 	}
@@ -747,7 +747,7 @@ func TestDuplicateKeyInSnapshotCountedOnce(t *testing.T) {
 	}
 	var sent, open uint64
 	for _, s := range v.Series {
-		sent += s.Sent
+		sent += s.SentBytes
 		open += s.Open
 	}
 	if sent != 20 || open != 2 || v.OverflowConns != 1 {

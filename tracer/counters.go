@@ -9,14 +9,21 @@ const NumRTTBuckets = 32
 // The last bucket is unbounded (+Inf).
 func RTTBucketUpperBoundMicros(i int) uint64 { return uint64(1) << uint(i) }
 
-// RTTHistogram holds RTT samples: non-cumulative log2 buckets and the sum.
-type RTTHistogram struct {
-	Buckets   [NumRTTBuckets]uint32
+// Count is the width of a counter: the kernel's per connection (uint32 for
+// the small ones), 64 bits where many connections add up.
+type Count interface{ ~uint32 | ~uint64 }
+
+// Histogram holds RTT samples: non-cumulative log2 buckets and the sum.
+type Histogram[N Count] struct {
+	Buckets   [NumRTTBuckets]N
 	SumMicros uint64
 }
 
+// RTTHistogram is a connection's RTT histogram, in the kernel's widths.
+type RTTHistogram = Histogram[uint32]
+
 // Count is the number of samples in the histogram.
-func (h *RTTHistogram) Count() uint64 {
+func (h *Histogram[N]) Count() uint64 {
 	var n uint64
 	for _, b := range h.Buckets {
 		n += uint64(b)
@@ -24,29 +31,36 @@ func (h *RTTHistogram) Count() uint64 {
 	return n
 }
 
-// Counters are the cumulative counters of one connection, in the kernel's
-// widths: the one value type of a record (ConnectionStats.Monotonic), of
-// what the tracer reported of a connection (known) and of a client's
-// baseline (netstate). A client's series add them up in 64 bits
-// (netstate.Counters). Adding a counter is a field here and a line in
-// each method below; the record's field is read in countersOf and written in
-// setRecordCounters (record.go).
-type Counters struct {
+// CountersOf are the cumulative counters of a connection, or of many, in
+// widths N: the one value type of the counters. Counters (the kernel's
+// widths) is a record's (ConnectionStats.Monotonic), what the tracer
+// reported of a connection (known) and a client's baseline (netstate);
+// Totals (64 bits) is what a client's series add up (netstate.Counters).
+// Adding a counter is a field here and a line in each method below; the
+// record's field is read in countersOf and written in setRecordCounters
+// (record.go).
+type CountersOf[N Count] struct {
 	SentBytes, RecvBytes uint64
-	Retransmits          uint32
+	Retransmits          N
 	// SentSegments counts TCP data segments sent, retransmissions
 	// included (TCP_INFO's tcpi_data_segs_out): the denominator of a
 	// retransmit ratio.
-	SentSegments uint32
+	SentSegments N
 	// RTT holds one RTT sample per round trip (the sockops RTT callback
 	// runs once per round trip, not for every sample the kernel takes;
 	// before Linux 6.10 it is the smoothed RTT at that moment).
-	RTT RTTHistogram
+	RTT Histogram[N]
 }
+
+// Counters are one connection's counters, in the kernel's widths.
+type Counters = CountersOf[uint32]
+
+// Totals are counters added up over connections, in 64 bits.
+type Totals = CountersOf[uint64]
 
 // Max sets each counter of c to the larger of c's and o's: a live read
 // races the kernel and may come out low, and a counter must never go down.
-func (c *Counters) Max(o *Counters) {
+func (c *CountersOf[N]) Max(o *CountersOf[N]) {
 	c.SentBytes = max(c.SentBytes, o.SentBytes)
 	c.RecvBytes = max(c.RecvBytes, o.RecvBytes)
 	c.Retransmits = max(c.Retransmits, o.Retransmits)
@@ -58,13 +72,15 @@ func (c *Counters) Max(o *Counters) {
 }
 
 // Add adds o into c.
-func (c *Counters) Add(o *Counters) {
+func (c *CountersOf[N]) Add(o *CountersOf[N]) {
 	c.SentBytes += o.SentBytes
 	c.RecvBytes += o.RecvBytes
 	c.Retransmits += o.Retransmits
 	c.SentSegments += o.SentSegments
-	for i, v := range o.RTT.Buckets {
-		c.RTT.Buckets[i] += v
+	if o.RTT.Buckets != ([NumRTTBuckets]N{}) { // most short connections have no sample
+		for i, v := range o.RTT.Buckets {
+			c.RTT.Buckets[i] += v
+		}
 	}
 	c.RTT.SumMicros += o.RTT.SumMicros
 }
@@ -72,8 +88,8 @@ func (c *Counters) Add(o *Counters) {
 // Sub returns c − b, per counter. A counter below b's means b was of an
 // entry the kernel replaced since: if whole, it counts whole and reset
 // says so; else it counts 0 (the floor).
-func (c *Counters) Sub(b *Counters, whole bool) (d Counters, reset bool) {
-	sub := func(v, base uint64) uint64 {
+func (c *CountersOf[N]) Sub(b *CountersOf[N], whole bool) (d CountersOf[N], reset bool) {
+	sub64 := func(v, base uint64) uint64 {
 		if v < base {
 			reset = true
 			if whole {
@@ -83,13 +99,27 @@ func (c *Counters) Sub(b *Counters, whole bool) (d Counters, reset bool) {
 		}
 		return v - base
 	}
-	d.SentBytes = sub(c.SentBytes, b.SentBytes)
-	d.RecvBytes = sub(c.RecvBytes, b.RecvBytes)
-	d.Retransmits = uint32(sub(uint64(c.Retransmits), uint64(b.Retransmits)))
-	d.SentSegments = uint32(sub(uint64(c.SentSegments), uint64(b.SentSegments)))
+	sub := func(v, base N) N { return N(sub64(uint64(v), uint64(base))) }
+	d.SentBytes = sub64(c.SentBytes, b.SentBytes)
+	d.RecvBytes = sub64(c.RecvBytes, b.RecvBytes)
+	d.Retransmits = sub(c.Retransmits, b.Retransmits)
+	d.SentSegments = sub(c.SentSegments, b.SentSegments)
 	for i, v := range c.RTT.Buckets {
-		d.RTT.Buckets[i] = uint32(sub(uint64(v), uint64(b.RTT.Buckets[i])))
+		d.RTT.Buckets[i] = sub(v, b.RTT.Buckets[i])
 	}
-	d.RTT.SumMicros = sub(c.RTT.SumMicros, b.RTT.SumMicros)
+	d.RTT.SumMicros = sub64(c.RTT.SumMicros, b.RTT.SumMicros)
 	return d, reset
+}
+
+// Widen returns c in 64 bits.
+func (c *CountersOf[N]) Widen() Totals {
+	t := Totals{
+		SentBytes: c.SentBytes, RecvBytes: c.RecvBytes,
+		Retransmits: uint64(c.Retransmits), SentSegments: uint64(c.SentSegments),
+	}
+	for i, v := range c.RTT.Buckets {
+		t.RTT.Buckets[i] = uint64(v)
+	}
+	t.RTT.SumMicros = c.RTT.SumMicros
+	return t
 }

@@ -5,9 +5,9 @@ import (
 	"testing"
 )
 
-// fill sets every counter of c (every number reachable in it, the RTT
-// buckets included) to v.
-func fill(c *Counters, v uint64) {
+// fill sets every counter of c, a pointer to counters of any width (every
+// number reachable in it, the RTT buckets included), to v.
+func fill(c any, v uint64) {
 	var set func(reflect.Value)
 	set = func(f reflect.Value) {
 		switch f.Kind() {
@@ -64,5 +64,10 @@ func TestCountersMethodsCoverEveryField(t *testing.T) {
 	d, reset = c.Sub(&sum, false)
 	if d != (Counters{}) || !reset {
 		t.Errorf("Sub below the base, floor = %+v reset %v, want zero and a reset", d, reset)
+	}
+	var wide Totals
+	fill(&wide, 3)
+	if got := c.Widen(); got != wide {
+		t.Errorf("Widen missed a counter: %+v", got)
 	}
 }

@@ -34,7 +34,7 @@ func newFakeSource() *fakeSource {
 	return &fakeSource{active: make(map[tracer.ConnKey]tracer.ConnectionStats), ktime: 1000}
 }
 
-// set adds or updates an active connection (its Monotonic* values).
+// set adds or updates an active connection (its Monotonic values).
 func (f *fakeSource) set(c tracer.ConnectionStats) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

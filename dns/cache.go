@@ -15,7 +15,7 @@ type Stats struct {
 	Decoded   uint64 // answers read
 	Malformed uint64 // not a DNS message that can be read
 	Truncated uint64 // longer than the copy (the kernel's 512 bytes), and unreadable without the rest
-	Ignored   uint64 // a query, an error answer, or no A/AAAA record (ErrNotAnswer)
+	Ignored   uint64 // a query, an error answer, or no A/AAAA record (errNotAnswer)
 	CacheFull uint64 // an address or a name not kept: the cache was full
 	Expired   uint64 // addresses forgotten, their TTL past
 	Addrs     int    // addresses held
@@ -24,7 +24,7 @@ type Stats struct {
 
 // Cache is the reverse DNS cache: the names DNS answers gave each
 // address. It is bounded in addresses, in names per address
-// (MaxNamesPerAddr) and in bytes; an entry expires ttl after it was last
+// (maxNamesPerAddr) and in bytes; an entry expires ttl after it was last
 // answered or looked up, whether or not anyone looks (Expire). It is safe
 // for concurrent use.
 type Cache struct {
@@ -54,16 +54,16 @@ func NewCache(maxAddrs, maxBytes int, ttl time.Duration) *Cache {
 	return &Cache{ttl: ttl, max: maxAddrs, maxBytes: maxBytes, entries: map[netip.Addr]*entry{}}
 }
 
-// Handle learns from one DNS payload (ParseAnswer, then Add) and counts
+// Handle learns from one DNS payload (parseAnswer, then Add) and counts
 // what it was; truncated says only its first bytes were copied.
 func (c *Cache) Handle(payload []byte, truncated bool, now time.Time) {
-	ans, err := ParseAnswer(payload)
+	ans, err := parseAnswer(payload)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
 	case err == nil:
 		c.stats.Decoded++
-	case errors.Is(err, ErrNotAnswer):
+	case errors.Is(err, errNotAnswer):
 		c.stats.Ignored++
 		return
 	case truncated:
@@ -97,7 +97,7 @@ func (c *Cache) addLocked(ans Answer, now time.Time) {
 			c.bytes += entryBytes
 		}
 		for _, n := range names {
-			if slices.Contains(e.names, n) || len(e.names) >= MaxNamesPerAddr {
+			if slices.Contains(e.names, n) || len(e.names) >= maxNamesPerAddr {
 				continue
 			}
 			if c.bytes+nameBytes(n) > c.maxBytes {

@@ -13,29 +13,29 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 )
 
-// MaxNamesPerAddr bounds the names a Cache keeps for one address.
-const MaxNamesPerAddr = 32
+// maxNamesPerAddr bounds the names a Cache keeps for one address.
+const maxNamesPerAddr = 32
 
 // Answer is what one DNS answer says: each address, the names it answers
 // for (the owner of the A/AAAA record and every question name whose CNAME
 // chain leads to it), sorted, lower case, without the final dot.
 type Answer map[netip.Addr][]string
 
-// ErrNotAnswer says a message is a query, an error answer, or an answer
+// errNotAnswer says a message is a query, an error answer, or an answer
 // without any A or AAAA record: nothing to learn, and nothing wrong.
-var ErrNotAnswer = errors.New("not a successful answer")
+var errNotAnswer = errors.New("not a successful answer")
 
-// ParseAnswer reads a DNS response (a UDP payload). It never panics on any
-// input; errors say why nothing was learnt (ErrNotAnswer, or why the
+// parseAnswer reads a DNS response (a UDP payload). It never panics on any
+// input; errors say why nothing was learnt (errNotAnswer, or why the
 // message cannot be read).
-func ParseAnswer(b []byte) (Answer, error) {
+func parseAnswer(b []byte) (Answer, error) {
 	var p dnsmessage.Parser
 	h, err := p.Start(b)
 	if err != nil {
 		return nil, err
 	}
 	if !h.Response || h.RCode != dnsmessage.RCodeSuccess {
-		return nil, ErrNotAnswer
+		return nil, errNotAnswer
 	}
 	qs, err := p.AllQuestions()
 	if err != nil {
@@ -80,7 +80,7 @@ func ParseAnswer(b []byte) (Answer, error) {
 		}
 	}
 	if len(owners) == 0 {
-		return nil, ErrNotAnswer
+		return nil, errNotAnswer
 	}
 	ans := Answer{}
 	for a, os := range owners {

@@ -19,7 +19,7 @@ func FuzzParseDNSAnswer(f *testing.F) {
 	f.Add([]byte{0, 1, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0}, true)
 	f.Add([]byte{}, false)
 	f.Fuzz(func(t *testing.T, b []byte, truncated bool) {
-		if ans, err := ParseAnswer(b); err == nil {
+		if ans, err := parseAnswer(b); err == nil {
 			for a, names := range ans {
 				if !a.IsValid() || len(names) == 0 {
 					t.Fatalf("answer %v: %v", a, names)

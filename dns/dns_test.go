@@ -24,7 +24,7 @@ func TestParseDNSAnswerAAndAAAAWithCNAME(t *testing.T) {
 			}
 			return b.AAAAResource(dnstest.RR("edge.cdn.test.", dnsmessage.TypeAAAA), dnsmessage.AAAAResource{AAAA: netip.MustParseAddr("fd00:c7::9").As16()})
 		})
-	ans, err := ParseAnswer(msg)
+	ans, err := parseAnswer(msg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,15 +38,15 @@ func TestParseDNSAnswerAAndAAAAWithCNAME(t *testing.T) {
 
 func TestParseDNSAnswerIgnoresQueriesAndErrors(t *testing.T) {
 	nx := dnstest.Response(t, []dnsmessage.Question{dnstest.Question("nope.test.", dnsmessage.TypeA)}, dnsmessage.RCodeNameError, nil)
-	if _, err := ParseAnswer(nx); err != ErrNotAnswer {
-		t.Errorf("NXDOMAIN: %v, want ErrNotAnswer", err)
+	if _, err := parseAnswer(nx); err != errNotAnswer {
+		t.Errorf("NXDOMAIN: %v, want errNotAnswer", err)
 	}
 	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: 1})
 	b.StartQuestions()
 	b.Question(dnstest.Question("q.test.", dnsmessage.TypeA))
 	q, _ := b.Finish()
-	if _, err := ParseAnswer(q); err != ErrNotAnswer {
-		t.Errorf("query: %v, want ErrNotAnswer", err)
+	if _, err := parseAnswer(q); err != errNotAnswer {
+		t.Errorf("query: %v, want errNotAnswer", err)
 	}
 }
 

@@ -34,7 +34,7 @@ var ErrTooManyClients = errors.New("too many clients")
 
 // Source is what the state reads: the tracer.
 type Source interface {
-	// Snapshot reads the live connections (Monotonic* filled). The
+	// Snapshot reads the live connections (Monotonic filled). The
 	// connections that leave meanwhile are given to State.Closed, from
 	// the tracer's drain, concurrently.
 	Snapshot() (*tracer.Snapshot, error)

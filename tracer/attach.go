@@ -42,6 +42,9 @@ func (t *Tracer) attachWhere(cgroupPath string, sel func(*program) bool) error {
 			continue
 		}
 		prog := progs[p.name]
+		if prog == nil && p.optional == "" {
+			return fmt.Errorf("program %s is wanted but was not loaded (is it in the bpf2go objects? make generate)", p.name)
+		}
 		if prog == nil {
 			// An optional program the kernel cannot carry (loads).
 			level.Warn(t.logger).Log("msg", "program not attached: the kernel lacks what it needs", "program", p.name,

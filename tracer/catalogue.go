@@ -198,14 +198,3 @@ func (t *Tracer) seedsUDPCookies() bool {
 func (t *Tracer) loads(p *program) bool {
 	return p.wanted(t) && (p.optional == "" || len(lacking(t.support, p.needs...)) == 0)
 }
-
-// programsOf lists the names of the programs of a feature.
-func programsOf(feature string) []string {
-	var out []string
-	for _, p := range catalogue {
-		if p.feature == feature {
-			out = append(out, p.name)
-		}
-	}
-	return out
-}

@@ -64,7 +64,7 @@ func TestForgedDNSAnswerNotLearnt(t *testing.T) {
 		tr.drainMu.Lock()
 		tr.drainDNS()
 		tr.drainMu.Unlock()
-		names := tr.ReverseDNS().Lookup(addrs, time.Now())
+		names := tr.dns.Lookup(addrs, time.Now())
 		if slices.Equal(names[real], []string{"real.conntrace.test"}) {
 			if got := names[forged]; got != nil {
 				t.Errorf("names of %s: %v, want none: no query asked for them", forged, got)
@@ -72,7 +72,7 @@ func TestForgedDNSAnswerNotLearnt(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("names %v, want %s named real.conntrace.test; stats %+v", names, real, tr.ReverseDNS().Stats())
+			t.Fatalf("names %v, want %s named real.conntrace.test; stats %+v", names, real, tr.dns.Stats())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -117,7 +117,7 @@ func TestDNSAnswerThroughNAT(t *testing.T) {
 		tr.drainMu.Lock()
 		tr.drainDNS()
 		tr.drainMu.Unlock()
-		names := tr.ReverseDNS().Lookup([]netip.Addr{named}, time.Now())
+		names := tr.dns.Lookup([]netip.Addr{named}, time.Now())
 		if slices.Equal(names[named], []string{"natted.conntrace.test"}) {
 			break
 		}

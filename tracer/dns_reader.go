@@ -10,7 +10,6 @@ import (
 	"github.com/go-kit/log/level"
 
 	"github.com/conntrace/conntrace_exporter/bpf"
-	"github.com/conntrace/conntrace_exporter/dns"
 )
 
 // The kernel side of reverse DNS: the BPF programs copy the answers to this
@@ -44,12 +43,8 @@ func (t *Tracer) drainDNS() {
 	}
 }
 
-// ReverseDNS returns the reverse DNS cache of the DNS answers seen (the
-// seed's ReverseDNS), nil without DNSInspection.
-func (t *Tracer) ReverseDNS() *dns.Cache { return t.dns }
-
 // Names returns the names DNS answers on this host gave addrs (nil without
-// DNSInspection).
+// DNSInspection): the seed's ReverseDNS, whose cache is a dns.Cache.
 func (t *Tracer) Names(addrs []netip.Addr) map[netip.Addr][]string {
 	if t.dns == nil {
 		return nil

@@ -81,12 +81,12 @@ func TestReverseDNSFromAnswers(t *testing.T) {
 		tr.drainMu.Lock()
 		tr.drainDNS()
 		tr.drainMu.Unlock()
-		names := tr.ReverseDNS().Lookup(addrs, time.Now())
+		names := tr.dns.Lookup(addrs, time.Now())
 		if slices.Equal(names[p.Server4], []string{"svc.conntrace.test"}) && slices.Equal(names[p.Server6], []string{"svc.conntrace.test"}) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("names %v, want both addresses named svc.conntrace.test; stats %+v", names, tr.ReverseDNS().Stats())
+			t.Fatalf("names %v, want both addresses named svc.conntrace.test; stats %+v", names, tr.dns.Stats())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -53,6 +54,9 @@ func (t *Tracer) load() error {
 			return fmt.Errorf("the UDP %s programs need udp_recvmsg's arguments: %w", t.udpHook, err)
 		}
 		t.recvParams = params
+		if t.udpHook == UDPHookFentry && !slices.ContainsFunc(catalogue, func(p program) bool { return p.recvParams == params }) {
+			level.Warn(t.logger).Log("msg", "received UDP bytes are not counted: no fexit program for this kernel's udp_recvmsg", "arguments", params)
+		}
 		if err := spec.Variables["recvmsg_flags_arg"].Set(arg); err != nil {
 			return fmt.Errorf("setting recvmsg_flags_arg: %w", err)
 		}
@@ -150,7 +154,7 @@ func recvmsgFlagsArg() (flags uint8, params int, err error) {
 }
 
 // assignLoaded hands the loaded maps, variables and programs of coll to
-// objs; programs that were not loaded (unusedPrograms) stay nil.
+// objs; programs that were not loaded (keepWanted) stay nil.
 func assignLoaded(coll *ebpf.Collection, objs *bpf.ConntraceObjects) error {
 	if err := coll.Assign(&objs.ConntraceMaps); err != nil {
 		return err

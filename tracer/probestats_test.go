@@ -67,7 +67,7 @@ func TestGetProbeStatsSeedForm(t *testing.T) {
 func TestGetProbeStatsUnavailable(t *testing.T) {
 	_, err := GetProbeStats(filepath.Join(t.TempDir(), "kprobe_profile"))
 	if !errors.Is(err, errNoKprobeProfile) {
-		t.Errorf("missing file: %v, want ErrNoKprobeProfile", err)
+		t.Errorf("missing file: %v, want errNoKprobeProfile", err)
 	}
 }
 
@@ -146,7 +146,7 @@ func TestKprobeProfileShowsOurKretprobes(t *testing.T) {
 // GetProbeStats reads kprobe_profile at path, or at the default places when
 // path is empty, in the seed's form: "<event>_hits" and "<event>_misses".
 // A missing or unreadable file (ENOENT, EPERM, EACCES: no kprobes, lockdown)
-// gives an error wrapping ErrNoKprobeProfile.
+// gives an error wrapping errNoKprobeProfile.
 func GetProbeStats(path string) (map[string]int64, error) {
 	probes, err := readKprobeProfile(path)
 	if err != nil {

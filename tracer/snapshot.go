@@ -8,7 +8,7 @@ import (
 )
 
 // Snapshot is one read of the live connections: every tracked TCP
-// connection and UDP flow, with Monotonic* filled (their totals since the
+// connection and UDP flow, with Monotonic filled (their totals since the
 // tracer first saw them). The connections that leave are not in it: they go
 // to the Sink.
 type Snapshot struct {

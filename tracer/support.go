@@ -291,6 +291,3 @@ func (t *Tracer) capability(name string) bool {
 	}
 	return false
 }
-
-// Support returns what the kernel offered at start-up.
-func (t *Tracer) Support() []Capability { return t.support }

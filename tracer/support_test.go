@@ -36,11 +36,11 @@ func TestParseKernelRelease(t *testing.T) {
 		t.Error("a release without a version parsed")
 	}
 	if v, err := currentKernelVersion(); err != nil || v < 5<<16 {
-		t.Errorf("CurrentKernelVersion: %#x %v", v, err)
+		t.Errorf("currentKernelVersion: %#x %v", v, err)
 	}
 }
 
-// What KernelSupport says matches what the running kernel does: each
+// What kernelSupport says matches what the running kernel does: each
 // tracepoint is there iff tracefs lists it, kprobes are offered iff one
 // attaches. Not tied to one kernel: the matrix (scripts/kernels) runs it on
 // each, and every kernel there must be able to run the tracer.
@@ -434,7 +434,7 @@ func udpTracepointPrograms() []string {
 	return programsWhere(func(p *program) bool { return p.feature == featureUDP && p.kind == kindTracepoint })
 }
 
-// The seed's check; production reads KernelSupport at start-up (New).
+// The seed's check; production reads kernelSupport at start-up (New).
 
 // IsTracerSupportedByOS says whether the tracer can run here, and if not,
 // what is missing (the seed's check, from capabilities instead of versions).

@@ -85,7 +85,6 @@ type Tracer struct {
 	netnsWarned bool                     // said that some namespaces cannot be entered
 	draining    bool                     // drainLoop runs: Close stops it and waits
 	recvParams  int                      // udp_recvmsg's arguments: 6 before Linux 5.19, then 5, 4 in newer kernels (6.18, 7.2)
-	udpFailed   []string                 // UDP hooks auto chose that did not load
 	intraEnds   map[endpointKey]struct{} // markIntraHostWith's, kept across scrapes (under mu)
 }
 

@@ -66,7 +66,7 @@ test: lint check-generate
 	$(MAKE) test-kernels
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./filter/ ./tracer/ ./collector/
+	$(GO) test -run '^$$' -bench . -benchmem ./filter/ ./netstate/ ./tracer/ ./collector/
 	./scripts/bench-overhead.sh
 
 clean:

@@ -16,7 +16,7 @@ type Counters struct {
 
 // Add adds o into c.
 func (c *Counters) Add(o *Counters) {
-	c.Totals.Add(&o.Totals)
+	c.Totals.Add(&o.Totals, o.RTTCount != 0)
 	c.Opened += o.Opened
 	c.Closed += o.Closed
 	c.Failed += o.Failed
@@ -62,6 +62,15 @@ func since(c *tracer.ConnectionStats, b *baseline) (d Counters, reset bool) {
 	d.Closed = sub(closed, b.closed)
 	d.Failed = sub(failed, b.failed)
 	return d, reset
+}
+
+// all returns everything c counted: since the zero baseline, without
+// its subtraction (the fold of every closed connection).
+func all(c *tracer.ConnectionStats) Counters {
+	d := Counters{Totals: c.Monotonic.Widen(), RTTCount: c.Monotonic.RTT.Count()}
+	opened, closed, failed := c.Lifecycle()
+	d.Opened, d.Closed, d.Failed = bit(opened), bit(closed), bit(failed)
+	return d
 }
 
 // ends returns only the connection's end: its closing or failure, without

@@ -180,7 +180,7 @@ func (s *State[K]) Closed(conns []tracer.ConnectionStats) {
 	}
 	for i := range conns {
 		x := &conns[i]
-		d, _ := since(x, &baseline{})
+		d := all(x)
 		lc, wasLive := s.live[x.Key]
 		if !wasLive {
 			lc.key = s.lab.Key(x)
@@ -380,7 +380,7 @@ func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, counted []*tracer.C
 			// a client older than it, from its baseline; for this new
 			// one only its end, and here its traffic since this read.
 			if t, gone := tombs[x.Key]; gone && x.StartEpoch < c.admitEpoch && t.at >= c.admitEpoch {
-				read, _ := since(x, &baseline{})
+				read := all(x)
 				d := minus(&t.d, &read)
 				s.seriesOf(c, t.key, x).total.Add(&d)
 			}
@@ -419,7 +419,7 @@ func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, counted []*tracer.C
 			// were full at its first scrape, counted then): its traffic
 			// is not the client's to count; its end is.
 		default:
-			d, _ := since(x, &baseline{})
+			d := all(x)
 			ser.live.Add(&d)
 		}
 	}

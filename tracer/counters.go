@@ -71,18 +71,20 @@ func (c *CountersOf[N]) Max(o *CountersOf[N]) {
 	c.RTT.SumMicros = max(c.RTT.SumMicros, o.RTT.SumMicros)
 }
 
-// Add adds o into c.
-func (c *CountersOf[N]) Add(o *CountersOf[N]) {
+// Add adds o into c; the RTT histogram only if rtt (false: the caller
+// knows o has no RTT sample, as most short connections, and the 32
+// buckets' add is most of the cost).
+func (c *CountersOf[N]) Add(o *CountersOf[N], rtt bool) {
 	c.SentBytes += o.SentBytes
 	c.RecvBytes += o.RecvBytes
 	c.Retransmits += o.Retransmits
 	c.SentSegments += o.SentSegments
-	if o.RTT.Buckets != ([NumRTTBuckets]N{}) { // most short connections have no sample
+	if rtt {
 		for i, v := range o.RTT.Buckets {
 			c.RTT.Buckets[i] += v
 		}
+		c.RTT.SumMicros += o.RTT.SumMicros
 	}
-	c.RTT.SumMicros += o.RTT.SumMicros
 }
 
 // Sub returns c − b, per counter. A counter below b's means b was of an

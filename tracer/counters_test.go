@@ -48,9 +48,14 @@ func TestCountersMethodsCoverEveryField(t *testing.T) {
 		t.Errorf("Max missed a counter: %+v", lo)
 	}
 	sum := filled(2)
-	sum.Add(&c)
+	sum.Add(&c, true)
 	if want := filled(5); sum != want {
 		t.Errorf("Add missed a counter: %+v", sum)
+	}
+	norrt := filled(2)
+	norrt.Add(&c, false)
+	if norrt.RTT != filled(2).RTT || norrt.SentBytes != 5 {
+		t.Errorf("Add without the RTT: %+v", norrt)
 	}
 	d, reset := sum.Sub(&c, true)
 	if want := filled(2); d != want || reset {

@@ -82,7 +82,7 @@ func (e *knownConn) rebase(c *ConnectionStats) {
 
 // undo turns rebased stats back into the kernel's totals.
 func (e *knownConn) undo(c *ConnectionStats) {
-	c.Monotonic.Add(&e.base.Monotonic)
+	c.Monotonic.Add(&e.base.Monotonic, true)
 }
 
 // startRead says a read's iterator is about to run; endRead or abortRead

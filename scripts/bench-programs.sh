@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# What each BPF program of the exporter costs, from the kernel's own run
+# statistics (--tracer.bpf-stats: the exporter's conntrace_bpf_program_runs_total
+# and _run_seconds_total, the same counters as bpftool prog show). Two
+# workloads between two network namespaces joined by veth (198.18.0.1 <->
+# 198.18.0.2): a bulk transfer (iperf3) and short connections (connect, 100
+# bytes each way, close; both ends on this host). Prints per program: runs,
+# ns per run, runs per connection; the BPF time per connection and per run,
+# its share of the transfer's CPU, and the exporter's CPU per connection.
+# Root only. See BENCHMARKS.md.
+#
+#   scripts/bench-programs.sh                  # ROUNDS=3 BYTES=4G CONNS=3000
+#
+# Everything it creates (namespaces, veth, processes) is removed on exit.
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+BYTES=${BYTES:-4G}   # iperf3 -n: bytes of the bulk transfer
+CONNS=${CONNS:-3000} # short connections per round
+PORT=${PORT:-19477}  # the exporter's listen port, on 127.0.0.1
+
+cd "$(dirname "$0")/.."
+[[ $(id -u) == 0 ]] || { echo "needs root (loads BPF programs, creates namespaces)" >&2; exit 1; }
+for c in iperf3 ip python3 curl; do
+	command -v "$c" >/dev/null || { echo "missing: $c" >&2; exit 1; }
+done
+
+id=$$
+NS_C=ctp-c-$id
+NS_S=ctp-s-$id
+VETH_C=vpc$id
+VETH_S=vps$id
+WORK=$(mktemp -d)
+EXPORTER_PID=
+SERVER_PIDS=()
+
+cleanup() {
+	set +e
+	[[ -n $EXPORTER_PID ]] && kill "$EXPORTER_PID" 2>/dev/null && wait "$EXPORTER_PID" 2>/dev/null
+	for pid in "${SERVER_PIDS[@]}"; do
+		kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+	done
+	ip netns del "$NS_C" 2>/dev/null # deletes its veth end and the peer
+	ip netns del "$NS_S" 2>/dev/null
+	ip link del "$VETH_C" 2>/dev/null
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "== machine: $(uname -r), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg), $(iperf3 --version | head -1)"
+make build >/dev/null
+BIN=$PWD/conntrace_exporter
+
+ip netns add "$NS_C"
+ip netns add "$NS_S"
+ip link add "$VETH_C" type veth peer name "$VETH_S"
+ip link set "$VETH_C" netns "$NS_C"
+ip link set "$VETH_S" netns "$NS_S"
+ip -n "$NS_C" addr add 198.18.0.1/24 dev "$VETH_C"
+ip -n "$NS_S" addr add 198.18.0.2/24 dev "$VETH_S"
+for ns in "$NS_C" "$NS_S"; do ip -n "$ns" link set lo up; done
+ip -n "$NS_C" link set "$VETH_C" up
+ip -n "$NS_S" link set "$VETH_S" up
+ip netns exec "$NS_C" sysctl -qw net.ipv4.tcp_tw_reuse=1 net.ipv4.ip_local_port_range="1024 65535"
+
+ip netns exec "$NS_S" iperf3 -s -B 198.18.0.2 -p 5201 >"$WORK/iperf3-server.log" 2>&1 &
+SERVER_PIDS+=($!)
+# Short connections: the server reads 100 bytes, answers 100, closes.
+ip netns exec "$NS_S" python3 -c '
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("198.18.0.2", 5202)); s.listen(4096)
+while True:
+    c, _ = s.accept()
+    n = 0
+    while n < 100:
+        b = c.recv(100 - n)
+        if not b: break
+        n += len(b)
+    c.sendall(b"x" * 100)
+    c.close()
+' >"$WORK/short-server.log" 2>&1 &
+SERVER_PIDS+=($!)
+for port in 5201 5202; do
+	for i in $(seq 51); do
+		ip netns exec "$NS_S" ss -Hltn "sport = :$port" | grep -q . && break
+		[[ $i == 51 ]] && { echo "nothing listens on 198.18.0.2:$port" >&2; exit 1; }
+		sleep 0.1
+	done
+done
+
+"$BIN" --web.listen-address=127.0.0.1:$PORT --log.level=warn --tracer.bpf-stats >"$WORK/exporter.log" 2>&1 &
+EXPORTER_PID=$!
+for i in $(seq 101); do
+	curl -fsS -o /dev/null "http://127.0.0.1:$PORT/metrics" 2>/dev/null && break
+	kill -0 "$EXPORTER_PID" 2>/dev/null || { cat "$WORK/exporter.log" >&2; exit 1; }
+	[[ $i == 101 ]] && { echo "exporter not ready" >&2; exit 1; }
+	sleep 0.1
+done
+
+# sample FILE: the programs' runs and run seconds, and the exporter's CPU
+# seconds (utime + stime of /proc/PID/stat).
+sample() {
+	curl -fsS "http://127.0.0.1:$PORT/metrics" | grep -E '^conntrace_bpf_program_(runs|run_seconds)_total' >"$1"
+	awk -v hz="$(getconf CLK_TCK)" '{ print "cpu", ($14 + $15) / hz }' "/proc/$EXPORTER_PID/stat" >>"$1"
+}
+
+# report TITLE BEFORE AFTER CONNS [TRANSFER_CPU_SECONDS]
+report() {
+	python3 - "$@" <<'EOF'
+import re, sys
+title, before, after, conns = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+transfer_cpu = float(sys.argv[5]) if len(sys.argv) > 5 else 0
+def read(path):
+    runs, secs, cpu = {}, {}, 0.0
+    for line in open(path):
+        if line.startswith("cpu "):
+            cpu = float(line.split()[1]); continue
+        m = re.match(r'conntrace_bpf_program_(runs|run_seconds)_total\{[^}]*program="([^"]+)"[^}]*\} (\S+)', line)
+        if m:
+            (runs if m.group(1) == "runs" else secs)[m.group(2)] = float(m.group(3))
+    return runs, secs, cpu
+r0, s0, c0 = read(before)
+r1, s1, c1 = read(after)
+total_ns = total_runs = 0
+rows = []
+for p in sorted(r1):
+    runs = r1[p] - r0.get(p, 0)
+    ns = (s1.get(p, 0) - s0.get(p, 0)) * 1e9
+    if runs <= 0:
+        continue
+    total_ns += ns; total_runs += runs
+    rows.append((p, runs, ns / runs, runs / conns, ns / conns))
+print(f"-- {title}")
+print(f"{'program':<22} {'runs':>10} {'ns/run':>8} {'runs/conn':>10} {'ns/conn':>9}")
+for p, runs, nsr, rpc, npc in rows:
+    print(f"{p:<22} {runs:>10.0f} {nsr:>8.0f} {rpc:>10.2f} {npc:>9.0f}")
+print(f"BPF: {total_ns / max(total_runs, 1):.0f} ns per run on average, {total_ns / conns:.0f} ns per connection")
+if transfer_cpu > 0:
+    print(f"BPF share of the transfer's CPU: {100 * total_ns / 1e9 / transfer_cpu:.3f} % ({total_ns / 1e9:.3f} s of {transfer_cpu:.2f} s)")
+print(f"exporter CPU: {(c1 - c0) * 1e6 / conns:.2f} us per connection")
+EOF
+}
+
+for r in $(seq "$ROUNDS"); do
+	echo "== round $r"
+	sample "$WORK/b0"
+	ip netns exec "$NS_C" iperf3 -c 198.18.0.2 -p 5201 -n "$BYTES" -J >"$WORK/iperf.json"
+	sample "$WORK/b1"
+	# The transfer's CPU: iperf3's own (both ends, user and system) over its duration.
+	cpu=$(python3 -c 'import json,sys; e=json.load(open(sys.argv[1]))["end"]; d=e["sum_received"]["seconds"]; c=e["cpu_utilization_percent"]; print(d*(c["host_total"]+c["remote_total"])/100)' "$WORK/iperf.json")
+	report "bulk: iperf3 -n $BYTES (one connection)" "$WORK/b0" "$WORK/b1" 1 "$cpu"
+
+	sample "$WORK/s0"
+	ip netns exec "$NS_C" python3 -c '
+import socket, sys
+for _ in range(int(sys.argv[1])):
+    c = socket.create_connection(("198.18.0.2", 5202))
+    c.sendall(b"y" * 100)
+    n = 0
+    while n < 100:
+        b = c.recv(100 - n)
+        if not b: break
+        n += len(b)
+    c.close()
+' "$CONNS"
+	sleep 0.5 # the last closes reach the ring buffer
+	sample "$WORK/s1"
+	report "short connections: $CONNS (100 B each way, both ends here)" "$WORK/s0" "$WORK/s1" "$CONNS"
+done

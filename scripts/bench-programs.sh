@@ -102,10 +102,11 @@ for i in $(seq 101); do
 done
 
 # sample FILE: the programs' runs and run seconds, and the exporter's CPU
-# seconds (utime + stime of /proc/PID/stat).
+# seconds.
 sample() {
 	curl -fsS "http://127.0.0.1:$PORT/metrics" | grep -E '^conntrace_bpf_program_(runs|run_seconds)_total' >"$1"
-	awk -v hz="$(getconf CLK_TCK)" '{ print "cpu", ($14 + $15) / hz }' "/proc/$EXPORTER_PID/stat" >>"$1"
+	# Every thread's time on the CPU, in ns (schedstat; stat's ticks are 10 ms).
+	cat /proc/"$EXPORTER_PID"/task/*/schedstat | awk '{ ns += $1 } END { print "cpu", ns / 1e9 }' >>"$1"
 }
 
 # report TITLE BEFORE AFTER CONNS [TRANSFER_CPU_SECONDS]

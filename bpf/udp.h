@@ -132,7 +132,10 @@ static __always_inline int remember_peer(void *map, struct bpf_sock_addr *ctx, b
 	struct udp_peer p;
 	__u64 id = bpf_get_current_pid_tgid();
 
-	if (collect_udp) {
+	/* Only UDP: the length programs take a peer for UDP calls alone, and
+	 * return at once for any other socket (UDP-Lite goes through the same
+	 * hooks). */
+	if (collect_udp && ctx->protocol == IPPROTO_UDP) {
 		peer_from_user(ctx, &p, v6);
 		p.cookie = bpf_get_socket_cookie(ctx);
 		bpf_map_update_elem(map, &id, &p, BPF_ANY);
@@ -280,26 +283,26 @@ static __always_inline void udp_account(struct sock *sk, __u64 cookie, struct ud
 
 static __always_inline void udp_length(void *peers, struct sock *sk, int ret, int flags, bool sent, bool probed)
 {
-	__u64 id = bpf_get_current_pid_tgid();
 	struct udp_peer peer, *p;
-	__u64 cookie;
+	__u64 id, cookie;
 
-	if (!collect_udp)
+	/* First, for every call of every socket (TCP sends and receives
+	 * too): anything but UDP costs this read and nothing else. Only UDP
+	 * calls leave a peer (remember_peer). */
+	if (!collect_udp || SK_PROTOCOL(probed, sk) != IPPROTO_UDP)
 		return;
+	id = bpf_get_current_pid_tgid();
 	__builtin_memset(&peer, 0, sizeof(peer)); /* else clang may read it uninitialised */
-	/* Take the call's peer first, whatever the call: an entry left behind
-	 * (UDP-Lite goes through the same hooks) would be charged to the
-	 * thread's next call. One of another socket is left by a call this
-	 * program missed (a recursion miss: preempted inside it on a
-	 * preemptible kernel, another thread ran it on the CPU): not this
-	 * call's peer. */
+	/* Take the call's peer first, whatever the call's result: an entry
+	 * left behind would be charged to the thread's next call. One of
+	 * another socket is left by a call this program missed (a recursion
+	 * miss: preempted inside it on a preemptible kernel, another thread
+	 * ran it on the CPU): not this call's peer. */
 	p = bpf_map_lookup_elem(peers, &id);
 	if (p) {
 		peer = *p;
 		bpf_map_delete_elem(peers, &id);
 	}
-	if (SK_PROTOCOL(probed, sk) != IPPROTO_UDP)
-		return;
 	/* Peeks are read again; error-queue reads return an ICMP error's
 	 * quote or a looped-back sent packet, not data from the peer. */
 	if (ret <= 0 || (flags & (MSG_PEEK | MSG_ERRQUEUE)))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -157,8 +158,8 @@ func (t *Tracer) seed() error {
 // readEachNetns reads it in every network namespace (iter/tcp), and says
 // once when some cannot be entered: their connections are then reported
 // from their close records only.
-func (t *Tracer) readEachNetns(it *link.Iter, buf *bytes.Buffer) error {
-	refused, why, err := readIterInEachNetns(it, t.cfg.ProcRoot, buf)
+func (t *Tracer) readEachNetns(it *link.Iter, w io.Writer) error {
+	refused, why, err := readIterInEachNetns(it, t.cfg.ProcRoot, w)
 	if refused > 0 && !t.netnsWarned {
 		t.netnsWarned = true
 		level.Warn(t.logger).Log("msg", "some network namespaces cannot be entered (setns needs CAP_SYS_ADMIN): their TCP connections are counted from their close records only, not live", "namespaces", refused, "err", why)

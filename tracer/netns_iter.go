@@ -1,9 +1,9 @@
 package tracer
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -52,12 +52,12 @@ func netnsPaths(procRoot string) ([]string, error) {
 	return out, nil
 }
 
-// readIterInEachNetns appends to buf what it shows in the exporter's network
+// readIterInEachNetns writes to w what it shows in the exporter's network
 // namespace and in every other one of procRoot's processes. It returns how
 // many namespaces could not be entered (setns needs CAP_SYS_ADMIN) with the
 // first such error; a namespace that vanished meanwhile is not an error.
-func readIterInEachNetns(it *link.Iter, procRoot string, buf *bytes.Buffer) (refused int, firstErr error, err error) {
-	if err := readIter(it, buf); err != nil {
+func readIterInEachNetns(it *link.Iter, procRoot string, w io.Writer) (refused int, firstErr error, err error) {
+	if err := readIter(it, w); err != nil {
 		return 0, nil, err
 	}
 	paths, err := netnsPaths(procRoot)
@@ -69,7 +69,7 @@ func readIterInEachNetns(it *link.Iter, procRoot string, buf *bytes.Buffer) (ref
 		if err != nil {
 			continue // the process exited
 		}
-		err = nsexec.Do(ns, func() error { return readIter(it, buf) })
+		err = nsexec.Do(ns, func() error { return readIter(it, w) })
 		ns.Close()
 		if err != nil {
 			if errors.Is(err, os.ErrPermission) {
@@ -85,14 +85,14 @@ func readIterInEachNetns(it *link.Iter, procRoot string, buf *bytes.Buffer) (ref
 	return refused, firstErr, nil
 }
 
-// readIter opens it in the calling thread's network namespace and appends
-// all it shows to buf.
-func readIter(it *link.Iter, buf *bytes.Buffer) error {
+// readIter opens it in the calling thread's network namespace and writes
+// all it shows to w.
+func readIter(it *link.Iter, w io.Writer) error {
 	rd, err := it.Open()
 	if err != nil {
 		return err
 	}
 	defer rd.Close()
-	_, err = buf.ReadFrom(rd)
+	_, err = io.Copy(w, rd)
 	return err
 }

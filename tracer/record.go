@@ -45,6 +45,47 @@ func decodeRecords(recs []bpf.ConntraceConnRecord, buf []byte) ([]bpf.ConntraceC
 	return recs, nil
 }
 
+// recordStream decodes the records an iterator writes as they come (an
+// io.Writer), so that a scrape never holds them all: at 200,000 sockets
+// that is 53 MB, and twice that while a buffer grows.
+type recordStream struct {
+	part [recordSize]byte // a record split between two writes
+	n    int
+	rec  bpf.ConntraceConnRecord
+	each func(*bpf.ConntraceConnRecord)
+	seen int // bytes written
+}
+
+func (s *recordStream) Write(p []byte) (int, error) {
+	written := len(p)
+	s.seen += written
+	rec := unsafe.Slice((*byte)(unsafe.Pointer(&s.rec)), recordSize)
+	for len(p) > 0 {
+		if s.n == 0 && len(p) >= recordSize {
+			copy(rec, p[:recordSize])
+			p = p[recordSize:]
+			s.each(&s.rec)
+			continue
+		}
+		k := copy(s.part[s.n:], p)
+		s.n, p = s.n+k, p[k:]
+		if s.n == recordSize {
+			copy(rec, s.part[:])
+			s.n = 0
+			s.each(&s.rec)
+		}
+	}
+	return written, nil
+}
+
+// end says whether what was written was whole records.
+func (s *recordStream) end() error {
+	if s.n != 0 {
+		return fmt.Errorf("connection records: %d bytes is not a multiple of the record size %d (kernel object and exporter out of step?)", s.seen, recordSize)
+	}
+	return nil
+}
+
 // comms interns process names: the same few repeat on every scrape.
 type comms map[[16]int8]string
 

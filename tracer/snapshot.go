@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/conntrace/conntrace_exporter/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -63,15 +64,23 @@ func (t *Tracer) readActive(now time.Time) ([]ConnectionStats, error) {
 	if t.dumpIter == nil {
 		return nil, nil // no TCP
 	}
-	t.buf.Reset()
+	// The records are decoded as the iterator writes them, and those kept
+	// are clamped by known after it ran: known's lock is never held
+	// during an iterator run (the drain takes it).
+	conns := make([]ConnectionStats, 0, t.lastRead+t.lastRead/8)
+	stream := recordStream{each: func(r *bpf.ConntraceConnRecord) {
+		if c := toConnectionStats(r, t.comms); t.keep(&c) {
+			conns = append(conns, c)
+		}
+	}}
 	t.kmu.Lock()
 	t.known.startRead()
 	t.kmu.Unlock()
 	var err error
 	if t.tcpIter == tcpIterTCP {
-		err = t.readEachNetns(t.dumpIter, &t.buf)
+		err = t.readEachNetns(t.dumpIter, &stream)
 	} else {
-		err = readIter(t.dumpIter, &t.buf)
+		err = readIter(t.dumpIter, &stream)
 	}
 	if err != nil {
 		t.kmu.Lock()
@@ -79,24 +88,23 @@ func (t *Tracer) readActive(now time.Time) ([]ConnectionStats, error) {
 		t.kmu.Unlock()
 		return nil, fmt.Errorf("reading the connection iterator: %w", err)
 	}
-	recs, err := decodeRecords(t.recs, t.buf.Bytes())
-	t.recs = recs
-	if err != nil {
+	if err := stream.end(); err != nil {
 		t.kmu.Lock()
 		t.known.abortRead()
 		t.kmu.Unlock()
 		t.decode.Add(1)
 		return nil, err
 	}
-	conns := make([]ConnectionStats, 0, len(recs))
+	t.lastRead = len(conns)
 	t.kmu.Lock()
 	t.known.beginRead()
-	for i := range recs {
-		c := toConnectionStats(&recs[i], t.comms)
-		if t.keep(&c) && t.known.live(&c, now) {
-			conns = append(conns, c)
+	live := conns[:0]
+	for i := range conns {
+		if t.known.live(&conns[i], now) {
+			live = append(live, conns[i])
 		}
 	}
+	conns = live
 	conns, expired := t.known.endRead(conns, now, t.cfg.TCPConnTimeout)
 	t.kmu.Unlock()
 	if t.wanted() {

@@ -1,8 +1,6 @@
 package tracer
 
 import (
-	"bytes"
-
 	"errors"
 	"fmt"
 	"io"
@@ -67,11 +65,11 @@ type Tracer struct {
 	mu     sync.Mutex // serialises reads of the kernel state
 	known  *known
 	decode atomic.Uint64 // records that could not be decoded
-	// Reused from one read to the next (under mu).
-	buf   bytes.Buffer
-	recs  []bpf.ConntraceConnRecord
-	comms comms
-	udp   udpReader
+	// Kept from one read to the next (under mu): the process names, and
+	// how many connections the last read kept (the next one's capacity).
+	comms    comms
+	lastRead int
+	udp      udpReader
 	// userFilter: the filters could not go into the kernel; apply them here.
 	userFilter  bool
 	ct          *conntracker // nil without EnableConntrack

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# A scrape at scale: CONNS open TCP connections over loopback in a network
+# namespace of its own (both ends on this host: 2 × CONNS sockets), held by
+# HOLDERS processes (the per-process file limit here is 20,000). Prints the
+# time of each scrape of the exporter, of `ss -tin` over the same sockets
+# (the ratio of the two), the exporter's RSS after the scrapes and its peak
+# (VmHWM), and the memory per tracked connection. Root only. See
+# BENCHMARKS.md.
+#
+#   scripts/bench-scale.sh                # CONNS=100000 SCRAPES=3
+#   CONNS=10000 scripts/bench-scale.sh
+#
+# Everything it creates (the namespace, processes) is removed on exit.
+set -euo pipefail
+
+CONNS=${CONNS:-100000}
+SCRAPES=${SCRAPES:-3}
+PORT=${PORT:-19478}
+PER_HOLDER=9000 # connections per holder process: 18,000 files
+HEAP=${HEAP:-}  # a file: the exporter's heap profile after the scrapes
+
+cd "$(dirname "$0")/.."
+[[ $(id -u) == 0 ]] || { echo "needs root (loads BPF programs, creates a namespace)" >&2; exit 1; }
+for c in ip python3 curl ss; do
+	command -v "$c" >/dev/null || { echo "missing: $c" >&2; exit 1; }
+done
+
+NS=cts-$$
+WORK=$(mktemp -d)
+EXPORTER_PID=
+HOLDERS=()
+
+cleanup() {
+	set +e
+	[[ -n $EXPORTER_PID ]] && kill "$EXPORTER_PID" 2>/dev/null && wait "$EXPORTER_PID" 2>/dev/null
+	for pid in "${HOLDERS[@]}"; do kill "$pid" 2>/dev/null; done
+	for pid in "${HOLDERS[@]}"; do wait "$pid" 2>/dev/null; done
+	ip netns del "$NS" 2>/dev/null
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "== machine: $(uname -r), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
+make build >/dev/null
+BIN=$PWD/conntrace_exporter
+ip netns add "$NS"
+ip -n "$NS" link set lo up
+ip netns exec "$NS" sysctl -qw net.ipv4.ip_local_port_range="1024 65535" net.core.somaxconn=65535
+
+# Each holder listens on its own port, connects PER_HOLDER clients to it
+# and keeps both ends open until killed; it says "ready" when done.
+n_holders=$(((CONNS + PER_HOLDER - 1) / PER_HOLDER))
+left=$CONNS
+for i in $(seq 0 $((n_holders - 1))); do
+	n=$((left < PER_HOLDER ? left : PER_HOLDER))
+	left=$((left - n))
+	ip netns exec "$NS" python3 -c '
+import resource, socket, sys, time
+n, port = int(sys.argv[1]), int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_NOFILE, (2 * n + 64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("127.0.0.1", port)); l.listen(65535)
+held = []
+for i in range(n):
+    c = socket.socket()
+    c.connect(("127.0.0.1", port))
+    s, _ = l.accept()
+    held += [c, s]
+print("ready", flush=True)
+while True:
+    time.sleep(3600)
+' "$n" $((20000 + i)) >"$WORK/holder-$i.log" 2>&1 &
+	HOLDERS+=($!)
+done
+for i in $(seq 0 $((n_holders - 1))); do
+	for t in $(seq 600); do
+		grep -q ready "$WORK/holder-$i.log" && break
+		kill -0 "${HOLDERS[$i]}" 2>/dev/null || { cat "$WORK/holder-$i.log" >&2; exit 1; }
+		[[ $t == 600 ]] && { echo "holder $i not ready" >&2; exit 1; }
+		sleep 0.5
+	done
+done
+est=$(ip netns exec "$NS" ss -Htn state established | wc -l)
+echo "== $est established sockets in $NS (want $((2 * CONNS))), $n_holders holder processes"
+
+# The connections exist before the exporter starts: it finds them at
+# start-up (the seeding iterators), as on a busy node.
+"$BIN" --web.listen-address=127.0.0.1:$PORT --log.level=warn \
+	--tracer.max-tracked-connections=$((2 * CONNS + 65536)) \
+	--tracer.max-connections-state-buffered=$((4 * CONNS + 131072)) \
+	${HEAP:+--debug.listen-address=127.0.0.1:$((PORT + 1))} >"$WORK/exporter.log" 2>&1 &
+EXPORTER_PID=$!
+for t in $(seq 1200); do
+	curl -fsS -o /dev/null "http://127.0.0.1:$PORT/" 2>/dev/null && break
+	kill -0 "$EXPORTER_PID" 2>/dev/null || { cat "$WORK/exporter.log" >&2; exit 1; }
+	[[ $t == 1200 ]] && { echo "exporter not ready" >&2; exit 1; }
+	sleep 0.1
+done
+
+ms() { python3 -c 'import sys; print("%.0f" % ((int(sys.argv[2]) - int(sys.argv[1])) / 1e6))' "$1" "$2"; }
+declare -a SCR SS
+for r in $(seq "$SCRAPES"); do
+	t0=$(date +%s%N)
+	curl -fsS -o "$WORK/metrics" "http://127.0.0.1:$PORT/metrics"
+	t1=$(date +%s%N)
+	ip netns exec "$NS" ss -tin >"$WORK/ss"
+	t2=$(date +%s%N)
+	SCR+=("$(ms "$t0" "$t1")")
+	SS+=("$(ms "$t1" "$t2")")
+	echo "scrape $r: $(ms "$t0" "$t1") ms; ss -tin: $(ms "$t1" "$t2") ms"
+done
+[[ -n $HEAP ]] && curl -fsS -o "$HEAP" "http://127.0.0.1:$((PORT + 1))/debug/pprof/heap"
+tracked=$(awk '/^conntrace_tracked_connections\{/ { s += $2 } END { print s }' "$WORK/metrics")
+rss=$(awk '/^VmRSS/ { print $2 }' "/proc/$EXPORTER_PID/status")
+hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$EXPORTER_PID/status")
+python3 - "$tracked" "$rss" "$hwm" "${SCR[*]}" "${SS[*]}" <<'EOF'
+import sys, statistics as st
+tracked, rss, hwm = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+scr = [float(x) for x in sys.argv[4].split()]
+ss = [float(x) for x in sys.argv[5].split()]
+print(f"== tracked connections (sockets): {tracked:.0f}")
+print(f"scrape: {min(scr):.0f}-{max(scr):.0f} ms; ss -tin: {min(ss):.0f}-{max(ss):.0f} ms; ratio of the means: {st.mean(scr) / st.mean(ss):.2f}")
+print(f"RSS after the scrapes: {rss / 1024:.0f} MiB, peak {hwm / 1024:.0f} MiB; {hwm * 1024 / max(tracked, 1):.0f} bytes of peak per tracked socket")
+EOF

@@ -20,6 +20,8 @@ ROUNDS=${ROUNDS:-3}
 BYTES=${BYTES:-4G}   # iperf3 -n: bytes of the bulk transfer
 CONNS=${CONNS:-3000} # short connections per round
 PORT=${PORT:-19477}  # the exporter's listen port, on 127.0.0.1
+ARGS=${ARGS:-}       # more flags for the exporter, e.g. --no-tracer.enable-conntrack
+PROFILE=${PROFILE:-} # a file: the exporter's CPU profile during the last round's short connections
 
 cd "$(dirname "$0")/.."
 [[ $(id -u) == 0 ]] || { echo "needs root (loads BPF programs, creates namespaces)" >&2; exit 1; }
@@ -92,7 +94,9 @@ for port in 5201 5202; do
 	done
 done
 
-"$BIN" --web.listen-address=127.0.0.1:$PORT --log.level=warn --tracer.bpf-stats >"$WORK/exporter.log" 2>&1 &
+# shellcheck disable=SC2086 # ARGS is a list of flags
+"$BIN" --web.listen-address=127.0.0.1:$PORT --log.level=warn --tracer.bpf-stats $ARGS \
+	${PROFILE:+--debug.listen-address=127.0.0.1:$((PORT + 1))} >"$WORK/exporter.log" 2>&1 &
 EXPORTER_PID=$!
 for i in $(seq 101); do
 	curl -fsS -o /dev/null "http://127.0.0.1:$PORT/metrics" 2>/dev/null && break
@@ -104,9 +108,13 @@ done
 # sample FILE: the programs' runs and run seconds, and the exporter's CPU
 # seconds.
 sample() {
-	curl -fsS "http://127.0.0.1:$PORT/metrics" | grep -E '^conntrace_bpf_program_(runs|run_seconds)_total' >"$1"
-	# Every thread's time on the CPU, in ns (schedstat; stat's ticks are 10 ms).
-	cat /proc/"$EXPORTER_PID"/task/*/schedstat | awk '{ ns += $1 } END { print "cpu", ns / 1e9 }' >>"$1"
+	# Every thread's time on the CPU, in ns (schedstat; stat's ticks are
+	# 10 ms), before and after the scrape: the workload's window runs from
+	# one sample's end to the next one's start, without their scrapes.
+	cpu() { cat /proc/"$EXPORTER_PID"/task/*/schedstat | awk -v k="$1" '{ ns += $1 } END { print k, ns / 1e9 }'; }
+	cpu cpu_before >"$1"
+	curl -fsS "http://127.0.0.1:$PORT/metrics" | grep -E '^conntrace_bpf_program_(runs|run_seconds)_total' >>"$1"
+	cpu cpu_after >>"$1"
 }
 
 # report TITLE BEFORE AFTER CONNS [TRANSFER_CPU_SECONDS]
@@ -116,16 +124,17 @@ import re, sys
 title, before, after, conns = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 transfer_cpu = float(sys.argv[5]) if len(sys.argv) > 5 else 0
 def read(path):
-    runs, secs, cpu = {}, {}, 0.0
+    runs, secs, cpu = {}, {}, {}
     for line in open(path):
-        if line.startswith("cpu "):
-            cpu = float(line.split()[1]); continue
+        if line.startswith("cpu_"):
+            k, v = line.split(); cpu[k] = float(v); continue
         m = re.match(r'conntrace_bpf_program_(runs|run_seconds)_total\{[^}]*program="([^"]+)"[^}]*\} (\S+)', line)
         if m:
             (runs if m.group(1) == "runs" else secs)[m.group(2)] = float(m.group(3))
     return runs, secs, cpu
-r0, s0, c0 = read(before)
-r1, s1, c1 = read(after)
+r0, s0, cpu0 = read(before)
+r1, s1, cpu1 = read(after)
+c0, c1 = cpu0["cpu_after"], cpu1["cpu_before"]
 total_ns = total_runs = 0
 rows = []
 for p in sorted(r1):
@@ -162,6 +171,11 @@ for r in $(seq "$ROUNDS"); do
 	report "bulk: iperf3 -n $BYTES (one connection)" "$WORK/b0" "$WORK/b1" 1 "$cpu"
 
 	sample "$WORK/s0"
+	prof=
+	if [[ -n $PROFILE && $r == "$ROUNDS" ]]; then
+		curl -fsS -o "$PROFILE" "http://127.0.0.1:$((PORT + 1))/debug/pprof/profile?seconds=${PROFILE_SECONDS:-5}" &
+		prof=$!
+	fi
 	ip netns exec "$NS_C" python3 -c '
 import socket, sys
 for _ in range(int(sys.argv[1])):
@@ -175,6 +189,7 @@ for _ in range(int(sys.argv[1])):
     c.close()
 ' "$CONNS"
 	sleep 0.5 # the last closes reach the ring buffer
+	[[ -n $prof ]] && wait "$prof"
 	sample "$WORK/s1"
 	report "short connections: $CONNS (100 B each way, both ends here)" "$WORK/s0" "$WORK/s1" "$CONNS"
 done

@@ -17,34 +17,10 @@ CHURN=${CHURN:-1000}           # short connections per churn run; 0: skip
 IPERF_PORT=5201
 
 cd "$(dirname "$0")/.."
-[[ $(id -u) == 0 ]] || { echo "needs root (loads BPF programs, creates namespaces)" >&2; exit 1; }
-for c in iperf3 ip python3 curl; do
-	command -v "$c" >/dev/null || { echo "missing: $c" >&2; exit 1; }
-done
-
-id=$$
-NS_C=ctb-c-$id
-NS_S=ctb-s-$id
-VETH_C=vbc$id
-VETH_S=vbs$id
-WORK=$(mktemp -d)
-EXPORTER_PID=
-SERVER_PIDS=()
-
-cleanup() {
-	set +e
-	[[ -n $EXPORTER_PID ]] && kill "$EXPORTER_PID" 2>/dev/null && wait "$EXPORTER_PID" 2>/dev/null
-	for pid in "${SERVER_PIDS[@]}"; do
-		kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-	done
-	# Deleting a namespace deletes its veth end and its peer.
-	ip netns del "$NS_C" 2>/dev/null
-	ip netns del "$NS_S" 2>/dev/null
-	ip link del "$VETH_C" 2>/dev/null
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+. scripts/bench-lib.sh
+bench_init iperf3 ip python3 curl
+NS_C=ctb-c-$$
+NS_S=ctb-s-$$
 
 echo "== machine"
 echo "kernel:  $(uname -r)"
@@ -54,26 +30,14 @@ echo "loadavg: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "iperf3:  $(iperf3 --version | head -1)"
 
 echo "== build"
-make build >/dev/null
-BIN=$PWD/conntrace_exporter
+bench_build
 echo "built $BIN"
 
-echo "== network: $NS_C ($VETH_C 198.18.0.1) <-> $NS_S ($VETH_S 198.18.0.2)"
-ip netns add "$NS_C"
-ip netns add "$NS_S"
-ip link add "$VETH_C" type veth peer name "$VETH_S"
-ip link set "$VETH_C" netns "$NS_C"
-ip link set "$VETH_S" netns "$NS_S"
-ip -n "$NS_C" addr add 198.18.0.1/24 dev "$VETH_C"
-ip -n "$NS_S" addr add 198.18.0.2/24 dev "$VETH_S"
-for ns in "$NS_C" "$NS_S"; do ip -n "$ns" link set lo up; done
-ip -n "$NS_C" link set "$VETH_C" up
-ip -n "$NS_S" link set "$VETH_S" up
-# Short connections: reuse TIME_WAIT ports on the client side.
-ip netns exec "$NS_C" sysctl -qw net.ipv4.tcp_tw_reuse=1 net.ipv4.ip_local_port_range="1024 65535"
+echo "== network: $NS_C (198.18.0.1) <-> $NS_S (198.18.0.2)"
+bench_veth "$NS_C" "$NS_S"
 
 ip netns exec "$NS_S" iperf3 -s -B 198.18.0.2 -p $IPERF_PORT >"$WORK/iperf3-server.log" 2>&1 &
-SERVER_PIDS+=($!)
+BENCH_PIDS+=($!)
 # A churn server: accepts, reads to EOF and closes (one thread).
 ip netns exec "$NS_S" python3 -c '
 import socket
@@ -84,32 +48,13 @@ while True:
     while c.recv(4096): pass
     c.close()
 ' >"$WORK/churn-server.log" 2>&1 &
-SERVER_PIDS+=($!)
-for port in $IPERF_PORT 5202; do
-	for i in $(seq 51); do
-		ip netns exec "$NS_S" ss -Hltn "sport = :$port" | grep -q . && break
-		[[ $i == 51 ]] && { echo "nothing listens on 198.18.0.2:$port" >&2; exit 1; }
-		sleep 0.1
-	done
-done
+BENCH_PIDS+=($!)
+bench_listening "$NS_S" $IPERF_PORT 5202
 
-start_exporter() {
-	"$BIN" --web.listen-address=127.0.0.1:$PORT --log.level=warn >"$WORK/exporter.log" 2>&1 &
-	EXPORTER_PID=$!
-	for _ in $(seq 100); do
-		curl -fsS -o /dev/null "http://127.0.0.1:$PORT/metrics?client_id=bench" 2>/dev/null && return 0
-		kill -0 "$EXPORTER_PID" 2>/dev/null || { cat "$WORK/exporter.log" >&2; echo "exporter died" >&2; exit 1; }
-		sleep 0.1
-	done
-	echo "exporter not ready on 127.0.0.1:$PORT" >&2
-	exit 1
-}
-
-stop_exporter() {
-	kill "$EXPORTER_PID"
-	wait "$EXPORTER_PID" || true
-	EXPORTER_PID=
-}
+# The exporter's first scrape (client bench) is its readiness check: that
+# client counts what follows.
+start_exporter() { BENCH_READY="/metrics?client_id=bench" bench_exporter "$PORT"; }
+stop_exporter() { bench_stop_exporter; }
 
 # iperf_run prints the receiver's throughput in Gbit/s.
 iperf_run() {

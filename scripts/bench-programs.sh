@@ -24,52 +24,17 @@ ARGS=${ARGS:-}       # more flags for the exporter, e.g. --no-tracer.enable-conn
 PROFILE=${PROFILE:-} # a file: the exporter's CPU profile during the last round's short connections
 
 cd "$(dirname "$0")/.."
-[[ $(id -u) == 0 ]] || { echo "needs root (loads BPF programs, creates namespaces)" >&2; exit 1; }
-for c in iperf3 ip python3 curl; do
-	command -v "$c" >/dev/null || { echo "missing: $c" >&2; exit 1; }
-done
-
-id=$$
-NS_C=ctp-c-$id
-NS_S=ctp-s-$id
-VETH_C=vpc$id
-VETH_S=vps$id
-WORK=$(mktemp -d)
-EXPORTER_PID=
-SERVER_PIDS=()
-
-cleanup() {
-	set +e
-	[[ -n $EXPORTER_PID ]] && kill "$EXPORTER_PID" 2>/dev/null && wait "$EXPORTER_PID" 2>/dev/null
-	for pid in "${SERVER_PIDS[@]}"; do
-		kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-	done
-	ip netns del "$NS_C" 2>/dev/null # deletes its veth end and the peer
-	ip netns del "$NS_S" 2>/dev/null
-	ip link del "$VETH_C" 2>/dev/null
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+. scripts/bench-lib.sh
+bench_init iperf3 ip python3 curl
+NS_C=ctp-c-$$
+NS_S=ctp-s-$$
 
 echo "== machine: $(uname -r), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg), $(iperf3 --version | head -1)"
-make build >/dev/null
-BIN=$PWD/conntrace_exporter
-
-ip netns add "$NS_C"
-ip netns add "$NS_S"
-ip link add "$VETH_C" type veth peer name "$VETH_S"
-ip link set "$VETH_C" netns "$NS_C"
-ip link set "$VETH_S" netns "$NS_S"
-ip -n "$NS_C" addr add 198.18.0.1/24 dev "$VETH_C"
-ip -n "$NS_S" addr add 198.18.0.2/24 dev "$VETH_S"
-for ns in "$NS_C" "$NS_S"; do ip -n "$ns" link set lo up; done
-ip -n "$NS_C" link set "$VETH_C" up
-ip -n "$NS_S" link set "$VETH_S" up
-ip netns exec "$NS_C" sysctl -qw net.ipv4.tcp_tw_reuse=1 net.ipv4.ip_local_port_range="1024 65535"
+bench_build
+bench_veth "$NS_C" "$NS_S"
 
 ip netns exec "$NS_S" iperf3 -s -B 198.18.0.2 -p 5201 >"$WORK/iperf3-server.log" 2>&1 &
-SERVER_PIDS+=($!)
+BENCH_PIDS+=($!)
 # Short connections: the server reads 100 bytes, answers 100, closes.
 ip netns exec "$NS_S" python3 -c '
 import socket
@@ -85,25 +50,11 @@ while True:
     c.sendall(b"x" * 100)
     c.close()
 ' >"$WORK/short-server.log" 2>&1 &
-SERVER_PIDS+=($!)
-for port in 5201 5202; do
-	for i in $(seq 51); do
-		ip netns exec "$NS_S" ss -Hltn "sport = :$port" | grep -q . && break
-		[[ $i == 51 ]] && { echo "nothing listens on 198.18.0.2:$port" >&2; exit 1; }
-		sleep 0.1
-	done
-done
+BENCH_PIDS+=($!)
+bench_listening "$NS_S" 5201 5202
 
 # shellcheck disable=SC2086 # ARGS is a list of flags
-"$BIN" --web.listen-address=127.0.0.1:$PORT --log.level=warn --tracer.bpf-stats $ARGS \
-	${PROFILE:+--debug.listen-address=127.0.0.1:$((PORT + 1))} >"$WORK/exporter.log" 2>&1 &
-EXPORTER_PID=$!
-for i in $(seq 101); do
-	curl -fsS -o /dev/null "http://127.0.0.1:$PORT/metrics" 2>/dev/null && break
-	kill -0 "$EXPORTER_PID" 2>/dev/null || { cat "$WORK/exporter.log" >&2; exit 1; }
-	[[ $i == 101 ]] && { echo "exporter not ready" >&2; exit 1; }
-	sleep 0.1
-done
+bench_exporter "$PORT" --tracer.bpf-stats $ARGS ${PROFILE:+--debug.listen-address=127.0.0.1:$((PORT + 1))}
 
 # sample FILE: the programs' runs and run seconds, and the exporter's CPU
 # seconds.

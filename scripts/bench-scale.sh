@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A scrape at scale: CONNS open TCP connections over loopback in a network
 # namespace of its own (both ends on this host: 2 × CONNS sockets), held by
-# HOLDERS processes (the per-process file limit here is 20,000). Prints the
+# processes of 9,000 each (the per-process file limit here is 20,000). Prints the
 # time of each scrape of the exporter, of `ss -tin` over the same sockets
 # (the ratio of the two), the exporter's RSS after the scrapes and its peak
 # (VmHWM), and the memory per tracked connection. Root only. See
@@ -20,32 +20,13 @@ PER_HOLDER=9000 # connections per holder process: 18,000 files
 HEAP=${HEAP:-}  # a file: the exporter's heap profile after the scrapes
 
 cd "$(dirname "$0")/.."
-[[ $(id -u) == 0 ]] || { echo "needs root (loads BPF programs, creates a namespace)" >&2; exit 1; }
-for c in ip python3 curl ss; do
-	command -v "$c" >/dev/null || { echo "missing: $c" >&2; exit 1; }
-done
-
+. scripts/bench-lib.sh
+bench_init ip python3 curl ss
 NS=cts-$$
-WORK=$(mktemp -d)
-EXPORTER_PID=
-HOLDERS=()
-
-cleanup() {
-	set +e
-	[[ -n $EXPORTER_PID ]] && kill "$EXPORTER_PID" 2>/dev/null && wait "$EXPORTER_PID" 2>/dev/null
-	for pid in "${HOLDERS[@]}"; do kill "$pid" 2>/dev/null; done
-	for pid in "${HOLDERS[@]}"; do wait "$pid" 2>/dev/null; done
-	ip netns del "$NS" 2>/dev/null
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 echo "== machine: $(uname -r), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
-make build >/dev/null
-BIN=$PWD/conntrace_exporter
-ip netns add "$NS"
-ip -n "$NS" link set lo up
+bench_build
+bench_netns "$NS"
 ip netns exec "$NS" sysctl -qw net.ipv4.ip_local_port_range="1024 65535" net.core.somaxconn=65535
 
 # Each holder listens on its own port, connects PER_HOLDER clients to it
@@ -71,12 +52,12 @@ print("ready", flush=True)
 while True:
     time.sleep(3600)
 ' "$n" $((20000 + i)) >"$WORK/holder-$i.log" 2>&1 &
-	HOLDERS+=($!)
+	BENCH_PIDS+=($!)
 done
 for i in $(seq 0 $((n_holders - 1))); do
 	for t in $(seq 600); do
 		grep -q ready "$WORK/holder-$i.log" && break
-		kill -0 "${HOLDERS[$i]}" 2>/dev/null || { cat "$WORK/holder-$i.log" >&2; exit 1; }
+		kill -0 "${BENCH_PIDS[$i]}" 2>/dev/null || { cat "$WORK/holder-$i.log" >&2; exit 1; }
 		[[ $t == 600 ]] && { echo "holder $i not ready" >&2; exit 1; }
 		sleep 0.5
 	done
@@ -86,17 +67,9 @@ echo "== $est established sockets in $NS (want $((2 * CONNS))), $n_holders holde
 
 # The connections exist before the exporter starts: it finds them at
 # start-up (the seeding iterators), as on a busy node.
-"$BIN" --web.listen-address=127.0.0.1:$PORT --log.level=warn \
-	--tracer.max-tracked-connections=$((2 * CONNS + 65536)) \
+bench_exporter "$PORT" --tracer.max-tracked-connections=$((2 * CONNS + 65536)) \
 	--tracer.max-connections-state-buffered=$((4 * CONNS + 131072)) \
-	${HEAP:+--debug.listen-address=127.0.0.1:$((PORT + 1))} >"$WORK/exporter.log" 2>&1 &
-EXPORTER_PID=$!
-for t in $(seq 1200); do
-	curl -fsS -o /dev/null "http://127.0.0.1:$PORT/" 2>/dev/null && break
-	kill -0 "$EXPORTER_PID" 2>/dev/null || { cat "$WORK/exporter.log" >&2; exit 1; }
-	[[ $t == 1200 ]] && { echo "exporter not ready" >&2; exit 1; }
-	sleep 0.1
-done
+	${HEAP:+--debug.listen-address=127.0.0.1:$((PORT + 1))}
 
 ms() { python3 -c 'import sys; print("%.0f" % ((int(sys.argv[2]) - int(sys.argv[1])) / 1e6))' "$1" "$2"; }
 declare -a SCR SS

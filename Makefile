@@ -20,7 +20,7 @@ help:
 	@echo "mixin           render mixin/ (jsonnet) into mixin/out and format the jsonnet"
 	@echo "test            lint, check-generate, every test (kernel and e2e tests need root), then test-kernels"
 	@echo "test-kernels    the kernel matrix: start-up and kernel tests on the host and on Debian's 5.10, 6.1, 6.12 and newest kernels under QEMU"
-	@echo "bench           Go benchmarks and the overhead scripts of BENCHMARKS.md"
+	@echo "bench           Go benchmarks and the scripts of BENCHMARKS.md (overhead, each program's cost, a scrape at 100,000 connections)"
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BINARY) .
@@ -68,6 +68,8 @@ test: lint check-generate
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./filter/ ./netstate/ ./tracer/ ./collector/
 	./scripts/bench-overhead.sh
+	./scripts/bench-programs.sh
+	./scripts/bench-scale.sh
 
 clean:
 	rm -f $(BINARY)

@@ -17,7 +17,8 @@ CONNS=${CONNS:-100000}
 SCRAPES=${SCRAPES:-3}
 PORT=${PORT:-19478}
 PER_HOLDER=9000 # connections per holder process: 18,000 files
-HEAP=${HEAP:-}  # a file: the exporter's heap profile after the scrapes
+HEAP=${HEAP:-}       # a file: the exporter's heap profile after the scrapes
+PROFILE=${PROFILE:-} # a file: the exporter's CPU profile over the last scrape
 
 cd "$(dirname "$0")/.."
 . scripts/bench-lib.sh
@@ -69,16 +70,23 @@ echo "== $est established sockets in $NS (want $((2 * CONNS))), $n_holders holde
 # start-up (the seeding iterators), as on a busy node.
 bench_exporter "$PORT" --tracer.max-tracked-connections=$((2 * CONNS + 65536)) \
 	--tracer.max-connections-state-buffered=$((4 * CONNS + 131072)) \
-	${HEAP:+--debug.listen-address=127.0.0.1:$((PORT + 1))}
+	${HEAP:+--debug.listen-address=127.0.0.1:$((PORT + 1))} ${PROFILE:+--debug.listen-address=127.0.0.1:$((PORT + 1))}
 
 ms() { python3 -c 'import sys; print("%.0f" % ((int(sys.argv[2]) - int(sys.argv[1])) / 1e6))' "$1" "$2"; }
 declare -a SCR SS
 for r in $(seq "$SCRAPES"); do
+	prof=
+	if [[ -n $PROFILE && $r == "$SCRAPES" ]]; then
+		curl -fsS -o "$PROFILE" "http://127.0.0.1:$((PORT + 1))/debug/pprof/profile?seconds=3" &
+		prof=$!
+		sleep 0.2
+	fi
 	t0=$(date +%s%N)
 	curl -fsS -o "$WORK/metrics" "http://127.0.0.1:$PORT/metrics"
 	t1=$(date +%s%N)
 	ip netns exec "$NS" ss -tin >"$WORK/ss"
 	t2=$(date +%s%N)
+	[[ -n $prof ]] && wait "$prof"
 	SCR+=("$(ms "$t0" "$t1")")
 	SS+=("$(ms "$t1" "$t2")")
 	echo "scrape $r: $(ms "$t0" "$t1") ms; ss -tin: $(ms "$t1" "$t2") ms"

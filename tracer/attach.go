@@ -60,6 +60,9 @@ func (t *Tracer) attachWhere(cgroupPath string, sel func(*program) bool) error {
 		if err != nil {
 			return err
 		}
+		if p.kind == kindIter {
+			t.dumpIter = l.(*link.Iter) // the one read at each scrape (attach leaves the seeding ones to seed)
+		}
 		t.links = append(t.links, l)
 		t.attachments = append(t.attachments, a)
 	}
@@ -70,26 +73,22 @@ func (t *Tracer) attachWhere(cgroupPath string, sel func(*program) bool) error {
 func (t *Tracer) attachOne(p *program, prog *ebpf.Program, cgroupPath string) (link.Link, Attachment, error) {
 	a := Attachment{Program: p.name, Hook: p.hook, Attach: p.kind}
 	var (
-		l   link.Link
-		err error
+		l     link.Link
+		err   error
+		where string // for the error: what it was attached to
 	)
 	switch p.kind {
 	case kindTracepoint:
+		where = "the BTF tracepoint " + p.hook
 		l, err = link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
-		if err != nil {
-			err = fmt.Errorf("attaching %s to the BTF tracepoint %s: %w", p.name, p.hook, err)
-		}
 	case kindFexit:
+		where = "the exit of " + p.hook + " (fexit)"
 		l, err = link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceFExit})
-		if err != nil {
-			err = fmt.Errorf("attaching %s to the exit of %s (fexit): %w", p.name, p.hook, err)
-		}
 	case kindKprobe:
+		where = "the kprobe of " + p.hook
 		l, err = link.Kprobe(p.hook, prog, nil)
-		if err != nil {
-			err = fmt.Errorf("attaching %s to the kprobe of %s: %w", p.name, p.hook, err)
-		}
 	case kindKretprobe:
+		where = "the kretprobe of " + p.hook
 		// maxactive needs a tracefs kprobe; without tracefs, the
 		// kernel's default and a warning.
 		l, err = link.Kretprobe(p.hook, prog, &link.KprobeOptions{RetprobeMaxActive: kretprobeMaxActive})
@@ -97,30 +96,26 @@ func (t *Tracer) attachOne(p *program, prog *ebpf.Program, cgroupPath string) (l
 			level.Warn(t.logger).Log("msg", "kretprobe without maxactive: calls beyond about twice the CPUs at once (blocked receivers) are missed", "function", p.hook, "err", err)
 			l, err = link.Kretprobe(p.hook, prog, nil)
 		}
-		if err != nil {
-			err = fmt.Errorf("attaching %s to the kretprobe of %s: %w", p.name, p.hook, err)
-		}
 	case kindSockops, kindSockAddr, kindSock, kindSkb:
 		what := p.kind
 		a.Hook = "cgroup " + cgroupPath
 		if p.hook != "" {
 			a.Hook, what = a.Hook+" "+p.hook, what+" "+p.hook
 		}
+		where = "the cgroup v2 root " + cgroupPath + " (" + what + ")"
 		l, err = link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: p.cgroup, Program: prog})
-		if err != nil {
-			err = fmt.Errorf("attaching %s to the cgroup v2 root %s (%s): %w", p.name, cgroupPath, what, err)
-		}
 	case kindIter:
-		var it *link.Iter
-		it, err = link.AttachIter(link.IterOptions{Program: prog})
+		l, err = link.AttachIter(link.IterOptions{Program: prog})
 		if err != nil {
 			return nil, a, fmt.Errorf("attaching the iterator %s: %w", p.name, err)
 		}
-		t.dumpIter, l = it, it // at most one iterator read at each scrape is wanted
 	default:
-		err = fmt.Errorf("program %s: attach kind %q unknown", p.name, p.kind)
+		return nil, a, fmt.Errorf("program %s: attach kind %q unknown", p.name, p.kind)
 	}
-	return l, a, err
+	if err != nil {
+		return nil, a, fmt.Errorf("attaching %s to %s: %w", p.name, where, err)
+	}
+	return l, a, nil
 }
 
 // seed finds the connections that existed before start-up: it runs the
@@ -136,23 +131,28 @@ func (t *Tracer) seed() error {
 		if !p.once || prog == nil {
 			continue // not this kernel's way, or no TCP
 		}
-		it, err := link.AttachIter(link.IterOptions{Program: prog})
+		l, a, err := t.attachOne(p, prog, "")
 		if err != nil {
-			return fmt.Errorf("attaching the iterator %s: %w", p.name, err)
+			return err
 		}
 		var buf bytes.Buffer
-		if p.eachNetns {
-			err = t.readEachNetns(it, &buf)
-		} else {
-			err = readIter(it, &buf)
-		}
-		it.Close()
+		err = t.readIterator(l.(*link.Iter), p.eachNetns, &buf)
+		l.Close()
 		if err != nil {
 			return fmt.Errorf("running the iterator %s: %w", p.name, err)
 		}
-		t.attachments = append(t.attachments, Attachment{Program: p.name, Hook: p.hook, Attach: p.kind})
+		t.attachments = append(t.attachments, a)
 	}
 	return nil
+}
+
+// readIterator writes what it shows to w: in every network namespace for
+// an iter/tcp iterator (eachNetns), else in the exporter's.
+func (t *Tracer) readIterator(it *link.Iter, eachNetns bool, w io.Writer) error {
+	if eachNetns {
+		return t.readEachNetns(it, w)
+	}
+	return readIter(it, w)
 }
 
 // readEachNetns reads it in every network namespace (iter/tcp), and says

@@ -309,12 +309,7 @@ func BenchmarkGetActiveConnections10k(b *testing.B) {
 		for b.Loop() {
 			buf.Reset()
 			tr.mu.Lock()
-			var err error
-			if tr.tcpIter == tcpIterTCP { // one iterator per network namespace
-				err = tr.readEachNetns(tr.dumpIter, &buf)
-			} else {
-				err = readIter(tr.dumpIter, &buf)
-			}
+			err := tr.readIterator(tr.dumpIter, tr.tcpIter == tcpIterTCP, &buf) // iter/tcp: one per network namespace
 			tr.mu.Unlock()
 			if err != nil {
 				b.Fatal(err)

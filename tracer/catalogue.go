@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -68,8 +69,8 @@ type program struct {
 // iterator's own need.
 var (
 	tcpNeeds      = []string{"sk_storage_tracing", "bpf_sock_from_file", "atomic_fetch"}
-	taskFileNeeds = append(tcpNeeds[:len(tcpNeeds):len(tcpNeeds)], "task_file_sock_storage")
-	iterTCPNeeds  = append(tcpNeeds[:len(tcpNeeds):len(tcpNeeds)], "iter_tcp_sock_storage")
+	taskFileNeeds = slices.Concat(tcpNeeds, []string{"task_file_sock_storage"})
+	iterTCPNeeds  = slices.Concat(tcpNeeds, []string{"iter_tcp_sock_storage"})
 )
 
 // catalogue is every program of the object, in the order they attach:
@@ -78,7 +79,7 @@ var (
 // adding its row here (TestCatalogueIsTheObject checks both agree).
 var catalogue = []program{
 	{name: "handle_set_state", feature: featureTCP, kind: kindTracepoint, hook: "sock/inet_sock_set_state", needs: tcpNeeds, wanted: (*Tracer).tracesTCP},
-	{name: "handle_destroy_sock", feature: featureTCP, kind: kindTracepoint, hook: "tcp/tcp_destroy_sock", needs: append(tcpNeeds[:len(tcpNeeds):len(tcpNeeds)], "tracepoint:tcp/tcp_destroy_sock"), wanted: (*Tracer).tracesTCP,
+	{name: "handle_destroy_sock", feature: featureTCP, kind: kindTracepoint, hook: "tcp/tcp_destroy_sock", needs: slices.Concat(tcpNeeds, []string{"tracepoint:tcp/tcp_destroy_sock"}), wanted: (*Tracer).tracesTCP,
 		optional: "nothing: a safety net only, every close goes through inet_sock_set_state"},
 	{name: "handle_sockops", feature: featureTCP, kind: kindSockops, cgroup: ebpf.AttachCGroupSockOps, wanted: (*Tracer).tracesTCP},
 

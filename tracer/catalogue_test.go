@@ -97,14 +97,3 @@ func TestOneScrapeIterator(t *testing.T) {
 		}
 	}
 }
-
-// programsOf lists the names of the programs of a feature.
-func programsOf(feature string) []string {
-	var out []string
-	for _, p := range catalogue {
-		if p.feature == feature {
-			out = append(out, p.name)
-		}
-	}
-	return out
-}

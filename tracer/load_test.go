@@ -95,7 +95,7 @@ func TestTCPOffLoadsNoTCPProgram(t *testing.T) {
 	tr := newTestTracer(t, func(c *Config) { c.CollectTCPConns = false })
 	progs := tr.programs()
 	keep := tr.seedsUDPCookies()
-	tcp := slices.DeleteFunc(programsOf(featureTCP), func(n string) bool { return keep && n == "seed_listeners" })
+	tcp := slices.DeleteFunc(programsWhere(func(p *program) bool { return p.feature == featureTCP }), func(n string) bool { return keep && n == "seed_listeners" })
 	for _, name := range tcp {
 		if progs[name] != nil {
 			t.Errorf("%s loaded with TCP off", name)

@@ -76,13 +76,7 @@ func (t *Tracer) readActive(now time.Time) ([]ConnectionStats, error) {
 	t.kmu.Lock()
 	t.known.startRead()
 	t.kmu.Unlock()
-	var err error
-	if t.tcpIter == tcpIterTCP {
-		err = t.readEachNetns(t.dumpIter, &stream)
-	} else {
-		err = readIter(t.dumpIter, &stream)
-	}
-	if err != nil {
+	if err := t.readIterator(t.dumpIter, t.tcpIter == tcpIterTCP, &stream); err != nil {
 		t.kmu.Lock()
 		t.known.abortRead()
 		t.kmu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
@@ -15,7 +16,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/go-kit/log"
-	"github.com/vishvananda/netlink"
+	mdnetlink "github.com/mdlayher/netlink"
+	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
 
 	"github.com/conntrace/conntrace_exporter/bpf"
@@ -544,56 +546,77 @@ func loopReads(b *testing.B, read func() (*Connections, error), check func(*test
 }
 
 // BenchmarkConntrackDump measures one dump of a namespace's conntrack table
-// holding n NATed flows (created over netlink in a test namespace; no
-// traffic), parsed into the translation table: the cost a dump adds to a
-// scrape, at most once per --tracer.conntrack-interval.
+// as the tracer does it (both families, into the translation table): the
+// cost a dump adds, at most once per --tracer.conntrack-interval. The
+// table holds plain (not NATed) entries, created over netlink, and 100
+// NATed ones, from real connections through a DNAT rule. "filtered" is the
+// kernel sending the NATed entries only (Linux 5.15); "whole" is what a
+// kernel that ignores the filter sends, every entry parsed.
 func BenchmarkConntrackDump(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
-		b.Run(strconv.Itoa(n), func(b *testing.B) {
-			nettest.RequireRoot(b)
-			p := nettest.NewPair(b)
-			h, err := netlink.NewHandleAt(p.Client, unix.NETLINK_NETFILTER)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer h.Close()
-			for i := 0; i < n; i++ {
-				client := net.IPv4(198, 18, byte(100+i/60000), 1).To4()
-				vip := net.IPv4(198, 18, 200, 1).To4()
-				real := net.IPv4(198, 18, 201, byte(i%250+1)).To4()
-				port := uint16(1024 + i%60000)
-				flow := &netlink.ConntrackFlow{
-					FamilyType: unix.AF_INET,
-					Forward:    netlink.IPTuple{SrcIP: client, DstIP: vip, SrcPort: port, DstPort: 80, Protocol: unix.IPPROTO_TCP},
-					Reverse:    netlink.IPTuple{SrcIP: real, DstIP: client, SrcPort: 8080, DstPort: port, Protocol: unix.IPPROTO_TCP},
-					TimeOut:    600,
-					ProtoInfo:  &netlink.ProtoInfoTCP{State: 3 /* ESTABLISHED */},
+	const natted = 100
+	for _, plain := range []int{0, 10000, 100000} {
+		for _, mode := range []string{"filtered", "whole"} {
+			b.Run(fmt.Sprintf("plain=%d/%s", plain, mode), func(b *testing.B) {
+				nettest.RequireRoot(b)
+				p := nettest.NewPair(b)
+				ns := conntrackTable(b, p, plain, natted)
+				cfg := NewDefaultConfig()
+				cfg.ConntrackMaxStateSize = 4 * natted
+				ct, err := newConntracker(cfg)
+				if err != nil {
+					b.Fatal(err)
 				}
-				if err := h.ConntrackCreate(netlink.ConntrackTable, unix.AF_INET, flow); err != nil {
-					b.Fatalf("creating conntrack flow %d: %v", i, err)
+				defer ct.close()
+				dumpNS := map[uint32]struct{}{ns: {}}
+				b.ReportAllocs()
+				for b.Loop() {
+					if mode == "whole" {
+						ct.statusFilter = filterIgnored
+					}
+					ct.dump(dumpNS, dumpNS, time.Now())
 				}
-			}
-			cfg := NewDefaultConfig()
-			cfg.ConntrackMaxStateSize = 4 * n
-			ct, err := newConntracker(cfg)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer ct.close()
-			var st unix.Stat_t
-			if err := unix.Fstat(int(p.Client), &st); err != nil {
-				b.Fatal(err)
-			}
-			ns := uint32(st.Ino)
-			b.ReportAllocs()
-			for b.Loop() {
-				ct.dump(map[uint32]struct{}{ns: {}}, map[uint32]struct{}{ns: {}}, time.Now())
-			}
-			if got := len(ct.tables[ns]); got != 2*n || ct.errors != 0 {
-				b.Fatalf("%d translations (%d errors), want %d", got, ct.errors, 2*n)
-			}
-		})
+				if got := len(ct.tables[ns]); got != 2*natted || ct.errors != 0 {
+					b.Fatalf("%d translations (%d errors), want %d", got, ct.errors, 2*natted)
+				}
+				b.ReportMetric(float64(ct.parsed)/float64(b.N), "entries/op")
+			})
+		}
 	}
+}
+
+// conntrackTable fills the conntrack table of p's client namespace with
+// plain UDP entries (created over netlink, no traffic) and natted TCP
+// connections through a DNAT rule (real ones: only the kernel's NAT sets
+// an entry's NAT status), and returns the namespace's inode.
+func conntrackTable(b *testing.B, p *nettest.Pair, plain, natted int) uint32 {
+	b.Helper()
+	nft(b, p.ClientName, dnatRules)
+	ln, err := p.Listen("tcp", "198.18.0.2:8080")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	for range natted {
+		exchangeTo(b, p, ln, "198.18.0.100:80", 1, 1, false)
+	}
+	c, err := conntrack.Dial(&mdnetlink.Config{NetNS: int(p.Client)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	for i := range plain {
+		src := netip.AddrFrom4([4]byte{198, 18, byte(100 + i/60000), 1})
+		dst := netip.AddrFrom4([4]byte{198, 18, 201, byte(i%250 + 1)})
+		f := conntrack.NewFlow(unix.IPPROTO_UDP, 0, src, dst, uint16(1024+i%60000), 53, 600, 0)
+		if err := c.Create(f); err != nil {
+			b.Fatalf("creating conntrack entry %d: %v", i, err)
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(p.Client), &st); err != nil {
+		b.Fatal(err)
+	}
+	return uint32(st.Ino)
 }
 
 // BenchmarkUDPHookCost: one 64-byte datagram sent on a connected UDP socket

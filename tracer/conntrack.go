@@ -2,14 +2,13 @@ package tracer
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 
-	"github.com/vishvananda/netlink"
+	"github.com/mdlayher/netlink"
+	"github.com/ti-mo/conntrack"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -33,25 +32,43 @@ type ctKey struct {
 // network namespaces that have traced connections, and of the exporter's
 // own (where a host NATs its containers' traffic).
 //
-// vishvananda/netlink has dumps but no conntrack event subscription, so the
-// tables are dumped, at most every interval and only when a connection
-// still waits for its answer. A translation, once found, stays with its
-// connection; state is bounded by maxState entries (beyond: counted).
+// The tables are dumped, at most every interval and only when a connection
+// still waits for its answer. The kernel sends only the NATed entries
+// (a dump filtered by status, Linux 5.15; see dumpNAT): on a host whose
+// conntrack table holds every connection of the last minutes, parsing the
+// whole table was the exporter's largest CPU cost per connection. A
+// translation, once found, stays with its connection; state is bounded by
+// maxState entries (beyond: counted).
 type conntracker struct {
 	procRoot string
 	interval time.Duration
 	maxState int
 
 	selfNS  uint32
-	handles map[uint32]*netlink.Handle // netns inode → netlink socket in it
+	handles map[uint32]*conntrack.Conn // netns inode → netlink socket in it
 	missing map[uint32]time.Time       // netns not found, and when we looked
 	tables  map[uint32]map[ctKey]IPTranslation
 	decided map[ConnKey]*IPTranslation // nil value: looked up, not NATed
 	last    time.Time                  // of the last dump
 	dumped  map[uint32]uint64          // netns inode → its table's dump start, in kernel time
+	// statusFilter is whether the kernel filters dumps by status: unknown
+	// until a dump returned an entry (kernels before 5.15 ignore the
+	// filter and send every entry).
+	statusFilter filterSupport
 
 	errors, full uint64
+	// parsed counts the entries received from the kernel, NATed or not
+	// (what a dump costs in user space; the tests and benchmarks read it).
+	parsed uint64
 }
+
+type filterSupport uint8
+
+const (
+	filterUnknown filterSupport = iota
+	filterWorks
+	filterIgnored
+)
 
 func newConntracker(cfg *Config) (*conntracker, error) {
 	var st unix.Stat_t
@@ -63,7 +80,7 @@ func newConntracker(cfg *Config) (*conntracker, error) {
 		interval: cfg.ConntrackInterval,
 		maxState: cfg.ConntrackMaxStateSize,
 		selfNS:   uint32(st.Ino),
-		handles:  map[uint32]*netlink.Handle{},
+		handles:  map[uint32]*conntrack.Conn{},
 		missing:  map[uint32]time.Time{},
 		tables:   map[uint32]map[ctKey]IPTranslation{},
 		decided:  map[ConnKey]*IPTranslation{},
@@ -205,29 +222,27 @@ func (ct *conntracker) dump(wanted, dumpNS map[uint32]struct{}, now time.Time) {
 		}
 		t := map[ctKey]IPTranslation{}
 		complete := true // every NAT entry of the namespace is in t
-		for _, family := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
-			flows, err := h.ConntrackTableList(netlink.ConntrackTable, family)
-			if err != nil {
-				ct.errors++ // ENOBUFS, or conntrack not loaded: survive, count
+		flows, err := ct.dumpNAT(h)
+		if err != nil {
+			ct.errors++ // ENOBUFS, or conntrack not loaded: survive, count
+			complete = false
+		}
+		for i := range flows {
+			f := &flows[i]
+			if !isNAT(f) {
+				continue
+			}
+			if total >= ct.maxState {
+				ct.full++
 				complete = false
 				continue
 			}
-			for _, f := range flows {
-				if !isNAT(f) {
-					continue
-				}
-				if total >= ct.maxState {
-					ct.full++
-					complete = false
-					continue
-				}
-				// Both directions, so that either end of a NATed
-				// connection finds the other side.
-				fw, rv := tupleKey(&f.Forward), tupleKey(&f.Reverse)
-				t[fw] = translationOf(&f.Reverse)
-				t[ctKey{proto: rv.proto, src: rv.src, dst: rv.dst, sport: rv.sport, dpt: rv.dpt}] = translationOf(&f.Forward)
-				total += 2
-			}
+			// Both directions, so that either end of a NATed
+			// connection finds the other side.
+			fw, rv := tupleKey(&f.TupleOrig), tupleKey(&f.TupleReply)
+			t[fw] = translationOf(&f.TupleReply)
+			t[rv] = translationOf(&f.TupleOrig)
+			total += 2
 		}
 		ct.tables[ns] = t
 		if complete {
@@ -236,28 +251,69 @@ func (ct *conntracker) dump(wanted, dumpNS map[uint32]struct{}, now time.Time) {
 	}
 }
 
-func isNAT(f *netlink.ConntrackFlow) bool {
-	return !f.Forward.SrcIP.Equal(f.Reverse.DstIP) || !f.Forward.DstIP.Equal(f.Reverse.SrcIP) ||
-		f.Forward.SrcPort != f.Reverse.DstPort || f.Forward.DstPort != f.Reverse.SrcPort
+// natStatus are the status bits of an entry whose tuple NAT changed
+// (IPS_SRC_NAT, IPS_DST_NAT; the *_DONE bits are set on every entry once a
+// NAT table exists, null bindings included).
+var natStatus = []conntrack.Status{conntrack.StatusSrcNAT, conntrack.StatusDstNAT}
+
+// dumpNAT returns the NATed entries of h's namespace, both families: one
+// dump per NAT status bit, filtered by the kernel. A kernel that ignores
+// the filter (before 5.15) sends every entry at the first dump: then that
+// dump is the whole table, and later dumps ask for it once, unfiltered.
+// isNAT still checks each entry.
+func (ct *conntracker) dumpNAT(h *conntrack.Conn) ([]conntrack.Flow, error) {
+	if ct.statusFilter == filterIgnored {
+		flows, err := h.Dump(nil)
+		ct.parsed += uint64(len(flows))
+		return flows, err
+	}
+	var all []conntrack.Flow
+	for k, st := range natStatus {
+		flows, err := h.DumpFilter(conntrack.NewFilter().Status(st), nil)
+		ct.parsed += uint64(len(flows))
+		if err != nil {
+			return all, err
+		}
+		for i := range flows {
+			if flows[i].Status&st == 0 {
+				ct.statusFilter = filterIgnored
+				return flows, nil // the whole table
+			}
+		}
+		if len(flows) > 0 {
+			ct.statusFilter = filterWorks
+		}
+		for _, f := range flows {
+			if k > 0 && f.Status&natStatus[0] != 0 {
+				continue // both bits: in the first dump already
+			}
+			all = append(all, f)
+		}
+	}
+	return all, nil
 }
 
-func addrOf(ip net.IP) netip.Addr {
-	a, _ := netip.AddrFromSlice(ip)
-	return a.Unmap()
+func isNAT(f *conntrack.Flow) bool {
+	o, r := &f.TupleOrig, &f.TupleReply
+	return o.IP.SourceAddress.Unmap() != r.IP.DestinationAddress.Unmap() ||
+		o.IP.DestinationAddress.Unmap() != r.IP.SourceAddress.Unmap() ||
+		o.Proto.SourcePort != r.Proto.DestinationPort || o.Proto.DestinationPort != r.Proto.SourcePort
 }
 
-func tupleKey(t *netlink.IPTuple) ctKey {
-	return ctKey{proto: t.Protocol, src: addrOf(t.SrcIP), dst: addrOf(t.DstIP), sport: t.SrcPort, dpt: t.DstPort}
+func tupleKey(t *conntrack.Tuple) ctKey {
+	return ctKey{proto: t.Proto.Protocol, src: t.IP.SourceAddress.Unmap(), dst: t.IP.DestinationAddress.Unmap(),
+		sport: t.Proto.SourcePort, dpt: t.Proto.DestinationPort}
 }
 
-func translationOf(t *netlink.IPTuple) IPTranslation {
-	return IPTranslation{ReplSrcIP: addrOf(t.SrcIP), ReplDstIP: addrOf(t.DstIP), ReplSrcPort: t.SrcPort, ReplDstPort: t.DstPort}
+func translationOf(t *conntrack.Tuple) IPTranslation {
+	return IPTranslation{ReplSrcIP: t.IP.SourceAddress.Unmap(), ReplDstIP: t.IP.DestinationAddress.Unmap(),
+		ReplSrcPort: t.Proto.SourcePort, ReplDstPort: t.Proto.DestinationPort}
 }
 
 // handle returns a netlink socket in the netns with that inode, found
 // among the named namespaces and those of the processes. A netns not
 // found is not looked for again for a while.
-func (ct *conntracker) handle(ino uint32, now time.Time) *netlink.Handle {
+func (ct *conntracker) handle(ino uint32, now time.Time) *conntrack.Conn {
 	if h := ct.handles[ino]; h != nil {
 		return h
 	}
@@ -275,7 +331,7 @@ func (ct *conntracker) handle(ino uint32, now time.Time) *netlink.Handle {
 		return nil
 	}
 	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns, syscall.NETLINK_NETFILTER)
+	h, err := conntrack.Dial(&netlink.Config{NetNS: int(ns)})
 	if err != nil {
 		ct.errors++
 		return nil

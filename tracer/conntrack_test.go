@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/conntrace/conntrace_exporter/internal/nettest"
+	"golang.org/x/sys/unix"
 )
 
 // dnatRules send the client's connections to 198.18.0.100:80 to the server,
@@ -23,7 +24,7 @@ const dnatRules = `table ip conntrace_nat {
 }`
 
 // nft loads rules in the named network namespace (it goes with it).
-func nft(t *testing.T, netns, rules string) {
+func nft(t testing.TB, netns, rules string) {
 	t.Helper()
 	cmd := exec.Command("ip", "netns", "exec", netns, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(rules)
@@ -145,5 +146,62 @@ func TestDNATTranslationReported(t *testing.T) {
 	checkTotals(t, o, "server", 44, 3333)
 	if st := tr.Stats(); st.Lost[LostConntrackError] != 0 {
 		t.Errorf("conntrack errors: %d", st.Lost[LostConntrackError])
+	}
+}
+
+// A dump asks the kernel for the NATed entries only (a status filter,
+// Linux 5.15): the connections that were not NATed, most of a host's
+// table, are neither sent nor parsed. Older kernels ignore the filter and
+// send the whole table: the translations must be the same there, and the
+// tracer must have noticed (one unfiltered dump from then on).
+func TestConntrackDumpReceivesOnlyNAT(t *testing.T) {
+	nettest.RequireRoot(t)
+	p := nettest.NewPair(t)
+	ln := listenPort(t, p, 8080)
+	nft(t, p.ClientName, dnatRules)
+	const natted, direct = 3, 5
+	for range natted {
+		exchangeTo(t, p, ln, "198.18.0.100:80", 10, 10, false)
+	}
+	for range direct {
+		exchangeTo(t, p, ln, "198.18.0.2:8080", 10, 10, false)
+	}
+	ct, err := newConntracker(NewDefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ct.close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(p.Client), &st); err != nil {
+		t.Fatal(err)
+	}
+	ns := uint32(st.Ino)
+	version, err := currentKernelVersion()
+	if err != nil {
+		t.Fatal(err)
+	}
+	filters := version >= 5<<16|15<<8
+	for dump := 1; dump <= 2; dump++ {
+		before := ct.parsed
+		ct.dump(map[uint32]struct{}{ns: {}}, map[uint32]struct{}{ns: {}}, time.Now())
+		if ct.errors != 0 {
+			t.Fatalf("dump %d: %d errors", dump, ct.errors)
+		}
+		table := ct.tables[ns]
+		if len(table) != 2*natted {
+			t.Errorf("dump %d: %d translations, want %d (both directions of %d NATed connections): %v", dump, len(table), 2*natted, natted, table)
+		}
+		for k, tr := range table {
+			if k.dst == netip.MustParseAddr("198.18.0.100") && (tr.ReplSrcIP != p.Server4 || tr.ReplSrcPort != 8080) {
+				t.Errorf("dump %d: %v translated to %+v, want the server %s:8080", dump, k, tr, p.Server4)
+			}
+		}
+		got := ct.parsed - before
+		switch {
+		case filters && (got != natted || ct.statusFilter != filterWorks):
+			t.Errorf("dump %d on %s: %d entries received (filter %d), want only the %d NATed ones", dump, p.ClientName, got, ct.statusFilter, natted)
+		case !filters && (got < natted+direct || ct.statusFilter != filterIgnored):
+			t.Errorf("dump %d, a kernel before 5.15: %d entries received (filter %d), want the whole table (at least %d) and the filter known to be ignored", dump, got, ct.statusFilter, natted+direct)
+		}
 	}
 }

@@ -225,7 +225,7 @@ func exchange(t *testing.T, p *nettest.Pair, ln net.Listener, n, m int, keepOpen
 }
 
 // exchangeTo is exchange with the client dialing addr.
-func exchangeTo(t *testing.T, p *nettest.Pair, ln net.Listener, addr string, n, m int, keepOpen bool) (net.Conn, net.Conn) {
+func exchangeTo(t testing.TB, p *nettest.Pair, ln net.Listener, addr string, n, m int, keepOpen bool) (net.Conn, net.Conn) {
 	t.Helper()
 	type res struct {
 		c   net.Conn

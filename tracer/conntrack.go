@@ -259,8 +259,9 @@ var natStatus = []conntrack.Status{conntrack.StatusSrcNAT, conntrack.StatusDstNA
 // dumpNAT returns the NATed entries of h's namespace, both families: one
 // dump per NAT status bit, filtered by the kernel. A kernel that ignores
 // the filter (before 5.15) sends every entry at the first dump: then that
-// dump is the whole table, and later dumps ask for it once, unfiltered.
-// isNAT still checks each entry.
+// dump is the whole table, and later dumps ask for it once, unfiltered; so
+// do they after a kernel refused the filter while an unfiltered dump
+// worked. isNAT still checks each entry.
 func (ct *conntracker) dumpNAT(h *conntrack.Conn) ([]conntrack.Flow, error) {
 	if ct.statusFilter == filterIgnored {
 		flows, err := h.Dump(nil)
@@ -271,6 +272,15 @@ func (ct *conntracker) dumpNAT(h *conntrack.Conn) ([]conntrack.Flow, error) {
 	for k, st := range natStatus {
 		flows, err := h.DumpFilter(conntrack.NewFilter().Status(st), nil)
 		ct.parsed += uint64(len(flows))
+		if err != nil && ct.statusFilter == filterUnknown {
+			// Refused rather than ignored: read it whole, and if
+			// that works, from then on.
+			if flows, err = h.Dump(nil); err == nil {
+				ct.statusFilter = filterIgnored
+			}
+			ct.parsed += uint64(len(flows))
+			return flows, err
+		}
 		if err != nil {
 			return all, err
 		}

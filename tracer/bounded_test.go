@@ -32,7 +32,7 @@ func TestNothingKeptWithoutScrapes(t *testing.T) {
 		known = len(tr.known.m)
 		tr.kmu.Unlock()
 		tr.natMu.Lock()
-		natWait = len(tr.natWait)
+		natWait = tr.natWait.len()
 		tr.natMu.Unlock()
 		tr.ctMu.Lock()
 		if tr.ct != nil {

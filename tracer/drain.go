@@ -112,7 +112,7 @@ func (t *Tracer) sweepLoop() {
 		case <-nat.C:
 			if !t.wanted() {
 				t.natMu.Lock()
-				t.natWait, t.natSpare = nil, nil // nobody to give them to
+				t.natWait, t.natFree = recordQueue{}, chunkPool{} // nobody to give them to
 				t.natMu.Unlock()
 				continue
 			}

@@ -51,17 +51,19 @@ func (t *Tracer) withNAT(batch []ConnectionStats, raws []bpf.ConntraceConnRecord
 // under the address the socket saw. which nil means all. Callers hold
 // drainMu.
 func (t *Tracer) wait(raws []bpf.ConntraceConnRecord, which []int) []ConnectionStats {
-	if which == nil {
-		which = make([]int, len(raws))
-		for i := range which {
-			which[i] = i
-		}
-	}
 	var over []ConnectionStats
 	t.natMu.Lock()
-	for _, i := range which {
-		if len(t.natWait) < t.cfg.MaxClosedConnectionsBuffered {
-			t.natWait = append(t.natWait, raws[i])
+	n := len(raws)
+	if which != nil {
+		n = len(which)
+	}
+	for k := range n {
+		i := k
+		if which != nil {
+			i = which[k]
+		}
+		if t.natWait.len() < t.cfg.MaxClosedConnectionsBuffered {
+			t.natWait.push(&raws[i], &t.natFree)
 			continue
 		}
 		t.natFull++
@@ -71,25 +73,20 @@ func (t *Tracer) wait(raws []bpf.ConntraceConnRecord, which []int) []ConnectionS
 	return over
 }
 
-// takeWaiting takes natWait, leaving it empty (its previous array, if
-// small, for reuse).
-func (t *Tracer) takeWaiting() []bpf.ConntraceConnRecord {
+// takeWaiting takes natWait, leaving it empty.
+func (t *Tracer) takeWaiting() recordQueue {
 	t.natMu.Lock()
 	defer t.natMu.Unlock()
 	w := t.natWait
-	t.natWait = t.natSpare[:0]
-	t.natSpare = nil
+	t.natWait = recordQueue{}
 	return w
 }
 
-// recycle keeps a taken natWait's array for the next, if it is small (a
-// burst's goes).
-func (t *Tracer) recycle(w []bpf.ConntraceConnRecord) {
-	if cap(w) > 4096 {
-		return
-	}
+// recycle keeps a taken natWait's chunks for the next records (see
+// chunkPool: what a burst took goes at a later, smaller one).
+func (t *Tracer) recycle(w *recordQueue) {
 	t.natMu.Lock()
-	t.natSpare = w[:0]
+	t.natFree.put(w)
 	t.natMu.Unlock()
 }
 
@@ -104,17 +101,19 @@ func (t *Tracer) translate(conns []ConnectionStats, now time.Time) []ConnectionS
 		return nil
 	}
 	recs := t.takeWaiting()
-	refs := make([]closedRef, len(recs))
-	for i := range recs {
-		refs[i] = closedRef{key: ConnKey{Cookie: recs[i].Cookie, Generation: recs[i].Gen}, netns: recs[i].Netns, start: recs[i].StartNs}
+	refs := make([]closedRef, recs.len())
+	for i := range refs {
+		r := recs.at(i)
+		refs[i] = closedRef{key: ConnKey{Cookie: r.Cookie, Generation: r.Gen}, netns: r.Netns, start: r.StartNs}
 	}
 	t.ctMu.Lock()
 	dumped := t.ct.translate(conns, refs, now)
 	var ready []readyRec
 	var still []ConnectionStats
-	waiting := make([]bool, len(recs))
-	for i := range recs {
-		c := toConnectionStats(&recs[i], t.comms)
+	var waiting []int
+	for i := range refs {
+		r := recs.at(i)
+		c := toConnectionStats(r, t.comms)
 		// After a dump, all go: their NAT found, or none to be found
 		// (not NATed, or their namespace cannot be read: counted in
 		// conntrack_error).
@@ -122,34 +121,29 @@ func (t *Tracer) translate(conns []ConnectionStats, now time.Time) []ConnectionS
 			ready = append(ready, readyRec{i, tr})
 			continue
 		}
-		waiting[i] = true
-		if recs[i].Flags&connWasLive != 0 {
+		waiting = append(waiting, i)
+		if r.Flags&connWasLive != 0 {
 			still = append(still, c)
 		}
 	}
 	t.ctMu.Unlock()
-	t.emitRecords(recs, ready)
-	n := 0
-	for i := range recs {
-		if waiting[i] {
-			recs[n] = recs[i]
-			n++
-		}
-	}
+	t.emitRecords(&recs, ready)
 	t.natMu.Lock()
-	t.natWait = append(t.natWait, recs[:n]...)
+	for _, i := range waiting {
+		t.natWait.push(recs.at(i), &t.natFree)
+	}
 	t.natMu.Unlock()
-	t.recycle(recs)
+	t.recycle(&recs)
 	return still
 }
 
 // emitRecords gives the sink the records of ready, with their NAT, decoded
 // in batches: no array of a whole natWait's connections (what a busy
 // host's scrapes allocated). Callers hold mu.
-func (t *Tracer) emitRecords(recs []bpf.ConntraceConnRecord, ready []readyRec) {
+func (t *Tracer) emitRecords(recs *recordQueue, ready []readyRec) {
 	batch := make([]ConnectionStats, 0, min(len(ready), drainBatch))
 	for _, r := range ready {
-		c := toConnectionStats(&recs[r.i], t.comms)
+		c := toConnectionStats(recs.at(r.i), t.comms)
 		c.IPTranslation = r.tr
 		if batch = append(batch, c); len(batch) == cap(batch) {
 			t.emit(batch)
@@ -188,7 +182,7 @@ func (t *Tracer) flushNAT(now time.Time) {
 	last := t.ct.last
 	t.ctMu.Unlock()
 	t.natMu.Lock()
-	n := len(t.natWait)
+	n := t.natWait.len()
 	if n == 0 || (now.Sub(last) < t.cfg.ConntrackInterval && n < t.cfg.MaxClosedConnectionsBuffered/2) {
 		t.natMu.Unlock()
 		return
@@ -198,21 +192,21 @@ func (t *Tracer) flushNAT(now time.Time) {
 
 	t.ctMu.Lock()
 	dumpNS := map[uint32]struct{}{t.ct.selfNS: {}}
-	for i := range recs {
-		dumpNS[recs[i].Netns] = struct{}{}
+	for i := range recs.len() {
+		dumpNS[recs.at(i).Netns] = struct{}{}
 	}
 	wanted := maps.Clone(dumpNS)
 	for ns := range t.ct.tables {
 		wanted[ns] = struct{}{} // kept, for the live connections' lookups
 	}
 	t.ct.dump(wanted, dumpNS, now)
-	ready := make([]readyRec, len(recs))
-	for i := range recs {
-		c := toConnectionStats(&recs[i], t.comms)
+	ready := make([]readyRec, recs.len())
+	for i := range ready {
+		c := toConnectionStats(recs.at(i), t.comms)
 		tr, _ := t.ct.lookupClosed(&c)
 		ready[i] = readyRec{i, tr}
 	}
 	t.ctMu.Unlock()
-	t.emitRecords(recs, ready)
-	t.recycle(recs)
+	t.emitRecords(&recs, ready)
+	t.recycle(&recs)
 }

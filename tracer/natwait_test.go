@@ -61,7 +61,7 @@ func TestNATWaitGivenAtNextSnapshot(t *testing.T) {
 	if len(leaving) != 1 || leaving[0].Key != y.Key {
 		t.Errorf("leaving: %v, want y (undecided, reported live before; z never was)", leaving)
 	}
-	if len(tr.natWait) != 2 {
-		t.Errorf("%d waiting, want 2 (y, z)", len(tr.natWait))
+	if tr.natWait.len() != 2 {
+		t.Errorf("%d waiting, want 2 (y, z)", tr.natWait.len())
 	}
 }

@@ -47,10 +47,10 @@ type Tracer struct {
 	// natMu guards natWait: the closed connections whose NAT the next
 	// conntrack dump finds (see drainClosed), at most
 	// MaxClosedConnectionsBuffered, once for all clients.
-	natMu    sync.Mutex
-	natWait  []bpf.ConntraceConnRecord // the records, clamped by known (see wait)
-	natSpare []bpf.ConntraceConnRecord // natWait's previous array, for reuse
-	natFull  uint64                    // given without their NAT: natWait was full
+	natMu   sync.Mutex
+	natWait recordQueue // the records, clamped by known (see wait)
+	natFree chunkPool   // natWait's chunks, for reuse
+	natFull uint64      // given without their NAT: natWait was full
 	// ctMu guards ct; a drain only tries it (a dump holds it long).
 	ctMu sync.Mutex
 

@@ -185,7 +185,8 @@ func ctKeyOf(c *ConnectionStats) ctKey {
 func (ct *conntracker) findKey(netns uint32, k ctKey) (*IPTranslation, bool) {
 	for _, ns := range []uint32{netns, ct.selfNS} {
 		if tr, ok := ct.tables[ns][k]; ok {
-			return &tr, true
+			found := tr // allocated when found only (&tr would be, at every look)
+			return &found, true
 		}
 	}
 	return nil, false

@@ -205,3 +205,26 @@ func TestConntrackDumpReceivesOnlyNAT(t *testing.T) {
 		}
 	}
 }
+
+// Every closed connection is looked up in the NAT tables; most are not
+// there, and such a lookup allocates nothing (it allocated two
+// translations, one per table looked at: a third of the exporter's CPU
+// per short connection, with the garbage collection it caused).
+func TestConntrackLookupMissAllocatesNothing(t *testing.T) {
+	ct := &conntracker{selfNS: 1, tables: map[uint32]map[ctKey]IPTranslation{
+		1: {{proto: unix.IPPROTO_TCP, src: netip.MustParseAddr("10.0.0.1"), dst: netip.MustParseAddr("10.0.0.2"), sport: 1, dpt: 2}: {}},
+		2: {},
+	}}
+	c := ConnectionStats{NetNS: 2, Source: netip.MustParseAddr("10.0.0.3"), Dest: netip.MustParseAddr("10.0.0.4"), SPort: 3, DPort: 4}
+	if allocs := testing.AllocsPerRun(100, func() {
+		if _, found := ct.find(&c); found {
+			t.Fatal("found")
+		}
+	}); allocs != 0 {
+		t.Errorf("a lookup that finds nothing allocates %.0f times, want 0", allocs)
+	}
+	c.NetNS, c.Source, c.Dest, c.SPort, c.DPort = 1, netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"), 1, 2
+	if _, found := ct.find(&c); !found {
+		t.Error("the table's entry not found")
+	}
+}

@@ -113,7 +113,7 @@ func benchScrape100k(b *testing.B, opts ...Option) {
 			}
 			n = len(ms)
 		}
-		b.ReportMetric(float64(e.state.GetStats()["clients"].(map[string]any)[cid("bench")].(map[string]int64)["series"]), "series")
+		b.ReportMetric(float64(e.state.GetStats()["clients"].(map[string]any)["bench"].(map[string]int64)["series"]), "series")
 		b.ReportMetric(float64(n), "metrics")
 	})
 }

@@ -66,11 +66,14 @@ done
 est=$(ip netns exec "$NS" ss -Htn state established | wc -l)
 echo "== $est established sockets in $NS (want $((2 * CONNS))), $n_holders holder processes"
 
+# One debug listener serves both profiles.
+DEBUG_FLAG=
+[[ -n $HEAP || -n $PROFILE ]] && DEBUG_FLAG=--debug.listen-address=127.0.0.1:$((PORT + 1))
 # The connections exist before the exporter starts: it finds them at
 # start-up (the seeding iterators), as on a busy node.
 bench_exporter "$PORT" --tracer.max-tracked-connections=$((2 * CONNS + 65536)) \
 	--tracer.max-connections-state-buffered=$((4 * CONNS + 131072)) \
-	${HEAP:+--debug.listen-address=127.0.0.1:$((PORT + 1))} ${PROFILE:+--debug.listen-address=127.0.0.1:$((PORT + 1))}
+	${DEBUG_FLAG}
 
 ms() { python3 -c 'import sys; print("%.0f" % ((int(sys.argv[2]) - int(sys.argv[1])) / 1e6))' "$1" "$2"; }
 declare -a SCR SS

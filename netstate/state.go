@@ -95,8 +95,9 @@ type tomb[K comparable] struct {
 }
 
 // liveConn is what the state shares among clients about a live connection.
-type liveConn[K comparable] struct {
-	key K
+type liveConn struct {
+	// key is the id of its label set in State.keys.
+	key uint32
 	// first is the scrape (State.gen) that first saw it; seen the last.
 	first, seen uint64
 }
@@ -123,7 +124,8 @@ type State[K comparable] struct {
 
 	mu      sync.Mutex
 	clients map[string]*client[K]
-	live    map[tracer.ConnKey]liveConn[K]
+	live    map[tracer.ConnKey]liveConn
+	keys    keyTable[K] // the label sets of live
 	// reading is set while a snapshot is read: the connections folded
 	// meanwhile may be in it, and are remembered in tombs (their folded
 	// counters), so that its step skips them.
@@ -156,7 +158,8 @@ func New[K comparable](src Source, lab Labeler[K], cfg Config) *State[K] {
 		lab:     lab,
 		cfg:     cfg,
 		clients: make(map[string]*client[K]),
-		live:    make(map[tracer.ConnKey]liveConn[K]),
+		live:    make(map[tracer.ConnKey]liveConn),
+		keys:    newKeyTable[K](),
 		addrs:   make(map[netip.Addr]uint64),
 	}
 }
@@ -174,7 +177,7 @@ func (s *State[K]) Closed(conns []tracer.ConnectionStats) {
 		s.expire(now)
 	}
 	if len(s.clients) == 0 {
-		s.live = clearBig(s.live)
+		s.forgetLive()
 		s.addrs = clearBig(s.addrs)
 		return // nobody to count it for: a new client gets what leaves after it
 	}
@@ -182,18 +185,22 @@ func (s *State[K]) Closed(conns []tracer.ConnectionStats) {
 		x := &conns[i]
 		d := all(x)
 		lc, wasLive := s.live[x.Key]
-		if !wasLive {
-			lc.key = s.lab.Key(x)
+		var k K
+		if wasLive {
+			k = s.keys.key(lc.key)
+			s.keys.unref(lc.key)
+			delete(s.live, x.Key)
+		} else {
+			k = s.lab.Key(x)
 		}
 		if s.reading {
 			if s.tombs == nil {
 				s.tombs = make(map[tracer.ConnKey]tomb[K])
 			}
-			s.tombs[x.Key] = tomb[K]{d: d, at: x.LastUpdateEpoch, key: lc.key}
+			s.tombs[x.Key] = tomb[K]{d: d, at: x.LastUpdateEpoch, key: k}
 		}
-		delete(s.live, x.Key)
 		for _, c := range s.clients {
-			s.fold(c, x, &d, lc, wasLive)
+			s.fold(c, x, &d, k, lc, wasLive)
 		}
 		s.tel.folded++
 		a := x.NATRemote()
@@ -205,7 +212,7 @@ func (s *State[K]) Closed(conns []tracer.ConnectionStats) {
 }
 
 // fold adds a connection that left (x, all its counters d) into c.
-func (s *State[K]) fold(c *client[K], x *tracer.ConnectionStats, d *Counters, lc liveConn[K], wasLive bool) {
+func (s *State[K]) fold(c *client[K], x *tracer.ConnectionStats, d *Counters, k K, lc liveConn, wasLive bool) {
 	var add Counters
 	switch b, ok := c.base[x.Key]; {
 	case ok:
@@ -222,7 +229,7 @@ func (s *State[K]) fold(c *client[K], x *tracer.ConnectionStats, d *Counters, lc
 	default:
 		add = *d
 	}
-	ser := s.seriesOf(c, lc.key, x)
+	ser := s.seriesOf(c, k, x)
 	if ser == c.overflow && (!wasLive || lc.first > c.lastGen) {
 		c.overflowTotal++ // not counted by a scrape of this client yet
 	}
@@ -319,7 +326,7 @@ func (s *State[K]) observe(snap *tracer.Snapshot, tombs map[tracer.ConnKey]tomb[
 			continue // the same key twice
 		}
 		if !ok {
-			lc = liveConn[K]{key: s.lab.Key(x), first: s.gen}
+			lc = liveConn{key: s.keys.ref(s.lab.Key(x)), first: s.gen}
 		}
 		lc.seen = s.gen
 		s.live[x.Key] = lc
@@ -341,6 +348,7 @@ func (s *State[K]) observe(snap *tracer.Snapshot, tombs map[tracer.ConnKey]tomb[
 	if len(s.live) > len(counted) {
 		for k, lc := range s.live {
 			if lc.seen != s.gen {
+				s.keys.unref(lc.key)
 				delete(s.live, k)
 			}
 		}
@@ -388,7 +396,7 @@ func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, counted []*tracer.C
 	}
 	for _, x := range counted {
 		lc := s.live[x.Key]
-		ser := s.seriesOf(c, lc.key, x)
+		ser := s.seriesOf(c, s.keys.key(lc.key), x)
 		if ser == c.overflow && (first || lc.first > c.lastGen) {
 			c.overflowTotal++
 		}
@@ -532,9 +540,16 @@ func (s *State[K]) expire(now time.Time) {
 		}
 	}
 	if len(s.clients) == 0 {
-		s.live = clearBig(s.live)
+		s.forgetLive()
 		s.addrs = clearBig(s.addrs)
 	}
+}
+
+// forgetLive forgets the live connections and their label sets (no client
+// to count them for).
+func (s *State[K]) forgetLive() {
+	s.live = clearBig(s.live)
+	s.keys.reset()
 }
 
 // Lost returns monotonic counts of what the state failed to count, by
@@ -564,6 +579,7 @@ func (s *State[K]) GetStats() map[string]any {
 	return map[string]any{
 		"clients":          clients,
 		"live_connections": len(s.live),
+		"live_label_sets":  s.keys.len(),
 		"telemetry": map[string]uint64{
 			"stats_resets":     s.tel.statsResets,
 			"folded":           s.tel.folded,

@@ -294,6 +294,7 @@ func randomInterleaving(t *testing.T, seed int64) {
 			}
 		}
 		v := scrape(t, st, id)
+		checkKeyTable(t, st)
 		f.during = nil
 		// Whether a step saw it live, before this one's (which sees the
 		// copy's live ones).
@@ -366,8 +367,8 @@ func TestNoPerConnectionStatePerClient(t *testing.T) {
 			t.Errorf("client %s: %d baselines", id, len(c.base))
 		}
 	}
-	if len(st.live) != 0 || st.tombs != nil || len(st.addrs) > st.cfg.MaxAddrs {
-		t.Errorf("shared: %d live entries, %d tombs, %d addresses", len(st.live), len(st.tombs), len(st.addrs))
+	if len(st.live) != 0 || st.keys.len() != 0 || st.tombs != nil || len(st.addrs) > st.cfg.MaxAddrs {
+		t.Errorf("shared: %d live entries, %d label sets, %d tombs, %d addresses", len(st.live), st.keys.len(), len(st.tombs), len(st.addrs))
 	}
 	// Once every client scraped, the addresses go.
 	for i := range 16 {
@@ -808,5 +809,28 @@ func TestUnlistedOlderConnectionCountsAtClose(t *testing.T) {
 	st.Closed([]tracer.ConnectionStats{c})
 	if got, want := scrape(t, st, "a").of(1), (sums{Sent: 55, Recv: 2000, Opened: 1, Closed: 1}); got != want {
 		t.Errorf("%+v, want %+v", got, want)
+	}
+}
+
+// checkKeyTable: the interned label sets are exactly those of the live
+// connections, each referenced once per live connection.
+func checkKeyTable[K comparable](t *testing.T, st *State[K]) {
+	t.Helper()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	refs := map[uint32]uint32{}
+	for _, lc := range st.live {
+		refs[lc.key]++
+	}
+	if len(refs) != st.keys.len() {
+		t.Fatalf("%d label sets interned, the live connections use %d", st.keys.len(), len(refs))
+	}
+	for id, n := range refs {
+		if st.keys.refs[id] != n {
+			t.Fatalf("label set %d: %d references held, %d live connections use it", id, st.keys.refs[id], n)
+		}
+		if got := st.keys.ids[st.keys.key(id)]; got != id {
+			t.Fatalf("label set %d is interned as %d", id, got)
+		}
 	}
 }

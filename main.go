@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
@@ -44,6 +45,10 @@ func main() {
 		configFile = kingpin.Flag("config.file", "YAML file with connection filters (excluded_/included_ source/destination connections) "+
 			"and address groups (address_groups: CIDRs that replace the addresses inside them as label values). Empty: none.").
 			Default("").String()
+		autoMemLimit = kingpin.Flag("auto-gomemlimit", "Set the Go runtime's soft memory limit (GOMEMLIMIT) to --auto-gomemlimit.ratio of the memory limit of the exporter's cgroup (v1 or v2), so that the garbage collector works harder before the kernel kills the exporter for its memory. Not applied when the GOMEMLIMIT environment variable is set.").
+				Default("true").Bool()
+		autoMemLimitRatio = kingpin.Flag("auto-gomemlimit.ratio", "The fraction of the cgroup's memory limit that --auto-gomemlimit gives the Go runtime, in (0, 1].").
+					Default("0.9").Float64()
 		debugAddr = kingpin.Flag("debug.listen-address", "Address of the debug endpoints (pprof, expvar, /debug/net_state, /debug/net_maps, /debug/ports), plain HTTP; empty: off. They show every connection of the host: bind them to localhost.").
 				Default("").String()
 		toolkitFlags   = kingpinflag.AddFlags(kingpin.CommandLine, ":9476")
@@ -60,6 +65,9 @@ func main() {
 	}
 	collectorOpts, msgs := collectorFlags.Options()
 	msgs = append(tracer.FlagErrors(cfg.Validate()), msgs...)
+	if r := *autoMemLimitRatio; !(r > 0 && r <= 1) {
+		msgs = append(msgs, fmt.Sprintf("--auto-gomemlimit.ratio=%v: must be in (0, 1]", r))
+	}
 	if msgs != nil {
 		for _, m := range msgs {
 			kingpin.Errorf("%s", m)
@@ -83,6 +91,9 @@ func main() {
 
 	level.Info(logger).Log("msg", "Starting "+name, "version", version.Info())
 	level.Info(logger).Log("msg", "Build context", "build_context", version.BuildContext())
+	if *autoMemLimit {
+		setMemoryLimit(logger, *autoMemLimitRatio)
+	}
 
 	if *configFile != "" {
 		fc, err := filter.LoadConfigFile(*configFile)

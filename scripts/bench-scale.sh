@@ -28,11 +28,15 @@ NS=cts-$$
 echo "== machine: $(uname -r), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 bench_build
 bench_netns "$NS"
-ip netns exec "$NS" sysctl -qw net.ipv4.ip_local_port_range="1024 65535" net.core.somaxconn=65535
+# The holders listen on 10000 and up, below the ephemeral ports: a
+# listener on an ephemeral port could find it taken by another holder's
+# connect (EADDRINUSE: that holder's connections were missing).
+ip netns exec "$NS" sysctl -qw net.ipv4.ip_local_port_range="20000 65535" net.core.somaxconn=65535
 
 # Each holder listens on its own port, connects PER_HOLDER clients to it
 # and keeps both ends open until killed; it says "ready" when done.
 n_holders=$(((CONNS + PER_HOLDER - 1) / PER_HOLDER))
+HOLDERS=()
 left=$CONNS
 for i in $(seq 0 $((n_holders - 1))); do
 	n=$((left < PER_HOLDER ? left : PER_HOLDER))
@@ -52,19 +56,22 @@ for i in range(n):
 print("ready", flush=True)
 while True:
     time.sleep(3600)
-' "$n" $((20000 + i)) >"$WORK/holder-$i.log" 2>&1 &
+' "$n" $((10000 + i)) >"$WORK/holder-$i.log" 2>&1 &
 	BENCH_PIDS+=($!)
+	HOLDERS+=($!)
 done
 for i in $(seq 0 $((n_holders - 1))); do
 	for t in $(seq 600); do
 		grep -q ready "$WORK/holder-$i.log" && break
-		kill -0 "${BENCH_PIDS[$i]}" 2>/dev/null || { cat "$WORK/holder-$i.log" >&2; exit 1; }
+		# Not kill -0: a holder that died stays a zombie (not waited for).
+		[[ $(ps -o stat= -p "${HOLDERS[$i]}" 2>/dev/null) == [^Z]* ]] || { cat "$WORK/holder-$i.log" >&2; echo "holder $i died" >&2; exit 1; }
 		[[ $t == 600 ]] && { echo "holder $i not ready" >&2; exit 1; }
 		sleep 0.5
 	done
 done
 est=$(ip netns exec "$NS" ss -Htn state established | wc -l)
 echo "== $est established sockets in $NS (want $((2 * CONNS))), $n_holders holder processes"
+[[ $est -ge $((2 * CONNS)) ]] || { echo "missing sockets" >&2; exit 1; }
 
 # One debug listener serves both profiles.
 DEBUG_FLAG=

@@ -18,7 +18,7 @@ import (
 type staticSource struct{ conns *tracer.Connections }
 
 func (s staticSource) Snapshot() (*tracer.Snapshot, error) {
-	return &tracer.Snapshot{Conns: slices.Clone(s.conns.Conns)}, nil
+	return &tracer.Snapshot{Conns: refsOf(slices.Clone(s.conns.Conns))}, nil
 }
 func (staticSource) KTime() uint64       { return 0 }
 func (staticSource) SetSink(tracer.Sink) {}
@@ -32,6 +32,15 @@ func (s staticSource) Names(addrs []netip.Addr) map[netip.Addr][]string {
 	return out
 }
 func (staticSource) Stats() tracer.Stats { return tracer.Stats{Lost: map[string]uint64{}} }
+
+// refsOf points at each connection of conns, as a snapshot does.
+func refsOf(conns []tracer.ConnectionStats) []*tracer.ConnectionStats {
+	out := make([]*tracer.ConnectionStats, len(conns))
+	for i := range conns {
+		out[i] = &conns[i]
+	}
+	return out
+}
 
 // benchConns returns n TCP connections with deltas in every counter, spread
 // over the given number of label sets (remote addresses).

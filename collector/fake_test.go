@@ -106,7 +106,8 @@ func (f *fakeSource) Snapshot() (*tracer.Snapshot, error) {
 	f.ktime++
 	snap := &tracer.Snapshot{ReadStart: f.ktime}
 	for _, k := range keys {
-		snap.Conns = append(snap.Conns, f.active[k])
+		c := f.active[k]
+		snap.Conns = append(snap.Conns, &c)
 	}
 	f.ktime++
 	snap.ReadEnd = f.ktime

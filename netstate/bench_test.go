@@ -113,7 +113,7 @@ func BenchmarkScrape100kLive(b *testing.B) {
 			for i, c := range closedBatch(100_000, 500, 1_000_000) {
 				c.Closed = false
 				c.StartEpoch = uint64(1_000_000_000 + i) // newer than the clients: no baselines
-				src.snap.Conns = append(src.snap.Conns, c)
+				src.snap.Conns = append(src.snap.Conns, &c)
 			}
 			b.ReportAllocs()
 			i := 0

@@ -124,7 +124,8 @@ func (f *fakeTracer) Snapshot() (*tracer.Snapshot, error) {
 	}
 	snap := &tracer.Snapshot{ReadStart: f.tick()}
 	for _, k := range slices.SortedFunc(maps.Keys(f.active), func(a, b tracer.ConnKey) int { return int(a.Cookie) - int(b.Cookie) }) {
-		snap.Conns = append(snap.Conns, f.active[k])
+		c := f.active[k]
+		snap.Conns = append(snap.Conns, &c)
 	}
 	for _, c := range f.held {
 		snap.Leaving = append(snap.Leaving, c)

@@ -286,6 +286,9 @@ func (s *State[K]) Scrape(clientID string, now time.Time) (*View, error) {
 	s.mu.Unlock()
 
 	snap, err := s.src.Snapshot()
+	if err == nil {
+		defer snap.Release() // after the step (deferred before the unlock: runs after it)
+	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -316,8 +319,7 @@ func (s *State[K]) Scrape(clientID string, now time.Time) (*View, error) {
 // forgotten.
 func (s *State[K]) observe(snap *tracer.Snapshot, tombs map[tracer.ConnKey]tomb[K]) []*tracer.ConnectionStats {
 	counted := make([]*tracer.ConnectionStats, 0, len(snap.Conns)+len(snap.Leaving))
-	for i := range snap.Conns {
-		x := &snap.Conns[i]
+	for _, x := range snap.Conns {
 		if _, gone := tombs[x.Key]; gone {
 			continue
 		}
@@ -382,8 +384,7 @@ func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, counted []*tracer.C
 	c.folded = s.tel.folded
 	s.trimAddrs()
 	if first {
-		for i := range snap.Conns {
-			x := &snap.Conns[i]
+		for _, x := range snap.Conns {
 			// One that left while the snapshot was read was folded: for
 			// a client older than it, from its baseline; for this new
 			// one only its end, and here its traffic since this read.

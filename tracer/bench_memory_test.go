@@ -46,8 +46,10 @@ func benchMemoryWithoutScrapes(b *testing.B, conns int) {
 			b.Fatal(err)
 		}
 		tr.SetSink(&countingSink{})
-		if _, err := tr.Snapshot(); err != nil {
+		if snap, err := tr.Snapshot(); err != nil {
 			b.Fatal(err)
+		} else {
+			snap.Release()
 		}
 		go func() { // the server: read 10, answer 10, close
 			buf := make([]byte, 10)

@@ -298,7 +298,12 @@ func BenchmarkGetActiveConnections10k(b *testing.B) {
 			if err != nil {
 				return nil, err
 			}
-			return &Connections{Conns: s.Conns}, nil
+			defer s.Release()
+			out := &Connections{Conns: make([]ConnectionStats, len(s.Conns))}
+			for i, c := range s.Conns {
+				out.Conns[i] = *c
+			}
+			return out, nil
 		}, check)
 	})
 	b.Run("read", func(b *testing.B) {

@@ -198,17 +198,15 @@ type endpointKey struct {
 // not marked (a port alone could be any host's). ends is a map to reuse
 // (cleared first; nil for a new one): the tracer keeps one across scrapes,
 // so that a scrape of 20,000 connections does not allocate its 1.5 MB again.
-func markIntraHostWith(conns []ConnectionStats, ends map[endpointKey]struct{}) {
+func markIntraHostWith(conns []*ConnectionStats, ends map[endpointKey]struct{}) {
 	if ends == nil {
 		ends = make(map[endpointKey]struct{}, len(conns))
 	}
 	clear(ends)
-	for i := range conns {
-		c := &conns[i]
+	for _, c := range conns {
 		ends[endpointKey{c.Source, c.SPort, c.Type}] = struct{}{}
 	}
-	for i := range conns {
-		c := &conns[i]
+	for _, c := range conns {
 		_, ok := ends[endpointKey{c.Dest, c.DPort, c.Type}]
 		c.IntraHost = ok
 	}

@@ -261,4 +261,10 @@ func BeautifyKey(key string) string {
 // conns too: both ends traced on this host. A UDP server socket bound to the
 // unspecified address has no address to match, so its clients' flows are
 // not marked (a port alone could be any host's).
-func markIntraHost(conns []ConnectionStats) { markIntraHostWith(conns, nil) }
+func markIntraHost(conns []ConnectionStats) {
+	refs := make([]*ConnectionStats, len(conns))
+	for i := range conns {
+		refs[i] = &conns[i]
+	}
+	markIntraHostWith(refs, nil)
+}

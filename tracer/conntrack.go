@@ -93,7 +93,7 @@ func newConntracker(cfg *Config) (*conntracker, error) {
 // theirs (closed: looked up by the caller), is not decided and the last
 // dump is old enough; it says whether it dumped. The decisions of
 // connections gone from both are forgotten.
-func (ct *conntracker) translate(conns []ConnectionStats, closed []closedRef, now time.Time) (dumped bool) {
+func (ct *conntracker) translate(conns []*ConnectionStats, closed []closedRef, now time.Time) (dumped bool) {
 	seen := make(map[ConnKey]struct{}, len(conns)+len(closed))
 	wanted := map[uint32]struct{}{ct.selfNS: {}}
 	waiting := map[uint32]struct{}{}
@@ -104,8 +104,8 @@ func (ct *conntracker) translate(conns []ConnectionStats, closed []closedRef, no
 			waiting[netns] = struct{}{}
 		}
 	}
-	for i := range conns {
-		see(conns[i].Key, conns[i].NetNS, conns[i].StartEpoch)
+	for _, c := range conns {
+		see(c.Key, c.NetNS, c.StartEpoch)
 	}
 	for _, r := range closed {
 		see(r.key, r.netns, r.start)
@@ -117,8 +117,8 @@ func (ct *conntracker) translate(conns []ConnectionStats, closed []closedRef, no
 		ct.dump(wanted, waiting, now)
 		dumped = true
 	}
-	for i := range conns {
-		conns[i].IPTranslation = ct.lookup(&conns[i], dumped)
+	for _, c := range conns {
+		c.IPTranslation = ct.lookup(c, dumped)
 	}
 	for k := range ct.decided {
 		if _, ok := seen[k]; !ok {

@@ -122,7 +122,7 @@ func (t *Tracer) sweepLoop() {
 		case <-sweep.C:
 			now := time.Now()
 			t.mu.Lock()
-			if _, err := t.readUDP(nil, ktimeNow()); err != nil {
+			if _, err := t.readUDP(nil, ktimeNow(), false); err != nil {
 				level.Warn(t.logger).Log("msg", "sweeping idle UDP flows", "err", err)
 			}
 			t.mu.Unlock()

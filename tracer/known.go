@@ -51,10 +51,12 @@ func newKnown(max int) *known {
 	return &known{m: make(map[ConnKey]*knownConn), max: max}
 }
 
+// clamp makes c's counters at least what was reported of the connection
+// (rebased if it expired). It does not change e: a snapshot may be
+// reading e.stats (see Snapshot.Release).
 func (e *knownConn) clamp(c *ConnectionStats) {
 	e.rebase(c)
 	c.Monotonic.Max(&e.stats.Monotonic)
-	e.stats = *c
 }
 
 // expire stops reporting the connection, keeping what was reported of it
@@ -119,22 +121,27 @@ func (k *known) entry(c *ConnectionStats) *knownConn {
 	return e
 }
 
-// live clamps a record of the current read; false means the connection
-// already closed and the record is stale.
-func (k *known) live(c *ConnectionStats, now time.Time) bool {
+// live clamps a record of the current read and keeps it as the
+// connection's last values: the snapshot reports them (e.stats), until its
+// release. nil means the connection already closed and the record is
+// stale.
+func (k *known) live(c *ConnectionStats, now time.Time) *ConnectionStats {
 	e := k.entry(c)
 	if e.closed {
-		return false
+		return nil
 	}
 	e.expired = false // visited again: reported again, from its base
 	e.clamp(c)
+	e.stats = *c
 	e.seen, e.gen = now, k.gen
-	return true
+	return &e.stats
 }
 
 // closed clamps a final record and marks the connection closed; the entry
 // is kept only while a read is in flight (see reading). It says whether a
-// read reported the connection live.
+// read reported the connection live. The entry's values stay what the
+// last read reported: a snapshot may be reading them, concurrently with
+// the drain that calls this.
 func (k *known) closed(c *ConnectionStats, now time.Time) (wasLive bool) {
 	if !k.reading {
 		if e := k.m[c.Key]; e != nil {
@@ -155,7 +162,7 @@ func (k *known) closed(c *ConnectionStats, now time.Time) (wasLive bool) {
 // expires those not seen for timeout (returned with what was reported of
 // them: they leave, as if closed, without a close), and forgets the closed ones. A late
 // record of an expired connection is rebased, counting only what is new.
-func (k *known) endRead(conns []ConnectionStats, now time.Time, timeout time.Duration) (live, expired []ConnectionStats) {
+func (k *known) endRead(conns []*ConnectionStats, now time.Time, timeout time.Duration) (live []*ConnectionStats, expired []ConnectionStats) {
 	for _, e := range k.m {
 		switch {
 		case e.closed, e.expired, e.gen == k.gen:
@@ -163,7 +170,7 @@ func (k *known) endRead(conns []ConnectionStats, now time.Time, timeout time.Dur
 			expired = append(expired, e.stats)
 			e.expire()
 		default:
-			conns = append(conns, e.stats)
+			conns = append(conns, &e.stats)
 		}
 	}
 	k.reading = false

@@ -118,3 +118,43 @@ func TestTCPOffLoadsNoTCPProgram(t *testing.T) {
 		t.Fatalf("reading with TCP off: %v", err)
 	}
 }
+
+// A snapshot's connections are the tracer's own entries: a read (a
+// scrape's, or the debug page's) waits for the previous snapshot's
+// release, and goes on after it.
+func TestReadWaitsForTheSnapshotsRelease(t *testing.T) {
+	tr := newTestTracer(t, nil)
+	first, err := tr.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 2)
+	go func() {
+		s, err := tr.Snapshot()
+		if err == nil {
+			s.Release()
+		}
+		done <- err
+	}()
+	go func() {
+		_, err := tr.DebugNetworkMaps()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("a read went on while a snapshot was in use (err %v)", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	first.Release()
+	first.Release() // a second release does nothing
+	for range 2 {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a read still waits after the release")
+		}
+	}
+}

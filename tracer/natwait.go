@@ -96,7 +96,7 @@ func (t *Tracer) recycle(w *recordQueue) {
 // returns those still waiting that a read had reported live
 // (Snapshot.Leaving: only the clients that counted one live need it).
 // Callers hold mu.
-func (t *Tracer) translate(conns []ConnectionStats, now time.Time) []ConnectionStats {
+func (t *Tracer) translate(conns []*ConnectionStats, now time.Time) []ConnectionStats {
 	if t.ct == nil {
 		return nil
 	}

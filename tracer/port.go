@@ -181,7 +181,7 @@ func nsInode(path string) (uint32, bool) {
 // syncPorts keeps the port mapping current: the TCP listeners the kernel
 // programs track, and the ports of UDP flows of bound sockets. Callers hold
 // t.mu.
-func (t *Tracer) syncPorts(conns []ConnectionStats) {
+func (t *Tracer) syncPorts(conns []*ConnectionStats) {
 	if t.ports == nil {
 		return
 	}
@@ -193,8 +193,8 @@ func (t *Tracer) syncPorts(conns []ConnectionStats) {
 		listeners[PortKey{NetNS: k.Netns, Port: k.Port, Type: TCP}] = struct{}{}
 	}
 	t.ports.syncKernel(listeners)
-	for i := range conns {
-		if c := &conns[i]; c.Type == UDP && c.ServerSide {
+	for _, c := range conns {
+		if c.Type == UDP && c.ServerSide {
 			t.ports.AddMapping(PortKey{NetNS: c.NetNS, Port: c.SPort, Type: UDP})
 		}
 	}

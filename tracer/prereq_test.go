@@ -73,7 +73,7 @@ func TestKnownKeepsCountersMonotonicAndCompletesReads(t *testing.T) {
 	// A racing live read comes out one byte low: reported as before.
 	low := ConnectionStats{Key: key, Monotonic: Counters{SentBytes: 99, RecvBytes: 50, Retransmits: 2}}
 	k.beginRead()
-	if !k.live(&low, now) || low.Monotonic.SentBytes != 100 {
+	if k.live(&low, now) == nil || low.Monotonic.SentBytes != 100 {
 		t.Fatalf("low read reported %d, want 100", low.Monotonic.SentBytes)
 	}
 	// Not visited by the next read: its last values complete the read.
@@ -97,7 +97,7 @@ func TestKnownKeepsCountersMonotonicAndCompletesReads(t *testing.T) {
 	k.startRead()
 	k.closed(&ConnectionStats{Key: key, Monotonic: Counters{SentBytes: 120}}, now)
 	k.beginRead()
-	if k.live(&ConnectionStats{Key: key, Monotonic: Counters{SentBytes: 110}}, now) {
+	if k.live(&ConnectionStats{Key: key, Monotonic: Counters{SentBytes: 110}}, now) != nil {
 		t.Fatal("stale live read of a closed connection accepted")
 	}
 	// That read over, the entry goes: no later read can see the socket

@@ -12,8 +12,13 @@ import (
 // connection and UDP flow, with Monotonic filled (their totals since the
 // tracer first saw them). The connections that leave are not in it: they go
 // to the Sink.
+//
+// Conns point into the tracer's own state (one copy of each connection,
+// not one per read): the next read writes there, so a read waits until the
+// previous snapshot is released, and a snapshot must be released (Release)
+// once its user is done with it.
 type Snapshot struct {
-	Conns []ConnectionStats
+	Conns []*ConnectionStats
 	// Leaving are connections that left (closed) but are not given to the
 	// sink yet (they wait for a conntrack dump to find their NAT), of
 	// those a read had reported live: a client that counted one live keeps
@@ -23,6 +28,18 @@ type Snapshot struct {
 	// ReadStart and ReadEnd bound the read, in kernel time
 	// (CLOCK_MONOTONIC ns, as the connections' epochs).
 	ReadStart, ReadEnd uint64
+
+	release func()
+}
+
+// Release ends the use of the snapshot's Conns, and lets the next read
+// begin. Calling it again does nothing; a snapshot made by hand has nothing
+// to release.
+func (s *Snapshot) Release() {
+	if f := s.release; f != nil {
+		s.release = nil
+		f()
+	}
 }
 
 // KTime returns the kernel's bpf_ktime_get_ns clock (CLOCK_MONOTONIC) now.
@@ -30,7 +47,8 @@ func (t *Tracer) KTime() uint64 { return ktimeNow() }
 
 // Snapshot reads the live connections, with their NAT; then it drains the
 // closed connections, so that what closed during the read reaches the
-// sink before the snapshot is returned.
+// sink before the snapshot is returned. It waits for the release of the
+// previous snapshot.
 //
 // The order matters: after the read, the drain gives the sink (or natWait)
 // everything that closed before it, and only then is natWait copied into
@@ -38,6 +56,7 @@ func (t *Tracer) KTime() uint64 { return ktimeNow() }
 // or given to the sink before the snapshot is returned.
 func (t *Tracer) Snapshot() (*Snapshot, error) {
 	now := time.Now()
+	t.snapMu.Lock()
 	t.mu.Lock()
 	snap := &Snapshot{ReadStart: ktimeNow()}
 	conns, err := t.readAll(now)
@@ -48,57 +67,59 @@ func (t *Tracer) Snapshot() (*Snapshot, error) {
 	t.mu.Unlock()
 	t.drainClosed()
 	if err != nil {
+		t.snapMu.Unlock()
 		return nil, err
 	}
 	t.mu.Lock()
 	snap.Leaving = t.translate(conns, now)
 	t.mu.Unlock()
 	snap.Conns = conns
+	snap.release = t.snapMu.Unlock
 	return snap, nil
 }
 
 // readActive runs the iterator: the live counters of every tracked socket a
 // process holds, read now, completed by the last values of the others.
-// Callers hold t.mu.
-func (t *Tracer) readActive(now time.Time) ([]ConnectionStats, error) {
+// Each record is clamped by known as it is decoded, and kept there: the
+// read returns pointers to known's entries (at 200,000 sockets, a slice of
+// the records cost 71 MB more, BENCHMARKS.md §13). known's lock is taken
+// per record, never for a whole iterator run (the drain takes it).
+// Callers hold snapMu and t.mu.
+func (t *Tracer) readActive(now time.Time) ([]*ConnectionStats, error) {
+	conns := t.snapConns[:0]
 	if t.dumpIter == nil {
-		return nil, nil // no TCP
+		return conns, nil // no TCP
 	}
-	// The records are decoded as the iterator writes them, and those kept
-	// are clamped by known after it ran: known's lock is never held
-	// during an iterator run (the drain takes it).
-	conns := make([]ConnectionStats, 0, t.lastRead+t.lastRead/8)
-	stream := recordStream{each: func(r *bpf.ConntraceConnRecord) {
-		if c := toConnectionStats(r, t.comms); t.keep(&c) {
-			conns = append(conns, c)
-		}
-	}}
 	t.kmu.Lock()
 	t.known.startRead()
+	t.known.beginRead()
 	t.kmu.Unlock()
-	if err := t.readIterator(t.dumpIter, t.tcpIter == tcpIterTCP, &stream); err != nil {
+	stream := recordStream{each: func(r *bpf.ConntraceConnRecord) {
+		c := toConnectionStats(r, t.comms)
+		if !t.keep(&c) {
+			return
+		}
 		t.kmu.Lock()
-		t.known.abortRead()
+		p := t.known.live(&c, now)
 		t.kmu.Unlock()
-		return nil, fmt.Errorf("reading the connection iterator: %w", err)
+		if p != nil {
+			conns = append(conns, p)
+		}
+	}}
+	err := t.readIterator(t.dumpIter, t.tcpIter == tcpIterTCP, &stream)
+	if err == nil {
+		if err = stream.end(); err != nil {
+			t.decode.Add(1)
+		}
+	} else {
+		err = fmt.Errorf("reading the connection iterator: %w", err)
 	}
-	if err := stream.end(); err != nil {
-		t.kmu.Lock()
+	t.kmu.Lock()
+	if err != nil {
 		t.known.abortRead()
 		t.kmu.Unlock()
-		t.decode.Add(1)
 		return nil, err
 	}
-	t.lastRead = len(conns)
-	t.kmu.Lock()
-	t.known.beginRead()
-	live := conns[:0]
-	for i := range conns {
-		if t.known.live(&conns[i], now) {
-			live = append(live, conns[i])
-		}
-	}
-	conns = live
 	conns, expired := t.known.endRead(conns, now, t.cfg.TCPConnTimeout)
 	t.kmu.Unlock()
 	if t.wanted() {
@@ -108,15 +129,17 @@ func (t *Tracer) readActive(now time.Time) ([]ConnectionStats, error) {
 }
 
 // readAll reads every TCP connection and UDP flow and marks those whose
-// other end is here too. Callers hold t.mu.
-func (t *Tracer) readAll(now time.Time) ([]ConnectionStats, error) {
+// other end is here too. Callers hold snapMu and t.mu.
+func (t *Tracer) readAll(now time.Time) ([]*ConnectionStats, error) {
 	conns, err := t.readActive(now)
 	if err != nil {
 		return nil, err
 	}
-	if conns, err = t.readUDP(conns, ktimeNow()); err != nil {
+	if conns, err = t.readUDP(conns, ktimeNow(), true); err != nil {
 		return nil, err
 	}
+	t.snapConns = conns                 // its array, for the next read
+	clear(conns[len(conns):cap(conns)]) // no entry kept alive past its read
 	if t.intraEnds == nil {
 		t.intraEnds = make(map[endpointKey]struct{}, len(conns))
 	}

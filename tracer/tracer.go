@@ -62,14 +62,17 @@ type Tracer struct {
 	stop        chan struct{}
 	loops       sync.WaitGroup // drainLoop and sweepLoop
 
-	mu     sync.Mutex // serialises reads of the kernel state
-	known  *known
-	decode atomic.Uint64 // records that could not be decoded
-	// Kept from one read to the next (under mu): the process names, and
-	// how many connections the last read kept (the next one's capacity).
-	comms    comms
-	lastRead int
-	udp      udpReader
+	// snapMu is held by a read, and by its snapshot until released: the
+	// snapshot's connections are known's entries and the UDP reader's
+	// buffer, which only a read writes. Taken before mu.
+	snapMu    sync.Mutex
+	snapConns []*ConnectionStats // the last snapshot's array, for reuse
+	mu        sync.Mutex         // serialises reads of the kernel state
+	known     *known
+	decode    atomic.Uint64 // records that could not be decoded
+	// Kept from one read to the next (under mu): the process names.
+	comms comms
+	udp   udpReader
 	// userFilter: the filters could not go into the kernel; apply them here.
 	userFilter  bool
 	ct          *conntracker // nil without EnableConntrack
@@ -210,6 +213,8 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 // DebugNetworkMaps returns the connections in the kernel now, without any
 // client state (the seed's debug view).
 func (t *Tracer) DebugNetworkMaps() (*Connections, error) {
+	t.snapMu.Lock()
+	defer t.snapMu.Unlock()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := time.Now()
@@ -218,7 +223,11 @@ func (t *Tracer) DebugNetworkMaps() (*Connections, error) {
 		return nil, err
 	}
 	t.translate(conns, now)
-	return &Connections{Conns: conns}, nil
+	out := &Connections{Conns: make([]ConnectionStats, len(conns))}
+	for i, c := range conns {
+		out.Conns[i] = *c
+	}
+	return out, nil
 }
 
 // Attachments lists the attached programs.

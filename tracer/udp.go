@@ -22,12 +22,16 @@ type udpReader struct {
 	keys  []bpf.ConntraceUdpKey
 	vals  []bpf.ConntraceUdpFlow
 	flows int // flows open at the last read
+	// live holds the flows of the last snapshot (read with live set):
+	// the snapshot points into it until released (Tracer.snapMu).
+	live []ConnectionStats
 }
 
-// readUDP returns the UDP flows, and closes those idle for longer than
+// readUDP appends the UDP flows to conns when live is set (a snapshot's
+// read: callers hold t.snapMu), and closes those idle for longer than
 // UDPConnTimeout: each is removed from the kernel map atomically with its
 // final counters and reported as closed, once. Callers hold t.mu.
-func (t *Tracer) readUDP(conns []ConnectionStats, ktimeNow uint64) ([]ConnectionStats, error) {
+func (t *Tracer) readUDP(conns []*ConnectionStats, ktimeNow uint64, live bool) ([]*ConnectionStats, error) {
 	if t.objs.UdpFlows == nil {
 		return conns, nil
 	}
@@ -40,6 +44,9 @@ func (t *Tracer) readUDP(conns []ConnectionStats, ktimeNow uint64) ([]Connection
 	var idle []bpf.ConntraceUdpKey
 	var cursor ebpf.MapBatchCursor
 	r.flows = 0
+	if live {
+		r.live = r.live[:0]
+	}
 	for {
 		n, err := t.objs.UdpFlows.BatchLookup(&cursor, r.keys, r.vals, nil)
 		for i := 0; i < n; i++ {
@@ -49,8 +56,11 @@ func (t *Tracer) readUDP(conns []ConnectionStats, ktimeNow uint64) ([]Connection
 				continue
 			}
 			r.flows++
+			if !live {
+				continue
+			}
 			if c := t.udpStats(&r.keys[i], v, false); t.keep(&c) {
-				conns = append(conns, c)
+				r.live = append(r.live, c)
 			}
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -58,6 +68,12 @@ func (t *Tracer) readUDP(conns []ConnectionStats, ktimeNow uint64) ([]Connection
 		}
 		if err != nil {
 			return conns, fmt.Errorf("reading the UDP flows: %w", err)
+		}
+	}
+	if live {
+		// Pointers once the buffer is whole (an append may move it).
+		for i := range r.live {
+			conns = append(conns, &r.live[i])
 		}
 	}
 	var gone []ConnectionStats

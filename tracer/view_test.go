@@ -87,6 +87,7 @@ func (t *Tracer) GetActiveConnections(clientID string) (*viewConns, error) {
 		}
 		return nil, err
 	}
+	defer snap.Release()
 	vs.mu.Lock()
 	left := v.left
 	v.left = nil
@@ -99,7 +100,8 @@ func (t *Tracer) GetActiveConnections(clientID string) (*viewConns, error) {
 		gone[c.Key] = true
 	}
 	out := &viewConns{NewClient: first}
-	for _, sc := range snap.Conns {
+	for _, p := range snap.Conns {
+		sc := *p
 		if gone[sc.Key] {
 			continue // left during the read: its record reports it
 		}

@@ -228,3 +228,34 @@ func TestConntrackLookupMissAllocatesNothing(t *testing.T) {
 		t.Error("the table's entry not found")
 	}
 }
+
+// A read's decided connections keep their translation; the decisions of
+// connections gone are forgotten once they outnumber the read's, never
+// those of the read or of the closed ones waiting.
+func TestConntrackDecisionsPruned(t *testing.T) {
+	ct := &conntracker{selfNS: 1, decided: map[ConnKey]*IPTranslation{}, interval: time.Hour, last: time.Now()}
+	vip := &IPTranslation{ReplSrcIP: netip.MustParseAddr("10.0.0.9")}
+	live := []*ConnectionStats{{Key: ConnKey{Cookie: 1}, NetNS: 1}, {Key: ConnKey{Cookie: 2}, NetNS: 1}}
+	ct.decided[live[0].Key], ct.decided[live[1].Key] = vip, nil
+	waiting := []closedRef{{key: ConnKey{Cookie: 3}, netns: 1}}
+	ct.decided[waiting[0].key] = nil
+	for i := range 2000 { // gone without a close the tracker saw
+		ct.decided[ConnKey{Cookie: uint64(100 + i)}] = nil
+	}
+	if ct.translate(live, waiting, time.Now()) {
+		t.Fatal("dumped with every connection decided")
+	}
+	if live[0].IPTranslation != vip || live[1].IPTranslation != nil {
+		t.Errorf("translations %v, %v; want the decided ones", live[0].IPTranslation, live[1].IPTranslation)
+	}
+	if len(ct.decided) != 3 {
+		t.Errorf("%d decisions kept, want the read's 2 and the waiting one", len(ct.decided))
+	}
+	for i := range 500 { // below the bound: kept until it is passed
+		ct.decided[ConnKey{Cookie: uint64(5000 + i)}] = nil
+	}
+	ct.translate(live, waiting, time.Now())
+	if len(ct.decided) != 503 {
+		t.Errorf("%d decisions, want 503 (pruned only past twice the read's, plus 1,024)", len(ct.decided))
+	}
+}

@@ -317,8 +317,8 @@ func (s *State[K]) Scrape(clientID string, now time.Time) (*View, error) {
 // leaving one never counted live is left to its fold. Those no snapshot
 // holds any more (the tracer folds what leaves: none should be) are
 // forgotten.
-func (s *State[K]) observe(snap *tracer.Snapshot, tombs map[tracer.ConnKey]tomb[K]) []*tracer.ConnectionStats {
-	counted := make([]*tracer.ConnectionStats, 0, len(snap.Conns)+len(snap.Leaving))
+func (s *State[K]) observe(snap *tracer.Snapshot, tombs map[tracer.ConnKey]tomb[K]) []countedConn {
+	counted := make([]countedConn, 0, len(snap.Conns)+len(snap.Leaving))
 	for _, x := range snap.Conns {
 		if _, gone := tombs[x.Key]; gone {
 			continue
@@ -332,7 +332,7 @@ func (s *State[K]) observe(snap *tracer.Snapshot, tombs map[tracer.ConnKey]tomb[
 		}
 		lc.seen = s.gen
 		s.live[x.Key] = lc
-		counted = append(counted, x)
+		counted = append(counted, countedConn{x, lc})
 	}
 	for i := range snap.Leaving {
 		x := &snap.Leaving[i]
@@ -345,7 +345,7 @@ func (s *State[K]) observe(snap *tracer.Snapshot, tombs map[tracer.ConnKey]tomb[
 		}
 		lc.seen = s.gen
 		s.live[x.Key] = lc
-		counted = append(counted, x)
+		counted = append(counted, countedConn{x, lc})
 	}
 	if len(s.live) > len(counted) {
 		for k, lc := range s.live {
@@ -358,9 +358,16 @@ func (s *State[K]) observe(snap *tracer.Snapshot, tombs map[tracer.ConnKey]tomb[
 	return counted
 }
 
+// countedConn is a connection a step counts, with its shared entry (as
+// observe left it: one lookup fewer per connection).
+type countedConn struct {
+	x  *tracer.ConnectionStats
+	lc liveConn
+}
+
 // step returns c's view of snap: its folded counters plus what the live
 // connections contribute now. On c's first scrape it takes the baselines.
-func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, counted []*tracer.ConnectionStats, tombs map[tracer.ConnKey]tomb[K], now time.Time) *View {
+func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, counted []countedConn, tombs map[tracer.ConnKey]tomb[K], now time.Time) *View {
 	first := c.fresh
 	c.fresh = false
 	c.lastFetch = now
@@ -395,8 +402,8 @@ func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, counted []*tracer.C
 			}
 		}
 	}
-	for _, x := range counted {
-		lc := s.live[x.Key]
+	for _, cc := range counted {
+		x, lc := cc.x, cc.lc
 		ser := s.seriesOf(c, s.keys.key(lc.key), x)
 		if ser == c.overflow && (first || lc.first > c.lastGen) {
 			c.overflowTotal++

@@ -24,7 +24,9 @@ type fakeTracer struct {
 	st    tracer.Sink
 	ktime uint64
 	reads int
-	err   error
+	// released counts the snapshots released (each once, after its step).
+	released int
+	err      error
 	// during, when set, runs inside Snapshot after the connections were
 	// copied: what it closes closes while the snapshot is read.
 	during func()
@@ -122,11 +124,22 @@ func (f *fakeTracer) Snapshot() (*tracer.Snapshot, error) {
 		f.mu.Unlock()
 		return nil, f.err
 	}
-	snap := &tracer.Snapshot{ReadStart: f.tick()}
+	var conns []*tracer.ConnectionStats
 	for _, k := range slices.SortedFunc(maps.Keys(f.active), func(a, b tracer.ConnKey) int { return int(a.Cookie) - int(b.Cookie) }) {
 		c := f.active[k]
-		snap.Conns = append(snap.Conns, &c)
+		conns = append(conns, &c)
 	}
+	// As the tracer's, the snapshot's connections are released: poisoned
+	// then, so that a use after the release counts garbage.
+	snap := tracer.NewSnapshot(conns, func() {
+		f.mu.Lock()
+		f.released++
+		f.mu.Unlock()
+		for _, c := range conns {
+			c.Monotonic.SentBytes, c.Monotonic.RecvBytes = 1<<60, 1<<60
+		}
+	})
+	snap.ReadStart = f.tick()
 	for _, c := range f.held {
 		snap.Leaving = append(snap.Leaving, c)
 	}

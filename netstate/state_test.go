@@ -295,6 +295,9 @@ func randomInterleaving(t *testing.T, seed int64) {
 		}
 		v := scrape(t, st, id)
 		checkKeyTable(t, st)
+		if f.released != f.reads {
+			t.Fatalf("%d snapshots read, %d released", f.reads, f.released)
+		}
 		f.during = nil
 		// Whether a step saw it live, before this one's (which sees the
 		// copy's live ones).

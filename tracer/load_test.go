@@ -128,6 +128,7 @@ func TestReadWaitsForTheSnapshotsRelease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer first.Release() // if the test fails before it does
 	done := make(chan error, 2)
 	go func() {
 		s, err := tr.Snapshot()
@@ -145,8 +146,9 @@ func TestReadWaitsForTheSnapshotsRelease(t *testing.T) {
 		t.Fatalf("a read went on while a snapshot was in use (err %v)", err)
 	case <-time.After(300 * time.Millisecond):
 	}
+	copied := *first
 	first.Release()
-	first.Release() // a second release does nothing
+	copied.Release() // a second release, even of a copy, does nothing
 	for range 2 {
 		select {
 		case err := <-done:
@@ -156,5 +158,17 @@ func TestReadWaitsForTheSnapshotsRelease(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("a read still waits after the release")
 		}
+	}
+	// Released, nothing of a read stays reachable from the arrays it
+	// reuses: without another read, the entries closed since must go.
+	tr.snapMu.Lock()
+	defer tr.snapMu.Unlock()
+	for i, p := range tr.snapConns[:cap(tr.snapConns)] {
+		if p != nil {
+			t.Fatalf("entry %d of the read's array still points at %s after its release", i, p.Key)
+		}
+	}
+	if len(tr.udp.live) != 0 {
+		t.Errorf("%d UDP flows held after the release", len(tr.udp.live))
 	}
 }

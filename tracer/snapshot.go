@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/conntrace/conntrace_exporter/bpf"
@@ -29,16 +30,33 @@ type Snapshot struct {
 	// (CLOCK_MONOTONIC ns, as the connections' epochs).
 	ReadStart, ReadEnd uint64
 
-	release func()
+	release *releaser
+}
+
+// releaser runs a snapshot's release once, however many copies of the
+// snapshot call it, and however concurrently: a second unlock of the
+// tracer's read lock would unlock the next read's.
+type releaser struct {
+	once sync.Once
+	fn   func()
+}
+
+// NewSnapshot returns a snapshot of conns whose Release calls release
+// (nil: nothing) once: for sources other than the tracer (tests' fakes).
+func NewSnapshot(conns []*ConnectionStats, release func()) *Snapshot {
+	s := &Snapshot{Conns: conns}
+	if release != nil {
+		s.release = &releaser{fn: release}
+	}
+	return s
 }
 
 // Release ends the use of the snapshot's Conns, and lets the next read
 // begin. Calling it again does nothing; a snapshot made by hand has nothing
 // to release.
 func (s *Snapshot) Release() {
-	if f := s.release; f != nil {
-		s.release = nil
-		f()
+	if r := s.release; r != nil {
+		r.once.Do(r.fn)
 	}
 }
 
@@ -74,12 +92,32 @@ func (t *Tracer) Snapshot() (*Snapshot, error) {
 	snap.Leaving = t.translate(conns, now)
 	t.mu.Unlock()
 	snap.Conns = conns
-	snap.release = t.snapMu.Unlock
+	snap.release = &releaser{fn: t.releaseSnapshot}
 	return snap, nil
 }
 
+// releaseSnapshot lets the next read begin. What the snapshot pointed at
+// is dropped from the reused arrays first: if no read comes (nobody
+// scrapes), the entries of the connections closed since must not stay
+// reachable from them.
+func (t *Tracer) releaseSnapshot() {
+	t.dropReadRefs()
+	t.snapMu.Unlock()
+}
+
+// dropReadRefs empties the arrays a read reuses, keeping their capacity.
+// Callers hold snapMu.
+func (t *Tracer) dropReadRefs() {
+	clear(t.snapConns[:cap(t.snapConns)])
+	t.snapConns = t.snapConns[:0]
+	clear(t.udp.live)
+	t.udp.live = t.udp.live[:0]
+}
+
 // readActive runs the iterator: the live counters of every tracked socket a
-// process holds, read now, completed by the last values of the others.
+// process holds, read now, completed by the last values of the others. A
+// read that fails has clamped into known the records before its error:
+// they are the kernel's values, so nothing is counted twice.
 // Each record is clamped by known as it is decoded, and kept there: the
 // read returns pointers to known's entries (at 200,000 sockets, a slice of
 // the records cost 71 MB more, BENCHMARKS.md §13). known's lock is taken
@@ -138,8 +176,7 @@ func (t *Tracer) readAll(now time.Time) ([]*ConnectionStats, error) {
 	if conns, err = t.readUDP(conns, ktimeNow(), true); err != nil {
 		return nil, err
 	}
-	t.snapConns = conns                 // its array, for the next read
-	clear(conns[len(conns):cap(conns)]) // no entry kept alive past its read
+	t.snapConns = conns // its array, for the next read
 	if t.intraEnds == nil {
 		t.intraEnds = make(map[endpointKey]struct{}, len(conns))
 	}

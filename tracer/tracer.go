@@ -227,6 +227,7 @@ func (t *Tracer) DebugNetworkMaps() (*Connections, error) {
 	for i, c := range conns {
 		out.Conns[i] = *c
 	}
+	t.dropReadRefs()
 	return out, nil
 }
 

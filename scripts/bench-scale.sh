@@ -9,6 +9,11 @@
 #
 #   scripts/bench-scale.sh                # CONNS=100000 SCRAPES=3
 #   CONNS=10000 scripts/bench-scale.sh
+#   FILES=1000000 CONNS=10000 scripts/bench-scale.sh
+#                                         # and 1,000,000 other files open
+#                                         # (/dev/null, by processes of
+#                                         # 19,000 each): the start-up pass
+#                                         # and a scrape against open files
 #
 # Everything it creates (the namespace, processes) is removed on exit.
 set -euo pipefail
@@ -19,6 +24,7 @@ PORT=${PORT:-19478}
 PER_HOLDER=9000 # connections per holder process: 18,000 files
 HEAP=${HEAP:-}       # a file: the exporter's heap profile after the scrapes
 PROFILE=${PROFILE:-} # a file: the exporter's CPU profile over the last scrape
+FILES=${FILES:-0}    # non-socket files held open by other processes
 
 cd "$(dirname "$0")/.."
 . scripts/bench-lib.sh
@@ -73,14 +79,46 @@ est=$(ip netns exec "$NS" ss -Htn state established | wc -l)
 echo "== $est established sockets in $NS (want $((2 * CONNS))), $n_holders holder processes"
 [[ $est -ge $((2 * CONNS)) ]] || { echo "missing sockets" >&2; exit 1; }
 
+# FILES non-socket files, held by processes of 19,000 each (the file limit
+# here is 20,000 a process), in the host's namespace: what a busy host has
+# open besides its sockets.
+if ((FILES > 0)); then
+	left=$FILES
+	n_files=0
+	while ((left > 0)); do
+		n=$((left < 19000 ? left : 19000))
+		left=$((left - n))
+		python3 -c '
+import resource, sys, time
+n = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_NOFILE, (n + 64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+held = [open("/dev/null") for _ in range(n)]
+print("ready", flush=True)
+time.sleep(3600)
+' "$n" >"$WORK/files-$n_files.log" 2>&1 &
+		BENCH_PIDS+=($!)
+		n_files=$((n_files + 1))
+	done
+	for i in $(seq 0 $((n_files - 1))); do
+		for t in $(seq 600); do
+			grep -q ready "$WORK/files-$i.log" && break
+			[[ $t == 600 ]] && { cat "$WORK/files-$i.log" >&2; echo "file holder $i not ready" >&2; exit 1; }
+			sleep 0.2
+		done
+	done
+	echo "== $FILES other files open in $n_files processes ($(awk '{print $1}' /proc/sys/fs/file-nr) files open on the host)"
+fi
+
 # One debug listener serves both profiles.
 DEBUG_FLAG=
 [[ -n $HEAP || -n $PROFILE ]] && DEBUG_FLAG=--debug.listen-address=127.0.0.1:$((PORT + 1))
 # The connections exist before the exporter starts: it finds them at
 # start-up (the seeding iterators), as on a busy node.
+t_start=$(date +%s%N)
 bench_exporter "$PORT" --tracer.max-tracked-connections=$((2 * CONNS + 65536)) \
 	--tracer.max-connections-state-buffered=$((4 * CONNS + 131072)) \
 	${DEBUG_FLAG}
+echo "== start-up (to the first answer): $((($(date +%s%N) - t_start) / 1000000)) ms"
 
 ms() { python3 -c 'import sys; print("%.0f" % ((int(sys.argv[2]) - int(sys.argv[1])) / 1e6))' "$1" "$2"; }
 declare -a SCR SS

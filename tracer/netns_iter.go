@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netns"
@@ -87,12 +88,41 @@ func readIterInEachNetns(it *link.Iter, procRoot string, w io.Writer) (refused i
 
 // readIter opens it in the calling thread's network namespace and writes
 // all it shows to w.
+//
+// A read() that visits a million objects without writing anything stops
+// with EAGAIN (the kernel's MAX_ITER_OBJECTS, to give the CPU back), and
+// the next read() goes on from there: a task_file iterator on a host with
+// a million open files meets it (start-up failed there). It is read again,
+// up to maxIterRetries times in a row.
 func readIter(it *link.Iter, w io.Writer) error {
 	rd, err := it.Open()
 	if err != nil {
 		return err
 	}
 	defer rd.Close()
-	_, err = io.Copy(w, rd)
-	return err
+	buf := make([]byte, 64<<10) // the kernel's seq_file buffer is 32 KiB
+	for again := 0; ; {
+		n, err := rd.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		switch {
+		case err == io.EOF:
+			return nil
+		case errors.Is(err, syscall.EAGAIN):
+			if again++; again > maxIterRetries {
+				return fmt.Errorf("the iterator visited %d million objects without an end: %w", maxIterRetries, err)
+			}
+		case err != nil:
+			return err
+		default:
+			again = 0
+		}
+	}
 }
+
+// maxIterRetries bounds the EAGAINs in a row of one iterator read: a
+// million objects each, so a billion open files.
+const maxIterRetries = 1000

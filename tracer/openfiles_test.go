@@ -1,0 +1,87 @@
+package tracer
+
+import (
+	"os/exec"
+	"syscall"
+	"testing"
+
+	"github.com/conntrace/conntrace_exporter/internal/nettest"
+)
+
+// holdFiles has n million descriptors open on the host, besides the
+// test's: sleeping children that each inherit the same descriptors of
+// /dev/null, as many as the file limit lets this process open (up to
+// 19,500: the limit here is 20,000 a process; a guest's root raises its
+// own), opened without close-on-exec and closed in the test once the
+// children are started. They go when the test ends.
+func holdFiles(t *testing.T, millions int) {
+	t.Helper()
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if lim.Max < 20000 { // raised where root may (CAP_SYS_RESOURCE)
+		raised := syscall.Rlimit{Cur: 20000, Max: 20000}
+		if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &raised) == nil {
+			lim = raised
+		}
+	}
+	if lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			t.Fatal(err)
+		}
+	}
+	perChild := int(min(lim.Cur, 20000)) - 500
+	fds := make([]int, 0, perChild)
+	defer func() {
+		for _, fd := range fds {
+			syscall.Close(fd)
+		}
+	}()
+	for range perChild {
+		fd, err := syscall.Open("/dev/null", syscall.O_RDONLY, 0) // inherited
+		if err != nil {
+			t.Fatalf("opening /dev/null %d times: %v", len(fds)+1, err)
+		}
+		fds = append(fds, fd)
+	}
+	for range (millions*1_000_000 + perChild - 1) / perChild {
+		cmd := exec.Command("sleep", "600")
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("starting a holder of %d files: %v", perChild, err)
+		}
+		t.Cleanup(func() {
+			cmd.Process.Kill()
+			cmd.Wait()
+		})
+	}
+}
+
+// With a million descriptors open on the host, a task_file iterator visits
+// a million objects in one read() without writing anything, and the kernel
+// stops that read with EAGAIN (MAX_ITER_OBJECTS): the tracer reads on. It
+// failed to start (the start-up pass over every file), and on kernels
+// whose live read is task_file every scrape would have failed.
+func TestStartsAndReadsWithAMillionOpenFiles(t *testing.T) {
+	nettest.RequireRoot(t)
+	holdFiles(t, 1)
+	tr := newTestTracer(t, nil)
+	p := nettest.NewPair(t)
+	ln, _ := listen(t, p, false)
+	cc, sc := exchange(t, p, ln, 100, 10, true)
+	defer cc.Close()
+	defer sc.Close()
+	snap, err := tr.Snapshot()
+	if err != nil {
+		t.Fatalf("a read with a million files open: %v", err)
+	}
+	defer snap.Release()
+	found := false
+	for _, c := range snap.Conns {
+		found = found || (c.Dest == p.Server4 && c.Monotonic.SentBytes == 100)
+	}
+	if !found {
+		t.Errorf("the open connection to %s (100 bytes sent) is not in the read of %d connections", p.Server4, len(snap.Conns))
+	}
+}

@@ -20,6 +20,15 @@ func setMemoryLimit(logger log.Logger, ratio float64) {
 		level.Info(logger).Log("msg", "GOMEMLIMIT set by the environment: --auto-gomemlimit leaves it", "GOMEMLIMIT", v)
 		return
 	}
+	// automemlimit reads AUTOMEMLIMIT itself: "off", or a ratio that
+	// overrides the flag's.
+	if v, ok := os.LookupEnv("AUTOMEMLIMIT"); ok {
+		if v == "off" {
+			level.Info(logger).Log("msg", "AUTOMEMLIMIT=off in the environment: GOMEMLIMIT not set")
+			return
+		}
+		level.Info(logger).Log("msg", "AUTOMEMLIMIT in the environment overrides --auto-gomemlimit.ratio", "AUTOMEMLIMIT", v)
+	}
 	limit, err := memlimit.Set(memlimit.WithRatio(ratio), memlimit.WithProvider(memlimit.FromCgroup))
 	switch {
 	case errors.Is(err, memlimit.ErrNoCgroup):

@@ -62,5 +62,6 @@ func (t *keyTable[K]) reset() {
 		return
 	}
 	clear(t.ids)
+	clear(t.keys) // no label set's strings kept alive by the array
 	t.keys, t.refs, t.free = t.keys[:0], t.refs[:0], t.free[:0]
 }

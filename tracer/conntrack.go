@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -68,23 +69,40 @@ const (
 	filterUnknown filterSupport = iota
 	filterWorks
 	filterIgnored
+	// filterOff: not asked for, IPVS being loaded (see ipvsLoaded).
+	filterOff
 )
+
+// ipvsLoaded says whether the kernel has IPVS (the ip_vs module, or built
+// in), under sysRoot (/sys). IPVS NAT (kube-proxy's IPVS mode, LVS-NAT)
+// rewrites a conntrack entry's reply tuple without setting its NAT status
+// bits, so a dump filtered by status would miss its translations: with
+// IPVS, tables are read whole.
+func ipvsLoaded(sysRoot string) bool {
+	_, err := os.Stat(filepath.Join(sysRoot, "module", "ip_vs"))
+	return err == nil
+}
 
 func newConntracker(cfg *Config) (*conntracker, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(filepath.Join(cfg.ProcRoot, "self/ns/net"), &st); err != nil {
 		return nil, fmt.Errorf("conntrack: reading the exporter's netns: %w", err)
 	}
+	filter := filterUnknown
+	if ipvsLoaded("/sys") {
+		filter = filterOff
+	}
 	return &conntracker{
-		procRoot: cfg.ProcRoot,
-		interval: cfg.ConntrackInterval,
-		maxState: cfg.ConntrackMaxStateSize,
-		selfNS:   uint32(st.Ino),
-		handles:  map[uint32]*conntrack.Conn{},
-		missing:  map[uint32]time.Time{},
-		tables:   map[uint32]map[ctKey]IPTranslation{},
-		decided:  map[ConnKey]*IPTranslation{},
-		dumped:   map[uint32]uint64{},
+		statusFilter: filter,
+		procRoot:     cfg.ProcRoot,
+		interval:     cfg.ConntrackInterval,
+		maxState:     cfg.ConntrackMaxStateSize,
+		selfNS:       uint32(st.Ino),
+		handles:      map[uint32]*conntrack.Conn{},
+		missing:      map[uint32]time.Time{},
+		tables:       map[uint32]map[ctKey]IPTranslation{},
+		decided:      map[ConnKey]*IPTranslation{},
+		dumped:       map[uint32]uint64{},
 	}, nil
 }
 
@@ -127,7 +145,9 @@ func (ct *conntracker) translate(conns []*ConnectionStats, closed []closedRef, n
 		dumped = true
 	}
 	for _, c := range undecided {
-		c.IPTranslation = ct.lookup(c, dumped)
+		// Decided "not NATed" only by a complete dump of its tables
+		// (knownAt): one that failed or was cut short decides nothing.
+		c.IPTranslation = ct.lookup(c, dumped && ct.knownAt(c.NetNS, c.StartEpoch))
 	}
 	if len(ct.decided) > 2*(len(conns)+len(closed))+1024 {
 		ct.prune(conns, closed)
@@ -258,6 +278,10 @@ func (ct *conntracker) dump(wanted, dumpNS map[uint32]struct{}, now time.Time) {
 			if !isNAT(f) {
 				continue
 			}
+			fw, rv := tupleKey(&f.TupleOrig), tupleKey(&f.TupleReply)
+			if _, dup := t[fw]; dup {
+				continue // both NAT bits: in both filtered dumps
+			}
 			if total >= ct.maxState {
 				ct.full++
 				complete = false
@@ -265,7 +289,6 @@ func (ct *conntracker) dump(wanted, dumpNS map[uint32]struct{}, now time.Time) {
 			}
 			// Both directions, so that either end of a NATed
 			// connection finds the other side.
-			fw, rv := tupleKey(&f.TupleOrig), tupleKey(&f.TupleReply)
 			t[fw] = translationOf(&f.TupleReply)
 			t[rv] = translationOf(&f.TupleOrig)
 			total += 2
@@ -283,22 +306,23 @@ func (ct *conntracker) dump(wanted, dumpNS map[uint32]struct{}, now time.Time) {
 var natStatus = []conntrack.Status{conntrack.StatusSrcNAT, conntrack.StatusDstNAT}
 
 // dumpNAT returns the NATed entries of h's namespace, both families: one
-// dump per NAT status bit, filtered by the kernel. A kernel that ignores
-// the filter (before 5.15) sends every entry at the first dump: then that
-// dump is the whole table, and later dumps ask for it once, unfiltered; so
-// do they after a kernel refused the filter while an unfiltered dump
-// worked. isNAT still checks each entry.
+// dump per NAT status bit, filtered by the kernel (an entry with both bits
+// comes twice: dump keeps one). A kernel that ignores the filter (before
+// 5.15) sends every entry at the first dump: then that dump is the whole
+// table, and later dumps ask for it once, unfiltered; so do they after a
+// kernel refused the filter (EINVAL, EOPNOTSUPP) while an unfiltered dump
+// worked, and with IPVS (filterOff). isNAT still checks each entry.
 func (ct *conntracker) dumpNAT(h *conntrack.Conn) ([]conntrack.Flow, error) {
-	if ct.statusFilter == filterIgnored {
+	if ct.statusFilter == filterIgnored || ct.statusFilter == filterOff {
 		flows, err := h.Dump(nil)
 		ct.parsed += uint64(len(flows))
 		return flows, err
 	}
 	var all []conntrack.Flow
-	for k, st := range natStatus {
+	for _, st := range natStatus {
 		flows, err := h.DumpFilter(conntrack.NewFilter().Status(st), nil)
 		ct.parsed += uint64(len(flows))
-		if err != nil && ct.statusFilter == filterUnknown {
+		if err != nil && ct.statusFilter == filterUnknown && (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP)) {
 			// Refused rather than ignored: read it whole, and if
 			// that works, from then on.
 			if flows, err = h.Dump(nil); err == nil {
@@ -319,12 +343,7 @@ func (ct *conntracker) dumpNAT(h *conntrack.Conn) ([]conntrack.Flow, error) {
 		if len(flows) > 0 {
 			ct.statusFilter = filterWorks
 		}
-		for _, f := range flows {
-			if k > 0 && f.Status&natStatus[0] != 0 {
-				continue // both bits: in the first dump already
-			}
-			all = append(all, f)
-		}
+		all = append(all, flows...)
 	}
 	return all, nil
 }

@@ -5,12 +5,16 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/conntrace/conntrace_exporter/internal/nettest"
+	mdnetlink "github.com/mdlayher/netlink"
+	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
 )
 
@@ -171,6 +175,7 @@ func TestConntrackDumpReceivesOnlyNAT(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ct.close()
+	ct.statusFilter = filterUnknown // whether or not this host has IPVS
 	var st unix.Stat_t
 	if err := unix.Fstat(int(p.Client), &st); err != nil {
 		t.Fatal(err)
@@ -257,5 +262,83 @@ func TestConntrackDecisionsPruned(t *testing.T) {
 	ct.translate(live, waiting, time.Now())
 	if len(ct.decided) != 503 {
 		t.Errorf("%d decisions, want 503 (pruned only past twice the read's, plus 1,024)", len(ct.decided))
+	}
+}
+
+// IPVS NAT (kube-proxy's IPVS mode) rewrites an entry's reply tuple without
+// the NAT status bits: a dump filtered by status does not receive it, so
+// with IPVS loaded the tables are read whole, and its translation found.
+func TestConntrackIPVSEntriesNeedWholeDumps(t *testing.T) {
+	nettest.RequireRoot(t)
+	p := nettest.NewPair(t)
+	c, err := conntrack.Dial(&mdnetlink.Config{NetNS: int(p.Client)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	client, vip, real := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("10.244.1.5")
+	f := conntrack.NewFlow(unix.IPPROTO_UDP, 0, client, vip, 40000, 80, 600, 0)
+	f.TupleReply.IP.SourceAddress, f.TupleReply.Proto.SourcePort = real, 8080 // as IPVS leaves it
+	if err := c.Create(f); err != nil {
+		t.Fatalf("creating an IPVS-like entry: %v", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(p.Client), &st); err != nil {
+		t.Fatal(err)
+	}
+	ns := uint32(st.Ino)
+	want := ctKey{proto: unix.IPPROTO_UDP, src: client, dst: vip, sport: 40000, dpt: 80}
+	for _, tc := range []struct {
+		filter filterSupport
+		found  bool
+	}{{filterOff, true}, {filterUnknown, false}} {
+		ct, err := newConntracker(NewDefaultConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ct.statusFilter = tc.filter
+		ct.dump(map[uint32]struct{}{ns: {}}, map[uint32]struct{}{ns: {}}, time.Now())
+		tr, found := ct.tables[ns][want]
+		ct.close()
+		if version, _ := currentKernelVersion(); version < 5<<16|15<<8 {
+			tc.found = true // the filter is ignored: every entry comes
+		}
+		if found != tc.found || (found && (tr.ReplSrcIP != real || tr.ReplSrcPort != 8080)) {
+			t.Errorf("filter %d: translation %+v found %v, want found %v (to %s:8080)", tc.filter, tr, found, tc.found, real)
+		}
+	}
+}
+
+// IPVS is detected by its module in sysfs.
+func TestIPVSLoaded(t *testing.T) {
+	dir := t.TempDir()
+	if ipvsLoaded(dir) {
+		t.Error("IPVS found in an empty sysfs")
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "module", "ip_vs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if !ipvsLoaded(dir) {
+		t.Error("IPVS not found with module/ip_vs")
+	}
+}
+
+// A dump that could not read a connection's tables (its namespace not
+// found, an error, the state full) decides nothing about it: it is looked
+// up again after the next dump, not marked "not NATed" for its life.
+func TestConntrackIncompleteDumpDecidesNothing(t *testing.T) {
+	nettest.RequireRoot(t)
+	ct, err := newConntracker(NewDefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ct.close()
+	ct.interval = 0
+	c := &ConnectionStats{Key: ConnKey{Cookie: 7}, NetNS: 1, StartEpoch: 1} // no such namespace
+	if !ct.translate([]*ConnectionStats{c}, nil, time.Now()) {
+		t.Fatal("no dump for an undecided connection")
+	}
+	if tr, ok := ct.decided[c.Key]; ok {
+		t.Errorf("decided %v by a dump that could not read its namespace", tr)
 	}
 }

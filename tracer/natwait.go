@@ -128,11 +128,21 @@ func (t *Tracer) translate(conns []*ConnectionStats, now time.Time) []Connection
 	}
 	t.ctMu.Unlock()
 	t.emitRecords(&recs, ready)
+	// Back to wait, within MaxClosedConnectionsBuffered: the drain may
+	// have filled natWait meanwhile. Past it, they go without their NAT,
+	// counted, as in wait.
+	var over []ConnectionStats
 	t.natMu.Lock()
 	for _, i := range waiting {
-		t.natWait.push(recs.at(i), &t.natFree)
+		if t.natWait.len() < t.cfg.MaxClosedConnectionsBuffered {
+			t.natWait.push(recs.at(i), &t.natFree)
+			continue
+		}
+		t.natFull++
+		over = append(over, toConnectionStats(recs.at(i), t.comms))
 	}
 	t.natMu.Unlock()
+	t.emit(over)
 	t.recycle(&recs)
 	return still
 }

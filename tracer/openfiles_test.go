@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"fmt"
+	"io"
 	"os/exec"
 	"syscall"
 	"testing"
@@ -64,18 +65,26 @@ func holdFiles(t *testing.T, millions int) {
 // a million objects in one read() without writing anything, and the kernel
 // stops that read with EAGAIN (MAX_ITER_OBJECTS): the tracer reads on. It
 // failed to start (the start-up pass over every file), and on kernels
-// whose live read is task_file every scrape would have failed.
+// whose live read is task_file every scrape would have failed. A
+// connection open before start-up is found by the start-up pass, and its
+// later bytes by the live reads.
 func TestStartsAndReadsWithAMillionOpenFiles(t *testing.T) {
 	nettest.RequireRoot(t)
-	holdFiles(t, 1)
-	tr := newTestTracer(t, nil)
 	p := nettest.NewPair(t)
-	ln, _ := listen(t, p, false)
-	cc, sc := exchange(t, p, ln, 100, 10, true)
+	ln, port := listen(t, p, false)
+	cc, sc := exchange(t, p, ln, 10, 10, true)
 	defer cc.Close()
 	defer sc.Close()
+	holdFiles(t, 1)
+	tr := newTestTracer(t, nil)
+	if _, err := cc.Write(make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(sc, make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
 	var seen []string
-	for try := 0; try < 50; try++ {
+	for range 50 {
 		snap, err := tr.Snapshot()
 		if err != nil {
 			t.Fatalf("a read with a million files open: %v", err)
@@ -84,7 +93,7 @@ func TestStartsAndReadsWithAMillionOpenFiles(t *testing.T) {
 		found := false
 		for _, c := range snap.Conns {
 			seen = append(seen, fmt.Sprintf("%s:%d->%s:%d sent %d", c.Source, c.SPort, c.Dest, c.DPort, c.Monotonic.SentBytes))
-			found = found || (c.Dest == p.Server4 && c.Monotonic.SentBytes == 100)
+			found = found || (c.Dest == p.Server4 && c.DPort == port && c.Preexisting && c.Monotonic.SentBytes == 100)
 		}
 		snap.Release()
 		if found {
@@ -92,5 +101,5 @@ func TestStartsAndReadsWithAMillionOpenFiles(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Errorf("the open connection to %s (100 bytes sent) is not in 50 reads; the last had %d: %v; lost %v", p.Server4, len(seen), seen, tr.Stats().Lost)
+	t.Errorf("the connection to %s:%d open before start-up (100 bytes sent since) is not in 50 reads; the last had %d: %v; lost %v", p.Server4, port, len(seen), seen, tr.Stats().Lost)
 }

@@ -577,7 +577,7 @@ func BenchmarkConntrackDump(b *testing.B) {
 				b.ReportAllocs()
 				for b.Loop() {
 					if mode == "whole" {
-						ct.statusFilter = filterIgnored
+						ct.statusFilter = filterWhole
 					}
 					ct.dump(dumpNS, dumpNS, time.Now())
 				}

@@ -54,7 +54,7 @@ type conntracker struct {
 	dumped  map[uint32]uint64          // netns inode → its table's dump start, in kernel time
 	// statusFilter is whether the kernel filters dumps by status: unknown
 	// until a dump returned an entry (kernels before 5.15 ignore the
-	// filter and send every entry).
+	// filter and send every entry), whole from the start with IPVS.
 	statusFilter filterSupport
 
 	errors, full uint64
@@ -68,9 +68,9 @@ type filterSupport uint8
 const (
 	filterUnknown filterSupport = iota
 	filterWorks
-	filterIgnored
-	// filterOff: not asked for, IPVS being loaded (see ipvsLoaded).
-	filterOff
+	// filterWhole: tables are read whole, the filter ignored or refused
+	// by the kernel, or not asked for with IPVS (see ipvsLoaded).
+	filterWhole
 )
 
 // ipvsLoaded says whether the kernel has IPVS (the ip_vs module, or built
@@ -90,7 +90,7 @@ func newConntracker(cfg *Config) (*conntracker, error) {
 	}
 	filter := filterUnknown
 	if ipvsLoaded("/sys") {
-		filter = filterOff
+		filter = filterWhole
 	}
 	return &conntracker{
 		statusFilter: filter,
@@ -311,12 +311,10 @@ var natStatus = []conntrack.Status{conntrack.StatusSrcNAT, conntrack.StatusDstNA
 // 5.15) sends every entry at the first dump: then that dump is the whole
 // table, and later dumps ask for it once, unfiltered; so do they after a
 // kernel refused the filter (EINVAL, EOPNOTSUPP) while an unfiltered dump
-// worked, and with IPVS (filterOff). isNAT still checks each entry.
+// worked, and with IPVS (filterWhole). isNAT still checks each entry.
 func (ct *conntracker) dumpNAT(h *conntrack.Conn) ([]conntrack.Flow, error) {
-	if ct.statusFilter == filterIgnored || ct.statusFilter == filterOff {
-		flows, err := h.Dump(nil)
-		ct.parsed += uint64(len(flows))
-		return flows, err
+	if ct.statusFilter == filterWhole {
+		return ct.dumpWhole(h)
 	}
 	var all []conntrack.Flow
 	for _, st := range natStatus {
@@ -325,10 +323,9 @@ func (ct *conntracker) dumpNAT(h *conntrack.Conn) ([]conntrack.Flow, error) {
 		if err != nil && ct.statusFilter == filterUnknown && (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP)) {
 			// Refused rather than ignored: read it whole, and if
 			// that works, from then on.
-			if flows, err = h.Dump(nil); err == nil {
-				ct.statusFilter = filterIgnored
+			if flows, err = ct.dumpWhole(h); err == nil {
+				ct.statusFilter = filterWhole
 			}
-			ct.parsed += uint64(len(flows))
 			return flows, err
 		}
 		if err != nil {
@@ -336,7 +333,7 @@ func (ct *conntracker) dumpNAT(h *conntrack.Conn) ([]conntrack.Flow, error) {
 		}
 		for i := range flows {
 			if flows[i].Status&st == 0 {
-				ct.statusFilter = filterIgnored
+				ct.statusFilter = filterWhole
 				return flows, nil // the whole table
 			}
 		}
@@ -346,6 +343,13 @@ func (ct *conntracker) dumpNAT(h *conntrack.Conn) ([]conntrack.Flow, error) {
 		all = append(all, flows...)
 	}
 	return all, nil
+}
+
+// dumpWhole returns every entry of h's namespace.
+func (ct *conntracker) dumpWhole(h *conntrack.Conn) ([]conntrack.Flow, error) {
+	flows, err := h.Dump(nil)
+	ct.parsed += uint64(len(flows))
+	return flows, err
 }
 
 func isNAT(f *conntrack.Flow) bool {

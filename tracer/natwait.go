@@ -53,24 +53,29 @@ func (t *Tracer) withNAT(batch []ConnectionStats, raws []bpf.ConntraceConnRecord
 func (t *Tracer) wait(raws []bpf.ConntraceConnRecord, which []int) []ConnectionStats {
 	var over []ConnectionStats
 	t.natMu.Lock()
-	n := len(raws)
-	if which != nil {
-		n = len(which)
-	}
-	for k := range n {
-		i := k
-		if which != nil {
-			i = which[k]
+	if which == nil {
+		for i := range raws {
+			over = t.queueLocked(&raws[i], t.drainComms, over)
 		}
-		if t.natWait.len() < t.cfg.MaxClosedConnectionsBuffered {
-			t.natWait.push(&raws[i], &t.natFree)
-			continue
+	} else {
+		for _, i := range which {
+			over = t.queueLocked(&raws[i], t.drainComms, over)
 		}
-		t.natFull++
-		over = append(over, toConnectionStats(&raws[i], t.drainComms))
 	}
 	t.natMu.Unlock()
 	return over
+}
+
+// queueLocked queues r in natWait, or, past MaxClosedConnectionsBuffered,
+// appends it to over decoded with names (to go at once without its NAT),
+// counted. Callers hold natMu.
+func (t *Tracer) queueLocked(r *bpf.ConntraceConnRecord, names comms, over []ConnectionStats) []ConnectionStats {
+	if t.natWait.len() < t.cfg.MaxClosedConnectionsBuffered {
+		t.natWait.push(r, &t.natFree)
+		return over
+	}
+	t.natFull++
+	return append(over, toConnectionStats(r, names))
 }
 
 // takeWaiting takes natWait, leaving it empty.
@@ -134,12 +139,7 @@ func (t *Tracer) translate(conns []*ConnectionStats, now time.Time) []Connection
 	var over []ConnectionStats
 	t.natMu.Lock()
 	for _, i := range waiting {
-		if t.natWait.len() < t.cfg.MaxClosedConnectionsBuffered {
-			t.natWait.push(recs.at(i), &t.natFree)
-			continue
-		}
-		t.natFull++
-		over = append(over, toConnectionStats(recs.at(i), t.comms))
+		over = t.queueLocked(recs.at(i), t.comms, over)
 	}
 	t.natMu.Unlock()
 	t.emit(over)

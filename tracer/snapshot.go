@@ -115,13 +115,13 @@ func (t *Tracer) dropReadRefs() {
 }
 
 // readActive runs the iterator: the live counters of every tracked socket a
-// process holds, read now, completed by the last values of the others. A
-// read that fails has clamped into known the records before its error:
-// they are the kernel's values, so nothing is counted twice.
+// process holds, read now, completed by the last values of the others.
 // Each record is clamped by known as it is decoded, and kept there: the
 // read returns pointers to known's entries (at 200,000 sockets, a slice of
 // the records cost 71 MB more, BENCHMARKS.md §13). known's lock is taken
-// per record, never for a whole iterator run (the drain takes it).
+// per record, never for a whole iterator run (the drain takes it). A read
+// that fails has clamped into known the records before its error: they
+// are the kernel's values, so nothing is counted twice.
 // Callers hold snapMu and t.mu.
 func (t *Tracer) readActive(now time.Time) ([]*ConnectionStats, error) {
 	conns := t.snapConns[:0]

@@ -4,8 +4,10 @@
 # processes of 9,000 each (the per-process file limit here is 20,000). Prints the
 # time of each scrape of the exporter, of `ss -tin` over the same sockets
 # (the ratio of the two), the exporter's RSS after the scrapes and its peak
-# (VmHWM), and the memory per tracked connection. Root only. See
-# BENCHMARKS.md.
+# (VmHWM), and the memory per tracked connection; then the kernel's floor
+# of a live read of the same sockets (scripts/iterfloor: an iter/tcp
+# program that writes nothing, and one that writes a record of the
+# exporter's size). Root only. See BENCHMARKS.md.
 #
 #   scripts/bench-scale.sh                # CONNS=100000 SCRAPES=3
 #   CONNS=10000 scripts/bench-scale.sh
@@ -33,6 +35,7 @@ NS=cts-$$
 
 echo "== machine: $(uname -r), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 bench_build
+go build -o "$WORK/iterfloor" ./scripts/iterfloor
 bench_netns "$NS"
 # The holders listen on 10000 and up, below the ephemeral ports: a
 # listener on an ephemeral port could find it taken by another holder's
@@ -152,3 +155,7 @@ print(f"== tracked connections (sockets): {tracked:.0f}")
 print(f"scrape: {min(scr):.0f}-{max(scr):.0f} ms; ss -tin: {min(ss):.0f}-{max(ss):.0f} ms; ratio of the means: {st.mean(scr) / st.mean(ss):.2f}")
 print(f"RSS after the scrapes: {rss / 1024:.0f} MiB, peak {hwm / 1024:.0f} MiB; {hwm * 1024 / max(tracked, 1):.0f} bytes of peak per tracked socket")
 EOF
+# The floor, with the exporter stopped (its own programs would run too).
+kill "$EXPORTER_PID" && wait "$EXPORTER_PID" 2>/dev/null || true
+EXPORTER_PID=
+ip netns exec "$NS" "$WORK/iterfloor" -reads "$SCRAPES"

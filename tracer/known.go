@@ -32,6 +32,22 @@ type known struct {
 	// closes meanwhile (the iterator skips closed sockets), so only then
 	// is a closed connection's entry kept.
 	reading bool
+
+	// order is the entries in the order the last read visited them, next
+	// the order of this read. The iterator walks the kernel's socket hash
+	// in the same order from one read to the next but for the sockets
+	// that came or went, so a record's entry is most likely order[cur]:
+	// found without a map lookup, which at 200,000 entries is a cache
+	// miss or two per record (BENCHMARKS.md §13). The map decides
+	// whenever the guess is wrong. A deleted entry leaves both (forget):
+	// neither keeps a closed connection's memory.
+	order, next []*knownConn
+	cur         int
+	// visited counts the entries of this read's generation, closing the
+	// keys of the entries closed during it: endRead and dropClosed walk
+	// the whole map only when something is left to do there.
+	visited int
+	closing []ConnKey
 }
 
 type knownConn struct {
@@ -44,6 +60,9 @@ type knownConn struct {
 	// base is what was reported of the connection when it expired (nil
 	// before): its later records are counted from there (rebase).
 	base *ConnectionStats
+	// pos is the entry's index in the visit order of the read that last
+	// visited it (gen): known.next during that read, known.order after.
+	pos int
 }
 
 // newKnown returns an empty known of at most max entries (at least 1).
@@ -92,25 +111,71 @@ func (e *knownConn) undo(c *ConnectionStats) {
 func (k *known) startRead() { k.reading = true }
 
 // abortRead ends a read that failed.
-func (k *known) abortRead() { k.reading = false; k.dropClosed() }
+func (k *known) abortRead() {
+	k.reading = false
+	k.finishOrder()
+	k.dropClosed()
+}
 
 // beginRead starts a new read generation, when the read's records are
 // processed.
-func (k *known) beginRead() { k.gen++ }
+func (k *known) beginRead() {
+	k.gen++
+	k.visited, k.cur = 0, 0
+}
+
+// finishOrder makes this read's visit order the one the next read
+// guesses from.
+func (k *known) finishOrder() {
+	clear(k.order)
+	k.order, k.next = k.next, k.order[:0]
+}
 
 // dropClosed forgets the closed connections: no read that could hold a
-// stale record of them is in flight.
+// stale record of them is in flight. Entries are closed only during a
+// read (closed deletes them otherwise), each listed in closing.
 func (k *known) dropClosed() {
-	for key, e := range k.m {
-		if e.closed {
-			delete(k.m, key)
+	for _, key := range k.closing {
+		if e := k.m[key]; e != nil && e.closed {
+			k.forget(key, e)
+		}
+	}
+	clear(k.closing)
+	k.closing = k.closing[:0]
+}
+
+// forget deletes an entry, from the map and from the visit orders.
+func (k *known) forget(key ConnKey, e *knownConn) {
+	delete(k.m, key)
+	if e.gen == k.gen {
+		k.visited--
+	}
+	for _, order := range [2][]*knownConn{k.order, k.next} {
+		if e.pos < len(order) && order[e.pos] == e {
+			order[e.pos] = nil
 		}
 	}
 }
 
+// find returns the entry of key, or nil: the one after the last found in
+// the last read's order if that is it, else the map's.
+func (k *known) find(key ConnKey) *knownConn {
+	if k.cur < len(k.order) {
+		if e := k.order[k.cur]; e != nil && e.stats.Key == key {
+			k.cur++
+			return e
+		}
+	}
+	e := k.m[key]
+	if e != nil && e.pos < len(k.order) && k.order[e.pos] == e {
+		k.cur = e.pos + 1 // sockets came or went before this one
+	}
+	return e
+}
+
 // entry returns the entry of c, made (within max) if new.
 func (k *known) entry(c *ConnectionStats) *knownConn {
-	e := k.m[c.Key]
+	e := k.find(c.Key)
 	if e == nil {
 		if len(k.m) >= k.max {
 			k.evict()
@@ -133,7 +198,12 @@ func (k *known) live(c *ConnectionStats, now time.Time) *ConnectionStats {
 	e.expired = false // visited again: reported again, from its base
 	e.clamp(c)
 	e.stats = *c
-	e.seen, e.gen = now, k.gen
+	if e.gen != k.gen { // not a second visit of the same socket
+		e.gen, e.pos = k.gen, len(k.next)
+		k.next = append(k.next, e)
+		k.visited++
+	}
+	e.seen = now
 	return &e.stats
 }
 
@@ -146,7 +216,7 @@ func (k *known) closed(c *ConnectionStats, now time.Time) (wasLive bool) {
 	if !k.reading {
 		if e := k.m[c.Key]; e != nil {
 			e.clamp(c)
-			delete(k.m, c.Key)
+			k.forget(c.Key, e)
 			return !e.expired
 		}
 		return false // never read live, nor expired: nothing to clamp against
@@ -154,6 +224,9 @@ func (k *known) closed(c *ConnectionStats, now time.Time) (wasLive bool) {
 	e := k.entry(c)
 	wasLive = e.gen != 0 && !e.expired && !e.closed
 	e.clamp(c)
+	if !e.closed {
+		k.closing = append(k.closing, c.Key)
+	}
 	e.closed, e.expired, e.seen = true, false, now
 	return wasLive
 }
@@ -163,17 +236,20 @@ func (k *known) closed(c *ConnectionStats, now time.Time) (wasLive bool) {
 // them: they leave, as if closed, without a close), and forgets the closed ones. A late
 // record of an expired connection is rebased, counting only what is new.
 func (k *known) endRead(conns []*ConnectionStats, now time.Time, timeout time.Duration) (live []*ConnectionStats, expired []ConnectionStats) {
-	for _, e := range k.m {
-		switch {
-		case e.closed, e.expired, e.gen == k.gen:
-		case now.Sub(e.seen) > timeout:
-			expired = append(expired, e.stats)
-			e.expire()
-		default:
-			conns = append(conns, &e.stats)
+	if k.visited != len(k.m) { // else every entry was visited
+		for _, e := range k.m {
+			switch {
+			case e.closed, e.expired, e.gen == k.gen:
+			case now.Sub(e.seen) > timeout:
+				expired = append(expired, e.stats)
+				e.expire()
+			default:
+				conns = append(conns, &e.stats)
+			}
 		}
 	}
 	k.reading = false
+	k.finishOrder()
 	k.dropClosed()
 	return conns, expired
 }
@@ -193,6 +269,6 @@ func (k *known) evict() {
 	}
 	slices.SortFunc(old, func(a, b ConnKey) int { return k.m[a].seen.Compare(k.m[b].seen) })
 	for _, key := range old[:(len(old)+3)/4] {
-		delete(k.m, key)
+		k.forget(key, k.m[key])
 	}
 }

@@ -802,16 +802,36 @@ int seed_listeners(struct bpf_iter__task_file *ctx)
 	return 0;
 }
 
+/* The process holding a socket, for the iter/tcp programs (tcp_iter.h),
+ * which are not handed one. */
+struct owner {
+	__u32 tgid;
+	char comm[COMM_LEN];
+};
+
+/* Socket address -> a process holding it, from seed_owners. Bounded (LRU):
+ * only connections accepted before their listener was known need it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct owner);
+} owners SEC(".maps");
+
 /* dump_conn writes the live counters of sk, if tracked, to the iterator's
- * output, once per iteration (session). pid and comm are of a process that
- * holds it, taken when the connection has none yet (accepted before its
- * listener was known); pid 0 when unknown. */
+ * output, once per iteration (session). A connection without a process yet
+ * (accepted before its listener was known) takes the one that holds it:
+ * pid and comm (task_file), or, if pid is 0, the owners entry of the
+ * socket's address (iter/tcp). That entry is looked up only then: a hash
+ * lookup for every socket at every scrape cost ~100 ns per socket
+ * (BENCHMARKS.md §13). */
 static __always_inline int dump_conn(struct sock *sk, struct bpf_iter_meta *meta, __u32 pid, const char *comm)
 {
 	struct conn_state *st;
 	struct conn_record *rec;
 	struct tcp_sock *tp;
-	__u64 session;
+	struct owner *o;
+	__u64 session, addr;
 	__u32 zero = 0;
 	int state;
 
@@ -824,6 +844,13 @@ static __always_inline int dump_conn(struct sock *sk, struct bpf_iter_meta *meta
 	if (!st->pid && pid) {
 		st->pid = pid;
 		__builtin_memcpy(st->comm, comm, COMM_LEN);
+	} else if (!st->pid) {
+		addr = (__u64)sk;
+		o = bpf_map_lookup_elem(&owners, &addr);
+		if (o) {
+			st->pid = o->tgid;
+			__builtin_memcpy(st->comm, o->comm, COMM_LEN);
+		}
 	}
 	/* The state is read before the counters: see sent_payload(). */
 	state = READ_ONCE(sk->__sk_common.skc_state);

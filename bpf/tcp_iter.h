@@ -22,20 +22,6 @@
  * Included from conntrace.c.
  */
 
-struct owner {
-	__u32 tgid;
-	char comm[COMM_LEN];
-};
-
-/* Socket address -> a process holding it, from seed_owners. Bounded (LRU):
- * only connections accepted before their listener was known need it. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
-	__type(value, struct owner);
-} owners SEC(".maps");
-
 SEC("iter/task_file")
 int seed_owners(struct bpf_iter__task_file *ctx)
 {
@@ -106,10 +92,13 @@ int seed_conns_tcp(struct bpf_iter__tcp *ctx)
 SEC("iter/tcp")
 int dump_conns_tcp(struct bpf_iter__tcp *ctx)
 {
-	struct owner who;
-	struct sock *sk = iter_tcp_sock(ctx, &who);
+	struct sock_common *skc = ctx->sk_common;
+	struct tcp_sock *tp;
 
-	if (!sk)
+	if (!skc)
 		return 0;
-	return dump_conn(sk, ctx->meta, who.tgid, who.comm);
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0;
+	return dump_conn((struct sock *)tp, ctx->meta, 0, NULL); /* its owner only if it has none */
 }

@@ -11,6 +11,10 @@
 #
 #   scripts/bench-scale.sh                # CONNS=100000 SCRAPES=3
 #   CONNS=10000 scripts/bench-scale.sh
+#   ARGS=--tracer.bpf-stats scripts/bench-scale.sh
+#                                         # and the live-read program's
+#                                         # own time per socket (the
+#                                         # kernel's run statistics)
 #   FILES=1000000 CONNS=10000 scripts/bench-scale.sh
 #                                         # and 1,000,000 other files open
 #                                         # (/dev/null, by processes of
@@ -27,6 +31,7 @@ PER_HOLDER=9000 # connections per holder process: 18,000 files
 HEAP=${HEAP:-}       # a file: the exporter's heap profile after the scrapes
 PROFILE=${PROFILE:-} # a file: the exporter's CPU profile over the last scrape
 FILES=${FILES:-0}    # non-socket files held open by other processes
+ARGS=${ARGS:-}       # more exporter flags
 
 cd "$(dirname "$0")/.."
 . scripts/bench-lib.sh
@@ -120,7 +125,7 @@ DEBUG_FLAG=
 t_start=$(date +%s%N)
 bench_exporter "$PORT" --tracer.max-tracked-connections=$((2 * CONNS + 65536)) \
 	--tracer.max-connections-state-buffered=$((4 * CONNS + 131072)) \
-	${DEBUG_FLAG}
+	${DEBUG_FLAG} ${ARGS}
 echo "== start-up (to the first answer): $((($(date +%s%N) - t_start) / 1000000)) ms"
 
 ms() { python3 -c 'import sys; print("%.0f" % ((int(sys.argv[2]) - int(sys.argv[1])) / 1e6))' "$1" "$2"; }
@@ -155,6 +160,11 @@ print(f"== tracked connections (sockets): {tracked:.0f}")
 print(f"scrape: {min(scr):.0f}-{max(scr):.0f} ms; ss -tin: {min(ss):.0f}-{max(ss):.0f} ms; ratio of the means: {st.mean(scr) / st.mean(ss):.2f}")
 print(f"RSS after the scrapes: {rss / 1024:.0f} MiB, peak {hwm / 1024:.0f} MiB; {hwm * 1024 / max(tracked, 1):.0f} bytes of peak per tracked socket")
 EOF
+# With --tracer.bpf-stats: the live-read program's time per run (one run
+# per socket visited), over every scrape and the start-up pass.
+awk '/^conntrace_bpf_program_run(s|_seconds)_total\{.*program="dump_conns(_tcp)?"/ {
+	if ($1 ~ /seconds/) s += $2; else n += $2 }
+	END { if (n) printf "live-read program (run statistics): %.0f ns per run over %d runs\n", s * 1e9 / n, n }' "$WORK/metrics"
 # The floor, with the exporter stopped (its own programs would run too).
 kill "$EXPORTER_PID" && wait "$EXPORTER_PID" 2>/dev/null || true
 EXPORTER_PID=

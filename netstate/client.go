@@ -33,15 +33,27 @@ type client[K comparable] struct {
 	// first scrape, until they leave.
 	base map[tracer.ConnKey]baseline
 
-	series   map[K]*series // label set -> its series (or the overflow series)
-	list     []*series     // the series of their own, in creation order
-	overflow *series       // nil until a label set needs it
+	series map[K]*series // label set -> its series (or the overflow series)
+	// byID caches series by the id of their label set in State.keys: a
+	// step finds a live connection's series without hashing its label
+	// set (the collector's are 104 bytes, strings included). An entry
+	// holds while the id's generation does.
+	byID     []idSeries
+	list     []*series // the series of their own, in creation order
+	overflow *series   // nil until a label set needs it
 	// overflowTotal counts the connections counted into overflow, each
 	// once.
 	overflowTotal uint64
 	// folded is the state's fold count at the client's previous scrape
 	// (see State.addrs).
 	folded uint64
+}
+
+// idSeries is a series cached under a label-set id, with the id's
+// generation then.
+type idSeries struct {
+	ser *series
+	gen uint32
 }
 
 // series is one client's counters of one label set: what left, folded,

@@ -12,6 +12,11 @@ type keyTable[K comparable] struct {
 	keys []K
 	refs []uint32
 	free []uint32
+	// gens[id] changes when id is freed: a cache by id (client.byID)
+	// knows from it that an id it holds now names another label set. A
+	// reset starts them again, but it happens without clients
+	// (State.forgetLive), so no client's cache outlives it.
+	gens []uint32
 }
 
 func newKeyTable[K comparable]() keyTable[K] {
@@ -30,6 +35,7 @@ func (t *keyTable[K]) ref(k K) uint32 {
 			id = uint32(len(t.keys))
 			t.keys = append(t.keys, k)
 			t.refs = append(t.refs, 0)
+			t.gens = append(t.gens, 0)
 		}
 		t.ids[k] = id
 	}
@@ -45,6 +51,7 @@ func (t *keyTable[K]) unref(id uint32) {
 	delete(t.ids, t.keys[id])
 	var zero K
 	t.keys[id] = zero // no string kept alive by a free id
+	t.gens[id]++
 	t.free = append(t.free, id)
 }
 
@@ -63,5 +70,5 @@ func (t *keyTable[K]) reset() {
 	}
 	clear(t.ids)
 	clear(t.keys) // no label set's strings kept alive by the array
-	t.keys, t.refs, t.free = t.keys[:0], t.refs[:0], t.free[:0]
+	t.keys, t.refs, t.free, t.gens = t.keys[:0], t.refs[:0], t.free[:0], t.gens[:0]
 }

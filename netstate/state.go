@@ -404,7 +404,7 @@ func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, counted []countedCo
 	}
 	for _, cc := range counted {
 		x, lc := cc.x, cc.lc
-		ser := s.seriesOf(c, s.keys.key(lc.key), x)
+		ser := s.seriesOfID(c, lc.key, x)
 		if ser == c.overflow && (first || lc.first > c.lastGen) {
 			c.overflowTotal++
 		}
@@ -513,6 +513,28 @@ func (s *State[K]) seriesOf(c *client[K], k K, x *tracer.ConnectionStats) *serie
 	if x.Type == tracer.TCP {
 		ser.tcp = true
 	}
+	return ser
+}
+
+// seriesOfID is seriesOf for the label set of id in s.keys, through c's
+// cache by id. A label set keeps its series for the client's life, so a
+// cached one is the one seriesOf would return.
+func (s *State[K]) seriesOfID(c *client[K], id uint32, x *tracer.ConnectionStats) *series {
+	gen := s.keys.gens[id]
+	if int(id) < len(c.byID) {
+		if e := c.byID[id]; e.ser != nil && e.gen == gen {
+			if x.Type == tracer.TCP {
+				e.ser.tcp = true
+			}
+			return e.ser
+		}
+	}
+	ser := s.seriesOf(c, s.keys.key(id), x)
+	if n := len(c.byID); int(id) >= n {
+		c.byID = slices.Grow(c.byID, int(id)+1-n)[:id+1]
+		clear(c.byID[n:])
+	}
+	c.byID[id] = idSeries{ser: ser, gen: gen}
 	return ser
 }
 

@@ -837,3 +837,34 @@ func checkKeyTable[K comparable](t *testing.T, st *State[K]) {
 		}
 	}
 }
+
+// A step finds a live connection's series by the id of its label set
+// (client.byID). An id freed with its label set's last connection and
+// given to another label set names that one: a connection of the new set
+// counts under its own series, not under the old set's.
+func TestSeriesByIDFollowsReusedIDs(t *testing.T) {
+	f := newFakeTracer()
+	st := New[netip.Addr](f, peerLab{}, Config{MaxClients: 4, MaxBaselines: 100, Now: func() time.Time { return t0 }})
+	f.st = st
+	sent := func() map[string]uint64 {
+		t.Helper()
+		v, err := st.Scrape("a", t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]uint64{}
+		for _, s := range v.Series {
+			m[s.Labels[0]] = s.SentBytes
+		}
+		return m
+	}
+	sent()
+	f.open(1, 100, 0) // 10.0.1.1: id 0, cached by the client's step
+	sent()
+	f.close(1)      // its label set's last connection: id 0 freed
+	f.open(2, 7, 0) // 10.0.1.2 takes id 0
+	got := sent()
+	if got["10.0.1.1"] != 100 || got["10.0.1.2"] != 7 {
+		t.Errorf("after the id's reuse: %v, want 100 under 10.0.1.1 and 7 under 10.0.1.2", got)
+	}
+}

@@ -147,7 +147,15 @@ for r in $(seq "$SCRAPES"); do
 	SS+=("$(ms "$t1" "$t2")")
 	echo "scrape $r: $(ms "$t0" "$t1") ms; ss -tin: $(ms "$t1" "$t2") ms"
 done
-[[ -n $HEAP ]] && curl -fsS -o "$HEAP" "http://127.0.0.1:$((PORT + 1))/debug/pprof/heap"
+if [[ -n $HEAP ]]; then
+	curl -fsS -o "$HEAP" "http://127.0.0.1:$((PORT + 1))/debug/pprof/heap"
+	# Where the RSS is: the Go heap's own figures, and the mappings'.
+	curl -fsS "http://127.0.0.1:$((PORT + 1))/debug/pprof/heap?debug=1" |
+		awk '/^# NumGC / { print "go NumGC", $4 }
+			/^# (HeapAlloc|HeapInuse|HeapIdle|HeapReleased|StackSys|Sys|NextGC) / { printf "go %s %.1f MiB\n", $2, $4 / 1048576 }'
+	grep -E '^(Rss|Anonymous|Shared_Clean|Private_Clean|Private_Dirty):' "/proc/$EXPORTER_PID/smaps_rollup" |
+		awk '{ printf "smaps %s %.1f MiB\n", $1, $2 / 1024 }'
+fi
 tracked=$(awk '/^conntrace_tracked_connections\{/ { s += $2 } END { print s }' "$WORK/metrics")
 rss=$(awk '/^VmRSS/ { print $2 }' "/proc/$EXPORTER_PID/status")
 hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$EXPORTER_PID/status")

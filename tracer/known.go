@@ -57,12 +57,14 @@ type knownConn struct {
 	// closed: its close record came. expired: past the timeout without
 	// news; not reported.
 	closed, expired bool
+	// pos is the entry's index in the visit order of the read that last
+	// visited it (gen): known.next during that read, known.order after.
+	// 32 bits, beside the flags: the entry stays in its 352-byte size
+	// class (TestKnownConnSizeClass).
+	pos int32
 	// base is what was reported of the connection when it expired (nil
 	// before): its later records are counted from there (rebase).
 	base *ConnectionStats
-	// pos is the entry's index in the visit order of the read that last
-	// visited it (gen): known.next during that read, known.order after.
-	pos int
 }
 
 // newKnown returns an empty known of at most max entries (at least 1).
@@ -151,7 +153,7 @@ func (k *known) forget(key ConnKey, e *knownConn) {
 		k.visited--
 	}
 	for _, order := range [2][]*knownConn{k.order, k.next} {
-		if e.pos < len(order) && order[e.pos] == e {
+		if int(e.pos) < len(order) && order[e.pos] == e {
 			order[e.pos] = nil
 		}
 	}
@@ -167,8 +169,8 @@ func (k *known) find(key ConnKey) *knownConn {
 		}
 	}
 	e := k.m[key]
-	if e != nil && e.pos < len(k.order) && k.order[e.pos] == e {
-		k.cur = e.pos + 1 // sockets came or went before this one
+	if e != nil && int(e.pos) < len(k.order) && k.order[e.pos] == e {
+		k.cur = int(e.pos) + 1 // sockets came or went before this one
 	}
 	return e
 }
@@ -199,7 +201,7 @@ func (k *known) live(c *ConnectionStats, now time.Time) *ConnectionStats {
 	e.clamp(c)
 	e.stats = *c
 	if e.gen != k.gen { // not a second visit of the same socket
-		e.gen, e.pos = k.gen, len(k.next)
+		e.gen, e.pos = k.gen, int32(len(k.next)) // len(k.m) is bounded far below 2^31
 		k.next = append(k.next, e)
 		k.visited++
 	}

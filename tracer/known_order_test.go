@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 	"time"
+	"unsafe"
 	"weak"
 )
 
@@ -151,5 +152,14 @@ func TestKnownKeepsNoClosedConnection(t *testing.T) {
 	}
 	if len(k.m) != 0 {
 		t.Errorf("%d entries left", len(k.m))
+	}
+}
+
+// known holds one entry per tracked connection, 200,000 at the scale of
+// BENCHMARKS.md §13: a field that pushed knownConn past 352 bytes would
+// cost the next size class (384), 6.4 MB more there.
+func TestKnownConnSizeClass(t *testing.T) {
+	if n := unsafe.Sizeof(knownConn{}); n > 352 {
+		t.Errorf("knownConn is %d bytes, more than its 352-byte size class", n)
 	}
 }

@@ -75,14 +75,15 @@ bench_build() {
 # bench_exporter PORT FLAG...: starts the exporter (bench_build first) on
 # 127.0.0.1:PORT and waits until BENCH_READY (a path, / by default)
 # answers (start-up seeds what exists: up to 2 minutes at 200,000 sockets).
+# Its output goes to $EXPORTER_LOG if set (e.g. with GODEBUG=gctrace=1).
 bench_exporter() {
 	local port=$1 i
 	shift
-	"$BIN" --web.listen-address=127.0.0.1:"$port" --log.level=warn "$@" >"$WORK/exporter.log" 2>&1 &
+	"$BIN" --web.listen-address=127.0.0.1:"$port" --log.level=warn "$@" >"${EXPORTER_LOG:-$WORK/exporter.log}" 2>&1 &
 	EXPORTER_PID=$!
 	for i in $(seq 1200); do
 		curl -fsS -o /dev/null "http://127.0.0.1:$port${BENCH_READY:-/}" 2>/dev/null && return 0
-		kill -0 "$EXPORTER_PID" 2>/dev/null || { cat "$WORK/exporter.log" >&2; echo "exporter died" >&2; exit 1; }
+		kill -0 "$EXPORTER_PID" 2>/dev/null || { cat "${EXPORTER_LOG:-$WORK/exporter.log}" >&2; echo "exporter died" >&2; exit 1; }
 		sleep 0.1
 	done
 	echo "exporter not ready on 127.0.0.1:$port" >&2

@@ -148,7 +148,9 @@ for r in $(seq "$SCRAPES"); do
 	echo "scrape $r: $(ms "$t0" "$t1") ms; ss -tin: $(ms "$t1" "$t2") ms"
 done
 if [[ -n $HEAP ]]; then
-	curl -fsS -o "$HEAP" "http://127.0.0.1:$((PORT + 1))/debug/pprof/heap"
+	# gc=1: a collection first, so the profile is of now, not of the last
+	# collection (which can be from before the scrapes).
+	curl -fsS -o "$HEAP" "http://127.0.0.1:$((PORT + 1))/debug/pprof/heap?gc=1"
 	# Where the RSS is: the Go heap's own figures, and the mappings'.
 	curl -fsS "http://127.0.0.1:$((PORT + 1))/debug/pprof/heap?debug=1" |
 		awk '/^# NumGC / { print "go NumGC", $4 }

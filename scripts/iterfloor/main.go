@@ -10,11 +10,13 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"sort"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -106,7 +108,7 @@ func measure(size, reads int) ([]float64, int64, error) {
 		if err != nil {
 			return nil, 0, fmt.Errorf("opening the iterator: %w", err)
 		}
-		n, err = io.CopyBuffer(io.Discard, onlyReader{r}, buf)
+		n, err = drain(r, buf)
 		r.Close()
 		if err != nil {
 			return nil, 0, fmt.Errorf("reading the iterator: %w", err)
@@ -116,8 +118,27 @@ func measure(size, reads int) ([]float64, int64, error) {
 	return ms, n, nil
 }
 
-// onlyReader hides WriterTo, so that CopyBuffer reads into buf.
-type onlyReader struct{ io.Reader }
+// drain reads r to its end into buf, and returns how many bytes it read.
+// The kernel ends a read() with EAGAIN after a million objects visited
+// without output (the program that writes nothing, past 1,000,000
+// sockets): read on, as the exporter does (tracer.readIter).
+func drain(r io.Reader, buf []byte) (int64, error) {
+	var n int64
+	for again := 0; ; {
+		k, err := r.Read(buf)
+		n += int64(k)
+		switch {
+		case errors.Is(err, io.EOF):
+			return n, nil
+		case errors.Is(err, syscall.EAGAIN) && again < 1000:
+			again++
+		case err != nil:
+			return n, err
+		default:
+			again = 0
+		}
+	}
+}
 
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "iterfloor:", err)

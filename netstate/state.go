@@ -590,6 +590,7 @@ func (s *State[K]) expire(now time.Time) {
 func (s *State[K]) forgetLive() {
 	s.live = clearBig(s.live)
 	s.keys.reset()
+	s.counted = nil // observe's array: nobody scrapes
 }
 
 // Lost returns monotonic counts of what the state failed to count, by

@@ -39,15 +39,17 @@ type known struct {
 	// that came or went, so a record's entry is most likely order[cur]:
 	// found without a map lookup, which at 200,000 entries is a cache
 	// miss or two per record (BENCHMARKS.md §13). The map decides
-	// whenever the guess is wrong. A deleted entry leaves both (forget):
-	// neither keeps a closed connection's memory.
+	// whenever the guess is wrong. A deleted entry leaves order (forget):
+	// it keeps no closed connection's memory. (next holds only entries
+	// visited by this read: none is deleted before the read ends.)
 	order, next []*knownConn
 	cur         int
-	// visited counts the entries of this read's generation, closing the
-	// keys of the entries closed during it: endRead and dropClosed walk
-	// the whole map only when something is left to do there.
-	visited int
-	closing []ConnKey
+	// endRead walks the whole map (27-32 ms at 200,000 entries) only if
+	// some entry is none of: visited by this read, expired, or closed
+	// during it unvisited. These count them; closing lists the keys of
+	// the entries closed during the read, for dropClosed.
+	visited, expiredN, closedIdle int
+	closing                       []ConnKey
 }
 
 type knownConn struct {
@@ -119,6 +121,10 @@ func (k *known) abortRead() {
 	k.dropClosed()
 }
 
+// shrinkable says whether an array of capacity c that now holds n is
+// worth dropping: a past peak's memory is not kept for good.
+func shrinkable(c, n int) bool { return c > 4*n+4096 }
+
 // beginRead starts a new read generation, when the read's records are
 // processed.
 func (k *known) beginRead() {
@@ -131,6 +137,9 @@ func (k *known) beginRead() {
 func (k *known) finishOrder() {
 	clear(k.order)
 	k.order, k.next = k.next, k.order[:0]
+	if shrinkable(cap(k.next), len(k.order)) {
+		k.next = nil
+	}
 }
 
 // dropClosed forgets the closed connections: no read that could hold a
@@ -143,19 +152,22 @@ func (k *known) dropClosed() {
 		}
 	}
 	clear(k.closing)
-	k.closing = k.closing[:0]
+	k.closing, k.closedIdle = k.closing[:0], 0
+	if shrinkable(cap(k.closing), 0) {
+		k.closing = nil
+	}
 }
 
-// forget deletes an entry, from the map and from the visit orders.
+// forget deletes an entry, from the map and from the last read's order.
+// Only expired entries (evict) are deleted during a read, never one it
+// visited: the counts of endRead's shortcut hold.
 func (k *known) forget(key ConnKey, e *knownConn) {
 	delete(k.m, key)
-	if e.gen == k.gen {
-		k.visited--
+	if e.expired {
+		k.expiredN--
 	}
-	for _, order := range [2][]*knownConn{k.order, k.next} {
-		if int(e.pos) < len(order) && order[e.pos] == e {
-			order[e.pos] = nil
-		}
+	if int(e.pos) < len(k.order) && k.order[e.pos] == e {
+		k.order[e.pos] = nil
 	}
 }
 
@@ -175,16 +187,13 @@ func (k *known) find(key ConnKey) *knownConn {
 	return e
 }
 
-// entry returns the entry of c, made (within max) if new.
-func (k *known) entry(c *ConnectionStats) *knownConn {
-	e := k.find(c.Key)
-	if e == nil {
-		if len(k.m) >= k.max {
-			k.evict()
-		}
-		e = &knownConn{}
-		k.m[c.Key] = e
+// add makes the entry of key (within max).
+func (k *known) add(key ConnKey) *knownConn {
+	if len(k.m) >= k.max {
+		k.evict()
 	}
+	e := &knownConn{}
+	k.m[key] = e
 	return e
 }
 
@@ -193,11 +202,17 @@ func (k *known) entry(c *ConnectionStats) *knownConn {
 // release. nil means the connection already closed and the record is
 // stale.
 func (k *known) live(c *ConnectionStats, now time.Time) *ConnectionStats {
-	e := k.entry(c)
+	e := k.find(c.Key)
+	if e == nil {
+		e = k.add(c.Key)
+	}
 	if e.closed {
 		return nil
 	}
-	e.expired = false // visited again: reported again, from its base
+	if e.expired { // visited again: reported again, from its base
+		e.expired = false
+		k.expiredN--
+	}
 	e.clamp(c)
 	e.stats = *c
 	if e.gen != k.gen { // not a second visit of the same socket
@@ -223,11 +238,22 @@ func (k *known) closed(c *ConnectionStats, now time.Time) (wasLive bool) {
 		}
 		return false // never read live, nor expired: nothing to clamp against
 	}
-	e := k.entry(c)
+	// The map, not find: closes come in their own order, and would move
+	// the guess of the read's next record.
+	e := k.m[c.Key]
+	if e == nil {
+		e = k.add(c.Key)
+	}
 	wasLive = e.gen != 0 && !e.expired && !e.closed
 	e.clamp(c)
 	if !e.closed {
 		k.closing = append(k.closing, c.Key)
+		if e.gen != k.gen {
+			k.closedIdle++
+		}
+	}
+	if e.expired {
+		k.expiredN--
 	}
 	e.closed, e.expired, e.seen = true, false, now
 	return wasLive
@@ -238,13 +264,18 @@ func (k *known) closed(c *ConnectionStats, now time.Time) (wasLive bool) {
 // them: they leave, as if closed, without a close), and forgets the closed ones. A late
 // record of an expired connection is rebased, counting only what is new.
 func (k *known) endRead(conns []*ConnectionStats, now time.Time, timeout time.Duration) (live []*ConnectionStats, expired []ConnectionStats) {
-	if k.visited != len(k.m) { // else every entry was visited
+	// Else every entry was visited, expired or closed: nothing to do.
+	if k.visited+k.expiredN+k.closedIdle != len(k.m) {
+		k.expiredN = 0 // counted again here, whatever it said
 		for _, e := range k.m {
 			switch {
-			case e.closed, e.expired, e.gen == k.gen:
+			case e.expired:
+				k.expiredN++
+			case e.closed, e.gen == k.gen:
 			case now.Sub(e.seen) > timeout:
 				expired = append(expired, e.stats)
 				e.expire()
+				k.expiredN++
 			default:
 				conns = append(conns, &e.stats)
 			}

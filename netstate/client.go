@@ -95,6 +95,20 @@ func (c *client[K]) older(x *tracer.ConnectionStats) bool {
 	return c.dropped && x.StartEpoch < c.firstEpoch
 }
 
+// leftAdd is what x, a connection that left (closed, or gone without a
+// close) of which c holds no baseline, adds to c's counters when folded:
+// nothing if it left before c came (false), its end if it is older than
+// c, else all of it (d: all(x)).
+func (c *client[K]) leftAdd(x *tracer.ConnectionStats, d *Counters) (Counters, bool) {
+	switch {
+	case x.LastUpdateEpoch < c.admitEpoch:
+		return Counters{}, false
+	case c.older(x):
+		return ends(x), true
+	}
+	return *d, true
+}
+
 // oneShotGrace protects a client after its first scrape from the eviction
 // of other scrapers' new clients, long enough for a Prometheus to come back
 // (a scrape interval is at most 2 minutes in practice: staleness is 5).

@@ -218,20 +218,15 @@ func (s *State[K]) Closed(conns []tracer.ConnectionStats) {
 // fold adds a connection that left (x, all its counters d) into c.
 func (s *State[K]) fold(c *client[K], x *tracer.ConnectionStats, d *Counters, k K, lc liveConn, wasLive bool) {
 	var add Counters
-	switch b, ok := c.base[x.Key]; {
-	case ok:
+	if b, ok := c.base[x.Key]; ok {
 		var reset bool
 		add, reset = since(x, &b)
 		if reset {
 			s.tel.statsResets++
 		}
 		delete(c.base, x.Key)
-	case x.LastUpdateEpoch < c.admitEpoch:
+	} else if add, ok = c.leftAdd(x, d); !ok {
 		return // it left before the client came
-	case c.older(x):
-		add = ends(x)
-	default:
-		add = *d
 	}
 	ser := s.seriesOf(c, k, x)
 	if ser == c.overflow && (!wasLive || lc.first > c.lastGen) {
@@ -440,6 +435,15 @@ func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, counted []countedCo
 				s.tel.statsResets++
 			}
 			ser.live.Add(&d)
+		case x.Closed:
+			// Leaving, its fold waiting (for its NAT), without a
+			// baseline: it counts what its fold will add, no more (it
+			// counted whole here, then its fold's less: a counter that
+			// went down, TestLeavingAtFirstScrapeNeverCountedWhole).
+			d := all(x)
+			if add, ok := c.leftAdd(x, &d); ok {
+				ser.live.Add(&add)
+			}
 		case c.dropped && x.StartEpoch < c.firstEpoch:
 			// Older than the client, without a baseline (the baselines
 			// were full at its first scrape, counted then): its traffic

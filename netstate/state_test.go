@@ -321,7 +321,12 @@ func randomInterleaving(t *testing.T, seed int64) {
 		for k, now := range conns {
 			b, older := base[id][k]
 			if !older && k < firstNext[id] {
-				continue // gone before the client came
+				// Gone before the client came: none of its own, live
+				// (leaving, its fold waiting) or folded.
+				if got := v.of(k); got != (sums{}) {
+					t.Fatalf("seed %d, client %s: %d, gone before the client came, counts %+v", seed, id, k, got)
+				}
+				continue
 			}
 			c := now
 			if now.held && !atCopy[k].open && !seenBefore[k] {
@@ -866,5 +871,32 @@ func TestSeriesByIDFollowsReusedIDs(t *testing.T) {
 	got := sent()
 	if got["10.0.1.1"] != 100 || got["10.0.1.2"] != 7 {
 		t.Errorf("after the id's reuse: %v, want 100 under 10.0.1.1 and 7 under 10.0.1.2", got)
+	}
+}
+
+// A connection closed before a client came, its fold waiting (for its
+// NAT, up to --tracer.conntrack-interval), is in the snapshots' Leaving
+// at that client's first scrape and at its next ones. It is not the
+// client's to count, live or folded: the second scrape counted it whole
+// (500 bytes sent, opened, closed), and its fold then took it back to 0,
+// a counter that went down.
+func TestLeavingAtFirstScrapeNeverCountedWhole(t *testing.T) {
+	f := newFakeTracer()
+	st := newTestState(f, Config{})
+	f.st = st
+	f.open(1, 500, 0)
+	scrape(t, st, "a") // seen live: the snapshots hold it while it leaves
+	f.hold(1)          // closes; its fold waits
+	var got []sums
+	got = append(got, scrape(t, st, "b").of(1), scrape(t, st, "b").of(1))
+	f.release(1, nil)
+	got = append(got, scrape(t, st, "b").of(1))
+	for i, v := range got {
+		if v != (sums{}) {
+			t.Errorf("b's scrape %d: %+v, want nothing (it closed before b came)", i+1, v)
+		}
+	}
+	if v := scrape(t, st, "a").of(1); v != (sums{Closed: 1}) {
+		t.Errorf("a, older than it: %+v, want its closing only", v)
 	}
 }

@@ -687,14 +687,14 @@ func (peerLab) Values(k netip.Addr) []string             { return []string{k.Str
 func (peerLab) Overflow() []string                       { return []string{"overflow"} }
 func (peerLab) Text(v []string) string                   { return v[0] }
 
-// A connection's label set is the one it got when first seen, whatever NAT
-// its fold carries: no series loses what it counted (review of issue 12:
-// the live series went 500 → 0, the other one jumped by 500).
-func TestLabelSetFixedAtFirstSight(t *testing.T) {
+// newPeerState is a state over a fake tracer, labelled by peer, and a
+// scrape of client "a" that returns its bytes sent per peer.
+func newPeerState(t *testing.T) (*fakeTracer, func() map[string]uint64) {
 	f := newFakeTracer()
 	st := New[netip.Addr](f, peerLab{}, Config{MaxClients: 4, MaxBaselines: 100, Now: func() time.Time { return t0 }})
 	f.st = st
-	sent := func() map[string]uint64 {
+	return f, func() map[string]uint64 {
+		t.Helper()
 		v, err := st.Scrape("a", t0)
 		if err != nil {
 			t.Fatal(err)
@@ -705,6 +705,13 @@ func TestLabelSetFixedAtFirstSight(t *testing.T) {
 		}
 		return m
 	}
+}
+
+// A connection's label set is the one it got when first seen, whatever NAT
+// its fold carries: no series loses what it counted (review of issue 12:
+// the live series went 500 → 0, the other one jumped by 500).
+func TestLabelSetFixedAtFirstSight(t *testing.T) {
+	f, sent := newPeerState(t)
 	sent()
 	c := f.open(1, 0, 0)
 	f.mu.Lock()
@@ -848,21 +855,7 @@ func checkKeyTable[K comparable](t *testing.T, st *State[K]) {
 // given to another label set names that one: a connection of the new set
 // counts under its own series, not under the old set's.
 func TestSeriesByIDFollowsReusedIDs(t *testing.T) {
-	f := newFakeTracer()
-	st := New[netip.Addr](f, peerLab{}, Config{MaxClients: 4, MaxBaselines: 100, Now: func() time.Time { return t0 }})
-	f.st = st
-	sent := func() map[string]uint64 {
-		t.Helper()
-		v, err := st.Scrape("a", t0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := map[string]uint64{}
-		for _, s := range v.Series {
-			m[s.Labels[0]] = s.SentBytes
-		}
-		return m
-	}
+	f, sent := newPeerState(t)
 	sent()
 	f.open(1, 100, 0) // 10.0.1.1: id 0, cached by the client's step
 	sent()

@@ -154,22 +154,24 @@ func TestKnownOrderGuessIsTheMapsEntry(t *testing.T) {
 	}
 }
 
+// visit gives k a live record of each cookie, in order.
+func visit(k *known, cookies ...uint64) {
+	for _, c := range cookies {
+		k.live(&ConnectionStats{Key: ConnKey{Cookie: c}}, t0)
+	}
+}
+
 // A close drained during a read leaves the read's guess where it was:
 // closes come in their own order, not the walk's.
 func TestKnownCloseDuringReadKeepsTheGuess(t *testing.T) {
 	k := newKnown(10)
-	read := func(cookies ...uint64) {
-		for _, c := range cookies {
-			k.live(&ConnectionStats{Key: ConnKey{Cookie: c}}, t0)
-		}
-	}
 	k.startRead()
 	k.beginRead()
-	read(1, 2, 3, 4)
+	visit(k, 1, 2, 3, 4)
 	k.endRead(nil, t0, time.Hour)
 	k.startRead()
 	k.beginRead()
-	read(1)
+	visit(k, 1)
 	k.closed(&ConnectionStats{Key: ConnKey{Cookie: 3}, Closed: true}, t0)
 	if k.cur != 1 {
 		t.Errorf("after a close during the read, the guess is at %d, want 1 (after the record read)", k.cur)
@@ -182,22 +184,17 @@ func TestKnownCloseDuringReadKeepsTheGuess(t *testing.T) {
 // listed twice in order, and stayed reachable after its close).
 func TestKnownAbortedReadKeepsNoClosedConnection(t *testing.T) {
 	k := newKnown(10)
-	live := func(cookies ...uint64) {
-		for _, c := range cookies {
-			k.live(&ConnectionStats{Key: ConnKey{Cookie: c}}, t0)
-		}
-	}
 	k.startRead()
 	k.beginRead()
-	live(1, 2, 3)
+	visit(k, 1, 2, 3)
 	k.endRead(nil, t0, time.Hour)
 	k.startRead()
 	k.beginRead()
-	live(1)
+	visit(k, 1)
 	k.abortRead()
 	k.startRead()
 	k.beginRead()
-	live(1, 2, 3)
+	visit(k, 1, 2, 3)
 	k.endRead(nil, t0, time.Hour)
 	w := weak.Make(k.m[ConnKey{Cookie: 1}])
 	k.closed(&ConnectionStats{Key: ConnKey{Cookie: 1}, Closed: true}, t0)

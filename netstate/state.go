@@ -648,10 +648,10 @@ func (s *State[K]) DumpState(clientID string) map[string]any {
 	}
 	for k, b := range c.base {
 		data[k.String()] = map[string]uint64{
-			"total_sent":          b.c.SentBytes,
-			"total_recv":          b.c.RecvBytes,
-			"total_retransmits":   uint64(b.c.Retransmits),
-			"total_sent_segments": uint64(b.c.SentSegments),
+			"total_sent":          b.sent,
+			"total_recv":          b.recv,
+			"total_retransmits":   uint64(b.retrans),
+			"total_sent_segments": uint64(b.segs),
 		}
 	}
 	return data

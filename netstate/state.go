@@ -379,6 +379,9 @@ func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, counted []countedCo
 	c.calls++
 	if first {
 		c.firstEpoch = snap.ReadEnd
+		// Sized at once: grown one doubling at a time, the map's old
+		// tables were garbage as large as the last (at 200,000 sockets).
+		c.base = make(map[tracer.ConnKey]baseline, min(len(counted), s.cfg.MaxBaselines))
 	}
 	for _, ser := range c.list {
 		ser.live, ser.open = Counters{}, 0

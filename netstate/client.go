@@ -30,8 +30,10 @@ type client[K comparable] struct {
 	// lastGen is the state's gen at the client's previous scrape.
 	lastGen uint64
 	// base holds the baselines of the connections alive at the client's
-	// first scrape, until they leave.
-	base map[tracer.ConnKey]baseline
+	// first scrape, until they leave; wideRTT the RTT buckets of the wide
+	// ones (baseline.wide), few.
+	base    map[tracer.ConnKey]baseline
+	wideRTT map[tracer.ConnKey]rttBuckets
 
 	series map[K]*series // label set -> its series (or the overflow series)
 	// byID caches series by the id of their label set in State.keys: a
@@ -93,6 +95,33 @@ func (c *client[K]) older(x *tracer.ConnectionStats) bool {
 		return true
 	}
 	return c.dropped && x.StartEpoch < c.firstEpoch
+}
+
+// takeBaseline keeps x's counters now as its baseline.
+func (c *client[K]) takeBaseline(x *tracer.ConnectionStats) {
+	b, wide := baselineOf(x)
+	if wide {
+		if c.wideRTT == nil {
+			c.wideRTT = make(map[tracer.ConnKey]rttBuckets)
+		}
+		c.wideRTT[x.Key] = x.Monotonic.RTT.Buckets
+	}
+	c.base[x.Key] = b
+}
+
+// since is what x counted after its baseline b.
+func (c *client[K]) since(x *tracer.ConnectionStats, b *baseline) (Counters, bool) {
+	var wide rttBuckets
+	if b.wide {
+		wide = c.wideRTT[x.Key]
+	}
+	return since(x, b, &wide)
+}
+
+// dropBaseline forgets x's baseline: it left.
+func (c *client[K]) dropBaseline(key tracer.ConnKey) {
+	delete(c.base, key)
+	delete(c.wideRTT, key)
 }
 
 // leftAdd is what x, a connection that left (closed, or gone without a

@@ -29,23 +29,29 @@ func (c *Counters) Add(o *Counters) {
 // scrape (200,000 at the scale of BENCHMARKS.md §13, per client). A
 // connection's RTT samples mostly fall in a few adjacent log2 buckets: up
 // to rttInline of them, from rttLo, are kept inline; a wider histogram is
-// kept whole, allocated. 72 bytes instead of 168 (TestBaselineSize).
+// kept whole in the client's wideRTT (wide). 64 bytes instead of 168, and
+// no pointer: the collector does not scan the client's baselines
+// (TestBaselineSize).
 type baseline struct {
 	sent, recv, rttSum uint64
 	retrans, segs      uint32
 	rtt                [rttInline]uint32
-	full               *[tracer.NumRTTBuckets]uint32
 	rttLo              uint8
 
-	opened, closed, failed bool
+	wide, opened, closed, failed bool
 }
+
+// rttBuckets are a connection's RTT buckets whole.
+type rttBuckets = [tracer.NumRTTBuckets]uint32
 
 // rttInline is how many adjacent RTT buckets a baseline keeps inline.
 const rttInline = 6
 
-func baselineOf(c *tracer.ConnectionStats) baseline {
+// baselineOf returns c's baseline; wide says that its RTT buckets are
+// kept apart, whole (c.Monotonic.RTT.Buckets).
+func baselineOf(c *tracer.ConnectionStats) (b baseline, wide bool) {
 	m := &c.Monotonic
-	b := baseline{sent: m.SentBytes, recv: m.RecvBytes, rttSum: m.RTT.SumMicros, retrans: m.Retransmits, segs: m.SentSegments}
+	b = baseline{sent: m.SentBytes, recv: m.RecvBytes, rttSum: m.RTT.SumMicros, retrans: m.Retransmits, segs: m.SentSegments}
 	b.opened, b.closed, b.failed = c.Lifecycle()
 	lo, hi := -1, -1
 	for i, v := range m.RTT.Buckets {
@@ -62,18 +68,18 @@ func baselineOf(c *tracer.ConnectionStats) baseline {
 		b.rttLo = uint8(lo)
 		copy(b.rtt[:], m.RTT.Buckets[lo:hi+1])
 	default:
-		full := m.RTT.Buckets
-		b.full = &full
+		b.wide = true
 	}
-	return b
+	return b, b.wide
 }
 
-// counters returns the baseline's counters whole.
-func (b *baseline) counters() tracer.Counters {
+// counters returns the baseline's counters whole; wide holds its RTT
+// buckets if the baseline is wide.
+func (b *baseline) counters(wide *rttBuckets) tracer.Counters {
 	c := tracer.Counters{SentBytes: b.sent, RecvBytes: b.recv, Retransmits: b.retrans, SentSegments: b.segs}
 	c.RTT.SumMicros = b.rttSum
-	if b.full != nil {
-		c.RTT.Buckets = *b.full
+	if b.wide {
+		c.RTT.Buckets = *wide
 	} else {
 		copy(c.RTT.Buckets[b.rttLo:], b.rtt[:min(rttInline, tracer.NumRTTBuckets-int(b.rttLo))])
 	}
@@ -90,8 +96,8 @@ func bit(b bool) uint64 {
 // since returns what c counted after the baseline b (the zero baseline: all
 // of it). A counter below its baseline means the kernel's entry was replaced
 // (a stats reset): it counts whole, and reset is true.
-func since(c *tracer.ConnectionStats, b *baseline) (d Counters, reset bool) {
-	base := b.counters()
+func since(c *tracer.ConnectionStats, b *baseline, wide *rttBuckets) (d Counters, reset bool) {
+	base := b.counters(wide)
 	m, reset := c.Monotonic.Sub(&base, true)
 	d.Totals, d.RTTCount = m.Widen(), m.RTT.Count()
 	sub := func(v, base bool) uint64 {

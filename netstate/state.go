@@ -220,11 +220,11 @@ func (s *State[K]) fold(c *client[K], x *tracer.ConnectionStats, d *Counters, k 
 	var add Counters
 	if b, ok := c.base[x.Key]; ok {
 		var reset bool
-		add, reset = since(x, &b)
+		add, reset = c.since(x, &b)
 		if reset {
 			s.tel.statsResets++
 		}
-		delete(c.base, x.Key)
+		c.dropBaseline(x.Key)
 	} else if add, ok = c.leftAdd(x, d); !ok {
 		return // it left before the client came
 	}
@@ -412,6 +412,9 @@ func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, counted []countedCo
 	}
 	for _, cc := range counted {
 		x, lc := cc.x, cc.lc
+		if x.Closed && x.LastUpdateEpoch < c.admitEpoch {
+			continue // leaving, closed before the client came: not its own, nor a series of it
+		}
 		ser := s.seriesOfID(c, lc.key, x)
 		if ser == c.overflow && (first || lc.first > c.lastGen) {
 			c.overflowTotal++
@@ -431,9 +434,9 @@ func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, counted []countedCo
 				c.dropped = true
 				continue
 			}
-			c.base[x.Key] = baselineOf(x)
+			c.takeBaseline(x)
 		case ok:
-			d, reset := since(x, &b)
+			d, reset := c.since(x, &b)
 			if reset {
 				s.tel.statsResets++
 			}

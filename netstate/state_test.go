@@ -893,3 +893,41 @@ func TestLeavingAtFirstScrapeNeverCountedWhole(t *testing.T) {
 		t.Errorf("a, older than it: %+v, want its closing only", v)
 	}
 }
+
+// A connection closed before a client came and still leaving (its fold
+// waiting) is not the client's: it takes none of its --collector.max-series
+// label sets, nor counts in its OverflowConns (a review of issue 14's third
+// stop: it took b's only label set, so b's own connection went to
+// overflow).
+func TestLeavingNotOursTakesNoSeries(t *testing.T) {
+	t.Run("series", func(t *testing.T) {
+		f := newFakeTracer()
+		st := newTestState(f, Config{MaxSeries: 1})
+		f.open(1, 500, 0)
+		scrape(t, st, "a")
+		f.hold(1) // closes before b comes
+		if _, ok := scrape(t, st, "b")["1"]; ok {
+			t.Error("b's first view has a series for connection 1, closed before b came")
+		}
+		f.open(2, 100, 0)
+		if got := scrape(t, st, "b").of(2); got != (sums{Sent: 100, Opened: 1}) {
+			t.Errorf("b's own connection 2: %+v under its own series, want 100 sent, opened", got)
+		}
+	})
+	t.Run("overflow", func(t *testing.T) {
+		f := newFakeTracer()
+		st := newTestState(f, Config{MaxSeries: 1})
+		f.open(1, 500, 0)
+		f.open(3, 7, 0)
+		scrape(t, st, "a")
+		f.hold(1)
+		scrape(t, st, "b")
+		vw, err := st.Scrape("b", t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if vw.OverflowConns != 0 {
+			t.Errorf("b: OverflowConns %d, want 0: connection 1 closed before b came, and 3 has b's series", vw.OverflowConns)
+		}
+	})
+}

@@ -99,8 +99,8 @@ func (c *client[K]) older(x *tracer.ConnectionStats) bool {
 
 // takeBaseline keeps x's counters now as its baseline.
 func (c *client[K]) takeBaseline(x *tracer.ConnectionStats) {
-	b, wide := baselineOf(x)
-	if wide {
+	b := baselineOf(x)
+	if b.wide {
 		if c.wideRTT == nil {
 			c.wideRTT = make(map[tracer.ConnKey]rttBuckets)
 		}

@@ -47,11 +47,11 @@ type rttBuckets = [tracer.NumRTTBuckets]uint32
 // rttInline is how many adjacent RTT buckets a baseline keeps inline.
 const rttInline = 6
 
-// baselineOf returns c's baseline; wide says that its RTT buckets are
-// kept apart, whole (c.Monotonic.RTT.Buckets).
-func baselineOf(c *tracer.ConnectionStats) (b baseline, wide bool) {
+// baselineOf returns c's baseline; if it is wide, its RTT buckets are
+// to be kept apart, whole (c.Monotonic.RTT.Buckets).
+func baselineOf(c *tracer.ConnectionStats) baseline {
 	m := &c.Monotonic
-	b = baseline{sent: m.SentBytes, recv: m.RecvBytes, rttSum: m.RTT.SumMicros, retrans: m.Retransmits, segs: m.SentSegments}
+	b := baseline{sent: m.SentBytes, recv: m.RecvBytes, rttSum: m.RTT.SumMicros, retrans: m.Retransmits, segs: m.SentSegments}
 	b.opened, b.closed, b.failed = c.Lifecycle()
 	lo, hi := -1, -1
 	for i, v := range m.RTT.Buckets {
@@ -70,7 +70,7 @@ func baselineOf(c *tracer.ConnectionStats) (b baseline, wide bool) {
 	default:
 		b.wide = true
 	}
-	return b, b.wide
+	return b
 }
 
 // counters returns the baseline's counters whole; wide holds its RTT
@@ -81,7 +81,7 @@ func (b *baseline) counters(wide *rttBuckets) tracer.Counters {
 	if b.wide {
 		c.RTT.Buckets = *wide
 	} else {
-		copy(c.RTT.Buckets[b.rttLo:], b.rtt[:min(rttInline, tracer.NumRTTBuckets-int(b.rttLo))])
+		copy(c.RTT.Buckets[b.rttLo:], b.rtt[:]) // as many as fit: past hi, b.rtt is 0
 	}
 	return c
 }

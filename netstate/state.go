@@ -550,9 +550,8 @@ func (s *State[K]) seriesOfID(c *client[K], id uint32, x *tracer.ConnectionStats
 		}
 	}
 	ser := s.seriesOf(c, s.keys.key(id), x)
-	if n := len(c.byID); int(id) >= n {
+	if n := len(c.byID); int(id) >= n { // never shrunk: what Grow adds is zero
 		c.byID = slices.Grow(c.byID, int(id)+1-n)[:id+1]
-		clear(c.byID[n:])
 	}
 	c.byID[id] = idSeries{ser: ser, gen: gen}
 	return ser

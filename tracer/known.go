@@ -187,6 +187,14 @@ func (k *known) find(key ConnKey) *knownConn {
 	return e
 }
 
+// unexpire makes e reported again (a record came), keeping expiredN.
+func (k *known) unexpire(e *knownConn) {
+	if e.expired {
+		e.expired = false
+		k.expiredN--
+	}
+}
+
 // add makes the entry of key (within max).
 func (k *known) add(key ConnKey) *knownConn {
 	if len(k.m) >= k.max {
@@ -209,10 +217,7 @@ func (k *known) live(c *ConnectionStats, now time.Time) *ConnectionStats {
 	if e.closed {
 		return nil
 	}
-	if e.expired { // visited again: reported again, from its base
-		e.expired = false
-		k.expiredN--
-	}
+	k.unexpire(e) // visited again: reported again, from its base
 	e.clamp(c)
 	e.stats = *c
 	if e.gen != k.gen { // not a second visit of the same socket
@@ -252,10 +257,8 @@ func (k *known) closed(c *ConnectionStats, now time.Time) (wasLive bool) {
 			k.closedIdle++
 		}
 	}
-	if e.expired {
-		k.expiredN--
-	}
-	e.closed, e.expired, e.seen = true, false, now
+	k.unexpire(e)
+	e.closed, e.seen = true, now
 	return wasLive
 }
 

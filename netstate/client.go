@@ -15,8 +15,9 @@ type client[K comparable] struct {
 	// admitEpoch is the kernel time the client was admitted, before its
 	// first snapshot: connections that left before it are not its own.
 	admitEpoch uint64
-	// firstEpoch is when the client's first snapshot ended.
-	firstEpoch uint64
+	// firstEpoch is when the client's first snapshot ended; firstGen is
+	// that snapshot's State.gen.
+	firstEpoch, firstGen uint64
 	// fresh is set from admission to the first scrape's step.
 	fresh bool
 	// reading is set while a scrape of the client reads: it does not
@@ -85,16 +86,25 @@ func (c *client[K]) overflowSeries(lab interface {
 	return c.overflow
 }
 
-// older says whether x, without a baseline, is older than the client:
-// opened before the client was admitted and gone before its first
-// snapshot ended (so not in it), or older than the client when its first
-// scrape found the baselines full. Its traffic is not the client's to
-// count; its end is.
-func (c *client[K]) older(x *tracer.ConnectionStats) bool {
+// older says whether x, without a baseline, is older than the client: its
+// traffic is not the client's to count; its end is. That is one opened
+// before the client was admitted and gone before its first snapshot ended
+// (so not in it); or, when that first scrape found the baselines full,
+// one opened before the client came or in its first snapshot (inFirst),
+// not one opened meanwhile that the snapshot missed: that one counts
+// whole, as it does for any client.
+func (c *client[K]) older(x *tracer.ConnectionStats, inFirst bool) bool {
 	if x.StartEpoch < c.admitEpoch && (c.fresh || x.LastUpdateEpoch <= c.firstEpoch) {
 		return true
 	}
-	return c.dropped && x.StartEpoch < c.firstEpoch
+	return c.dropped && (x.StartEpoch < c.admitEpoch || inFirst)
+}
+
+// inFirst says whether a live connection (lc, of State.live) was in c's
+// first snapshot: a live entry is forgotten by the first snapshot without
+// it, so one first seen at or before that snapshot was in it.
+func (c *client[K]) inFirst(lc liveConn, wasLive bool) bool {
+	return wasLive && !c.fresh && lc.first <= c.firstGen
 }
 
 // takeBaseline keeps x's counters now as its baseline.
@@ -127,12 +137,12 @@ func (c *client[K]) dropBaseline(key tracer.ConnKey) {
 // leftAdd is what x, a connection that left (closed, or gone without a
 // close) of which c holds no baseline, adds to c's counters when folded:
 // nothing if it left before c came (false), its end if it is older than
-// c, else all of it (d: all(x)).
-func (c *client[K]) leftAdd(x *tracer.ConnectionStats, d *Counters) (Counters, bool) {
+// c, else all of it (d: all(x)). inFirst: see older.
+func (c *client[K]) leftAdd(x *tracer.ConnectionStats, d *Counters, inFirst bool) (Counters, bool) {
 	switch {
 	case x.LastUpdateEpoch < c.admitEpoch:
 		return Counters{}, false
-	case c.older(x):
+	case c.older(x, inFirst):
 		return ends(x), true
 	}
 	return *d, true

@@ -225,7 +225,7 @@ func (s *State[K]) fold(c *client[K], x *tracer.ConnectionStats, d *Counters, k 
 			s.tel.statsResets++
 		}
 		c.dropBaseline(x.Key)
-	} else if add, ok = c.leftAdd(x, d); !ok {
+	} else if add, ok = c.leftAdd(x, d, c.inFirst(lc, wasLive)); !ok {
 		return // it left before the client came
 	}
 	ser := s.seriesOf(c, k, x)
@@ -378,7 +378,7 @@ func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, counted []countedCo
 	c.lastFetch = now
 	c.calls++
 	if first {
-		c.firstEpoch = snap.ReadEnd
+		c.firstEpoch, c.firstGen = snap.ReadEnd, s.gen
 		// Sized at once: grown one doubling at a time, the map's old
 		// tables were garbage as large as the last (at 200,000 sockets).
 		c.base = make(map[tracer.ConnKey]baseline, min(len(counted), s.cfg.MaxBaselines))
@@ -447,10 +447,10 @@ func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, counted []countedCo
 			// counted whole here, then its fold's less: a counter that
 			// went down, TestLeavingAtFirstScrapeNeverCountedWhole).
 			d := all(x)
-			if add, ok := c.leftAdd(x, &d); ok {
+			if add, ok := c.leftAdd(x, &d, c.inFirst(lc, true)); ok {
 				ser.live.Add(&add)
 			}
-		case c.dropped && x.StartEpoch < c.firstEpoch:
+		case c.dropped && c.older(x, c.inFirst(lc, true)):
 			// Older than the client, without a baseline (the baselines
 			// were full at its first scrape, counted then): its traffic
 			// is not the client's to count; its end is.

@@ -3,8 +3,10 @@ package netstate
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -209,8 +211,23 @@ type truth struct {
 func randomInterleaving(t *testing.T, seed int64) {
 	r := rand.New(rand.NewSource(seed))
 	f := newFakeTracer()
-	st := newTestState(f, Config{})
+	// One seed in three fills a new client's baselines (1 to 3): the
+	// older connections beyond them count their ends only.
+	maxBase := 1000
+	if seed%3 == 0 {
+		maxBase = 1 + int(seed/3)%3
+	}
+	// One seed in four bounds the series (2 to 4): the connections past
+	// them count into the overflow series, which sums their wants.
+	maxSeries := 0
+	if seed%4 == 1 {
+		maxSeries = 2 + int(seed/4)%3
+	}
+	st := newTestState(f, Config{MaxBaselines: maxBase, MaxSeries: maxSeries})
 	conns := map[uint64]*truth{}
+	// nobase[client]: the older connections its first scrape found no
+	// room for.
+	nobase := map[string]map[uint64]bool{}
 	// base[client][cookie]: what the connection had at the client's
 	// first scrape (absent: opened after it); first[client]: scraped.
 	base := map[string]map[uint64]truth{}
@@ -310,19 +327,41 @@ func randomInterleaving(t *testing.T, seed int64) {
 		}
 		if base[id] == nil {
 			base[id] = before
+			// The snapshot's connections, in its (cookie) order, but
+			// those folded while it was read, take the baselines until
+			// they are full.
+			nobase[id] = map[uint64]bool{}
+			taken := 0
+			for _, k := range slices.Sorted(maps.Keys(atCopy)) {
+				if now := conns[k]; !atCopy[k].open || !now.open && !now.held {
+					continue
+				}
+				if taken++; taken > maxBase {
+					nobase[id][k] = true
+				}
+			}
 			continue // a first view is all zero: checked below on the next
 		}
+		if own := len(v); maxSeries > 0 && own > maxSeries+1 {
+			t.Fatalf("seed %d, client %s: %d series, at most %d and the overflow", seed, id, own, maxSeries)
+		}
+		var overflow sums // what the connections without a series of their own want
 		for label := range v {
 			var k uint64
+			if label == "overflow" && maxSeries > 0 {
+				continue
+			}
 			if _, err := fmt.Sscan(label, &k); err != nil || conns[k] == nil {
 				t.Fatalf("seed %d, client %s: a series %q of no connection", seed, id, label)
 			}
 		}
 		for k, now := range conns {
 			b, older := base[id][k]
+			_, own := v[fmt.Sprint(k)]
 			if !older && k < firstNext[id] {
 				// Gone before the client came: none of its own, live
-				// (leaving, its fold waiting) or folded.
+				// (leaving, its fold waiting) or folded, nor in the
+				// overflow (not added to it below).
 				if got := v.of(k); got != (sums{}) {
 					t.Fatalf("seed %d, client %s: %d, gone before the client came, counts %+v", seed, id, k, got)
 				}
@@ -344,15 +383,28 @@ func randomInterleaving(t *testing.T, seed int64) {
 				c = &cc
 			}
 			want := sums{Sent: c.sent - b.sent, Recv: c.recv - b.recv}
+			if nobase[id][k] {
+				want.Sent, want.Recv = 0, 0 // its end only
+			}
 			if !older {
 				want.Opened = 1
 			}
 			if c.closed || c.held {
 				want.Closed = 1
 			}
+			if !own && maxSeries > 0 {
+				overflow.Sent += want.Sent
+				overflow.Recv += want.Recv
+				overflow.Opened += want.Opened
+				overflow.Closed += want.Closed
+				continue
+			}
 			if got := v.of(k); got != want {
 				t.Fatalf("seed %d, client %s, connection %d (older %v, %+v): got %+v, want %+v", seed, id, k, older, *c, got, want)
 			}
+		}
+		if got := v["overflow"]; maxSeries > 0 && (sums{got.SentBytes, got.RecvBytes, got.Opened, got.Closed, got.Failed}) != overflow {
+			t.Fatalf("seed %d, client %s: the overflow series counts %+v, its connections want %+v", seed, id, v["overflow"].Counters, overflow)
 		}
 	}
 }
@@ -930,4 +982,49 @@ func TestLeavingNotOursTakesNoSeries(t *testing.T) {
 			t.Errorf("b: OverflowConns %d, want 0: connection 1 closed before b came, and 3 has b's series", vw.OverflowConns)
 		}
 	})
+}
+
+// A client whose first scrape found the baselines full counts nothing of
+// the traffic of the connections older than it that got no baseline. A
+// connection opened after the client came, during that first read, and
+// missing from its snapshot is not one of them: it counts whole, as it
+// does for a client whose baselines were not full, live and at its fold
+// (it counted nothing before: older() took the end of the first read
+// for the client's start).
+func TestBaselinesFullCountsConnectionsOpenedDuringFirstRead(t *testing.T) {
+	f := newFakeTracer()
+	st := newTestState(f, Config{MaxBaselines: 1})
+	f.open(1, 100, 0)
+	f.open(2, 100, 0)
+	f.during = func() {
+		f.open(3, 10, 20)
+		f.open(4, 1, 2)
+	}
+	scrape(t, st, "a")
+	f.during = nil
+	if got := st.Lost()[LostClientStateFull]; got != 1 {
+		t.Fatalf("client_state_full = %d, want 1", got)
+	}
+	f.add(3, 5, 5)
+	f.add(4, 5, 5)
+	f.close(4)
+	v := scrape(t, st, "a")
+	if got, want := v.of(3), (sums{Sent: 15, Recv: 25, Opened: 1}); got != want {
+		t.Errorf("live, opened during the first read: %+v, want %+v", got, want)
+	}
+	if got, want := v.of(4), (sums{Sent: 6, Recv: 7, Opened: 1, Closed: 1}); got != want {
+		t.Errorf("closed, opened during the first read: %+v, want %+v", got, want)
+	}
+	// The older ones as before: the first in the snapshot took the one
+	// baseline, the other counts its end only.
+	f.add(1, 7, 0)
+	f.add(2, 7, 0)
+	f.close(2)
+	v = scrape(t, st, "a")
+	if got, want := v.of(1), (sums{Sent: 7}); got != want {
+		t.Errorf("older, with its baseline: %+v, want %+v", got, want)
+	}
+	if got, want := v.of(2), (sums{Closed: 1}); got != want {
+		t.Errorf("older, without a baseline: %+v, want %+v", got, want)
+	}
 }

@@ -126,7 +126,6 @@ func main() {
 	metrics := collector.NewHandler(t, append(collectorOpts,
 		collector.WithClientStateExpiry(cfg.ClientStateExpiry),
 		collector.WithMaxClients(cfg.MaxClients),
-		collector.WithMaxBaselines(cfg.MaxConnectionsStateBuffered),
 		collector.WithMaxRequestsInFlight(*maxRequests),
 		collector.WithExporterMetrics(!*disableExporterMetrics),
 		collector.WithLogger(logger),

@@ -233,7 +233,6 @@ func newExporter(src Source, o *options) *exporter {
 	e.state = netstate.New[labelKey](src, lab, netstate.Config{
 		MaxClients:   o.maxClients,
 		ClientExpiry: o.expiry,
-		MaxBaselines: o.maxBaselines,
 		MaxSeries:    max(o.maxSeries, 0),
 		Now:          o.now,
 	})

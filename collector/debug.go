@@ -40,7 +40,7 @@ const DebugClient = "-1"
 //
 //	/debug/pprof/          Go profiles
 //	/debug/vars            expvar
-//	/debug/net_state       a client's baselines (?client_id=, the seed's DumpState; default DebugClient, the seed's DEBUGCLIENT "-1")
+//	/debug/net_state       a client's series offsets (?client_id=, the seed's DumpState; default DebugClient, the seed's DEBUGCLIENT "-1")
 //	/debug/stats           the per-client state's counters (netstate GetStats)
 //	/debug/net_maps        every connection in the kernel now, one a line: its key (DebugKey) and summary
 //	/debug/ports           the ports something listens on (TCP) or is bound to (UDP), one network namespace (inode) a line

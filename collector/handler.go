@@ -37,7 +37,6 @@ type options struct {
 	maxSeries       int
 	group           AddressGrouper
 	maxClients      int
-	maxBaselines    int
 }
 
 // DefaultMaxSeries is the default of --collector.max-series.
@@ -48,7 +47,6 @@ func defaultOptions() options {
 	return options{
 		expiry:          cfg.ClientStateExpiry,
 		maxClients:      cfg.MaxClients,
-		maxBaselines:    cfg.MaxConnectionsStateBuffered,
 		exporterMetrics: true,
 		logger:          log.NewNopLogger(),
 		now:             time.Now,
@@ -88,12 +86,6 @@ func WithClientStateExpiry(d time.Duration) Option {
 // WithMaxClients bounds the clients held (pass the tracer's MaxClients).
 func WithMaxClients(n int) Option {
 	return func(o *options) { o.maxClients = n }
-}
-
-// WithMaxBaselines bounds, per client, the baselines of the connections
-// older than the client (pass the tracer's MaxConnectionsStateBuffered).
-func WithMaxBaselines(n int) Option {
-	return func(o *options) { o.maxBaselines = n }
 }
 
 // WithMaxRequestsInFlight bounds the scrapes served at once; more get a 503.

@@ -50,7 +50,7 @@ func newHealthCollector(src Source, state stateHealth, failedScrapes *atomic.Uin
 		lost: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "lost_total"),
 			"Events the tracer could not count, by reason: tracked_connections_full (new connection not traced), "+
 				"ring_buffer_full (last delta of a closed connection), "+
-				"client_state_full (a client missed the traffic of a connection older than it), client_rejected (scrape of a new client refused), client_evicted (a client that never came back after its first scrape, dropped for a new one), "+
+				"client_state_full (no longer counted: a client holds nothing per connection; always 0), client_rejected (scrape of a new client refused), client_evicted (a client that never came back after its first scrape, dropped for a new one), "+
 				"decode_error (kernel record not decoded), conntrack_state_full and conntrack_error (NAT not read), "+
 				"dns_ring_buffer_full, dns_malformed and dns_cache_full (DNS answers not read, or not kept), recursion_misses (BPF program runs the kernel skipped), socket_storage_error (new TCP connection not traced: no socket storage), udp_flow_expiring (a UDP call that raced the closing of its idle flow, at most), scrape_failed (a scrape failed after taking its deltas: its client restarted).", []string{"reason"}, nil),
 		clients: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "clients"),

@@ -104,7 +104,7 @@ func BenchmarkScrape100kLive(b *testing.B) {
 	for _, clients := range []int{1, 16} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 			src := &staticSnap{snap: &tracer.Snapshot{}}
-			st := New[netip.Addr](src, byPeer{}, Config{MaxClients: 64, MaxSeries: 2000, MaxBaselines: 1 << 17})
+			st := New[netip.Addr](src, byPeer{}, Config{MaxClients: 64, MaxSeries: 2000})
 			for i := range clients {
 				if _, err := st.Scrape(fmt.Sprintf("c%d@10.9.0.%d", i, i), t0); err != nil {
 					b.Fatal(err)
@@ -112,7 +112,7 @@ func BenchmarkScrape100kLive(b *testing.B) {
 			}
 			for i, c := range closedBatch(100_000, 500, 1_000_000) {
 				c.Closed = false
-				c.StartEpoch = uint64(1_000_000_000 + i) // newer than the clients: no baselines
+				c.StartEpoch = uint64(1_000_000_000 + i) // newer than the clients: not in their offsets
 				src.snap.Conns = append(src.snap.Conns, &c)
 			}
 			b.ReportAllocs()

@@ -23,18 +23,9 @@ type client[K comparable] struct {
 	// reading is set while a scrape of the client reads: it does not
 	// expire meanwhile.
 	reading bool
-	// dropped is set when the first scrape found the baselines full: some
-	// connections older than the client have none, and their traffic is
-	// not the client's to count (counted in LostClientStateFull).
-	dropped bool
 	calls   uint64
 	// lastGen is the state's gen at the client's previous scrape.
 	lastGen uint64
-	// base holds the baselines of the connections alive at the client's
-	// first scrape, until they leave; wideRTT the RTT buckets of the wide
-	// ones (baseline.wide), few.
-	base    map[tracer.ConnKey]baseline
-	wideRTT map[tracer.ConnKey]rttBuckets
 
 	series map[K]*series // label set -> its series (or the overflow series)
 	// byID caches series by the id of their label set in State.keys: a
@@ -60,20 +51,28 @@ type idSeries struct {
 }
 
 // series is one client's counters of one label set: what left, folded,
-// and (during a step) what the live connections contribute.
+// and (during a step) what the live connections contribute, less what
+// the connections alive at the client's first scrape had counted then
+// (offset: their traffic before the client is not its own).
 type series struct {
 	labels []string
 	text   string // Labeler.Text of labels
 	tcp    bool
 	total  Counters
 	live   Counters
+	offset Counters
 	open   uint64
 }
 
-func (s *series) value(overflow bool) Series {
-	v := Series{Labels: s.labels, Text: s.text, TCP: s.tcp, Overflow: overflow, Counters: s.total, Open: s.open}
+// value is the series now: total + live - offset. It is never below 0
+// while every connection's counters are monotonic, which the tracer keeps
+// (a counter below would mean a counter that went down: floored at 0, and
+// reset says so).
+func (s *series) value(overflow bool) (v Series, reset bool) {
+	v = Series{Labels: s.labels, Text: s.text, TCP: s.tcp, Overflow: overflow, Counters: s.total, Open: s.open}
 	v.Counters.Add(&s.live)
-	return v
+	reset = v.Counters.sub(&s.offset)
+	return v, reset
 }
 
 func (c *client[K]) overflowSeries(lab interface {
@@ -86,63 +85,34 @@ func (c *client[K]) overflowSeries(lab interface {
 	return c.overflow
 }
 
-// older says whether x, without a baseline, is older than the client: its
-// traffic is not the client's to count; its end is. That is one opened
-// before the client was admitted and gone before its first snapshot ended
-// (so not in it); or, when that first scrape found the baselines full,
-// one opened before the client came or in its first snapshot (inFirst),
-// not one opened meanwhile that the snapshot missed: that one counts
-// whole, as it does for any client.
-func (c *client[K]) older(x *tracer.ConnectionStats, inFirst bool) bool {
-	if x.StartEpoch < c.admitEpoch && (c.fresh || x.LastUpdateEpoch <= c.firstEpoch) {
-		return true
-	}
-	return c.dropped && (x.StartEpoch < c.admitEpoch || inFirst)
+// older says whether x, without an offset, is older than the client:
+// opened before the client was admitted and gone before its first
+// snapshot ended (so not in it). Its traffic is not the client's to
+// count; its end is.
+func (c *client[K]) older(x *tracer.ConnectionStats) bool {
+	return x.StartEpoch < c.admitEpoch && (c.fresh || x.LastUpdateEpoch <= c.firstEpoch)
 }
 
-// inFirst says whether a live connection (lc, of State.live) was in c's
-// first snapshot: a live entry is forgotten by the first snapshot without
-// it, so one first seen at or before that snapshot was in it.
-func (c *client[K]) inFirst(lc liveConn, wasLive bool) bool {
-	return wasLive && !c.fresh && lc.first <= c.firstGen
-}
-
-// takeBaseline keeps x's counters now as its baseline.
-func (c *client[K]) takeBaseline(x *tracer.ConnectionStats) {
-	b := baselineOf(x)
-	if b.wide {
-		if c.wideRTT == nil {
-			c.wideRTT = make(map[tracer.ConnKey]rttBuckets)
-		}
-		c.wideRTT[x.Key] = x.Monotonic.RTT.Buckets
-	}
-	c.base[x.Key] = b
-}
-
-// since is what x counted after its baseline b.
-func (c *client[K]) since(x *tracer.ConnectionStats, b *baseline) (Counters, bool) {
-	var wide rttBuckets
-	if b.wide {
-		wide = c.wideRTT[x.Key]
-	}
-	return since(x, b, &wide)
-}
-
-// dropBaseline forgets x's baseline: it left.
-func (c *client[K]) dropBaseline(key tracer.ConnKey) {
-	delete(c.base, key)
-	delete(c.wideRTT, key)
+// offsetted says whether a connection (lc, its entry in State.live if
+// wasLive) is in the offset of its series for c: it was in c's first
+// snapshot, and not leaving then. A live entry is forgotten by the first
+// snapshot without it, so one first seen at or before that snapshot was
+// in it. Its counters at that snapshot went into the offset, so all of
+// its counters count now, live or folded: what it counted before the
+// client cancels out.
+func (c *client[K]) offsetted(lc liveConn, wasLive bool) bool {
+	return wasLive && !c.fresh && lc.first <= c.firstGen && (lc.leaving == 0 || lc.leaving > c.firstGen)
 }
 
 // leftAdd is what x, a connection that left (closed, or gone without a
-// close) of which c holds no baseline, adds to c's counters when folded:
+// close) and not in c's offsets, adds to c's counters when folded:
 // nothing if it left before c came (false), its end if it is older than
-// c, else all of it (d: all(x)). inFirst: see older.
-func (c *client[K]) leftAdd(x *tracer.ConnectionStats, d *Counters, inFirst bool) (Counters, bool) {
+// c, else all of it (d: all(x)).
+func (c *client[K]) leftAdd(x *tracer.ConnectionStats, d *Counters) (Counters, bool) {
 	switch {
 	case x.LastUpdateEpoch < c.admitEpoch:
 		return Counters{}, false
-	case c.older(x, inFirst):
+	case c.older(x):
 		return ends(x), true
 	}
 	return *d, true
@@ -223,7 +193,6 @@ func (s *State[K]) admit(clientID string, now time.Time) (*client[K], error) {
 		fresh:      true,
 		admitEpoch: s.src.KTime(),
 		lastFetch:  now,
-		base:       make(map[tracer.ConnKey]baseline),
 		series:     make(map[K]*series),
 	}
 	s.clients[clientID] = c

@@ -2,75 +2,77 @@ package netstate
 
 import (
 	"reflect"
+	"slices"
 	"testing"
-	"unsafe"
 
 	"github.com/conntrace/conntrace_exporter/tracer"
 )
 
-// A baseline gives back the counters it was taken of, whatever the shape
-// of the RTT histogram: none, a few adjacent buckets anywhere (the last
-// ones included), or buckets too far apart to be kept inline.
-func TestBaselineKeepsTheCounters(t *testing.T) {
-	hist := func(buckets map[int]uint32) tracer.RTTHistogram {
-		var h tracer.RTTHistogram
-		for i, v := range buckets {
-			h.Buckets[i] = v
-		}
-		h.SumMicros = 12345
-		return h
+// sub floors each counter at 0 and says when one was below: every field of
+// Counters, the RTT buckets and the lifecycle counts included.
+func TestCountersSubFloors(t *testing.T) {
+	var a, b Counters
+	a.SentBytes, a.RecvBytes, a.Retransmits, a.SentSegments = 100, 50, 7, 9
+	a.RTT.Buckets[31], a.RTT.SumMicros = 4, 1000
+	a.Opened, a.Closed, a.Failed, a.RTTCount = 3, 2, 1, 4
+	b = a
+	if reset := a.sub(&b); reset || a != (Counters{}) {
+		t.Fatalf("a - a = %+v (reset %v), want nothing", a, reset)
 	}
-	cases := map[string]tracer.RTTHistogram{
-		"no sample":               {},
-		"one bucket":              hist(map[int]uint32{7: 3}),
-		"first bucket":            hist(map[int]uint32{0: 1}),
-		"six adjacent":            hist(map[int]uint32{10: 1, 12: 4, 15: 9}),
-		"the last six":            hist(map[int]uint32{26: 2, 31: 5}),
-		"the last one":            hist(map[int]uint32{31: 1 << 31}),
-		"seven apart: kept whole": hist(map[int]uint32{3: 1, 9: 2}),
-		"first and last":          hist(map[int]uint32{0: 1, 31: 1}),
+	// One counter at a time below its subtrahend: that one floors at 0,
+	// and reset says so. Every uint64 of Counters, found by reflection:
+	// a counter added to Counters or tracer.Totals is covered.
+	fields := uint64Fields(reflect.TypeFor[Counters](), nil)
+	if len(fields) < 4+tracer.NumRTTBuckets+1+4 {
+		t.Fatalf("%d counters found by reflection", len(fields))
 	}
-	for name, h := range cases {
-		c := tracer.ConnectionStats{Established: true, Monotonic: tracer.Counters{
-			SentBytes: 1 << 40, RecvBytes: 77, Retransmits: 5, SentSegments: 1 << 30, RTT: h,
-		}}
-		c.Key = tracer.ConnKey{Cookie: 9}
-		cl := &client[string]{base: map[tracer.ConnKey]baseline{}}
-		cl.takeBaseline(&c)
-		b := cl.base[c.Key]
-		wide := cl.wideRTT[c.Key]
-		if got := b.counters(&wide); got != c.Monotonic {
-			t.Errorf("%s: %+v back, want %+v", name, got, c.Monotonic)
+	at := func(c *Counters, path []int) *uint64 {
+		v := reflect.ValueOf(c).Elem()
+		for _, i := range path {
+			if v.Kind() == reflect.Array {
+				v = v.Index(i)
+			} else {
+				v = v.Field(i)
+			}
 		}
-		if d, reset := cl.since(&c, &b); reset || d != (Counters{}) {
-			t.Errorf("%s: since its own baseline: %+v (reset %v), want nothing", name, d, reset)
+		return v.Addr().Interface().(*uint64)
+	}
+	for i, f := range fields {
+		var x, y Counters
+		for _, g := range fields {
+			*at(&x, g), *at(&y, g) = 10, 4
 		}
-		cl.dropBaseline(c.Key)
-		if len(cl.base) != 0 || len(cl.wideRTT) != 0 {
-			t.Errorf("%s: %d baselines, %d wide ones left after the drop", name, len(cl.base), len(cl.wideRTT))
+		*at(&y, f) = 11
+		if reset := x.sub(&y); !reset {
+			t.Errorf("field %d below: no reset", i)
+		}
+		for j, g := range fields {
+			want := uint64(6)
+			if j == i {
+				want = 0
+			}
+			if got := *at(&x, g); got != want {
+				t.Errorf("field %d below: field %d = %d, want %d", i, j, got, want)
+			}
 		}
 	}
 }
 
-// One baseline per connection older than a client, per client: 43 MB at
-// 200,000 sockets when it was 168 bytes (BENCHMARKS.md §13). Without a
-// pointer, the collector does not scan a client's baselines (with one, it
-// scanned 23 MB of them per collection at 200,000: a review's
-// measurement).
-func TestBaselineSize(t *testing.T) {
-	if n := unsafe.Sizeof(baseline{}); n > 64 {
-		t.Errorf("a baseline is %d bytes, want at most 64", n)
-	}
-	ty := reflect.TypeFor[baseline]()
-	for i := range ty.NumField() {
-		switch f := ty.Field(i); f.Type.Kind() {
-		case reflect.Bool, reflect.Uint8, reflect.Uint32, reflect.Uint64:
-		case reflect.Array:
-			if f.Type.Elem().Kind() != reflect.Uint32 {
-				t.Errorf("baseline.%s is an array of %s", f.Name, f.Type.Elem())
-			}
-		default:
-			t.Errorf("baseline.%s is a %s: the baselines may hold pointers", f.Name, f.Type)
+// uint64Fields returns the paths (field or array indexes) of every uint64
+// in t.
+func uint64Fields(t reflect.Type, path []int) [][]int {
+	var out [][]int
+	switch t.Kind() {
+	case reflect.Uint64:
+		return [][]int{slices.Clone(path)}
+	case reflect.Struct:
+		for i := range t.NumField() {
+			out = append(out, uint64Fields(t.Field(i).Type, append(path, i))...)
+		}
+	case reflect.Array:
+		for i := range t.Len() {
+			out = append(out, uint64Fields(t.Elem(), append(path, i))...)
 		}
 	}
+	return out
 }

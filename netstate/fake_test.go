@@ -178,9 +178,6 @@ func newTestState(f *fakeTracer, cfg Config) *State[tracer.ConnKey] {
 	if cfg.ClientExpiry == 0 {
 		cfg.ClientExpiry = time.Hour
 	}
-	if cfg.MaxBaselines == 0 {
-		cfg.MaxBaselines = 1000
-	}
 	if cfg.Now == nil {
 		cfg.Now = func() time.Time { return t0 }
 	}

@@ -3,13 +3,12 @@
 // stream of connections that left: closed, or timed out) into each
 // client's cumulative counters, one series per label set.
 //
-// Nothing per closed connection is kept per client: a connection that
-// leaves is folded, when the tracer drains it, into the series of every
-// client. A client keeps baselines only for the connections alive at its
-// first scrape; one opened after that contributes its whole count. A
-// series' value at a scrape is what was folded into it plus what its live
-// connections contribute now, so memory per client is O(its series + the
-// connections older than it), and the state shared by the clients is
+// Nothing per connection is kept per client: a connection that leaves is
+// folded, when the tracer drains it, into the series of every client, and
+// the connections alive at a client's first scrape are counted then into
+// their series' offset. A series' value at a scrape is what was folded into
+// it, plus what its live connections count now, less its offset, so memory
+// per client is O(its series), and the state shared by the clients is
 // O(live connections).
 //
 // Each client sees each connection's traffic exactly once, from its first
@@ -65,9 +64,6 @@ type Config struct {
 	MaxClients int
 	// ClientExpiry forgets a client not scraped for this long (0: never).
 	ClientExpiry time.Duration
-	// MaxBaselines bounds, per client, the baselines of the connections
-	// older than the client.
-	MaxBaselines int
 	// MaxSeries bounds the label sets per client (0: no bound); beyond
 	// it, connections count into one overflow series.
 	MaxSeries int
@@ -98,13 +94,19 @@ type tomb[K comparable] struct {
 type liveConn struct {
 	// key is the id of its label set in State.keys.
 	key uint32
-	// first is the scrape (State.gen) that first saw it; seen the last.
-	first, seen uint64
+	// first is the scrape (State.gen) that first saw it; seen the last;
+	// leaving the first that saw it leaving (closed, its fold waiting:
+	// Snapshot.Leaving), 0 before. A client's first scrape counted into
+	// its offsets the connections it saw, but the leaving ones
+	// (client.offsetted).
+	first, seen, leaving uint64
 }
 
 type telemetry struct {
+	// statsResets counts series found below their offset (floored): a
+	// connection's counter went down. The tracer keeps them monotonic:
+	// none should be.
 	statsResets     uint64
-	baselinesFull   uint64 // LostClientStateFull
 	clientsRejected uint64 // LostClientRejected
 	clientsEvicted  uint64 // LostClientEvicted
 	folded          uint64
@@ -150,7 +152,6 @@ type State[K comparable] struct {
 // New returns an empty state reading src.
 func New[K comparable](src Source, lab Labeler[K], cfg Config) *State[K] {
 	cfg.MaxClients = max(cfg.MaxClients, 1)
-	cfg.MaxBaselines = max(cfg.MaxBaselines, 1)
 	if cfg.MaxAddrs <= 0 {
 		cfg.MaxAddrs = 4096
 	}
@@ -215,18 +216,16 @@ func (s *State[K]) Closed(conns []tracer.ConnectionStats) {
 	}
 }
 
-// fold adds a connection that left (x, all its counters d) into c.
+// fold adds a connection that left (x, all its counters d) into c: all
+// of it if its series' offset holds what it had counted before the
+// client, else what leftAdd says.
 func (s *State[K]) fold(c *client[K], x *tracer.ConnectionStats, d *Counters, k K, lc liveConn, wasLive bool) {
-	var add Counters
-	if b, ok := c.base[x.Key]; ok {
-		var reset bool
-		add, reset = c.since(x, &b)
-		if reset {
-			s.tel.statsResets++
+	add := *d
+	if !c.offsetted(lc, wasLive) {
+		var ok bool
+		if add, ok = c.leftAdd(x, d); !ok {
+			return // it left before the client came
 		}
-		c.dropBaseline(x.Key)
-	} else if add, ok = c.leftAdd(x, d, c.inFirst(lc, wasLive)); !ok {
-		return // it left before the client came
 	}
 	ser := s.seriesOf(c, k, x)
 	if ser == c.overflow && (!wasLive || lc.first > c.lastGen) {
@@ -349,6 +348,9 @@ func (s *State[K]) observe(snap *tracer.Snapshot, tombs map[tracer.ConnKey]tomb[
 			continue
 		}
 		lc.seen = s.gen
+		if lc.leaving == 0 {
+			lc.leaving = s.gen
+		}
 		s.live[x.Key] = lc
 		counted = append(counted, countedConn{x, lc})
 	}
@@ -371,7 +373,8 @@ type countedConn struct {
 }
 
 // step returns c's view of snap: its folded counters plus what the live
-// connections contribute now. On c's first scrape it takes the baselines.
+// connections contribute now, less the offsets. On c's first scrape it
+// takes the offsets.
 func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, counted []countedConn, tombs map[tracer.ConnKey]tomb[K], now time.Time) *View {
 	first := c.fresh
 	c.fresh = false
@@ -379,9 +382,6 @@ func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, counted []countedCo
 	c.calls++
 	if first {
 		c.firstEpoch, c.firstGen = snap.ReadEnd, s.gen
-		// Sized at once: grown one doubling at a time, the map's old
-		// tables were garbage as large as the last (at 200,000 sockets).
-		c.base = make(map[tracer.ConnKey]baseline, min(len(counted), s.cfg.MaxBaselines))
 	}
 	for _, ser := range c.list {
 		ser.live, ser.open = Counters{}, 0
@@ -423,39 +423,26 @@ func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, counted []countedCo
 			ser.open++
 		}
 		addrs[x.NATRemote()] = struct{}{}
-		switch b, ok := c.base[x.Key]; {
+		d := all(x)
+		switch {
 		case first && x.Closed:
 			// Leaving: closed before this first read ended; its fold
 			// counts its end for this client, if it closed after the
 			// client came (older).
 		case first:
-			if len(c.base) >= s.cfg.MaxBaselines {
-				s.tel.baselinesFull++
-				c.dropped = true
-				continue
-			}
-			c.takeBaseline(x)
-		case ok:
-			d, reset := c.since(x, &b)
-			if reset {
-				s.tel.statsResets++
-			}
+			// What it counted before the client is not the client's:
+			// into the offset, and it adds nothing now.
+			ser.offset.Add(&d)
 			ser.live.Add(&d)
-		case x.Closed:
-			// Leaving, its fold waiting (for its NAT), without a
-			// baseline: it counts what its fold will add, no more (it
-			// counted whole here, then its fold's less: a counter that
-			// went down, TestLeavingAtFirstScrapeNeverCountedWhole).
-			d := all(x)
-			if add, ok := c.leftAdd(x, &d, c.inFirst(lc, true)); ok {
+		case x.Closed && !c.offsetted(lc, true):
+			// Leaving, its fold waiting (for its NAT): it counts what its
+			// fold will add, no more (it counted whole here, then its
+			// fold's less: a counter that went down,
+			// TestLeavingAtFirstScrapeNeverCountedWhole).
+			if add, ok := c.leftAdd(x, &d); ok {
 				ser.live.Add(&add)
 			}
-		case c.dropped && c.older(x, c.inFirst(lc, true)):
-			// Older than the client, without a baseline (the baselines
-			// were full at its first scrape, counted then): its traffic
-			// is not the client's to count; its end is.
 		default:
-			d := all(x)
 			ser.live.Add(&d)
 		}
 	}
@@ -464,10 +451,10 @@ func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, counted []countedCo
 	v.OverflowConns = c.overflowTotal
 	v.Series = make([]Series, 0, len(c.list)+1)
 	for _, ser := range c.list {
-		v.Series = append(v.Series, ser.value(false))
+		s.appendValue(v, ser, false)
 	}
 	if c.overflow != nil {
-		v.Series = append(v.Series, c.overflow.value(true))
+		s.appendValue(v, c.overflow, true)
 	}
 	v.Addrs = make([]netip.Addr, 0, len(addrs))
 	for a := range addrs {
@@ -477,6 +464,15 @@ func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, counted []countedCo
 	}
 	slices.SortFunc(v.Addrs, netip.Addr.Compare)
 	return v
+}
+
+// appendValue appends ser's value to v.
+func (s *State[K]) appendValue(v *View, ser *series, overflow bool) {
+	val, reset := ser.value(overflow)
+	if reset {
+		s.tel.statsResets++
+	}
+	v.Series = append(v.Series, val)
 }
 
 // dropOldAddrs makes room in a full addrs: the older half goes (a client
@@ -608,7 +604,10 @@ func (s *State[K]) Lost() map[string]uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return map[string]uint64{
-		LostClientStateFull: s.tel.baselinesFull,
+		// Never counted since clients keep no per-connection state
+		// (offsets): kept, at 0, for the alerts and dashboards that
+		// name it.
+		LostClientStateFull: 0,
 		LostClientRejected:  s.tel.clientsRejected,
 		LostClientEvicted:   s.tel.clientsEvicted,
 	}
@@ -621,7 +620,6 @@ func (s *State[K]) GetStats() map[string]any {
 	clients := make(map[string]any, len(s.clients))
 	for id, c := range s.clients {
 		clients[id] = map[string]int64{
-			"baselines":  int64(len(c.base)),
 			"series":     int64(len(c.list)),
 			"last_fetch": c.lastFetch.Unix(),
 		}
@@ -633,7 +631,6 @@ func (s *State[K]) GetStats() map[string]any {
 		"telemetry": map[string]uint64{
 			"stats_resets":     s.tel.statsResets,
 			"folded":           s.tel.folded,
-			"baselines_full":   s.tel.baselinesFull,
 			"clients_rejected": s.tel.clientsRejected,
 			"clients_evicted":  s.tel.clientsEvicted,
 			"addrs_dropped":    s.tel.addrsDropped,
@@ -642,7 +639,9 @@ func (s *State[K]) GetStats() map[string]any {
 	}
 }
 
-// DumpState returns a client's baselines, for debug output (the seed's).
+// DumpState returns a client's series offsets (what the connections alive
+// at its first scrape had counted then), by label set, for debug output
+// (the seed's: it returned the client's per-connection state).
 func (s *State[K]) DumpState(clientID string) map[string]any {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -651,13 +650,21 @@ func (s *State[K]) DumpState(clientID string) map[string]any {
 	if !ok {
 		return data
 	}
-	for k, b := range c.base {
-		data[k.String()] = map[string]uint64{
-			"total_sent":          b.sent,
-			"total_recv":          b.recv,
-			"total_retransmits":   uint64(b.retrans),
-			"total_sent_segments": uint64(b.segs),
+	add := func(ser *series) {
+		o := &ser.offset
+		data[ser.text] = map[string]uint64{
+			"total_sent":          o.SentBytes,
+			"total_recv":          o.RecvBytes,
+			"total_retransmits":   o.Retransmits,
+			"total_sent_segments": o.SentSegments,
+			"opened":              o.Opened,
 		}
+	}
+	for _, ser := range c.list {
+		add(ser)
+	}
+	if c.overflow != nil {
+		add(c.overflow)
 	}
 	return data
 }

@@ -3,10 +3,8 @@ package netstate
 import (
 	"errors"
 	"fmt"
-	"maps"
 	"math/rand"
 	"net/netip"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -51,11 +49,6 @@ func TestShortConnectionFoldedForEveryClient(t *testing.T) {
 			}
 		}
 	}
-	for id, c := range st.clients {
-		if len(c.base) != 0 {
-			t.Errorf("%s holds %d baselines, want 0", id, len(c.base))
-		}
-	}
 	if len(st.live) != 0 {
 		t.Errorf("%d live entries after the close, want 0", len(st.live))
 	}
@@ -69,7 +62,7 @@ func TestOlderConnectionFromFirstScrape(t *testing.T) {
 	f.open(1, 1000, 0)
 	scrape(t, st, "a")
 	f.add(1, 1000, 0)
-	scrape(t, st, "late") // its first: baseline at 2000
+	scrape(t, st, "late") // its first: 2000 into its offset
 	f.add(1, 50, 0)
 	f.close(1)
 	if got, want := scrape(t, st, "a").of(1), (sums{Sent: 1050, Closed: 1}); got != want {
@@ -166,9 +159,10 @@ func TestDroppedConnectionKeepsItsCounts(t *testing.T) {
 	}
 }
 
-// A counter below the client's baseline (the kernel's entry replaced)
-// counts whole, and the reset is counted.
-func TestCounterBelowBaselineCountsWhole(t *testing.T) {
+// A connection's counter that went down (the tracer keeps them monotonic:
+// a bug if it did) cannot take its series below what it counted before
+// the client: the series floors at 0, and the reset is counted.
+func TestCounterBelowOffsetFloors(t *testing.T) {
 	f := newFakeTracer()
 	st := newTestState(f, Config{})
 	f.open(1, 1000, 0)
@@ -178,8 +172,8 @@ func TestCounterBelowBaselineCountsWhole(t *testing.T) {
 	c.Monotonic.SentBytes = 30
 	f.active[c.Key] = c
 	f.mu.Unlock()
-	if got := scrape(t, st, "a").of(1).Sent; got != 30 {
-		t.Errorf("sent = %d, want 30", got)
+	if got := scrape(t, st, "a").of(1).Sent; got != 0 {
+		t.Errorf("sent = %d, want 0", got)
 	}
 	if n := st.tel.statsResets; n == 0 {
 		t.Error("no stats reset counted")
@@ -211,23 +205,14 @@ type truth struct {
 func randomInterleaving(t *testing.T, seed int64) {
 	r := rand.New(rand.NewSource(seed))
 	f := newFakeTracer()
-	// One seed in three fills a new client's baselines (1 to 3): the
-	// older connections beyond them count their ends only.
-	maxBase := 1000
-	if seed%3 == 0 {
-		maxBase = 1 + int(seed/3)%3
-	}
 	// One seed in four bounds the series (2 to 4): the connections past
 	// them count into the overflow series, which sums their wants.
 	maxSeries := 0
 	if seed%4 == 1 {
 		maxSeries = 2 + int(seed/4)%3
 	}
-	st := newTestState(f, Config{MaxBaselines: maxBase, MaxSeries: maxSeries})
+	st := newTestState(f, Config{MaxSeries: maxSeries})
 	conns := map[uint64]*truth{}
-	// nobase[client]: the older connections its first scrape found no
-	// room for.
-	nobase := map[string]map[uint64]bool{}
 	// base[client][cookie]: what the connection had at the client's
 	// first scrape (absent: opened after it); first[client]: scraped.
 	base := map[string]map[uint64]truth{}
@@ -327,19 +312,6 @@ func randomInterleaving(t *testing.T, seed int64) {
 		}
 		if base[id] == nil {
 			base[id] = before
-			// The snapshot's connections, in its (cookie) order, but
-			// those folded while it was read, take the baselines until
-			// they are full.
-			nobase[id] = map[uint64]bool{}
-			taken := 0
-			for _, k := range slices.Sorted(maps.Keys(atCopy)) {
-				if now := conns[k]; !atCopy[k].open || !now.open && !now.held {
-					continue
-				}
-				if taken++; taken > maxBase {
-					nobase[id][k] = true
-				}
-			}
 			continue // a first view is all zero: checked below on the next
 		}
 		if own := len(v); maxSeries > 0 && own > maxSeries+1 {
@@ -383,9 +355,6 @@ func randomInterleaving(t *testing.T, seed int64) {
 				c = &cc
 			}
 			want := sums{Sent: c.sent - b.sent, Recv: c.recv - b.recv}
-			if nobase[id][k] {
-				want.Sent, want.Recv = 0, 0 // its end only
-			}
 			if !older {
 				want.Opened = 1
 			}
@@ -421,11 +390,6 @@ func TestNoPerConnectionStatePerClient(t *testing.T) {
 	for i := range 10_000 {
 		f.open(uint64(1000+i), 10, 10)
 		f.close(uint64(1000 + i))
-	}
-	for id, c := range st.clients {
-		if len(c.base) != 0 {
-			t.Errorf("client %s: %d baselines", id, len(c.base))
-		}
 	}
 	if len(st.live) != 0 || st.keys.len() != 0 || st.tombs != nil || len(st.addrs) > st.cfg.MaxAddrs {
 		t.Errorf("shared: %d live entries, %d label sets, %d tombs, %d addresses", len(st.live), st.keys.len(), len(st.tombs), len(st.addrs))
@@ -509,27 +473,36 @@ func TestOneShotClientEvicted(t *testing.T) {
 	}
 }
 
-// Baselines full at a first scrape: counted; the connections without one
-// count their end only, and no traffic from before the client.
-func TestBaselinesFullCounted(t *testing.T) {
+// A client holds nothing per connection: the connections alive at its
+// first scrape, however many, count their traffic from then on and their
+// closing, not their opening (the seed's --tracer.max-connections-state-buffered
+// bounded them: past it, a connection counted only its closing).
+func TestEveryOlderConnectionCountsFromFirstScrape(t *testing.T) {
 	f := newFakeTracer()
-	st := newTestState(f, Config{MaxBaselines: 1})
+	st := newTestState(f, Config{})
+	const n = 500
+	for i := range uint64(n) {
+		f.open(i+1, 100+i, 7)
+	}
 	scrape(t, st, "old")
-	f.open(1, 100, 0)
-	f.open(2, 100, 0)
 	scrape(t, st, "a")
-	if got := st.Lost()[LostClientStateFull]; got != 1 {
-		t.Errorf("client_state_full = %d, want 1", got)
+	for i := range uint64(n) {
+		f.add(i+1, i, 1)
+		if i%2 == 0 {
+			f.close(i + 1)
+		}
 	}
-	f.add(1, 5, 0)
-	f.add(2, 5, 0)
-	f.close(2)
-	v := scrape(t, st, "a")
-	if got, want := v.of(1), (sums{Sent: 5}); got != want {
-		t.Errorf("with a baseline: %+v, want %+v", got, want)
+	for _, id := range []string{"a", "old"} {
+		v := scrape(t, st, id)
+		for i := range uint64(n) {
+			want := sums{Sent: i, Recv: 1, Closed: bit(i%2 == 0)}
+			if got := v.of(i + 1); got != want {
+				t.Fatalf("%s, connection %d: %+v, want %+v", id, i+1, got, want)
+			}
+		}
 	}
-	if got, want := v.of(2), (sums{Closed: 1}); got != want {
-		t.Errorf("without one: %+v, want %+v", got, want)
+	if got := st.Lost()[LostClientStateFull]; got != 0 {
+		t.Errorf("client_state_full = %d, want 0", got)
 	}
 }
 
@@ -646,18 +619,18 @@ func TestReusedSocketIsTwoConnections(t *testing.T) {
 	}
 }
 
-// The seed's debug calls show the clients and their baselines.
+// The seed's debug calls show the clients and their series' offsets.
 func TestGetStatsAndDumpState(t *testing.T) {
 	f := newFakeTracer()
 	st := newTestState(f, Config{})
 	f.open(1, 10, 20)
 	scrape(t, st, "a")
 	dump := st.DumpState("a")
-	if len(dump) != 1 || dump["1/0"].(map[string]uint64)["total_sent"] != 10 {
+	if len(dump) != 1 || dump["1"].(map[string]uint64)["total_sent"] != 10 {
 		t.Errorf("DumpState: %v", dump)
 	}
 	stats := st.GetStats()
-	if c := stats["clients"].(map[string]any)["a"].(map[string]int64); c["baselines"] != 1 || c["series"] != 1 {
+	if c := stats["clients"].(map[string]any)["a"].(map[string]int64); c["series"] != 1 {
 		t.Errorf("GetStats: %v", stats)
 	}
 	if len(st.DumpState("nobody")) != 0 {
@@ -743,7 +716,7 @@ func (peerLab) Text(v []string) string                   { return v[0] }
 // scrape of client "a" that returns its bytes sent per peer.
 func newPeerState(t *testing.T) (*fakeTracer, func() map[string]uint64) {
 	f := newFakeTracer()
-	st := New[netip.Addr](f, peerLab{}, Config{MaxClients: 4, MaxBaselines: 100, Now: func() time.Time { return t0 }})
+	st := New[netip.Addr](f, peerLab{}, Config{MaxClients: 4, Now: func() time.Time { return t0 }})
 	f.st = st
 	return f, func() map[string]uint64 {
 		t.Helper()
@@ -984,47 +957,30 @@ func TestLeavingNotOursTakesNoSeries(t *testing.T) {
 	})
 }
 
-// A client whose first scrape found the baselines full counts nothing of
-// the traffic of the connections older than it that got no baseline. A
-// connection opened after the client came, during that first read, and
-// missing from its snapshot is not one of them: it counts whole, as it
-// does for a client whose baselines were not full, live and at its fold
-// (it counted nothing before: older() took the end of the first read
-// for the client's start).
-func TestBaselinesFullCountsConnectionsOpenedDuringFirstRead(t *testing.T) {
+// A connection first seen by a client's first scrape, that sends more and
+// closes while that scrape reads (its fold waiting for its NAT), counts
+// for that client what it sent after the snapshot read it, and its
+// closing: the offset holds what it had then. As the leaving connection of
+// the next scrape, and at its fold.
+func TestHeldDuringFirstReadCountsSinceTheSnapshot(t *testing.T) {
 	f := newFakeTracer()
-	st := newTestState(f, Config{MaxBaselines: 1})
-	f.open(1, 100, 0)
-	f.open(2, 100, 0)
+	st := newTestState(f, Config{})
+	f.open(1, 100, 10)
 	f.during = func() {
-		f.open(3, 10, 20)
-		f.open(4, 1, 2)
+		f.add(1, 5, 1)
+		f.hold(1)
 	}
 	scrape(t, st, "a")
 	f.during = nil
-	if got := st.Lost()[LostClientStateFull]; got != 1 {
-		t.Fatalf("client_state_full = %d, want 1", got)
+	want := sums{Sent: 5, Recv: 1, Closed: 1}
+	if got := scrape(t, st, "a").of(1); got != want {
+		t.Errorf("leaving: %+v, want %+v", got, want)
 	}
-	f.add(3, 5, 5)
-	f.add(4, 5, 5)
-	f.close(4)
-	v := scrape(t, st, "a")
-	if got, want := v.of(3), (sums{Sent: 15, Recv: 25, Opened: 1}); got != want {
-		t.Errorf("live, opened during the first read: %+v, want %+v", got, want)
+	f.release(1, nil)
+	if got := scrape(t, st, "a").of(1); got != want {
+		t.Errorf("folded: %+v, want %+v", got, want)
 	}
-	if got, want := v.of(4), (sums{Sent: 6, Recv: 7, Opened: 1, Closed: 1}); got != want {
-		t.Errorf("closed, opened during the first read: %+v, want %+v", got, want)
-	}
-	// The older ones as before: the first in the snapshot took the one
-	// baseline, the other counts its end only.
-	f.add(1, 7, 0)
-	f.add(2, 7, 0)
-	f.close(2)
-	v = scrape(t, st, "a")
-	if got, want := v.of(1), (sums{Sent: 7}); got != want {
-		t.Errorf("older, with its baseline: %+v, want %+v", got, want)
-	}
-	if got, want := v.of(2), (sums{Closed: 1}); got != want {
-		t.Errorf("older, without a baseline: %+v, want %+v", got, want)
+	if st.tel.statsResets != 0 {
+		t.Errorf("%d series below their offset", st.tel.statsResets)
 	}
 }

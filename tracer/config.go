@@ -46,11 +46,10 @@ type Config struct {
 	// otherwise never held: they are folded into every client's series
 	// when drained (netstate).
 	MaxClosedConnectionsBuffered int
-	// MaxConnectionsStateBuffered bounds, per client, the baselines of
-	// the connections alive at the client's first scrape (the only
-	// per-connection state a client has). Below stateNeeded(), a busy host
-	// can fill it: the connections past it count only their close for that
-	// client (LostClientStateFull).
+	// MaxConnectionsStateBuffered is the seed's bound on the baselines a
+	// client held per connection alive at its first scrape. Unused: a
+	// client holds nothing per connection (netstate's series offsets),
+	// so nothing is left to bound. Kept for the seed's API and flag set.
 	MaxConnectionsStateBuffered int
 	// ClientStateExpiry drops a client not seen for this long.
 	ClientStateExpiry time.Duration
@@ -111,7 +110,7 @@ func NewDefaultConfig() *Config {
 		UDPHook:                      UDPHookAuto,
 		MaxTrackedConnections:        65536,
 		MaxClosedConnectionsBuffered: 50000,
-		MaxConnectionsStateBuffered:  2 * 65536, // stateNeeded() of the default MaxTrackedConnections
+		MaxConnectionsStateBuffered:  2 * 65536, // the seed's default; unused
 		ClientStateExpiry:            10 * time.Minute,
 		MaxClients:                   16,
 		ProcRoot:                     "/proc",
@@ -131,11 +130,6 @@ func (c *Config) clone() *Config {
 	d := *c
 	return &d
 }
-
-// stateNeeded is the baselines a client needs to hold every connection the
-// kernel can track at once: MaxTrackedConnections TCP connections and as many
-// UDP flows.
-func (c *Config) stateNeeded() int { return 2 * int(c.MaxTrackedConnections) }
 
 // FieldError is a problem with one Config field. Validate, and tracer.New
 // for a setting the kernel cannot honour, return them (Validate joins one
@@ -199,9 +193,6 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxClosedConnectionsBuffered < 1 {
 		bad("MaxClosedConnectionsBuffered", c.MaxClosedConnectionsBuffered, "must be at least 1")
-	}
-	if c.MaxConnectionsStateBuffered < 1 {
-		bad("MaxConnectionsStateBuffered", c.MaxConnectionsStateBuffered, "must be at least 1")
 	}
 	if c.ClientStateExpiry < time.Second {
 		bad("ClientStateExpiry", c.ClientStateExpiry, "must be at least 1s")

@@ -31,7 +31,6 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		"TCPConnTimeout":               func(c *Config) { c.TCPConnTimeout = 0 },
 		"MaxTrackedConnections":        func(c *Config) { c.MaxTrackedConnections = 0 },
 		"MaxClosedConnectionsBuffered": func(c *Config) { c.MaxClosedConnectionsBuffered = -1 },
-		"MaxConnectionsStateBuffered":  func(c *Config) { c.MaxConnectionsStateBuffered = 0 },
 		"ClientStateExpiry":            func(c *Config) { c.ClientStateExpiry = time.Millisecond },
 		"MaxClients":                   func(c *Config) { c.MaxClients = 0 },
 		"ProcRoot":                     func(c *Config) { c.ProcRoot = "" },

@@ -12,9 +12,10 @@ const (
 	// the ring buffer; the bytes since the last scrape of that connection are lost.
 	LostRingBufferFull = "ring_buffer_full"
 	// LostClientStateFull: a client's baselines
-	// (MaxConnectionsStateBuffered) were full at its first scrape; that
-	// client misses the traffic of the connections older than it that got
-	// none (their closing is counted).
+	// (MaxConnectionsStateBuffered) were full at its first scrape, and it
+	// missed the traffic of the connections older than it that got none.
+	// Never counted since a client holds nothing per connection: kept, at
+	// 0, for the alerts and dashboards that name it.
 	LostClientStateFull = "client_state_full"
 	// LostClientRejected: a scrape from a new client was refused because
 	// MaxClients clients are held.

@@ -108,10 +108,6 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 	for _, c := range optionalCapabilities() {
 		level.Warn(logger).Log("msg", "capability missing", "capability", c)
 	}
-	if need := cfg.stateNeeded(); cfg.MaxConnectionsStateBuffered < need {
-		level.Warn(logger).Log("msg", "per-client baselines below what the kernel can track: a busy host fills them, and connections past them are reported late or lose traffic (lost_total{reason=\"client_state_full\"})",
-			"max_connections_state_buffered", cfg.MaxConnectionsStateBuffered, "needed", need)
-	}
 	support := kernelSupport()
 	cfg = cfg.clone() // what this kernel cannot do is switched off in the tracer's copy, not in the caller's
 	t := &Tracer{

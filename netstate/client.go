@@ -62,6 +62,9 @@ type series struct {
 	live   Counters
 	offset Counters
 	open   uint64
+	// floored: its last value was floored (State.tel.statsResets counts
+	// each time it starts).
+	floored bool
 }
 
 // value is the series now: total + live - offset. It is never below 0
@@ -174,6 +177,7 @@ func (s *State[K]) makeRoom(id string, now time.Time) bool {
 		return false
 	}
 	delete(s.clients, oldest)
+	s.recheck = true // see State.missing
 	s.tel.clientsEvicted++
 	return true
 }

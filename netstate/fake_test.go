@@ -69,6 +69,18 @@ func (f *fakeTracer) add(cookie uint64, sent, recv uint64) {
 	f.active[k] = c
 }
 
+// vanish removes an active connection from the snapshots without a word to
+// the state (the tracer reports every connection until it folds it: this
+// is one that broke that), and returns its last values.
+func (f *fakeTracer) vanish(cookie uint64) tracer.ConnectionStats {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k := tracer.ConnKey{Cookie: cookie}
+	c := f.active[k]
+	delete(f.active, k)
+	return c
+}
+
 // close closes an active connection; drop removes one without a close.
 func (f *fakeTracer) close(cookie uint64) { f.leave(cookie, true) }
 func (f *fakeTracer) drop(cookie uint64)  { f.leave(cookie, false) }

@@ -103,10 +103,16 @@ type liveConn struct {
 }
 
 type telemetry struct {
-	// statsResets counts series found below their offset (floored): a
-	// connection's counter went down. The tracer keeps them monotonic:
-	// none should be.
-	statsResets     uint64
+	// statsResets counts series found below their offset (floored, once
+	// until they are above it again): a connection's counter went down, or
+	// one in an offset is missing (see missing). The tracer keeps counters
+	// monotonic and reports every connection until it leaves: none should
+	// be.
+	statsResets uint64
+	// missing counts the connections that went missing from a snapshot
+	// without leaving (the tracer reports every connection until it
+	// folds it: none should).
+	missing         uint64
 	clientsRejected uint64 // LostClientRejected
 	clientsEvicted  uint64 // LostClientEvicted
 	folded          uint64
@@ -138,6 +144,13 @@ type State[K comparable] struct {
 	// four times what the step used.
 	counted []countedConn
 	gen     uint64 // scrapes stepped
+	// missing is how many entries of live are missing from the last
+	// snapshot, kept because some client's offsets hold them: their fold,
+	// or their return, cancels what the offsets hold (deleted, the
+	// offset stayed in its series for good). recheck: a client left
+	// since, whose offsets may have been the last to hold some.
+	missing int
+	recheck bool
 	tel     telemetry
 	// addrs holds the remote addresses of the connections folded that
 	// some client has not scraped since, with the number of the last
@@ -191,6 +204,9 @@ func (s *State[K]) Closed(conns []tracer.ConnectionStats) {
 		d := all(x)
 		lc, wasLive := s.live[x.Key]
 		var k K
+		if wasLive && lc.seen < s.gen {
+			s.missing-- // kept while missing (see missing): it leaves
+		}
 		if wasLive {
 			k = s.keys.key(lc.key)
 			s.keys.unref(lc.key)
@@ -331,6 +347,9 @@ func (s *State[K]) observe(snap *tracer.Snapshot, tombs map[tracer.ConnKey]tomb[
 		if ok && lc.seen == s.gen {
 			continue // the same key twice
 		}
+		if ok && lc.seen < s.gen-1 {
+			s.missing-- // kept while missing (see missing), back
+		}
 		if !ok {
 			lc = liveConn{key: s.keys.ref(s.lab.Key(x)), first: s.gen}
 		}
@@ -347,6 +366,9 @@ func (s *State[K]) observe(snap *tracer.Snapshot, tombs map[tracer.ConnKey]tomb[
 		if !ok || lc.seen == s.gen {
 			continue
 		}
+		if lc.seen < s.gen-1 {
+			s.missing-- // kept while missing (see missing), back
+		}
 		lc.seen = s.gen
 		if lc.leaving == 0 {
 			lc.leaving = s.gen
@@ -354,15 +376,36 @@ func (s *State[K]) observe(snap *tracer.Snapshot, tombs map[tracer.ConnKey]tomb[
 		s.live[x.Key] = lc
 		counted = append(counted, countedConn{x, lc})
 	}
-	if len(s.live) > len(counted) {
+	// Entries not seen now: those kept missing (s.missing), and those
+	// missing since this snapshot.
+	if len(s.live) > len(counted)+s.missing || s.recheck && s.missing > 0 {
+		s.missing, s.recheck = 0, false
 		for k, lc := range s.live {
-			if lc.seen != s.gen {
-				s.keys.unref(lc.key)
-				delete(s.live, k)
+			switch {
+			case lc.seen == s.gen:
+				continue
+			case lc.seen == s.gen-1:
+				s.tel.missing++
 			}
+			if s.offsettedBySome(lc) {
+				s.missing++
+				continue
+			}
+			s.keys.unref(lc.key)
+			delete(s.live, k)
 		}
 	}
 	return counted
+}
+
+// offsettedBySome says whether some client's offsets hold lc's connection.
+func (s *State[K]) offsettedBySome(lc liveConn) bool {
+	for _, c := range s.clients {
+		if c.offsetted(lc, true) {
+			return true
+		}
+	}
+	return false
 }
 
 // countedConn is a connection a step counts, with its shared entry (as
@@ -407,6 +450,7 @@ func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, counted []countedCo
 				read := all(x)
 				d := minus(&t.d, &read)
 				s.seriesOf(c, t.key, x).total.Add(&d)
+				delete(tombs, x.Key) // once, if the snapshot lists it twice (tombs is this step's)
 			}
 		}
 	}
@@ -469,9 +513,10 @@ func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, counted []countedCo
 // appendValue appends ser's value to v.
 func (s *State[K]) appendValue(v *View, ser *series, overflow bool) {
 	val, reset := ser.value(overflow)
-	if reset {
+	if reset && !ser.floored {
 		s.tel.statsResets++
 	}
+	ser.floored = reset
 	v.Series = append(v.Series, val)
 }
 
@@ -573,6 +618,7 @@ func (s *State[K]) RemoveClient(clientID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.clients, clientID)
+	s.recheck = true // see missing
 }
 
 func (s *State[K]) expire(now time.Time) {
@@ -582,6 +628,7 @@ func (s *State[K]) expire(now time.Time) {
 	for id, c := range s.clients {
 		if !c.fresh && !c.reading && now.Sub(c.lastFetch) > s.cfg.ClientExpiry {
 			delete(s.clients, id)
+			s.recheck = true // see missing
 		}
 	}
 	if len(s.clients) == 0 {
@@ -594,6 +641,7 @@ func (s *State[K]) expire(now time.Time) {
 // to count them for).
 func (s *State[K]) forgetLive() {
 	s.live = clearBig(s.live)
+	s.missing, s.recheck = 0, false
 	s.keys.reset()
 	s.counted = nil // observe's array: nobody scrapes
 }
@@ -630,6 +678,7 @@ func (s *State[K]) GetStats() map[string]any {
 		"live_label_sets":  s.keys.len(),
 		"telemetry": map[string]uint64{
 			"stats_resets":     s.tel.statsResets,
+			"missing":          s.tel.missing,
 			"folded":           s.tel.folded,
 			"clients_rejected": s.tel.clientsRejected,
 			"clients_evicted":  s.tel.clientsEvicted,

@@ -984,3 +984,107 @@ func TestHeldDuringFirstReadCountsSinceTheSnapshot(t *testing.T) {
 		t.Errorf("%d series below their offset", st.tel.statsResets)
 	}
 }
+
+// oneSet labels every connection alike: one series sums them all.
+type oneSet struct{}
+
+func (oneSet) Key(*tracer.ConnectionStats) string { return "all" }
+func (oneSet) Values(k string) []string           { return []string{k} }
+func (oneSet) Overflow() []string                 { return []string{"overflow"} }
+func (oneSet) Text(v []string) string             { return v[0] }
+
+func sentOfAll(t *testing.T, st *State[string], id string) uint64 {
+	t.Helper()
+	v, err := st.Scrape(id, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range v.Series {
+		if s.Labels[0] == "all" {
+			return s.SentBytes
+		}
+	}
+	return 0
+}
+
+// A connection in a client's offsets that goes missing from a snapshot
+// without leaving (the tracer should not let that happen) keeps its entry
+// while the offsets hold it: when it comes back, or its fold comes, what
+// it had counted before the client cancels out, and the series counts the
+// other connections' traffic (a review found the series short by that
+// connection's whole past for good when the entry was forgotten). While
+// missing, the series is floored (it cannot show what the connection
+// counted since), counted once. When the client goes, the entry goes.
+func TestMissingConnectionKeepsItsOffset(t *testing.T) {
+	for _, back := range []bool{false, true} {
+		t.Run(fmt.Sprintf("back=%v", back), func(t *testing.T) {
+			f := newFakeTracer()
+			st := New[string](f, oneSet{}, Config{MaxClients: 16, Now: func() time.Time { return t0 }})
+			f.st = st
+			f.open(1, 100, 0)
+			sentOfAll(t, st, "a") // 100 into the offset
+			f.open(2, 10, 0)
+			if got := sentOfAll(t, st, "a"); got != 10 {
+				t.Fatalf("after 2 opened: %d, want 10", got)
+			}
+			x := f.vanish(1)
+			sentOfAll(t, st, "a")
+			sentOfAll(t, st, "a")
+			if st.tel.missing != 1 || st.missing != 1 || st.tel.statsResets != 1 {
+				t.Fatalf("missing counted %d, kept %d, floored %d times; want 1, 1, 1", st.tel.missing, st.missing, st.tel.statsResets)
+			}
+			if back {
+				f.mu.Lock()
+				f.active[x.Key] = x
+				f.mu.Unlock()
+			} else {
+				st.Closed([]tracer.ConnectionStats{x}) // gone, with its last values
+			}
+			f.add(2, 50, 0)
+			if got := sentOfAll(t, st, "a"); got != 60 {
+				t.Errorf("after 2 sent 50 more: %d, want 60", got)
+			}
+			if st.missing != 0 {
+				t.Errorf("%d entries kept missing, want 0", st.missing)
+			}
+			checkKeyTable(t, st)
+		})
+	}
+	t.Run("client goes", func(t *testing.T) {
+		f := newFakeTracer()
+		st := New[string](f, oneSet{}, Config{MaxClients: 16, Now: func() time.Time { return t0 }})
+		f.st = st
+		f.open(1, 100, 0)
+		f.open(2, 1, 0)
+		sentOfAll(t, st, "a")
+		f.vanish(1)
+		sentOfAll(t, st, "a")
+		if _, kept := st.live[tracer.ConnKey{Cookie: 1}]; !kept {
+			t.Fatal("the missing entry was not kept while a's offsets hold it")
+		}
+		st.RemoveClient("a")
+		sentOfAll(t, st, "b") // holds no offset of it
+		if _, kept := st.live[tracer.ConnKey{Cookie: 1}]; kept || st.missing != 0 {
+			t.Errorf("the missing entry kept (%d) after the client holding it went", st.missing)
+		}
+		checkKeyTable(t, st)
+	})
+}
+
+// A new client's first snapshot lists a connection twice (an iterator can
+// visit a socket twice), and the connection closes while it is read: its
+// traffic since the read counts once (it counted twice: a review's
+// finding, older than the offsets).
+func TestDuplicateCloseDuringFirstReadCountedOnce(t *testing.T) {
+	f := newFakeTracer()
+	st := newTestState(f, Config{})
+	scrape(t, st, "other")
+	f.open(1, 100, 0)
+	st.src = &dupTracer{fakeTracer: f}
+	f.during = func() { f.add(1, 9, 0); f.close(1) }
+	v := scrape(t, st, "new")
+	f.during = nil
+	if got, want := v.of(1), (sums{Sent: 9, Closed: 1}); got != want {
+		t.Errorf("first view: %+v, want %+v", got, want)
+	}
+}

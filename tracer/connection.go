@@ -185,11 +185,21 @@ func (c *ConnectionStats) classifyDirection() {
 	}
 }
 
-// endpointKey is one end of a connection, to find its other end.
+// endpointKey is one end of a connection, to find its other end: 20 bytes
+// and no pointer (a netip.Addr is 24 with its zone's handle), so that the
+// set of every socket's end (200,000 at the scale of BENCHMARKS.md §13) is
+// smaller and the garbage collector does not scan it. is4 keeps an IPv4
+// address apart from its IPv4-mapped IPv6 form, as netip.Addr does; the
+// kernel's addresses carry no zone.
 type endpointKey struct {
-	addr netip.Addr
+	addr [16]byte
 	port uint16
 	typ  ConnectionType
+	is4  bool
+}
+
+func endpointOf(a netip.Addr, port uint16, typ ConnectionType) endpointKey {
+	return endpointKey{addr: a.As16(), port: port, typ: typ, is4: a.Is4()}
 }
 
 // markIntraHostWith sets IntraHost on the connections whose other end is in
@@ -204,10 +214,10 @@ func markIntraHostWith(conns []*ConnectionStats, ends map[endpointKey]struct{}) 
 	}
 	clear(ends)
 	for _, c := range conns {
-		ends[endpointKey{c.Source, c.SPort, c.Type}] = struct{}{}
+		ends[endpointOf(c.Source, c.SPort, c.Type)] = struct{}{}
 	}
 	for _, c := range conns {
-		_, ok := ends[endpointKey{c.Dest, c.DPort, c.Type}]
+		_, ok := ends[endpointOf(c.Dest, c.DPort, c.Type)]
 		c.IntraHost = ok
 	}
 }

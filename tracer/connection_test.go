@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -155,9 +156,13 @@ func TestMarkIntraHost(t *testing.T) {
 		{Source: a, SPort: 40000, Dest: b, DPort: 80, Type: UDP},                      // 3: same ports, other protocol
 		{Source: netip.IPv4Unspecified(), SPort: 53, Dest: a, DPort: 5353, Type: UDP}, // 4: wildcard-bound server: its client (5) is found
 		{Source: a, SPort: 5353, Dest: b, DPort: 53, Type: UDP},                       // 5: its client cannot be matched
+		// 6: its peer's address is 7's source in its IPv4-mapped IPv6 form,
+		// another address (an IPv6 socket's end is IPv4 when it is).
+		{Source: a, SPort: 40002, Dest: netip.AddrFrom16(b.As16()), DPort: 81, Type: TCP},
+		{Source: b, SPort: 81, Dest: far, DPort: 40002, Type: TCP}, // 7
 	}
 	markIntraHost(conns)
-	for i, want := range []bool{true, true, false, false, true, false} {
+	for i, want := range []bool{true, true, false, false, true, false, false, false} {
 		if conns[i].IntraHost != want {
 			t.Errorf("connection %d: IntraHost %v, want %v", i, conns[i].IntraHost, want)
 		}
@@ -267,4 +272,20 @@ func markIntraHost(conns []ConnectionStats) {
 		refs[i] = &conns[i]
 	}
 	markIntraHostWith(refs, nil)
+}
+
+// The set of ends holds no pointer (the collector does not scan it) and
+// stays small.
+func TestEndpointKeyHasNoPointer(t *testing.T) {
+	ty := reflect.TypeFor[endpointKey]()
+	for i := range ty.NumField() {
+		switch f := ty.Field(i); f.Type.Kind() {
+		case reflect.Array, reflect.Uint16, reflect.Uint8, reflect.Bool:
+		default:
+			t.Errorf("endpointKey.%s is a %s", f.Name, f.Type)
+		}
+	}
+	if n := ty.Size(); n > 20 {
+		t.Errorf("endpointKey is %d bytes, want at most 20", n)
+	}
 }

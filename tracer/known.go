@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"cmp"
 	"slices"
 	"time"
 )
@@ -50,64 +51,71 @@ type known struct {
 	// the entries closed during the read, for dropClosed.
 	visited, expiredN, closedIdle int
 	closing                       []ConnKey
+
+	// epoch is the origin of the entries' seen: the clock's monotonic
+	// reading, so that a step of the wall clock moves no expiry.
+	epoch time.Time
+	// bases holds, for each entry that expired once (rebased), what was
+	// reported of it then: its later records count from there (rebase).
+	// Apart from the entries, which are 8 bytes smaller for it: few ever
+	// expire.
+	bases map[ConnKey]Counters
 }
 
 type knownConn struct {
 	stats ConnectionStats
-	seen  time.Time
-	gen   uint64
-	// closed: its close record came. expired: past the timeout without
-	// news; not reported.
-	closed, expired bool
+	// seen is when a record of it last came, in ns since known.epoch.
+	seen int64
+	gen  uint64
 	// pos is the entry's index in the visit order of the read that last
 	// visited it (gen): known.next during that read, known.order after.
-	// 32 bits, beside the flags: the entry stays in its 352-byte size
+	// 32 bits, beside the flags: the entry stays in its 320-byte size
 	// class (TestKnownConnSizeClass).
 	pos int32
-	// base is what was reported of the connection when it expired (nil
-	// before): its later records are counted from there (rebase).
-	base *ConnectionStats
+	// closed: its close record came. expired: past the timeout without
+	// news; not reported. rebased: it expired once, and known.bases holds
+	// what was reported of it then.
+	closed, expired, rebased bool
 }
 
 // newKnown returns an empty known of at most max entries (at least 1).
 func newKnown(max int) *known {
-	return &known{m: make(map[ConnKey]*knownConn), max: max}
+	return &known{m: make(map[ConnKey]*knownConn), max: max, epoch: time.Now(), bases: make(map[ConnKey]Counters)}
 }
+
+// since is t in the entries' clock (seen).
+func (k *known) since(t time.Time) int64 { return int64(t.Sub(k.epoch)) }
 
 // clamp makes c's counters at least what was reported of the connection
 // (rebased if it expired). It does not change e: a snapshot may be
 // reading e.stats (see Snapshot.Release).
-func (e *knownConn) clamp(c *ConnectionStats) {
-	e.rebase(c)
+func (k *known) clamp(e *knownConn, c *ConnectionStats) {
+	k.rebase(e, c)
 	c.Monotonic.Max(&e.stats.Monotonic)
 }
 
-// expire stops reporting the connection, keeping what was reported of it
-// as the base of its later records.
-func (e *knownConn) expire() {
-	base := e.stats
-	if e.base != nil {
-		e.undo(&base) // the stats are rebased already
+// expire stops reporting the connection of key, keeping what was reported
+// of it as the base of its later records.
+func (k *known) expire(key ConnKey, e *knownConn) {
+	base := e.stats.Monotonic
+	if e.rebased {
+		b := k.bases[key]
+		base.Add(&b, true) // the stats are rebased already: back to the kernel's totals
 	}
-	e.base = &base
-	e.expired = true
+	k.bases[key] = base
+	e.rebased, e.expired = true, true
 	e.stats = ConnectionStats{}
 }
 
 // rebase makes a record of an expired connection count from what was
 // reported of it: only the new part, and not an opening again.
-func (e *knownConn) rebase(c *ConnectionStats) {
-	b := e.base
-	if b == nil {
+func (k *known) rebase(e *knownConn, c *ConnectionStats) {
+	if !e.rebased {
 		return
 	}
-	c.Monotonic, _ = c.Monotonic.Sub(&b.Monotonic, false)
+	b := k.bases[c.Key]
+	c.Monotonic, _ = c.Monotonic.Sub(&b, false)
 	c.Preexisting = true // its opening was counted before it expired
-}
-
-// undo turns rebased stats back into the kernel's totals.
-func (e *knownConn) undo(c *ConnectionStats) {
-	c.Monotonic.Add(&e.base.Monotonic, true)
 }
 
 // startRead says a read's iterator is about to run; endRead or abortRead
@@ -163,6 +171,9 @@ func (k *known) dropClosed() {
 // visited: the counts of endRead's shortcut hold.
 func (k *known) forget(key ConnKey, e *knownConn) {
 	delete(k.m, key)
+	if e.rebased {
+		delete(k.bases, key)
+	}
 	if e.expired {
 		k.expiredN--
 	}
@@ -218,14 +229,14 @@ func (k *known) live(c *ConnectionStats, now time.Time) *ConnectionStats {
 		return nil
 	}
 	k.unexpire(e) // visited again: reported again, from its base
-	e.clamp(c)
+	k.clamp(e, c)
 	e.stats = *c
 	if e.gen != k.gen { // not a second visit of the same socket
 		e.gen, e.pos = k.gen, int32(len(k.next)) // len(k.m) is bounded far below 2^31
 		k.next = append(k.next, e)
 		k.visited++
 	}
-	e.seen = now
+	e.seen = k.since(now)
 	return &e.stats
 }
 
@@ -237,7 +248,7 @@ func (k *known) live(c *ConnectionStats, now time.Time) *ConnectionStats {
 func (k *known) closed(c *ConnectionStats, now time.Time) (wasLive bool) {
 	if !k.reading {
 		if e := k.m[c.Key]; e != nil {
-			e.clamp(c)
+			k.clamp(e, c)
 			k.forget(c.Key, e)
 			return !e.expired
 		}
@@ -250,7 +261,7 @@ func (k *known) closed(c *ConnectionStats, now time.Time) (wasLive bool) {
 		e = k.add(c.Key)
 	}
 	wasLive = e.gen != 0 && !e.expired && !e.closed
-	e.clamp(c)
+	k.clamp(e, c)
 	if !e.closed {
 		k.closing = append(k.closing, c.Key)
 		if e.gen != k.gen {
@@ -258,7 +269,7 @@ func (k *known) closed(c *ConnectionStats, now time.Time) (wasLive bool) {
 		}
 	}
 	k.unexpire(e)
-	e.closed, e.seen = true, now
+	e.closed, e.seen = true, k.since(now)
 	return wasLive
 }
 
@@ -270,14 +281,15 @@ func (k *known) endRead(conns []*ConnectionStats, now time.Time, timeout time.Du
 	// Else every entry was visited, expired or closed: nothing to do.
 	if k.visited+k.expiredN+k.closedIdle != len(k.m) {
 		k.expiredN = 0 // counted again here, whatever it said
-		for _, e := range k.m {
+		nowNs := k.since(now)
+		for key, e := range k.m {
 			switch {
 			case e.expired:
 				k.expiredN++
 			case e.closed, e.gen == k.gen:
-			case now.Sub(e.seen) > timeout:
+			case time.Duration(nowNs-e.seen) > timeout:
 				expired = append(expired, e.stats)
-				e.expire()
+				k.expire(key, e)
 				k.expiredN++
 			default:
 				conns = append(conns, &e.stats)
@@ -303,7 +315,7 @@ func (k *known) evict() {
 			old = append(old, key)
 		}
 	}
-	slices.SortFunc(old, func(a, b ConnKey) int { return k.m[a].seen.Compare(k.m[b].seen) })
+	slices.SortFunc(old, func(a, b ConnKey) int { return cmp.Compare(k.m[a].seen, k.m[b].seen) })
 	for _, key := range old[:(len(old)+3)/4] {
 		k.forget(key, k.m[key])
 	}

@@ -128,6 +128,33 @@ func TestAcceptedPastTimeoutCountedOnce(t *testing.T) {
 	}
 }
 
+// A socket unvisited past the timeout twice (expired, visited again,
+// expired again), then closed: each return counts only what is new, from
+// what was reported before it expired, the second time too (the base of
+// the second expiry is the kernel's totals, not the rebased values).
+func TestExpiredTwiceCountedOnce(t *testing.T) {
+	f := newKnownFlow(t, 100)
+	c := startedAt(mkConn(1, 100, 10), f.epoch+1)
+	f.read(c)
+	for _, sent := range []uint64{300, 700} {
+		f.now = f.now.Add(2 * time.Minute)
+		f.read() // not visited: past the timeout, forgotten
+		c.Monotonic.SentBytes = sent
+		f.read(c) // visited again
+	}
+	f.now = f.now.Add(2 * time.Minute)
+	f.read() // a third expiry
+	c.Monotonic.SentBytes = 1000
+	f.closed(c)
+	f.read()
+	if want := (last{Sent: 1000, Recv: 10, Opened: 1, Closed: 1}); f.sum != want {
+		t.Errorf("totals %+v, want %+v", f.sum, want)
+	}
+	if len(f.k.bases) != 0 {
+		t.Errorf("%d bases kept after the close", len(f.k.bases))
+	}
+}
+
 // A closed connection's entry, kept during a read against that read's
 // stale record, is never evicted to make room: else the stale record made
 // a new live entry, reported by every later read and folded a second time

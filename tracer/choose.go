@@ -23,36 +23,65 @@ const (
 // joined through a map, and a kretprobe's trap: the dearest; BENCHMARKS.md).
 var udpHooks = []string{UDPHookTracepoint, UDPHookFentry, UDPHookKprobe}
 
-// Ways of finding the sockets for TCP (Tracer.tcpIter): the task_file
-// iterator (every process's files, one pass), or iter/tcp opened in each
-// network namespace with a task_file pass for the owners (bpf/tcp_iter.h).
+// Ways of finding the sockets for TCP (Tracer.tcpIter, Config.TCPIterator):
+// the task_file iterator (every process's files, one pass), or iter/tcp
+// opened in each network namespace with a task_file pass for the owners
+// (bpf/tcp_iter.h).
 const (
-	tcpIterTaskFile = "task_file"
-	tcpIterTCP      = "tcp"
+	TCPIteratorAuto     = "auto"
+	TCPIteratorTaskFile = "task_file"
+	TCPIteratorTCP      = "tcp"
+
+	tcpIterTaskFile = TCPIteratorTaskFile
+	tcpIterTCP      = TCPIteratorTCP
 )
 
-// chooseTCPIterator returns how TCP finds its sockets on a kernel with caps,
-// or "" and what is missing.
-func chooseTCPIterator(caps []Capability) (string, []string) {
-	missing := lacking(caps, tcpNeeds...)
-	if len(missing) > 0 {
-		return "", missing
+// tcpIteratorNeeds is the capability each iterator needs beyond tcpNeeds.
+var tcpIteratorNeeds = map[string]string{
+	TCPIteratorTaskFile: "task_file_sock_storage",
+	TCPIteratorTCP:      "iter_tcp_sock_storage",
+}
+
+// chooseTCPIterator returns how TCP finds its sockets on a kernel with caps
+// when want (a Config.TCPIterator) is asked for, or "" and what is
+// missing: auto takes task_file where the kernel offers it, else tcp. A
+// forced iterator the kernel lacks is an error naming the setting; a
+// kernel that lacks what TCP needs whatever the iterator returns "" (TCP
+// is not traced, said at start-up).
+func chooseTCPIterator(want string, caps []Capability) (string, []string, error) {
+	if missing := lacking(caps, tcpNeeds...); len(missing) > 0 {
+		return "", missing, nil
 	}
-	if len(lacking(caps, "task_file_sock_storage")) == 0 {
-		return tcpIterTaskFile, nil
+	if need, forced := tcpIteratorNeeds[want]; forced {
+		if missing := lacking(caps, need); len(missing) > 0 {
+			return "", missing, &FieldError{Field: "TCPIterator", Value: want, Msg: "this kernel's verifier refuses it: " + strings.Join(missing, "; ")}
+		}
+		return want, nil, nil
 	}
-	if len(lacking(caps, "iter_tcp_sock_storage")) == 0 {
-		return tcpIterTCP, nil
+	for _, it := range []string{TCPIteratorTaskFile, TCPIteratorTCP} {
+		if len(lacking(caps, tcpIteratorNeeds[it])) == 0 {
+			return it, nil, nil
+		}
 	}
-	return "", lacking(caps, "task_file_sock_storage", "iter_tcp_sock_storage")
+	return "", lacking(caps, tcpIteratorNeeds[TCPIteratorTaskFile], tcpIteratorNeeds[TCPIteratorTCP]), nil
 }
 
 // TCPPossible says whether this kernel can trace TCP, and if not, why.
 func TCPPossible() error {
-	if it, missing := chooseTCPIterator(kernelSupport()); it == "" {
+	if it, missing, _ := chooseTCPIterator(TCPIteratorAuto, kernelSupport()); it == "" {
 		return errors.New("the kernel lacks " + strings.Join(missing, "; "))
 	}
 	return nil
+}
+
+// TCPIteratorPossible says whether this kernel can trace TCP through it
+// (TCPIteratorTaskFile or TCPIteratorTCP), and if not, why.
+func TCPIteratorPossible(it string) error {
+	got, missing, err := chooseTCPIterator(it, kernelSupport())
+	if err == nil && got == "" {
+		err = errors.New("the kernel lacks " + strings.Join(missing, "; "))
+	}
+	return err
 }
 
 // lacking lists the capabilities of names that caps does not offer, each

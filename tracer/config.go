@@ -36,6 +36,14 @@ type Config struct {
 	// "auto" (the first of these three the kernel offers, else no UDP,
 	// said at start-up).
 	UDPHook string
+	// TCPIterator chooses how TCP finds its sockets at start-up and reads
+	// their live values at each scrape: "task_file" (every process's open
+	// files, every namespace, in one pass: a scrape costs the host's open
+	// files), "tcp" (iter/tcp in each network namespace: a scrape costs
+	// namespaces × TCP sockets, and reads the sockets no process holds
+	// too) or "auto" (task_file where this kernel's verifier takes it,
+	// else tcp).
+	TCPIterator string
 	// MaxTrackedConnections bounds the connections tracked in the kernel.
 	// Connections beyond it are counted in conntrace_lost_total{reason="tracked_connections_full"}.
 	MaxTrackedConnections uint32
@@ -108,6 +116,7 @@ func NewDefaultConfig() *Config {
 		TCPConnTimeout:               2 * time.Minute,
 		UDPConnTimeout:               30 * time.Second,
 		UDPHook:                      UDPHookAuto,
+		TCPIterator:                  TCPIteratorAuto,
 		MaxTrackedConnections:        65536,
 		MaxClosedConnectionsBuffered: 50000,
 		MaxConnectionsStateBuffered:  2 * 65536, // the seed's default; unused
@@ -187,6 +196,11 @@ func (c *Config) Validate() error {
 	default:
 		// Quoted: an empty or odd value stays visible.
 		bad("UDPHook", strconv.Quote(c.UDPHook), fmt.Sprintf("must be %q, %q, %q or %q", UDPHookAuto, UDPHookTracepoint, UDPHookFentry, UDPHookKprobe))
+	}
+	switch c.TCPIterator {
+	case TCPIteratorAuto, TCPIteratorTaskFile, TCPIteratorTCP:
+	default:
+		bad("TCPIterator", strconv.Quote(c.TCPIterator), fmt.Sprintf("must be %q, %q or %q", TCPIteratorAuto, TCPIteratorTaskFile, TCPIteratorTCP))
 	}
 	if c.MaxTrackedConnections < 1 || c.MaxTrackedConnections > 1<<24 {
 		bad("MaxTrackedConnections", c.MaxTrackedConnections, fmt.Sprintf("must be between 1 and %d", 1<<24))

@@ -84,7 +84,7 @@ func TestFlagsParse(t *testing.T) {
 	app := kingpin.New("test", "")
 	cfg := AddFlags(app)
 	_, err := app.Parse([]string{
-		"--no-tracer.collect-ipv6", "--no-tracer.collect-udp", "--tracer.udp-conn-timeout=45s", "--tracer.udp-hook=kprobe", "--tracer.tcp-conn-timeout=5m", "--tracer.max-tracked-connections=1024",
+		"--no-tracer.collect-ipv6", "--no-tracer.collect-udp", "--tracer.udp-conn-timeout=45s", "--tracer.udp-hook=kprobe", "--tracer.tcp-iterator=tcp", "--tracer.tcp-conn-timeout=5m", "--tracer.max-tracked-connections=1024",
 		"--tracer.max-closed-connections-buffered=10", "--tracer.max-connections-state-buffered=20",
 		"--tracer.client-state-expiry=30s", "--tracer.max-clients=3", "--tracer.proc-root=/host/proc",
 		"--tracer.cgroup-path=/sys/fs/cgroup/x", "--tracer.ring-buffer-bytes=65536", "--tracer.bpf-debug",
@@ -96,7 +96,7 @@ func TestFlagsParse(t *testing.T) {
 	}
 	want := &Config{
 		CollectTCPConns: true, CollectUDPConns: false, CollectIPv6Conns: false,
-		TCPConnTimeout: 5 * time.Minute, UDPConnTimeout: 45 * time.Second, UDPHook: UDPHookKprobe,
+		TCPConnTimeout: 5 * time.Minute, UDPConnTimeout: 45 * time.Second, UDPHook: UDPHookKprobe, TCPIterator: TCPIteratorTCP,
 		MaxTrackedConnections: 1024, MaxClosedConnectionsBuffered: 10, MaxConnectionsStateBuffered: 20,
 		ClientStateExpiry: 30 * time.Second, MaxClients: 3, ProcRoot: "/host/proc",
 		CgroupPath: "/sys/fs/cgroup/x", ClosedRingBufferBytes: 65536, BPFDebug: true,

@@ -34,7 +34,7 @@ func newTestTracer(t testing.TB, mod func(*Config)) *Tracer {
 		// too old for TCP (before 5.12), or whose verifier refuses the
 		// TCP iterator. Never when it has all TCP needs.
 		tr.Close()
-		it, missing := chooseTCPIterator(tr.support)
+		it, missing, _ := chooseTCPIterator(cfg.TCPIterator, tr.support)
 		if it != "" {
 			t.Fatal("TCP switched off on a kernel that has all it needs")
 		}

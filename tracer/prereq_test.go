@@ -33,6 +33,7 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		"MaxClosedConnectionsBuffered": func(c *Config) { c.MaxClosedConnectionsBuffered = -1 },
 		"ClientStateExpiry":            func(c *Config) { c.ClientStateExpiry = time.Millisecond },
 		"MaxClients":                   func(c *Config) { c.MaxClients = 0 },
+		"TCPIterator":                  func(c *Config) { c.TCPIterator = "files" },
 		"ProcRoot":                     func(c *Config) { c.ProcRoot = "" },
 		"ClosedRingBufferBytes":        func(c *Config) { c.ClosedRingBufferBytes = 5000 },
 		"CollectTCPConns":              func(c *Config) { c.CollectTCPConns, c.CollectUDPConns = false, false },

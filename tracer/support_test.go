@@ -450,3 +450,52 @@ func IsTracerSupportedByOS() (bool, string) {
 	}
 	return true, ""
 }
+
+func TestChooseTCPIterator(t *testing.T) {
+	caps := func(tcp, taskFile, iterTCP bool) []Capability {
+		return []Capability{
+			{Name: "sk_storage_tracing", Available: tcp, Reason: "Linux 5.11+"},
+			{Name: "bpf_sock_from_file", Available: true},
+			{Name: "atomic_fetch", Available: true},
+			{Name: "task_file_sock_storage", Available: taskFile, Reason: "R1 type=untrusted_ptr_sock expected=sock_common"},
+			{Name: "iter_tcp_sock_storage", Available: iterTCP, Reason: "invalid func bpf_sk_storage_get"},
+		}
+	}
+	for _, c := range []struct {
+		want                   string
+		tcp, taskFile, iterTCP bool
+		it                     string
+		errPart                string
+	}{
+		{TCPIteratorAuto, true, true, true, TCPIteratorTaskFile, ""},
+		{TCPIteratorAuto, true, false, true, TCPIteratorTCP, ""},
+		{TCPIteratorAuto, true, false, false, "", ""},
+		{TCPIteratorAuto, false, true, true, "", ""},
+		{TCPIteratorTCP, true, true, true, TCPIteratorTCP, ""},
+		{TCPIteratorTaskFile, true, true, false, TCPIteratorTaskFile, ""},
+		{TCPIteratorTaskFile, true, false, true, "", "task_file_sock_storage: R1 type=untrusted_ptr_sock"},
+		{TCPIteratorTCP, true, true, false, "", "iter_tcp_sock_storage: invalid func"},
+		// No TCP at all (before 5.12): not traced, whatever is asked.
+		{TCPIteratorTCP, false, true, true, "", ""},
+	} {
+		name := fmt.Sprintf("%s tcp=%v task_file=%v iter/tcp=%v", c.want, c.tcp, c.taskFile, c.iterTCP)
+		it, missing, err := chooseTCPIterator(c.want, caps(c.tcp, c.taskFile, c.iterTCP))
+		if it != c.it {
+			t.Errorf("%s: %q, want %q", name, it, c.it)
+		}
+		if it == "" && len(missing) == 0 {
+			t.Errorf("%s: none, and nothing said missing", name)
+		}
+		if c.errPart == "" {
+			if err != nil {
+				t.Errorf("%s: %v", name, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), c.errPart) {
+			t.Errorf("%s: error %v, want one saying %q", name, err, c.errPart)
+		} else if got := FlagErrors(err); len(got) != 1 || !strings.HasPrefix(got[0], "--tracer.tcp-iterator="+c.want+": ") {
+			t.Errorf("%s: FlagErrors %q, want it to name --tracer.tcp-iterator=%s", name, got, c.want)
+		}
+	}
+}

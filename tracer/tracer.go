@@ -128,13 +128,19 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 		}
 	}
 	if cfg.CollectTCPConns {
-		it, missing := chooseTCPIterator(support)
-		switch it {
-		case "":
+		it, missing, err := chooseTCPIterator(cfg.TCPIterator, support)
+		switch {
+		case err != nil:
+			return nil, err
+		case it == "":
 			level.Warn(logger).Log("msg", "TCP is not traced", "why", "the kernel lacks "+strings.Join(missing, "; "))
 			cfg.CollectTCPConns = false
-		case tcpIterTCP:
-			level.Info(logger).Log("msg", "TCP sockets found through iter/tcp, opened in each network namespace", "why", "the verifier refuses the task_file iterator: "+strings.Join(lacking(support, "task_file_sock_storage"), "; "))
+		case cfg.TCPIterator != TCPIteratorAuto:
+			level.Info(logger).Log("msg", "TCP iterator chosen", "iterator", it, "why", "asked for (--tracer.tcp-iterator="+it+")")
+		case it == tcpIterTCP:
+			level.Info(logger).Log("msg", "TCP iterator chosen", "iterator", it, "why", "the verifier refuses the task_file iterator: "+strings.Join(lacking(support, "task_file_sock_storage"), "; "))
+		default:
+			level.Info(logger).Log("msg", "TCP iterator chosen", "iterator", it, "why", "the task_file iterator: every process's sockets in one pass (--tracer.tcp-iterator=tcp reads each network namespace's instead)")
 		}
 		t.tcpIter = it
 	}

@@ -44,17 +44,21 @@ var tcpIteratorNeeds = map[string]string{
 
 // chooseTCPIterator returns how TCP finds its sockets on a kernel with caps
 // when want (a Config.TCPIterator) is asked for, or "" and what is
-// missing: auto takes task_file where the kernel offers it, else tcp. A
-// forced iterator the kernel lacks is an error naming the setting; a
-// kernel that lacks what TCP needs whatever the iterator returns "" (TCP
-// is not traced, said at start-up).
+// missing: auto takes task_file where the kernel offers it, else tcp, and
+// on a kernel that cannot trace TCP at all returns "" (TCP is not traced,
+// said at start-up). A forced iterator the kernel cannot use is an error
+// naming the setting, as a forced UDP hook.
 func chooseTCPIterator(want string, caps []Capability) (string, []string, error) {
+	need, forced := tcpIteratorNeeds[want]
 	if missing := lacking(caps, tcpNeeds...); len(missing) > 0 {
+		if forced {
+			return "", missing, &FieldError{Field: "TCPIterator", Value: want, Msg: "this kernel cannot trace TCP: " + strings.Join(missing, "; ")}
+		}
 		return "", missing, nil
 	}
-	if need, forced := tcpIteratorNeeds[want]; forced {
+	if forced {
 		if missing := lacking(caps, need); len(missing) > 0 {
-			return "", missing, &FieldError{Field: "TCPIterator", Value: want, Msg: "this kernel's verifier refuses it: " + strings.Join(missing, "; ")}
+			return "", missing, &FieldError{Field: "TCPIterator", Value: want, Msg: "this kernel refuses it: " + strings.Join(missing, "; ")}
 		}
 		return want, nil, nil
 	}

@@ -52,9 +52,12 @@ type known struct {
 	visited, expiredN, closedIdle int
 	closing                       []ConnKey
 
-	// epoch is the origin of the entries' seen: the clock's monotonic
-	// reading, so that a step of the wall clock moves no expiry.
-	epoch time.Time
+	// epoch is the origin of the entries' seen: the first time given
+	// (with its monotonic reading, so that a step of the wall clock moves
+	// no expiry), so that any time within 292 years of it fits (a test's
+	// fake clock too).
+	epoch    time.Time
+	epochSet bool
 	// bases holds, for each entry that expired once (rebased), what was
 	// reported of it then: its later records count from there (rebase).
 	// Apart from the entries, which are 8 bytes smaller for it: few ever
@@ -80,11 +83,16 @@ type knownConn struct {
 
 // newKnown returns an empty known of at most max entries (at least 1).
 func newKnown(max int) *known {
-	return &known{m: make(map[ConnKey]*knownConn), max: max, epoch: time.Now(), bases: make(map[ConnKey]Counters)}
+	return &known{m: make(map[ConnKey]*knownConn), max: max, bases: make(map[ConnKey]Counters)}
 }
 
 // since is t in the entries' clock (seen).
-func (k *known) since(t time.Time) int64 { return int64(t.Sub(k.epoch)) }
+func (k *known) since(t time.Time) int64 {
+	if !k.epochSet {
+		k.epoch, k.epochSet = t, true
+	}
+	return int64(t.Sub(k.epoch))
+}
 
 // clamp makes c's counters at least what was reported of the connection
 // (rebased if it expired). It does not change e: a snapshot may be

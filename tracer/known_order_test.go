@@ -249,8 +249,8 @@ func TestKnownKeepsNoClosedConnection(t *testing.T) {
 }
 
 // known holds one entry per tracked connection, 200,000 at the scale of
-// BENCHMARKS.md §13: a field that pushed knownConn past 352 bytes would
-// cost the next size class (384), 6.4 MB more there.
+// BENCHMARKS.md §13: a field that pushed knownConn past 320 bytes would
+// cost the next size class (352), 6.4 MB more there.
 func TestKnownConnSizeClass(t *testing.T) {
 	if n := unsafe.Sizeof(knownConn{}); n > 320 {
 		t.Errorf("knownConn is %d bytes, more than its 320-byte size class", n)

@@ -219,3 +219,19 @@ func TestClosedLeavesTheSnapshotsValues(t *testing.T) {
 		t.Errorf("the close record was not clamped against the read: %+v", final.Monotonic)
 	}
 }
+
+// The entries' clock starts at the first time given: a clock far from the
+// wall clock's now (a zero time.Time) still expires what it should (with
+// time.Now() as its origin, every entry saw the same saturated time, and
+// none expired: a review's finding).
+func TestExpiryWithAFarClock(t *testing.T) {
+	f := newKnownFlow(t, 100)
+	f.now = time.Time{}
+	c := startedAt(mkConn(1, 1000, 10), f.epoch+1)
+	f.read(c)
+	f.now = f.now.Add(3 * time.Minute)
+	f.read() // past the timeout: expired, counted as left
+	if f.k.expiredN != 1 {
+		t.Errorf("%d expired, want 1", f.k.expiredN)
+	}
+}

@@ -67,7 +67,7 @@ func optionalCapabilities() []string {
 	}
 	var out []string
 	if !has(capSysAdmin) {
-		out = append(out, "CAP_SYS_ADMIN: NAT (conntrack) and listening ports are not read in other network namespaces (entering one needs it), and --tracer.bpf-stats cannot be used")
+		out = append(out, "CAP_SYS_ADMIN: NAT (conntrack) and listening ports are not read in other network namespaces (entering one needs it), nor TCP connections there through iter/tcp (--tracer.tcp-iterator=tcp, or a kernel that refuses task_file), and --tracer.bpf-stats cannot be used")
 	}
 	if !has(capSysPtrace) {
 		out = append(out, "CAP_SYS_PTRACE: the network namespaces of other users' processes (containers) cannot be opened, so their NAT is not read")

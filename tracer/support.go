@@ -154,7 +154,7 @@ func kernelSupport() []Capability {
 	}
 	for _, it := range []struct{ name, prog, costs string }{
 		{"task_file_sock_storage", "dump_conns", "TCP through the task_file iterator (the sockets of every process, in every namespace, in one pass); else through iter/tcp"},
-		{"iter_tcp_sock_storage", "dump_conns_tcp", "TCP through iter/tcp, where the task_file iterator is refused"},
+		{"iter_tcp_sock_storage", "dump_conns_tcp", "TCP through iter/tcp, where the task_file iterator is refused or --tracer.tcp-iterator=tcp asks for it"},
 	} {
 		c := Capability{Name: it.name, Costs: it.costs}
 		if err := probeProgram(it.prog); err != nil {

@@ -475,8 +475,9 @@ func TestChooseTCPIterator(t *testing.T) {
 		{TCPIteratorTaskFile, true, true, false, TCPIteratorTaskFile, ""},
 		{TCPIteratorTaskFile, true, false, true, "", "task_file_sock_storage: R1 type=untrusted_ptr_sock"},
 		{TCPIteratorTCP, true, true, false, "", "iter_tcp_sock_storage: invalid func"},
-		// No TCP at all (before 5.12): not traced, whatever is asked.
-		{TCPIteratorTCP, false, true, true, "", ""},
+		// No TCP at all (before 5.12): not traced in auto mode; a forced
+		// iterator stops start-up, as a forced UDP hook.
+		{TCPIteratorTCP, false, true, true, "", "this kernel cannot trace TCP: sk_storage_tracing"},
 	} {
 		name := fmt.Sprintf("%s tcp=%v task_file=%v iter/tcp=%v", c.want, c.tcp, c.taskFile, c.iterTCP)
 		it, missing, err := chooseTCPIterator(c.want, caps(c.tcp, c.taskFile, c.iterTCP))

@@ -339,6 +339,11 @@ func (s *State[K]) Scrape(clientID string, now time.Time) (*View, error) {
 // forgotten.
 func (s *State[K]) observe(snap *tracer.Snapshot, tombs map[tracer.ConnKey]tomb[K]) []countedConn {
 	counted := slices.Grow(s.counted[:0], len(snap.Conns)+len(snap.Leaving))
+	if len(s.live) == 0 && len(snap.Conns) > 4096 {
+		// Sized at once: grown one doubling at a time, the map's old
+		// tables were garbage as large as the last (16 MB at 200,000).
+		s.live = make(map[tracer.ConnKey]liveConn, len(snap.Conns))
+	}
 	for _, x := range snap.Conns {
 		if _, gone := tombs[x.Key]; gone {
 			continue

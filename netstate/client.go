@@ -96,17 +96,6 @@ func (c *client[K]) older(x *tracer.ConnectionStats) bool {
 	return x.StartEpoch < c.admitEpoch && (c.fresh || x.LastUpdateEpoch <= c.firstEpoch)
 }
 
-// offsetted says whether a connection (lc, its entry in State.live if
-// wasLive) is in the offset of its series for c: it was in c's first
-// snapshot, and not leaving then. A live entry is forgotten by the first
-// snapshot without it, so one first seen at or before that snapshot was
-// in it. Its counters at that snapshot went into the offset, so all of
-// its counters count now, live or folded: what it counted before the
-// client cancels out.
-func (c *client[K]) offsetted(lc liveConn, wasLive bool) bool {
-	return wasLive && !c.fresh && lc.first <= c.firstGen && (lc.leaving == 0 || lc.leaving > c.firstGen)
-}
-
 // leftAdd is what x, a connection that left (closed, or gone without a
 // close) and not in c's offsets, adds to c's counters when folded:
 // nothing if it left before c came (false), its end if it is older than

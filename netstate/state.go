@@ -151,7 +151,10 @@ type State[K comparable] struct {
 	// since, whose offsets may have been the last to hold some.
 	missing int
 	recheck bool
-	tel     telemetry
+	// gaps holds, for the entries kept while missing that came back, the
+	// snapshots they were missing from (offsetted).
+	gaps map[tracer.ConnKey][]genRange
+	tel  telemetry
 	// addrs holds the remote addresses of the connections folded that
 	// some client has not scraped since, with the number of the last
 	// fold (tel.folded) of each: at most MaxAddrs, for the names of the
@@ -223,6 +226,9 @@ func (s *State[K]) Closed(conns []tracer.ConnectionStats) {
 		for _, c := range s.clients {
 			s.fold(c, x, &d, k, lc, wasLive)
 		}
+		if s.gaps != nil {
+			delete(s.gaps, x.Key) // after the folds, which read it
+		}
 		s.tel.folded++
 		a := x.NATRemote()
 		if _, held := s.addrs[a]; !held && len(s.addrs) >= s.cfg.MaxAddrs {
@@ -237,7 +243,7 @@ func (s *State[K]) Closed(conns []tracer.ConnectionStats) {
 // client, else what leftAdd says.
 func (s *State[K]) fold(c *client[K], x *tracer.ConnectionStats, d *Counters, k K, lc liveConn, wasLive bool) {
 	add := *d
-	if !c.offsetted(lc, wasLive) {
+	if !s.offsetted(c, x.Key, lc, wasLive) {
 		var ok bool
 		if add, ok = c.leftAdd(x, d); !ok {
 			return // it left before the client came
@@ -353,7 +359,7 @@ func (s *State[K]) observe(snap *tracer.Snapshot, tombs map[tracer.ConnKey]tomb[
 			continue // the same key twice
 		}
 		if ok && lc.seen < s.gen-1 {
-			s.missing-- // kept while missing (see missing), back
+			s.back(x.Key, lc) // kept while missing (see missing)
 		}
 		if !ok {
 			lc = liveConn{key: s.keys.ref(s.lab.Key(x)), first: s.gen}
@@ -372,7 +378,7 @@ func (s *State[K]) observe(snap *tracer.Snapshot, tombs map[tracer.ConnKey]tomb[
 			continue
 		}
 		if lc.seen < s.gen-1 {
-			s.missing-- // kept while missing (see missing), back
+			s.back(x.Key, lc) // kept while missing (see missing)
 		}
 		lc.seen = s.gen
 		if lc.leaving == 0 {
@@ -392,25 +398,68 @@ func (s *State[K]) observe(snap *tracer.Snapshot, tombs map[tracer.ConnKey]tomb[
 			case lc.seen == s.gen-1:
 				s.tel.missing++
 			}
-			if s.offsettedBySome(lc) {
+			if s.offsettedBySome(k, lc) {
 				s.missing++
 				continue
 			}
-			s.keys.unref(lc.key)
-			delete(s.live, k)
+			s.forgetEntry(k, lc)
 		}
 	}
 	return counted
 }
 
-// offsettedBySome says whether some client's offsets hold lc's connection.
-func (s *State[K]) offsettedBySome(lc liveConn) bool {
+// offsetted says whether the connection of key (lc, its entry in live if
+// wasLive) is in the offset of its series for c: it was in c's first
+// snapshot, and not leaving then. Its counters at that snapshot went into
+// the offset, so all of its counters count now, live or folded: what it
+// counted before the client cancels out. An entry is in every snapshot
+// from the one that first saw it to the last that did (seen), but for the
+// gaps of one kept while missing (see missing): one first seen at or
+// before c's first snapshot, seen since, and not missing from it, was in
+// it.
+func (s *State[K]) offsetted(c *client[K], key tracer.ConnKey, lc liveConn, wasLive bool) bool {
+	if !wasLive || c.fresh || lc.first > c.firstGen || lc.seen < c.firstGen || lc.leaving != 0 && lc.leaving <= c.firstGen {
+		return false
+	}
+	for _, g := range s.gaps[key] {
+		if g.from <= c.firstGen && c.firstGen < g.to {
+			return false
+		}
+	}
+	return true
+}
+
+// genRange is the scrapes [from, to).
+type genRange struct{ from, to uint64 }
+
+// back records that the kept entry of key (lc) is in a snapshot again: it
+// was missing from the snapshots since the one after lc.seen.
+func (s *State[K]) back(key tracer.ConnKey, lc liveConn) {
+	s.missing--
+	if s.gaps == nil {
+		s.gaps = make(map[tracer.ConnKey][]genRange)
+	}
+	s.gaps[key] = append(s.gaps[key], genRange{lc.seen + 1, s.gen})
+}
+
+// offsettedBySome says whether some client's offsets hold the connection
+// of key.
+func (s *State[K]) offsettedBySome(key tracer.ConnKey, lc liveConn) bool {
 	for _, c := range s.clients {
-		if c.offsetted(lc, true) {
+		if s.offsetted(c, key, lc, true) {
 			return true
 		}
 	}
 	return false
+}
+
+// forgetEntry deletes the live entry of key (lc).
+func (s *State[K]) forgetEntry(key tracer.ConnKey, lc liveConn) {
+	s.keys.unref(lc.key)
+	delete(s.live, key)
+	if s.gaps != nil {
+		delete(s.gaps, key)
+	}
 }
 
 // countedConn is a connection a step counts, with its shared entry (as
@@ -483,7 +532,7 @@ func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, counted []countedCo
 			// into the offset, and it adds nothing now.
 			ser.offset.Add(&d)
 			ser.live.Add(&d)
-		case x.Closed && !c.offsetted(lc, true):
+		case x.Closed && !s.offsetted(c, x.Key, lc, true):
 			// Leaving, its fold waiting (for its NAT): it counts what its
 			// fold will add, no more (it counted whole here, then its
 			// fold's less: a counter that went down,
@@ -646,7 +695,7 @@ func (s *State[K]) expire(now time.Time) {
 // to count them for).
 func (s *State[K]) forgetLive() {
 	s.live = clearBig(s.live)
-	s.missing, s.recheck = 0, false
+	s.missing, s.recheck, s.gaps = 0, false, nil
 	s.keys.reset()
 	s.counted = nil // observe's array: nobody scrapes
 }

@@ -3,6 +3,7 @@ package netstate
 import (
 	"fmt"
 	"net/netip"
+	"runtime"
 	"testing"
 
 	"github.com/conntrace/conntrace_exporter/tracer"
@@ -125,4 +126,50 @@ func BenchmarkScrape100kLive(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkScrape100kOlder is BenchmarkScrape100kLive with connections
+// older than the clients: each client's first scrape finds the 100,000
+// (a Prometheus that comes to a busy node). It reports what the clients
+// keep for them (heap-B/client: the live heap after a collection, with
+// the clients less without them, per client) and a steady scrape.
+func BenchmarkScrape100kOlder(b *testing.B) {
+	for _, clients := range []int{1, 16} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+			src := &staticSnap{snap: &tracer.Snapshot{}}
+			st := New[netip.Addr](src, byPeer{}, Config{MaxClients: 64, MaxSeries: 2000})
+			for i, c := range closedBatch(100_000, 500, 1_000_000) {
+				c.Closed = false
+				c.StartEpoch = uint64(1 + i%500) // older than the clients
+				src.snap.Conns = append(src.snap.Conns, &c)
+			}
+			if _, err := st.Scrape("warm@10.9.1.1", t0); err != nil { // the shared table, built once
+				b.Fatal(err)
+			}
+			before := liveHeap()
+			for i := range clients {
+				if _, err := st.Scrape(fmt.Sprintf("c%d@10.9.0.%d", i, i), t0); err != nil {
+					b.Fatal(err)
+				}
+			}
+			perClient := float64(int64(liveHeap())-int64(before)) / float64(clients)
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if _, err := st.Scrape(fmt.Sprintf("c%d@10.9.0.%d", i%clients, i%clients), t0); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+			b.ReportMetric(perClient, "heap-B/client") // after the loop, which resets what was reported
+		})
+	}
+}
+
+// liveHeap is the heap in use after a collection.
+func liveHeap() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
 }

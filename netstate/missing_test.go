@@ -257,3 +257,37 @@ func missingRandom(t *testing.T, seed int64) {
 		check("after a scrape")
 	}
 }
+
+// A connection older than a client and not in its offsets (the client's
+// first snapshot missed it: here it was missing, kept for another
+// client's offsets, or forgotten) is reported again with values older than
+// the client, then dropped idle with them: the client counts at each
+// scrape what the fold will add (nothing), not all of it and then nothing
+// (a review found the counter going down).
+func TestOlderNotInOffsetsNeverGoesDown(t *testing.T) {
+	for _, forgotten := range []bool{false, true} {
+		t.Run(fmt.Sprintf("forgotten=%v", forgotten), func(t *testing.T) {
+			f := newFakeTracer()
+			st := newTestState(f, Config{})
+			f.open(1, 100, 0)
+			scrape(t, st, "a") // 1 into a's offsets
+			x := f.vanish(1)
+			if forgotten {
+				st.RemoveClient("a")
+			} else {
+				scrape(t, st, "a") // kept for a
+			}
+			scrape(t, st, "b") // b's first, without 1
+			f.mu.Lock()
+			f.active[x.Key] = x // back, idle: its values are from before b
+			f.mu.Unlock()
+			v1 := scrape(t, st, "b").of(1)
+			f.vanish(1)
+			st.Closed([]tracer.ConnectionStats{x}) // dropped idle, with them
+			v2 := scrape(t, st, "b").of(1)
+			if v1 != (sums{}) || v2 != (sums{}) {
+				t.Errorf("b: %+v live, then %+v folded; want nothing (all of it happened before b)", v1, v2)
+			}
+		})
+	}
+}

@@ -532,11 +532,16 @@ func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, counted []countedCo
 			// into the offset, and it adds nothing now.
 			ser.offset.Add(&d)
 			ser.live.Add(&d)
-		case x.Closed && !s.offsetted(c, x.Key, lc, true):
-			// Leaving, its fold waiting (for its NAT): it counts what its
-			// fold will add, no more (it counted whole here, then its
-			// fold's less: a counter that went down,
-			// TestLeavingAtFirstScrapeNeverCountedWhole).
+		case (x.Closed || x.StartEpoch < c.admitEpoch) && !s.offsetted(c, x.Key, lc, true):
+			// Leaving (its fold waiting, for its NAT), or older than the
+			// client and not in its offsets (missed by its first
+			// snapshot): it counts what its fold would add, no more. It
+			// counted whole here, then its fold's less: a counter that
+			// went down (TestLeavingAtFirstScrapeNeverCountedWhole, and
+			// TestOlderNotInOffsetsNeverGoesDown for one reported with
+			// values older than the client). What leftAdd gives only
+			// grows with the connection's last update: nothing, its
+			// end, all of it.
 			if add, ok := c.leftAdd(x, &d); ok {
 				ser.live.Add(&add)
 			}

@@ -207,13 +207,8 @@ func (s *State[K]) Closed(conns []tracer.ConnectionStats) {
 		d := all(x)
 		lc, wasLive := s.live[x.Key]
 		var k K
-		if wasLive && lc.seen < s.gen {
-			s.missing-- // kept while missing (see missing): it leaves
-		}
 		if wasLive {
 			k = s.keys.key(lc.key)
-			s.keys.unref(lc.key)
-			delete(s.live, x.Key)
 		} else {
 			k = s.lab.Key(x)
 		}
@@ -226,8 +221,11 @@ func (s *State[K]) Closed(conns []tracer.ConnectionStats) {
 		for _, c := range s.clients {
 			s.fold(c, x, &d, k, lc, wasLive)
 		}
-		if s.gaps != nil {
-			delete(s.gaps, x.Key) // after the folds, which read it
+		if wasLive { // after the folds, which read its gaps
+			if lc.seen < s.gen {
+				s.missing-- // kept while missing (see missing): it leaves
+			}
+			s.forgetEntry(x.Key, lc)
 		}
 		s.tel.folded++
 		a := x.NATRemote()

@@ -106,24 +106,11 @@ func BenchmarkScrape100kLive(b *testing.B) {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 			src := &staticSnap{snap: &tracer.Snapshot{}}
 			st := New[netip.Addr](src, byPeer{}, Config{MaxClients: 64, MaxSeries: 2000})
-			for i := range clients {
-				if _, err := st.Scrape(fmt.Sprintf("c%d@10.9.0.%d", i, i), t0); err != nil {
-					b.Fatal(err)
-				}
-			}
-			for i, c := range closedBatch(100_000, 500, 1_000_000) {
-				c.Closed = false
-				c.StartEpoch = uint64(1_000_000_000 + i) // newer than the clients: not in their offsets
-				src.snap.Conns = append(src.snap.Conns, &c)
-			}
+			scrapeEach(b, st, clients)
+			// Newer than the clients: not in their offsets.
+			src.snap.Conns = liveBatch(func(i int) uint64 { return uint64(1_000_000_000 + i) })
 			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				if _, err := st.Scrape(fmt.Sprintf("c%d@10.9.0.%d", i%clients, i%clients), t0); err != nil {
-					b.Fatal(err)
-				}
-				i++
-			}
+			scrapeInTurn(b, st, clients)
 		})
 	}
 }
@@ -138,31 +125,52 @@ func BenchmarkScrape100kOlder(b *testing.B) {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 			src := &staticSnap{snap: &tracer.Snapshot{}}
 			st := New[netip.Addr](src, byPeer{}, Config{MaxClients: 64, MaxSeries: 2000})
-			for i, c := range closedBatch(100_000, 500, 1_000_000) {
-				c.Closed = false
-				c.StartEpoch = uint64(1 + i%500) // older than the clients
-				src.snap.Conns = append(src.snap.Conns, &c)
-			}
-			if _, err := st.Scrape("warm@10.9.1.1", t0); err != nil { // the shared table, built once
+			src.snap.Conns = liveBatch(func(i int) uint64 { return uint64(1 + i%500) }) // older than the clients
+			if _, err := st.Scrape("warm@10.9.1.1", t0); err != nil {                   // the shared table, built once
 				b.Fatal(err)
 			}
 			before := liveHeap()
-			for i := range clients {
-				if _, err := st.Scrape(fmt.Sprintf("c%d@10.9.0.%d", i, i), t0); err != nil {
-					b.Fatal(err)
-				}
-			}
+			scrapeEach(b, st, clients)
 			perClient := float64(int64(liveHeap())-int64(before)) / float64(clients)
 			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				if _, err := st.Scrape(fmt.Sprintf("c%d@10.9.0.%d", i%clients, i%clients), t0); err != nil {
-					b.Fatal(err)
-				}
-				i++
-			}
+			scrapeInTurn(b, st, clients)
 			b.ReportMetric(perClient, "heap-B/client") // after the loop, which resets what was reported
 		})
+	}
+}
+
+// liveBatch is 100,000 live connections to 500 peers, connection i started
+// at start(i).
+func liveBatch(start func(i int) uint64) []*tracer.ConnectionStats {
+	var conns []*tracer.ConnectionStats
+	for i, c := range closedBatch(100_000, 500, 1_000_000) {
+		c.Closed = false
+		c.StartEpoch = start(i)
+		conns = append(conns, &c)
+	}
+	return conns
+}
+
+// benchClient is the id of the benchmarks' client i.
+func benchClient(i int) string { return fmt.Sprintf("c%d@10.9.0.%d", i, i) }
+
+// scrapeEach scrapes each of the clients once.
+func scrapeEach(b *testing.B, st *State[netip.Addr], clients int) {
+	for i := range clients {
+		if _, err := st.Scrape(benchClient(i), t0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// scrapeInTurn scrapes the clients in turn, one per iteration of b.Loop.
+func scrapeInTurn(b *testing.B, st *State[netip.Addr], clients int) {
+	i := 0
+	for b.Loop() {
+		if _, err := st.Scrape(benchClient(i%clients), t0); err != nil {
+			b.Fatal(err)
+		}
+		i++
 	}
 }
 

@@ -3,7 +3,6 @@ package netstate
 import (
 	"errors"
 	"fmt"
-	"math/rand"
 	"net/netip"
 	"sync"
 	"testing"
@@ -180,16 +179,6 @@ func TestCounterBelowOffsetFloors(t *testing.T) {
 	}
 }
 
-// The seed's semantics under any interleaving: random connections open,
-// send, close and are dropped, also while snapshots are read; clients
-// scrape in random order; each client's counters of each connection are
-// exactly its traffic since the client's first scrape.
-func TestRandomInterleavingsExact(t *testing.T) {
-	for seed := int64(1); seed <= 60; seed++ {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) { randomInterleaving(t, seed) })
-	}
-}
-
 // truth is what the test knows of one connection.
 type truth struct {
 	sent, recv uint64
@@ -200,182 +189,6 @@ type truth struct {
 	// held: closed, its fold waiting (Snapshot.Leaving); seenLive: a
 	// scrape's snapshot had it live.
 	held, seenLive bool
-}
-
-func randomInterleaving(t *testing.T, seed int64) {
-	r := rand.New(rand.NewSource(seed))
-	f := newFakeTracer()
-	// One seed in four bounds the series (2 to 4): the connections past
-	// them count into the overflow series, which sums their wants.
-	maxSeries := 0
-	if seed%4 == 1 {
-		maxSeries = 2 + int(seed/4)%3
-	}
-	st := newTestState(f, Config{MaxSeries: maxSeries})
-	conns := map[uint64]*truth{}
-	// base[client][cookie]: what the connection had at the client's
-	// first scrape (absent: opened after it); first[client]: scraped.
-	base := map[string]map[uint64]truth{}
-	firstNext := map[string]uint64{} // the first cookie opened after the client came
-	clients := []string{"a", "b", "c"}
-	next := uint64(1)
-	liveOnes := func() []uint64 {
-		var out []uint64
-		for k, c := range conns {
-			if c.open {
-				out = append(out, k)
-			}
-		}
-		return out
-	}
-	step := func() {
-		live := liveOnes()
-		for k, c := range conns {
-			if c.held && r.Intn(4) == 0 {
-				f.release(k, nil)
-				c.held, c.closed = false, true
-				return
-			}
-		}
-		switch op := r.Intn(10); {
-		case op < 3 || len(live) == 0:
-			s, rc := uint64(r.Intn(100)), uint64(r.Intn(100))
-			f.open(next, s, rc)
-			conns[next] = &truth{sent: s, recv: rc, open: true}
-			next++
-		case op < 7:
-			k := live[r.Intn(len(live))]
-			s, rc := uint64(r.Intn(1000)), uint64(r.Intn(1000))
-			f.add(k, s, rc)
-			conns[k].sent += s
-			conns[k].recv += rc
-		case op < 8:
-			k := live[r.Intn(len(live))]
-			f.close(k)
-			conns[k].open, conns[k].closed = false, true
-		case op < 9:
-			k := live[r.Intn(len(live))]
-			f.hold(k)
-			conns[k].open, conns[k].held = false, true
-		default:
-			k := live[r.Intn(len(live))]
-			f.drop(k)
-			conns[k].open, conns[k].dropped = false, true
-		}
-	}
-	for range 400 {
-		step()
-		if r.Intn(3) != 0 {
-			continue
-		}
-		id := clients[r.Intn(len(clients))]
-		// atCopy is the truth when the fake copies the snapshot: the view
-		// shows the live connections as they were then.
-		var atCopy map[uint64]truth
-		copyTruth := func() {
-			atCopy = map[uint64]truth{}
-			for k, c := range conns {
-				atCopy[k] = *c
-			}
-		}
-		if r.Intn(4) == 0 {
-			f.during = func() { copyTruth(); step() } // something happens while the snapshot is read
-		} else {
-			copyTruth()
-		}
-		// The baselines of a new client are the values when its snapshot
-		// is read: record them as the fake copies them.
-		var before map[uint64]truth
-		if base[id] == nil {
-			firstNext[id] = next
-			before = map[uint64]truth{}
-			for k, c := range conns {
-				if c.open {
-					before[k] = *c
-				}
-			}
-		}
-		v := scrape(t, st, id)
-		checkKeyTable(t, st)
-		if f.released != f.reads {
-			t.Fatalf("%d snapshots read, %d released", f.reads, f.released)
-		}
-		f.during = nil
-		// Whether a step saw it live, before this one's (which sees the
-		// copy's live ones).
-		seenBefore := map[uint64]bool{}
-		for k, c := range conns {
-			seenBefore[k] = c.seenLive
-			if cc, ok := atCopy[k]; ok && cc.open {
-				c.seenLive = true
-			}
-		}
-		if base[id] == nil {
-			base[id] = before
-			continue // a first view is all zero: checked below on the next
-		}
-		if own := len(v); maxSeries > 0 && own > maxSeries+1 {
-			t.Fatalf("seed %d, client %s: %d series, at most %d and the overflow", seed, id, own, maxSeries)
-		}
-		var overflow sums // what the connections without a series of their own want
-		for label := range v {
-			var k uint64
-			if label == "overflow" && maxSeries > 0 {
-				continue
-			}
-			if _, err := fmt.Sscan(label, &k); err != nil || conns[k] == nil {
-				t.Fatalf("seed %d, client %s: a series %q of no connection", seed, id, label)
-			}
-		}
-		for k, now := range conns {
-			b, older := base[id][k]
-			_, own := v[fmt.Sprint(k)]
-			if !older && k < firstNext[id] {
-				// Gone before the client came: none of its own, live
-				// (leaving, its fold waiting) or folded, nor in the
-				// overflow (not added to it below).
-				if got := v.of(k); got != (sums{}) {
-					t.Fatalf("seed %d, client %s: %d, gone before the client came, counts %+v", seed, id, k, got)
-				}
-				continue
-			}
-			c := now
-			if now.held && !atCopy[k].open && !seenBefore[k] {
-				continue // never counted live: its fold will count it
-			}
-			if now.open || now.held && atCopy[k].open {
-				// Live: as the snapshot read it (absent: opened since).
-				cc, ok := atCopy[k]
-				if !ok || !cc.open {
-					cc = truth{}
-					if !older {
-						continue
-					}
-				}
-				c = &cc
-			}
-			want := sums{Sent: c.sent - b.sent, Recv: c.recv - b.recv}
-			if !older {
-				want.Opened = 1
-			}
-			if c.closed || c.held {
-				want.Closed = 1
-			}
-			if !own && maxSeries > 0 {
-				overflow.Sent += want.Sent
-				overflow.Recv += want.Recv
-				overflow.Opened += want.Opened
-				overflow.Closed += want.Closed
-				continue
-			}
-			if got := v.of(k); got != want {
-				t.Fatalf("seed %d, client %s, connection %d (older %v, %+v): got %+v, want %+v", seed, id, k, older, *c, got, want)
-			}
-		}
-		if got := v["overflow"]; maxSeries > 0 && (sums{got.SentBytes, got.RecvBytes, got.Opened, got.Closed, got.Failed}) != overflow {
-			t.Fatalf("seed %d, client %s: the overflow series counts %+v, its connections want %+v", seed, id, v["overflow"].Counters, overflow)
-		}
-	}
 }
 
 // Bounds: no per-connection state per client for connections newer than

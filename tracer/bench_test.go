@@ -316,7 +316,7 @@ func BenchmarkGetActiveConnections10k(b *testing.B) {
 		for b.Loop() {
 			buf.Reset()
 			tr.mu.Lock()
-			err := tr.readIterator(tr.dumpIter, tr.tcpIter == tcpIterTCP, &buf) // iter/tcp: one per network namespace
+			err := tr.readIterator(tr.dumpIter, tr.tcpIter == TCPIteratorTCP, &buf) // iter/tcp: one per network namespace
 			tr.mu.Unlock()
 			if err != nil {
 				b.Fatal(err)
@@ -525,7 +525,7 @@ func benchmarkProgramRunCost(b *testing.B, filters *filter.ConnectionFilters) {
 	b.ReportMetric(float64(totalNs)/float64(n), "bpf_ns/conn")
 	b.ReportMetric(float64(bgRuns)/bgTime.Seconds(), "bg_runs/s")
 	dump := "dump_conns" // the task_file way, else iter/tcp's
-	if tr.tcpIter == tcpIterTCP {
+	if tr.tcpIter == TCPIteratorTCP {
 		dump = "dump_conns_tcp"
 	}
 	if st := scr[dump]; st.RunCount > 0 {

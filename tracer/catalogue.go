@@ -120,17 +120,17 @@ var catalogue = []program{
 	// The iterators of the two ways of finding TCP sockets (Tracer.tcpIter):
 	// the one read at each scrape, then the seeding passes, in order (the
 	// listeners before the connections).
-	{name: "dump_conns", feature: featureTCP, kind: kindIter, hook: "task_file (each scrape)", needs: taskFileNeeds, wanted: tcpIterIs(tcpIterTaskFile)},
-	{name: "dump_conns_tcp", feature: featureTCP, kind: kindIter, hook: "tcp, in each network namespace (each scrape)", needs: iterTCPNeeds, wanted: tcpIterIs(tcpIterTCP), eachNetns: true},
+	{name: "dump_conns", feature: featureTCP, kind: kindIter, hook: "task_file (each scrape)", needs: taskFileNeeds, wanted: tcpIterIs(TCPIteratorTaskFile)},
+	{name: "dump_conns_tcp", feature: featureTCP, kind: kindIter, hook: "tcp, in each network namespace (each scrape)", needs: iterTCPNeeds, wanted: tcpIterIs(TCPIteratorTCP), eachNetns: true},
 	// Also for UDP alone: it makes the cookies of the UDP sockets that
 	// existed before start-up for the kprobes and fexit.
 	{name: "seed_listeners", feature: featureTCP, kind: kindIter, hook: "task_file (once, at start-up)", needs: taskFileNeeds, once: true,
-		wanted: func(t *Tracer) bool { return t.tcpIter == tcpIterTaskFile || t.seedsUDPCookies() }},
-	{name: "seed_conns", feature: featureTCP, kind: kindIter, hook: "task_file (once, at start-up)", needs: taskFileNeeds, once: true, wanted: tcpIterIs(tcpIterTaskFile)},
-	{name: "seed_owners", feature: featureTCP, kind: kindIter, hook: "task_file (once, at start-up)", needs: iterTCPNeeds, once: true, wanted: tcpIterIs(tcpIterTCP)},
+		wanted: func(t *Tracer) bool { return t.tcpIter == TCPIteratorTaskFile || t.seedsUDPCookies() }},
+	{name: "seed_conns", feature: featureTCP, kind: kindIter, hook: "task_file (once, at start-up)", needs: taskFileNeeds, once: true, wanted: tcpIterIs(TCPIteratorTaskFile)},
+	{name: "seed_owners", feature: featureTCP, kind: kindIter, hook: "task_file (once, at start-up)", needs: iterTCPNeeds, once: true, wanted: tcpIterIs(TCPIteratorTCP)},
 	// Also with task_file: the sockets no file points to (see seedsUnheld).
 	{name: "seed_conns_tcp", feature: featureTCP, kind: kindIter, hook: "tcp, in each network namespace (once, at start-up)", needs: iterTCPNeeds, once: true, eachNetns: true,
-		wanted: func(t *Tracer) bool { return t.tcpIter == tcpIterTCP || t.seedsUnheld() }},
+		wanted: func(t *Tracer) bool { return t.tcpIter == TCPIteratorTCP || t.seedsUnheld() }},
 }
 
 // fexit is the row of an fexit program on a UDP function; recvParams as in
@@ -184,7 +184,7 @@ func (t *Tracer) readsUDPCookies() bool {
 // (waiting in an accept queue, orphans draining after close()): no file
 // points to them, and no later state change makes the tracer notice them.
 func (t *Tracer) seedsUnheld() bool {
-	return t.tcpIter == tcpIterTaskFile && t.capability("iter_tcp_sock_storage")
+	return t.tcpIter == TCPIteratorTaskFile && t.capability("iter_tcp_sock_storage")
 }
 
 // seedsUDPCookies says whether seed_listeners runs for UDP alone: with the

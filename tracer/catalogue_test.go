@@ -84,7 +84,7 @@ func TestCatalogueIsTheObject(t *testing.T) {
 // Whatever the choices, at most one iterator is read at each scrape (the
 // tracer holds one dumpIter).
 func TestOneScrapeIterator(t *testing.T) {
-	for _, way := range []string{"", tcpIterTaskFile, tcpIterTCP} {
+	for _, way := range []string{"", TCPIteratorTaskFile, TCPIteratorTCP} {
 		tr := &Tracer{cfg: NewDefaultConfig(), tcpIter: way}
 		n := 0
 		for i := range catalogue {

@@ -31,9 +31,6 @@ const (
 	TCPIteratorAuto     = "auto"
 	TCPIteratorTaskFile = "task_file"
 	TCPIteratorTCP      = "tcp"
-
-	tcpIterTaskFile = TCPIteratorTaskFile
-	tcpIterTCP      = TCPIteratorTCP
 )
 
 // tcpIteratorNeeds is the capability each iterator needs beyond tcpNeeds.

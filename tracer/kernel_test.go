@@ -732,7 +732,7 @@ func TestHealthAfterTraffic(t *testing.T) {
 		}
 	}
 	dump, dumpHook := "dump_conns", "task_file"
-	if tr.tcpIter == tcpIterTCP {
+	if tr.tcpIter == TCPIteratorTCP {
 		dump, dumpHook = "dump_conns_tcp", "tcp, in each network namespace"
 	}
 	for prog, hook := range map[string]string{"handle_set_state": "sock/inet_sock_set_state", "handle_sockops": "cgroup ", dump: dumpHook, "dns_ingress": "cgroup "} {

@@ -58,13 +58,13 @@ func TestLoadAttachAndClose(t *testing.T) {
 	// but seed_conns_tcp for the sockets no file points to and
 	// seed_listeners for the cookies of UDP sockets.
 	switch tr.tcpIter {
-	case tcpIterTaskFile:
+	case TCPIteratorTaskFile:
 		want["seed_listeners"], want["seed_conns"], want["dump_conns"] = "iter", "iter", "iter"
 		want["seed_owners"], want["dump_conns_tcp"], want["seed_conns_tcp"] = "", "", ""
 		if tr.seedsUnheld() {
 			want["seed_conns_tcp"] = "iter"
 		}
-	case tcpIterTCP:
+	case TCPIteratorTCP:
 		want["seed_owners"], want["seed_conns_tcp"], want["dump_conns_tcp"] = "iter", "iter", "iter"
 		want["seed_conns"], want["dump_conns"], want["seed_listeners"] = "", "", ""
 		if tr.seedsUDPCookies() {

@@ -15,7 +15,7 @@ import (
 	"github.com/conntrace/conntrace_exporter/internal/nsexec"
 )
 
-// With iter/tcp (tcpIterTCP) an iterator shows the sockets of the network
+// With iter/tcp (TCPIteratorTCP) an iterator shows the sockets of the network
 // namespace it was opened in, so it is opened once in each: each namespace a
 // process is in, found in /proc, the exporter's own first and without
 // entering it.

@@ -144,7 +144,7 @@ func (t *Tracer) readActive(now time.Time) ([]*ConnectionStats, error) {
 			conns = append(conns, p)
 		}
 	}}
-	err := t.readIterator(t.dumpIter, t.tcpIter == tcpIterTCP, &stream)
+	err := t.readIterator(t.dumpIter, t.tcpIter == TCPIteratorTCP, &stream)
 	if err == nil {
 		if err = stream.end(); err != nil {
 			t.decode.Add(1)

@@ -82,7 +82,7 @@ type Tracer struct {
 	stats       io.Closer // the kernel's BPF run statistics, while on
 	dnsRd       *ringbuf.Reader
 	udpHook     string                   // UDPHookTracepoint, UDPHookFentry, UDPHookKprobe or "" (no UDP)
-	tcpIter     string                   // tcpIterTaskFile or tcpIterTCP, with TCP
+	tcpIter     string                   // TCPIteratorTaskFile or TCPIteratorTCP, with TCP
 	netnsWarned bool                     // said that some namespaces cannot be entered
 	draining    bool                     // drainLoop runs: Close stops it and waits
 	recvParams  int                      // udp_recvmsg's arguments: 6 before Linux 5.19, then 5, 4 in newer kernels (6.18, 7.2)
@@ -137,7 +137,7 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 			cfg.CollectTCPConns = false
 		case cfg.TCPIterator != TCPIteratorAuto:
 			level.Info(logger).Log("msg", "TCP iterator chosen", "iterator", it, "why", "asked for (--tracer.tcp-iterator="+it+")")
-		case it == tcpIterTCP:
+		case it == TCPIteratorTCP:
 			level.Info(logger).Log("msg", "TCP iterator chosen", "iterator", it, "why", "the verifier refuses the task_file iterator: "+strings.Join(lacking(support, "task_file_sock_storage"), "; "))
 		default:
 			level.Info(logger).Log("msg", "TCP iterator chosen", "iterator", it, "why", "the task_file iterator: every process's sockets in one pass (--tracer.tcp-iterator=tcp reads each network namespace's instead)")

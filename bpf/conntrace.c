@@ -51,6 +51,8 @@ enum conn_flag {
 	CONN_ESTABLISHED = 1,
 	CONN_CLOSED = 2,
 	CONN_PREEXISTING = 4,
+	/* A connect that failed before its SYN: no local port was free. */
+	CONN_NO_LOCAL_PORT = 8,
 };
 
 enum conn_direction {
@@ -110,6 +112,10 @@ struct conn_record {
 	__u8 flags;
 	__u8 state;
 	char comm[COMM_LEN];
+	/* The kernel's error on the socket (sk_err) in the final record: why
+	 * a connect failed or an established connection was aborted. 0 in
+	 * live records. */
+	__u16 err;
 };
 
 struct listener_key {
@@ -406,6 +412,7 @@ static __always_inline void fill_record(struct conn_record *rec, struct sock *sk
 	__builtin_memcpy(rec->comm, st->comm, COMM_LEN);
 	__builtin_memcpy(rec->rtt_buckets, st->rtt_buckets, sizeof(rec->rtt_buckets));
 	rec->rtt_sum_us = st->rtt_sum_us;
+	rec->err = 0;
 	rec->srtt_us = tp->srtt_us >> 3;
 	rec->rttvar_us = tp->mdev_us >> 2;
 	if (!(st->flags & CONN_ESTABLISHED)) {
@@ -428,6 +435,7 @@ static __always_inline void finish_conn(struct sock *sk, struct conn_state *st, 
 {
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	struct conn_record *rec;
+	int err;
 
 	/* Flag first: once user space sees the record, no later iteration
 	 * reports the connection as live. */
@@ -441,6 +449,14 @@ static __always_inline void finish_conn(struct sock *sk, struct conn_state *st, 
 		return;
 	}
 	fill_record(rec, sk, tp, st, state, true);
+	/* Why it ended: the error tcp_reset(), tcp_write_err() or an ICMP
+	 * error set before the kernel moved the socket to CLOSE. A connect
+	 * that found no free local port (EADDRNOTAVAIL from connect(), not
+	 * an error on the socket) leaves SYN_SENT unhashed: no local port. */
+	err = READ_ONCE(sk->sk_err);
+	rec->err = err > 0 && err < 0xffff ? err : (err ? 0xffff : 0);
+	if (!(st->flags & CONN_ESTABLISHED) && !sk->__sk_common.skc_num)
+		rec->flags |= CONN_NO_LOCAL_PORT;
 	/* No wakeup: user space drains the ring on every scrape and every
 	 * 100 ms, and a wakeup costs a self-IPI, about as much as the rest of
 	 * this program (BENCHMARKS.md). */

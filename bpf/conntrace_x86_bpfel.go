@@ -38,7 +38,8 @@ type ConntraceConnRecord struct {
 	Flags        uint8
 	State        uint8
 	Comm         [16]int8
-	_            [4]byte
+	Err          uint16
+	_            [2]byte
 }
 
 type ConntraceConnState struct {

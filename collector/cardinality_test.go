@@ -290,7 +290,7 @@ func TestUDPHasNoTCPMetrics(t *testing.T) {
 	}
 
 	s := mustScrape(t, h, "a")
-	tcpOnly := []string{"conntrace_retransmits_total", "conntrace_rtt_seconds_count", "conntrace_connection_failures_total"}
+	tcpOnly := []string{"conntrace_retransmits_total", "conntrace_rtt_seconds_count", "conntrace_sent_segments_total"}
 	for _, l := range []ls{
 		{"udp", "ipv4", "incoming", "192.0.2.1", "53"},
 		{"udp", "ipv4", "none", "192.0.2.2", "123"},

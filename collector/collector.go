@@ -116,6 +116,7 @@ type descFields[T any] struct {
 	rtt                     T
 	open                    T
 	opened, closed, failed  T
+	aborted                 T
 
 	// Per client, without labels.
 	seriesCount, seriesLimit, overflow T
@@ -139,7 +140,10 @@ func newDescs(labels []string) *descs {
 	d(&ds.open, &ds.names.open, &ds.helps.open, "connections", "Connections open now: established (TCP: handshake completed) and not closed."+overflow, labels)
 	d(&ds.opened, &ds.names.opened, &ds.helps.opened, "connections_opened_total", "Connections that became established (TCP: handshake completed); connections open before the tracer started are not counted."+perClient+overflow, labels)
 	d(&ds.closed, &ds.names.closed, &ds.helps.closed, "connections_closed_total", "Established connections that closed."+perClient+overflow, labels)
-	d(&ds.failed, &ds.names.failed, &ds.helps.failed, "connection_failures_total", "TCP connections that closed without ever being established (failed connects, TCP only)."+perClient+overflow, labels)
+	const reason = ` By reason, from the kernel's error on the socket at its close (see README); a reason's series appears once it counted a connection.`
+	withReason := append(labels[:len(labels):len(labels)], reasonLabel)
+	d(&ds.failed, &ds.names.failed, &ds.helps.failed, "connection_failures_total", "TCP connects that never established (TCP only)."+reason+perClient+overflow, withReason)
+	d(&ds.aborted, &ds.names.aborted, &ds.helps.aborted, "connection_aborts_total", "Established TCP connections that ended with an error on their socket: reset by the peer, timed out (TCP only)."+reason+perClient+overflow, withReason)
 	d(&ds.nameInfo, &ds.names.nameInfo, &ds.helps.nameInfo, "remote_name_info",
 		"A name DNS answers on this host gave a remote address of this client's view (always 1); join with group_left on remote_addr.", nameInfoLabels)
 	d(&ds.namesDropped, &ds.names.namesDropped, &ds.helps.namesDropped, "remote_names_dropped",
@@ -155,7 +159,7 @@ func newDescs(labels []string) *descs {
 
 func (d *descs) describe(ch chan<- *prometheus.Desc) {
 	for _, desc := range []*prometheus.Desc{
-		d.sent, d.recv, d.retransmits, d.segments, d.rtt, d.open, d.opened, d.closed, d.failed,
+		d.sent, d.recv, d.retransmits, d.segments, d.rtt, d.open, d.opened, d.closed, d.failed, d.aborted,
 		d.seriesCount, d.seriesLimit, d.overflow, d.nameInfo, d.namesDropped,
 	} {
 		ch <- desc
@@ -182,9 +186,28 @@ func (d *descs) appendMetrics(ms []prometheus.Metric, s *netstate.Series) []prom
 		ms = append(ms,
 			counter(d.retransmits, s.Retransmits),
 			counter(d.segments, s.SentSegments),
-			counter(d.failed, s.Failed),
 			prometheus.MustNewConstHistogram(d.rtt, count, sum, buckets, s.Labels...),
 		)
+		ms = appendReasons(ms, d.failed, s, &s.Failures)
+		ms = appendReasons(ms, d.aborted, s, &s.Aborts)
+	}
+	return ms
+}
+
+// reasonLabel names the reason of conntrace_connection_failures_total and
+// conntrace_connection_aborts_total.
+const reasonLabel = "reason"
+
+// appendReasons appends a counter per reason that counted a connection:
+// the reasons of a label set with none are not exported (nine series per
+// label set that never failed would be most of a scrape).
+func appendReasons(ms []prometheus.Metric, desc *prometheus.Desc, s *netstate.Series, by *[tracer.NumReasons]uint64) []prometheus.Metric {
+	for r, n := range by {
+		if n == 0 {
+			continue
+		}
+		values := append(s.Labels[:len(s.Labels):len(s.Labels)], tracer.Reason(r).String())
+		ms = append(ms, prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(n), values...))
 	}
 	return ms
 }
@@ -201,6 +224,9 @@ type exporter struct {
 	// sortedLabels are the indexes of the label values in label name
 	// order (the registry's order of samples, see textFamilies).
 	sortedLabels []int
+	// reasonNames are the label names of the families by reason: the
+	// traffic metrics' and reason.
+	reasonNames []string
 
 	// failedScrapes counts the scrapes that failed after the state
 	// counted their view (see scrape).
@@ -230,6 +256,7 @@ func newExporter(src Source, o *options) *exporter {
 		maxSeries: max(o.maxSeries, 0),
 	}
 	e.sortedLabels = sortedOrder(o.labels.Names())
+	e.reasonNames = append(o.labels.Names(), reasonLabel)
 	e.state = netstate.New[labelKey](src, lab, netstate.Config{
 		MaxClients:   o.maxClients,
 		ClientExpiry: o.expiry,

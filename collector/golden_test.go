@@ -65,14 +65,29 @@ func goldenScenario(src *fakeSource) (next func()) {
 		c2.Monotonic.RTT.Buckets[9] = 2
 		c2.Monotonic.RTT.SumMicros = 2 * 400
 		c2.Pid, c2.Comm, c2.NetNS = 1000, "curl", 4026531840
+		// The peer resets it: closed, and aborted.
+		c2.End, c2.Errno = tracer.ReasonReset, 104
 		src.set(c2)
 		src.close(c2.Key)
-		// A failed connect.
-		c5 := conn(5, tracer.TCP, tracer.OUTGOING, "10.0.0.1:40004", "203.0.113.9:80")
-		c5.Established = false
-		c5.Pid, c5.Comm, c5.NetNS = 1002, "wget", 4026532000
-		src.set(c5)
-		src.close(c5.Key)
+		// Failed connects: refused, twice timed out (one after an ICMP
+		// error), and one to the first service, timed out: samples by
+		// reason, sorted with the reason among the labels.
+		for i, f := range []struct {
+			dst    string
+			reason tracer.Reason
+		}{
+			{"203.0.113.9:80", tracer.ReasonRefused},
+			{"203.0.113.9:80", tracer.ReasonTimeout},
+			{"203.0.113.9:80", tracer.ReasonHostUnreachable},
+			{"192.0.2.10:443", tracer.ReasonTimeout},
+		} {
+			c5 := conn(uint64(50+i), tracer.TCP, tracer.OUTGOING, "10.0.0.1:40004", f.dst)
+			c5.Established = false
+			c5.End = f.reason
+			c5.Pid, c5.Comm, c5.NetNS = 1002, "wget", 4026532000
+			src.set(c5)
+			src.close(c5.Key)
+		}
 		src.update(c3.Key, func(c *tracer.ConnectionStats) {
 			c.Monotonic.SentBytes += 70
 			c.Monotonic.RecvBytes += 7000

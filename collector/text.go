@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/conntrace/conntrace_exporter/netstate"
+	"github.com/conntrace/conntrace_exporter/tracer"
 )
 
 // The traffic metrics of a view, written straight in the text format
@@ -154,7 +155,8 @@ func (e *exporter) textFamilies(v *netstate.View, dns map[netip.Addr][]string) [
 	counter(d.names.closed, d.helps.closed, "counter", series, func(s *netstate.Series) uint64 { return s.Closed })
 	counter(d.names.retransmits, d.helps.retransmits, "counter", tcp, func(s *netstate.Series) uint64 { return s.Retransmits })
 	counter(d.names.segments, d.helps.segments, "counter", tcp, func(s *netstate.Series) uint64 { return s.SentSegments })
-	counter(d.names.failed, d.helps.failed, "counter", tcp, func(s *netstate.Series) uint64 { return s.Failed })
+	e.reasonFamily(&fams, d.names.failed, d.helps.failed, tcp, func(s *netstate.Series) *[tracer.NumReasons]uint64 { return &s.Failures })
+	e.reasonFamily(&fams, d.names.aborted, d.helps.aborted, tcp, func(s *netstate.Series) *[tracer.NumReasons]uint64 { return &s.Aborts })
 	if len(tcp) > 0 {
 		name := d.names.rtt
 		fams = append(fams, textFamily{name, func(t *textWriter) {
@@ -219,4 +221,42 @@ func sortedOrder(names []string) []int {
 	}
 	slices.SortFunc(order, func(a, b int) int { return strings.Compare(names[a], names[b]) })
 	return order
+}
+
+// reasonFamily adds a family of counters by reason (failures, aborts): a
+// sample per label set and reason that counted a connection, with the
+// reason label in its place among the others, in the registry's order
+// (by label values, the reason's among them). Few label sets fail, so
+// their pairs are rendered here, not kept.
+func (e *exporter) reasonFamily(fams *[]textFamily, name, help string, of []*netstate.Series, by func(*netstate.Series) *[tracer.NumReasons]uint64) {
+	type sample struct {
+		values []string
+		n      uint64
+	}
+	var samples []sample
+	for _, s := range of {
+		for r, n := range by(s) {
+			if n != 0 {
+				samples = append(samples, sample{append(s.Labels[:len(s.Labels):len(s.Labels)], tracer.Reason(r).String()), n})
+			}
+		}
+	}
+	if len(samples) == 0 {
+		return // no sample: no family, as the registry
+	}
+	order := sortedOrder(e.reasonNames)
+	slices.SortFunc(samples, func(a, b sample) int {
+		for _, i := range order {
+			if c := strings.Compare(a.values[i], b.values[i]); c != 0 {
+				return c
+			}
+		}
+		return 0
+	})
+	*fams = append(*fams, textFamily{name, func(t *textWriter) {
+		t.header(name, help, "counter")
+		for _, s := range samples {
+			t.sample(name, labelText(e.reasonNames, s.values), "", float64(s.n))
+		}
+	}})
 }

@@ -8,10 +8,30 @@ import "github.com/conntrace/conntrace_exporter/tracer"
 // connections opened, closed and failed, and the RTT samples' count.
 type Counters struct {
 	tracer.Totals
-	// Opened, Closed and Failed count connections (0 or 1 for one).
+	// Opened, Closed and Failed count connections (0 or 1 for one);
+	// Failed is the sum of Failures.
 	Opened, Closed, Failed uint64
+	// Failures count connects that never established, and Aborts
+	// established connections that ended with an error on their socket,
+	// by tracer.Reason (ConnectionStats.End).
+	Failures, Aborts [tracer.NumReasons]uint64
 	// RTTCount is the RTT buckets' sum.
 	RTTCount uint64
+}
+
+// endOf returns the counters of a connection's end alone: its closing,
+// failure or abort, by its reason.
+func endOf(c *tracer.ConnectionStats) Counters {
+	var d Counters
+	_, closed, failed := c.Lifecycle()
+	d.Closed, d.Failed = bit(closed), bit(failed)
+	switch {
+	case failed:
+		d.Failures[c.End] = 1
+	case closed && c.End != tracer.ReasonNone:
+		d.Aborts[c.End] = 1
+	}
+	return d
 }
 
 // sub subtracts o from c, each counter floored at 0; reset says one was
@@ -26,6 +46,14 @@ func (c *Counters) sub(o *Counters) (reset bool) {
 		}
 		*p.v -= min(*p.v, *p.o)
 	}
+	for i := range c.Failures {
+		for _, p := range [...]struct{ v, o *uint64 }{{&c.Failures[i], &o.Failures[i]}, {&c.Aborts[i], &o.Aborts[i]}} {
+			if *p.v < *p.o {
+				reset = true
+			}
+			*p.v -= min(*p.v, *p.o)
+		}
+	}
 	return reset
 }
 
@@ -35,6 +63,10 @@ func (c *Counters) Add(o *Counters) {
 	c.Opened += o.Opened
 	c.Closed += o.Closed
 	c.Failed += o.Failed
+	for i := range c.Failures {
+		c.Failures[i] += o.Failures[i]
+		c.Aborts[i] += o.Aborts[i]
+	}
 	c.RTTCount += o.RTTCount
 }
 
@@ -48,18 +80,16 @@ func bit(b bool) uint64 {
 // all returns everything c counted: since the zero baseline, without
 // its subtraction (the fold of every closed connection).
 func all(c *tracer.ConnectionStats) Counters {
-	d := Counters{Totals: c.Monotonic.Widen(), RTTCount: c.Monotonic.RTT.Count()}
-	opened, closed, failed := c.Lifecycle()
-	d.Opened, d.Closed, d.Failed = bit(opened), bit(closed), bit(failed)
+	d := endOf(c)
+	d.Totals, d.RTTCount = c.Monotonic.Widen(), c.Monotonic.RTT.Count()
+	opened, _, _ := c.Lifecycle()
+	d.Opened = bit(opened)
 	return d
 }
 
-// ends returns only the connection's end: its closing or failure, without
-// traffic (for a connection whose traffic predates the client).
-func ends(c *tracer.ConnectionStats) Counters {
-	_, closed, failed := c.Lifecycle()
-	return Counters{Closed: bit(closed), Failed: bit(failed)}
-}
+// ends returns only the connection's end: its closing, failure or abort,
+// without traffic (for a connection whose traffic predates the client).
+func ends(c *tracer.ConnectionStats) Counters { return endOf(c) }
 
 // minus returns a − b for counters of the same connection read twice
 // (b first), the lifecycle left out: the traffic between the two reads.

@@ -376,9 +376,18 @@ func TestFailuresAndRTT(t *testing.T) {
 	f.mu.Lock()
 	c := f.active[tracer.ConnKey{Cookie: 1}]
 	c.Established = false
+	c.End = tracer.ReasonRefused
 	f.active[c.Key] = c
 	f.mu.Unlock()
 	f.close(1)
+	// An established connection reset by its peer: closed, and aborted.
+	f.open(3, 0, 0)
+	f.mu.Lock()
+	c = f.active[tracer.ConnKey{Cookie: 3}]
+	c.End = tracer.ReasonReset
+	f.active[c.Key] = c
+	f.mu.Unlock()
+	f.close(3)
 	f.open(2, 0, 0)
 	f.mu.Lock()
 	c = f.active[tracer.ConnKey{Cookie: 2}]
@@ -389,6 +398,14 @@ func TestFailuresAndRTT(t *testing.T) {
 	v := scrape(t, st, "a")
 	if got, want := v.of(1), (sums{Failed: 1}); got != want {
 		t.Errorf("failed connect: %+v, want %+v", got, want)
+	}
+	var refused, reset [tracer.NumReasons]uint64
+	refused[tracer.ReasonRefused], reset[tracer.ReasonReset] = 1, 1
+	if s := v["1"]; s.Failures != refused || s.Aborts != ([tracer.NumReasons]uint64{}) {
+		t.Errorf("failed connect: failures %v aborts %v, want %v and none", s.Failures, s.Aborts, refused)
+	}
+	if s := v["3"]; s.Closed != 1 || s.Aborts != reset || s.Failed != 0 {
+		t.Errorf("reset connection: closed %d failed %d aborts %v, want 1, 0, %v", s.Closed, s.Failed, s.Aborts, reset)
 	}
 	f.mu.Lock()
 	c = f.active[tracer.ConnKey{Cookie: 2}]

@@ -106,10 +106,17 @@ type ConnectionStats struct {
 	RTTVar uint32
 
 	Pid   uint32
-	Comm  string
 	NetNS uint32
+	Comm  string
 	SPort uint16
 	DPort uint16
+	// Errno is the kernel's error on the socket when it closed (sk_err),
+	// 0 for none or while open; End is what it means.
+	Errno uint16
+	// End is why a closed TCP connection ended: a failure's reason when it
+	// never established, an abort's when it did (ReasonNone: it closed
+	// well). ReasonNone while open, and for UDP.
+	End Reason
 
 	// The bytes below share one 8-byte word: 296 bytes in all, which
 	// keeps the tracer's entry per connection in the 320-byte size class

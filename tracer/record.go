@@ -13,6 +13,7 @@ const (
 	connEstablished = 1
 	connClosed      = 2
 	connPreexisting = 4
+	connNoLocalPort = 8
 	// connWasLive is set by user space only, on a closed record whose
 	// connection a read had reported live (see Tracer.wait).
 	connWasLive = 0x80
@@ -134,6 +135,10 @@ func toConnectionStats(r *bpf.ConntraceConnRecord, names comms) ConnectionStats 
 		Established:     r.Flags&connEstablished != 0,
 		Closed:          r.Flags&connClosed != 0,
 		Preexisting:     r.Flags&connPreexisting != 0,
+	}
+	if c.Closed {
+		c.Errno = r.Err
+		c.End = endReason(c.Established, r.Err, r.Flags&connNoLocalPort != 0)
 	}
 	c.Family, c.Source, c.Dest = endpoints(r.Family, &r.Saddr, &r.Daddr)
 	switch r.Direction {

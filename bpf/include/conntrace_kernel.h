@@ -264,6 +264,7 @@ struct sock {
 	struct sock_common __sk_common;
 	__u16 sk_protocol;
 	__u8 sk_userlocks;
+	int sk_err;
 } __attribute__((preserve_access_index));
 
 struct tcp_sock {

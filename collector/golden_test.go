@@ -109,6 +109,7 @@ func goldenScenario(src *fakeSource) (next func()) {
 			TrackedUDPFlows:         2,
 			TrackedConnectionsLimit: 65536,
 			Lost:                    map[string]uint64{tracer.LostRingBufferFull: 3},
+			CloseErrors:             map[uint16]uint64{104: 1, 110: 2, 111: 1, 113: 1, 103: 4},
 		}
 	}
 }

@@ -24,6 +24,7 @@ type healthCollector struct {
 	probeHits, probeMisses                      *prometheus.Desc
 	capability                                  *prometheus.Desc
 	dnsUnsolicited                              *prometheus.Desc
+	closeErrors                                 *prometheus.Desc
 }
 
 // lostScrapeFailed is the reason of lost_total that the collector counts:
@@ -69,6 +70,8 @@ func newHealthCollector(src Source, state stateHealth, failedScrapes *atomic.Uin
 			"1 if the kernel offered this capability at start-up, 0 if not (see the start-up log and README for what each costs).", []string{"capability"}, nil),
 		dnsUnsolicited: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "dns_unsolicited_answers_total"),
 			"DNS answers not read because they answer no query this host sent (same socket and transaction id, within 10 s): forged, or late duplicates.", nil, nil),
+		closeErrors: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "connection_errors_total"),
+			"TCP connections traced since start-up that closed with an error on their socket, by the kernel's error (errno): what a failure's or an abort's reason was, \"other\" above all. All clients alike.", []string{"errno"}, nil),
 		probeMisses: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "probe_misses"),
 			"Misses of a kprobe, from kprobe_profile; absent where the file is not readable.", []string{"probe"}, nil),
 	}
@@ -87,6 +90,7 @@ func (c *healthCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.probeMisses
 	ch <- c.capability
 	ch <- c.dnsUnsolicited
+	ch <- c.closeErrors
 }
 
 func (c *healthCollector) Collect(ch chan<- prometheus.Metric) {
@@ -102,6 +106,9 @@ func (c *healthCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.trackedLimit, prometheus.GaugeValue, float64(s.TrackedConnectionsLimit))
 	ch <- prometheus.MustNewConstMetric(c.clients, prometheus.GaugeValue, float64(c.state.Clients()))
 	ch <- prometheus.MustNewConstMetric(c.dnsUnsolicited, prometheus.CounterValue, float64(s.DNSUnsolicited))
+	for errno, n := range s.CloseErrors {
+		ch <- prometheus.MustNewConstMetric(c.closeErrors, prometheus.CounterValue, float64(n), tracer.ErrnoName(errno))
+	}
 
 	// Every known reason, 0 if absent; then any reason the tracer added
 	// that this list does not know yet, so that nothing is hidden.

@@ -176,6 +176,9 @@ func (t *Tracer) takeRecord(batch []ConnectionStats, raws []bpf.ConntraceConnRec
 		return batch, raws
 	}
 	if c := toConnectionStats(&recs[0], t.drainComms); t.keep(&c) {
+		if c.Errno != 0 {
+			t.errnos.add(c.Errno)
+		}
 		batch, raws = append(batch, c), append(raws, recs[0])
 	}
 	return batch, raws

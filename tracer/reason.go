@@ -1,7 +1,9 @@
 package tracer
 
 import (
+	"maps"
 	"strconv"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -107,4 +109,27 @@ func ErrnoName(errno uint16) string {
 		return n
 	}
 	return strconv.Itoa(int(errno))
+}
+
+// errnoCounts counts closed connections by the kernel's error number. At
+// most 65,536 keys (the record's 16 bits), and only the few the kernel
+// sets on TCP sockets in practice.
+type errnoCounts struct {
+	mu sync.Mutex
+	m  map[uint16]uint64
+}
+
+func (e *errnoCounts) add(errno uint16) {
+	e.mu.Lock()
+	if e.m == nil {
+		e.m = map[uint16]uint64{}
+	}
+	e.m[errno]++
+	e.mu.Unlock()
+}
+
+func (e *errnoCounts) snapshot() map[uint16]uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return maps.Clone(e.m)
 }

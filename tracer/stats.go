@@ -95,6 +95,10 @@ type Stats struct {
 	Probes map[string]ProbeHits
 	// Support is what the kernel offered at start-up.
 	Support []Capability
+	// CloseErrors counts the traced TCP connections that closed with an
+	// error on their socket since start-up, by the kernel's error number
+	// (ConnectionStats.Errno): what the reasons, "other" above all, were.
+	CloseErrors map[uint16]uint64
 }
 
 // Stats returns the tracer's health.
@@ -124,6 +128,7 @@ func (t *Tracer) Stats() Stats {
 		s.Lost[LostRingBufferFull] = v
 	}
 	s.Lost[LostDecodeError] = t.decode.Load()
+	s.CloseErrors = t.errnos.snapshot()
 	if t.ct != nil {
 		t.natMu.Lock()
 		s.Lost[LostConntrackStateFull] = t.natFull

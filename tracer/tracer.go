@@ -70,6 +70,7 @@ type Tracer struct {
 	mu        sync.Mutex         // serialises reads of the kernel state
 	known     *known
 	decode    atomic.Uint64 // records that could not be decoded
+	errnos    errnoCounts   // the kernel's errors on closed sockets
 	// Kept from one read to the next (under mu): the process names.
 	comms comms
 	udp   udpReader

@@ -452,10 +452,12 @@ static __always_inline void finish_conn(struct sock *sk, struct conn_state *st, 
 	/* Why it ended: the error tcp_reset(), tcp_write_err() or an ICMP
 	 * error set before the kernel moved the socket to CLOSE. A connect
 	 * that found no free local port (EADDRNOTAVAIL from connect(), not
-	 * an error on the socket) leaves SYN_SENT unhashed: no local port. */
+	 * an error on the socket) leaves SYN_SENT without sending its SYN
+	 * (the local port itself is gone by now: released before the state
+	 * change, for every socket). */
 	err = READ_ONCE(sk->sk_err);
 	rec->err = err > 0 && err < 0xffff ? err : (err ? 0xffff : 0);
-	if (!(st->flags & CONN_ESTABLISHED) && !sk->__sk_common.skc_num)
+	if (!(st->flags & CONN_ESTABLISHED) && !tp->segs_out)
 		rec->flags |= CONN_NO_LOCAL_PORT;
 	/* No wakeup: user space drains the ring on every scrape and every
 	 * 100 ms, and a wakeup costs a self-IPI, about as much as the rest of

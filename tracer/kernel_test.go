@@ -26,6 +26,8 @@ type kTotals struct {
 	sent, recv, retrans     uint64
 	segs                    uint64
 	opened, closed, failed  uint64
+	// failures and aborts count the closed connections by reason.
+	failures, aborts [NumReasons]uint64
 	rttCount, rttSumMicros  uint64
 	lastRTT, lastRTTVar     uint32
 	conns                   map[ConnKey]bool
@@ -114,6 +116,12 @@ func (o *observer) poll() bool {
 			tt.families[c.Family] = true
 			if c.Closed {
 				tt.closedSeen++
+				switch _, closed, failed := c.Lifecycle(); {
+				case failed:
+					tt.failures[c.End]++
+				case closed && c.End != ReasonNone:
+					tt.aborts[c.End]++
+				}
 			}
 			if c.Preexisting {
 				tt.preexisting++

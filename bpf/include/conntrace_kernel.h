@@ -276,6 +276,7 @@ struct tcp_sock {
 	__u32 mdev_us;
 	__u32 total_retrans;
 	__u32 data_segs_out;
+	__u32 segs_out;
 } __attribute__((preserve_access_index));
 
 struct socket {

@@ -265,15 +265,21 @@ func (p *Pair) AddServerAddrs(addrs []netip.Addr) error {
 // retransmits. The table goes with the namespace.
 func (p *Pair) DropServerDataSegments(t testing.TB, port int) {
 	t.Helper()
-	if _, err := exec.LookPath("nft"); err != nil {
-		t.Fatalf("nft (nftables) is needed to drop packets: %v", err)
-	}
-	rules := fmt.Sprintf(`table inet conntrace_test {
+	p.ServerNft(t, fmt.Sprintf(`table inet conntrace_test {
 	chain input {
 		type filter hook input priority 0; policy accept;
 		tcp dport %d meta length > 200 numgen random mod 4 == 0 drop
 	}
-}`, port)
+}`, port))
+}
+
+// ServerNft loads nftables rules (nft -f syntax) in the server namespace;
+// its tables go with the namespace.
+func (p *Pair) ServerNft(t testing.TB, rules string) {
+	t.Helper()
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Fatalf("nft (nftables) is needed to drop or reject packets: %v", err)
+	}
 	cmd := exec.Command("ip", "netns", "exec", p.ServerName, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(rules)
 	if out, err := cmd.CombinedOutput(); err != nil {

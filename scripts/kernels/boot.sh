@@ -46,7 +46,7 @@ for f in modules.builtin modules.order; do [ ! -f "$kdir/modules/$f" ] || cp "$k
 busybox depmod -b "$root" "$rel"
 # Loaded at boot; the rest on demand.
 printf '%s\n' veth nf_tables nf_conntrack nf_conntrack_netlink nf_nat nft_ct nft_nat nft_chain_nat \
-	nft_numgen nft_counter >"$root/etc/modules-load"
+	nft_numgen nft_counter nft_reject nft_reject_ipv4 nft_quota >"$root/etc/modules-load"
 
 install -m 0755 "$here/init" "$root/init"
 cp "$script" "$root/run.sh"

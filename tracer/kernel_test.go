@@ -23,11 +23,11 @@ import (
 
 // kTotals accumulates one client's deltas per connection end.
 type kTotals struct {
-	sent, recv, retrans     uint64
-	segs                    uint64
-	opened, closed, failed  uint64
+	sent, recv, retrans    uint64
+	segs                   uint64
+	opened, closed, failed uint64
 	// failures and aborts count the closed connections by reason.
-	failures, aborts [NumReasons]uint64
+	failures, aborts        [NumReasons]uint64
 	rttCount, rttSumMicros  uint64
 	lastRTT, lastRTTVar     uint32
 	conns                   map[ConnKey]bool

@@ -62,6 +62,12 @@ func TestMixinAgainstPrometheus(t *testing.T) {
 	}
 	t.Cleanup(func() { ln.Close() })
 	pair.DropServerDataSegments(t, ln.Addr().(*net.TCPAddr).Port)
+	// Connections the server resets, for the abort panels.
+	rst, err := pair.Listen("tcp4", net.JoinHostPort(serverAddr, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rst.Close() })
 
 	exporterAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	exp := exec.Command(bin, "--web.listen-address="+exporterAddr, "--tracer.bpf-stats")
@@ -89,6 +95,7 @@ func TestMixinAgainstPrometheus(t *testing.T) {
 			case <-time.After(100 * time.Millisecond):
 			}
 			exchange(t, pair, ln, 256<<10, 4<<10)
+			failAndAbort(t, pair, rst)
 		}
 	}()
 	defer func() {
@@ -144,4 +151,36 @@ func TestMixinAgainstPrometheus(t *testing.T) {
 func countOf(ctx context.Context, base, query string) (int, error) {
 	res, err := promVector(ctx, base, query)
 	return len(res), err
+}
+
+// failAndAbort makes one refused connect (to a port nothing listens on)
+// and one connection the server resets (SO_LINGER 0): data for the
+// failure and abort panels.
+func failAndAbort(t *testing.T, p *nettest.Pair, rst net.Listener) {
+	if c, err := p.Dial("tcp4", net.JoinHostPort(serverAddr, "1")); err == nil {
+		c.Close()
+		t.Errorf("connect to port 1 of %s succeeded", serverAddr)
+	}
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		sc, err := rst.Accept()
+		if err != nil {
+			sc = nil
+		}
+		accepted <- sc
+	}()
+	cc, err := p.Dial("tcp4", rst.Addr().String())
+	if err != nil {
+		t.Errorf("dialling %s: %v", rst.Addr(), err)
+		return
+	}
+	defer cc.Close()
+	sc := <-accepted
+	if sc == nil {
+		return
+	}
+	sc.(*net.TCPConn).SetLinger(0)
+	sc.Close()
+	cc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	cc.Read(make([]byte, 1))
 }

@@ -33,6 +33,13 @@
     connectionFailuresMinPerSecond: 0.05,
     connectionFailuresFor: '10m',
 
+    // ConntraceConnectionsAborted: TCP connections aborted (reset by the
+    // peer, timed out) with one reason / TCP connections closed, with a
+    // peer, above this, at least connectionAbortsMinPerSecond.
+    connectionAbortRatioThreshold: 0.1,
+    connectionAbortsMinPerSecond: 0.05,
+    connectionAbortsFor: '10m',
+
     // ConntraceLosingData and ConntraceBPFProgramMisses: anything lost in
     // the last lostWindow, for lostFor (ConntraceLosingData) or missesFor
     // (ConntraceBPFProgramMisses); the window is longer than the waits, so

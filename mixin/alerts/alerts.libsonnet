@@ -49,12 +49,14 @@
             'Round-trip time to a peer is far above its usual.',
             'The mean RTT from {{ $labels.instance }} to {{ $labels.remote_addr }} is {{ $value | humanizeDuration }}, more than %g times its mean over the %s before the last %s.' % [c.rttFactor, c.rttBaseline, c.rttBaselineOffset],
           ),
+          // One alert per reason: refused (nothing listens) and timeout
+          // (a firewall drops) have different owners.
           alert(
             'ConntraceConnectionFailuresRising',
             'warning',
             |||
-              instance_remote_addr:conntrace_connection_failures:rate5m{%(peerSelector)s}
-                /
+              instance_remote_addr_reason:conntrace_connection_failures:rate5m{%(peerSelector)s}
+                / on (job, instance, remote_addr) group_left ()
               (
                 instance_remote_addr:conntrace_connection_failures:rate5m{%(peerSelector)s}
                 + on (job, instance, remote_addr)
@@ -62,11 +64,26 @@
               )
                 > %(connectionFailureRatioThreshold)g
               and
-              instance_remote_addr:conntrace_connection_failures:rate5m{%(peerSelector)s} > %(connectionFailuresMinPerSecond)g
+              instance_remote_addr_reason:conntrace_connection_failures:rate5m{%(peerSelector)s} > %(connectionFailuresMinPerSecond)g
             ||| % c,
             c.connectionFailuresFor,
             'TCP connections to a peer are failing.',
-            '{{ $value | humanizePercentage }} of the TCP connects from {{ $labels.instance }} to {{ $labels.remote_addr }} never established (threshold %g%%).' % (c.connectionFailureRatioThreshold * 100),
+            '{{ $value | humanizePercentage }} of the TCP connects from {{ $labels.instance }} to {{ $labels.remote_addr }} never established, reason {{ $labels.reason }} (threshold %g%%).' % (c.connectionFailureRatioThreshold * 100),
+          ),
+          alert(
+            'ConntraceConnectionsAborted',
+            'warning',
+            |||
+              instance_remote_addr_reason:conntrace_connection_aborts:rate5m{%(peerSelector)s}
+                / on (job, instance, remote_addr) group_left ()
+              (instance_remote_addr:conntrace_connections_closed:rate5m{%(peerSelector)s} > 0)
+                > %(connectionAbortRatioThreshold)g
+              and
+              instance_remote_addr_reason:conntrace_connection_aborts:rate5m{%(peerSelector)s} > %(connectionAbortsMinPerSecond)g
+            ||| % c,
+            c.connectionAbortsFor,
+            'Established TCP connections with a peer end in errors.',
+            '{{ $value | humanizePercentage }} of the TCP connections between {{ $labels.instance }} and {{ $labels.remote_addr }} that closed were aborted, reason {{ $labels.reason }} (threshold %g%%).' % (c.connectionAbortRatioThreshold * 100),
           ),
         ],
       },

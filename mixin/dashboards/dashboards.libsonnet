@@ -52,6 +52,10 @@ local g = import '../lib/dashboard.libsonnet';
           g.target('sum by (instance) (instance_remote_addr:conntrace_connections_opened:rate5m{%s})' % sel, '{{instance}} opened'),
           g.target('sum by (instance) (instance_remote_addr:conntrace_connection_failures:rate5m{%s})' % sel, '{{instance}} failed'),
         ]),
+        g.timeseries('Failures and aborts by reason', "TCP connects that never established, and established connections that ended in an error, a second, by the kernel's reason.", 'cps', [
+          g.target('sum by (reason) (instance_remote_addr_reason:conntrace_connection_failures:rate5m{%s})' % sel, 'failed: {{reason}}'),
+          g.target('sum by (reason) (instance_remote_addr_reason:conntrace_connection_aborts:rate5m{%s})' % sel, 'aborted: {{reason}}'),
+        ]),
       ],
     ),
 
@@ -86,6 +90,10 @@ local g = import '../lib/dashboard.libsonnet';
         g.timeseries('Connections opened and failed by port', 'Connections established and TCP connects that failed, a second.', 'cps', [
           g.target('sum by (port) (rate(conntrace_connections_opened_total{%s, remote_addr="$peer"}[$__rate_interval]))' % sel, '{{port}} opened'),
           g.target('sum by (port) (rate(conntrace_connection_failures_total{%s, remote_addr="$peer"}[$__rate_interval]))' % sel, '{{port}} failed'),
+        ]),
+        g.timeseries('Failures and aborts by reason', "TCP connects to the peer that never established, and connections with it that ended in an error, a second, by port and the kernel's reason.", 'cps', [
+          g.target('sum by (port, reason) (rate(conntrace_connection_failures_total{%s, remote_addr="$peer"}[$__rate_interval]))' % sel, '{{port}} failed: {{reason}}'),
+          g.target('sum by (port, reason) (rate(conntrace_connection_aborts_total{%s, remote_addr="$peer"}[$__rate_interval]))' % sel, '{{port}} aborted: {{reason}}'),
         ]),
       ],
     ),

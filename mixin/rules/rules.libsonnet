@@ -2,8 +2,8 @@
 // remote_addr (or address group) of one exporter (job, instance).
 {
   local by = 'job, instance, remote_addr',
-  local rate(metric, extra='') =
-    'sum by (%s) (rate(%s{%s%s}[%s]))' % [by, metric, $._config.conntraceSelector, extra, $._config.rateInterval],
+  local rate(metric, extra='', grouping=by) =
+    'sum by (%s) (rate(%s{%s%s}[%s]))' % [grouping, metric, $._config.conntraceSelector, extra, $._config.rateInterval],
 
   prometheusRules+:: {
     groups+: [
@@ -25,6 +25,10 @@
             ||| % $._config,
           },
           { record: 'instance_remote_addr:conntrace_connection_failures:rate5m', expr: rate('conntrace_connection_failures_total') },
+          // By reason (refused, timeout, ...): what the kernel said.
+          { record: 'instance_remote_addr_reason:conntrace_connection_failures:rate5m', expr: rate('conntrace_connection_failures_total', grouping=by + ', reason') },
+          { record: 'instance_remote_addr_reason:conntrace_connection_aborts:rate5m', expr: rate('conntrace_connection_aborts_total', grouping=by + ', reason') },
+          { record: 'instance_remote_addr:conntrace_connections_closed:rate5m', expr: rate('conntrace_connections_closed_total', ', protocol="tcp"') },
           // Connects this host made that established: with the failures,
           // every connect it attempted (connections the peer opened to us
           // cannot fail here).

@@ -53,6 +53,9 @@ enum conn_flag {
 	CONN_PREEXISTING = 4,
 	/* A connect that failed before its SYN: no local port was free. */
 	CONN_NO_LOCAL_PORT = 8,
+	/* Kernel side only: found connecting by a seeding pass, so its
+	 * handshake's start is unknown. */
+	CONN_SEEDED = 16,
 };
 
 enum conn_direction {
@@ -74,7 +77,9 @@ struct conn_state {
 	__u32 gen;
 	__u32 pid;
 	__u32 netns;
-	__u32 _pad2;
+	/* SYN sent or received to ESTABLISHED, in µs (at least 1); 0 when
+	 * unknown (see handshake_from_syn). */
+	__u32 handshake_us;
 	__u32 rtt_buckets[RTT_BUCKETS];
 	__u8 saddr[16];
 	__u8 daddr[16];
@@ -98,7 +103,7 @@ struct conn_record {
 	__u32 retransmits;
 	__u32 sent_segments; /* data segments sent, retransmissions included */
 	__u32 srtt_us;
-	__u32 rttvar_us;
+	__u32 handshake_us;
 	__u32 gen;
 	__u32 pid;
 	__u32 netns;
@@ -195,6 +200,30 @@ struct {
 	__type(key, __u32);
 	__type(value, struct conn_record);
 } scratch SEC(".maps");
+
+/* A connection as a SYN names it (the listener's side: local, remote),
+ * from the SYN's arrival (sockops, on the request socket) to the passive
+ * ESTABLISHED. IPv4-mapped addresses as read_endpoints gives them. Not
+ * keyed by network namespace (the request socket's is not readable in
+ * sockops on every kernel): two namespaces with the same four-tuple at
+ * the same moment would share an entry. */
+struct syn_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 family;
+	__u8 _pad[3];
+};
+
+/* When each pending connection's SYN came (bpf_ktime_get_ns). Bounded
+ * (LRU): a SYN that never completes is evicted by newer ones. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct syn_key);
+	__type(value, __u64);
+} syn_times SEC(".maps");
 
 /* Force BTF for the record type, which bpf2go turns into a Go struct. */
 const struct conn_record *unused_conn_record __attribute__((unused));
@@ -414,7 +443,7 @@ static __always_inline void fill_record(struct conn_record *rec, struct sock *sk
 	rec->rtt_sum_us = st->rtt_sum_us;
 	rec->err = 0;
 	rec->srtt_us = tp->srtt_us >> 3;
-	rec->rttvar_us = tp->mdev_us >> 2;
+	rec->handshake_us = st->handshake_us;
 	if (!(st->flags & CONN_ESTABLISHED)) {
 		rec->sent_bytes = 0;
 		rec->recv_bytes = 0;
@@ -452,12 +481,13 @@ static __always_inline void finish_conn(struct sock *sk, struct conn_state *st, 
 	/* Why it ended: the error tcp_reset(), tcp_write_err() or an ICMP
 	 * error set before the kernel moved the socket to CLOSE. A connect
 	 * that found no free local port (EADDRNOTAVAIL from connect(), not
-	 * an error on the socket) leaves SYN_SENT without sending its SYN
-	 * (the local port itself is gone by now: released before the state
-	 * change, for every socket). */
+	 * an error on the socket) leaves SYN_SENT without sending its SYN,
+	 * and without the source port a successful __inet_hash_connect()
+	 * writes (inet_sport: the port number itself, inet_num, is released
+	 * before this state change, for every socket). */
 	err = READ_ONCE(sk->sk_err);
 	rec->err = err > 0 && err < 0xffff ? err : (err ? 0xffff : 0);
-	if (!(st->flags & CONN_ESTABLISHED) && !tp->segs_out)
+	if (!(st->flags & CONN_ESTABLISHED) && !tp->segs_out && !tp->inet_conn.icsk_inet.inet_sport)
 		rec->flags |= CONN_NO_LOCAL_PORT;
 	/* No wakeup: user space drains the ring on every scrape and every
 	 * 100 ms, and a wakeup costs a self-IPI, about as much as the rest of
@@ -549,6 +579,33 @@ static __always_inline void forget_listener(struct sock *sk)
 		bpf_map_delete_elem(&listeners, &key);
 }
 
+/* elapsed_us is the time since t0 (bpf_ktime_get_ns) in µs, at least 1:
+ * 0 says unknown. */
+static __always_inline __u32 elapsed_us(__u64 t0)
+{
+	__u64 us = (bpf_ktime_get_ns() - t0) / 1000;
+
+	if (us < 1)
+		return 1;
+	return us > 0xffffffff ? 0xffffffff : us;
+}
+
+/* handshake_from_syn sets a passive open's handshake: from its SYN, which
+ * handle_sockops timed when the request socket was made, to now. */
+static __always_inline void handshake_from_syn(struct conn_state *st)
+{
+	struct syn_key key = { .sport = st->sport, .dport = st->dport, .family = st->family };
+	__u64 *t0;
+
+	__builtin_memcpy(key.saddr, st->saddr, 16);
+	__builtin_memcpy(key.daddr, st->daddr, 16);
+	t0 = bpf_map_lookup_elem(&syn_times, &key);
+	if (!t0)
+		return; /* a SYN cookie, evicted, or before start-up: unknown */
+	st->handshake_us = elapsed_us(*t0);
+	bpf_map_delete_elem(&syn_times, &key);
+}
+
 static __always_inline struct listener *find_listener(struct conn_state *st)
 {
 	struct listener_key key = { .netns = st->netns, .port = st->sport };
@@ -593,6 +650,8 @@ int BPF_PROG(handle_set_state, const struct sock *csk, const int oldstate, const
 				__builtin_memset(comm, 0, sizeof(comm));
 				st = start_conn(sk, DIR_INCOMING, 0, comm);
 			}
+			if (st && !(st->flags & CONN_CLOSED))
+				handshake_from_syn(st);
 		}
 		if (!st || (st->flags & CONN_CLOSED))
 			return 0;
@@ -615,6 +674,10 @@ int BPF_PROG(handle_set_state, const struct sock *csk, const int oldstate, const
 		if (!tp)
 			return 0;
 		take_baselines(tp, st, false);
+		/* An active open: tracked since its SYN_SENT, unless a seeding
+		 * pass found it connecting. */
+		if (oldstate == TCP_SYN_SENT && !(st->flags & CONN_SEEDED))
+			st->handshake_us = elapsed_us(st->start_ns);
 		st->flags |= CONN_ESTABLISHED;
 		return 0;
 	case TCP_CLOSE:
@@ -657,6 +720,37 @@ static __always_inline __u32 log2_bucket(__u32 v)
 	return r < RTT_BUCKETS ? r : RTT_BUCKETS - 1;
 }
 
+/* time_syn remembers when the SYN of a request socket came, keyed as the
+ * child's endpoints will read (read_endpoints). */
+static __always_inline void time_syn(struct bpf_sock_ops *skops)
+{
+	struct syn_key key = { .sport = skops->local_port, .dport = bpf_ntohl(skops->remote_port) };
+	__u64 now = bpf_ktime_get_ns();
+
+	if (skops->family == AF_INET) {
+		__u32 l = skops->local_ip4, r = skops->remote_ip4;
+
+		__builtin_memcpy(key.saddr, &l, 4);
+		__builtin_memcpy(key.daddr, &r, 4);
+		key.family = AF_INET;
+	} else if (skops->family == AF_INET6) {
+		__u32 l[4] = { skops->local_ip6[0], skops->local_ip6[1], skops->local_ip6[2], skops->local_ip6[3] };
+		__u32 r[4] = { skops->remote_ip6[0], skops->remote_ip6[1], skops->remote_ip6[2], skops->remote_ip6[3] };
+
+		__builtin_memcpy(key.saddr, l, 16);
+		__builtin_memcpy(key.daddr, r, 16);
+		key.family = AF_INET6;
+		if (is_v4mapped(key.saddr) && is_v4mapped(key.daddr)) {
+			unmap_v4(key.saddr);
+			unmap_v4(key.daddr);
+			key.family = AF_INET;
+		}
+	} else {
+		return;
+	}
+	bpf_map_update_elem(&syn_times, &key, &now, BPF_ANY);
+}
+
 SEC("sockops")
 int handle_sockops(struct bpf_sock_ops *skops)
 {
@@ -682,6 +776,13 @@ int handle_sockops(struct bpf_sock_ops *skops)
 		}
 		break;
 	}
+	case BPF_SOCK_OPS_TIMEOUT_INIT:
+		/* Also called for a request socket, when a listener takes a
+		 * SYN (tcp_conn_request): when the passive handshake starts.
+		 * Not with SYN cookies (no request socket is kept). */
+		if (!skops->is_fullsock)
+			time_syn(skops);
+		break;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_RTT_CB_FLAG);
@@ -768,6 +869,8 @@ static __always_inline int seed_conn(struct sock *sk, __u32 pid, const char *com
 		return 0;
 	dir = find_listener(&tmp) ? DIR_INCOMING : DIR_OUTGOING;
 	st = start_conn(sk, dir, pid, comm);
+	if (st && state == TCP_SYN_SENT)
+		st->flags |= CONN_SEEDED;
 	if (!st || state == TCP_SYN_SENT)
 		return 0; /* a SYN_SENT socket gets its baselines at ESTABLISHED */
 	tp = bpf_skc_to_tcp_sock(sk);

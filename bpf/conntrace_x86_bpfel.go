@@ -24,7 +24,7 @@ type ConntraceConnRecord struct {
 	Retransmits  uint32
 	SentSegments uint32
 	SrttUs       uint32
-	RttvarUs     uint32
+	HandshakeUs  uint32
 	Gen          uint32
 	Pid          uint32
 	Netns        uint32
@@ -55,7 +55,7 @@ type ConntraceConnState struct {
 	Gen          uint32
 	Pid          uint32
 	Netns        uint32
-	Pad2         uint32
+	HandshakeUs  uint32
 	RttBuckets   [32]uint32
 	Saddr        [16]uint8
 	Daddr        [16]uint8
@@ -136,6 +136,16 @@ type ConntraceOwner struct {
 	Comm [16]int8
 }
 
+type ConntraceSynKey struct {
+	_      structs.HostLayout
+	Saddr  [16]uint8
+	Daddr  [16]uint8
+	Sport  uint16
+	Dport  uint16
+	Family uint8
+	Pad    [3]uint8
+}
+
 type ConntraceUdpCall struct {
 	_     structs.HostLayout
 	Sk    uint64
@@ -196,6 +206,7 @@ const (
 	ConntraceMapListeners                   = "listeners"
 	ConntraceMapOwners                      = "owners"
 	ConntraceMapScratch                     = "scratch"
+	ConntraceMapSynTimes                    = "syn_times"
 	ConntraceMapUdpCalls                    = "udp_calls"
 	ConntraceMapUdpFlows                    = "udp_flows"
 	ConntraceMapUdpRecvPeer                 = "udp_recv_peer"
@@ -351,6 +362,7 @@ type ConntraceMapSpecs struct {
 	Listeners           *ebpf.MapSpec `ebpf:"listeners"`
 	Owners              *ebpf.MapSpec `ebpf:"owners"`
 	Scratch             *ebpf.MapSpec `ebpf:"scratch"`
+	SynTimes            *ebpf.MapSpec `ebpf:"syn_times"`
 	UdpCalls            *ebpf.MapSpec `ebpf:"udp_calls"`
 	UdpFlows            *ebpf.MapSpec `ebpf:"udp_flows"`
 	UdpRecvPeer         *ebpf.MapSpec `ebpf:"udp_recv_peer"`
@@ -416,6 +428,7 @@ type ConntraceMaps struct {
 	Listeners           *ebpf.Map `ebpf:"listeners"`
 	Owners              *ebpf.Map `ebpf:"owners"`
 	Scratch             *ebpf.Map `ebpf:"scratch"`
+	SynTimes            *ebpf.Map `ebpf:"syn_times"`
 	UdpCalls            *ebpf.Map `ebpf:"udp_calls"`
 	UdpFlows            *ebpf.Map `ebpf:"udp_flows"`
 	UdpRecvPeer         *ebpf.Map `ebpf:"udp_recv_peer"`
@@ -437,6 +450,7 @@ func (m *ConntraceMaps) Close() error {
 		m.Listeners,
 		m.Owners,
 		m.Scratch,
+		m.SynTimes,
 		m.UdpCalls,
 		m.UdpFlows,
 		m.UdpRecvPeer,

@@ -100,6 +100,19 @@ func rttHistogram(c *netstate.Counters) (count uint64, sum float64, buckets map[
 	return cum, float64(c.RTT.SumMicros) / 1e6, buckets
 }
 
+// timingHistogram returns the observations' count, their sum in seconds
+// and the cumulative buckets by bound (in seconds) of t, whose bounds are
+// bounds (µs).
+func timingHistogram(t *netstate.Timing, bounds []uint64) (count uint64, sum float64, buckets map[float64]uint64) {
+	buckets = make(map[float64]uint64, len(bounds))
+	for i, b := range bounds {
+		count += t.Buckets[i]
+		buckets[float64(b)/1e6] = count
+	}
+	count += t.Buckets[len(bounds)]
+	return count, float64(t.SumMicros) / 1e6, buckets
+}
+
 // descs are the metric descriptions, built once: as client_golang's
 // descriptions, and as names and help texts for the text writer.
 type descs struct {
@@ -117,6 +130,7 @@ type descFields[T any] struct {
 	open                    T
 	opened, closed, failed  T
 	aborted                 T
+	handshake, duration     T
 
 	// Per client, without labels.
 	seriesCount, seriesLimit, overflow T
@@ -143,7 +157,9 @@ func newDescs(labels []string) *descs {
 	const reason = ` By reason, from the kernel's error on the socket at its close (see README); a reason's series appears once it counted a connection.`
 	withReason := append(labels[:len(labels):len(labels)], reasonLabel)
 	d(&ds.failed, &ds.names.failed, &ds.helps.failed, "connection_failures_total", "TCP connects that never established (TCP only)."+reason+perClient+overflow, withReason)
-	d(&ds.aborted, &ds.names.aborted, &ds.helps.aborted, "connection_aborts_total", "Established TCP connections that ended with an error on their socket: reset by the peer, timed out (TCP only)."+reason+perClient+overflow, withReason)
+	d(&ds.handshake, &ds.names.handshake, &ds.helps.handshake, "handshake_seconds", "TCP handshakes, from the SYN sent (outgoing) or received (incoming) to ESTABLISHED, in seconds (TCP only; not for connections found at start-up, nor incoming ones whose SYN was not timed, as with SYN cookies); a label set's histogram appears once it counted one."+perClient+overflow, labels)
+	d(&ds.duration, &ds.names.duration, &ds.helps.duration, "connection_duration_seconds", "TCP connections' lives, from ESTABLISHED to their close, counted at the close, in seconds (TCP only; not for connections found at start-up); a label set's histogram appears once it counted one."+perClient+overflow, labels)
+	d(&ds.aborted, &ds.names.aborted, &ds.helps.aborted, "connection_aborts_total", "Established TCP connections that ended with an error on their socket (reset by the peer, timed out, ...): part of connections_closed_total (TCP only)."+reason+perClient+overflow, withReason)
 	d(&ds.nameInfo, &ds.names.nameInfo, &ds.helps.nameInfo, "remote_name_info",
 		"A name DNS answers on this host gave a remote address of this client's view (always 1); join with group_left on remote_addr.", nameInfoLabels)
 	d(&ds.namesDropped, &ds.names.namesDropped, &ds.helps.namesDropped, "remote_names_dropped",
@@ -159,7 +175,7 @@ func newDescs(labels []string) *descs {
 
 func (d *descs) describe(ch chan<- *prometheus.Desc) {
 	for _, desc := range []*prometheus.Desc{
-		d.sent, d.recv, d.retransmits, d.segments, d.rtt, d.open, d.opened, d.closed, d.failed, d.aborted,
+		d.sent, d.recv, d.retransmits, d.segments, d.rtt, d.open, d.opened, d.closed, d.failed, d.aborted, d.handshake, d.duration,
 		d.seriesCount, d.seriesLimit, d.overflow, d.nameInfo, d.namesDropped,
 	} {
 		ch <- desc
@@ -188,6 +204,15 @@ func (d *descs) appendMetrics(ms []prometheus.Metric, s *netstate.Series) []prom
 			counter(d.segments, s.SentSegments),
 			prometheus.MustNewConstHistogram(d.rtt, count, sum, buckets, s.Labels...),
 		)
+		for _, h := range [...]struct {
+			desc   *prometheus.Desc
+			t      *netstate.Timing
+			bounds []uint64
+		}{{d.handshake, &s.Handshakes, netstate.HandshakeBounds}, {d.duration, &s.Durations, netstate.DurationBounds}} {
+			if count, sum, buckets := timingHistogram(h.t, h.bounds); count > 0 {
+				ms = append(ms, prometheus.MustNewConstHistogram(h.desc, count, sum, buckets, s.Labels...))
+			}
+		}
 		ms = appendReasons(ms, d.failed, s, &s.Failures)
 		ms = appendReasons(ms, d.aborted, s, &s.Aborts)
 	}

@@ -65,9 +65,14 @@ func goldenScenario(src *fakeSource) (next func()) {
 		c2.Monotonic.RTT.Buckets[9] = 2
 		c2.Monotonic.RTT.SumMicros = 2 * 400
 		c2.Pid, c2.Comm, c2.NetNS = 1000, "curl", 4026531840
-		// The peer resets it: closed, and aborted.
+		// The peer resets it: closed, and aborted. Its handshake took
+		// 2 ms, then it lived 43.998 s: a handshake and a duration.
 		c2.End, c2.Errno = tracer.ReasonReset, 104
+		c2.HandshakeMicros, c2.StartEpoch = 2000, 1_000_000_000
 		src.set(c2)
+		src.mu.Lock()
+		src.ktime = max(src.ktime, 45_000_000_000-1)
+		src.mu.Unlock()
 		src.close(c2.Key)
 		// Failed connects: refused, twice timed out (one after an ICMP
 		// error), and one to the first service, timed out: samples by

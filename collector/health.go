@@ -71,7 +71,7 @@ func newHealthCollector(src Source, state stateHealth, failedScrapes *atomic.Uin
 		dnsUnsolicited: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "dns_unsolicited_answers_total"),
 			"DNS answers not read because they answer no query this host sent (same socket and transaction id, within 10 s): forged, or late duplicates.", nil, nil),
 		closeErrors: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "connection_errors_total"),
-			"TCP connections traced since start-up that closed with an error on their socket, by the kernel's error (errno): what a failure's or an abort's reason was, \"other\" above all. All clients alike.", []string{"errno"}, nil),
+			"TCP connections traced since start-up that closed with an error on their socket, by the kernel's error number (errno): names what reason=\"other\" of connection_failures_total and connection_aborts_total was. Since start-up, the same for every client.", []string{"errno"}, nil),
 		probeMisses: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "probe_misses"),
 			"Misses of a kprobe, from kprobe_profile; absent where the file is not readable.", []string{"probe"}, nil),
 	}

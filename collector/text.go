@@ -25,8 +25,13 @@ import (
 // sorted by name as client_golang sorts them: name="value",... with \, "
 // and newlines escaped. values are in the order of names.
 func labelText(names, values []string) string {
+	return labelTextOrdered(names, sortedOrder(names), values)
+}
+
+// labelTextOrdered is labelText with the names' order (sortedOrder) given.
+func labelTextOrdered(names []string, order []int, values []string) string {
 	var b strings.Builder
-	for n, i := range sortedOrder(names) {
+	for n, i := range order {
 		if n > 0 {
 			b.WriteByte(',')
 		}
@@ -155,6 +160,8 @@ func (e *exporter) textFamilies(v *netstate.View, dns map[netip.Addr][]string) [
 	counter(d.names.closed, d.helps.closed, "counter", series, func(s *netstate.Series) uint64 { return s.Closed })
 	counter(d.names.retransmits, d.helps.retransmits, "counter", tcp, func(s *netstate.Series) uint64 { return s.Retransmits })
 	counter(d.names.segments, d.helps.segments, "counter", tcp, func(s *netstate.Series) uint64 { return s.SentSegments })
+	e.timingFamily(&fams, d.names.handshake, d.helps.handshake, tcp, handshakeLE, netstate.HandshakeBounds, func(s *netstate.Series) *netstate.Timing { return &s.Handshakes })
+	e.timingFamily(&fams, d.names.duration, d.helps.duration, tcp, durationLE, netstate.DurationBounds, func(s *netstate.Series) *netstate.Timing { return &s.Durations })
 	e.reasonFamily(&fams, d.names.failed, d.helps.failed, tcp, func(s *netstate.Series) *[tracer.NumReasons]uint64 { return &s.Failures })
 	e.reasonFamily(&fams, d.names.aborted, d.helps.aborted, tcp, func(s *netstate.Series) *[tracer.NumReasons]uint64 { return &s.Aborts })
 	if len(tcp) > 0 {
@@ -256,7 +263,50 @@ func (e *exporter) reasonFamily(fams *[]textFamily, name, help string, of []*net
 	*fams = append(*fams, textFamily{name, func(t *textWriter) {
 		t.header(name, help, "counter")
 		for _, s := range samples {
-			t.sample(name, labelText(e.reasonNames, s.values), "", float64(s.n))
+			t.sample(name, labelTextOrdered(e.reasonNames, order, s.values), "", float64(s.n))
+		}
+	}})
+}
+
+// leTexts are the le pairs of bounds (µs), and +Inf.
+func leTexts(bounds []uint64) []string {
+	out := make([]string, 0, len(bounds)+1)
+	for _, b := range bounds {
+		out = append(out, `le="`+strconv.FormatFloat(float64(b)/1e6, 'g', -1, 64)+`"`)
+	}
+	return append(out, `le="+Inf"`)
+}
+
+var (
+	handshakeLE = leTexts(netstate.HandshakeBounds)
+	durationLE  = leTexts(netstate.DurationBounds)
+)
+
+// timingFamily adds a histogram family of a Timing: the label sets that
+// counted an observation (as appendMetrics).
+func (e *exporter) timingFamily(fams *[]textFamily, name, help string, of []*netstate.Series, le []string, bounds []uint64, timing func(*netstate.Series) *netstate.Timing) {
+	var with []*netstate.Series
+	for _, s := range of {
+		if timing(s).Count() > 0 {
+			with = append(with, s)
+		}
+	}
+	if len(with) == 0 {
+		return
+	}
+	*fams = append(*fams, textFamily{name, func(t *textWriter) {
+		t.header(name, help, "histogram")
+		for _, s := range with {
+			tm := timing(s)
+			var cum uint64
+			for i := range bounds {
+				cum += tm.Buckets[i]
+				t.sample(name+"_bucket", s.Text, le[i], float64(cum))
+			}
+			cum += tm.Buckets[len(bounds)]
+			t.sample(name+"_bucket", s.Text, le[len(bounds)], float64(cum))
+			t.sample(name+"_sum", s.Text, "", float64(tm.SumMicros)/1e6)
+			t.sample(name+"_count", s.Text, "", float64(cum))
 		}
 	}})
 }

@@ -15,6 +15,10 @@ type Counters struct {
 	// established connections that ended with an error on their socket,
 	// by tracer.Reason (ConnectionStats.End).
 	Failures, Aborts [tracer.NumReasons]uint64
+	// Handshakes are the TCP handshakes' durations (HandshakeBounds),
+	// counted with the opening; Durations the connections' lives, from
+	// ESTABLISHED to CLOSE (DurationBounds), counted with the closing.
+	Handshakes, Durations Timing
 	// RTTCount is the RTT buckets' sum.
 	RTTCount uint64
 }
@@ -31,6 +35,7 @@ func endOf(c *tracer.ConnectionStats) Counters {
 	case closed && c.End != tracer.ReasonNone:
 		d.Aborts[c.End] = 1
 	}
+	timings(c, &d, false, true)
 	return d
 }
 
@@ -46,14 +51,22 @@ func (c *Counters) sub(o *Counters) (reset bool) {
 		}
 		*p.v -= min(*p.v, *p.o)
 	}
-	for i := range c.Failures {
-		for _, p := range [...]struct{ v, o *uint64 }{{&c.Failures[i], &o.Failures[i]}, {&c.Aborts[i], &o.Aborts[i]}} {
-			if *p.v < *p.o {
-				reset = true
-			}
-			*p.v -= min(*p.v, *p.o)
+	sub := func(v, o *uint64) {
+		if *v < *o {
+			reset = true
 		}
+		*v -= min(*v, *o)
 	}
+	for i := range c.Failures {
+		sub(&c.Failures[i], &o.Failures[i])
+		sub(&c.Aborts[i], &o.Aborts[i])
+	}
+	for i := range c.Handshakes.Buckets {
+		sub(&c.Handshakes.Buckets[i], &o.Handshakes.Buckets[i])
+		sub(&c.Durations.Buckets[i], &o.Durations.Buckets[i])
+	}
+	sub(&c.Handshakes.SumMicros, &o.Handshakes.SumMicros)
+	sub(&c.Durations.SumMicros, &o.Durations.SumMicros)
 	return reset
 }
 
@@ -66,6 +79,13 @@ func (c *Counters) Add(o *Counters) {
 	for i := range c.Failures {
 		c.Failures[i] += o.Failures[i]
 		c.Aborts[i] += o.Aborts[i]
+	}
+	// Most counters added are one live connection's, with neither.
+	if o.Handshakes != (Timing{}) {
+		c.Handshakes.add(&o.Handshakes)
+	}
+	if o.Durations != (Timing{}) {
+		c.Durations.add(&o.Durations)
 	}
 	c.RTTCount += o.RTTCount
 }
@@ -84,6 +104,7 @@ func all(c *tracer.ConnectionStats) Counters {
 	d.Totals, d.RTTCount = c.Monotonic.Widen(), c.Monotonic.RTT.Count()
 	opened, _, _ := c.Lifecycle()
 	d.Opened = bit(opened)
+	timings(c, &d, true, false)
 	return d
 }
 

@@ -76,3 +76,40 @@ func uint64Fields(t reflect.Type, path []int) [][]int {
 	}
 	return out
 }
+
+// A TCP connection's handshake counts with its opening, its life (from
+// ESTABLISHED: an active open's record starts at its SYN, a passive one's
+// at ESTABLISHED) with its closing; neither for a connection found at
+// start-up, nor for UDP.
+func TestTimings(t *testing.T) {
+	const ms = uint64(1_000_000) // ns
+	active := tracer.ConnectionStats{Type: tracer.TCP, Established: true, HandshakeMicros: 1200, StartEpoch: 1000 * ms}
+	d := all(&active)
+	if d.Handshakes.Buckets[3] != 1 || d.Handshakes.Count() != 1 || d.Handshakes.SumMicros != 1200 || d.Durations.Count() != 0 {
+		t.Errorf("open, handshake 1.2 ms: handshakes %+v durations %+v, want one in bucket 3 (<= 2.5 ms), no duration", d.Handshakes, d.Durations)
+	}
+	active.Closed, active.LastUpdateEpoch = true, 1000*ms+1200*1000+5000*ms
+	if d := endOf(&active); d.Durations.Buckets[4] != 1 || d.Durations.SumMicros != 5_000_000 || d.Handshakes.Count() != 0 {
+		t.Errorf("closed after 5 s established: durations %+v handshakes %+v, want one of 5 s in bucket 4 (<= 10 s) and no handshake", d.Durations, d.Handshakes)
+	}
+	passive := tracer.ConnectionStats{Type: tracer.TCP, Established: true, ServerSide: true, HandshakeMicros: 1200,
+		StartEpoch: 1000 * ms, LastUpdateEpoch: 3000 * ms, Closed: true}
+	if d := all(&passive); d.Durations.SumMicros != 2_000_000 || d.Handshakes.SumMicros != 1200 {
+		t.Errorf("passive, established at 1 s, closed at 3 s: durations %+v handshakes %+v", d.Durations, d.Handshakes)
+	}
+	// Beyond the last bound: +Inf.
+	long := active
+	long.HandshakeMicros = 40_000_000
+	if d := all(&long); d.Handshakes.Buckets[len(HandshakeBounds)] != 1 {
+		t.Errorf("a 40 s handshake: %+v, want it in +Inf", d.Handshakes)
+	}
+	for _, c := range []tracer.ConnectionStats{
+		{Type: tracer.TCP, Established: true, Preexisting: true, Closed: true, HandshakeMicros: 5, LastUpdateEpoch: 9 * ms},
+		{Type: tracer.UDP, Established: true, Closed: true, HandshakeMicros: 5, LastUpdateEpoch: 9 * ms},
+		{Type: tracer.TCP, Closed: true, LastUpdateEpoch: 9 * ms}, // failed
+	} {
+		if d := all(&c); d.Handshakes != (Timing{}) || d.Durations != (Timing{}) {
+			t.Errorf("%+v: handshakes %+v durations %+v, want none", c, d.Handshakes, d.Durations)
+		}
+	}
+}

@@ -20,7 +20,7 @@ func sampleConn() ConnectionStats {
 		Type: TCP, Family: AFINET, Direction: OUTGOING,
 		Key:       ConnKey{Cookie: 99, Generation: 2},
 		Monotonic: Counters{SentBytes: 2048, RecvBytes: 10, Retransmits: 3},
-		RTT:       250, RTTVar: 40,
+		RTT:       250, HandshakeMicros: 40,
 	}
 }
 
@@ -98,7 +98,7 @@ func TestBeautifyKeyRejectsGarbage(t *testing.T) {
 func TestConnectionSummary(t *testing.T) {
 	c := sampleConn()
 	got := c.String()
-	want := "[TCP] [PID: 1234] [198.18.0.1:40000 ⇄ 198.18.0.2:443] (outgoing) 2.0 kB sent, 10 B received, 3 retransmits, RTT 250µs (± 40µs)"
+	want := "[TCP] [PID: 1234] [198.18.0.1:40000 ⇄ 198.18.0.2:443] (outgoing) 2.0 kB sent, 10 B received, 3 retransmits, RTT 250µs, handshake 40µs"
 	if got != want {
 		t.Errorf("String() =\n%q, want\n%q", got, want)
 	}

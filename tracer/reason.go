@@ -15,8 +15,10 @@ import (
 type Reason uint8
 
 // The reasons. An established connection that closes without an error on
-// its socket ended well (ReasonNone), whoever closed it and however (a
-// reset this host sent with SO_LINGER 0 sets no error on its own socket).
+// its socket ended well (ReasonNone), whoever closed it and however: a
+// reset this host sends (SO_LINGER 0) is no abort here, its peer's. (The
+// kernel sets ECONNRESET on the sending socket too, in tcp_disconnect(),
+// but only after its state change to CLOSE, which is when it is read.)
 const (
 	ReasonNone Reason = iota
 	// ReasonCancelled: the application closed the socket while it was

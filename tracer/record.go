@@ -124,7 +124,7 @@ func toConnectionStats(r *bpf.ConntraceConnRecord, names comms) ConnectionStats 
 		LastUpdateEpoch: r.TsNs,
 		StartEpoch:      r.StartNs,
 		RTT:             r.SrttUs,
-		RTTVar:          r.RttvarUs,
+		HandshakeMicros: r.HandshakeUs,
 		Pid:             r.Pid,
 		Comm:            names.get(r.Comm),
 		NetNS:           r.Netns,

@@ -43,6 +43,7 @@ enum {
 	BPF_SOCK_OPS_RTT_CB_FLAG = 1 << 3,
 };
 enum {
+	BPF_SOCK_OPS_TIMEOUT_INIT = 1, /* also for a request socket: a SYN came */
 	BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB = 4,
 	BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB = 5,
 	BPF_SOCK_OPS_TCP_LISTEN_CB = 11, /* after listen() bound the socket */
@@ -267,7 +268,16 @@ struct sock {
 	int sk_err;
 } __attribute__((preserve_access_index));
 
+struct inet_sock {
+	__be16 inet_sport;
+} __attribute__((preserve_access_index));
+
+struct inet_connection_sock {
+	struct inet_sock icsk_inet;
+} __attribute__((preserve_access_index));
+
 struct tcp_sock {
+	struct inet_connection_sock inet_conn;
 	__u64 bytes_received;
 	__u64 bytes_acked;
 	__u32 snd_una;

@@ -1,0 +1,99 @@
+package tracer
+
+import (
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/conntrace/conntrace_exporter/internal/nettest"
+)
+
+// The handshake is timed on both sides, against a known delay: the
+// server's namespace drops the first SYN to one port (the client sends it
+// again after its initial RTO, 1 s) and the first bare ACK to another (the
+// server sends its SYN-ACK again after 1 s, and the handshake completes on
+// the client's answer). The delayed side's handshake must be within 10 %
+// of what the test measured around connect() or accept(), the other side's
+// far shorter; and each connection's life, ESTABLISHED to CLOSE, within
+// 10 % of the time the test held it open.
+func TestHandshakeAndDuration(t *testing.T) {
+	tr := newTestTracer(t, func(c *Config) { c.MaxClients = 64 })
+	p := nettest.NewPair(t)
+	synLn, synPort := listen(t, p, false)
+	ackLn, ackPort := listen(t, p, false)
+	// A quota matches until its bytes are spent: the first SYN (60 bytes)
+	// or bare ACK (52) only.
+	p.ServerNft(t, fmt.Sprintf(`table ip conntrace_handshake {
+	chain input {
+		type filter hook input priority 0; policy accept;
+		tcp dport %d tcp flags & (syn | ack) == syn quota until 70 bytes drop
+		tcp dport %d tcp flags & (syn | ack | fin | rst | psh) == ack quota until 60 bytes drop
+	}
+}`, synPort, ackPort))
+	const held = time.Second // both established, before the close
+
+	for _, c := range []struct {
+		name        string
+		ln          net.Listener
+		port        uint16
+		delayedSide string
+	}{
+		{"outgoing SYN lost", synLn, synPort, "client"},
+		{"incoming ACK lost", ackLn, ackPort, "server"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			o := newObserver(t, tr, t.Name(), pairEnds(p, false, c.port))
+			accepted := make(chan net.Conn, 1)
+			var acceptedAt time.Time
+			go func() {
+				sc, err := c.ln.Accept()
+				acceptedAt = time.Now()
+				if err != nil {
+					sc = nil
+				}
+				accepted <- sc
+			}()
+			start := time.Now()
+			cc, err := p.Dial("tcp", c.ln.Addr().String())
+			if err != nil {
+				t.Fatalf("dial: %v", err)
+			}
+			connected := time.Now()
+			sc := <-accepted
+			if sc == nil {
+				cc.Close()
+				t.Fatal("accept failed")
+			}
+			truth := map[string]time.Duration{"client": connected.Sub(start), "server": acceptedAt.Sub(start)}
+			// Both established now: held open, then closed, the client
+			// first.
+			time.Sleep(held)
+			cc.Close()
+			closed := time.Now()
+			sc.Close()
+			// Each side lived from its own ESTABLISHED (connect() or
+			// accept() returned) to the close.
+			lived := map[string]time.Duration{"client": closed.Sub(connected), "server": closed.Sub(acceptedAt)}
+			o.waitFor("both close records", func(tot map[string]*kTotals) bool {
+				return tot["client"].closedSeen == 1 && tot["server"].closedSeen == 1
+			})
+			for _, side := range []string{"client", "server"} {
+				tt := o.tot[side]
+				got := time.Duration(tt.lastHandshake) * time.Microsecond
+				if side == c.delayedSide {
+					if d := float64(got-truth[side]) / float64(truth[side]); truth[side] < 900*time.Millisecond || d > 0.10 || d < -0.10 {
+						t.Errorf("%s handshake %v, the test measured %v: want within 10%% (and the delay, over 0.9 s)", side, got, truth[side])
+					}
+				} else if got == 0 || got > 300*time.Millisecond {
+					t.Errorf("%s handshake %v, want timed and far under the other side's 1 s", side, got)
+				}
+				life := time.Duration(tt.lastDuration) * time.Microsecond
+				if d := float64(life-lived[side]) / float64(lived[side]); d > 0.10 || d < -0.10 {
+					t.Errorf("%s lived %v, the test measured %v: want within 10%%", side, life, lived[side])
+				}
+				t.Logf("%s: handshake %v (measured %v), life %v (measured %v)", side, got, truth[side], life, lived[side])
+			}
+		})
+	}
+}

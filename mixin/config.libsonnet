@@ -33,6 +33,18 @@
     connectionFailuresMinPerSecond: 0.05,
     connectionFailuresFor: '10m',
 
+    // ConntraceHandshakeAboveUsual: mean TCP handshake time with a peer
+    // over rateInterval above handshakeFactor times its mean over
+    // handshakeBaseline ending handshakeBaselineOffset ago, above
+    // handshakeMinSeconds (a lost SYN or SYN-ACK alone adds a second),
+    // with at least handshakeMinPerSecond handshakes a second.
+    handshakeFactor: 3,
+    handshakeBaseline: '1d',
+    handshakeBaselineOffset: '1h',
+    handshakeMinSeconds: 0.05,
+    handshakeMinPerSecond: 0.1,
+    handshakeFor: '15m',
+
     // ConntraceConnectionsAborted: TCP connections aborted (reset by the
     // peer, timed out) with one reason / TCP connections closed, with a
     // peer, above this, at least connectionAbortsMinPerSecond.

@@ -71,6 +71,21 @@
             '{{ $value | humanizePercentage }} of the TCP connects from {{ $labels.instance }} to {{ $labels.remote_addr }} never established, reason {{ $labels.reason }} (threshold %g%%).' % (c.connectionFailureRatioThreshold * 100),
           ),
           alert(
+            'ConntraceHandshakeAboveUsual',
+            'warning',
+            |||
+              instance_remote_addr:conntrace_handshake_seconds:mean5m{%(peerSelector)s}
+                > %(handshakeFactor)g * avg_over_time(instance_remote_addr:conntrace_handshake_seconds:mean5m{%(peerSelector)s}[%(handshakeBaseline)s] offset %(handshakeBaselineOffset)s)
+              and
+              instance_remote_addr:conntrace_handshake_seconds:mean5m{%(peerSelector)s} > %(handshakeMinSeconds)g
+              and
+              instance_remote_addr:conntrace_handshake_seconds_count:rate5m{%(peerSelector)s} > %(handshakeMinPerSecond)g
+            ||| % c,
+            c.handshakeFor,
+            'TCP handshakes with a peer take far longer than usual.',
+            'The mean TCP handshake between {{ $labels.instance }} and {{ $labels.remote_addr }} takes {{ $value | humanizeDuration }}, more than %g times its mean over the %s before the last %s.' % [c.handshakeFactor, c.handshakeBaseline, c.handshakeBaselineOffset],
+          ),
+          alert(
             'ConntraceConnectionsAborted',
             'warning',
             |||

@@ -52,6 +52,12 @@ local g = import '../lib/dashboard.libsonnet';
           g.target('sum by (instance) (instance_remote_addr:conntrace_connections_opened:rate5m{%s})' % sel, '{{instance}} opened'),
           g.target('sum by (instance) (instance_remote_addr:conntrace_connection_failures:rate5m{%s})' % sel, '{{instance}} failed'),
         ]),
+        g.heatmap('Handshake distribution', 'TCP handshakes (SYN sent or received to ESTABLISHED) of every connection; a lost SYN or SYN-ACK adds a second.', [
+          g.target('sum by (le) (instance_remote_addr:conntrace_handshake_seconds_bucket:rate5m{%s})' % sel, '{{le}}', 'heatmap'),
+        ]),
+        g.heatmap('Connection lifetimes', 'How long TCP connections stayed established, counted as they close.', [
+          g.target('sum by (le) (instance_remote_addr:conntrace_connection_duration_seconds_bucket:rate5m{%s})' % sel, '{{le}}', 'heatmap'),
+        ]),
         g.timeseries('Failures and aborts by reason', "TCP connects that never established, and established connections that ended in an error, a second, by the kernel's reason.", 'cps', [
           g.target('sum by (reason) (instance_remote_addr_reason:conntrace_connection_failures:rate5m{%s})' % sel, 'failed: {{reason}}'),
           g.target('sum by (reason) (instance_remote_addr_reason:conntrace_connection_aborts:rate5m{%s})' % sel, 'aborted: {{reason}}'),
@@ -90,6 +96,13 @@ local g = import '../lib/dashboard.libsonnet';
         g.timeseries('Connections opened and failed by port', 'Connections established and TCP connects that failed, a second.', 'cps', [
           g.target('sum by (port) (rate(conntrace_connections_opened_total{%s, remote_addr="$peer"}[$__rate_interval]))' % sel, '{{port}} opened'),
           g.target('sum by (port) (rate(conntrace_connection_failures_total{%s, remote_addr="$peer"}[$__rate_interval]))' % sel, '{{port}} failed'),
+        ]),
+        g.timeseries('Handshake', 'Mean and 99th percentile TCP handshake time with the peer (SYN sent or received to ESTABLISHED).', 's', [
+          g.target('instance_remote_addr:conntrace_handshake_seconds:mean5m{%s, remote_addr="$peer"}' % sel, '{{instance}} mean'),
+          g.target('instance_remote_addr:conntrace_handshake_seconds:p99_5m{%s, remote_addr="$peer"}' % sel, '{{instance}} p99'),
+        ]),
+        g.timeseries('Connection lifetimes by port', 'Mean time TCP connections with the peer stayed established, by service port, as they close.', 's', [
+          g.target('sum by (port) (rate(conntrace_connection_duration_seconds_sum{%s, remote_addr="$peer"}[$__rate_interval])) / sum by (port) (rate(conntrace_connection_duration_seconds_count{%s, remote_addr="$peer"}[$__rate_interval]))' % [sel, sel], '{{port}}'),
         ]),
         g.timeseries('Failures and aborts by reason', "TCP connects to the peer that never established, and connections with it that ended in an error, a second, by port and the kernel's reason.", 'cps', [
           g.target('sum by (port, reason) (rate(conntrace_connection_failures_total{%s, remote_addr="$peer"}[$__rate_interval]))' % sel, '{{port}} failed: {{reason}}'),

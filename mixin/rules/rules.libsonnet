@@ -25,10 +25,6 @@
             ||| % $._config,
           },
           { record: 'instance_remote_addr:conntrace_connection_failures:rate5m', expr: rate('conntrace_connection_failures_total') },
-          // By reason (refused, timeout, ...): what the kernel said.
-          { record: 'instance_remote_addr_reason:conntrace_connection_failures:rate5m', expr: rate('conntrace_connection_failures_total', grouping=by + ', reason') },
-          { record: 'instance_remote_addr_reason:conntrace_connection_aborts:rate5m', expr: rate('conntrace_connection_aborts_total', grouping=by + ', reason') },
-          { record: 'instance_remote_addr:conntrace_connections_closed:rate5m', expr: rate('conntrace_connections_closed_total', ', protocol="tcp"') },
           // Connects this host made that established: with the failures,
           // every connect it attempted (connections the peer opened to us
           // cannot fail here).
@@ -54,6 +50,39 @@
           {
             record: 'instance_remote_addr:conntrace_rtt_seconds:p99_5m',
             expr: 'histogram_quantile(0.99, instance_remote_addr:conntrace_rtt_seconds_bucket:rate5m{%(conntraceSelector)s})' % $._config,
+          },
+        ],
+      },
+      {
+        // How connections start and end: failures and aborts by reason,
+        // handshakes and lives.
+        name: 'conntrace-connection.rules',
+        rules: [
+          // By reason (refused, timeout, ...): what the kernel said.
+          { record: 'instance_remote_addr_reason:conntrace_connection_failures:rate5m', expr: rate('conntrace_connection_failures_total', grouping=by + ', reason') },
+          { record: 'instance_remote_addr_reason:conntrace_connection_aborts:rate5m', expr: rate('conntrace_connection_aborts_total', grouping=by + ', reason') },
+          { record: 'instance_remote_addr:conntrace_connections_closed:rate5m', expr: rate('conntrace_connections_closed_total', ', protocol="tcp"') },
+          // Handshakes (SYN to ESTABLISHED) and connection lives.
+          {
+            record: 'instance_remote_addr:conntrace_handshake_seconds_bucket:rate5m',
+            expr: 'sum by (%s, le) (rate(conntrace_handshake_seconds_bucket{%s}[%s]))' % [by, $._config.conntraceSelector, $._config.rateInterval],
+          },
+          { record: 'instance_remote_addr:conntrace_handshake_seconds_count:rate5m', expr: rate('conntrace_handshake_seconds_count') },
+          {
+            record: 'instance_remote_addr:conntrace_handshake_seconds:mean5m',
+            expr: |||
+              %s
+                /
+              instance_remote_addr:conntrace_handshake_seconds_count:rate5m > 0
+            ||| % rate('conntrace_handshake_seconds_sum'),
+          },
+          {
+            record: 'instance_remote_addr:conntrace_handshake_seconds:p99_5m',
+            expr: 'histogram_quantile(0.99, instance_remote_addr:conntrace_handshake_seconds_bucket:rate5m{%(conntraceSelector)s})' % $._config,
+          },
+          {
+            record: 'instance_remote_addr:conntrace_connection_duration_seconds_bucket:rate5m',
+            expr: 'sum by (%s, le) (rate(conntrace_connection_duration_seconds_bucket{%s}[%s]))' % [by, $._config.conntraceSelector, $._config.rateInterval],
           },
         ],
       },

@@ -139,6 +139,9 @@ struct listener {
 	 * (see forget_listener). */
 	__u32 mptcp;
 	char comm[COMM_LEN];
+	/* SYN-ACKs the port's listening sockets sent again (their handshake's
+	 * last ACK did not come, or the accept queue was full when it did). */
+	__u64 synack_retrans;
 };
 
 /* A listening socket, counted once in listeners: the state change and the
@@ -690,6 +693,22 @@ int BPF_PROG(handle_set_state, const struct sock *csk, const int oldstate, const
 			finish_conn(sk, st, oldstate);
 		return 0;
 	}
+	return 0;
+}
+
+/* A listener retransmits a SYN-ACK: counted for its port. (For a TCP Fast
+ * Open child, the child's port and namespace are its listener's.) */
+SEC("tp_btf/tcp_retransmit_synack")
+int BPF_PROG(handle_synack_retrans, const struct sock *sk, const struct request_sock *req)
+{
+	struct listener_key key = {
+		.netns = sk->__sk_common.skc_net.net->ns.inum,
+		.port = sk->__sk_common.skc_num,
+	};
+	struct listener *l = bpf_map_lookup_elem(&listeners, &key);
+
+	if (l)
+		__sync_fetch_and_add(&l->synack_retrans, 1);
 	return 0;
 }
 

@@ -116,11 +116,13 @@ type ConntraceListenSock struct {
 }
 
 type ConntraceListener struct {
-	_     structs.HostLayout
-	Pid   uint32
-	Socks uint32
-	Mptcp uint32
-	Comm  [16]int8
+	_             structs.HostLayout
+	Pid           uint32
+	Socks         uint32
+	Mptcp         uint32
+	Comm          [16]int8
+	_             [4]byte
+	SynackRetrans uint64
 }
 
 type ConntraceListenerKey struct {
@@ -228,6 +230,7 @@ const (
 	ConntraceProgHandleSendLength           = "handle_send_length"
 	ConntraceProgHandleSetState             = "handle_set_state"
 	ConntraceProgHandleSockops              = "handle_sockops"
+	ConntraceProgHandleSynackRetrans        = "handle_synack_retrans"
 	ConntraceProgKprobeUdpRecvmsg           = "kprobe_udp_recvmsg"
 	ConntraceProgKprobeUdpSendmsg           = "kprobe_udp_sendmsg"
 	ConntraceProgKprobeUdpv6Recvmsg         = "kprobe_udpv6_recvmsg"
@@ -326,6 +329,7 @@ type ConntraceProgramSpecs struct {
 	HandleSendLength           *ebpf.ProgramSpec `ebpf:"handle_send_length"`
 	HandleSetState             *ebpf.ProgramSpec `ebpf:"handle_set_state"`
 	HandleSockops              *ebpf.ProgramSpec `ebpf:"handle_sockops"`
+	HandleSynackRetrans        *ebpf.ProgramSpec `ebpf:"handle_synack_retrans"`
 	KprobeUdpRecvmsg           *ebpf.ProgramSpec `ebpf:"kprobe_udp_recvmsg"`
 	KprobeUdpSendmsg           *ebpf.ProgramSpec `ebpf:"kprobe_udp_sendmsg"`
 	KprobeUdpv6Recvmsg         *ebpf.ProgramSpec `ebpf:"kprobe_udpv6_recvmsg"`
@@ -505,6 +509,7 @@ type ConntracePrograms struct {
 	HandleSendLength           *ebpf.Program `ebpf:"handle_send_length"`
 	HandleSetState             *ebpf.Program `ebpf:"handle_set_state"`
 	HandleSockops              *ebpf.Program `ebpf:"handle_sockops"`
+	HandleSynackRetrans        *ebpf.Program `ebpf:"handle_synack_retrans"`
 	KprobeUdpRecvmsg           *ebpf.Program `ebpf:"kprobe_udp_recvmsg"`
 	KprobeUdpSendmsg           *ebpf.Program `ebpf:"kprobe_udp_sendmsg"`
 	KprobeUdpv6Recvmsg         *ebpf.Program `ebpf:"kprobe_udpv6_recvmsg"`
@@ -543,6 +548,7 @@ func (p *ConntracePrograms) Close() error {
 		p.HandleSendLength,
 		p.HandleSetState,
 		p.HandleSockops,
+		p.HandleSynackRetrans,
 		p.KprobeUdpRecvmsg,
 		p.KprobeUdpSendmsg,
 		p.KprobeUdpv6Recvmsg,

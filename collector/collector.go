@@ -41,6 +41,8 @@ type Source interface {
 	SetSink(s tracer.Sink)
 	Names(addrs []netip.Addr) map[netip.Addr][]string
 	Stats() tracer.Stats
+	// Listeners reads the listening TCP ports now.
+	Listeners() ([]tracer.ListenerStats, error)
 }
 
 var _ Source = (*tracer.Tracer)(nil)

@@ -25,6 +25,9 @@ type fakeSource struct {
 	calls  int
 	ktime  uint64
 	names  map[netip.Addr][]string
+	// listeners and listenErr are what Listeners returns.
+	listeners []tracer.ListenerStats
+	listenErr error
 	// The Snapshot called while blockID's scrape... see block: Snapshot
 	// signals entered, then waits until block is closed, when block is set.
 	block, entered chan struct{}
@@ -137,6 +140,12 @@ func (f *fakeSource) Names(addrs []netip.Addr) map[netip.Addr][]string {
 		}
 	}
 	return out
+}
+
+func (f *fakeSource) Listeners() ([]tracer.ListenerStats, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.listeners), f.listenErr
 }
 
 func (f *fakeSource) Stats() tracer.Stats {

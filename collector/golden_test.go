@@ -116,6 +116,9 @@ func goldenScenario(src *fakeSource) (next func()) {
 			Lost:                    map[string]uint64{tracer.LostRingBufferFull: 3},
 			CloseErrors:             map[uint16]uint64{104: 1, 110: 2, 111: 1, 113: 1, 103: 4},
 		}
+		src.listeners = []tracer.ListenerStats{
+			{NetNS: 4026531840, Port: 8080, Comm: "named", Sockets: 2, QueueLength: 3, QueueLimit: 8192, Drops: 17, SynAckRetransmits: 4},
+		}
 	}
 }
 

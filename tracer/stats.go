@@ -53,6 +53,9 @@ const (
 	// UDPConnTimeout, was being closed: its bytes may have missed the
 	// flow's final counters (an upper bound).
 	LostUDPFlowExpiring = "udp_flow_expiring"
+	// LostListenerReadError: a network namespace whose listening ports a
+	// scrape could not read (Listeners), once per namespace and scrape.
+	LostListenerReadError = "listener_read_error"
 )
 
 // LostReasons lists every reason, so that each is exported from the start.
@@ -71,6 +74,7 @@ var LostReasons = []string{
 	LostRecursionMisses,
 	LostSocketStorage,
 	LostUDPFlowExpiring,
+	LostListenerReadError,
 }
 
 // Stats is the health of the tracer, for the exporter's own metrics.
@@ -128,6 +132,7 @@ func (t *Tracer) Stats() Stats {
 		s.Lost[LostRingBufferFull] = v
 	}
 	s.Lost[LostDecodeError] = t.decode.Load()
+	s.Lost[LostListenerReadError] = t.listenErrors.Load()
 	s.CloseErrors = t.errnos.snapshot()
 	if t.ct != nil {
 		t.natMu.Lock()

@@ -71,6 +71,10 @@ type Tracer struct {
 	known     *known
 	decode    atomic.Uint64 // records that could not be decoded
 	errnos    errnoCounts   // the kernel's errors on closed sockets
+	// listenMu serialises Listeners (its process names, listenComms).
+	listenMu     sync.Mutex
+	listenComms  comms
+	listenErrors atomic.Uint64 // namespaces whose listeners were not read
 	// Kept from one read to the next (under mu): the process names.
 	comms comms
 	udp   udpReader

@@ -294,6 +294,7 @@ struct socket {
 } __attribute__((preserve_access_index));
 
 struct file;
+struct request_sock;
 
 struct task_struct {
 	int pid;

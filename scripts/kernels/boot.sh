@@ -18,8 +18,9 @@ mkdir -p "$root"/{bin,sbin,etc,proc,sys,dev,tmp,run,lib,lib64,usr/lib}
 cp /bin/busybox "$root/bin/busybox"
 ln -s /bin/busybox "$root/sbin/modprobe"
 
-# iproute2 (ip netns exec) and nftables (loss rules, NAT) with their libraries.
-for bin in /usr/sbin/ip /usr/sbin/nft; do
+# iproute2 (ip netns exec; ss, what listeners are checked against) and
+# nftables (loss rules, NAT) with their libraries.
+for bin in /usr/sbin/ip /usr/bin/ss /usr/sbin/nft; do
 	mkdir -p "$root/usr/sbin" && cp "$bin" "$root/usr/sbin/"
 	for lib in $(ldd "$bin" | awk '/=>/ {print $3} /ld-linux/ {print $1}'); do
 		mkdir -p "$root$(dirname "$lib")"

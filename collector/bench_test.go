@@ -31,7 +31,7 @@ func (s staticSource) Names(addrs []netip.Addr) map[netip.Addr][]string {
 	}
 	return out
 }
-func (staticSource) Stats() tracer.Stats { return tracer.Stats{Lost: map[string]uint64{}} }
+func (staticSource) Stats() tracer.Stats                        { return tracer.Stats{Lost: map[string]uint64{}} }
 func (staticSource) Listeners() ([]tracer.ListenerStats, error) { return nil, nil }
 
 // refsOf points at each connection of conns, as a snapshot does.

@@ -53,7 +53,7 @@ func newHealthCollector(src Source, state stateHealth, failedScrapes *atomic.Uin
 				"ring_buffer_full (last delta of a closed connection), "+
 				"client_state_full (no longer counted: a client holds nothing per connection; always 0), client_rejected (scrape of a new client refused), client_evicted (a client that never came back after its first scrape, dropped for a new one), "+
 				"decode_error (kernel record not decoded), conntrack_state_full and conntrack_error (NAT not read), "+
-				"dns_ring_buffer_full, dns_malformed and dns_cache_full (DNS answers not read, or not kept), recursion_misses (BPF program runs the kernel skipped), socket_storage_error (new TCP connection not traced: no socket storage), udp_flow_expiring (a UDP call that raced the closing of its idle flow, at most), scrape_failed (a scrape failed after taking its deltas: its client restarted).", []string{"reason"}, nil),
+				"dns_ring_buffer_full, dns_malformed and dns_cache_full (DNS answers not read, or not kept), recursion_misses (BPF program runs the kernel skipped), socket_storage_error (new TCP connection not traced: no socket storage), udp_flow_expiring (a UDP call that raced the closing of its idle flow, at most), listener_read_error (a network namespace whose listening ports a scrape could not read), scrape_failed (a scrape failed after taking its deltas: its client restarted).", []string{"reason"}, nil),
 		clients: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "clients"),
 			"Scrape clients (scraper address, with its client_id if given) whose counters are held.", nil, nil),
 		progInfo: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "bpf_program_info"),

@@ -45,6 +45,12 @@
     handshakeMinPerSecond: 0.1,
     handshakeFor: '15m',
 
+    // ConntraceListenerDropping: a listening port dropping more than
+    // listenDropsMinPerSecond packets a second (SYNs, handshake ACKs:
+    // its accept queue full), for listenDropsFor.
+    listenDropsMinPerSecond: 0,
+    listenDropsFor: '5m',
+
     // ConntraceConnectionsAborted: TCP connections aborted (reset by the
     // peer, timed out) with one reason / TCP connections closed, with a
     // peer, above this, at least connectionAbortsMinPerSecond.

@@ -103,6 +103,19 @@
         ],
       },
       {
+        name: 'conntrace-listen',
+        rules: [
+          alert(
+            'ConntraceListenerDropping',
+            'warning',
+            'instance_port:conntrace_listen_drops:rate5m{%(conntraceSelector)s} > %(listenDropsMinPerSecond)g' % c,
+            c.listenDropsFor,
+            'A listening port drops connections.',
+            'Port {{ $labels.port }} ({{ $labels.process }}) on {{ $labels.instance }}, network namespace {{ $labels.netns }}, drops {{ $value | humanize }} SYNs or handshake ACKs a second: its accept queue is full (the application does not accept fast enough, or its backlog is too small).',
+          ),
+        ],
+      },
+      {
         name: 'conntrace-exporter',
         rules: [
           alert(

@@ -58,6 +58,13 @@ local g = import '../lib/dashboard.libsonnet';
         g.heatmap('Connection lifetimes', 'How long TCP connections stayed established, counted as they close.', [
           g.target('sum by (le) (instance_remote_addr:conntrace_connection_duration_seconds_bucket:rate5m{%s})' % sel, '{{le}}', 'heatmap'),
         ]),
+        g.timeseries('Accept queues', "How full the fullest listening ports' accept queues are now (connections waiting to be accepted over what the queue holds).", 'percentunit', [
+          g.target('topk(10, instance_port:conntrace_listen_queue:ratio{%s})' % sel, '{{instance}} {{process}}:{{port}}'),
+        ]),
+        g.timeseries('Listen drops and SYN-ACK retransmits', 'Packets listening ports dropped (accept queue full) and SYN-ACKs they sent again, a second, for the ports with any.', 'pps', [
+          g.target('instance_port:conntrace_listen_drops:rate5m{%s} > 0 or on () vector(0)' % sel, '{{instance}} {{process}}:{{port}} dropped'),
+          g.target('instance_port:conntrace_listen_synack_retransmits:rate5m{%s} > 0 or on () vector(0)' % sel, '{{instance}} {{process}}:{{port}} SYN-ACKs again'),
+        ]),
         g.timeseries('Failures and aborts by reason', "TCP connects that never established, and established connections that ended in an error, a second, by the kernel's reason.", 'cps', [
           g.target('sum by (reason) (instance_remote_addr_reason:conntrace_connection_failures:rate5m{%s})' % sel, 'failed: {{reason}}'),
           g.target('sum by (reason) (instance_remote_addr_reason:conntrace_connection_aborts:rate5m{%s})' % sel, 'aborted: {{reason}}'),

@@ -86,6 +86,23 @@
           },
         ],
       },
+      {
+        // Listening ports: one per (job, instance, netns, port).
+        name: 'conntrace-listen.rules',
+        rules: [
+          { record: 'instance_port:conntrace_listen_drops:rate5m', expr: rate('conntrace_listen_drops_total', grouping='job, instance, netns, port, process') },
+          { record: 'instance_port:conntrace_listen_synack_retransmits:rate5m', expr: rate('conntrace_listen_synack_retransmits_total', grouping='job, instance, netns, port, process') },
+          {
+            record: 'instance_port:conntrace_listen_queue:ratio',
+            // How full the accept queue is now; no ratio for a limit of 0.
+            expr: |||
+              conntrace_listen_queue_length{%(conntraceSelector)s}
+                /
+              (conntrace_listen_queue_limit{%(conntraceSelector)s} > 0)
+            ||| % $._config,
+          },
+        ],
+      },
     ],
   },
 }

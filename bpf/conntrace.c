@@ -72,8 +72,17 @@ struct conn_state {
 	__u64 base_received;
 	__u64 rtt_sum_us;
 	__u64 dump_session; /* last iterator session that reported it */
+	__u64 base_bytes_retrans;
 	__u32 base_retrans;
 	__u32 base_segs_out;
+	__u32 base_dsack;
+	__u32 base_reord;
+	__u32 base_ooo;
+	__u32 base_ce;
+	/* Counted here, from events: retransmission timeouts (the sockops
+	 * RTO callback) and fast recovery entries (tcp_cong_state_set). */
+	__u32 rtos;
+	__u32 recoveries;
 	__u32 gen;
 	__u32 pid;
 	__u32 netns;
@@ -100,8 +109,15 @@ struct conn_record {
 	__u64 sent_bytes;
 	__u64 recv_bytes;
 	__u64 rtt_sum_us;
+	__u64 retrans_bytes; /* bytes retransmitted (tcpi_bytes_retrans) */
 	__u32 retransmits;
 	__u32 sent_segments; /* data segments sent, retransmissions included */
+	__u32 rtos;          /* retransmission timeouts */
+	__u32 recoveries;    /* fast recovery entries */
+	__u32 dsacks;        /* D-SACKs received: spurious retransmissions (tcpi_dsack_dups) */
+	__u32 reorders;      /* reorderings seen (tcpi_reord_seen) */
+	__u32 ooo_packets;   /* packets received out of order (tcpi_rcv_ooopack) */
+	__u32 ce_marks;      /* segments the peer echoed CE marks for (tcpi_delivered_ce) */
 	__u32 srtt_us;
 	__u32 handshake_us;
 	__u32 gen;
@@ -321,6 +337,11 @@ static __always_inline void take_baselines(struct tcp_sock *tp, struct conn_stat
 	 * TCP_INFO's tcpi_total_retrans does; pre-existing ones from now on. */
 	st->base_retrans = retrans ? tp->total_retrans : 0;
 	st->base_segs_out = retrans ? tp->data_segs_out : 0;
+	st->base_bytes_retrans = retrans ? tp->bytes_retrans : 0;
+	st->base_dsack = retrans ? tp->dsack_dups : 0;
+	st->base_reord = retrans ? tp->reord_seen : 0;
+	st->base_ooo = retrans ? tp->rcv_ooopack : 0;
+	st->base_ce = retrans ? tp->delivered_ce : 0;
 }
 
 /* start_conn begins tracking sk, if the filters let it and within the
@@ -422,6 +443,9 @@ static __always_inline __u64 recv_payload(struct sock *sk, struct tcp_sock *tp, 
 	return received - st->base_received - fin;
 }
 
+/* since is a counter's value since its baseline, floored at 0. */
+#define since(v, base) ({ __typeof__(v) _v = (v); _v > (base) ? _v - (base) : 0; })
+
 static __always_inline void fill_record(struct conn_record *rec, struct sock *sk, struct tcp_sock *tp,
 					struct conn_state *st, int state, bool final)
 {
@@ -447,11 +471,18 @@ static __always_inline void fill_record(struct conn_record *rec, struct sock *sk
 	rec->err = 0;
 	rec->srtt_us = tp->srtt_us >> 3;
 	rec->handshake_us = st->handshake_us;
+	rec->rtos = st->rtos;
+	rec->recoveries = st->recoveries;
 	if (!(st->flags & CONN_ESTABLISHED)) {
 		rec->sent_bytes = 0;
 		rec->recv_bytes = 0;
 		rec->retransmits = 0;
 		rec->sent_segments = 0;
+		rec->retrans_bytes = 0;
+		rec->dsacks = 0;
+		rec->reorders = 0;
+		rec->ooo_packets = 0;
+		rec->ce_marks = 0;
 		return;
 	}
 	rec->sent_bytes = sent_payload(tp, st, state, final);
@@ -460,6 +491,11 @@ static __always_inline void fill_record(struct conn_record *rec, struct sock *sk
 	rec->retransmits = total_retrans > st->base_retrans ? total_retrans - st->base_retrans : 0;
 	segs_out = tp->data_segs_out;
 	rec->sent_segments = segs_out > st->base_segs_out ? segs_out - st->base_segs_out : 0;
+	rec->retrans_bytes = since(tp->bytes_retrans, st->base_bytes_retrans);
+	rec->dsacks = since(tp->dsack_dups, st->base_dsack);
+	rec->reorders = since(tp->reord_seen, st->base_reord);
+	rec->ooo_packets = since(tp->rcv_ooopack, st->base_ooo);
+	rec->ce_marks = since(tp->delivered_ce, st->base_ce);
 }
 
 /* finish_conn emits the final record and stops tracking. */
@@ -696,6 +732,23 @@ int BPF_PROG(handle_set_state, const struct sock *csk, const int oldstate, const
 	return 0;
 }
 
+/* A connection enters fast recovery (tcp_enter_recovery; Linux 6.4+,
+ * optional): counted for it. */
+#define TCP_CA_RECOVERY 3
+
+SEC("tp_btf/tcp_cong_state_set")
+int BPF_PROG(handle_cong_state, struct sock *sk, const __u8 ca_state)
+{
+	struct conn_state *st;
+
+	if (ca_state != TCP_CA_RECOVERY)
+		return 0;
+	st = bpf_sk_storage_get(&conns, sk, 0, 0);
+	if (st && !(st->flags & CONN_CLOSED))
+		__sync_fetch_and_add(&st->recoveries, 1);
+	return 0;
+}
+
 /* A listener retransmits a SYN-ACK: counted for its port. (For a TCP Fast
  * Open child, the child's port and namespace are its listener's.) */
 SEC("tp_btf/tcp_retransmit_synack")
@@ -804,7 +857,18 @@ int handle_sockops(struct bpf_sock_ops *skops)
 		break;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
-		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_RTT_CB_FLAG);
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_RTT_CB_FLAG |
+						 BPF_SOCK_OPS_RTO_CB_FLAG);
+		break;
+	case BPF_SOCK_OPS_RTO_CB:
+		/* Each time the retransmission timer fires (tcp_write_timeout),
+		 * the last one too, which gives up. */
+		sk = skops->sk;
+		if (!sk)
+			break;
+		st = bpf_sk_storage_get(&conns, sk, 0, 0);
+		if (st && !(st->flags & CONN_CLOSED))
+			__sync_fetch_and_add(&st->rtos, 1);
 		break;
 	case BPF_SOCK_OPS_RTT_CB:
 		sk = skops->sk;

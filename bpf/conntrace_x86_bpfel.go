@@ -21,8 +21,15 @@ type ConntraceConnRecord struct {
 	SentBytes    uint64
 	RecvBytes    uint64
 	RttSumUs     uint64
+	RetransBytes uint64
 	Retransmits  uint32
 	SentSegments uint32
+	Rtos         uint32
+	Recoveries   uint32
+	Dsacks       uint32
+	Reorders     uint32
+	OooPackets   uint32
+	CeMarks      uint32
 	SrttUs       uint32
 	HandshakeUs  uint32
 	Gen          uint32
@@ -43,29 +50,36 @@ type ConntraceConnRecord struct {
 }
 
 type ConntraceConnState struct {
-	_            structs.HostLayout
-	Cookie       uint64
-	StartNs      uint64
-	BaseAcked    uint64
-	BaseReceived uint64
-	RttSumUs     uint64
-	DumpSession  uint64
-	BaseRetrans  uint32
-	BaseSegsOut  uint32
-	Gen          uint32
-	Pid          uint32
-	Netns        uint32
-	HandshakeUs  uint32
-	RttBuckets   [32]uint32
-	Saddr        [16]uint8
-	Daddr        [16]uint8
-	Sport        uint16
-	Dport        uint16
-	Family       uint8
-	Direction    uint8
-	Flags        uint8
-	Pad          uint8
-	Comm         [16]int8
+	_                structs.HostLayout
+	Cookie           uint64
+	StartNs          uint64
+	BaseAcked        uint64
+	BaseReceived     uint64
+	RttSumUs         uint64
+	DumpSession      uint64
+	BaseBytesRetrans uint64
+	BaseRetrans      uint32
+	BaseSegsOut      uint32
+	BaseDsack        uint32
+	BaseReord        uint32
+	BaseOoo          uint32
+	BaseCe           uint32
+	Rtos             uint32
+	Recoveries       uint32
+	Gen              uint32
+	Pid              uint32
+	Netns            uint32
+	HandshakeUs      uint32
+	RttBuckets       [32]uint32
+	Saddr            [16]uint8
+	Daddr            [16]uint8
+	Sport            uint16
+	Dport            uint16
+	Family           uint8
+	Direction        uint8
+	Flags            uint8
+	Pad              uint8
+	Comm             [16]int8
 }
 
 type ConntraceDnsEvent struct {
@@ -225,6 +239,7 @@ const (
 	ConntraceProgFexitUdpv6RecvmsgNoaddrlen = "fexit_udpv6_recvmsg_noaddrlen"
 	ConntraceProgFexitUdpv6RecvmsgNoblock   = "fexit_udpv6_recvmsg_noblock"
 	ConntraceProgFexitUdpv6Sendmsg          = "fexit_udpv6_sendmsg"
+	ConntraceProgHandleCongState            = "handle_cong_state"
 	ConntraceProgHandleDestroySock          = "handle_destroy_sock"
 	ConntraceProgHandleRecvLength           = "handle_recv_length"
 	ConntraceProgHandleSendLength           = "handle_send_length"
@@ -324,6 +339,7 @@ type ConntraceProgramSpecs struct {
 	FexitUdpv6RecvmsgNoaddrlen *ebpf.ProgramSpec `ebpf:"fexit_udpv6_recvmsg_noaddrlen"`
 	FexitUdpv6RecvmsgNoblock   *ebpf.ProgramSpec `ebpf:"fexit_udpv6_recvmsg_noblock"`
 	FexitUdpv6Sendmsg          *ebpf.ProgramSpec `ebpf:"fexit_udpv6_sendmsg"`
+	HandleCongState            *ebpf.ProgramSpec `ebpf:"handle_cong_state"`
 	HandleDestroySock          *ebpf.ProgramSpec `ebpf:"handle_destroy_sock"`
 	HandleRecvLength           *ebpf.ProgramSpec `ebpf:"handle_recv_length"`
 	HandleSendLength           *ebpf.ProgramSpec `ebpf:"handle_send_length"`
@@ -504,6 +520,7 @@ type ConntracePrograms struct {
 	FexitUdpv6RecvmsgNoaddrlen *ebpf.Program `ebpf:"fexit_udpv6_recvmsg_noaddrlen"`
 	FexitUdpv6RecvmsgNoblock   *ebpf.Program `ebpf:"fexit_udpv6_recvmsg_noblock"`
 	FexitUdpv6Sendmsg          *ebpf.Program `ebpf:"fexit_udpv6_sendmsg"`
+	HandleCongState            *ebpf.Program `ebpf:"handle_cong_state"`
 	HandleDestroySock          *ebpf.Program `ebpf:"handle_destroy_sock"`
 	HandleRecvLength           *ebpf.Program `ebpf:"handle_recv_length"`
 	HandleSendLength           *ebpf.Program `ebpf:"handle_send_length"`
@@ -543,6 +560,7 @@ func (p *ConntracePrograms) Close() error {
 		p.FexitUdpv6RecvmsgNoaddrlen,
 		p.FexitUdpv6RecvmsgNoblock,
 		p.FexitUdpv6Sendmsg,
+		p.HandleCongState,
 		p.HandleDestroySock,
 		p.HandleRecvLength,
 		p.HandleSendLength,

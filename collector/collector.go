@@ -133,6 +133,8 @@ type descFields[T any] struct {
 	opened, closed, failed  T
 	aborted                 T
 	handshake, duration     T
+	// The loss counters, in lossMetrics' order.
+	loss [len(lossMetrics)]T
 
 	// Per client, without labels.
 	seriesCount, seriesLimit, overflow T
@@ -161,6 +163,9 @@ func newDescs(labels []string) *descs {
 	d(&ds.failed, &ds.names.failed, &ds.helps.failed, "connection_failures_total", "TCP connects that never established (TCP only)."+reason+perClient+overflow, withReason)
 	d(&ds.handshake, &ds.names.handshake, &ds.helps.handshake, "handshake_seconds", "TCP handshakes, from the SYN sent (outgoing) or received (incoming) to ESTABLISHED, in seconds (TCP only; not for connections found at start-up, nor incoming ones whose SYN was not timed, as with SYN cookies); a label set's histogram appears once it counted one."+perClient+overflow, labels)
 	d(&ds.duration, &ds.names.duration, &ds.helps.duration, "connection_duration_seconds", "TCP connections' lives, from ESTABLISHED to their close, counted at the close, in seconds (TCP only; not for connections found at start-up); a label set's histogram appears once it counted one."+perClient+overflow, labels)
+	for i, m := range lossMetrics {
+		d(&ds.loss[i], &ds.names.loss[i], &ds.helps.loss[i], m.name, m.help+` (TCP only); a label set's series appears once it counts.`+perClient+overflow, labels)
+	}
 	d(&ds.aborted, &ds.names.aborted, &ds.helps.aborted, "connection_aborts_total", "Established TCP connections that ended with an error on their socket (reset by the peer, timed out, ...): part of connections_closed_total (TCP only)."+reason+perClient+overflow, withReason)
 	d(&ds.nameInfo, &ds.names.nameInfo, &ds.helps.nameInfo, "remote_name_info",
 		"A name DNS answers on this host gave a remote address of this client's view (always 1); join with group_left on remote_addr.", nameInfoLabels)
@@ -180,6 +185,9 @@ func (d *descs) describe(ch chan<- *prometheus.Desc) {
 		d.sent, d.recv, d.retransmits, d.segments, d.rtt, d.open, d.opened, d.closed, d.failed, d.aborted, d.handshake, d.duration,
 		d.seriesCount, d.seriesLimit, d.overflow, d.nameInfo, d.namesDropped,
 	} {
+		ch <- desc
+	}
+	for _, desc := range d.loss {
 		ch <- desc
 	}
 }
@@ -215,10 +223,30 @@ func (d *descs) appendMetrics(ms []prometheus.Metric, s *netstate.Series) []prom
 				ms = append(ms, prometheus.MustNewConstHistogram(h.desc, count, sum, buckets, s.Labels...))
 			}
 		}
+		for i, m := range lossMetrics {
+			if v := m.value(&s.Loss); v != 0 {
+				ms = append(ms, counter(d.loss[i], v))
+			}
+		}
 		ms = appendReasons(ms, d.failed, s, &s.Failures)
 		ms = appendReasons(ms, d.aborted, s, &s.Aborts)
 	}
 	return ms
+}
+
+// lossMetrics are the loss counters of TCP label sets (tracer.Loss),
+// exported once they count: most label sets never see most of them.
+var lossMetrics = [...]struct {
+	name, help string
+	value      func(l *tracer.Loss[uint64]) uint64
+}{
+	{"retransmitted_bytes_total", "Bytes retransmitted to the remote end (TCP_INFO's tcpi_bytes_retrans)", func(l *tracer.Loss[uint64]) uint64 { return l.RetransBytes }},
+	{"retransmit_timeouts_total", "Retransmission timeouts: each time a connection's retransmission timer fired, the last one (which gives up) included; not for connections found at start-up", func(l *tracer.Loss[uint64]) uint64 { return l.RTOs }},
+	{"fast_recoveries_total", "Fast recovery entries: losses repaired from duplicate ACKs or SACKs, without a timeout (Linux 6.4+: the tcp_cong_state_set tracepoint)", func(l *tracer.Loss[uint64]) uint64 { return l.Recoveries }},
+	{"spurious_retransmits_total", "D-SACKs the remote end sent: segments it received twice, retransmissions that were not needed (TCP_INFO's tcpi_dsack_dups)", func(l *tracer.Loss[uint64]) uint64 { return l.DSACKs }},
+	{"reordering_events_total", "Reorderings the connection detected (TCP_INFO's tcpi_reord_seen)", func(l *tracer.Loss[uint64]) uint64 { return l.Reorders }},
+	{"out_of_order_packets_total", "Packets received out of order (TCP_INFO's tcpi_rcv_ooopack)", func(l *tracer.Loss[uint64]) uint64 { return l.OOOPackets }},
+	{"ecn_ce_marks_total", "Segments delivered to the remote end with an ECN CE (congestion experienced) mark, as it echoed them (TCP_INFO's tcpi_delivered_ce)", func(l *tracer.Loss[uint64]) uint64 { return l.CEMarks }},
 }
 
 // reasonLabel names the reason of conntrace_connection_failures_total and

@@ -51,6 +51,9 @@ func goldenScenario(src *fakeSource) (next func()) {
 			c.Monotonic.RecvBytes += 5000
 			c.Monotonic.Retransmits += 2
 			c.Monotonic.SentSegments += 7
+			// Its losses: one timeout, one fast recovery, and what
+			// TCP_INFO counts of them (no reordering: not exported).
+			c.Monotonic.Loss = tracer.Loss[uint32]{RetransBytes: 2896, RTOs: 1, Recoveries: 1, DSACKs: 1, OOOPackets: 3, CEMarks: 5}
 			c.Monotonic.RTT.Buckets[0] += 1  // <= 1µs
 			c.Monotonic.RTT.Buckets[3] += 1  // <= 8µs
 			c.Monotonic.RTT.Buckets[10] += 3 // <= 1.024ms

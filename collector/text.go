@@ -160,6 +160,15 @@ func (e *exporter) textFamilies(v *netstate.View, dns map[netip.Addr][]string) [
 	counter(d.names.closed, d.helps.closed, "counter", series, func(s *netstate.Series) uint64 { return s.Closed })
 	counter(d.names.retransmits, d.helps.retransmits, "counter", tcp, func(s *netstate.Series) uint64 { return s.Retransmits })
 	counter(d.names.segments, d.helps.segments, "counter", tcp, func(s *netstate.Series) uint64 { return s.SentSegments })
+	for i, m := range lossMetrics {
+		var with []*netstate.Series
+		for _, s := range tcp {
+			if m.value(&s.Loss) != 0 {
+				with = append(with, s)
+			}
+		}
+		counter(d.names.loss[i], d.helps.loss[i], "counter", with, func(s *netstate.Series) uint64 { return m.value(&s.Loss) })
+	}
 	e.timingFamily(&fams, d.names.handshake, d.helps.handshake, tcp, handshakeLE, netstate.HandshakeBounds, func(s *netstate.Series) *netstate.Timing { return &s.Handshakes })
 	e.timingFamily(&fams, d.names.duration, d.helps.duration, tcp, durationLE, netstate.DurationBounds, func(s *netstate.Series) *netstate.Timing { return &s.Durations })
 	e.reasonFamily(&fams, d.names.failed, d.helps.failed, tcp, func(s *netstate.Series) *[tracer.NumReasons]uint64 { return &s.Failures })

@@ -81,6 +81,8 @@ var catalogue = []program{
 	{name: "handle_set_state", feature: featureTCP, kind: kindTracepoint, hook: "sock/inet_sock_set_state", needs: tcpNeeds, wanted: (*Tracer).tracesTCP},
 	{name: "handle_destroy_sock", feature: featureTCP, kind: kindTracepoint, hook: "tcp/tcp_destroy_sock", needs: slices.Concat(tcpNeeds, []string{"tracepoint:tcp/tcp_destroy_sock"}), wanted: (*Tracer).tracesTCP,
 		optional: "nothing: a safety net only, every close goes through inet_sock_set_state"},
+	{name: "handle_cong_state", feature: featureTCP, kind: kindTracepoint, hook: "tcp/tcp_cong_state_set", needs: slices.Concat(tcpNeeds, []string{"tracepoint:tcp/tcp_cong_state_set"}), wanted: (*Tracer).tracesTCP,
+		optional: "conntrace_fast_recoveries_total"},
 	{name: "handle_synack_retrans", feature: featureTCP, kind: kindTracepoint, hook: "tcp/tcp_retransmit_synack", needs: slices.Concat(tcpNeeds, []string{"tracepoint:tcp/tcp_retransmit_synack"}), wanted: (*Tracer).tracesTCP,
 		optional: "conntrace_listen_synack_retransmits_total"},
 	{name: "handle_sockops", feature: featureTCP, kind: kindSockops, cgroup: ebpf.AttachCGroupSockOps, wanted: (*Tracer).tracesTCP},

@@ -125,8 +125,8 @@ type ConnectionStats struct {
 	// well). ReasonNone while open, and for UDP.
 	End Reason
 
-	// The bytes below share one 8-byte word: 296 bytes in all, which
-	// keeps the tracer's entry per connection in the 320-byte size class
+	// The bytes below share one 8-byte word: 328 bytes in all, which
+	// keeps the tracer's entry per connection in the 352-byte size class
 	// (tracer.TestKnownConnSizeClass).
 	Type      ConnectionType
 	Family    ConnectionFamily

@@ -50,6 +50,36 @@ type CountersOf[N Count] struct {
 	// runs once per round trip, not for every sample the kernel takes;
 	// before Linux 6.10 it is the smoothed RTT at that moment).
 	RTT Histogram[N]
+	// Loss is how the losses happened and were recovered from.
+	Loss Loss[N]
+}
+
+// Loss are a TCP connection's loss counters: TCP_INFO's, and two counted
+// from events (RTOs, Recoveries).
+type Loss[N Count] struct {
+	// RetransBytes are the bytes retransmitted (tcpi_bytes_retrans).
+	RetransBytes uint64
+	// RTOs are the retransmission timeouts (the sockops RTO callback: each
+	// time the timer fired; not for connections found at start-up).
+	RTOs N
+	// Recoveries are the fast recovery entries (tcp_cong_state_set, Linux
+	// 6.4+).
+	Recoveries N
+	// DSACKs are the D-SACKs the peer sent: segments it received twice,
+	// retransmissions that were not needed (tcpi_dsack_dups).
+	DSACKs N
+	// Reorders are the reorderings the connection saw (tcpi_reord_seen).
+	Reorders N
+	// OOOPackets are the packets received out of order (tcpi_rcv_ooopack).
+	OOOPackets N
+	// CEMarks are the segments delivered with a CE (congestion) mark, as
+	// the peer echoed them (tcpi_delivered_ce).
+	CEMarks N
+}
+
+// fields returns each counter of l, for the methods below.
+func (l *Loss[N]) fields() (bytes *uint64, counts [6]*N) {
+	return &l.RetransBytes, [6]*N{&l.RTOs, &l.Recoveries, &l.DSACKs, &l.Reorders, &l.OOOPackets, &l.CEMarks}
 }
 
 // Counters are one connection's counters, in the kernel's widths.
@@ -69,6 +99,12 @@ func (c *CountersOf[N]) Max(o *CountersOf[N]) {
 		c.RTT.Buckets[i] = max(c.RTT.Buckets[i], v)
 	}
 	c.RTT.SumMicros = max(c.RTT.SumMicros, o.RTT.SumMicros)
+	cb, cc := c.Loss.fields()
+	ob, oc := o.Loss.fields()
+	*cb = max(*cb, *ob)
+	for i := range cc {
+		*cc[i] = max(*cc[i], *oc[i])
+	}
 }
 
 // Add adds o into c; the RTT histogram only if rtt (false: the caller
@@ -79,6 +115,14 @@ func (c *CountersOf[N]) Add(o *CountersOf[N], rtt bool) {
 	c.RecvBytes += o.RecvBytes
 	c.Retransmits += o.Retransmits
 	c.SentSegments += o.SentSegments
+	if o.Loss != (Loss[N]{}) {
+		cb, cc := c.Loss.fields()
+		ob, oc := o.Loss.fields()
+		*cb += *ob
+		for i := range cc {
+			*cc[i] += *oc[i]
+		}
+	}
 	if rtt {
 		for i, v := range o.RTT.Buckets {
 			c.RTT.Buckets[i] += v
@@ -110,6 +154,13 @@ func (c *CountersOf[N]) Sub(b *CountersOf[N], whole bool) (d CountersOf[N], rese
 		d.RTT.Buckets[i] = sub(v, b.RTT.Buckets[i])
 	}
 	d.RTT.SumMicros = sub64(c.RTT.SumMicros, b.RTT.SumMicros)
+	db, dc := d.Loss.fields()
+	cb, cc := c.Loss.fields()
+	bb, bc := b.Loss.fields()
+	*db = sub64(*cb, *bb)
+	for i := range dc {
+		*dc[i] = sub(*cc[i], *bc[i])
+	}
 	return d, reset
 }
 
@@ -123,5 +174,11 @@ func (c *CountersOf[N]) Widen() Totals {
 		t.RTT.Buckets[i] = uint64(v)
 	}
 	t.RTT.SumMicros = c.RTT.SumMicros
+	tb, tc := t.Loss.fields()
+	cb, cc := c.Loss.fields()
+	*tb = *cb
+	for i := range tc {
+		*tc[i] = uint64(*cc[i])
+	}
 	return t
 }

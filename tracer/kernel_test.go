@@ -32,7 +32,9 @@ type kTotals struct {
 	lastRTT, lastHandshake uint32
 	// lastDuration is the last closed connection's life, ESTABLISHED to
 	// CLOSE, in µs (as netstate counts it).
-	lastDuration            uint64
+	lastDuration uint64
+	// loss adds up the loss counters' deltas.
+	loss                    Loss[uint64]
 	conns                   map[ConnKey]bool
 	closedSeen, preexisting int
 	pids                    map[uint32]bool
@@ -110,6 +112,14 @@ func (o *observer) poll() bool {
 			tt.opened += uint64(c.LastOpened)
 			tt.closed += uint64(c.LastClosed)
 			tt.failed += uint64(c.LastFailed)
+			l := c.Last.Loss
+			tt.loss.RetransBytes += l.RetransBytes
+			tt.loss.RTOs += uint64(l.RTOs)
+			tt.loss.Recoveries += uint64(l.Recoveries)
+			tt.loss.DSACKs += uint64(l.DSACKs)
+			tt.loss.Reorders += uint64(l.Reorders)
+			tt.loss.OOOPackets += uint64(l.OOOPackets)
+			tt.loss.CEMarks += uint64(l.CEMarks)
 			tt.rttCount += c.Last.RTT.Count()
 			tt.rttSumMicros += c.Last.RTT.SumMicros
 			tt.lastRTT = c.RTT

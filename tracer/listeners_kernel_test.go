@@ -13,6 +13,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vishvananda/netns"
+
 	"github.com/conntrace/conntrace_exporter/internal/nettest"
 )
 
@@ -24,6 +26,42 @@ import (
 // namespace's TCPSynRetrans (/proc/net/netstat).
 type listenTruth struct {
 	queue, ssQueue, ssLimit, drops, listenDrops, synAckRetrans uint64
+}
+
+// tcpExt returns the TcpExt counters of /proc/net/netstat in namespace ns.
+func tcpExt(t *testing.T, ns netns.NsHandle) map[string]uint64 {
+	t.Helper()
+	out := map[string]uint64{}
+	err := nettest.Do(ns, func() error {
+		// /proc/thread-self/net is the namespace of this (locked) thread.
+		f, err := os.Open("/proc/thread-self/net/netstat")
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		var names []string
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			if len(fields) == 0 || fields[0] != "TcpExt:" {
+				continue
+			}
+			if names == nil {
+				names = fields
+				continue
+			}
+			for i, v := range fields {
+				if i > 0 && i < len(names) {
+					out[names[i]], _ = strconv.ParseUint(v, 10, 64)
+				}
+			}
+		}
+		return sc.Err()
+	})
+	if err != nil {
+		t.Fatalf("reading /proc/net/netstat: %v", err)
+	}
+	return out
 }
 
 // ssListener parses `ss -lntmH sport = :port` of the server namespace: the
@@ -69,37 +107,13 @@ func readListenTruth(t *testing.T, p *nettest.Pair, port uint16) listenTruth {
 			}
 			lt.queue += rx
 		}
-		f, err := os.Open("/proc/thread-self/net/netstat")
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		var names []string
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			fields := strings.Fields(sc.Text())
-			if len(fields) == 0 || fields[0] != "TcpExt:" {
-				continue
-			}
-			if names == nil {
-				names = fields
-				continue
-			}
-			for i, v := range fields {
-				n, _ := strconv.ParseUint(v, 10, 64)
-				switch names[i] {
-				case "ListenDrops":
-					lt.listenDrops = n
-				case "TCPSynRetrans":
-					lt.synAckRetrans = n
-				}
-			}
-		}
-		return sc.Err()
+		return nil
 	})
 	if err != nil {
 		t.Fatalf("reading the server namespace's /proc/net: %v", err)
 	}
+	ext := tcpExt(t, p.Server)
+	lt.listenDrops, lt.synAckRetrans = ext["ListenDrops"], ext["TCPSynRetrans"]
 	lt.ssQueue, lt.ssLimit, lt.drops = ssListener(t, p, port)
 	return lt
 }

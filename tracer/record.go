@@ -160,6 +160,10 @@ func countersOf(r *bpf.ConntraceConnRecord) Counters {
 		SentBytes: r.SentBytes, RecvBytes: r.RecvBytes,
 		Retransmits: r.Retransmits, SentSegments: r.SentSegments,
 		RTT: RTTHistogram{Buckets: r.RttBuckets, SumMicros: r.RttSumUs},
+		Loss: Loss[uint32]{
+			RetransBytes: r.RetransBytes, RTOs: r.Rtos, Recoveries: r.Recoveries,
+			DSACKs: r.Dsacks, Reorders: r.Reorders, OOOPackets: r.OooPackets, CEMarks: r.CeMarks,
+		},
 	}
 }
 
@@ -167,4 +171,6 @@ func setRecordCounters(r *bpf.ConntraceConnRecord, m *Counters) {
 	r.SentBytes, r.RecvBytes = m.SentBytes, m.RecvBytes
 	r.Retransmits, r.SentSegments = m.Retransmits, m.SentSegments
 	r.RttBuckets, r.RttSumUs = m.RTT.Buckets, m.RTT.SumMicros
+	r.RetransBytes, r.Rtos, r.Recoveries = m.Loss.RetransBytes, m.Loss.RTOs, m.Loss.Recoveries
+	r.Dsacks, r.Reorders, r.OooPackets, r.CeMarks = m.Loss.DSACKs, m.Loss.Reorders, m.Loss.OOOPackets, m.Loss.CEMarks
 }

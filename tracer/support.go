@@ -83,6 +83,7 @@ var tracepointCaps = []struct {
 }{
 	{"tracepoint:sock/inet_sock_set_state", "btf_trace_inet_sock_set_state", "everything TCP", true},
 	{"tracepoint:tcp/tcp_destroy_sock", "btf_trace_tcp_destroy_sock", "nothing but a safety net for closes", false},
+	{"tracepoint:tcp/tcp_cong_state_set", "btf_trace_tcp_cong_state_set", "conntrace_fast_recoveries_total (Linux 6.4+)", false},
 	{"tracepoint:tcp/tcp_retransmit_synack", "btf_trace_tcp_retransmit_synack", "conntrace_listen_synack_retransmits_total", false},
 	{"tracepoint:sock/sock_send_length", "btf_trace_sock_send_length", "UDP flows (bytes sent)", false},
 	{"tracepoint:sock/sock_recv_length", "btf_trace_sock_recv_length", "UDP flows (bytes received)", false},

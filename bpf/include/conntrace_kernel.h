@@ -40,12 +40,14 @@ enum { BPF_ANY = 0, BPF_NOEXIST = 1, BPF_EXIST = 2 };
 enum { BPF_SK_STORAGE_GET_F_CREATE = 1 };
 enum { BPF_RB_NO_WAKEUP = 1, BPF_RB_FORCE_WAKEUP = 2 };
 enum {
+	BPF_SOCK_OPS_RTO_CB_FLAG = 1 << 0,
 	BPF_SOCK_OPS_RTT_CB_FLAG = 1 << 3,
 };
 enum {
 	BPF_SOCK_OPS_TIMEOUT_INIT = 1, /* also for a request socket: a SYN came */
 	BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB = 4,
 	BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB = 5,
+	BPF_SOCK_OPS_RTO_CB = 8, /* a retransmission timer fired */
 	BPF_SOCK_OPS_TCP_LISTEN_CB = 11, /* after listen() bound the socket */
 	BPF_SOCK_OPS_RTT_CB = 12,
 };
@@ -287,6 +289,11 @@ struct tcp_sock {
 	__u32 total_retrans;
 	__u32 data_segs_out;
 	__u32 segs_out;
+	__u64 bytes_retrans;
+	__u32 dsack_dups;
+	__u32 reord_seen;
+	__u32 rcv_ooopack;
+	__u32 delivered_ce;
 } __attribute__((preserve_access_index));
 
 struct socket {

@@ -51,6 +51,13 @@
     listenDropsMinPerSecond: 0,
     listenDropsFor: '5m',
 
+    // ConntraceRetransmitTimeoutsDominate: retransmission timeouts over
+    // timeouts and fast recoveries with a peer above timeoutShareThreshold,
+    // at least timeoutsMinPerSecond timeouts a second.
+    timeoutShareThreshold: 0.5,
+    timeoutsMinPerSecond: 0.1,
+    timeoutsFor: '15m',
+
     // ConntraceConnectionsAborted: TCP connections aborted (reset by the
     // peer, timed out) with one reason / TCP connections closed, with a
     // peer, above this, at least connectionAbortsMinPerSecond.

@@ -85,6 +85,34 @@
             'TCP handshakes with a peer take far longer than usual.',
             'The mean TCP handshake between {{ $labels.instance }} and {{ $labels.remote_addr }} takes {{ $value | humanizeDuration }}, more than %g times its mean over the %s before the last %s.' % [c.handshakeFactor, c.handshakeBaseline, c.handshakeBaselineOffset],
           ),
+          // Timeouts, not fast recovery, repair most losses: whole round
+          // trips without an ACK (a path that drops everything for a while,
+          // or losses at the end of exchanges). A kernel without fast
+          // recovery counts (before 6.4) has every loss a timeout here once
+          // timeouts come at all: the minimum rate keeps quiet peers out.
+          alert(
+            'ConntraceRetransmitTimeoutsDominate',
+            'warning',
+            |||
+              instance_remote_addr:conntrace_retransmit_timeouts:rate5m{%(peerSelector)s}
+                /
+              (
+                instance_remote_addr:conntrace_retransmit_timeouts:rate5m{%(peerSelector)s}
+                + on (job, instance, remote_addr)
+                (
+                  instance_remote_addr:conntrace_fast_recoveries:rate5m{%(peerSelector)s}
+                  or
+                  instance_remote_addr:conntrace_retransmit_timeouts:rate5m{%(peerSelector)s} * 0
+                )
+              )
+                > %(timeoutShareThreshold)g
+              and
+              instance_remote_addr:conntrace_retransmit_timeouts:rate5m{%(peerSelector)s} > %(timeoutsMinPerSecond)g
+            ||| % c,
+            c.timeoutsFor,
+            'Losses to a peer are repaired by timeouts, not fast recovery.',
+            '{{ $value | humanizePercentage }} of the loss repairs between {{ $labels.instance }} and {{ $labels.remote_addr }} are retransmission timeouts (threshold %g%%): each stalls the connection for at least 200 ms.' % (c.timeoutShareThreshold * 100),
+          ),
           alert(
             'ConntraceConnectionsAborted',
             'warning',

@@ -104,6 +104,11 @@ local g = import '../lib/dashboard.libsonnet';
           g.target('sum by (port) (rate(conntrace_connections_opened_total{%s, remote_addr="$peer"}[$__rate_interval]))' % sel, '{{port}} opened'),
           g.target('sum by (port) (rate(conntrace_connection_failures_total{%s, remote_addr="$peer"}[$__rate_interval]))' % sel, '{{port}} failed'),
         ]),
+        g.timeseries('Loss repairs', 'How losses with the peer were repaired, a second: retransmission timeouts, fast recoveries, and retransmissions that were not needed (the peer had the data: D-SACKs).', 'ops', [
+          g.target('instance_remote_addr:conntrace_retransmit_timeouts:rate5m{%s, remote_addr="$peer"} or on () vector(0)' % sel, '{{instance}} timeouts'),
+          g.target('instance_remote_addr:conntrace_fast_recoveries:rate5m{%s, remote_addr="$peer"} or on () vector(0)' % sel, '{{instance}} fast recoveries'),
+          g.target('instance_remote_addr:conntrace_spurious_retransmits:rate5m{%s, remote_addr="$peer"} or on () vector(0)' % sel, '{{instance}} spurious retransmits'),
+        ]),
         g.timeseries('Handshake', 'Mean and 99th percentile TCP handshake time with the peer (SYN sent or received to ESTABLISHED).', 's', [
           g.target('instance_remote_addr:conntrace_handshake_seconds:mean5m{%s, remote_addr="$peer"}' % sel, '{{instance}} mean'),
           g.target('instance_remote_addr:conntrace_handshake_seconds:p99_5m{%s, remote_addr="$peer"}' % sel, '{{instance}} p99'),

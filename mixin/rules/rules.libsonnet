@@ -55,9 +55,12 @@
       },
       {
         // How connections start and end: failures and aborts by reason,
-        // handshakes and lives.
+        // handshakes and lives; and how their losses were repaired.
         name: 'conntrace-connection.rules',
         rules: [
+          { record: 'instance_remote_addr:conntrace_retransmit_timeouts:rate5m', expr: rate('conntrace_retransmit_timeouts_total') },
+          { record: 'instance_remote_addr:conntrace_fast_recoveries:rate5m', expr: rate('conntrace_fast_recoveries_total') },
+          { record: 'instance_remote_addr:conntrace_spurious_retransmits:rate5m', expr: rate('conntrace_spurious_retransmits_total') },
           // By reason (refused, timeout, ...): what the kernel said.
           { record: 'instance_remote_addr_reason:conntrace_connection_failures:rate5m', expr: rate('conntrace_connection_failures_total', grouping=by + ', reason') },
           { record: 'instance_remote_addr_reason:conntrace_connection_aborts:rate5m', expr: rate('conntrace_connection_aborts_total', grouping=by + ', reason') },

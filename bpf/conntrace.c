@@ -629,20 +629,24 @@ static __always_inline __u32 elapsed_us(__u64 t0)
 	return us > 0xffffffff ? 0xffffffff : us;
 }
 
-/* handshake_from_syn sets a passive open's handshake: from its SYN, which
- * handle_sockops timed when the request socket was made, to now. */
-static __always_inline void handshake_from_syn(struct conn_state *st)
+/* handshake_from_syn returns the handshake of a passive open whose
+ * endpoints are ends: from its SYN, which handle_sockops timed when the
+ * request socket was made, to now; 0 when unknown (a SYN cookie, TCP
+ * Fast Open, evicted, or before start-up). Its entry goes. */
+static __always_inline __u32 handshake_from_syn(struct conn_state *ends)
 {
-	struct syn_key key = { .sport = st->sport, .dport = st->dport, .family = st->family };
+	struct syn_key key = { .sport = ends->sport, .dport = ends->dport, .family = ends->family };
+	__u32 us;
 	__u64 *t0;
 
-	__builtin_memcpy(key.saddr, st->saddr, 16);
-	__builtin_memcpy(key.daddr, st->daddr, 16);
+	__builtin_memcpy(key.saddr, ends->saddr, 16);
+	__builtin_memcpy(key.daddr, ends->daddr, 16);
 	t0 = bpf_map_lookup_elem(&syn_times, &key);
 	if (!t0)
-		return; /* a SYN cookie, evicted, or before start-up: unknown */
-	st->handshake_us = elapsed_us(*t0);
+		return 0;
+	us = elapsed_us(*t0);
 	bpf_map_delete_elem(&syn_times, &key);
+	return us;
 }
 
 static __always_inline struct listener *find_listener(struct conn_state *st)
@@ -679,9 +683,14 @@ int BPF_PROG(handle_set_state, const struct sock *csk, const int oldstate, const
 			/* Passive open, in softirq: the PID is the listener's. */
 			struct conn_state tmp = {};
 			struct listener *l;
+			__u32 handshake;
 
 			if (!read_endpoints(sk, &tmp))
 				return 0;
+			/* Taken out of syn_times whether traced or not: an entry
+			 * left would wait for the LRU to evict it, and evict a
+			 * pending handshake instead. */
+			handshake = handshake_from_syn(&tmp);
 			l = find_listener(&tmp);
 			if (l)
 				st = start_conn(sk, DIR_INCOMING, l->pid, l->comm);
@@ -690,7 +699,7 @@ int BPF_PROG(handle_set_state, const struct sock *csk, const int oldstate, const
 				st = start_conn(sk, DIR_INCOMING, 0, comm);
 			}
 			if (st && !(st->flags & CONN_CLOSED))
-				handshake_from_syn(st);
+				st->handshake_us = handshake;
 		}
 		if (!st || (st->flags & CONN_CLOSED))
 			return 0;
@@ -744,7 +753,10 @@ int BPF_PROG(handle_cong_state, struct sock *sk, const __u8 ca_state)
 	if (ca_state != TCP_CA_RECOVERY)
 		return 0;
 	st = bpf_sk_storage_get(&conns, sk, 0, 0);
-	if (st && !(st->flags & CONN_CLOSED))
+	/* Not for connections found at start-up: their timeouts are not
+	 * counted either (the RTO callback is enabled at establishment), and
+	 * the two are compared. */
+	if (st && !(st->flags & (CONN_CLOSED | CONN_PREEXISTING)))
 		__sync_fetch_and_add(&st->recoveries, 1);
 	return 0;
 }

@@ -246,7 +246,7 @@ var lossMetrics = [...]struct {
 	{"spurious_retransmits_total", "D-SACKs the remote end sent: segments it received twice, retransmissions that were not needed (TCP_INFO's tcpi_dsack_dups)", func(l *tracer.Loss[uint64]) uint64 { return l.DSACKs }},
 	{"reordering_events_total", "Reorderings the connection detected (TCP_INFO's tcpi_reord_seen)", func(l *tracer.Loss[uint64]) uint64 { return l.Reorders }},
 	{"out_of_order_packets_total", "Packets received out of order (TCP_INFO's tcpi_rcv_ooopack)", func(l *tracer.Loss[uint64]) uint64 { return l.OOOPackets }},
-	{"ecn_ce_marks_total", "Segments delivered to the remote end with an ECN CE (congestion experienced) mark, as it echoed them (TCP_INFO's tcpi_delivered_ce)", func(l *tracer.Loss[uint64]) uint64 { return l.CEMarks }},
+	{"ecn_ce_marks_total", "Segments the remote end acknowledged with ECN-Echo: CE (congestion experienced) marks on the way; with classic ECN the echo lasts until the sender's CWR, so more segments than marks (TCP_INFO's tcpi_delivered_ce)", func(l *tracer.Loss[uint64]) uint64 { return l.CEMarks }},
 }
 
 // reasonLabel names the reason of conntrace_connection_failures_total and

@@ -231,7 +231,7 @@ func TestGoldenGatherAndCompare(t *testing.T) {
 	next()
 
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(trafficCollector{e: e, clientID: "golden"}, newHealthCollector(src, e.state, nil))
+	reg.MustRegister(trafficCollector{e: e, clientID: "golden"}, newHealthCollector(src, e.state, nil), newListenerCollector(src, o.maxSeries, o.logger))
 	want, err := os.ReadFile(filepath.Join("testdata", "second_scrape.prom"))
 	if err != nil {
 		t.Fatal(err)
@@ -241,8 +241,13 @@ func TestGoldenGatherAndCompare(t *testing.T) {
 	names := []string{
 		"conntrace_sent_bytes_total", "conntrace_received_bytes_total", "conntrace_retransmits_total",
 		"conntrace_sent_segments_total", "conntrace_rtt_seconds", "conntrace_connections", "conntrace_connections_opened_total",
-		"conntrace_connections_closed_total", "conntrace_connection_failures_total",
-		"conntrace_tracked_connections", "conntrace_tracked_connections_limit", "conntrace_lost_total",
+		"conntrace_connections_closed_total", "conntrace_connection_failures_total", "conntrace_connection_aborts_total",
+		"conntrace_connection_errors_total", "conntrace_handshake_seconds", "conntrace_connection_duration_seconds",
+		"conntrace_retransmitted_bytes_total", "conntrace_retransmit_timeouts_total", "conntrace_fast_recoveries_total",
+		"conntrace_spurious_retransmits_total", "conntrace_reordering_events_total", "conntrace_out_of_order_packets_total",
+		"conntrace_ecn_ce_marks_total", "conntrace_listen_queue_length", "conntrace_listen_queue_limit",
+		"conntrace_listen_drops_total", "conntrace_listen_synack_retransmits_total", "conntrace_listen_sockets",
+		"conntrace_listen_ports_dropped", "conntrace_tracked_connections", "conntrace_tracked_connections_limit", "conntrace_lost_total",
 		"conntrace_clients", "conntrace_series", "conntrace_series_limit", "conntrace_series_overflow_total",
 	}
 	if err := testutil.GatherAndCompare(reg, bytes.NewReader(want), names...); err != nil {
@@ -262,7 +267,8 @@ func TestLint(t *testing.T) {
 	next()
 	for name, c := range map[string]prometheus.Collector{
 		"traffic": trafficCollector{e: e, clientID: "lint"},
-		"health":  newHealthCollector(src, e.state, nil),
+		"health":    newHealthCollector(src, e.state, nil),
+		"listeners": newListenerCollector(src, o.maxSeries, o.logger),
 	} {
 		problems, err := testutil.CollectAndLint(c)
 		if err != nil {

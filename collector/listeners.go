@@ -30,7 +30,7 @@ func newListenerCollector(src Source, maxSeries int, logger log.Logger) *listene
 		src: src, maxSeries: maxSeries, logger: logger,
 		queue:   d("listen_queue_length", "Connections established and not yet accepted now (accept queue, ss -lnt's Recv-Q)"+of, listenerLabels),
 		limit:   d("listen_queue_limit", "Connections the accept queue holds before the kernel drops (the listen() backlog capped by net.core.somaxconn; ss -lnt's Send-Q)"+of, listenerLabels),
-		drops:   d("listen_drops_total", "Packets the listening sockets dropped (ss -lntm's skmem d): SYNs and handshake ACKs that found the accept queue full (a dropped ACK counts twice: the socket dropped the packet, and the connection), since the sockets were made"+of, listenerLabels),
+		drops:   d("listen_drops_total", "Packets the listening sockets dropped (ss -lntm's skmem d): SYNs and handshake ACKs that found the accept queue full (an ACK counts twice: the packet, and the connection), and others with room in it (TCP_DEFER_ACCEPT's bare ACKs, a pending handshake's SYN again, filtered packets); the drops of a socket closed stay in the port's count while it has one"+of, listenerLabels),
 		synAcks: d("listen_synack_retransmits_total", "SYN-ACKs sent again, their handshake's last ACK not having come (or having found the accept queue full), since the port's first listener was traced"+of, listenerLabels),
 		sockets: d("listen_sockets", "Listening sockets on the port"+of, listenerLabels),
 		dropped: d("listen_ports_dropped", "Listening ports not exported by this scrape: past --collector.max-series of them.", nil),

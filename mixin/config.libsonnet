@@ -46,9 +46,10 @@
     handshakeFor: '15m',
 
     // ConntraceListenerDropping: a listening port dropping more than
-    // listenDropsMinPerSecond packets a second (SYNs, handshake ACKs:
-    // its accept queue full), for listenDropsFor.
+    // listenDropsMinPerSecond packets a second, its accept queue seen full
+    // within listenQueueWindow, for listenDropsFor.
     listenDropsMinPerSecond: 0,
+    listenQueueWindow: '10m',
     listenDropsFor: '5m',
 
     // ConntraceRetransmitTimeoutsDominate: retransmission timeouts over

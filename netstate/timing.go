@@ -15,8 +15,9 @@ type Timing struct {
 }
 
 // HandshakeBounds are conntrace_handshake_seconds' bucket bounds, in µs:
-// the SYN's retransmissions (1 s, then 2, 4, 8, 16 s more) each land in a
-// bucket of their own, between 1.5, 3.5, 7.5, 15.5 and 31.5 s.
+// a handshake that lost its SYN or SYN-ACK once, twice, three or four
+// times (1, 3, 7, 15 s: the retransmission timer doubles from 1 s) lands
+// in a bucket of its own, above 1.5, 3.5, 7.5 and 15.5 s.
 var HandshakeBounds = []uint64{
 	100, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
 	1_500_000, 3_500_000, 7_500_000, 15_500_000,

@@ -4,12 +4,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sort"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/conntrace/conntrace_exporter/bpf"
@@ -32,13 +34,19 @@ type ListenerStats struct {
 	// drops (sk_max_ack_backlog: the listen() backlog, capped by
 	// net.core.somaxconn).
 	QueueLength, QueueLimit uint64
-	// Drops is the SYNs and handshake ACKs the sockets dropped (sk_drops:
-	// the accept queue was full, or a child socket could not be made), as
-	// the namespace's ListenDrops counts them; since the sockets were made.
+	// Drops is the packets the port's listening sockets dropped (sk_drops,
+	// ss -lntm's d): SYNs and handshake ACKs that found the accept queue
+	// full (an ACK counts twice: the packet and the connection, which the
+	// namespace's ListenDrops counts once), and others (a retransmitted SYN
+	// of a pending handshake, TCP_DEFER_ACCEPT's bare ACK, a filtered
+	// packet). Monotonic while the port has a listening socket, however
+	// they come and go (see listenDrops).
 	Drops uint64
 	// SynAckRetransmits is the SYN-ACKs the port sent again, since its
 	// first listener was traced (0 without tcp_retransmit_synack).
 	SynAckRetransmits uint64
+
+	sockDrops map[uint32]uint64 // each socket's drops, by inode, while read
 }
 
 type listenerKey struct {
@@ -78,13 +86,26 @@ func (t *Tracer) Listeners() ([]ListenerStats, error) {
 		fail(fmt.Errorf("listeners: network namespaces: %w", err))
 	}
 	for _, path := range paths {
-		ino, ok := nsInode(path)
-		if !ok {
-			continue // the process exited
+		// Opened once: its inode and what is read are the same
+		// namespace's, even if the path's process exits meanwhile (then
+		// the namespace is skipped, not an error).
+		ns, err := netns.GetFromPath(path)
+		if err != nil {
+			if !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ESRCH) {
+				fail(fmt.Errorf("listeners of network namespace %s: %w", path, err))
+			}
+			continue
 		}
-		if err := nsexec.DoPath(path, func() error { return diagListeners(ino, found) }); err != nil {
+		var st unix.Stat_t
+		if err := unix.Fstat(int(ns), &st); err != nil {
+			ns.Close()
+			fail(fmt.Errorf("listeners of network namespace %s: %w", path, err))
+			continue
+		}
+		if err := nsexec.Do(ns, func() error { return diagListeners(uint32(st.Ino), found) }); err != nil {
 			fail(fmt.Errorf("listeners of network namespace %s: %w", path, err))
 		}
+		ns.Close()
 	}
 	// What the kernel programs know of each port: its process, its
 	// SYN-ACK retransmissions.
@@ -99,6 +120,7 @@ func (t *Tracer) Listeners() ([]ListenerStats, error) {
 			}
 		}
 	}
+	t.listenDrops.update(found)
 	out := make([]ListenerStats, 0, len(found))
 	for _, l := range found {
 		out = append(out, *l)
@@ -119,7 +141,7 @@ func diagListeners(netns uint32, found map[listenerKey]*ListenerStats) error {
 		req := nl.NewNetlinkRequest(nl.SOCK_DIAG_BY_FAMILY, unix.NLM_F_DUMP)
 		req.AddData(&listenDiagRequest{family: family})
 		err := req.ExecuteIter(unix.NETLINK_INET_DIAG, nl.SOCK_DIAG_BY_FAMILY, func(msg []byte) bool {
-			port, queue, limit, drops, ok := parseListenDiag(msg)
+			port, queue, limit, drops, inode, ok := parseListenDiag(msg)
 			if !ok {
 				return true
 			}
@@ -132,7 +154,10 @@ func diagListeners(netns uint32, found map[listenerKey]*ListenerStats) error {
 			l.Sockets++
 			l.QueueLength += uint64(queue)
 			l.QueueLimit += uint64(limit)
-			l.Drops += uint64(drops)
+			if l.sockDrops == nil {
+				l.sockDrops = map[uint32]uint64{}
+			}
+			l.sockDrops[inode] += uint64(drops)
 			return true
 		})
 		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
@@ -173,21 +198,69 @@ const (
 // parseListenDiag reads one struct inet_diag_msg of a listening socket:
 // its port, accept queue length and limit (idiag_rqueue, idiag_wqueue for
 // a listener) and drops.
-func parseListenDiag(msg []byte) (port uint16, queue, limit, drops uint32, ok bool) {
+func parseListenDiag(msg []byte) (port uint16, queue, limit, drops, inode uint32, ok bool) {
 	if len(msg) < sizeofInetDiagMsg || msg[1] != unix.BPF_TCP_LISTEN {
-		return 0, 0, 0, 0, false
+		return 0, 0, 0, 0, 0, false
 	}
 	port = binary.BigEndian.Uint16(msg[4:6])
 	queue = binary.NativeEndian.Uint32(msg[56:60])
 	limit = binary.NativeEndian.Uint32(msg[60:64])
+	inode = binary.NativeEndian.Uint32(msg[68:72])
 	attrs, err := nl.ParseRouteAttr(msg[sizeofInetDiagMsg:])
 	if err != nil {
-		return port, queue, limit, 0, true
+		return port, queue, limit, 0, inode, true
 	}
 	for _, a := range attrs {
 		if a.Attr.Type == netlink.INET_DIAG_SKMEMINFO && len(a.Value) >= 4*(skMeminfoDrops+1) {
 			drops = binary.NativeEndian.Uint32(a.Value[4*skMeminfoDrops:])
 		}
 	}
-	return port, queue, limit, drops, true
+	return port, queue, limit, drops, inode, true
+}
+
+// listenDrops keeps each port's drops monotonic: a port's listening
+// sockets each count their own (sk_drops), so when one of several closes
+// (a SO_REUSEPORT worker restarting) their sum would go down, and
+// Prometheus would take it for a reset and count the others' whole past
+// again. The drops of a socket gone are kept in the port's retired sum,
+// until the port has no listening socket left. Bounded by the listening
+// sockets of the host.
+type listenDrops struct {
+	ports map[listenerKey]*portDrops
+}
+
+type portDrops struct {
+	retired uint64
+	last    map[uint32]uint64 // socket inode -> its drops at the last read
+}
+
+// update sets each found port's Drops: its retired sockets' and its
+// sockets' now. Ports not found are forgotten.
+func (d *listenDrops) update(found map[listenerKey]*ListenerStats) {
+	if d.ports == nil {
+		d.ports = map[listenerKey]*portDrops{}
+	}
+	for k := range d.ports {
+		if found[k] == nil {
+			delete(d.ports, k)
+		}
+	}
+	for k, l := range found {
+		p := d.ports[k]
+		if p == nil {
+			p = &portDrops{}
+			d.ports[k] = p
+		}
+		for ino, n := range p.last {
+			if _, ok := l.sockDrops[ino]; !ok {
+				p.retired += n
+			}
+		}
+		p.last = l.sockDrops
+		l.Drops = p.retired
+		for _, n := range l.sockDrops {
+			l.Drops += n
+		}
+		l.sockDrops = nil
+	}
 }

@@ -75,6 +75,7 @@ type Tracer struct {
 	listenMu     sync.Mutex
 	listenComms  comms
 	listenErrors atomic.Uint64 // namespaces whose listeners were not read
+	listenDrops  listenDrops
 	// Kept from one read to the next (under mu): the process names.
 	comms comms
 	udp   udpReader

@@ -111,7 +111,7 @@
             ||| % c,
             c.timeoutsFor,
             'Losses to a peer are repaired by timeouts, not fast recovery.',
-            '{{ $value | humanizePercentage }} of the loss repairs between {{ $labels.instance }} and {{ $labels.remote_addr }} are retransmission timeouts (threshold %g%%): each stalls the connection for at least 200 ms.' % (c.timeoutShareThreshold * 100),
+            '{{ $value | humanizePercentage }} of the loss repairs between {{ $labels.instance }} and {{ $labels.remote_addr }} are retransmission timeouts (threshold %g%%): each stalls the connection for at least the minimum RTO (200 ms by default).' % (c.timeoutShareThreshold * 100),
           ),
           alert(
             'ConntraceConnectionsAborted',
@@ -136,10 +136,18 @@
           alert(
             'ConntraceListenerDropping',
             'warning',
-            'instance_port:conntrace_listen_drops:rate5m{%(conntraceSelector)s} > %(listenDropsMinPerSecond)g' % c,
+            // Drops while the accept queue was seen full: a listener also
+            // drops packets with room in its queue (TCP_DEFER_ACCEPT's
+            // bare ACKs, a pending handshake's SYN again), which is no
+            // saturation.
+            |||
+              instance_port:conntrace_listen_drops:rate5m{%(conntraceSelector)s} > %(listenDropsMinPerSecond)g
+              and on (job, instance, netns, port, process)
+              max_over_time(instance_port:conntrace_listen_queue:ratio{%(conntraceSelector)s}[%(listenQueueWindow)s]) >= 1
+            ||| % c,
             c.listenDropsFor,
             'A listening port drops connections.',
-            'Port {{ $labels.port }} ({{ $labels.process }}) on {{ $labels.instance }}, network namespace {{ $labels.netns }}, drops {{ $value | humanize }} SYNs or handshake ACKs a second: its accept queue is full (the application does not accept fast enough, or its backlog is too small).',
+            'Port {{ $labels.port }} ({{ $labels.process }}) on {{ $labels.instance }}, network namespace {{ $labels.netns }}, drops {{ $value | humanize }} packets a second with its accept queue full: the application does not accept fast enough, or its backlog is too small.',
           ),
         ],
       },

@@ -266,7 +266,7 @@ func TestLint(t *testing.T) {
 	}
 	next()
 	for name, c := range map[string]prometheus.Collector{
-		"traffic": trafficCollector{e: e, clientID: "lint"},
+		"traffic":   trafficCollector{e: e, clientID: "lint"},
 		"health":    newHealthCollector(src, e.state, nil),
 		"listeners": newListenerCollector(src, o.maxSeries, o.logger),
 	} {

@@ -239,6 +239,9 @@ struct syn_key {
  * (LRU): a SYN that never completes is evicted by newer ones. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	/* LRU lists per CPU: no lock shared by every CPU's SYNs. The table
+	 * is still one: the ESTABLISHED may be seen on another CPU. */
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(max_entries, 65536);
 	__type(key, struct syn_key);
 	__type(value, __u64);

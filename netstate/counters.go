@@ -21,22 +21,41 @@ type Counters struct {
 	Handshakes, Durations Timing
 	// RTTCount is the RTT buckets' sum.
 	RTTCount uint64
+	// has says which of the sections above may hold a count: most
+	// connections fail, abort or close never, and a fold or a live read
+	// then adds (and copies) none of their arrays.
+	has sections
 }
+
+// sections of Counters that has marks.
+type sections uint8
+
+const (
+	hasReasons sections = 1 << iota // Failures, Aborts
+	hasHandshakes
+	hasDurations
+)
 
 // endOf returns the counters of a connection's end alone: its closing,
 // failure or abort, by its reason.
-func endOf(c *tracer.ConnectionStats) Counters {
-	var d Counters
+func endOf(c *tracer.ConnectionStats) (d Counters) {
+	setEnd(c, &d)
+	return d
+}
+
+// setEnd sets what endOf returns into d, zero there.
+func setEnd(c *tracer.ConnectionStats, d *Counters) {
 	_, closed, failed := c.Lifecycle()
 	d.Closed, d.Failed = bit(closed), bit(failed)
 	switch {
 	case failed:
 		d.Failures[c.End] = 1
+		d.has |= hasReasons
 	case closed && c.End != tracer.ReasonNone:
 		d.Aborts[c.End] = 1
+		d.has |= hasReasons
 	}
-	timings(c, &d, false, true)
-	return d
+	timings(c, d, false, true)
 }
 
 // sub subtracts o from c, each counter floored at 0; reset says one was
@@ -57,16 +76,26 @@ func (c *Counters) sub(o *Counters) (reset bool) {
 		}
 		*v -= min(*v, *o)
 	}
-	for i := range c.Failures {
-		sub(&c.Failures[i], &o.Failures[i])
-		sub(&c.Aborts[i], &o.Aborts[i])
+	has := c.has | o.has
+	if has&hasReasons != 0 {
+		for i := range c.Failures {
+			sub(&c.Failures[i], &o.Failures[i])
+			sub(&c.Aborts[i], &o.Aborts[i])
+		}
 	}
-	for i := range c.Handshakes.Buckets {
-		sub(&c.Handshakes.Buckets[i], &o.Handshakes.Buckets[i])
-		sub(&c.Durations.Buckets[i], &o.Durations.Buckets[i])
+	for _, t := range [...]struct {
+		bit  sections
+		v, o *Timing
+	}{{hasHandshakes, &c.Handshakes, &o.Handshakes}, {hasDurations, &c.Durations, &o.Durations}} {
+		if has&t.bit == 0 {
+			continue
+		}
+		for i := range t.v.Buckets {
+			sub(&t.v.Buckets[i], &t.o.Buckets[i])
+		}
+		sub(&t.v.SumMicros, &t.o.SumMicros)
 	}
-	sub(&c.Handshakes.SumMicros, &o.Handshakes.SumMicros)
-	sub(&c.Durations.SumMicros, &o.Durations.SumMicros)
+	c.has = has
 	return reset
 }
 
@@ -76,17 +105,19 @@ func (c *Counters) Add(o *Counters) {
 	c.Opened += o.Opened
 	c.Closed += o.Closed
 	c.Failed += o.Failed
-	for i := range c.Failures {
-		c.Failures[i] += o.Failures[i]
-		c.Aborts[i] += o.Aborts[i]
+	if o.has&hasReasons != 0 {
+		for i := range c.Failures {
+			c.Failures[i] += o.Failures[i]
+			c.Aborts[i] += o.Aborts[i]
+		}
 	}
-	// Most counters added are one live connection's, with neither.
-	if o.Handshakes != (Timing{}) {
+	if o.has&hasHandshakes != 0 {
 		c.Handshakes.add(&o.Handshakes)
 	}
-	if o.Durations != (Timing{}) {
+	if o.has&hasDurations != 0 {
 		c.Durations.add(&o.Durations)
 	}
+	c.has |= o.has
 	c.RTTCount += o.RTTCount
 }
 
@@ -99,9 +130,12 @@ func bit(b bool) uint64 {
 
 // all returns everything c counted: since the zero baseline, without
 // its subtraction (the fold of every closed connection).
-func all(c *tracer.ConnectionStats) Counters {
-	d := endOf(c)
-	d.Totals, d.RTTCount = c.Monotonic.Widen(), c.Monotonic.RTT.Count()
+func all(c *tracer.ConnectionStats) (d Counters) {
+	// Built in place (the result): a Counters is 800 bytes, and this runs
+	// for every live connection at every scrape.
+	setEnd(c, &d)
+	c.Monotonic.WidenInto(&d.Totals)
+	d.RTTCount = c.Monotonic.RTT.Count()
 	opened, _, _ := c.Lifecycle()
 	d.Opened = bit(opened)
 	timings(c, &d, true, false)

@@ -42,6 +42,7 @@ func TestCountersSubFloors(t *testing.T) {
 		for _, g := range fields {
 			*at(&x, g), *at(&y, g) = 10, 4
 		}
+		x.has, y.has = hasReasons|hasHandshakes|hasDurations, hasReasons|hasHandshakes|hasDurations
 		*at(&y, f) = 11
 		if reset := x.sub(&y); !reset {
 			t.Errorf("field %d below: no reset", i)
@@ -111,5 +112,38 @@ func TestTimings(t *testing.T) {
 		if d := all(&c); d.Handshakes != (Timing{}) || d.Durations != (Timing{}) {
 			t.Errorf("%+v: handshakes %+v durations %+v, want none", c, d.Handshakes, d.Durations)
 		}
+	}
+}
+
+// Add and sub skip the sections neither side has (has), and a section
+// one side has is added or subtracted whole: has follows the counts.
+func TestCountersSections(t *testing.T) {
+	failed := tracer.ConnectionStats{Type: tracer.TCP, Closed: true, End: tracer.ReasonRefused}
+	reset := tracer.ConnectionStats{Type: tracer.TCP, Established: true, Closed: true, End: tracer.ReasonReset, HandshakeMicros: 300, LastUpdateEpoch: 5e9}
+	var sum Counters
+	for _, c := range []tracer.ConnectionStats{failed, reset} {
+		d := all(&c)
+		sum.Add(&d)
+	}
+	if sum.Failures[tracer.ReasonRefused] != 1 || sum.Aborts[tracer.ReasonReset] != 1 || sum.Handshakes.Count() != 1 || sum.Durations.Count() != 1 {
+		t.Fatalf("sum %+v", sum)
+	}
+	var none Counters
+	if sum.has != hasReasons|hasHandshakes|hasDurations || none.has != 0 {
+		t.Errorf("has %b, want every section", sum.has)
+	}
+	// sum − sum's own failure: one section each side has.
+	d := all(&failed)
+	left := sum
+	left.sub(&d)
+	if left.Failures != ([tracer.NumReasons]uint64{}) || left.Aborts[tracer.ReasonReset] != 1 {
+		t.Errorf("sum - failure: failures %v aborts %v", left.Failures, left.Aborts)
+	}
+	// A side without a section: the other's counts stay.
+	plain := Counters{Opened: 1}
+	keep := sum
+	keep.sub(&plain)
+	if keep.Handshakes != sum.Handshakes || keep.Durations != sum.Durations || keep.Failures != sum.Failures {
+		t.Errorf("sum - nothing of its sections changed them: %+v", keep)
 	}
 }

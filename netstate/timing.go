@@ -71,6 +71,7 @@ func timings(c *tracer.ConnectionStats, d *Counters, handshake, duration bool) {
 	}
 	if handshake && c.HandshakeMicros > 0 {
 		d.Handshakes.observe(HandshakeBounds, uint64(c.HandshakeMicros))
+		d.has |= hasHandshakes
 	}
 	if duration && c.Closed {
 		// A passive open is tracked from ESTABLISHED, an active one from
@@ -84,5 +85,6 @@ func timings(c *tracer.ConnectionStats, d *Counters, handshake, duration bool) {
 			us = (c.LastUpdateEpoch - est) / 1000
 		}
 		d.Durations.observe(DurationBounds, us)
+		d.has |= hasDurations
 	}
 }

@@ -165,8 +165,14 @@ func (c *CountersOf[N]) Sub(b *CountersOf[N], whole bool) (d CountersOf[N], rese
 }
 
 // Widen returns c in 64 bits.
-func (c *CountersOf[N]) Widen() Totals {
-	t := Totals{
+func (c *CountersOf[N]) Widen() (t Totals) {
+	c.WidenInto(&t)
+	return t
+}
+
+// WidenInto sets t to c in 64 bits.
+func (c *CountersOf[N]) WidenInto(t *Totals) {
+	*t = Totals{
 		SentBytes: c.SentBytes, RecvBytes: c.RecvBytes,
 		Retransmits: uint64(c.Retransmits), SentSegments: uint64(c.SentSegments),
 	}
@@ -180,5 +186,4 @@ func (c *CountersOf[N]) Widen() Totals {
 	for i := range tc {
 		*tc[i] = uint64(*cc[i])
 	}
-	return t
 }

@@ -48,7 +48,7 @@ func (t *Tracer) wanted() bool {
 // drainInterval is how often closed connections are moved from the ring
 // buffer to the sink while they come. The kernel side never wakes user
 // space up (a wakeup costs as much as the rest of the program), so this
-// bounds the ring's fill: 8 MiB hold 30,840 records (BENCHMARKS.md §11).
+// bounds the ring's fill: 8 MiB hold 27,594 records (BENCHMARKS.md §11, §14).
 // When a drain finds the rings empty, the next one waits twice as long, up
 // to drainIdleInterval: on this VM a wakeup every 100 ms cost 1.8 ms of CPU
 // a second even with nothing to do (BENCHMARKS.md §12).

@@ -13,8 +13,8 @@ type recordQueue struct {
 	n      int
 }
 
-// queueChunk records of 272 bytes are 64 KiB.
-const queueChunk = 240
+// queueChunk records are at most 64 KiB.
+const queueChunk = (64 << 10) / recordSize
 
 func (q *recordQueue) len() int { return q.n }
 

@@ -83,7 +83,9 @@ var catalogue = []program{
 		optional: "nothing: a safety net only, every close goes through inet_sock_set_state"},
 	{name: "handle_cong_state", feature: featureTCP, kind: kindTracepoint, hook: "tcp/tcp_cong_state_set", needs: slices.Concat(tcpNeeds, []string{"tracepoint:tcp/tcp_cong_state_set"}), wanted: (*Tracer).tracesTCP,
 		optional: "conntrace_fast_recoveries_total"},
-	{name: "handle_synack_retrans", feature: featureTCP, kind: kindTracepoint, hook: "tcp/tcp_retransmit_synack", needs: slices.Concat(tcpNeeds, []string{"tracepoint:tcp/tcp_retransmit_synack"}), wanted: (*Tracer).tracesTCP,
+	// It counts in the listeners map, no socket storage: it loads where
+	// the rest of TCP cannot (5.10), wanted only with it.
+	{name: "handle_synack_retrans", feature: featureTCP, kind: kindTracepoint, hook: "tcp/tcp_retransmit_synack", needs: []string{"tracepoint:tcp/tcp_retransmit_synack"}, wanted: (*Tracer).tracesTCP,
 		optional: "conntrace_listen_synack_retransmits_total"},
 	{name: "handle_sockops", feature: featureTCP, kind: kindSockops, cgroup: ebpf.AttachCGroupSockOps, wanted: (*Tracer).tracesTCP},
 

@@ -164,7 +164,13 @@ func diagListeners(netns uint32, found map[listenerKey]*ListenerStats) error {
 			if family == unix.AF_INET6 && errors.Is(err, syscall.ENOENT) {
 				continue // no IPv6 in this kernel
 			}
-			return err
+			if errors.Is(err, syscall.ENOENT) {
+				// The kernel loads its tcp_diag module on first use
+				// (request_module); where it cannot, sock_diag has no
+				// TCP handler.
+				return fmt.Errorf("sock_diag of TCP listeners: %w (is the kernel's tcp_diag module loadable? modprobe tcp_diag)", err)
+			}
+			return fmt.Errorf("sock_diag of TCP listeners: %w", err)
 		}
 	}
 	return nil

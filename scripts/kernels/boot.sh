@@ -29,12 +29,15 @@ for bin in /usr/sbin/ip /usr/bin/ss /usr/sbin/nft; do
 done
 [ -e "$root/lib64/ld-linux-x86-64.so.2" ] || cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
 
-# Modules: veth and netfilter (nf_tables expressions, conntrack, NAT),
-# decompressed, indexed by busybox depmod (the packages have no modules.dep).
+# Modules: veth, netfilter (nf_tables expressions, conntrack, NAT) and
+# the TCP socket diagnostics (sock_diag's inet_diag and tcp_diag: the
+# listeners' read, and ss), decompressed, indexed by busybox depmod (the
+# packages have no modules.dep).
 rel=$(cat "$kdir/release")
 mdir=$root/lib/modules/$rel
 mkdir -p "$mdir"
 (cd "$kdir/modules" && find kernel/drivers/net/veth.ko* kernel/net/netfilter kernel/net/ipv4/netfilter \
+	kernel/net/ipv4/inet_diag.ko* kernel/net/ipv4/tcp_diag.ko* \
 	kernel/net/ipv6/netfilter kernel/lib kernel/crypto -name '*.ko*' 2>/dev/null) | while read -r m; do
 	mkdir -p "$mdir/$(dirname "$m")"
 	case $m in
@@ -47,7 +50,7 @@ for f in modules.builtin modules.order; do [ ! -f "$kdir/modules/$f" ] || cp "$k
 busybox depmod -b "$root" "$rel"
 # Loaded at boot; the rest on demand.
 printf '%s\n' veth nf_tables nf_conntrack nf_conntrack_netlink nf_nat nft_ct nft_nat nft_chain_nat \
-	nft_numgen nft_counter nft_reject nft_reject_ipv4 nft_quota >"$root/etc/modules-load"
+	nft_numgen nft_counter nft_reject nft_reject_ipv4 nft_quota inet_diag tcp_diag >"$root/etc/modules-load"
 
 install -m 0755 "$here/init" "$root/init"
 cp "$script" "$root/run.sh"

@@ -99,7 +99,8 @@ func (c *Counters) sub(o *Counters) (reset bool) {
 	return reset
 }
 
-// Add adds o into c.
+// Add adds o into c. o's sections count only where its has says so: a
+// Counters is built by all, endOf or ends, never by hand.
 func (c *Counters) Add(o *Counters) {
 	c.Totals.Add(&o.Totals, o.RTTCount != 0)
 	c.Opened += o.Opened

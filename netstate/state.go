@@ -133,8 +133,9 @@ type State[K comparable] struct {
 	mu      sync.Mutex
 	clients map[string]*client[K]
 	live    map[tracer.ConnKey]liveConn
-	// end is leftAdd's scratch for a connection's end (under mu): not a
-	// Counters of 800 bytes zeroed per fold and client.
+	// end is leftAdd's scratch for a connection's end (under mu): a fold
+	// hands every client the connection's own counters, not a copy of
+	// them; only an older connection's end is built here.
 	end  Counters
 	keys keyTable[K] // the label sets of live
 	// reading is set while a snapshot is read: the connections folded

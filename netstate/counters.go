@@ -36,14 +36,7 @@ const (
 	hasDurations
 )
 
-// endOf returns the counters of a connection's end alone: its closing,
-// failure or abort, by its reason.
-func endOf(c *tracer.ConnectionStats) (d Counters) {
-	setEnd(c, &d)
-	return d
-}
-
-// setEnd sets what endOf returns into d, zero there.
+// setEnd sets what ends returns into d, zero there.
 func setEnd(c *tracer.ConnectionStats, d *Counters) {
 	_, closed, failed := c.Lifecycle()
 	d.Closed, d.Failed = bit(closed), bit(failed)
@@ -100,7 +93,7 @@ func (c *Counters) sub(o *Counters) (reset bool) {
 }
 
 // Add adds o into c. o's sections count only where its has says so: a
-// Counters is built by all, endOf or ends, never by hand.
+// Counters is built by all or ends, never by hand.
 func (c *Counters) Add(o *Counters) {
 	c.Totals.Add(&o.Totals, o.RTTCount != 0)
 	c.Opened += o.Opened
@@ -143,9 +136,13 @@ func all(c *tracer.ConnectionStats) (d Counters) {
 	return d
 }
 
-// ends returns only the connection's end: its closing, failure or abort,
-// without traffic (for a connection whose traffic predates the client).
-func ends(c *tracer.ConnectionStats) Counters { return endOf(c) }
+// ends returns only the connection's end: its closing, failure or abort
+// (by its reason) and its duration, without traffic (for a connection
+// whose traffic predates the client).
+func ends(c *tracer.ConnectionStats) (d Counters) {
+	setEnd(c, &d)
+	return d
+}
 
 // minus returns a − b for counters of the same connection read twice
 // (b first), the lifecycle left out: the traffic between the two reads.

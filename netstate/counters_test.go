@@ -90,7 +90,7 @@ func TestTimings(t *testing.T) {
 		t.Errorf("open, handshake 1.2 ms: handshakes %+v durations %+v, want one in bucket 3 (<= 2.5 ms), no duration", d.Handshakes, d.Durations)
 	}
 	active.Closed, active.LastUpdateEpoch = true, 1000*ms+1200*1000+5000*ms
-	if d := endOf(&active); d.Durations.Buckets[4] != 1 || d.Durations.SumMicros != 5_000_000 || d.Handshakes.Count() != 0 {
+	if d := ends(&active); d.Durations.Buckets[4] != 1 || d.Durations.SumMicros != 5_000_000 || d.Handshakes.Count() != 0 {
 		t.Errorf("closed after 5 s established: durations %+v handshakes %+v, want one of 5 s in bucket 4 (<= 10 s) and no handshake", d.Durations, d.Handshakes)
 	}
 	passive := tracer.ConnectionStats{Type: tracer.TCP, Established: true, ServerSide: true, HandshakeMicros: 1200,

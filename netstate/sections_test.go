@@ -79,9 +79,7 @@ func TestSectionsKeptByEveryProducer(t *testing.T) {
 		switch r.Intn(5) {
 		case 0:
 			d = all(&x)
-		case 1:
-			d = endOf(&x)
-		case 2:
+		case 1, 2:
 			d = ends(&x)
 		case 3:
 			y := randConn(r, uint64(i))

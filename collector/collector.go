@@ -102,6 +102,19 @@ func rttHistogram(c *netstate.Counters) (count uint64, sum float64, buckets map[
 	return cum, float64(c.RTT.SumMicros) / 1e6, buckets
 }
 
+// microsToSeconds is the exported value of a bound in µs: the text
+// writer's le pairs (seconds) and the registry's buckets are the same.
+func microsToSeconds(us uint64) float64 { return float64(us) / 1e6 }
+
+// seconds are bounds (µs) in seconds.
+func seconds(bounds []uint64) []float64 {
+	out := make([]float64, len(bounds))
+	for i, b := range bounds {
+		out[i] = microsToSeconds(b)
+	}
+	return out
+}
+
 // timingHistogram returns the observations' count, their sum in seconds
 // and the cumulative buckets by bound (in seconds) of t, whose bounds are
 // bounds (µs).
@@ -109,7 +122,7 @@ func timingHistogram(t *netstate.Timing, bounds []uint64) (count uint64, sum flo
 	buckets = make(map[float64]uint64, len(bounds))
 	for i, b := range bounds {
 		count += t.Buckets[i]
-		buckets[float64(b)/1e6] = count
+		buckets[microsToSeconds(b)] = count
 	}
 	count += t.Buckets[len(bounds)]
 	return count, float64(t.SumMicros) / 1e6, buckets

@@ -102,13 +102,27 @@ func (t *textWriter) float(f float64) {
 }
 
 // leText are the le pairs of the exported RTT bounds, and +Inf.
-var leText = func() []string {
-	var out []string
-	for _, b := range rttBounds {
+var leText = leTexts(rttBounds)
+
+// leTexts are the le pairs of bounds (seconds), and +Inf.
+func leTexts(bounds []float64) []string {
+	out := make([]string, 0, len(bounds)+1)
+	for _, b := range bounds {
 		out = append(out, `le="`+strconv.FormatFloat(b, 'g', -1, 64)+`"`)
 	}
 	return append(out, `le="+Inf"`)
-}()
+}
+
+// compareLabels orders two label sets as the registry does: by their
+// values in label name order (order: sortedOrder of the names).
+func compareLabels(order []int, a, b []string) int {
+	for _, i := range order {
+		if c := strings.Compare(a[i], b[i]); c != 0 {
+			return c
+		}
+	}
+	return 0
+}
 
 // textFamily is one metric family of a view, to write in the text format.
 type textFamily struct {
@@ -126,15 +140,7 @@ func (e *exporter) textFamilies(v *netstate.View, dns map[netip.Addr][]string) [
 	for i := range v.Series {
 		series[i] = &v.Series[i]
 	}
-	order := e.sortedLabels
-	slices.SortFunc(series, func(a, b *netstate.Series) int {
-		for _, i := range order {
-			if c := strings.Compare(a.Labels[i], b.Labels[i]); c != 0 {
-				return c
-			}
-		}
-		return 0
-	})
+	slices.SortFunc(series, func(a, b *netstate.Series) int { return compareLabels(e.sortedLabels, a.Labels, b.Labels) })
 	var tcp []*netstate.Series
 	for _, s := range series {
 		if s.TCP {
@@ -261,14 +267,7 @@ func (e *exporter) reasonFamily(fams *[]textFamily, name, help string, of []*net
 		return // no sample: no family, as the registry
 	}
 	order := sortedOrder(e.reasonNames)
-	slices.SortFunc(samples, func(a, b sample) int {
-		for _, i := range order {
-			if c := strings.Compare(a.values[i], b.values[i]); c != 0 {
-				return c
-			}
-		}
-		return 0
-	})
+	slices.SortFunc(samples, func(a, b sample) int { return compareLabels(order, a.values, b.values) })
 	*fams = append(*fams, textFamily{name, func(t *textWriter) {
 		t.header(name, help, "counter")
 		for _, s := range samples {
@@ -277,18 +276,9 @@ func (e *exporter) reasonFamily(fams *[]textFamily, name, help string, of []*net
 	}})
 }
 
-// leTexts are the le pairs of bounds (µs), and +Inf.
-func leTexts(bounds []uint64) []string {
-	out := make([]string, 0, len(bounds)+1)
-	for _, b := range bounds {
-		out = append(out, `le="`+strconv.FormatFloat(float64(b)/1e6, 'g', -1, 64)+`"`)
-	}
-	return append(out, `le="+Inf"`)
-}
-
 var (
-	handshakeLE = leTexts(netstate.HandshakeBounds)
-	durationLE  = leTexts(netstate.DurationBounds)
+	handshakeLE = leTexts(seconds(netstate.HandshakeBounds))
+	durationLE  = leTexts(seconds(netstate.DurationBounds))
 )
 
 // timingFamily adds a histogram family of a Timing: the label sets that

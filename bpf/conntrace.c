@@ -452,8 +452,6 @@ static __always_inline __u64 recv_payload(struct sock *sk, struct tcp_sock *tp, 
 static __always_inline void fill_record(struct conn_record *rec, struct sock *sk, struct tcp_sock *tp,
 					struct conn_state *st, int state, bool final)
 {
-	__u32 total_retrans, segs_out;
-
 	rec->cookie = st->cookie;
 	rec->ts_ns = bpf_ktime_get_ns();
 	rec->start_ns = st->start_ns;
@@ -490,10 +488,8 @@ static __always_inline void fill_record(struct conn_record *rec, struct sock *sk
 	}
 	rec->sent_bytes = sent_payload(tp, st, state, final);
 	rec->recv_bytes = recv_payload(sk, tp, st);
-	total_retrans = tp->total_retrans;
-	rec->retransmits = total_retrans > st->base_retrans ? total_retrans - st->base_retrans : 0;
-	segs_out = tp->data_segs_out;
-	rec->sent_segments = segs_out > st->base_segs_out ? segs_out - st->base_segs_out : 0;
+	rec->retransmits = since(tp->total_retrans, st->base_retrans);
+	rec->sent_segments = since(tp->data_segs_out, st->base_segs_out);
 	rec->retrans_bytes = since(tp->bytes_retrans, st->base_bytes_retrans);
 	rec->dsacks = since(tp->dsack_dups, st->base_dsack);
 	rec->reorders = since(tp->reord_seen, st->base_reord);
@@ -838,6 +834,21 @@ static __always_inline void time_syn(struct bpf_sock_ops *skops)
 	bpf_map_update_elem(&syn_times, &key, &now, BPF_ANY);
 }
 
+/* sockops_conn is the state of the callback's socket, if it is a tracked
+ * connection not closed. */
+static __always_inline struct conn_state *sockops_conn(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *sk = skops->sk;
+	struct conn_state *st;
+
+	if (!sk)
+		return NULL;
+	st = bpf_sk_storage_get(&conns, sk, 0, 0);
+	if (!st || (st->flags & CONN_CLOSED))
+		return NULL;
+	return st;
+}
+
 SEC("sockops")
 int handle_sockops(struct bpf_sock_ops *skops)
 {
@@ -878,19 +889,13 @@ int handle_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_RTO_CB:
 		/* Each time the retransmission timer fires (tcp_write_timeout),
 		 * the last one too, which gives up. */
-		sk = skops->sk;
-		if (!sk)
-			break;
-		st = bpf_sk_storage_get(&conns, sk, 0, 0);
-		if (st && !(st->flags & CONN_CLOSED))
+		st = sockops_conn(skops);
+		if (st)
 			__sync_fetch_and_add(&st->rtos, 1);
 		break;
 	case BPF_SOCK_OPS_RTT_CB:
-		sk = skops->sk;
-		if (!sk)
-			break;
-		st = bpf_sk_storage_get(&conns, sk, 0, 0);
-		if (!st || (st->flags & CONN_CLOSED))
+		st = sockops_conn(skops);
+		if (!st)
 			break;
 		/* The kernel calls this once per round trip (when the ACKs
 		 * pass rtt_seq, in tcp_rtt_estimator()), not for every

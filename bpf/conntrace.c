@@ -56,12 +56,33 @@ enum conn_flag {
 	/* Kernel side only: found connecting by a seeding pass, so its
 	 * handshake's start is unknown. */
 	CONN_SEEDED = 16,
+	/* Live records: the peer's receive window is zero and data waits to
+	 * be sent (stalled on a zero window). */
+	CONN_ZERO_WINDOW = 32,
+	/* A reset sent after the connection's final record (see
+	 * late_reset): it adds that reset, and nothing else. */
+	CONN_ADDENDUM = 64,
 };
+
+/* An addendum's generation: its connection's, with this bit and the
+ * addendum's number (bits 24-30) set, so that it is a key of its own. */
+#define ADDENDUM_GEN 0x80000000u
 
 enum conn_direction {
 	DIR_INCOMING = 1,
 	DIR_OUTGOING = 2,
 	DIR_NONE = 4,
+};
+
+/* A connection's ends: addresses (an IPv4 one in the first 4 bytes),
+ * ports (host order), network namespace and family. */
+struct endpoints {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u32 netns;
+	__u8 family;
 };
 
 /* Per-socket state, in socket local storage. */
@@ -79,25 +100,27 @@ struct conn_state {
 	__u32 base_reord;
 	__u32 base_ooo;
 	__u32 base_ce;
+	/* What limited sending, at the baseline (jiffies; see read_chrono). */
+	__u32 base_chrono[3];
 	/* Counted here, from events: retransmission timeouts (the sockops
-	 * RTO callback) and fast recovery entries (tcp_cong_state_set). */
+	 * RTO callback), fast recovery entries (tcp_cong_state_set), resets
+	 * sent and received (tcp_send_reset, tcp_receive_reset). */
 	__u32 rtos;
 	__u32 recoveries;
+	__u32 resets_sent;
+	__u32 resets_received;
 	__u32 gen;
 	__u32 pid;
-	__u32 netns;
 	/* SYN sent or received to ESTABLISHED, in µs (at least 1); 0 when
 	 * unknown (see handshake_from_syn). */
 	__u32 handshake_us;
 	__u32 rtt_buckets[RTT_BUCKETS];
-	__u8 saddr[16];
-	__u8 daddr[16];
-	__u16 sport;
-	__u16 dport;
-	__u8 family;
+	struct endpoints e;
 	__u8 direction;
 	__u8 flags;
-	__u8 _pad;
+	/* Its final record is on the ring buffer (finish_conn); and how many
+	 * addenda followed it (late_reset). */
+	__u8 recorded : 1, addenda : 7;
 	char comm[COMM_LEN];
 };
 
@@ -118,6 +141,15 @@ struct conn_record {
 	__u32 reorders;      /* reorderings seen (tcpi_reord_seen) */
 	__u32 ooo_packets;   /* packets received out of order (tcpi_rcv_ooopack) */
 	__u32 ce_marks;      /* segments the peer echoed CE marks for (tcpi_delivered_ce) */
+	__u32 resets_sent;     /* RSTs this end sent */
+	__u32 resets_received; /* RSTs this end took from the peer (tcp_reset()) */
+	/* What limited sending, in jiffies (see read_chrono): time with data
+	 * in flight or waiting (tcpi_busy_time, the two below included),
+	 * limited by the peer's receive window (tcpi_rwnd_limited), by the
+	 * send buffer (tcpi_sndbuf_limited). */
+	__u32 busy_jiffies;
+	__u32 rwnd_limited_jiffies;
+	__u32 sndbuf_limited_jiffies;
 	__u32 srtt_us;
 	__u32 handshake_us;
 	__u32 gen;
@@ -247,6 +279,19 @@ struct {
 	__type(value, __u64);
 } syn_times SEC(".maps");
 
+/* Resets sent for segments no connection took, by (netns, local port):
+ * no socket (a closed port), a listener's, a time-wait or a request
+ * socket's. Linux 6.10+ (handle_reset_no_conn). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct listener_key);
+	__type(value, __u64);
+} port_resets SEC(".maps");
+
+/* Resets of port_resets not counted there: it was full. */
+__u64 port_resets_full;
+
 /* Force BTF for the record type, which bpf2go turns into a Go struct. */
 const struct conn_record *unused_conn_record __attribute__((unused));
 
@@ -287,7 +332,7 @@ static __always_inline void sk_copy16(__u8 *dst, const void *src, bool probed)
 /* read_endpoints_of fills addresses, ports, netns and family; false for a
  * socket that is not traced (not IPv4/IPv6, or IPv6 when disabled).
  * IPv4-mapped IPv6 sockets carry IPv4 traffic and are reported as IPv4. */
-static __always_inline bool read_endpoints_of(struct sock *sk, struct conn_state *st, bool probed)
+static __always_inline bool read_endpoints_of(struct sock *sk, struct endpoints *st, bool probed)
 {
 	__u16 family = SK_FIELD(probed, sk, __sk_common.skc_family);
 
@@ -320,7 +365,7 @@ static __always_inline bool read_endpoints_of(struct sock *sk, struct conn_state
 	return true;
 }
 
-static __always_inline bool read_endpoints(struct sock *sk, struct conn_state *st)
+static __always_inline bool read_endpoints(struct sock *sk, struct endpoints *st)
 {
 	return read_endpoints_of(sk, st, false);
 }
@@ -331,6 +376,22 @@ static __always_inline bool is_tcp(struct sock *sk)
 }
 
 #include "filter.h"
+
+/* read_chrono reads what limited the connection's sending so far, as
+ * TCP_INFO does (tcp_get_info_chrono_stats): the jiffies it spent in each
+ * of enum tcp_chrono's states (1 busy, 2 limited by the peer's receive
+ * window, 3 by the send buffer), the running one up to now. */
+static __always_inline void read_chrono(struct tcp_sock *tp, __u32 *out)
+{
+	__u32 type = BPF_CORE_READ_BITFIELD(tp, chrono_type);
+	__u32 now = bpf_jiffies64(); /* tcp_jiffies32: the low 32 bits */
+
+	out[0] = tp->chrono_stat[0];
+	out[1] = tp->chrono_stat[1];
+	out[2] = tp->chrono_stat[2];
+	if (type >= 1 && type <= 3)
+		out[type - 1] += now - tp->chrono_start;
+}
 
 static __always_inline void take_baselines(struct tcp_sock *tp, struct conn_state *st, bool retrans)
 {
@@ -345,6 +406,10 @@ static __always_inline void take_baselines(struct tcp_sock *tp, struct conn_stat
 	st->base_reord = retrans ? tp->reord_seen : 0;
 	st->base_ooo = retrans ? tp->rcv_ooopack : 0;
 	st->base_ce = retrans ? tp->delivered_ce : 0;
+	if (retrans)
+		read_chrono(tp, st->base_chrono);
+	else
+		__builtin_memset(st->base_chrono, 0, sizeof(st->base_chrono));
 }
 
 /* start_conn begins tracking sk, if the filters let it and within the
@@ -353,7 +418,7 @@ static __always_inline struct conn_state *start_conn(struct sock *sk, __u8 direc
 						      const char *comm)
 {
 	struct conn_state *st = bpf_sk_storage_get(&conns, sk, 0, 0);
-	struct conn_state ends;
+	struct endpoints ends;
 	__u32 gen = 0;
 
 	if (st) {
@@ -379,12 +444,7 @@ static __always_inline struct conn_state *start_conn(struct sock *sk, __u8 direc
 		return NULL;
 	}
 	__builtin_memset(st, 0, sizeof(*st));
-	__builtin_memcpy(st->saddr, ends.saddr, 16);
-	__builtin_memcpy(st->daddr, ends.daddr, 16);
-	st->sport = ends.sport;
-	st->dport = ends.dport;
-	st->netns = ends.netns;
-	st->family = ends.family;
+	st->e = ends;
 	st->gen = gen;
 	st->cookie = bpf_get_socket_cookie(sk);
 	st->start_ns = bpf_ktime_get_ns();
@@ -459,13 +519,13 @@ static __always_inline void fill_record(struct conn_record *rec, struct sock *sk
 	rec->flags = st->flags;
 	rec->gen = st->gen;
 	rec->pid = st->pid;
-	rec->netns = st->netns;
-	rec->sport = st->sport;
-	rec->dport = st->dport;
-	rec->family = st->family;
+	rec->netns = st->e.netns;
+	rec->sport = st->e.sport;
+	rec->dport = st->e.dport;
+	rec->family = st->e.family;
 	rec->direction = st->direction;
-	__builtin_memcpy(rec->saddr, st->saddr, 16);
-	__builtin_memcpy(rec->daddr, st->daddr, 16);
+	__builtin_memcpy(rec->saddr, st->e.saddr, 16);
+	__builtin_memcpy(rec->daddr, st->e.daddr, 16);
 	__builtin_memcpy(rec->comm, st->comm, COMM_LEN);
 	__builtin_memcpy(rec->rtt_buckets, st->rtt_buckets, sizeof(rec->rtt_buckets));
 	rec->rtt_sum_us = st->rtt_sum_us;
@@ -474,6 +534,9 @@ static __always_inline void fill_record(struct conn_record *rec, struct sock *sk
 	rec->handshake_us = st->handshake_us;
 	rec->rtos = st->rtos;
 	rec->recoveries = st->recoveries;
+	/* Also before ESTABLISHED: a refused connect took a reset. */
+	rec->resets_sent = st->resets_sent;
+	rec->resets_received = st->resets_received;
 	if (!(st->flags & CONN_ESTABLISHED)) {
 		rec->sent_bytes = 0;
 		rec->recv_bytes = 0;
@@ -484,6 +547,9 @@ static __always_inline void fill_record(struct conn_record *rec, struct sock *sk
 		rec->reorders = 0;
 		rec->ooo_packets = 0;
 		rec->ce_marks = 0;
+		rec->busy_jiffies = 0;
+		rec->rwnd_limited_jiffies = 0;
+		rec->sndbuf_limited_jiffies = 0;
 		return;
 	}
 	rec->sent_bytes = sent_payload(tp, st, state, final);
@@ -495,6 +561,21 @@ static __always_inline void fill_record(struct conn_record *rec, struct sock *sk
 	rec->reorders = since(tp->reord_seen, st->base_reord);
 	rec->ooo_packets = since(tp->rcv_ooopack, st->base_ooo);
 	rec->ce_marks = since(tp->delivered_ce, st->base_ce);
+	{
+		__u32 chrono[3];
+
+		read_chrono(tp, chrono);
+		/* u32 jiffies, as the kernel's: a difference across a wrap is
+		 * still right (49 days at HZ=1000). */
+		rec->rwnd_limited_jiffies = chrono[1] - st->base_chrono[1];
+		rec->sndbuf_limited_jiffies = chrono[2] - st->base_chrono[2];
+		rec->busy_jiffies = chrono[0] - st->base_chrono[0] + rec->rwnd_limited_jiffies +
+				    rec->sndbuf_limited_jiffies;
+	}
+	/* Stalled: the peer's window is closed and data waits (unsent, or
+	 * sent and not acknowledged: the window probes). Now, so live only. */
+	if (!final && !tp->snd_wnd && tp->write_seq != tp->snd_una)
+		rec->flags |= CONN_ZERO_WINDOW;
 }
 
 /* finish_conn emits the final record and stops tracking. */
@@ -527,6 +608,7 @@ static __always_inline void finish_conn(struct sock *sk, struct conn_state *st, 
 	rec->err = err > 0 && err < 0xffff ? err : (err ? 0xffff : 0);
 	if (!(st->flags & CONN_ESTABLISHED) && !tp->segs_out && !tp->inet_conn.icsk_inet.inet_sport)
 		rec->flags |= CONN_NO_LOCAL_PORT;
+	st->recorded = 1;
 	/* No wakeup: user space drains the ring on every scrape and every
 	 * 100 ms, and a wakeup costs a self-IPI, about as much as the rest of
 	 * this program (BENCHMARKS.md). */
@@ -632,7 +714,7 @@ static __always_inline __u32 elapsed_us(__u64 t0)
  * endpoints are ends: from its SYN, which handle_sockops timed when the
  * request socket was made, to now; 0 when unknown (a SYN cookie, TCP
  * Fast Open, evicted, or before start-up). Its entry goes. */
-static __always_inline __u32 handshake_from_syn(struct conn_state *ends)
+static __always_inline __u32 handshake_from_syn(struct endpoints *ends)
 {
 	struct syn_key key = { .sport = ends->sport, .dport = ends->dport, .family = ends->family };
 	__u32 us;
@@ -648,9 +730,9 @@ static __always_inline __u32 handshake_from_syn(struct conn_state *ends)
 	return us;
 }
 
-static __always_inline struct listener *find_listener(struct conn_state *st)
+static __always_inline struct listener *find_listener(struct endpoints *e)
 {
-	struct listener_key key = { .netns = st->netns, .port = st->sport };
+	struct listener_key key = { .netns = e->netns, .port = e->sport };
 
 	return bpf_map_lookup_elem(&listeners, &key);
 }
@@ -680,7 +762,7 @@ int BPF_PROG(handle_set_state, const struct sock *csk, const int oldstate, const
 		st = bpf_sk_storage_get(&conns, sk, 0, 0);
 		if (oldstate == TCP_SYN_RECV && (!st || (st->flags & CONN_CLOSED))) {
 			/* Passive open, in softirq: the PID is the listener's. */
-			struct conn_state tmp = {};
+			struct endpoints tmp = {};
 			struct listener *l;
 			__u32 handshake;
 
@@ -705,13 +787,13 @@ int BPF_PROG(handle_set_state, const struct sock *csk, const int oldstate, const
 		/* connect() picks the local port after SYN_SENT: read the local
 		 * side again, and filter again now that it is known. */
 		if (oldstate == TCP_SYN_SENT) {
-			struct conn_state tmp;
+			struct endpoints tmp;
 
 			if (read_endpoints(sk, &tmp)) {
-				__builtin_memcpy(st->saddr, tmp.saddr, 16);
-				st->sport = tmp.sport;
+				__builtin_memcpy(st->e.saddr, tmp.saddr, 16);
+				st->e.sport = tmp.sport;
 			}
-			if (!traced(st, st->daddr, st->dport, st->family, IPPROTO_TCP)) {
+			if (!traced(&st->e, st->e.daddr, st->e.dport, st->e.family, IPPROTO_TCP)) {
 				st->flags |= CONN_CLOSED; /* untracked, silently: filtered out */
 				__sync_fetch_and_add(&tracked, -1);
 				return 0;
@@ -757,6 +839,132 @@ int BPF_PROG(handle_cong_state, struct sock *sk, const __u8 ca_state)
 	 * the two are compared. */
 	if (st && !(st->flags & (CONN_CLOSED | CONN_PREEXISTING)))
 		__sync_fetch_and_add(&st->recoveries, 1);
+	return 0;
+}
+
+/* late_reset records a reset sent after the connection's final record:
+ * close() with unread data, SO_LINGER 0 (tcp_disconnect) and an orphan's
+ * abort move the socket to CLOSE first, then send the reset. An addendum
+ * record carries it: the connection's identity, a key of its own, and
+ * that one reset. */
+static __always_inline void late_reset(struct conn_state *st)
+{
+	struct conn_record *rec;
+
+	if (st->addenda >= 127)
+		return;
+	rec = bpf_ringbuf_reserve(&closed_conns, sizeof(*rec), 0);
+	if (!rec) {
+		__sync_fetch_and_add(&lost_ring_buffer_full, 1);
+		return;
+	}
+	__builtin_memset(rec, 0, sizeof(*rec));
+	st->addenda++;
+	rec->cookie = st->cookie;
+	rec->gen = st->gen | ADDENDUM_GEN | ((__u32)st->addenda << 24);
+	rec->ts_ns = bpf_ktime_get_ns();
+	rec->start_ns = rec->ts_ns;
+	rec->state = TCP_CLOSE;
+	rec->flags = CONN_ESTABLISHED | CONN_CLOSED | CONN_PREEXISTING | CONN_ADDENDUM;
+	rec->pid = st->pid;
+	rec->netns = st->e.netns;
+	rec->sport = st->e.sport;
+	rec->dport = st->e.dport;
+	rec->family = st->e.family;
+	rec->direction = st->direction;
+	__builtin_memcpy(rec->saddr, st->e.saddr, 16);
+	__builtin_memcpy(rec->daddr, st->e.daddr, 16);
+	__builtin_memcpy(rec->comm, st->comm, COMM_LEN);
+	rec->resets_sent = 1;
+	bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
+}
+
+/* This host sends a reset (tcp_v4/v6_send_reset for a segment, or
+ * tcp_send_active_reset): counted for the connection. Linux 6.10+ also
+ * calls it without a full socket (handle_reset_no_conn counts those):
+ * bpf_sk_storage_get finds nothing for them. */
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(handle_send_reset, const struct sock *csk)
+{
+	struct conn_state *st;
+
+	/* NULL: no socket took the segment (Linux 6.10+; the verifier of
+	 * newer kernels knows it may be). */
+	if (!csk)
+		return 0;
+	st = bpf_sk_storage_get(&conns, (struct sock *)csk, 0, 0);
+	if (!st)
+		return 0;
+	if (!(st->flags & CONN_CLOSED))
+		__sync_fetch_and_add(&st->resets_sent, 1);
+	else if (st->recorded && csk->__sk_common.skc_state == TCP_CLOSE)
+		late_reset(st);
+	return 0;
+}
+
+/* A connection takes a reset (tcp_reset(): a valid RST came, or the
+ * kernel aborts it for data received after shutdown, RFC 1122, and
+ * sends one too). Before the move to CLOSE. */
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(handle_receive_reset, struct sock *sk)
+{
+	struct conn_state *st = bpf_sk_storage_get(&conns, sk, 0, 0);
+
+	if (st && !(st->flags & CONN_CLOSED))
+		__sync_fetch_and_add(&st->resets_received, 1);
+	return 0;
+}
+
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+/* A reset for a segment no connection took (Linux 6.10+, where the
+ * tracepoint fires for them too): no socket on the port (sk NULL: the
+ * port and namespace are the segment's, its TCP header at skb->data),
+ * or a listener's, a time-wait or a request socket's (theirs). Counted
+ * per (netns, local port). */
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(handle_reset_no_conn, const struct sock *sk, const struct sk_buff *skb)
+{
+	struct listener_key key = {};
+	__u64 one = 1, *n;
+	int state = 0;
+
+	if (sk)
+		state = sk->__sk_common.skc_state;
+	switch (state) {
+	case 0: {
+		const struct tcphdr *th;
+
+		if (!skb)
+			return 0;
+		/* Read-only, through the kernel's type: no helper reads
+		 * kernel memory (lockdown=confidentiality refuses those). */
+		th = bpf_rdonly_cast(skb->data, bpf_core_type_id_kernel(struct tcphdr));
+		key.port = bpf_ntohs(th->dest);
+		key.netns = skb->dev->nd_net.net->ns.inum;
+		break;
+	}
+	case TCP_LISTEN:
+	case TCP_TIME_WAIT:
+	case TCP_NEW_SYN_RECV:
+		key.port = sk->__sk_common.skc_num;
+		key.netns = sk->__sk_common.skc_net.net->ns.inum;
+		break;
+	default:
+		return 0; /* a full socket's: handle_send_reset */
+	}
+	n = bpf_map_lookup_elem(&port_resets, &key);
+	if (n) {
+		__sync_fetch_and_add(n, 1);
+		return 0;
+	}
+	if (bpf_map_update_elem(&port_resets, &key, &one, BPF_NOEXIST)) {
+		n = bpf_map_lookup_elem(&port_resets, &key); /* another CPU made it */
+		if (n)
+			__sync_fetch_and_add(n, 1);
+		else
+			__sync_fetch_and_add(&port_resets_full, 1);
+	}
 	return 0;
 }
 
@@ -958,7 +1166,8 @@ static __always_inline struct sock *task_file_tcp_sock(struct bpf_iter__task_fil
  * netns was accepted. */
 static __always_inline int seed_conn(struct sock *sk, __u32 pid, const char *comm)
 {
-	struct conn_state tmp = {}, *st;
+	struct endpoints tmp = {};
+	struct conn_state *st;
 	struct tcp_sock *tp;
 	int state;
 	__u8 dir;

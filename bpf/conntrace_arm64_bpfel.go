@@ -14,39 +14,44 @@ import (
 )
 
 type ConntraceConnRecord struct {
-	_            structs.HostLayout
-	Cookie       uint64
-	TsNs         uint64
-	StartNs      uint64
-	SentBytes    uint64
-	RecvBytes    uint64
-	RttSumUs     uint64
-	RetransBytes uint64
-	Retransmits  uint32
-	SentSegments uint32
-	Rtos         uint32
-	Recoveries   uint32
-	Dsacks       uint32
-	Reorders     uint32
-	OooPackets   uint32
-	CeMarks      uint32
-	SrttUs       uint32
-	HandshakeUs  uint32
-	Gen          uint32
-	Pid          uint32
-	Netns        uint32
-	RttBuckets   [32]uint32
-	Saddr        [16]uint8
-	Daddr        [16]uint8
-	Sport        uint16
-	Dport        uint16
-	Family       uint8
-	Direction    uint8
-	Flags        uint8
-	State        uint8
-	Comm         [16]int8
-	Err          uint16
-	_            [2]byte
+	_                    structs.HostLayout
+	Cookie               uint64
+	TsNs                 uint64
+	StartNs              uint64
+	SentBytes            uint64
+	RecvBytes            uint64
+	RttSumUs             uint64
+	RetransBytes         uint64
+	Retransmits          uint32
+	SentSegments         uint32
+	Rtos                 uint32
+	Recoveries           uint32
+	Dsacks               uint32
+	Reorders             uint32
+	OooPackets           uint32
+	CeMarks              uint32
+	ResetsSent           uint32
+	ResetsReceived       uint32
+	BusyJiffies          uint32
+	RwndLimitedJiffies   uint32
+	SndbufLimitedJiffies uint32
+	SrttUs               uint32
+	HandshakeUs          uint32
+	Gen                  uint32
+	Pid                  uint32
+	Netns                uint32
+	RttBuckets           [32]uint32
+	Saddr                [16]uint8
+	Daddr                [16]uint8
+	Sport                uint16
+	Dport                uint16
+	Family               uint8
+	Direction            uint8
+	Flags                uint8
+	State                uint8
+	Comm                 [16]int8
+	Err                  uint16
+	_                    [6]byte
 }
 
 type ConntraceConnState struct {
@@ -64,22 +69,30 @@ type ConntraceConnState struct {
 	BaseReord        uint32
 	BaseOoo          uint32
 	BaseCe           uint32
+	BaseChrono       [3]uint32
 	Rtos             uint32
 	Recoveries       uint32
+	ResetsSent       uint32
+	ResetsReceived   uint32
 	Gen              uint32
 	Pid              uint32
-	Netns            uint32
 	HandshakeUs      uint32
 	RttBuckets       [32]uint32
-	Saddr            [16]uint8
-	Daddr            [16]uint8
-	Sport            uint16
-	Dport            uint16
-	Family           uint8
-	Direction        uint8
-	Flags            uint8
-	Pad              uint8
-	Comm             [16]int8
+	E                struct {
+		_      structs.HostLayout
+		Saddr  [16]uint8
+		Daddr  [16]uint8
+		Sport  uint16
+		Dport  uint16
+		Netns  uint32
+		Family uint8
+		_      [3]byte
+	}
+	Direction uint8
+	Flags     uint8
+	_         [1]byte /* unsupported bitfield */
+	Comm      [16]int8
+	_         [1]byte
 }
 
 type ConntraceDnsEvent struct {
@@ -221,6 +234,7 @@ const (
 	ConntraceMapListenSocks                 = "listen_socks"
 	ConntraceMapListeners                   = "listeners"
 	ConntraceMapOwners                      = "owners"
+	ConntraceMapPortResets                  = "port_resets"
 	ConntraceMapScratch                     = "scratch"
 	ConntraceMapSynTimes                    = "syn_times"
 	ConntraceMapUdpCalls                    = "udp_calls"
@@ -241,8 +255,11 @@ const (
 	ConntraceProgFexitUdpv6Sendmsg          = "fexit_udpv6_sendmsg"
 	ConntraceProgHandleCongState            = "handle_cong_state"
 	ConntraceProgHandleDestroySock          = "handle_destroy_sock"
+	ConntraceProgHandleReceiveReset         = "handle_receive_reset"
 	ConntraceProgHandleRecvLength           = "handle_recv_length"
+	ConntraceProgHandleResetNoConn          = "handle_reset_no_conn"
 	ConntraceProgHandleSendLength           = "handle_send_length"
+	ConntraceProgHandleSendReset            = "handle_send_reset"
 	ConntraceProgHandleSetState             = "handle_set_state"
 	ConntraceProgHandleSockops              = "handle_sockops"
 	ConntraceProgHandleSynackRetrans        = "handle_synack_retrans"
@@ -277,6 +294,7 @@ const (
 	ConntraceVarLostUdpExpiring             = "lost_udp_expiring"
 	ConntraceVarLostUdpFlowsFull            = "lost_udp_flows_full"
 	ConntraceVarMaxTracked                  = "max_tracked"
+	ConntraceVarPortResetsFull              = "port_resets_full"
 	ConntraceVarRecvmsgFlagsArg             = "recvmsg_flags_arg"
 	ConntraceVarRttSampleArg                = "rtt_sample_arg"
 	ConntraceVarTracked                     = "tracked"
@@ -341,8 +359,11 @@ type ConntraceProgramSpecs struct {
 	FexitUdpv6Sendmsg          *ebpf.ProgramSpec `ebpf:"fexit_udpv6_sendmsg"`
 	HandleCongState            *ebpf.ProgramSpec `ebpf:"handle_cong_state"`
 	HandleDestroySock          *ebpf.ProgramSpec `ebpf:"handle_destroy_sock"`
+	HandleReceiveReset         *ebpf.ProgramSpec `ebpf:"handle_receive_reset"`
 	HandleRecvLength           *ebpf.ProgramSpec `ebpf:"handle_recv_length"`
+	HandleResetNoConn          *ebpf.ProgramSpec `ebpf:"handle_reset_no_conn"`
 	HandleSendLength           *ebpf.ProgramSpec `ebpf:"handle_send_length"`
+	HandleSendReset            *ebpf.ProgramSpec `ebpf:"handle_send_reset"`
 	HandleSetState             *ebpf.ProgramSpec `ebpf:"handle_set_state"`
 	HandleSockops              *ebpf.ProgramSpec `ebpf:"handle_sockops"`
 	HandleSynackRetrans        *ebpf.ProgramSpec `ebpf:"handle_synack_retrans"`
@@ -381,6 +402,7 @@ type ConntraceMapSpecs struct {
 	ListenSocks         *ebpf.MapSpec `ebpf:"listen_socks"`
 	Listeners           *ebpf.MapSpec `ebpf:"listeners"`
 	Owners              *ebpf.MapSpec `ebpf:"owners"`
+	PortResets          *ebpf.MapSpec `ebpf:"port_resets"`
 	Scratch             *ebpf.MapSpec `ebpf:"scratch"`
 	SynTimes            *ebpf.MapSpec `ebpf:"syn_times"`
 	UdpCalls            *ebpf.MapSpec `ebpf:"udp_calls"`
@@ -407,6 +429,7 @@ type ConntraceVariableSpecs struct {
 	LostUdpExpiring       *ebpf.VariableSpec `ebpf:"lost_udp_expiring"`
 	LostUdpFlowsFull      *ebpf.VariableSpec `ebpf:"lost_udp_flows_full"`
 	MaxTracked            *ebpf.VariableSpec `ebpf:"max_tracked"`
+	PortResetsFull        *ebpf.VariableSpec `ebpf:"port_resets_full"`
 	RecvmsgFlagsArg       *ebpf.VariableSpec `ebpf:"recvmsg_flags_arg"`
 	RttSampleArg          *ebpf.VariableSpec `ebpf:"rtt_sample_arg"`
 	Tracked               *ebpf.VariableSpec `ebpf:"tracked"`
@@ -447,6 +470,7 @@ type ConntraceMaps struct {
 	ListenSocks         *ebpf.Map `ebpf:"listen_socks"`
 	Listeners           *ebpf.Map `ebpf:"listeners"`
 	Owners              *ebpf.Map `ebpf:"owners"`
+	PortResets          *ebpf.Map `ebpf:"port_resets"`
 	Scratch             *ebpf.Map `ebpf:"scratch"`
 	SynTimes            *ebpf.Map `ebpf:"syn_times"`
 	UdpCalls            *ebpf.Map `ebpf:"udp_calls"`
@@ -469,6 +493,7 @@ func (m *ConntraceMaps) Close() error {
 		m.ListenSocks,
 		m.Listeners,
 		m.Owners,
+		m.PortResets,
 		m.Scratch,
 		m.SynTimes,
 		m.UdpCalls,
@@ -496,6 +521,7 @@ type ConntraceVariables struct {
 	LostUdpExpiring       *ebpf.Variable `ebpf:"lost_udp_expiring"`
 	LostUdpFlowsFull      *ebpf.Variable `ebpf:"lost_udp_flows_full"`
 	MaxTracked            *ebpf.Variable `ebpf:"max_tracked"`
+	PortResetsFull        *ebpf.Variable `ebpf:"port_resets_full"`
 	RecvmsgFlagsArg       *ebpf.Variable `ebpf:"recvmsg_flags_arg"`
 	RttSampleArg          *ebpf.Variable `ebpf:"rtt_sample_arg"`
 	Tracked               *ebpf.Variable `ebpf:"tracked"`
@@ -522,8 +548,11 @@ type ConntracePrograms struct {
 	FexitUdpv6Sendmsg          *ebpf.Program `ebpf:"fexit_udpv6_sendmsg"`
 	HandleCongState            *ebpf.Program `ebpf:"handle_cong_state"`
 	HandleDestroySock          *ebpf.Program `ebpf:"handle_destroy_sock"`
+	HandleReceiveReset         *ebpf.Program `ebpf:"handle_receive_reset"`
 	HandleRecvLength           *ebpf.Program `ebpf:"handle_recv_length"`
+	HandleResetNoConn          *ebpf.Program `ebpf:"handle_reset_no_conn"`
 	HandleSendLength           *ebpf.Program `ebpf:"handle_send_length"`
+	HandleSendReset            *ebpf.Program `ebpf:"handle_send_reset"`
 	HandleSetState             *ebpf.Program `ebpf:"handle_set_state"`
 	HandleSockops              *ebpf.Program `ebpf:"handle_sockops"`
 	HandleSynackRetrans        *ebpf.Program `ebpf:"handle_synack_retrans"`
@@ -562,8 +591,11 @@ func (p *ConntracePrograms) Close() error {
 		p.FexitUdpv6Sendmsg,
 		p.HandleCongState,
 		p.HandleDestroySock,
+		p.HandleReceiveReset,
 		p.HandleRecvLength,
+		p.HandleResetNoConn,
 		p.HandleSendLength,
+		p.HandleSendReset,
 		p.HandleSetState,
 		p.HandleSockops,
 		p.HandleSynackRetrans,

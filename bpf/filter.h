@@ -76,7 +76,7 @@ static __always_inline bool filter_match(void *trie, const __u8 *addr, __u8 fami
 /* traced says whether a connection passes the filters: the local side
  * (local->saddr, sport, family) against the source lists, the remote side
  * against the destination lists. */
-static __always_inline bool traced(struct conn_state *local, const __u8 *raddr, __u16 rport, __u8 rfamily, __u8 proto)
+static __always_inline bool traced(struct endpoints *local, const __u8 *raddr, __u16 rport, __u8 rfamily, __u8 proto)
 {
 	if (!filters_on)
 		return true;

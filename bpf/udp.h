@@ -160,7 +160,7 @@ int udp_recvmsg6(struct bpf_sock_addr *ctx) { return remember_peer(&udp_recv_pee
  * sent it). */
 static __always_inline void connected_peer(struct sock *sk, struct udp_peer *p, bool probed)
 {
-	struct conn_state tmp;
+	struct endpoints tmp;
 
 	__builtin_memset(p, 0, sizeof(*p));
 	if (!read_endpoints_of(sk, &tmp, probed))
@@ -200,7 +200,7 @@ static __always_inline __u64 sk_cookie(struct sock *sk, bool probed)
  * to an IPv4-mapped address (dual stack) carries IPv4 flows too: those are
  * IPv4, with the IPv4 form of the local address (0.0.0.0 for ::), traced
  * whatever collect_ipv6 says. */
-static __always_inline bool flow_endpoints(struct sock *sk, struct conn_state *st, __u8 family, bool probed)
+static __always_inline bool flow_endpoints(struct sock *sk, struct endpoints *st, __u8 family, bool probed)
 {
 	__u64 hi, lo;
 
@@ -227,7 +227,7 @@ static __always_inline void udp_account(struct sock *sk, __u64 cookie, struct ud
 {
 	struct udp_key key = {};
 	struct udp_flow *f, nf;
-	struct conn_state tmp;
+	struct endpoints tmp;
 	__u64 now;
 	bool idle;
 	long err;

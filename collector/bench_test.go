@@ -31,8 +31,10 @@ func (s staticSource) Names(addrs []netip.Addr) map[netip.Addr][]string {
 	}
 	return out
 }
-func (staticSource) Stats() tracer.Stats                        { return tracer.Stats{Lost: map[string]uint64{}} }
-func (staticSource) Listeners() ([]tracer.ListenerStats, error) { return nil, nil }
+func (staticSource) Stats() tracer.Stats                            { return tracer.Stats{Lost: map[string]uint64{}} }
+func (staticSource) Listeners() ([]tracer.ListenerStats, error)     { return nil, nil }
+func (staticSource) PortResets() ([]tracer.PortResets, bool, error) { return nil, false, nil }
+func (staticSource) JiffyMicros() uint64                            { return 4000 }
 
 // refsOf points at each connection of conns, as a snapshot does.
 func refsOf(conns []tracer.ConnectionStats) []*tracer.ConnectionStats {

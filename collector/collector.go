@@ -43,6 +43,12 @@ type Source interface {
 	Stats() tracer.Stats
 	// Listeners reads the listening TCP ports now.
 	Listeners() ([]tracer.ListenerStats, error)
+	// PortResets reads the resets sent for segments no connection took,
+	// per port; ok false where the kernel does not show them.
+	PortResets() (resets []tracer.PortResets, ok bool, err error)
+	// JiffyMicros is the µs in a jiffy, the unit of tracer.Detail's
+	// times; 0 when unknown (they are not exported).
+	JiffyMicros() uint64
 }
 
 var _ Source = (*tracer.Tracer)(nil)
@@ -135,6 +141,8 @@ type descs struct {
 	names, helps descFields[string]
 	// labels are the traffic metrics' label names.
 	labels []string
+	// jiffyMicros converts the times of detailMetrics (Source.JiffyMicros).
+	jiffyMicros uint64
 }
 
 // descFields are the traffic metrics (labelled), then the per-client ones.
@@ -146,16 +154,17 @@ type descFields[T any] struct {
 	opened, closed, failed  T
 	aborted                 T
 	handshake, duration     T
-	// The loss counters, in lossMetrics' order.
-	loss [len(lossMetrics)]T
+	zeroWindow              T
+	// The counters of tracer.Detail, in detailMetrics' order.
+	detail [len(detailMetrics)]T
 
 	// Per client, without labels.
 	seriesCount, seriesLimit, overflow T
 	nameInfo, namesDropped             T
 }
 
-func newDescs(labels []string) *descs {
-	ds := &descs{labels: labels}
+func newDescs(labels []string, jiffyMicros uint64) *descs {
+	ds := &descs{labels: labels, jiffyMicros: jiffyMicros}
 	d := func(desc **prometheus.Desc, name, help *string, n, h string, labels []string) {
 		*name = prometheus.BuildFQName(namespace, "", n)
 		*help = h
@@ -176,8 +185,9 @@ func newDescs(labels []string) *descs {
 	d(&ds.failed, &ds.names.failed, &ds.helps.failed, "connection_failures_total", "TCP connects that never established (TCP only)."+reason+perClient+overflow, withReason)
 	d(&ds.handshake, &ds.names.handshake, &ds.helps.handshake, "handshake_seconds", "TCP handshakes, from the SYN sent (outgoing) or received (incoming) to ESTABLISHED, in seconds (TCP only; not for connections found at start-up, nor incoming ones whose SYN was not timed, as with SYN cookies); a label set's histogram appears once it counted one."+perClient+overflow, labels)
 	d(&ds.duration, &ds.names.duration, &ds.helps.duration, "connection_duration_seconds", "TCP connections' lives, from ESTABLISHED to their close, counted at the close, in seconds (TCP only; not for connections found at start-up); a label set's histogram appears once it counted one."+perClient+overflow, labels)
-	for i, m := range lossMetrics {
-		d(&ds.loss[i], &ds.names.loss[i], &ds.helps.loss[i], m.name, m.help+` (TCP only); a label set's series appears once it counts.`+perClient+overflow, labels)
+	d(&ds.zeroWindow, &ds.names.zeroWindow, &ds.helps.zeroWindow, "zero_window_connections", "TCP connections open now that are stalled on the remote end's zero receive window, data waiting to be sent (its application does not read); a label set's series appears once it had one."+overflow, labels)
+	for i, m := range detailMetrics {
+		d(&ds.detail[i], &ds.names.detail[i], &ds.helps.detail[i], m.name, m.help+` (TCP only); a label set's series appears once it counts.`+perClient+overflow, labels)
 	}
 	d(&ds.aborted, &ds.names.aborted, &ds.helps.aborted, "connection_aborts_total", "Established TCP connections that ended with an error on their socket (reset by the peer, timed out, ...): part of connections_closed_total (TCP only)."+reason+perClient+overflow, withReason)
 	d(&ds.nameInfo, &ds.names.nameInfo, &ds.helps.nameInfo, "remote_name_info",
@@ -196,11 +206,11 @@ func newDescs(labels []string) *descs {
 func (d *descs) describe(ch chan<- *prometheus.Desc) {
 	for _, desc := range []*prometheus.Desc{
 		d.sent, d.recv, d.retransmits, d.segments, d.rtt, d.open, d.opened, d.closed, d.failed, d.aborted, d.handshake, d.duration,
-		d.seriesCount, d.seriesLimit, d.overflow, d.nameInfo, d.namesDropped,
+		d.seriesCount, d.seriesLimit, d.overflow, d.nameInfo, d.namesDropped, d.zeroWindow,
 	} {
 		ch <- desc
 	}
-	for _, desc := range d.loss {
+	for _, desc := range d.detail {
 		ch <- desc
 	}
 }
@@ -236,10 +246,13 @@ func (d *descs) appendMetrics(ms []prometheus.Metric, s *netstate.Series) []prom
 				ms = append(ms, prometheus.MustNewConstHistogram(h.desc, count, sum, buckets, s.Labels...))
 			}
 		}
-		for i, m := range lossMetrics {
-			if v := m.value(&s.Loss); v != 0 {
-				ms = append(ms, counter(d.loss[i], v))
+		for i := range detailMetrics {
+			if v, ok := d.detailValue(i, s); ok {
+				ms = append(ms, prometheus.MustNewConstMetric(d.detail[i], prometheus.CounterValue, v, s.Labels...))
 			}
+		}
+		if s.ZeroWindowSeen {
+			ms = append(ms, prometheus.MustNewConstMetric(d.zeroWindow, prometheus.GaugeValue, float64(s.ZeroWindow), s.Labels...))
 		}
 		ms = appendReasons(ms, d.failed, s, &s.Failures)
 		ms = appendReasons(ms, d.aborted, s, &s.Aborts)
@@ -247,19 +260,46 @@ func (d *descs) appendMetrics(ms []prometheus.Metric, s *netstate.Series) []prom
 	return ms
 }
 
-// lossMetrics are the loss counters of TCP label sets (tracer.Loss),
-// exported once they count: most label sets never see most of them.
-var lossMetrics = [...]struct {
+// detailMetrics are the counters of TCP label sets beyond bytes and
+// retransmits (tracer.Detail): losses, resets, what limited sending. Each
+// is exported once it counts: most label sets never see most of them.
+var detailMetrics = [...]struct {
 	name, help string
-	value      func(l *tracer.Loss[uint64]) uint64
+	value      func(d *tracer.Detail[uint64]) uint64
+	// jiffies: value is in jiffies, exported in seconds; not exported
+	// when the kernel's tick rate is unknown.
+	jiffies bool
 }{
-	{"retransmitted_bytes_total", "Bytes retransmitted to the remote end (TCP_INFO's tcpi_bytes_retrans)", func(l *tracer.Loss[uint64]) uint64 { return l.RetransBytes }},
-	{"retransmit_timeouts_total", "Retransmission timeouts: each time a connection's retransmission timer fired, the last one (which gives up) included; not for connections found at start-up", func(l *tracer.Loss[uint64]) uint64 { return l.RTOs }},
-	{"fast_recoveries_total", "Fast recovery entries: losses repaired from duplicate ACKs or SACKs, without a timeout (Linux 6.4+: the tcp_cong_state_set tracepoint)", func(l *tracer.Loss[uint64]) uint64 { return l.Recoveries }},
-	{"spurious_retransmits_total", "D-SACKs the remote end sent: segments it received twice, retransmissions that were not needed (TCP_INFO's tcpi_dsack_dups)", func(l *tracer.Loss[uint64]) uint64 { return l.DSACKs }},
-	{"reordering_events_total", "Reorderings the connection detected (TCP_INFO's tcpi_reord_seen)", func(l *tracer.Loss[uint64]) uint64 { return l.Reorders }},
-	{"out_of_order_packets_total", "Packets received out of order (TCP_INFO's tcpi_rcv_ooopack)", func(l *tracer.Loss[uint64]) uint64 { return l.OOOPackets }},
-	{"ecn_ce_marks_total", "Segments the remote end acknowledged with ECN-Echo: CE (congestion experienced) marks on the way; with classic ECN the echo lasts until the sender's CWR, so more segments than marks (TCP_INFO's tcpi_delivered_ce)", func(l *tracer.Loss[uint64]) uint64 { return l.CEMarks }},
+	{"retransmitted_bytes_total", "Bytes retransmitted to the remote end (TCP_INFO's tcpi_bytes_retrans)", func(d *tracer.Detail[uint64]) uint64 { return d.RetransBytes }, false},
+	{"retransmit_timeouts_total", "Retransmission timeouts: each time a connection's retransmission timer fired, the last one (which gives up) included; not for connections found at start-up", func(d *tracer.Detail[uint64]) uint64 { return d.RTOs }, false},
+	{"fast_recoveries_total", "Fast recovery entries: losses repaired from duplicate ACKs or SACKs, without a timeout (Linux 6.4+: the tcp_cong_state_set tracepoint)", func(d *tracer.Detail[uint64]) uint64 { return d.Recoveries }, false},
+	{"spurious_retransmits_total", "D-SACKs the remote end sent: segments it received twice, retransmissions that were not needed (TCP_INFO's tcpi_dsack_dups)", func(d *tracer.Detail[uint64]) uint64 { return d.DSACKs }, false},
+	{"reordering_events_total", "Reorderings the connection detected (TCP_INFO's tcpi_reord_seen)", func(d *tracer.Detail[uint64]) uint64 { return d.Reorders }, false},
+	{"out_of_order_packets_total", "Packets received out of order (TCP_INFO's tcpi_rcv_ooopack)", func(d *tracer.Detail[uint64]) uint64 { return d.OOOPackets }, false},
+	{"ecn_ce_marks_total", "Segments the remote end acknowledged with ECN-Echo: CE (congestion experienced) marks on the way; with classic ECN the echo lasts until the sender's CWR, so more segments than marks (TCP_INFO's tcpi_delivered_ce)", func(d *tracer.Detail[uint64]) uint64 { return d.CEMarks }, false},
+	{"resets_sent_total", "TCP resets (RST) sent to the remote end: for a segment the connection could not take, or to abort it (close() with unread data, SO_LINGER 0, ss -K)", func(d *tracer.Detail[uint64]) uint64 { return d.ResetsSent }, false},
+	{"resets_received_total", "TCP resets (RST) taken from the remote end: a refused connect's, an established connection's; also the kernel's abort of a connection that received data after it was shut down for reading, which sends one", func(d *tracer.Detail[uint64]) uint64 { return d.ResetsReceived }, false},
+	{"send_busy_seconds_total", "Time TCP connections had data in flight or waiting to be sent, in seconds, the time limited by the receive window or the send buffer included (TCP_INFO's tcpi_busy_time)", func(d *tracer.Detail[uint64]) uint64 { return d.BusyJiffies }, true},
+	{"send_rwnd_limited_seconds_total", "Time TCP connections could not send because the remote end's receive window was full, in seconds (TCP_INFO's tcpi_rwnd_limited): the remote application reads too slowly", func(d *tracer.Detail[uint64]) uint64 { return d.RwndLimitedJiffies }, true},
+	{"send_sndbuf_limited_seconds_total", "Time TCP connections could not send more because the local send buffer was full, in seconds (TCP_INFO's tcpi_sndbuf_limited): the socket's SO_SNDBUF or net.ipv4.tcp_wmem bounds the throughput", func(d *tracer.Detail[uint64]) uint64 { return d.SndbufLimitedJiffies }, true},
+}
+
+// detailValue is the exported value of detailMetrics[i] for s, and
+// whether it is exported: once it counts, and for times, when the
+// kernel's tick rate is known. Times are converted as TCP_INFO does
+// (jiffies times µs per jiffy), then to seconds.
+func (d *descs) detailValue(i int, s *netstate.Series) (float64, bool) {
+	m := &detailMetrics[i]
+	v := m.value(&s.Detail)
+	switch {
+	case v == 0:
+		return 0, false
+	case !m.jiffies:
+		return float64(v), true
+	case d.jiffyMicros == 0:
+		return 0, false
+	}
+	return float64(v*d.jiffyMicros) / 1e6, true
 }
 
 // reasonLabel names the reason of conntrace_connection_failures_total and
@@ -318,7 +358,7 @@ func newExporter(src Source, o *options) *exporter {
 	lab := &labeler{keys: keyMaker{labels: o.labels, group: o.group}, overflow: overflowValues(o.labels), names: o.labels.Names()}
 	e := &exporter{
 		src:       src,
-		descs:     newDescs(o.labels.Names()),
+		descs:     newDescs(o.labels.Names(), src.JiffyMicros()),
 		now:       o.now,
 		logger:    o.logger,
 		maxSeries: max(o.maxSeries, 0),

@@ -27,7 +27,9 @@ type fakeSource struct {
 	names  map[netip.Addr][]string
 	// listeners and listenErr are what Listeners returns.
 	listeners []tracer.ListenerStats
-	listenErr error
+	// portResets: nil where the kernel does not show them.
+	portResets []tracer.PortResets
+	listenErr  error
 	// The Snapshot called while blockID's scrape... see block: Snapshot
 	// signals entered, then waits until block is closed, when block is set.
 	block, entered chan struct{}
@@ -147,6 +149,15 @@ func (f *fakeSource) Listeners() ([]tracer.ListenerStats, error) {
 	defer f.mu.Unlock()
 	return slices.Clone(f.listeners), f.listenErr
 }
+
+func (f *fakeSource) PortResets() ([]tracer.PortResets, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.portResets), f.portResets != nil, nil
+}
+
+// JiffyMicros: HZ=250, Debian's.
+func (f *fakeSource) JiffyMicros() uint64 { return 4000 }
 
 func (f *fakeSource) Stats() tracer.Stats {
 	f.mu.Lock()

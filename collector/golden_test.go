@@ -53,7 +53,12 @@ func goldenScenario(src *fakeSource) (next func()) {
 			c.Monotonic.SentSegments += 7
 			// Its losses: one timeout, one fast recovery, and what
 			// TCP_INFO counts of them (no reordering: not exported).
-			c.Monotonic.Loss = tracer.Loss[uint32]{RetransBytes: 2896, RTOs: 1, Recoveries: 1, DSACKs: 1, OOOPackets: 3, CEMarks: 5}
+			// A reset sent and one taken, and 1.5 s sending, 0.25 s of
+			// them limited by the peer's window (jiffies of 4 ms).
+			c.Monotonic.Detail = tracer.Detail[uint32]{RetransBytes: 2896, RTOs: 1, Recoveries: 1, DSACKs: 1, OOOPackets: 3, CEMarks: 5,
+				ResetsSent: 1, ResetsReceived: 1, BusyJiffies: 375, RwndLimitedJiffies: 62}
+			// Stalled on the peer's zero window now.
+			c.ZeroWindow = true
 			c.Monotonic.RTT.Buckets[0] += 1  // <= 1µs
 			c.Monotonic.RTT.Buckets[3] += 1  // <= 8µs
 			c.Monotonic.RTT.Buckets[10] += 3 // <= 1.024ms
@@ -119,6 +124,8 @@ func goldenScenario(src *fakeSource) (next func()) {
 			Lost:                    map[string]uint64{tracer.LostRingBufferFull: 3},
 			CloseErrors:             map[uint16]uint64{104: 1, 110: 2, 111: 1, 113: 1, 103: 4},
 		}
+		// A closed port answered two SYNs, a listener one stray ACK.
+		src.portResets = []tracer.PortResets{{NetNS: 4026531840, Port: 81, Resets: 2}, {NetNS: 4026531840, Port: 8080, Resets: 1}}
 		src.listeners = []tracer.ListenerStats{
 			{NetNS: 4026531840, Port: 8080, Comm: "named", Sockets: 2, QueueLength: 3, QueueLimit: 8192, Drops: 17, SynAckRetransmits: 4},
 		}

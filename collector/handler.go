@@ -154,6 +154,7 @@ func NewHandler(src Source, opts ...Option) *Handler {
 	h.shared.MustRegister(
 		newHealthCollector(src, h.e.state, &h.e.failedScrapes),
 		newListenerCollector(src, o.maxSeries, o.logger),
+		newPortResetCollector(src, o.maxSeries, o.logger),
 		versioncollector.NewCollector("conntrace_exporter"),
 	)
 	if !o.exporterMetrics {

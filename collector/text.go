@@ -166,15 +166,32 @@ func (e *exporter) textFamilies(v *netstate.View, dns map[netip.Addr][]string) [
 	counter(d.names.closed, d.helps.closed, "counter", series, func(s *netstate.Series) uint64 { return s.Closed })
 	counter(d.names.retransmits, d.helps.retransmits, "counter", tcp, func(s *netstate.Series) uint64 { return s.Retransmits })
 	counter(d.names.segments, d.helps.segments, "counter", tcp, func(s *netstate.Series) uint64 { return s.SentSegments })
-	for i, m := range lossMetrics {
+	for i := range detailMetrics {
 		var with []*netstate.Series
+		var values []float64
 		for _, s := range tcp {
-			if m.value(&s.Loss) != 0 {
-				with = append(with, s)
+			if v, ok := d.detailValue(i, s); ok {
+				with, values = append(with, s), append(values, v)
 			}
 		}
-		counter(d.names.loss[i], d.helps.loss[i], "counter", with, func(s *netstate.Series) uint64 { return m.value(&s.Loss) })
+		if len(with) == 0 {
+			continue
+		}
+		name := d.names.detail[i]
+		fams = append(fams, textFamily{name, func(t *textWriter) {
+			t.header(name, d.helps.detail[i], "counter")
+			for k, s := range with {
+				t.sample(name, s.Text, "", values[k])
+			}
+		}})
 	}
+	var stalled []*netstate.Series
+	for _, s := range tcp {
+		if s.ZeroWindowSeen {
+			stalled = append(stalled, s)
+		}
+	}
+	counter(d.names.zeroWindow, d.helps.zeroWindow, "gauge", stalled, func(s *netstate.Series) uint64 { return s.ZeroWindow })
 	e.timingFamily(&fams, d.names.handshake, d.helps.handshake, tcp, handshakeLE, netstate.HandshakeBounds, func(s *netstate.Series) *netstate.Timing { return &s.Handshakes })
 	e.timingFamily(&fams, d.names.duration, d.helps.duration, tcp, durationLE, netstate.DurationBounds, func(s *netstate.Series) *netstate.Timing { return &s.Durations })
 	e.reasonFamily(&fams, d.names.failed, d.helps.failed, tcp, func(s *netstate.Series) *[tracer.NumReasons]uint64 { return &s.Failures })

@@ -62,6 +62,11 @@ type series struct {
 	live   Counters
 	offset Counters
 	open   uint64
+	// zeroWindow are the open connections stalled on a zero window now;
+	// zeroWindowSeen: some were once, and the gauge is exported from
+	// then on (most label sets never see one).
+	zeroWindow     uint64
+	zeroWindowSeen bool
 	// floored: its last value was floored (State.tel.statsResets counts
 	// each time it starts).
 	floored bool
@@ -72,7 +77,8 @@ type series struct {
 // (a counter below would mean a counter that went down: floored at 0, and
 // reset says so).
 func (s *series) value(overflow bool) (v Series, reset bool) {
-	v = Series{Labels: s.labels, Text: s.text, TCP: s.tcp, Overflow: overflow, Counters: s.total, Open: s.open}
+	v = Series{Labels: s.labels, Text: s.text, TCP: s.tcp, Overflow: overflow, Counters: s.total, Open: s.open,
+		ZeroWindow: s.zeroWindow, ZeroWindowSeen: s.zeroWindowSeen}
 	v.Counters.Add(&s.live)
 	reset = v.Counters.sub(&s.offset)
 	return v, reset

@@ -286,6 +286,11 @@ type Series struct {
 	Counters
 	// Open is the established, not closed connections of the label set now.
 	Open uint64
+	// ZeroWindow is those of them stalled on the remote end's zero
+	// receive window now (tracer.ConnectionStats.ZeroWindow);
+	// ZeroWindowSeen says one ever was, for this client.
+	ZeroWindow     uint64
+	ZeroWindowSeen bool
 }
 
 // Scrape reads a snapshot from the source and returns clientID's view. A
@@ -482,10 +487,10 @@ func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, counted []countedCo
 		c.firstEpoch, c.firstGen = snap.ReadEnd, s.gen
 	}
 	for _, ser := range c.list {
-		ser.live, ser.open = Counters{}, 0
+		ser.live, ser.open, ser.zeroWindow = Counters{}, 0, 0
 	}
 	if c.overflow != nil {
-		c.overflow.live, c.overflow.open = Counters{}, 0
+		c.overflow.live, c.overflow.open, c.overflow.zeroWindow = Counters{}, 0, 0
 	}
 	v := &View{NewClient: first}
 	addrs := make(map[netip.Addr]struct{}, 16)
@@ -520,6 +525,10 @@ func (s *State[K]) step(c *client[K], snap *tracer.Snapshot, counted []countedCo
 		}
 		if x.Established && !x.Closed {
 			ser.open++
+			if x.ZeroWindow {
+				ser.zeroWindow++
+				ser.zeroWindowSeen = true
+			}
 		}
 		addrs[x.NATRemote()] = struct{}{}
 		d := all(x)

@@ -83,6 +83,15 @@ var catalogue = []program{
 		optional: "nothing: a safety net only, every close goes through inet_sock_set_state"},
 	{name: "handle_cong_state", feature: featureTCP, kind: kindTracepoint, hook: "tcp/tcp_cong_state_set", needs: slices.Concat(tcpNeeds, []string{"tracepoint:tcp/tcp_cong_state_set"}), wanted: (*Tracer).tracesTCP,
 		optional: "conntrace_fast_recoveries_total"},
+	{name: "handle_send_reset", feature: featureTCP, kind: kindTracepoint, hook: "tcp/tcp_send_reset", needs: slices.Concat(tcpNeeds, []string{"tracepoint:tcp/tcp_send_reset"}), wanted: (*Tracer).tracesTCP,
+		optional: "conntrace_resets_sent_total"},
+	{name: "handle_receive_reset", feature: featureTCP, kind: kindTracepoint, hook: "tcp/tcp_receive_reset", needs: slices.Concat(tcpNeeds, []string{"tracepoint:tcp/tcp_receive_reset"}), wanted: (*Tracer).tracesTCP,
+		optional: "conntrace_resets_received_total"},
+	// Resets no connection took, per port: the tracepoint fires for them
+	// since Linux 6.10 (with the reset's reason), and the segment's port
+	// is read through bpf_rdonly_cast (6.2+).
+	{name: "handle_reset_no_conn", feature: featureTCP, kind: kindTracepoint, hook: "tcp/tcp_send_reset", needs: []string{"tracepoint:tcp/tcp_send_reset", "tcp_send_reset_no_socket"}, wanted: (*Tracer).tracesTCP,
+		optional: "conntrace_resets_no_connection_total"},
 	// It counts in the listeners map, no socket storage: it loads where
 	// the rest of TCP cannot (5.10), wanted only with it.
 	{name: "handle_synack_retrans", feature: featureTCP, kind: kindTracepoint, hook: "tcp/tcp_retransmit_synack", needs: []string{"tracepoint:tcp/tcp_retransmit_synack"}, wanted: (*Tracer).tracesTCP,

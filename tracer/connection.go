@@ -138,6 +138,14 @@ type ConnectionStats struct {
 	// Preexisting is true for a connection that was open before the
 	// tracer started; its counters start at the tracer's start.
 	Preexisting bool
+	// ZeroWindow, in a live read: the peer's receive window is zero and
+	// data waits to be sent (the connection is stalled on it).
+	ZeroWindow bool
+	// Addendum: not a connection, but what one sent after its final
+	// record (a reset: close() with unread data, SO_LINGER 0). It has a
+	// key of its own, its connection's identity and labels, and only
+	// Monotonic.Detail.ResetsSent: it opens, closes and fails nothing.
+	Addendum bool
 	// ServerSide is true when the local side serves: the socket was
 	// accepted from a listener (TCP) or bound to its port explicitly (UDP).
 	// It decides the service port, whatever the direction.
@@ -245,6 +253,8 @@ func markIntraHostWith(conns []*ConnectionStats, ends map[endpointKey]struct{}) 
 // a failure when one closes without ever being established.
 func (c *ConnectionStats) Lifecycle() (opened, closed, failed bool) {
 	switch {
+	case c.Addendum:
+		return false, false, false
 	case c.Closed && !c.Established:
 		return false, false, true
 	case c.Established:

@@ -50,13 +50,16 @@ type CountersOf[N Count] struct {
 	// runs once per round trip, not for every sample the kernel takes;
 	// before Linux 6.10 it is the smoothed RTT at that moment).
 	RTT Histogram[N]
-	// Loss is how the losses happened and were recovered from.
-	Loss Loss[N]
+	// Detail is how losses happened and were recovered from, the resets,
+	// and what limited sending.
+	Detail Detail[N]
 }
 
-// Loss are a TCP connection's loss counters: TCP_INFO's, and two counted
-// from events (RTOs, Recoveries).
-type Loss[N Count] struct {
+// Detail are a TCP connection's counters beyond bytes, retransmits and
+// RTT: its losses (TCP_INFO's, and two counted from events: RTOs,
+// Recoveries), its resets (from events), and what limited its sending
+// (TCP_INFO's chrono stats, in jiffies: Tracer.JiffyMicros converts).
+type Detail[N Count] struct {
 	// RetransBytes are the bytes retransmitted (tcpi_bytes_retrans).
 	RetransBytes uint64
 	// RTOs are the retransmission timeouts (the sockops RTO callback: each
@@ -75,11 +78,34 @@ type Loss[N Count] struct {
 	// CEMarks are the segments delivered with a CE (congestion) mark, as
 	// the peer echoed them (tcpi_delivered_ce).
 	CEMarks N
+	// ResetsSent are the RSTs this end sent (tcp_send_reset), those of
+	// its close too (close() with unread data, SO_LINGER 0);
+	// ResetsReceived the RSTs it took (tcp_receive_reset: a refused
+	// connect's too; and the kernel's abort of a connection that received
+	// data after it was shut down for reading, which sends one).
+	ResetsSent, ResetsReceived N
+	// BusyJiffies is the time the connection had data in flight or
+	// waiting to be sent (tcpi_busy_time), the two below included:
+	// limited by the peer's receive window (tcpi_rwnd_limited), by the
+	// send buffer (tcpi_sndbuf_limited). In jiffies, as the kernel keeps
+	// them.
+	BusyJiffies, RwndLimitedJiffies, SndbufLimitedJiffies N
 }
 
 // fields returns each counter of l, for the methods below.
-func (l *Loss[N]) fields() (bytes *uint64, counts [6]*N) {
-	return &l.RetransBytes, [6]*N{&l.RTOs, &l.Recoveries, &l.DSACKs, &l.Reorders, &l.OOOPackets, &l.CEMarks}
+func (l *Detail[N]) fields() (bytes *uint64, counts [11]*N) {
+	return &l.RetransBytes, [11]*N{&l.RTOs, &l.Recoveries, &l.DSACKs, &l.Reorders, &l.OOOPackets, &l.CEMarks,
+		&l.ResetsSent, &l.ResetsReceived, &l.BusyJiffies, &l.RwndLimitedJiffies, &l.SndbufLimitedJiffies}
+}
+
+// add adds o into l.
+func (l *Detail[N]) add(o *Detail[N]) {
+	lb, lc := l.fields()
+	ob, oc := o.fields()
+	*lb += *ob
+	for i := range lc {
+		*lc[i] += *oc[i]
+	}
 }
 
 // Counters are one connection's counters, in the kernel's widths.
@@ -99,8 +125,8 @@ func (c *CountersOf[N]) Max(o *CountersOf[N]) {
 		c.RTT.Buckets[i] = max(c.RTT.Buckets[i], v)
 	}
 	c.RTT.SumMicros = max(c.RTT.SumMicros, o.RTT.SumMicros)
-	cb, cc := c.Loss.fields()
-	ob, oc := o.Loss.fields()
+	cb, cc := c.Detail.fields()
+	ob, oc := o.Detail.fields()
 	*cb = max(*cb, *ob)
 	for i := range cc {
 		*cc[i] = max(*cc[i], *oc[i])
@@ -115,13 +141,8 @@ func (c *CountersOf[N]) Add(o *CountersOf[N], rtt bool) {
 	c.RecvBytes += o.RecvBytes
 	c.Retransmits += o.Retransmits
 	c.SentSegments += o.SentSegments
-	if o.Loss != (Loss[N]{}) {
-		cb, cc := c.Loss.fields()
-		ob, oc := o.Loss.fields()
-		*cb += *ob
-		for i := range cc {
-			*cc[i] += *oc[i]
-		}
+	if o.Detail != (Detail[N]{}) {
+		c.Detail.add(&o.Detail)
 	}
 	if rtt {
 		for i, v := range o.RTT.Buckets {
@@ -154,9 +175,9 @@ func (c *CountersOf[N]) Sub(b *CountersOf[N], whole bool) (d CountersOf[N], rese
 		d.RTT.Buckets[i] = sub(v, b.RTT.Buckets[i])
 	}
 	d.RTT.SumMicros = sub64(c.RTT.SumMicros, b.RTT.SumMicros)
-	db, dc := d.Loss.fields()
-	cb, cc := c.Loss.fields()
-	bb, bc := b.Loss.fields()
+	db, dc := d.Detail.fields()
+	cb, cc := c.Detail.fields()
+	bb, bc := b.Detail.fields()
 	*db = sub64(*cb, *bb)
 	for i := range dc {
 		*dc[i] = sub(*cc[i], *bc[i])
@@ -180,8 +201,8 @@ func (c *CountersOf[N]) WidenInto(t *Totals) {
 		t.RTT.Buckets[i] = uint64(v)
 	}
 	t.RTT.SumMicros = c.RTT.SumMicros
-	tb, tc := t.Loss.fields()
-	cb, cc := c.Loss.fields()
+	tb, tc := t.Detail.fields()
+	cb, cc := c.Detail.fields()
 	*tb = *cb
 	for i := range tc {
 		*tc[i] = uint64(*cc[i])

@@ -33,8 +33,8 @@ type kTotals struct {
 	// lastDuration is the last closed connection's life, ESTABLISHED to
 	// CLOSE, in µs (as netstate counts it).
 	lastDuration uint64
-	// loss adds up the loss counters' deltas.
-	loss                    Loss[uint64]
+	// detail adds up the Detail counters' deltas.
+	detail                  Detail[uint64]
 	conns                   map[ConnKey]bool
 	closedSeen, preexisting int
 	pids                    map[uint32]bool
@@ -112,14 +112,8 @@ func (o *observer) poll() bool {
 			tt.opened += uint64(c.LastOpened)
 			tt.closed += uint64(c.LastClosed)
 			tt.failed += uint64(c.LastFailed)
-			l := c.Last.Loss
-			tt.loss.RetransBytes += l.RetransBytes
-			tt.loss.RTOs += uint64(l.RTOs)
-			tt.loss.Recoveries += uint64(l.Recoveries)
-			tt.loss.DSACKs += uint64(l.DSACKs)
-			tt.loss.Reorders += uint64(l.Reorders)
-			tt.loss.OOOPackets += uint64(l.OOOPackets)
-			tt.loss.CEMarks += uint64(l.CEMarks)
+			last := c.Last.Widen()
+			tt.detail.add(&last.Detail)
 			tt.rttCount += c.Last.RTT.Count()
 			tt.rttSumMicros += c.Last.RTT.SumMicros
 			tt.lastRTT = c.RTT

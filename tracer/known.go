@@ -72,7 +72,7 @@ type knownConn struct {
 	gen  uint64
 	// pos is the entry's index in the visit order of the read that last
 	// visited it (gen): known.next during that read, known.order after.
-	// 32 bits, beside the flags: the entry stays in its 352-byte size
+	// 32 bits, beside the flags: the entry stays in its 384-byte size
 	// class (TestKnownConnSizeClass).
 	pos int32
 	// closed: its close record came. expired: past the timeout without

@@ -149,23 +149,30 @@ func TestLossCountersMatchTCPInfo(t *testing.T) {
 	ext := tcpExt(t, p.Client)
 
 	for side, ti := range map[string]*unix.TCPInfo{"client": ci, "server": si} {
-		got := o.tot[side].loss
-		want := Loss[uint64]{
+		got := o.tot[side].detail
+		want := Detail[uint64]{
 			RetransBytes: ti.Bytes_retrans, DSACKs: uint64(ti.Dsack_dups), Reorders: uint64(ti.Reord_seen),
 			OOOPackets: uint64(ti.Rcv_ooopack), CEMarks: uint64(ti.Delivered_ce),
 			RTOs: got.RTOs, Recoveries: got.Recoveries, // checked below
+			// A clean close: no reset either way.
+			ResetsSent: 0, ResetsReceived: 0,
+			BusyJiffies: got.BusyJiffies, RwndLimitedJiffies: got.RwndLimitedJiffies, SndbufLimitedJiffies: got.SndbufLimitedJiffies, // below
 		}
 		if got != want {
 			t.Errorf("%s: loss counters %+v, TCP_INFO %+v", side, got, want)
 		}
+		checkSendLimits(t, tr, side, &got, ti)
 		if kernelAtLeast(t, 6, 7) && got.RTOs != uint64(ti.Total_rto) {
 			t.Errorf("%s: %d retransmission timeouts, TCP_INFO's total_rto %d", side, got.RTOs, ti.Total_rto)
 		}
 		t.Logf("%s: %+v (total_rto %d)", side, got, ti.Total_rto)
 	}
-	c := o.tot["client"].loss
-	if c.RetransBytes == 0 || c.DSACKs == 0 || c.RTOs == 0 || c.CEMarks == 0 || o.tot["server"].loss.OOOPackets == 0 {
-		t.Errorf("the test made no loss of some kind: client %+v, server %+v", c, o.tot["server"].loss)
+	c := o.tot["client"].detail
+	if c.BusyJiffies == 0 {
+		t.Errorf("client: no busy time after sending %d bytes", c.RetransBytes)
+	}
+	if c.RetransBytes == 0 || c.DSACKs == 0 || c.RTOs == 0 || c.CEMarks == 0 || o.tot["server"].detail.OOOPackets == 0 {
+		t.Errorf("the test made no loss of some kind: client %+v, server %+v", c, o.tot["server"].detail)
 	}
 	recoveries := ext["TCPSackRecovery"] + ext["TCPRenoRecovery"] - extBefore["TCPSackRecovery"] - extBefore["TCPRenoRecovery"]
 	if hasCapability(tr, "tracepoint:tcp/tcp_cong_state_set") {
@@ -174,5 +181,29 @@ func TestLossCountersMatchTCPInfo(t *testing.T) {
 		}
 	} else {
 		t.Logf("no tcp_cong_state_set on this kernel: fast recoveries not counted (%d in the namespace)", recoveries)
+	}
+}
+
+// checkSendLimits compares what limited a side's sending, in jiffies,
+// with its TCP_INFO's µs, converted as the kernel converts
+// (tcp_get_info_chrono_stats: jiffies times 1e6/HZ).
+func checkSendLimits(t *testing.T, tr *Tracer, side string, got *Detail[uint64], ti *unix.TCPInfo) {
+	t.Helper()
+	jm := tr.JiffyMicros()
+	if jm == 0 {
+		t.Fatal("the tracer did not find the kernel's tick rate")
+	}
+	for _, c := range []struct {
+		name    string
+		jiffies uint64
+		micros  uint64
+	}{
+		{"busy", got.BusyJiffies, ti.Busy_time},
+		{"rwnd_limited", got.RwndLimitedJiffies, ti.Rwnd_limited},
+		{"sndbuf_limited", got.SndbufLimitedJiffies, ti.Sndbuf_limited},
+	} {
+		if c.jiffies*jm != c.micros {
+			t.Errorf("%s: %s %d jiffies of %d µs = %d µs, TCP_INFO %d µs", side, c.name, c.jiffies, jm, c.jiffies*jm, c.micros)
+		}
 	}
 }

@@ -14,6 +14,8 @@ const (
 	connClosed      = 2
 	connPreexisting = 4
 	connNoLocalPort = 8
+	connZeroWindow  = 32
+	connAddendum    = 64
 	// connWasLive is set by user space only, on a closed record whose
 	// connection a read had reported live (see Tracer.wait).
 	connWasLive = 0x80
@@ -135,8 +137,10 @@ func toConnectionStats(r *bpf.ConntraceConnRecord, names comms) ConnectionStats 
 		Established:     r.Flags&connEstablished != 0,
 		Closed:          r.Flags&connClosed != 0,
 		Preexisting:     r.Flags&connPreexisting != 0,
+		ZeroWindow:      r.Flags&connZeroWindow != 0,
+		Addendum:        r.Flags&connAddendum != 0,
 	}
-	if c.Closed {
+	if c.Closed && !c.Addendum {
 		c.Errno = r.Err
 		c.End = endReason(c.Established, r.Err, r.Flags&connNoLocalPort != 0)
 	}
@@ -160,9 +164,11 @@ func countersOf(r *bpf.ConntraceConnRecord) Counters {
 		SentBytes: r.SentBytes, RecvBytes: r.RecvBytes,
 		Retransmits: r.Retransmits, SentSegments: r.SentSegments,
 		RTT: RTTHistogram{Buckets: r.RttBuckets, SumMicros: r.RttSumUs},
-		Loss: Loss[uint32]{
+		Detail: Detail[uint32]{
 			RetransBytes: r.RetransBytes, RTOs: r.Rtos, Recoveries: r.Recoveries,
 			DSACKs: r.Dsacks, Reorders: r.Reorders, OOOPackets: r.OooPackets, CEMarks: r.CeMarks,
+			ResetsSent: r.ResetsSent, ResetsReceived: r.ResetsReceived,
+			BusyJiffies: r.BusyJiffies, RwndLimitedJiffies: r.RwndLimitedJiffies, SndbufLimitedJiffies: r.SndbufLimitedJiffies,
 		},
 	}
 }
@@ -171,6 +177,9 @@ func setRecordCounters(r *bpf.ConntraceConnRecord, m *Counters) {
 	r.SentBytes, r.RecvBytes = m.SentBytes, m.RecvBytes
 	r.Retransmits, r.SentSegments = m.Retransmits, m.SentSegments
 	r.RttBuckets, r.RttSumUs = m.RTT.Buckets, m.RTT.SumMicros
-	r.RetransBytes, r.Rtos, r.Recoveries = m.Loss.RetransBytes, m.Loss.RTOs, m.Loss.Recoveries
-	r.Dsacks, r.Reorders, r.OooPackets, r.CeMarks = m.Loss.DSACKs, m.Loss.Reorders, m.Loss.OOOPackets, m.Loss.CEMarks
+	d := &m.Detail
+	r.RetransBytes, r.Rtos, r.Recoveries = d.RetransBytes, d.RTOs, d.Recoveries
+	r.Dsacks, r.Reorders, r.OooPackets, r.CeMarks = d.DSACKs, d.Reorders, d.OOOPackets, d.CEMarks
+	r.ResetsSent, r.ResetsReceived = d.ResetsSent, d.ResetsReceived
+	r.BusyJiffies, r.RwndLimitedJiffies, r.SndbufLimitedJiffies = d.BusyJiffies, d.RwndLimitedJiffies, d.SndbufLimitedJiffies
 }

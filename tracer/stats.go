@@ -56,6 +56,9 @@ const (
 	// LostListenerReadError: a network namespace whose listening ports a
 	// scrape could not read (Listeners), once per namespace and scrape.
 	LostListenerReadError = "listener_read_error"
+	// LostPortResetsFull: a reset without a connection not counted per
+	// port (PortResets): the kernel's table of ports was full.
+	LostPortResetsFull = "port_resets_full"
 )
 
 // LostReasons lists every reason, so that each is exported from the start.
@@ -75,6 +78,7 @@ var LostReasons = []string{
 	LostSocketStorage,
 	LostUDPFlowExpiring,
 	LostListenerReadError,
+	LostPortResetsFull,
 }
 
 // Stats is the health of the tracer, for the exporter's own metrics.
@@ -130,6 +134,9 @@ func (t *Tracer) Stats() Stats {
 	}
 	if t.objs.LostRingBufferFull.Get(&v) == nil {
 		s.Lost[LostRingBufferFull] = v
+	}
+	if t.objs.PortResetsFull.Get(&v) == nil {
+		s.Lost[LostPortResetsFull] = v
 	}
 	s.Lost[LostDecodeError] = t.decode.Load()
 	s.Lost[LostListenerReadError] = t.listenErrors.Load()

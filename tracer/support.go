@@ -85,6 +85,8 @@ var tracepointCaps = []struct {
 	{"tracepoint:tcp/tcp_destroy_sock", "btf_trace_tcp_destroy_sock", "nothing but a safety net for closes", false},
 	{"tracepoint:tcp/tcp_cong_state_set", "btf_trace_tcp_cong_state_set", "conntrace_fast_recoveries_total (Linux 6.4+)", false},
 	{"tracepoint:tcp/tcp_retransmit_synack", "btf_trace_tcp_retransmit_synack", "conntrace_listen_synack_retransmits_total", false},
+	{"tracepoint:tcp/tcp_send_reset", "btf_trace_tcp_send_reset", "conntrace_resets_sent_total", false},
+	{"tracepoint:tcp/tcp_receive_reset", "btf_trace_tcp_receive_reset", "conntrace_resets_received_total", false},
 	{"tracepoint:sock/sock_send_length", "btf_trace_sock_send_length", "UDP flows (bytes sent)", false},
 	{"tracepoint:sock/sock_recv_length", "btf_trace_sock_recv_length", "UDP flows (bytes received)", false},
 }
@@ -110,6 +112,7 @@ func kernelSupport() []Capability {
 		}
 		caps = append(caps, c)
 	}
+	caps = append(caps, resetNoSocketCap(spec, specErr))
 	_, kpErr := os.Stat("/sys/bus/event_source/devices/kprobe/type")
 	caps = append(caps, Capability{Name: "kprobes", Available: kpErr == nil,
 		Costs: "UDP on kernels without the UDP length tracepoints (the kprobe fallback); nothing where they exist", Reason: reasonOf(kpErr)})

@@ -93,7 +93,13 @@ type Tracer struct {
 	draining    bool                     // drainLoop runs: Close stops it and waits
 	recvParams  int                      // udp_recvmsg's arguments: 6 before Linux 5.19, then 5, 4 in newer kernels (6.18, 7.2)
 	intraEnds   map[endpointKey]struct{} // markIntraHostWith's, kept across scrapes (under mu)
+	jiffyMicros uint64                   // µs per jiffy (1e6 / CONFIG_HZ), 0 when unknown
 }
+
+// JiffyMicros is the µs in a jiffy, the unit of Detail's times, as
+// TCP_INFO converts them (1,000,000 / CONFIG_HZ, rounded down); 0 when
+// the kernel's tick rate could not be found (they are then not exported).
+func (t *Tracer) JiffyMicros() uint64 { return t.jiffyMicros }
 
 // New checks the prerequisites, loads and attaches the programs, seeds the
 // connections that already exist and starts reading closed connections.
@@ -149,6 +155,14 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 			level.Info(logger).Log("msg", "TCP iterator chosen", "iterator", it, "why", "the task_file iterator: every process's sockets in one pass (--tracer.tcp-iterator=tcp reads each network namespace's instead)")
 		}
 		t.tcpIter = it
+	}
+	if cfg.CollectTCPConns {
+		if hz, how, err := kernelHZ(); err != nil {
+			level.Warn(logger).Log("msg", "the kernel's tick rate is unknown: what limited sending (conntrace_tcp_*_seconds_total) is not exported", "err", err)
+		} else {
+			t.jiffyMicros = 1_000_000 / uint64(hz) // as TCP_INFO converts
+			level.Info(logger).Log("msg", "kernel tick rate", "hz", hz, "from", how)
+		}
 	}
 	if cfg.CollectUDPConns {
 		hook, why, err := chooseUDPHook(cfg.UDPHook, support, "")

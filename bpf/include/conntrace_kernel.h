@@ -294,6 +294,32 @@ struct tcp_sock {
 	__u32 reord_seen;
 	__u32 rcv_ooopack;
 	__u32 delivered_ce;
+	/* The peer's receive window, as it last advertised it (scaled). */
+	__u32 snd_wnd;
+	/* What limited sending (tcp_chrono_start/stop; TCP_INFO's
+	 * tcpi_busy_time, tcpi_rwnd_limited, tcpi_sndbuf_limited): the time
+	 * in each of enum tcp_chrono's states 1-3, in jiffies, and the one
+	 * running since chrono_start. */
+	__u32 chrono_start;
+	__u32 chrono_stat[3];
+	__u8 chrono_type:2;
+} __attribute__((preserve_access_index));
+
+/* What a reset without a connection is read from (Linux 6.10+ passes the
+ * segment that found no socket): the TCP header the segment's data points
+ * to, and the device it came in on (its network namespace). */
+struct tcphdr {
+	__be16 source;
+	__be16 dest;
+} __attribute__((preserve_access_index));
+
+struct net_device {
+	possible_net_t nd_net;
+} __attribute__((preserve_access_index));
+
+struct sk_buff {
+	struct net_device *dev;
+	unsigned char *data;
 } __attribute__((preserve_access_index));
 
 struct socket {

@@ -1,0 +1,90 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+
+	"github.com/conntrace/conntrace_exporter/bpf"
+)
+
+// resetNoSocketCap says whether the kernel calls tcp_send_reset for
+// segments no connection took (no socket, a listener's, a time-wait or a
+// request socket's): Linux 6.10 made it do so, in the change that gave the
+// tracepoint its third argument, the reset's reason. Before, it fires for
+// full sockets only, and those resets are not seen.
+func resetNoSocketCap(spec *btf.Spec, specErr error) Capability {
+	c := Capability{Name: "tcp_send_reset_no_socket",
+		Costs: "conntrace_resets_no_connection_total (resets for segments no connection took; Linux 6.10+)"}
+	if specErr != nil {
+		c.Reason = specErr.Error()
+		return c
+	}
+	params, err := tracepointParams(spec, "btf_trace_tcp_send_reset")
+	switch {
+	case err != nil:
+		c.Reason = err.Error()
+	case params < 4: // ctx, sk, skb, reason
+		c.Reason = "Linux 6.10 or later (tcp_send_reset fires for full sockets only before)"
+	default:
+		c.Available = true
+	}
+	return c
+}
+
+// tracepointParams is the number of parameters of a BTF tracepoint's
+// function type (its typedef points to the prototype; the first parameter
+// is the context).
+func tracepointParams(spec *btf.Spec, name string) (int, error) {
+	var td *btf.Typedef
+	if err := spec.TypeByName(name, &td); err != nil {
+		return 0, fmt.Errorf("not in this kernel (%s)", name)
+	}
+	ptr, ok := td.Type.(*btf.Pointer)
+	if !ok {
+		return 0, fmt.Errorf("%s is a %T, not a pointer to a function", name, td.Type)
+	}
+	proto, ok := ptr.Target.(*btf.FuncProto)
+	if !ok {
+		return 0, fmt.Errorf("%s points to a %T, not a function", name, ptr.Target)
+	}
+	return len(proto.Params), nil
+}
+
+// PortResets are the resets this host sent on one local port for segments
+// no connection took: no socket there (a port nothing listens on), or a
+// listener's, a time-wait or a request socket's.
+type PortResets struct {
+	NetNS  uint32
+	Port   uint16
+	Resets uint64
+}
+
+// PortResets reads the resets without a connection, per (namespace,
+// port), sorted; ok false where the kernel does not show them (before
+// Linux 6.10) or TCP is not traced. Those the kernel's table had no room
+// for are counted in Stats.Lost (LostPortResetsFull).
+func (t *Tracer) PortResets() (resets []PortResets, ok bool, err error) {
+	if t.objs.HandleResetNoConn == nil || t.objs.PortResets == nil {
+		return nil, false, nil
+	}
+	var key bpf.ConntraceListenerKey
+	var n uint64
+	it := t.objs.PortResets.Iterate()
+	for it.Next(&key, &n) {
+		resets = append(resets, PortResets{NetNS: key.Netns, Port: key.Port, Resets: n})
+	}
+	if err := it.Err(); err != nil && !errors.Is(err, ebpf.ErrIterationAborted) {
+		return nil, true, fmt.Errorf("reading the resets per port (port_resets): %w", err)
+	}
+	sort.Slice(resets, func(i, j int) bool {
+		if resets[i].NetNS != resets[j].NetNS {
+			return resets[i].NetNS < resets[j].NetNS
+		}
+		return resets[i].Port < resets[j].Port
+	})
+	return resets, true, nil
+}

@@ -35,6 +35,9 @@ type kTotals struct {
 	lastDuration uint64
 	// detail adds up the Detail counters' deltas.
 	detail                  Detail[uint64]
+	// zeroWindow counts the live connections the last poll reported
+	// stalled on a zero window.
+	zeroWindow int
 	conns                   map[ConnKey]bool
 	closedSeen, preexisting int
 	pids                    map[uint32]bool
@@ -98,6 +101,9 @@ func (o *observer) poll() bool {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	for _, tt := range o.tot {
+		tt.zeroWindow = 0
+	}
 	for i := range conns.Conns {
 		c := &conns.Conns[i]
 		for name, e := range o.ends {
@@ -114,6 +120,9 @@ func (o *observer) poll() bool {
 			tt.failed += uint64(c.LastFailed)
 			last := c.Last.Widen()
 			tt.detail.add(&last.Detail)
+			if c.ZeroWindow && !c.Closed {
+				tt.zeroWindow++
+			}
 			tt.rttCount += c.Last.RTT.Count()
 			tt.rttSumMicros += c.Last.RTT.SumMicros
 			tt.lastRTT = c.RTT

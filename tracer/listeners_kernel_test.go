@@ -31,10 +31,23 @@ type listenTruth struct {
 // tcpExt returns the TcpExt counters of /proc/net/netstat in namespace ns.
 func tcpExt(t *testing.T, ns netns.NsHandle) map[string]uint64 {
 	t.Helper()
+	return netStats(t, ns, "netstat", "TcpExt:")
+}
+
+// tcpMIB returns the Tcp counters of /proc/net/snmp in namespace ns.
+func tcpMIB(t *testing.T, ns netns.NsHandle) map[string]uint64 {
+	t.Helper()
+	return netStats(t, ns, "snmp", "Tcp:")
+}
+
+// netStats returns the counters of the lines starting with prefix (a line
+// of names, then one of values) of /proc/net/file in namespace ns.
+func netStats(t *testing.T, ns netns.NsHandle, file, prefix string) map[string]uint64 {
+	t.Helper()
 	out := map[string]uint64{}
 	err := nettest.Do(ns, func() error {
 		// /proc/thread-self/net is the namespace of this (locked) thread.
-		f, err := os.Open("/proc/thread-self/net/netstat")
+		f, err := os.Open("/proc/thread-self/net/" + file)
 		if err != nil {
 			return err
 		}
@@ -43,7 +56,7 @@ func tcpExt(t *testing.T, ns netns.NsHandle) map[string]uint64 {
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
 			fields := strings.Fields(sc.Text())
-			if len(fields) == 0 || fields[0] != "TcpExt:" {
+			if len(fields) == 0 || fields[0] != prefix {
 				continue
 			}
 			if names == nil {
@@ -59,7 +72,7 @@ func tcpExt(t *testing.T, ns netns.NsHandle) map[string]uint64 {
 		return sc.Err()
 	})
 	if err != nil {
-		t.Fatalf("reading /proc/net/netstat: %v", err)
+		t.Fatalf("reading /proc/net/%s: %v", file, err)
 	}
 	return out
 }

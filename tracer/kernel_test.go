@@ -34,10 +34,10 @@ type kTotals struct {
 	// CLOSE, in µs (as netstate counts it).
 	lastDuration uint64
 	// detail adds up the Detail counters' deltas.
-	detail                  Detail[uint64]
+	detail Detail[uint64]
 	// zeroWindow counts the live connections the last poll reported
 	// stalled on a zero window.
-	zeroWindow int
+	zeroWindow              int
 	conns                   map[ConnKey]bool
 	closedSeen, preexisting int
 	pids                    map[uint32]bool

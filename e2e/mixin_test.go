@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -9,8 +10,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/conntrace/conntrace_exporter/internal/nettest"
 	"github.com/conntrace/conntrace_exporter/internal/testenv"
@@ -69,6 +73,15 @@ func TestMixinAgainstPrometheus(t *testing.T) {
 	}
 	t.Cleanup(func() { rst.Close() })
 
+	// A connection whose server never reads, open while the test runs:
+	// the zero-window and send-limit panels (made after the exporter
+	// starts, so it is traced from its SYN).
+	stall, err := pair.Listen("tcp4", net.JoinHostPort(serverAddr, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stall.Close() })
+
 	exporterAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	exp := exec.Command(bin, "--web.listen-address="+exporterAddr, "--tracer.bpf-stats")
 	expLog := &lineLogger{t: t, prefix: "exporter: "}
@@ -81,6 +94,8 @@ func TestMixinAgainstPrometheus(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	waitPrometheus(ctx, t, promBase, []promCheck{{fmt.Sprintf(`up{job=%q}`, job), 1}}, 20*time.Second)
+
+	stallConnection(t, pair, stall)
 
 	// Traffic until the test ends: 256 KiB up, 4 KiB down per connection.
 	var wg sync.WaitGroup
@@ -183,4 +198,43 @@ func failAndAbort(t *testing.T, p *nettest.Pair, rst net.Listener) {
 	sc.Close()
 	cc.SetReadDeadline(time.Now().Add(10 * time.Second))
 	cc.Read(make([]byte, 1))
+}
+
+// stallConnection opens a connection to ln whose server never reads, and
+// writes until the server's window closes; both ends stay open until the
+// test ends.
+func stallConnection(t *testing.T, p *nettest.Pair, ln net.Listener) {
+	t.Helper()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		sc, err := ln.Accept()
+		if err != nil {
+			sc = nil
+		}
+		accepted <- sc
+	}()
+	small := func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, 16384) }); err != nil {
+			return err
+		}
+		return serr
+	}
+	var cc net.Conn
+	if err := nettest.Do(p.Client, func() (err error) {
+		cc, err = (&net.Dialer{Control: small}).Dial("tcp4", ln.Addr().String())
+		return err
+	}); err != nil {
+		t.Fatalf("dialling %s: %v", ln.Addr(), err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	sc := <-accepted
+	if sc == nil {
+		t.Fatal("accepting the stalled connection failed")
+	}
+	t.Cleanup(func() { sc.Close() })
+	cc.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	if _, err := cc.Write(make([]byte, 64<<20)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("writing to a server that does not read: %v, want the deadline", err)
+	}
 }

@@ -59,6 +59,10 @@
     timeoutsMinPerSecond: 0.1,
     timeoutsFor: '15m',
 
+    // ConntraceZeroWindowStall: TCP connections to a peer stalled on its
+    // zero receive window, for zeroWindowFor.
+    zeroWindowFor: '10m',
+
     // ConntraceConnectionsAborted: TCP connections aborted (reset by the
     // peer, timed out) with one reason / TCP connections closed, with a
     // peer, above this, at least connectionAbortsMinPerSecond.

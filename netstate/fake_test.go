@@ -69,6 +69,17 @@ func (f *fakeTracer) add(cookie uint64, sent, recv uint64) {
 	f.active[k] = c
 }
 
+// setZeroWindow sets an active connection's zero-window flag (live).
+func (f *fakeTracer) setZeroWindow(cookie uint64, on bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k := tracer.ConnKey{Cookie: cookie}
+	c := f.active[k]
+	c.ZeroWindow = on
+	c.LastUpdateEpoch = f.tick()
+	f.active[k] = c
+}
+
 // vanish removes an active connection from the snapshots without a word to
 // the state (the tracer reports every connection until it folds it: this
 // is one that broke that), and returns its last values.

@@ -128,6 +128,14 @@
             'Established TCP connections with a peer end in errors.',
             '{{ $value | humanizePercentage }} of the TCP connections between {{ $labels.instance }} and {{ $labels.remote_addr }} that closed were aborted, reason {{ $labels.reason }} (threshold %g%%).' % (c.connectionAbortRatioThreshold * 100),
           ),
+          alert(
+            'ConntraceZeroWindowStall',
+            'warning',
+            'instance_remote_addr:conntrace_zero_window_connections:sum{%(peerSelector)s} > 0' % c,
+            c.zeroWindowFor,
+            'TCP connections to a peer are stalled: its receive window is closed.',
+            '{{ $value }} TCP connections from {{ $labels.instance }} to {{ $labels.remote_addr }} have had data to send and a zero receive window from the peer for %s: the application there does not read.' % c.zeroWindowFor,
+          ),
         ],
       },
       {

@@ -69,6 +69,17 @@ local g = import '../lib/dashboard.libsonnet';
           g.target('sum by (reason) (instance_remote_addr_reason:conntrace_connection_failures:rate5m{%s})' % sel, 'failed: {{reason}}'),
           g.target('sum by (reason) (instance_remote_addr_reason:conntrace_connection_aborts:rate5m{%s})' % sel, 'aborted: {{reason}}'),
         ]),
+        g.timeseries('Resets', 'TCP resets a second: sent and taken on connections, and sent for segments no connection took (a port nothing listens on: Linux 6.10+), for the ports with any.', 'pps', [
+          g.target('sum by (instance) (instance_remote_addr:conntrace_resets_sent:rate5m{%s})' % sel, '{{instance}} sent'),
+          g.target('sum by (instance) (instance_remote_addr:conntrace_resets_received:rate5m{%s})' % sel, '{{instance}} received'),
+          g.target('topk(10, instance_port:conntrace_resets_no_connection:rate5m{%s} > 0) or on () vector(0)' % sel, '{{instance}} no connection on {{port}}'),
+        ]),
+        g.timeseries('What limited sending', "Seconds a second TCP connections had data to send (busy), and of those, waiting on the peers' receive windows (their applications read too slowly) or on a full send buffer.", 's', [
+          g.target('sum by (state) (instance_remote_addr:conntrace_send_seconds:rate5m{%s})' % sel, '{{state}}'),
+        ]),
+        g.timeseries('Stalled on a zero window', "TCP connections now with data to send and a peer's receive window closed, by peer.", 'short', [
+          g.target('sum by (instance, remote_addr) (instance_remote_addr:conntrace_zero_window_connections:sum{%s})' % sel, '{{instance}} → {{remote_addr}}'),
+        ]),
       ],
     ),
 
@@ -119,6 +130,13 @@ local g = import '../lib/dashboard.libsonnet';
         g.timeseries('Failures and aborts by reason', "TCP connects to the peer that never established, and connections with it that ended in an error, a second, by port and the kernel's reason.", 'cps', [
           g.target('sum by (port, reason) (rate(conntrace_connection_failures_total{%s, remote_addr="$peer"}[$__rate_interval]))' % sel, '{{port}} failed: {{reason}}'),
           g.target('sum by (port, reason) (rate(conntrace_connection_aborts_total{%s, remote_addr="$peer"}[$__rate_interval]))' % sel, '{{port}} aborted: {{reason}}'),
+        ]),
+        g.timeseries('Resets', 'TCP resets a second sent to the peer and taken from it.', 'pps', [
+          g.target('instance_remote_addr:conntrace_resets_sent:rate5m{%s, remote_addr="$peer"} or on () vector(0)' % sel, '{{instance}} sent'),
+          g.target('instance_remote_addr:conntrace_resets_received:rate5m{%s, remote_addr="$peer"} or on () vector(0)' % sel, '{{instance}} received'),
+        ]),
+        g.timeseries('What limited sending', "Seconds a second connections to the peer had data to send (busy), and of those, waiting on the peer's receive window or on a full send buffer; and the connections stalled on its zero window now.", 's', [
+          g.target('sum by (instance, state) (instance_remote_addr:conntrace_send_seconds:rate5m{%s, remote_addr="$peer"})' % sel, '{{instance}} {{state}}'),
         ]),
       ],
     ),

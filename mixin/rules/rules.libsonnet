@@ -90,11 +90,32 @@
         ],
       },
       {
+        // Resets and what limited sending, per peer.
+        name: 'conntrace-tcp-limits.rules',
+        rules: [
+          { record: 'instance_remote_addr:conntrace_resets_sent:rate5m', expr: rate('conntrace_resets_sent_total') },
+          { record: 'instance_remote_addr:conntrace_resets_received:rate5m', expr: rate('conntrace_resets_received_total') },
+          // Seconds a second: busy (any data to send, the two limits
+          // included), limited by the peer's receive window, by the send
+          // buffer; one series name, the state a label.
+          { record: 'instance_remote_addr:conntrace_send_seconds:rate5m', expr: rate('conntrace_send_busy_seconds_total'), labels: { state: 'busy' } },
+          { record: 'instance_remote_addr:conntrace_send_seconds:rate5m', expr: rate('conntrace_send_rwnd_limited_seconds_total'), labels: { state: 'rwnd_limited' } },
+          { record: 'instance_remote_addr:conntrace_send_seconds:rate5m', expr: rate('conntrace_send_sndbuf_limited_seconds_total'), labels: { state: 'sndbuf_limited' } },
+          {
+            record: 'instance_remote_addr:conntrace_zero_window_connections:sum',
+            expr: 'sum by (%s) (conntrace_zero_window_connections{%s})' % [by, $._config.conntraceSelector],
+          },
+        ],
+      },
+      {
         // Listening ports: one per (job, instance, netns, port).
         name: 'conntrace-listen.rules',
         rules: [
           { record: 'instance_port:conntrace_listen_drops:rate5m', expr: rate('conntrace_listen_drops_total', grouping='job, instance, netns, port, process') },
           { record: 'instance_port:conntrace_listen_synack_retransmits:rate5m', expr: rate('conntrace_listen_synack_retransmits_total', grouping='job, instance, netns, port, process') },
+          // Resets for segments no connection took: a port nothing
+          // listens on (Linux 6.10+).
+          { record: 'instance_port:conntrace_resets_no_connection:rate5m', expr: rate('conntrace_resets_no_connection_total', grouping='job, instance, netns, port') },
           {
             record: 'instance_port:conntrace_listen_queue:ratio',
             // How full the accept queue is now; no ratio for a limit of 0.

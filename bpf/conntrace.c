@@ -389,8 +389,14 @@ static __always_inline void read_chrono(struct tcp_sock *tp, __u32 *out)
 	out[0] = tp->chrono_stat[0];
 	out[1] = tp->chrono_stat[1];
 	out[2] = tp->chrono_stat[2];
-	if (type >= 1 && type <= 3)
-		out[type - 1] += now - tp->chrono_start;
+	/* Constant indexes: older verifiers (6.1) refuse a variable offset
+	 * into the stack. */
+	if (type == 1)
+		out[0] += now - tp->chrono_start;
+	else if (type == 2)
+		out[1] += now - tp->chrono_start;
+	else if (type == 3)
+		out[2] += now - tp->chrono_start;
 }
 
 static __always_inline void take_baselines(struct tcp_sock *tp, struct conn_state *st, bool retrans)

@@ -380,23 +380,41 @@ static __always_inline bool is_tcp(struct sock *sk)
 /* read_chrono reads what limited the connection's sending so far, as
  * TCP_INFO does (tcp_get_info_chrono_stats): the jiffies it spent in each
  * of enum tcp_chrono's states (1 busy, 2 limited by the peer's receive
- * window, 3 by the send buffer), the running one up to now. */
+ * window, 3 by the send buffer), the running one up to now.
+ *
+ * A live read does not hold the socket lock: tcp_chrono_set() may run on
+ * another CPU meanwhile (adds the period to chrono_stat, then sets
+ * chrono_start, then chrono_type). The running period is added only if
+ * the type and start read before the stats are still there after them,
+ * and now is read last (a start after it would make a negative period,
+ * 2^32 jiffies in u32); otherwise the stats alone, a value that may be
+ * low, never high (the tracer keeps each counter's largest). */
 static __always_inline void read_chrono(struct tcp_sock *tp, __u32 *out)
 {
 	__u32 type = BPF_CORE_READ_BITFIELD(tp, chrono_type);
-	__u32 now = bpf_jiffies64(); /* tcp_jiffies32: the low 32 bits */
+	__u32 start = READ_ONCE(tp->chrono_start);
+	__u32 now;
+	__s32 running;
 
-	out[0] = tp->chrono_stat[0];
-	out[1] = tp->chrono_stat[1];
-	out[2] = tp->chrono_stat[2];
+	barrier();
+	out[0] = READ_ONCE(tp->chrono_stat[0]);
+	out[1] = READ_ONCE(tp->chrono_stat[1]);
+	out[2] = READ_ONCE(tp->chrono_stat[2]);
+	barrier();
+	if (READ_ONCE(tp->chrono_start) != start || BPF_CORE_READ_BITFIELD(tp, chrono_type) != type)
+		return;
+	now = bpf_jiffies64(); /* tcp_jiffies32: the low 32 bits */
+	running = (__s32)(now - start);
+	if (running <= 0)
+		return;
 	/* Constant indexes: older verifiers (6.1) refuse a variable offset
 	 * into the stack. */
 	if (type == 1)
-		out[0] += now - tp->chrono_start;
+		out[0] += running;
 	else if (type == 2)
-		out[1] += now - tp->chrono_start;
+		out[1] += running;
 	else if (type == 3)
-		out[2] += now - tp->chrono_start;
+		out[2] += running;
 }
 
 static __always_inline void take_baselines(struct tcp_sock *tp, struct conn_state *st, bool retrans)
@@ -431,6 +449,9 @@ static __always_inline struct conn_state *start_conn(struct sock *sk, __u8 direc
 		if (!(st->flags & CONN_CLOSED))
 			return st; /* already tracked */
 		gen = st->gen + 1; /* socket reused for a new connection */
+		/* Its resets are no longer the previous connection's, whether
+		 * or not this one is traced. */
+		st->recorded = 0;
 	}
 	if (!read_endpoints(sk, &ends) || !traced(&ends, ends.daddr, ends.dport, ends.family, IPPROTO_TCP))
 		return NULL;

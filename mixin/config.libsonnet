@@ -59,8 +59,13 @@
     timeoutsMinPerSecond: 0.1,
     timeoutsFor: '15m',
 
-    // ConntraceZeroWindowStall: TCP connections to a peer stalled on its
-    // zero receive window, for zeroWindowFor.
+    // ConntraceZeroWindowStall: sending to a peer spends more than
+    // rwndLimitedShareThreshold of its time (at least
+    // zeroWindowMinBusySeconds a second) waiting on the peer's receive
+    // window, with connections stalled on a zero window, for
+    // zeroWindowFor.
+    rwndLimitedShareThreshold: 0.9,
+    zeroWindowMinBusySeconds: 0.1,
     zeroWindowFor: '10m',
 
     // ConntraceConnectionsAborted: TCP connections aborted (reset by the

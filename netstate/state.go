@@ -251,7 +251,7 @@ func (s *State[K]) fold(c *client[K], x *tracer.ConnectionStats, d *Counters, k 
 		}
 	}
 	ser := s.seriesOf(c, k, x)
-	if ser == c.overflow && (!wasLive || lc.first > c.lastGen) {
+	if ser == c.overflow && !x.Addendum && (!wasLive || lc.first > c.lastGen) {
 		c.overflowTotal++ // not counted by a scrape of this client yet
 	}
 	ser.total.Add(add)

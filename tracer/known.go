@@ -300,6 +300,9 @@ func (k *known) endRead(conns []*ConnectionStats, now time.Time, timeout time.Du
 				k.expire(key, e)
 				k.expiredN++
 			default:
+				// Its last values; whether it is stalled now is not
+				// known (no read visited it).
+				e.stats.ZeroWindow = false
 				conns = append(conns, &e.stats)
 			}
 		}

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
+	"github.com/go-kit/log/level"
 
 	"github.com/conntrace/conntrace_exporter/bpf"
 )
@@ -63,22 +65,50 @@ type PortResets struct {
 	Resets uint64
 }
 
+// PortResetIdle is how long a port's count of resets without a connection
+// stays after its last reset: then the kernel's entry is deleted (its
+// series goes, and starts again from 1 at its next reset), so that a port
+// scan, or the ports of namespaces gone, do not hold the table's 4,096
+// entries for good.
+const PortResetIdle = 30 * time.Minute
+
+// portSeen is when a port's count last moved.
+type portSeen struct {
+	n  uint64
+	at time.Time
+}
+
 // PortResets reads the resets without a connection, per (namespace,
 // port), sorted; ok false where the kernel does not show them (before
 // Linux 6.10) or TCP is not traced. Those the kernel's table had no room
-// for are counted in Stats.Lost (LostPortResetsFull).
+// for are counted in Stats.Lost (LostPortResetsFull). Ports without a
+// reset for PortResetIdle are deleted here.
 func (t *Tracer) PortResets() (resets []PortResets, ok bool, err error) {
 	if t.objs.HandleResetNoConn == nil || t.objs.PortResets == nil {
 		return nil, false, nil
 	}
-	var key bpf.ConntraceListenerKey
-	var n uint64
+	t.portMu.Lock()
+	defer t.portMu.Unlock()
+	now := time.Now()
+	if t.portSeen == nil {
+		t.portSeen = map[bpf.ConntraceListenerKey]portSeen{}
+	}
+	var read []portCount
+	var pc portCount
 	it := t.objs.PortResets.Iterate()
-	for it.Next(&key, &n) {
-		resets = append(resets, PortResets{NetNS: key.Netns, Port: key.Port, Resets: n})
+	for it.Next(&pc.key, &pc.n) {
+		read = append(read, pc)
 	}
 	if err := it.Err(); err != nil && !errors.Is(err, ebpf.ErrIterationAborted) {
 		return nil, true, fmt.Errorf("reading the resets per port (port_resets): %w", err)
+	}
+	resets, idle := agePorts(t.portSeen, read, now)
+	for _, k := range idle {
+		// A reset counted between the read and the delete is lost with
+		// the entry: a port idle for half an hour.
+		if err := t.objs.PortResets.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			level.Warn(t.logger).Log("msg", "deleting an idle port's resets", "port", k.Port, "err", err)
+		}
 	}
 	sort.Slice(resets, func(i, j int) bool {
 		if resets[i].NetNS != resets[j].NetNS {
@@ -87,4 +117,34 @@ func (t *Tracer) PortResets() (resets []PortResets, ok bool, err error) {
 		return resets[i].Port < resets[j].Port
 	})
 	return resets, true, nil
+}
+
+// portCount is one entry of the kernel's port_resets.
+type portCount struct {
+	key bpf.ConntraceListenerKey
+	n   uint64
+}
+
+// agePorts notes in seen when each port's count moved, and returns the
+// ports to export and those idle past PortResetIdle (to delete from the
+// kernel: forgotten here). seen keeps only the ports read.
+func agePorts(seen map[bpf.ConntraceListenerKey]portSeen, read []portCount, now time.Time) (keep []PortResets, idle []bpf.ConntraceListenerKey) {
+	in := make(map[bpf.ConntraceListenerKey]bool, len(read))
+	for _, r := range read {
+		in[r.key] = true
+		if s, known := seen[r.key]; !known || s.n != r.n {
+			seen[r.key] = portSeen{r.n, now}
+		} else if now.Sub(s.at) > PortResetIdle {
+			idle = append(idle, r.key)
+			delete(seen, r.key)
+			continue
+		}
+		keep = append(keep, PortResets{NetNS: r.key.Netns, Port: r.key.Port, Resets: r.n})
+	}
+	for k := range seen {
+		if !in[k] {
+			delete(seen, k)
+		}
+	}
+	return keep, idle
 }

@@ -94,6 +94,10 @@ type Tracer struct {
 	recvParams  int                      // udp_recvmsg's arguments: 6 before Linux 5.19, then 5, 4 in newer kernels (6.18, 7.2)
 	intraEnds   map[endpointKey]struct{} // markIntraHostWith's, kept across scrapes (under mu)
 	jiffyMicros uint64                   // µs per jiffy (1e6 / CONFIG_HZ), 0 when unknown
+	// portMu guards portSeen: when each port's count of resets without
+	// a connection last moved (PortResets).
+	portMu   sync.Mutex
+	portSeen map[bpf.ConntraceListenerKey]portSeen
 }
 
 // JiffyMicros is the µs in a jiffy, the unit of Detail's times, as
@@ -158,7 +162,7 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 	}
 	if cfg.CollectTCPConns {
 		if hz, how, err := kernelHZ(); err != nil {
-			level.Warn(logger).Log("msg", "the kernel's tick rate is unknown: what limited sending (conntrace_tcp_*_seconds_total) is not exported", "err", err)
+			level.Warn(logger).Log("msg", "the kernel's tick rate is unknown: what limited sending (conntrace_send_*_seconds_total) is not exported", "err", err)
 		} else {
 			t.jiffyMicros = 1_000_000 / uint64(hz) // as TCP_INFO converts
 			level.Info(logger).Log("msg", "kernel tick rate", "hz", hz, "from", how)

@@ -131,10 +131,19 @@
           alert(
             'ConntraceZeroWindowStall',
             'warning',
-            'instance_remote_addr:conntrace_zero_window_connections:sum{%(peerSelector)s} > 0' % c,
+            // The time waiting on the window, not only the gauge: a slow
+            // reader's flows touch a zero window now and then.
+            |||
+              instance_remote_addr:conntrace_send_seconds:rate5m{%(peerSelector)s, state="rwnd_limited"}
+                / ignoring (state)
+              (instance_remote_addr:conntrace_send_seconds:rate5m{%(peerSelector)s, state="busy"} > %(zeroWindowMinBusySeconds)g)
+                > %(rwndLimitedShareThreshold)g
+              and ignoring (state)
+              instance_remote_addr:conntrace_zero_window_connections:sum{%(peerSelector)s} > 0
+            ||| % c,
             c.zeroWindowFor,
-            'TCP connections to a peer are stalled: its receive window is closed.',
-            '{{ $value }} TCP connections from {{ $labels.instance }} to {{ $labels.remote_addr }} have had data to send and a zero receive window from the peer for %s: the application there does not read.' % c.zeroWindowFor,
+            'Sending to a peer is stalled on its receive window.',
+            '{{ $labels.instance }} spent {{ $value | humanizePercentage }} of the time it had data for {{ $labels.remote_addr }} waiting on its receive window (threshold %g%%), with connections stalled on a zero window now: the application there does not read, or reads too slowly.' % (c.rwndLimitedShareThreshold * 100),
           ),
         ],
       },

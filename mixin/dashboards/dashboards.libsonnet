@@ -135,7 +135,7 @@ local g = import '../lib/dashboard.libsonnet';
           g.target('instance_remote_addr:conntrace_resets_sent:rate5m{%s, remote_addr="$peer"} or on () vector(0)' % sel, '{{instance}} sent'),
           g.target('instance_remote_addr:conntrace_resets_received:rate5m{%s, remote_addr="$peer"} or on () vector(0)' % sel, '{{instance}} received'),
         ]),
-        g.timeseries('What limited sending', "Seconds a second connections to the peer had data to send (busy), and of those, waiting on the peer's receive window or on a full send buffer; and the connections stalled on its zero window now.", 's', [
+        g.timeseries('What limited sending', "Seconds a second connections to the peer had data to send (busy), and of those, waiting on the peer's receive window or on a full send buffer.", 's', [
           g.target('sum by (instance, state) (instance_remote_addr:conntrace_send_seconds:rate5m{%s, remote_addr="$peer"})' % sel, '{{instance}} {{state}}'),
         ]),
       ],

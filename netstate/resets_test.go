@@ -77,3 +77,35 @@ func TestZeroWindowGauge(t *testing.T) {
 		t.Errorf("closed: %d stalled", s.ZeroWindow)
 	}
 }
+
+// An addendum in the overflow series is not one more connection there:
+// series_overflow_total counts connections, each once.
+func TestAddendumNotAnOverflowConnection(t *testing.T) {
+	f := newFakeTracer()
+	st := New[tracer.ConnKey](f, perCookie{}, Config{MaxClients: 4, MaxSeries: 1, ClientExpiry: time.Hour, Now: func() time.Time { return t0 }})
+	f.st = st
+	scrape(t, st, "a")
+	f.open(1, 10, 10) // the one series
+	scrape(t, st, "a")
+	c := f.open(2, 20, 20) // overflow
+	f.close(2)
+	add := c
+	add.Key.Generation |= 1<<31 | 1<<24
+	add.Established, add.Closed, add.Preexisting, add.Addendum = true, true, true, true
+	add.Monotonic = tracer.Counters{Detail: tracer.Detail[uint32]{ResetsSent: 1}}
+	add.StartEpoch = f.tick()
+	add.LastUpdateEpoch = add.StartEpoch
+	st.Closed([]tracer.ConnectionStats{add})
+	v, err := st.Scrape("a", t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.OverflowConns != 1 {
+		t.Errorf("overflow connections %d, want 1 (the addendum is not one)", v.OverflowConns)
+	}
+	for _, s := range v.Series {
+		if s.Overflow && s.Detail.ResetsSent != 1 {
+			t.Errorf("overflow series: resets sent %d, want 1", s.Detail.ResetsSent)
+		}
+	}
+}

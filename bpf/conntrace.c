@@ -208,6 +208,9 @@ volatile const __u8 collect_ipv6 = 1;
 /* Set by the loader from the kernel version: the sockops RTT callback
  * passes the sample in args[0] (Linux 6.10). */
 volatile const __u8 rtt_sample_arg = 1;
+/* Set by the loader: time incoming handshakes from their SYN (a map
+ * update per SYN; --tracer.incoming-handshakes). */
+volatile const __u8 time_incoming = 1;
 
 /* Health counters, read by user space from .bss. */
 __u64 tracked;
@@ -798,7 +801,7 @@ int BPF_PROG(handle_set_state, const struct sock *csk, const int oldstate, const
 			/* Taken out of syn_times whether traced or not: an entry
 			 * left would wait for the LRU to evict it, and evict a
 			 * pending handshake instead. */
-			handshake = handshake_from_syn(&tmp);
+			handshake = time_incoming ? handshake_from_syn(&tmp) : 0;
 			l = find_listener(&tmp);
 			if (l)
 				st = start_conn(sk, DIR_INCOMING, l->pid, l->comm);
@@ -1113,7 +1116,7 @@ int handle_sockops(struct bpf_sock_ops *skops)
 		/* Also called for a request socket, when a listener takes a
 		 * SYN (tcp_conn_request): when the passive handshake starts.
 		 * Not with SYN cookies (no request socket is kept). */
-		if (!skops->is_fullsock)
+		if (!skops->is_fullsock && time_incoming)
 			time_syn(skops);
 		break;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:

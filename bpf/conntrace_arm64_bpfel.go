@@ -297,6 +297,7 @@ const (
 	ConntraceVarPortResetsFull              = "port_resets_full"
 	ConntraceVarRecvmsgFlagsArg             = "recvmsg_flags_arg"
 	ConntraceVarRttSampleArg                = "rtt_sample_arg"
+	ConntraceVarTimeIncoming                = "time_incoming"
 	ConntraceVarTracked                     = "tracked"
 	ConntraceVarUdpIdleNs                   = "udp_idle_ns"
 	ConntraceVarUnusedConnRecord            = "unused_conn_record"
@@ -432,6 +433,7 @@ type ConntraceVariableSpecs struct {
 	PortResetsFull        *ebpf.VariableSpec `ebpf:"port_resets_full"`
 	RecvmsgFlagsArg       *ebpf.VariableSpec `ebpf:"recvmsg_flags_arg"`
 	RttSampleArg          *ebpf.VariableSpec `ebpf:"rtt_sample_arg"`
+	TimeIncoming          *ebpf.VariableSpec `ebpf:"time_incoming"`
 	Tracked               *ebpf.VariableSpec `ebpf:"tracked"`
 	UdpIdleNs             *ebpf.VariableSpec `ebpf:"udp_idle_ns"`
 	UnusedConnRecord      *ebpf.VariableSpec `ebpf:"unused_conn_record"`
@@ -524,6 +526,7 @@ type ConntraceVariables struct {
 	PortResetsFull        *ebpf.Variable `ebpf:"port_resets_full"`
 	RecvmsgFlagsArg       *ebpf.Variable `ebpf:"recvmsg_flags_arg"`
 	RttSampleArg          *ebpf.Variable `ebpf:"rtt_sample_arg"`
+	TimeIncoming          *ebpf.Variable `ebpf:"time_incoming"`
 	Tracked               *ebpf.Variable `ebpf:"tracked"`
 	UdpIdleNs             *ebpf.Variable `ebpf:"udp_idle_ns"`
 	UnusedConnRecord      *ebpf.Variable `ebpf:"unused_conn_record"`

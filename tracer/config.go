@@ -93,6 +93,10 @@ type Config struct {
 	// DNSInspection reads the DNS answers the host receives (UDP) and maps
 	// addresses to names.
 	DNSInspection bool
+	// IncomingHandshakes times the handshakes of incoming TCP connections
+	// from their SYN: a map update per SYN (about 600 ns, BENCHMARKS.md
+	// §14). Off, only outgoing handshakes are timed.
+	IncomingHandshakes bool
 	// CollectLocalDNS traces DNS traffic to a loopback server (a local
 	// resolver); off, as in the seed, such connections are not reported.
 	CollectLocalDNS bool
@@ -128,6 +132,7 @@ func NewDefaultConfig() *Config {
 		ConntrackMaxStateSize:        65536,
 		ConntrackInterval:            5 * time.Second,
 		DNSInspection:                true,
+		IncomingHandshakes:           true,
 		DNSCacheSize:                 100000,
 		DNSCacheBytes:                32 << 20,
 		DNSCacheTTL:                  3 * time.Minute,

@@ -89,7 +89,7 @@ func TestFlagsParse(t *testing.T) {
 		"--tracer.client-state-expiry=30s", "--tracer.max-clients=3", "--tracer.proc-root=/host/proc",
 		"--tracer.cgroup-path=/sys/fs/cgroup/x", "--tracer.ring-buffer-bytes=65536", "--tracer.bpf-debug",
 		"--no-tracer.enable-conntrack", "--tracer.conntrack-max-state-size=99", "--tracer.conntrack-interval=2s",
-		"--no-tracer.dns-inspection", "--tracer.collect-local-dns", "--tracer.dns-cache-size=7", "--tracer.dns-cache-bytes=8192", "--tracer.dns-cache-ttl=1m",
+		"--no-tracer.dns-inspection", "--no-tracer.incoming-handshakes", "--tracer.collect-local-dns", "--tracer.dns-cache-size=7", "--tracer.dns-cache-bytes=8192", "--tracer.dns-cache-ttl=1m",
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -97,3 +97,19 @@ func TestHandshakeAndDuration(t *testing.T) {
 		})
 	}
 }
+
+// --no-tracer.incoming-handshakes: the SYNs are not timed, so incoming
+// connections have no handshake; outgoing ones still do.
+func TestIncomingHandshakesOff(t *testing.T) {
+	tr := newTestTracer(t, func(c *Config) { c.IncomingHandshakes = false })
+	p := nettest.NewPair(t)
+	ln, port := listen(t, p, false)
+	o := newObserver(t, tr, t.Name(), pairEnds(p, false, port))
+	exchange(t, p, ln, 10, 10, false)
+	o.waitFor("both close records", func(tot map[string]*kTotals) bool {
+		return tot["client"].closedSeen == 1 && tot["server"].closedSeen == 1
+	})
+	if c, s := o.tot["client"].lastHandshake, o.tot["server"].lastHandshake; c == 0 || s != 0 {
+		t.Errorf("handshakes: client %d µs, server %d µs; want the client's only", c, s)
+	}
+}

@@ -33,9 +33,10 @@ func (t *Tracer) load() error {
 		return err
 	}
 	for name, on := range map[string]bool{
-		"collect_ipv6": t.cfg.CollectIPv6Conns,
-		"collect_udp":  t.cfg.CollectUDPConns,
-		"dns_on":       t.cfg.DNSInspection,
+		"collect_ipv6":  t.cfg.CollectIPv6Conns,
+		"collect_udp":   t.cfg.CollectUDPConns,
+		"dns_on":        t.cfg.DNSInspection,
+		"time_incoming": t.cfg.IncomingHandshakes,
 		// What the RTT callback passes (see conntrace.c): known from
 		// the version only.
 		"rtt_sample_arg": version >= kernelRTTSampleArg,

@@ -270,17 +270,34 @@ struct syn_key {
 	__u8 _pad[3];
 };
 
-/* When each pending connection's SYN came (bpf_ktime_get_ns). Bounded
- * (LRU): a SYN that never completes is evicted by newer ones. */
+/* A pending connection's SYN: its endpoints, and when it came
+ * (bpf_ktime_get_ns; 0: the slot is free). */
+struct syn_slot {
+	struct syn_key key;
+	__u64 t0;
+};
+
+#define SYN_SLOTS 65536
+
+/* When each pending connection's SYN came, in a slot chosen by a keyed
+ * hash of its endpoints (syn_slot_of): an array, not a hash map, whose
+ * update under a lock, and an LRU's list work, cost about 600 ns a SYN
+ * (BENCHMARKS.md §14, §15). A SYN takes its slot: a pending handshake
+ * that shared it loses its sample, as an LRU would have evicted it. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	/* LRU lists per CPU: no lock shared by every CPU's SYNs. The table
-	 * is still one: the ESTABLISHED may be seen on another CPU. */
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
-	__uint(max_entries, 65536);
-	__type(key, struct syn_key);
-	__type(value, __u64);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SYN_SLOTS);
+	__type(key, __u32);
+	__type(value, struct syn_slot);
 } syn_times SEC(".maps");
+
+/* Set by the loader (random): whoever sends SYNs cannot aim them at the
+ * slots of others' handshakes. */
+volatile const __u32 syn_seed = 0;
+
+/* A SYN older than this is no handshake's start: the SYN-ACK's
+ * retransmissions give up after about 63 s (tcp_synack_retries 5). */
+#define SYN_MAX_AGE_NS (75ULL * 1000000000ULL)
 
 /* Resets sent for segments no connection took, by (netns, local port):
  * no socket (a closed port), a listener's, a time-wait or a request
@@ -731,6 +748,28 @@ static __always_inline void forget_listener(struct sock *sk)
 
 /* elapsed_us is the time since t0 (bpf_ktime_get_ns) in µs, at least 1:
  * 0 says unknown. */
+/* syn_slot_of is the slot of a SYN's endpoints: FNV-1a over its words,
+ * from syn_seed. */
+static __always_inline __u32 syn_slot_of(const struct syn_key *k)
+{
+	const __u32 *w = (const __u32 *)k;
+	__u32 h = 2166136261u ^ syn_seed;
+
+#pragma unroll
+	for (int i = 0; i < sizeof(*k) / 4; i++) {
+		h ^= w[i];
+		h *= 16777619u;
+	}
+	return h & (SYN_SLOTS - 1);
+}
+
+static __always_inline bool same_syn(const struct syn_key *a, const struct syn_key *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3] && x[4] == y[4];
+}
+
 static __always_inline __u32 elapsed_us(__u64 t0)
 {
 	__u64 us = (bpf_ktime_get_ns() - t0) / 1000;
@@ -747,17 +786,24 @@ static __always_inline __u32 elapsed_us(__u64 t0)
 static __always_inline __u32 handshake_from_syn(struct endpoints *ends)
 {
 	struct syn_key key = { .sport = ends->sport, .dport = ends->dport, .family = ends->family };
-	__u32 us;
-	__u64 *t0;
+	struct syn_slot *s;
+	__u32 idx;
+	__u64 t0;
 
 	__builtin_memcpy(key.saddr, ends->saddr, 16);
 	__builtin_memcpy(key.daddr, ends->daddr, 16);
-	t0 = bpf_map_lookup_elem(&syn_times, &key);
-	if (!t0)
+	idx = syn_slot_of(&key);
+	s = bpf_map_lookup_elem(&syn_times, &idx);
+	if (!s)
 		return 0;
-	us = elapsed_us(*t0);
-	bpf_map_delete_elem(&syn_times, &key);
-	return us;
+	t0 = READ_ONCE(s->t0);
+	barrier();
+	if (!t0 || !same_syn(&s->key, &key))
+		return 0; /* another handshake's slot now, or none */
+	s->t0 = 0;
+	if (bpf_ktime_get_ns() - t0 > SYN_MAX_AGE_NS)
+		return 0;
+	return elapsed_us(t0);
 }
 
 static __always_inline struct listener *find_listener(struct endpoints *e)
@@ -1047,6 +1093,8 @@ static __always_inline void time_syn(struct bpf_sock_ops *skops)
 {
 	struct syn_key key = { .sport = skops->local_port, .dport = bpf_ntohl(skops->remote_port) };
 	__u64 now = bpf_ktime_get_ns();
+	struct syn_slot *s;
+	__u32 idx;
 
 	if (skops->family == AF_INET) {
 		__u32 l = skops->local_ip4, r = skops->remote_ip4;
@@ -1069,7 +1117,17 @@ static __always_inline void time_syn(struct bpf_sock_ops *skops)
 	} else {
 		return;
 	}
-	bpf_map_update_elem(&syn_times, &key, &now, BPF_ANY);
+	idx = syn_slot_of(&key);
+	s = bpf_map_lookup_elem(&syn_times, &idx);
+	if (!s)
+		return;
+	/* Free while the key changes: a reader that finds the new key with
+	 * the old time takes nothing. */
+	s->t0 = 0;
+	barrier();
+	s->key = key;
+	barrier();
+	s->t0 = now;
 }
 
 /* sockops_conn is the state of the callback's socket, if it is a tracked

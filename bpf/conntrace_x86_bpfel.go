@@ -165,14 +165,18 @@ type ConntraceOwner struct {
 	Comm [16]int8
 }
 
-type ConntraceSynKey struct {
-	_      structs.HostLayout
-	Saddr  [16]uint8
-	Daddr  [16]uint8
-	Sport  uint16
-	Dport  uint16
-	Family uint8
-	Pad    [3]uint8
+type ConntraceSynSlot struct {
+	_   structs.HostLayout
+	Key struct {
+		_      structs.HostLayout
+		Saddr  [16]uint8
+		Daddr  [16]uint8
+		Sport  uint16
+		Dport  uint16
+		Family uint8
+		Pad    [3]uint8
+	}
+	T0 uint64
 }
 
 type ConntraceUdpCall struct {
@@ -297,6 +301,7 @@ const (
 	ConntraceVarPortResetsFull              = "port_resets_full"
 	ConntraceVarRecvmsgFlagsArg             = "recvmsg_flags_arg"
 	ConntraceVarRttSampleArg                = "rtt_sample_arg"
+	ConntraceVarSynSeed                     = "syn_seed"
 	ConntraceVarTimeIncoming                = "time_incoming"
 	ConntraceVarTracked                     = "tracked"
 	ConntraceVarUdpIdleNs                   = "udp_idle_ns"
@@ -433,6 +438,7 @@ type ConntraceVariableSpecs struct {
 	PortResetsFull        *ebpf.VariableSpec `ebpf:"port_resets_full"`
 	RecvmsgFlagsArg       *ebpf.VariableSpec `ebpf:"recvmsg_flags_arg"`
 	RttSampleArg          *ebpf.VariableSpec `ebpf:"rtt_sample_arg"`
+	SynSeed               *ebpf.VariableSpec `ebpf:"syn_seed"`
 	TimeIncoming          *ebpf.VariableSpec `ebpf:"time_incoming"`
 	Tracked               *ebpf.VariableSpec `ebpf:"tracked"`
 	UdpIdleNs             *ebpf.VariableSpec `ebpf:"udp_idle_ns"`
@@ -526,6 +532,7 @@ type ConntraceVariables struct {
 	PortResetsFull        *ebpf.Variable `ebpf:"port_resets_full"`
 	RecvmsgFlagsArg       *ebpf.Variable `ebpf:"recvmsg_flags_arg"`
 	RttSampleArg          *ebpf.Variable `ebpf:"rtt_sample_arg"`
+	SynSeed               *ebpf.Variable `ebpf:"syn_seed"`
 	TimeIncoming          *ebpf.Variable `ebpf:"time_incoming"`
 	Tracked               *ebpf.Variable `ebpf:"tracked"`
 	UdpIdleNs             *ebpf.Variable `ebpf:"udp_idle_ns"`

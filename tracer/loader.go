@@ -1,6 +1,8 @@
 package tracer
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"reflect"
@@ -27,6 +29,15 @@ func (t *Tracer) load() error {
 	}
 	if err := spec.Variables["max_tracked"].Set(t.cfg.MaxTrackedConnections); err != nil {
 		return fmt.Errorf("setting max_tracked: %w", err)
+	}
+	// The SYN table's hash key: whoever sends SYNs cannot know which
+	// slots their SYNs take (see syn_slot_of).
+	var seed [4]byte
+	if _, err := rand.Read(seed[:]); err != nil {
+		return fmt.Errorf("a random seed for the SYN table: %w", err)
+	}
+	if err := spec.Variables["syn_seed"].Set(binary.NativeEndian.Uint32(seed[:])); err != nil {
+		return fmt.Errorf("setting syn_seed: %w", err)
 	}
 	version, err := currentKernelVersion()
 	if err != nil {

@@ -94,8 +94,8 @@ type Config struct {
 	// addresses to names.
 	DNSInspection bool
 	// IncomingHandshakes times the handshakes of incoming TCP connections
-	// from their SYN: a map update per SYN (about 600 ns, BENCHMARKS.md
-	// §14). Off, only outgoing handshakes are timed.
+	// from their SYN (a slot of a kernel table per SYN, BENCHMARKS.md
+	// §15). Off, only outgoing handshakes are timed.
 	IncomingHandshakes bool
 	// CollectLocalDNS traces DNS traffic to a loopback server (a local
 	// resolver); off, as in the seed, such connections are not reported.

@@ -45,7 +45,7 @@ var flagRows = []flagRow{
 	{"ConntrackMaxStateSize", "tracer.conntrack-max-state-size", `NAT entries held; more are counted in conntrace_lost_total{reason="conntrack_state_full"}. At least 1.`},
 	{"ConntrackInterval", "tracer.conntrack-interval", "Least time between two dumps of the conntrack tables (a dump happens only when a new connection waits for its NAT). At least 100ms."},
 	{"DNSInspection", "tracer.dns-inspection", "Read the DNS answers (UDP) the host receives, for conntrace_remote_name_info."},
-	{"IncomingHandshakes", "tracer.incoming-handshakes", "Time the handshakes of incoming TCP connections, from their SYN (conntrace_handshake_seconds): a kernel map update per SYN, about 600 ns. Off, only outgoing handshakes are timed."},
+	{"IncomingHandshakes", "tracer.incoming-handshakes", "Time the handshakes of incoming TCP connections, from their SYN (conntrace_handshake_seconds): a write to a kernel table per SYN, a read at the handshake's end. Off, only outgoing handshakes are timed."},
 	{"CollectLocalDNS", "tracer.collect-local-dns", "Report DNS traffic to a loopback resolver (off, as the seed: such connections are left out)."},
 	{"DNSCacheSize", "tracer.dns-cache-size", "Addresses the reverse DNS cache holds; answers for more are not kept. At least 1."},
 	{"DNSCacheBytes", "tracer.dns-cache-bytes", "Bytes the names of the reverse DNS cache hold at most; names beyond are not kept (lost_total{reason=\"dns_cache_full\"}). At least 4096."},

@@ -100,8 +100,12 @@ struct conn_state {
 	__u32 base_reord;
 	__u32 base_ooo;
 	__u32 base_ce;
-	/* What limited sending, at the baseline (jiffies; see read_chrono). */
+	/* What limited sending, at the baseline (jiffies; see read_chrono),
+	 * and as the last whole live read saw it, at chrono_at (jiffies):
+	 * a live read grows by at most the jiffies since (cap_chrono). */
 	__u32 base_chrono[3];
+	__u32 chrono_seen[3];
+	__u32 chrono_at;
 	/* Counted here, from events: retransmission timeouts (the sockops
 	 * RTO callback), fast recovery entries (tcp_cong_state_set), resets
 	 * sent and received (tcp_send_reset, tcp_receive_reset). */
@@ -270,40 +274,42 @@ struct syn_key {
 	__u8 _pad[3];
 };
 
-/* A pending connection's SYN: its endpoints, and when it came
- * (bpf_ktime_get_ns; 0: the slot is free). */
-struct syn_slot {
-	struct syn_key key;
-	__u64 t0;
-};
-
 #define SYN_SLOTS 65536
 
 /* When each pending connection's SYN came, in a slot chosen by a keyed
- * hash of its endpoints (syn_slot_of): an array, not a hash map, whose
+ * hash of its endpoints (syn_hash): an array, not a hash map, whose
  * update under a lock, and an LRU's list work, cost about 600 ns a SYN
- * (BENCHMARKS.md §14, §15). A SYN takes its slot: a pending handshake
- * that shared it loses its sample, as an LRU would have evicted it. */
+ * (BENCHMARKS.md §14, §15). A slot is one word, written and taken whole
+ * (no torn entry): the SYN's time in µs (bpf_ktime_get_ns / 1000) above
+ * 16 bits of the hash the slot index does not use (a tag: another
+ * handshake's entry in the slot is not taken for this one's, but for 1
+ * in 65,536); 0: free. A SYN takes its slot: a pending handshake that
+ * shared it loses its sample. Resized to 1 by the loader when incoming
+ * handshakes are not timed. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, SYN_SLOTS);
 	__type(key, __u32);
-	__type(value, struct syn_slot);
+	__type(value, __u64);
 } syn_times SEC(".maps");
 
-/* Set by the loader (random): whoever sends SYNs cannot aim them at the
- * slots of others' handshakes. */
+/* Set by the loader (random): the hash's key, so that whoever sends SYNs
+ * cannot aim them at the slots of others' handshakes. */
 volatile const __u32 syn_seed = 0;
 
 /* A SYN older than this is no handshake's start: the SYN-ACK's
  * retransmissions give up after about 63 s (tcp_synack_retries 5). */
-#define SYN_MAX_AGE_NS (75ULL * 1000000000ULL)
+#define SYN_MAX_AGE_US (75ULL * 1000000ULL)
 
 /* Resets sent for segments no connection took, by (netns, local port):
  * no socket (a closed port), a listener's, a time-wait or a request
  * socket's. Linux 6.10+ (handle_reset_no_conn). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	/* Not preallocated: user space deletes idle entries, and a deleted
+	 * element is freed after RCU, never reused under an add in flight
+	 * (which would count for another port). */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 4096);
 	__type(key, struct listener_key);
 	__type(value, __u64);
@@ -400,16 +406,20 @@ static __always_inline bool is_tcp(struct sock *sk)
 /* read_chrono reads what limited the connection's sending so far, as
  * TCP_INFO does (tcp_get_info_chrono_stats): the jiffies it spent in each
  * of enum tcp_chrono's states (1 busy, 2 limited by the peer's receive
- * window, 3 by the send buffer), the running one up to now.
+ * window, 3 by the send buffer), the running one up to now. It says
+ * whether the running period is in (whole).
  *
- * A live read does not hold the socket lock: tcp_chrono_set() may run on
- * another CPU meanwhile (adds the period to chrono_stat, then sets
- * chrono_start, then chrono_type). The running period is added only if
- * the type and start read before the stats are still there after them,
- * and now is read last (a start after it would make a negative period,
- * 2^32 jiffies in u32); otherwise the stats alone, a value that may be
- * low, never high (the tracer keeps each counter's largest). */
-static __always_inline void read_chrono(struct tcp_sock *tp, __u32 *out)
+ * Exact under the socket lock (the close, iter/tcp). A task_file live
+ * read does not hold it: tcp_chrono_set() may run on another CPU
+ * meanwhile (adds the period to chrono_stat, then sets chrono_start, then
+ * chrono_type). The running period is added only if the type and start
+ * read before the stats are still there after them, and now is read last
+ * (a start after it would make a negative period: 2^32 jiffies in u32);
+ * otherwise the stats alone, which only ever hold finished periods: low,
+ * never high. A writer caught between its two stores (the stats updated,
+ * the start not yet) passes that check and counts its period twice:
+ * cap_chrono bounds what that adds. */
+static __always_inline bool read_chrono(struct tcp_sock *tp, __u32 *out)
 {
 	__u32 type = BPF_CORE_READ_BITFIELD(tp, chrono_type);
 	__u32 start = READ_ONCE(tp->chrono_start);
@@ -422,11 +432,11 @@ static __always_inline void read_chrono(struct tcp_sock *tp, __u32 *out)
 	out[2] = READ_ONCE(tp->chrono_stat[2]);
 	barrier();
 	if (READ_ONCE(tp->chrono_start) != start || BPF_CORE_READ_BITFIELD(tp, chrono_type) != type)
-		return;
+		return false;
 	now = bpf_jiffies64(); /* tcp_jiffies32: the low 32 bits */
 	running = (__s32)(now - start);
 	if (running <= 0)
-		return;
+		return true;
 	/* Constant indexes: older verifiers (6.1) refuse a variable offset
 	 * into the stack. */
 	if (type == 1)
@@ -435,6 +445,32 @@ static __always_inline void read_chrono(struct tcp_sock *tp, __u32 *out)
 		out[1] += running;
 	else if (type == 3)
 		out[2] += running;
+	return true;
+}
+
+/* cap_chrono bounds a whole live read: each time grows by at most the
+ * jiffies since the last whole read (one chrono runs at a time), which
+ * it then becomes. A read racing the kernel's update could otherwise
+ * count a period twice, and the tracer keeps a counter's largest value
+ * for good. */
+static __always_inline void cap_chrono(struct conn_state *st, __u32 *chrono)
+{
+	__u32 now = bpf_jiffies64();
+	__s32 room = (__s32)(now - st->chrono_at) + 1;
+
+	for (int i = 0; i < 3; i++) {
+		if ((__s32)(chrono[i] - st->chrono_seen[i]) > room)
+			chrono[i] = st->chrono_seen[i] + room;
+		st->chrono_seen[i] = chrono[i];
+	}
+	st->chrono_at = now;
+}
+
+/* since32 is a u32 counter's growth since base; 0 if base is ahead (a
+ * base read high, racing the kernel). */
+static __always_inline __u32 since32(__u32 v, __u32 base)
+{
+	return (__s32)(v - base) > 0 ? v - base : 0;
 }
 
 static __always_inline void take_baselines(struct tcp_sock *tp, struct conn_state *st, bool retrans)
@@ -454,6 +490,8 @@ static __always_inline void take_baselines(struct tcp_sock *tp, struct conn_stat
 		read_chrono(tp, st->base_chrono);
 	else
 		__builtin_memset(st->base_chrono, 0, sizeof(st->base_chrono));
+	__builtin_memcpy(st->chrono_seen, st->base_chrono, sizeof(st->chrono_seen));
+	st->chrono_at = bpf_jiffies64();
 }
 
 /* start_conn begins tracking sk, if the filters let it and within the
@@ -611,12 +649,12 @@ static __always_inline void fill_record(struct conn_record *rec, struct sock *sk
 	{
 		__u32 chrono[3];
 
-		read_chrono(tp, chrono);
-		/* u32 jiffies, as the kernel's: a difference across a wrap is
-		 * still right (49 days at HZ=1000). */
-		rec->rwnd_limited_jiffies = chrono[1] - st->base_chrono[1];
-		rec->sndbuf_limited_jiffies = chrono[2] - st->base_chrono[2];
-		rec->busy_jiffies = chrono[0] - st->base_chrono[0] + rec->rwnd_limited_jiffies +
+		if (read_chrono(tp, chrono) && !final)
+			cap_chrono(st, chrono);
+		/* u32 jiffies, as the kernel's. */
+		rec->rwnd_limited_jiffies = since32(chrono[1], st->base_chrono[1]);
+		rec->sndbuf_limited_jiffies = since32(chrono[2], st->base_chrono[2]);
+		rec->busy_jiffies = since32(chrono[0], st->base_chrono[0]) + rec->rwnd_limited_jiffies +
 				    rec->sndbuf_limited_jiffies;
 	}
 	/* Stalled: the peer's window is closed and data waits (unsent, or
@@ -748,26 +786,47 @@ static __always_inline void forget_listener(struct sock *sk)
 
 /* elapsed_us is the time since t0 (bpf_ktime_get_ns) in µs, at least 1:
  * 0 says unknown. */
-/* syn_slot_of is the slot of a SYN's endpoints: FNV-1a over its words,
- * from syn_seed. */
-static __always_inline __u32 syn_slot_of(const struct syn_key *k)
-{
-	const __u32 *w = (const __u32 *)k;
-	__u32 h = 2166136261u ^ syn_seed;
-
-#pragma unroll
-	for (int i = 0; i < sizeof(*k) / 4; i++) {
-		h ^= w[i];
-		h *= 16777619u;
+#define rol32(x, k) (((x) << (k)) | ((x) >> (32 - (k))))
+/* Bob Jenkins' lookup3, as the kernel's jhash2 (include/linux/jhash.h):
+ * the hash the kernel keys its own connection tables with. */
+#define jhash_mix(a, b, c)                       \
+	{                                        \
+		a -= c; a ^= rol32(c, 4);  c += b; \
+		b -= a; b ^= rol32(a, 6);  a += c; \
+		c -= b; c ^= rol32(b, 8);  b += a; \
+		a -= c; a ^= rol32(c, 16); c += b; \
+		b -= a; b ^= rol32(a, 19); a += c; \
+		c -= b; c ^= rol32(b, 4);  b += a; \
 	}
-	return h & (SYN_SLOTS - 1);
-}
+#define jhash_final(a, b, c)                     \
+	{                                        \
+		c ^= b; c -= rol32(b, 14);         \
+		a ^= c; a -= rol32(c, 11);         \
+		b ^= a; b -= rol32(a, 25);         \
+		c ^= b; c -= rol32(b, 16);         \
+		a ^= c; a -= rol32(c, 4);          \
+		b ^= a; b -= rol32(a, 14);         \
+		c ^= b; c -= rol32(b, 24);         \
+	}
 
-static __always_inline bool same_syn(const struct syn_key *a, const struct syn_key *b)
+/* syn_hash is jhash2 of a SYN's endpoints (ten words) with syn_seed: its
+ * low 16 bits choose the slot, the high 16 are its tag. */
+static __always_inline __u32 syn_hash(const struct syn_key *k)
 {
-	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+	__u32 w[10], a, b, c;
 
-	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3] && x[4] == y[4];
+	_Static_assert(sizeof(*k) == sizeof(w), "syn_key is ten words");
+	__builtin_memcpy(w, k, sizeof(w));
+	a = b = c = 0xdeadbeef + (10 << 2) + syn_seed;
+	a += w[0]; b += w[1]; c += w[2];
+	jhash_mix(a, b, c);
+	a += w[3]; b += w[4]; c += w[5];
+	jhash_mix(a, b, c);
+	a += w[6]; b += w[7]; c += w[8];
+	jhash_mix(a, b, c);
+	a += w[9];
+	jhash_final(a, b, c);
+	return c;
 }
 
 static __always_inline __u32 elapsed_us(__u64 t0)
@@ -786,24 +845,28 @@ static __always_inline __u32 elapsed_us(__u64 t0)
 static __always_inline __u32 handshake_from_syn(struct endpoints *ends)
 {
 	struct syn_key key = { .sport = ends->sport, .dport = ends->dport, .family = ends->family };
-	struct syn_slot *s;
-	__u32 idx;
-	__u64 t0;
+	__u64 *slot, v, now_us;
+	__u32 h, idx;
 
 	__builtin_memcpy(key.saddr, ends->saddr, 16);
 	__builtin_memcpy(key.daddr, ends->daddr, 16);
-	idx = syn_slot_of(&key);
-	s = bpf_map_lookup_elem(&syn_times, &idx);
-	if (!s)
+	h = syn_hash(&key);
+	idx = h & (SYN_SLOTS - 1);
+	slot = bpf_map_lookup_elem(&syn_times, &idx);
+	if (!slot)
 		return 0;
-	t0 = READ_ONCE(s->t0);
-	barrier();
-	if (!t0 || !same_syn(&s->key, &key))
+	v = READ_ONCE(*slot);
+	if (!v || (v & 0xffff) != h >> 16)
 		return 0; /* another handshake's slot now, or none */
-	s->t0 = 0;
-	if (bpf_ktime_get_ns() - t0 > SYN_MAX_AGE_NS)
+	/* Taken only if still this entry: a SYN that took the slot since
+	 * keeps it. */
+	if (__sync_val_compare_and_swap(slot, v, 0) != v)
 		return 0;
-	return elapsed_us(t0);
+	now_us = bpf_ktime_get_ns() / 1000;
+	v >>= 16;
+	if (now_us < v || now_us - v > SYN_MAX_AGE_US)
+		return 0;
+	return now_us - v < 1 ? 1 : now_us - v;
 }
 
 static __always_inline struct listener *find_listener(struct endpoints *e)
@@ -845,8 +908,10 @@ int BPF_PROG(handle_set_state, const struct sock *csk, const int oldstate, const
 			if (!read_endpoints(sk, &tmp))
 				return 0;
 			/* Taken out of syn_times whether traced or not: an entry
-			 * left would wait for the LRU to evict it, and evict a
-			 * pending handshake instead. */
+			 * left stays in its slot until another SYN takes it, and
+			 * within 75 s the same four-tuple's next handshake
+			 * without a SYN of its own (a SYN cookie's) would take
+			 * it for its start. */
 			handshake = time_incoming ? handshake_from_syn(&tmp) : 0;
 			l = find_listener(&tmp);
 			if (l)
@@ -1092,9 +1157,8 @@ static __always_inline __u32 log2_bucket(__u32 v)
 static __always_inline void time_syn(struct bpf_sock_ops *skops)
 {
 	struct syn_key key = { .sport = skops->local_port, .dport = bpf_ntohl(skops->remote_port) };
-	__u64 now = bpf_ktime_get_ns();
-	struct syn_slot *s;
-	__u32 idx;
+	__u64 now = bpf_ktime_get_ns(), *slot;
+	__u32 h, idx;
 
 	if (skops->family == AF_INET) {
 		__u32 l = skops->local_ip4, r = skops->remote_ip4;
@@ -1117,17 +1181,11 @@ static __always_inline void time_syn(struct bpf_sock_ops *skops)
 	} else {
 		return;
 	}
-	idx = syn_slot_of(&key);
-	s = bpf_map_lookup_elem(&syn_times, &idx);
-	if (!s)
-		return;
-	/* Free while the key changes: a reader that finds the new key with
-	 * the old time takes nothing. */
-	s->t0 = 0;
-	barrier();
-	s->key = key;
-	barrier();
-	s->t0 = now;
+	h = syn_hash(&key);
+	idx = h & (SYN_SLOTS - 1);
+	slot = bpf_map_lookup_elem(&syn_times, &idx);
+	if (slot)
+		*slot = (now / 1000) << 16 | h >> 16; /* one aligned store */
 }
 
 /* sockops_conn is the state of the callback's socket, if it is a tracked

@@ -70,6 +70,8 @@ type ConntraceConnState struct {
 	BaseOoo          uint32
 	BaseCe           uint32
 	BaseChrono       [3]uint32
+	ChronoSeen       [3]uint32
+	ChronoAt         uint32
 	Rtos             uint32
 	Recoveries       uint32
 	ResetsSent       uint32
@@ -163,20 +165,6 @@ type ConntraceOwner struct {
 	_    structs.HostLayout
 	Tgid uint32
 	Comm [16]int8
-}
-
-type ConntraceSynSlot struct {
-	_   structs.HostLayout
-	Key struct {
-		_      structs.HostLayout
-		Saddr  [16]uint8
-		Daddr  [16]uint8
-		Sport  uint16
-		Dport  uint16
-		Family uint8
-		Pad    [3]uint8
-	}
-	T0 uint64
 }
 
 type ConntraceUdpCall struct {

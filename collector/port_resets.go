@@ -24,7 +24,7 @@ func newPortResetCollector(src Source, maxSeries int, logger log.Logger) *portRe
 	return &portResetCollector{
 		src: src, maxSeries: maxSeries, logger: logger,
 		resets: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "resets_no_connection_total"),
-			"TCP resets (RST) sent for segments no connection took, by local port and network namespace: no socket on the port (nothing listens: a refused connect, a scan), a listener's (an ACK without a handshake), a TIME_WAIT or a pending handshake's socket; since start-up (Linux 6.10+).",
+			"TCP resets (RST) sent for segments no connection took, by local port and network namespace: no socket on the port (nothing listens: a refused connect, a scan), a listener's (an ACK without a handshake), a TIME_WAIT or a pending handshake's socket; since start-up (Linux 6.10+; a port idle for 30 minutes leaves the kernel's table, its count kept by the exporter: README).",
 			[]string{"netns", "port"}, nil),
 		dropped: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "resets_no_connection_ports_dropped"),
 			"Ports of conntrace_resets_no_connection_total not exported by this scrape: past --collector.max-series of them (the lowest namespaces and ports are kept).", nil, nil),

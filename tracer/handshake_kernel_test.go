@@ -60,6 +60,12 @@ func TestHandshakeAndDuration(t *testing.T) {
 				t.Fatalf("dial: %v", err)
 			}
 			connected := time.Now()
+			if c.delayedSide == "server" {
+				// Its handshake pending (the ACK lost): its SYN's slot
+				// is the one the Go hash gives, with its tag.
+				lport := uint16(cc.LocalAddr().(*net.TCPAddr).Port)
+				checkSYNSlot(t, tr, synHash(tr.synSeed, p.Server4, p.Client4, c.port, lport))
+			}
 			sc := <-accepted
 			if sc == nil {
 				cc.Close()
@@ -111,5 +117,30 @@ func TestIncomingHandshakesOff(t *testing.T) {
 	})
 	if c, s := o.tot["client"].lastHandshake, o.tot["server"].lastHandshake; c == 0 || s != 0 {
 		t.Errorf("handshakes: client %d µs, server %d µs; want the client's only", c, s)
+	}
+}
+
+// checkSYNSlot checks that the SYN table holds one entry, in the slot and
+// with the tag of hash h (bpf/conntrace.c's syn_hash, in Go: synHash).
+func checkSYNSlot(t *testing.T, tr *Tracer, h uint32) {
+	t.Helper()
+	var idx uint32
+	var v uint64
+	var found []uint32
+	it := tr.objs.SynTimes.Iterate()
+	for it.Next(&idx, &v) {
+		if v == 0 {
+			continue
+		}
+		found = append(found, idx)
+		if idx == h&0xffff && uint32(v&0xffff) != h>>16 {
+			t.Errorf("slot %d has tag %#x, want %#x", idx, v&0xffff, h>>16)
+		}
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(found) != 1 || found[0] != h&0xffff {
+		t.Errorf("SYN table entries in slots %v, want one in slot %d", found, h&0xffff)
 	}
 }

@@ -36,7 +36,8 @@ func (t *Tracer) load() error {
 	if _, err := rand.Read(seed[:]); err != nil {
 		return fmt.Errorf("a random seed for the SYN table: %w", err)
 	}
-	if err := spec.Variables["syn_seed"].Set(binary.NativeEndian.Uint32(seed[:])); err != nil {
+	t.synSeed = binary.NativeEndian.Uint32(seed[:])
+	if err := spec.Variables["syn_seed"].Set(t.synSeed); err != nil {
 		return fmt.Errorf("setting syn_seed: %w", err)
 	}
 	version, err := currentKernelVersion()
@@ -77,6 +78,9 @@ func (t *Tracer) load() error {
 		return err
 	}
 	spec.Maps["closed_conns"].MaxEntries = t.cfg.ClosedRingBufferBytes
+	if !t.cfg.IncomingHandshakes {
+		spec.Maps["syn_times"].MaxEntries = 1 // not timed: no 512 KiB table
+	}
 	spec.Maps["udp_flows"].MaxEntries = t.cfg.MaxTrackedConnections
 	tables, err := t.kernelFilters(spec)
 	if err != nil {

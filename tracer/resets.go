@@ -65,17 +65,31 @@ type PortResets struct {
 	Resets uint64
 }
 
-// PortResetIdle is how long a port's count of resets without a connection
-// stays after its last reset: then the kernel's entry is deleted (its
-// series goes, and starts again from 1 at its next reset), so that a port
-// scan, or the ports of namespaces gone, do not hold the table's 4,096
-// entries for good.
+// PortResetIdle is how long a port's entry in the kernel's table of resets
+// without a connection stays after its last reset: then it is deleted, so
+// that a port scan, or the ports of namespaces gone, do not hold the
+// table's 4,096 entries for good. Its count is kept here (retired), and
+// added back when the port resets again.
 const PortResetIdle = 30 * time.Minute
+
+// maxRetiredPorts bounds the counts kept of deleted entries (16 bytes
+// each); past it the oldest is forgotten, and that port's count starts
+// again from its next reset (a counter reset).
+const maxRetiredPorts = 16384
 
 // portSeen is when a port's count last moved.
 type portSeen struct {
 	n  uint64
 	at time.Time
+}
+
+// portAges is what PortResets remembers between reads: when each port's
+// kernel count last moved, and the counts of deleted entries, oldest
+// first in order.
+type portAges struct {
+	seen    map[bpf.ConntraceListenerKey]portSeen
+	retired map[bpf.ConntraceListenerKey]uint64
+	order   []bpf.ConntraceListenerKey
 }
 
 // PortResets reads the resets without a connection, per (namespace,
@@ -90,9 +104,6 @@ func (t *Tracer) PortResets() (resets []PortResets, ok bool, err error) {
 	t.portMu.Lock()
 	defer t.portMu.Unlock()
 	now := time.Now()
-	if t.portSeen == nil {
-		t.portSeen = map[bpf.ConntraceListenerKey]portSeen{}
-	}
 	var read []portCount
 	var pc portCount
 	it := t.objs.PortResets.Iterate()
@@ -102,7 +113,7 @@ func (t *Tracer) PortResets() (resets []PortResets, ok bool, err error) {
 	if err := it.Err(); err != nil && !errors.Is(err, ebpf.ErrIterationAborted) {
 		return nil, true, fmt.Errorf("reading the resets per port (port_resets): %w", err)
 	}
-	resets, idle := agePorts(t.portSeen, read, now)
+	resets, idle := t.resetPorts.age(read, now)
 	for _, k := range idle {
 		// A reset counted between the read and the delete is lost with
 		// the entry: a port idle for half an hour.
@@ -125,26 +136,43 @@ type portCount struct {
 	n   uint64
 }
 
-// agePorts notes in seen when each port's count moved, and returns the
-// ports to export and those idle past PortResetIdle (to delete from the
-// kernel: forgotten here). seen keeps only the ports read.
-func agePorts(seen map[bpf.ConntraceListenerKey]portSeen, read []portCount, now time.Time) (keep []PortResets, idle []bpf.ConntraceListenerKey) {
+// age notes when each port's count moved, and returns the ports to
+// export (their count, plus what was retired of them) and those idle past
+// PortResetIdle (to delete from the kernel: their count retired here).
+func (p *portAges) age(read []portCount, now time.Time) (keep []PortResets, idle []bpf.ConntraceListenerKey) {
+	if p.seen == nil {
+		p.seen = map[bpf.ConntraceListenerKey]portSeen{}
+		p.retired = map[bpf.ConntraceListenerKey]uint64{}
+	}
 	in := make(map[bpf.ConntraceListenerKey]bool, len(read))
 	for _, r := range read {
 		in[r.key] = true
-		if s, known := seen[r.key]; !known || s.n != r.n {
-			seen[r.key] = portSeen{r.n, now}
+		if s, known := p.seen[r.key]; !known || s.n != r.n {
+			p.seen[r.key] = portSeen{r.n, now}
 		} else if now.Sub(s.at) > PortResetIdle {
 			idle = append(idle, r.key)
-			delete(seen, r.key)
+			delete(p.seen, r.key)
+			p.retire(r.key, r.n)
 			continue
 		}
-		keep = append(keep, PortResets{NetNS: r.key.Netns, Port: r.key.Port, Resets: r.n})
+		keep = append(keep, PortResets{NetNS: r.key.Netns, Port: r.key.Port, Resets: p.retired[r.key] + r.n})
 	}
-	for k := range seen {
+	for k := range p.seen {
 		if !in[k] {
-			delete(seen, k)
+			delete(p.seen, k)
 		}
 	}
 	return keep, idle
+}
+
+// retire keeps n more resets of key, whose kernel entry goes.
+func (p *portAges) retire(key bpf.ConntraceListenerKey, n uint64) {
+	if _, ok := p.retired[key]; !ok {
+		if len(p.order) >= maxRetiredPorts {
+			delete(p.retired, p.order[0])
+			p.order = p.order[1:]
+		}
+		p.order = append(p.order, key)
+	}
+	p.retired[key] += n
 }

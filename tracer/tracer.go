@@ -94,10 +94,11 @@ type Tracer struct {
 	recvParams  int                      // udp_recvmsg's arguments: 6 before Linux 5.19, then 5, 4 in newer kernels (6.18, 7.2)
 	intraEnds   map[endpointKey]struct{} // markIntraHostWith's, kept across scrapes (under mu)
 	jiffyMicros uint64                   // µs per jiffy (1e6 / CONFIG_HZ), 0 when unknown
-	// portMu guards portSeen: when each port's count of resets without
-	// a connection last moved (PortResets).
-	portMu   sync.Mutex
-	portSeen map[bpf.ConntraceListenerKey]portSeen
+	synSeed     uint32                   // the SYN table's hash key (syn_seed)
+	// portMu guards ports: the ages and retired counts of the ports'
+	// resets without a connection (PortResets).
+	portMu     sync.Mutex
+	resetPorts portAges
 }
 
 // JiffyMicros is the µs in a jiffy, the unit of Detail's times, as

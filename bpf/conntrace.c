@@ -280,7 +280,7 @@ struct syn_key {
  * hash of its endpoints (syn_hash): an array, not a hash map, whose
  * update under a lock, and an LRU's list work, cost about 600 ns a SYN
  * (BENCHMARKS.md §14, §15). A slot is one word, written and taken whole
- * (no torn entry): the SYN's time in µs (bpf_ktime_get_ns / 1000) above
+ * (no torn entry): the SYN's time (in 1.024 µs, see SYN_TIME_SHIFT) above
  * 16 bits of the hash the slot index does not use (a tag: another
  * handshake's entry in the slot is not taken for this one's, but for 1
  * in 65,536); 0: free. A SYN takes its slot: a pending handshake that
@@ -297,9 +297,12 @@ struct {
  * cannot aim them at the slots of others' handshakes. */
 volatile const __u32 syn_seed = 0;
 
+/* A slot's time is bpf_ktime_get_ns() >> SYN_TIME_SHIFT: units of
+ * 1.024 µs, a shift where µs would take a division. */
+#define SYN_TIME_SHIFT 10
 /* A SYN older than this is no handshake's start: the SYN-ACK's
  * retransmissions give up after about 63 s (tcp_synack_retries 5). */
-#define SYN_MAX_AGE_US (75ULL * 1000000ULL)
+#define SYN_MAX_AGE ((75ULL * 1000000000ULL) >> SYN_TIME_SHIFT)
 
 /* Resets sent for segments no connection took, by (netns, local port):
  * no socket (a closed port), a listener's, a time-wait or a request
@@ -809,14 +812,23 @@ static __always_inline void forget_listener(struct sock *sk)
 		c ^= b; c -= rol32(b, 24);         \
 	}
 
-/* syn_hash is jhash2 of a SYN's endpoints (ten words) with syn_seed: its
- * low 16 bits choose the slot, the high 16 are its tag. */
+/* syn_hash is the hash of a SYN's endpoints with syn_seed: its low 16
+ * bits choose the slot, the high 16 are its tag. IPv4: jhash_3words of
+ * the addresses and ports, as the kernel's inet_ehashfn; IPv6: jhash2 of
+ * the ten words. */
 static __always_inline __u32 syn_hash(const struct syn_key *k)
 {
 	__u32 w[10], a, b, c;
 
 	_Static_assert(sizeof(*k) == sizeof(w), "syn_key is ten words");
 	__builtin_memcpy(w, k, sizeof(w));
+	if (k->family == AF_INET) {
+		a = w[0] + 0xdeadbeef;
+		b = w[4] + 0xdeadbeef;
+		c = w[8] + syn_seed;
+		jhash_final(a, b, c);
+		return c;
+	}
 	a = b = c = 0xdeadbeef + (10 << 2) + syn_seed;
 	a += w[0]; b += w[1]; c += w[2];
 	jhash_mix(a, b, c);
@@ -845,7 +857,7 @@ static __always_inline __u32 elapsed_us(__u64 t0)
 static __always_inline __u32 handshake_from_syn(struct endpoints *ends)
 {
 	struct syn_key key = { .sport = ends->sport, .dport = ends->dport, .family = ends->family };
-	__u64 *slot, v, now_us;
+	__u64 *slot, v, now;
 	__u32 h, idx;
 
 	__builtin_memcpy(key.saddr, ends->saddr, 16);
@@ -862,11 +874,13 @@ static __always_inline __u32 handshake_from_syn(struct endpoints *ends)
 	 * keeps it. */
 	if (__sync_val_compare_and_swap(slot, v, 0) != v)
 		return 0;
-	now_us = bpf_ktime_get_ns() / 1000;
+	now = bpf_ktime_get_ns() >> SYN_TIME_SHIFT;
 	v >>= 16;
-	if (now_us < v || now_us - v > SYN_MAX_AGE_US)
+	if (now < v || now - v > SYN_MAX_AGE)
 		return 0;
-	return now_us - v < 1 ? 1 : now_us - v;
+	/* Units of 1.024 µs to µs (1049/1024: 0.04 % over), no division. */
+	v = ((now - v) * 1049) >> 10;
+	return v < 1 ? 1 : v;
 }
 
 static __always_inline struct listener *find_listener(struct endpoints *e)
@@ -1185,7 +1199,7 @@ static __always_inline void time_syn(struct bpf_sock_ops *skops)
 	idx = h & (SYN_SLOTS - 1);
 	slot = bpf_map_lookup_elem(&syn_times, &idx);
 	if (slot)
-		*slot = (now / 1000) << 16 | h >> 16; /* one aligned store */
+		*slot = (now >> SYN_TIME_SHIFT) << 16 | h >> 16; /* one aligned store */
 }
 
 /* sockops_conn is the state of the callback's socket, if it is a tracked

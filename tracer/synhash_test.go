@@ -7,9 +7,10 @@ import (
 	"testing"
 )
 
-// synHash is bpf/conntrace.c's syn_hash (jhash2 of the SYN's endpoints,
-// ten words, keyed with the seed), in Go: TestSYNSlotIsTheKernels checks
-// that both agree, TestSYNSlotsSpread what the hash does.
+// synHash is bpf/conntrace.c's syn_hash (IPv4: jhash_3words of the
+// addresses and ports; IPv6: jhash2 of the ten words; keyed with the
+// seed), in Go: TestHandshakeAndDuration checks that the kernel's slot is
+// this one's, TestSYNSlotsSpread what the hash does.
 func synHash(seed uint32, local, remote netip.Addr, lport, rport uint16) uint32 {
 	var k [40]byte
 	family := uint8(afInet6)
@@ -31,6 +32,26 @@ func synHash(seed uint32, local, remote netip.Addr, lport, rport uint16) uint32 
 		w[i] = binary.NativeEndian.Uint32(k[4*i:])
 	}
 	rol := bits.RotateLeft32
+	final := func(a, b, c uint32) uint32 {
+		c ^= b
+		c -= rol(b, 14)
+		a ^= c
+		a -= rol(c, 11)
+		b ^= a
+		b -= rol(a, 25)
+		c ^= b
+		c -= rol(b, 16)
+		a ^= c
+		a -= rol(c, 4)
+		b ^= a
+		b -= rol(a, 14)
+		c ^= b
+		c -= rol(b, 24)
+		return c
+	}
+	if family == afInet { // jhash_3words, as inet_ehashfn
+		return final(w[0]+0xdeadbeef, w[4]+0xdeadbeef, w[8]+seed)
+	}
 	a := 0xdeadbeef + uint32(10<<2) + seed
 	b, c := a, a
 	mix := func() {
@@ -60,21 +81,7 @@ func synHash(seed uint32, local, remote netip.Addr, lport, rport uint16) uint32 
 		mix()
 	}
 	a += w[9]
-	c ^= b
-	c -= rol(b, 14)
-	a ^= c
-	a -= rol(c, 11)
-	b ^= a
-	b -= rol(a, 25)
-	c ^= b
-	c -= rol(b, 16)
-	a ^= c
-	a -= rol(c, 4)
-	b ^= a
-	b -= rol(a, 14)
-	c ^= b
-	c -= rol(b, 24)
-	return c
+	return final(a, b, c)
 }
 
 // The clients of one /16 to one port (a pod network, the hosts behind a
@@ -97,6 +104,17 @@ func TestSYNSlotsSpread(t *testing.T) {
 		// 65,536 keys into 65,536 slots at random fill 1 − 1/e of them.
 		if len(slots) < 39000 {
 			t.Errorf("seed %#x: %d keys of one /16 took %d slots, want about 41,400 (random)", seed, n, len(slots))
+		}
+		slots6 := map[uint32]bool{}
+		server6 := netip.MustParseAddr("2001:db8::5")
+		for host := range 256 {
+			for port := 32768; port < 32768+256; port++ {
+				client := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(host)})
+				slots6[synHash(seed, server6, client, 443, uint16(port))&0xffff] = true
+			}
+		}
+		if len(slots6) < 39000 {
+			t.Errorf("seed %#x: 65,536 IPv6 keys took %d slots, want about 41,400 (random)", seed, len(slots6))
 		}
 	}
 }

@@ -459,21 +459,27 @@ static __always_inline bool read_chrono(struct tcp_sock *tp, __u32 *out)
 static __always_inline void cap_chrono(struct conn_state *st, __u32 *chrono)
 {
 	__u32 now = bpf_jiffies64();
-	__s32 room = (__s32)(now - st->chrono_at) + 1;
+	__u32 room = now - st->chrono_at + 1, d;
 
 	for (int i = 0; i < 3; i++) {
-		if ((__s32)(chrono[i] - st->chrono_seen[i]) > room)
+		/* Unsigned: growth up to 2^32 jiffies; a value behind the
+		 * last (d in the top quarter: a wrap backwards) is left. */
+		d = chrono[i] - st->chrono_seen[i];
+		if (d < 0xC0000000u && d > room)
 			chrono[i] = st->chrono_seen[i] + room;
 		st->chrono_seen[i] = chrono[i];
 	}
 	st->chrono_at = now;
 }
 
-/* since32 is a u32 counter's growth since base; 0 if base is ahead (a
- * base read high, racing the kernel). */
+/* since32 is a u32 counter's growth since base, across a wrap (2^32
+ * jiffies); 0 if base is ahead by a little (a base read high, racing the
+ * kernel: the difference in the top quarter). */
 static __always_inline __u32 since32(__u32 v, __u32 base)
 {
-	return (__s32)(v - base) > 0 ? v - base : 0;
+	__u32 d = v - base;
+
+	return d >= 0xC0000000u ? 0 : d;
 }
 
 static __always_inline void take_baselines(struct tcp_sock *tp, struct conn_state *st, bool retrans)
@@ -787,8 +793,6 @@ static __always_inline void forget_listener(struct sock *sk)
 		bpf_map_delete_elem(&listeners, &key);
 }
 
-/* elapsed_us is the time since t0 (bpf_ktime_get_ns) in µs, at least 1:
- * 0 says unknown. */
 #define rol32(x, k) (((x) << (k)) | ((x) >> (32 - (k))))
 /* Bob Jenkins' lookup3, as the kernel's jhash2 (include/linux/jhash.h):
  * the hash the kernel keys its own connection tables with. */
@@ -813,9 +817,9 @@ static __always_inline void forget_listener(struct sock *sk)
 	}
 
 /* syn_hash is the hash of a SYN's endpoints with syn_seed: its low 16
- * bits choose the slot, the high 16 are its tag. IPv4: jhash_3words of
- * the addresses and ports, as the kernel's inet_ehashfn; IPv6: jhash2 of
- * the ten words. */
+ * bits choose the slot, the high 16 are its tag. IPv4: the final mix of
+ * the addresses and ports, as the kernel's jhash_3words (inet_ehashfn),
+ * the seed in one word; IPv6: jhash2 of the ten words. */
 static __always_inline __u32 syn_hash(const struct syn_key *k)
 {
 	__u32 w[10], a, b, c;
@@ -841,6 +845,8 @@ static __always_inline __u32 syn_hash(const struct syn_key *k)
 	return c;
 }
 
+/* elapsed_us is the time since t0 (bpf_ktime_get_ns) in µs, at least 1:
+ * 0 says unknown. */
 static __always_inline __u32 elapsed_us(__u64 t0)
 {
 	__u64 us = (bpf_ktime_get_ns() - t0) / 1000;
@@ -874,12 +880,14 @@ static __always_inline __u32 handshake_from_syn(struct endpoints *ends)
 	 * keeps it. */
 	if (__sync_val_compare_and_swap(slot, v, 0) != v)
 		return 0;
+	/* 48 bits of 1.024 µs units: 9 years of uptime, then they wrap;
+	 * the difference is taken in 48 bits. */
 	now = bpf_ktime_get_ns() >> SYN_TIME_SHIFT;
-	v >>= 16;
-	if (now < v || now - v > SYN_MAX_AGE)
+	v = (now - (v >> 16)) & ((1ULL << 48) - 1);
+	if (v > SYN_MAX_AGE)
 		return 0;
 	/* Units of 1.024 µs to µs (1049/1024: 0.04 % over), no division. */
-	v = ((now - v) * 1049) >> 10;
+	v = (v * 1049) >> 10;
 	return v < 1 ? 1 : v;
 }
 
@@ -1195,6 +1203,8 @@ static __always_inline void time_syn(struct bpf_sock_ops *skops)
 	} else {
 		return;
 	}
+	if (key.family == AF_INET6 && !collect_ipv6)
+		return; /* not traced: nothing would take it */
 	h = syn_hash(&key);
 	idx = h & (SYN_SLOTS - 1);
 	slot = bpf_map_lookup_elem(&syn_times, &idx);

@@ -3,6 +3,7 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -114,12 +115,16 @@ func (t *Tracer) PortResets() (resets []PortResets, ok bool, err error) {
 		return nil, true, fmt.Errorf("reading the resets per port (port_resets): %w", err)
 	}
 	resets, idle := t.resetPorts.age(read, now)
-	for _, k := range idle {
+	for _, pc := range idle {
 		// A reset counted between the read and the delete is lost with
-		// the entry: a port idle for half an hour.
-		if err := t.objs.PortResets.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			level.Warn(t.logger).Log("msg", "deleting an idle port's resets", "port", k.Port, "err", err)
+		// the entry: a port idle for half an hour. Its count is kept
+		// only once the entry is gone (else the next read would see it
+		// again, and count it twice).
+		if err := t.objs.PortResets.Delete(pc.key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			level.Warn(t.logger).Log("msg", "deleting an idle port's resets", "port", pc.key.Port, "err", err)
+			continue
 		}
+		t.resetPorts.retire(pc.key, pc.n)
 	}
 	sort.Slice(resets, func(i, j int) bool {
 		if resets[i].NetNS != resets[j].NetNS {
@@ -138,8 +143,8 @@ type portCount struct {
 
 // age notes when each port's count moved, and returns the ports to
 // export (their count, plus what was retired of them) and those idle past
-// PortResetIdle (to delete from the kernel: their count retired here).
-func (p *portAges) age(read []portCount, now time.Time) (keep []PortResets, idle []bpf.ConntraceListenerKey) {
+// PortResetIdle (to delete from the kernel, then retire).
+func (p *portAges) age(read []portCount, now time.Time) (keep []PortResets, idle []portCount) {
 	if p.seen == nil {
 		p.seen = map[bpf.ConntraceListenerKey]portSeen{}
 		p.retired = map[bpf.ConntraceListenerKey]uint64{}
@@ -150,9 +155,8 @@ func (p *portAges) age(read []portCount, now time.Time) (keep []PortResets, idle
 		if s, known := p.seen[r.key]; !known || s.n != r.n {
 			p.seen[r.key] = portSeen{r.n, now}
 		} else if now.Sub(s.at) > PortResetIdle {
-			idle = append(idle, r.key)
+			idle = append(idle, r)
 			delete(p.seen, r.key)
-			p.retire(r.key, r.n)
 			continue
 		}
 		keep = append(keep, PortResets{NetNS: r.key.Netns, Port: r.key.Port, Resets: p.retired[r.key] + r.n})
@@ -165,14 +169,18 @@ func (p *portAges) age(read []portCount, now time.Time) (keep []PortResets, idle
 	return keep, idle
 }
 
-// retire keeps n more resets of key, whose kernel entry goes.
+// retire keeps n more resets of key, whose kernel entry went: last in
+// order (the least recently retired go first), and never a port whose
+// entry is back in the kernel (its exported count holds the retired).
 func (p *portAges) retire(key bpf.ConntraceListenerKey, n uint64) {
-	if _, ok := p.retired[key]; !ok {
-		if len(p.order) >= maxRetiredPorts {
-			delete(p.retired, p.order[0])
-			p.order = p.order[1:]
+	if _, ok := p.retired[key]; ok {
+		p.order = slices.DeleteFunc(p.order, func(k bpf.ConntraceListenerKey) bool { return k == key })
+	} else if len(p.order) >= maxRetiredPorts {
+		if i := slices.IndexFunc(p.order, func(k bpf.ConntraceListenerKey) bool { _, live := p.seen[k]; return !live }); i >= 0 {
+			delete(p.retired, p.order[i])
+			p.order = slices.Delete(p.order, i, i+1)
 		}
-		p.order = append(p.order, key)
 	}
+	p.order = append(p.order, key)
 	p.retired[key] += n
 }

@@ -20,17 +20,33 @@ import (
 func TestHandshakeAndDuration(t *testing.T) {
 	tr := newTestTracer(t, func(c *Config) { c.MaxClients = 64 })
 	p := nettest.NewPair(t)
-	synLn, synPort := listen(t, p, false)
-	ackLn, ackPort := listen(t, p, false)
-	// A quota matches until its bytes are spent: the first SYN (60 bytes)
-	// or bare ACK (52) only.
-	p.ServerNft(t, fmt.Sprintf(`table ip conntrace_handshake {
+	for _, v6 := range []bool{false, true} {
+		name := "ipv4"
+		if v6 {
+			name = "ipv6"
+		}
+		t.Run(name, func(t *testing.T) { handshakes(t, tr, p, v6) })
+	}
+}
+
+func handshakes(t *testing.T, tr *Tracer, p *nettest.Pair, v6 bool) {
+	synLn, synPort := listen(t, p, v6)
+	ackLn, ackPort := listen(t, p, v6)
+	// A quota matches until its bytes are spent: the first SYN (60 bytes
+	// in IPv4, 80 in IPv6) or bare ACK (52, 72) only.
+	table, synQuota, ackQuota := "ip", 70, 60
+	server, client := p.Server4, p.Client4
+	if v6 {
+		table, synQuota, ackQuota = "ip6", 90, 80
+		server, client = p.Server6, p.Client6
+	}
+	p.ServerNft(t, fmt.Sprintf(`table %s conntrace_handshake {
 	chain input {
 		type filter hook input priority 0; policy accept;
-		tcp dport %d tcp flags & (syn | ack) == syn quota until 70 bytes drop
-		tcp dport %d tcp flags & (syn | ack | fin | rst | psh) == ack quota until 60 bytes drop
+		tcp dport %d tcp flags & (syn | ack) == syn quota until %d bytes drop
+		tcp dport %d tcp flags & (syn | ack | fin | rst | psh) == ack quota until %d bytes drop
 	}
-}`, synPort, ackPort))
+}`, table, synPort, synQuota, ackPort, ackQuota))
 	const held = time.Second // both established, before the close
 
 	for _, c := range []struct {
@@ -43,7 +59,7 @@ func TestHandshakeAndDuration(t *testing.T) {
 		{"incoming ACK lost", ackLn, ackPort, "server"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			o := newObserver(t, tr, t.Name(), pairEnds(p, false, c.port))
+			o := newObserver(t, tr, t.Name(), pairEnds(p, v6, c.port))
 			accepted := make(chan net.Conn, 1)
 			var acceptedAt time.Time
 			go func() {
@@ -64,7 +80,7 @@ func TestHandshakeAndDuration(t *testing.T) {
 				// Its handshake pending (the ACK lost): its SYN's slot
 				// is the one the Go hash gives, with its tag.
 				lport := uint16(cc.LocalAddr().(*net.TCPAddr).Port)
-				checkSYNSlot(t, tr, synHash(tr.synSeed, p.Server4, p.Client4, c.port, lport))
+				checkSYNSlot(t, tr, synHash(tr.synSeed, server, client, c.port, lport))
 			}
 			sc := <-accepted
 			if sc == nil {

@@ -112,42 +112,49 @@ func TestResets(t *testing.T) {
 		wantResets(t, o, "server", 0, 1)
 	})
 
-	t.Run("refused", func(t *testing.T) {
-		o := newObserver(t, tr, t.Name(), map[string]end{"client": {src: p.Client4, dst: p.Server4, port: portRefused}})
-		serverNS := nsInodeOf(t, p, true)
-		portBefore, _ := portResetsOf(t, tr, serverNS, portRefused)
-		before := outRsts(t, p, true)
-		const connects = 3
-		for range connects {
-			c, err := dialWith(p, net.JoinHostPort(p.Server4.String(), strconv.Itoa(portRefused)), 0, nil)
-			if err == nil {
-				c.Close()
-				t.Fatal("connect to a port nothing listens on succeeded")
+	for _, v6 := range []bool{false, true} {
+		name, server, client := "refused_ipv4", p.Server4, p.Client4
+		if v6 {
+			name, server, client = "refused_ipv6", p.Server6, p.Client6
+		}
+		t.Run(name, func(t *testing.T) {
+			o := newObserver(t, tr, t.Name(), map[string]end{"client": {src: client, dst: server, port: portRefused}})
+			serverNS := nsInodeOf(t, p, true)
+			portBefore, _ := portResetsOf(t, tr, serverNS, portRefused)
+			before := outRsts(t, p, true)
+			const connects = 3
+			for range connects {
+				c, err := dialWith(p, net.JoinHostPort(server.String(), strconv.Itoa(portRefused)), 0, nil)
+				if err == nil {
+					c.Close()
+					t.Fatal("connect to a port nothing listens on succeeded")
+				}
+				if !errors.Is(err, unix.ECONNREFUSED) {
+					t.Fatalf("connect: %v, want ECONNREFUSED", err)
+				}
 			}
-			if !errors.Is(err, unix.ECONNREFUSED) {
-				t.Fatalf("connect: %v, want ECONNREFUSED", err)
+			o.waitFor("the failed connects", func(tot map[string]*kTotals) bool { return tot["client"].closedSeen >= connects })
+			if tt := o.tot["client"]; tt.detail.ResetsReceived != connects || tt.detail.ResetsSent != 0 {
+				t.Errorf("client: resets received %d sent %d, want %d and 0", tt.detail.ResetsReceived, tt.detail.ResetsSent, connects)
 			}
-		}
-		o.waitFor("the failed connects", func(tot map[string]*kTotals) bool { return tot["client"].closedSeen >= connects })
-		if tt := o.tot["client"]; tt.detail.ResetsReceived != connects || tt.detail.ResetsSent != 0 {
-			t.Errorf("client: resets received %d sent %d, want %d and 0", tt.detail.ResetsReceived, tt.detail.ResetsSent, connects)
-		}
-		sent := outRsts(t, p, true) - before
-		if sent != connects {
-			t.Errorf("server namespace: OutRsts +%d, want +%d", sent, connects)
-		}
-		n, ok := portResetsOf(t, tr, serverNS, portRefused)
-		if !ok {
-			if hasCapability(tr, "tcp_send_reset_no_socket") {
-				t.Fatal("the kernel shows resets without a connection, and the tracer reads none")
+			// OutRsts of /proc/net/snmp counts IPv4 and IPv6 alike.
+			sent := outRsts(t, p, true) - before
+			if sent != connects {
+				t.Errorf("server namespace: OutRsts +%d, want +%d", sent, connects)
 			}
-			t.Logf("resets without a connection not shown by this kernel (before Linux 6.10): %d sent", sent)
-			return
-		}
-		if n-portBefore != sent {
-			t.Errorf("resets without a connection on port %d: +%d, the namespace's OutRsts +%d", portRefused, n-portBefore, sent)
-		}
-	})
+			n, ok := portResetsOf(t, tr, serverNS, portRefused)
+			if !ok {
+				if hasCapability(tr, "tcp_send_reset_no_socket") {
+					t.Fatal("the kernel shows resets without a connection, and the tracer reads none")
+				}
+				t.Logf("resets without a connection not shown by this kernel (before Linux 6.10): %d sent", sent)
+				return
+			}
+			if n-portBefore != sent {
+				t.Errorf("resets without a connection on port %d: +%d, the namespace's OutRsts +%d", portRefused, n-portBefore, sent)
+			}
+		})
+	}
 }
 
 // waitUnread waits until c's socket has bytes queued that its application

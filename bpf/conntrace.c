@@ -603,15 +603,11 @@ static __always_inline __u64 recv_payload(struct sock *sk, struct tcp_sock *tp, 
 /* since is a counter's value since its baseline, floored at 0. */
 #define since(v, base) ({ __typeof__(v) _v = (v); _v > (base) ? _v - (base) : 0; })
 
-static __always_inline void fill_record(struct conn_record *rec, struct sock *sk, struct tcp_sock *tp,
-					struct conn_state *st, int state, bool final)
+/* record_identity writes who the connection is: its cookie, process and
+ * endpoints (a record's and an addendum's). */
+static __always_inline void record_identity(struct conn_record *rec, struct conn_state *st)
 {
 	rec->cookie = st->cookie;
-	rec->ts_ns = bpf_ktime_get_ns();
-	rec->start_ns = st->start_ns;
-	rec->state = state;
-	rec->flags = st->flags;
-	rec->gen = st->gen;
 	rec->pid = st->pid;
 	rec->netns = st->e.netns;
 	rec->sport = st->e.sport;
@@ -621,6 +617,17 @@ static __always_inline void fill_record(struct conn_record *rec, struct sock *sk
 	__builtin_memcpy(rec->saddr, st->e.saddr, 16);
 	__builtin_memcpy(rec->daddr, st->e.daddr, 16);
 	__builtin_memcpy(rec->comm, st->comm, COMM_LEN);
+}
+
+static __always_inline void fill_record(struct conn_record *rec, struct sock *sk, struct tcp_sock *tp,
+					struct conn_state *st, int state, bool final)
+{
+	record_identity(rec, st);
+	rec->ts_ns = bpf_ktime_get_ns();
+	rec->start_ns = st->start_ns;
+	rec->state = state;
+	rec->flags = st->flags;
+	rec->gen = st->gen;
 	__builtin_memcpy(rec->rtt_buckets, st->rtt_buckets, sizeof(rec->rtt_buckets));
 	rec->rtt_sum_us = st->rtt_sum_us;
 	rec->err = 0;
@@ -1023,21 +1030,12 @@ static __always_inline void late_reset(struct conn_state *st)
 	}
 	__builtin_memset(rec, 0, sizeof(*rec));
 	st->addenda++;
-	rec->cookie = st->cookie;
+	record_identity(rec, st);
 	rec->gen = st->gen | ADDENDUM_GEN | ((__u32)st->addenda << 24);
 	rec->ts_ns = bpf_ktime_get_ns();
 	rec->start_ns = rec->ts_ns;
 	rec->state = TCP_CLOSE;
 	rec->flags = CONN_ESTABLISHED | CONN_CLOSED | CONN_PREEXISTING | CONN_ADDENDUM;
-	rec->pid = st->pid;
-	rec->netns = st->e.netns;
-	rec->sport = st->e.sport;
-	rec->dport = st->e.dport;
-	rec->family = st->e.family;
-	rec->direction = st->direction;
-	__builtin_memcpy(rec->saddr, st->e.saddr, 16);
-	__builtin_memcpy(rec->daddr, st->e.daddr, 16);
-	__builtin_memcpy(rec->comm, st->comm, COMM_LEN);
 	rec->resets_sent = 1;
 	bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
 }

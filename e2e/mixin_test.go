@@ -168,6 +168,20 @@ func countOf(ctx context.Context, base, query string) (int, error) {
 	return len(res), err
 }
 
+// acceptOne accepts one connection on ln, in the background: nil if the
+// accept failed.
+func acceptOne(ln net.Listener) <-chan net.Conn {
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		sc, err := ln.Accept()
+		if err != nil {
+			sc = nil
+		}
+		accepted <- sc
+	}()
+	return accepted
+}
+
 // failAndAbort makes one refused connect (to a port nothing listens on)
 // and one connection the server resets (SO_LINGER 0): data for the
 // failure and abort panels.
@@ -176,14 +190,7 @@ func failAndAbort(t *testing.T, p *nettest.Pair, rst net.Listener) {
 		c.Close()
 		t.Errorf("connect to port 1 of %s succeeded", serverAddr)
 	}
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		sc, err := rst.Accept()
-		if err != nil {
-			sc = nil
-		}
-		accepted <- sc
-	}()
+	accepted := acceptOne(rst)
 	cc, err := p.Dial("tcp4", rst.Addr().String())
 	if err != nil {
 		t.Errorf("dialling %s: %v", rst.Addr(), err)
@@ -205,14 +212,7 @@ func failAndAbort(t *testing.T, p *nettest.Pair, rst net.Listener) {
 // test ends.
 func stallConnection(t *testing.T, p *nettest.Pair, ln net.Listener) {
 	t.Helper()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		sc, err := ln.Accept()
-		if err != nil {
-			sc = nil
-		}
-		accepted <- sc
-	}()
+	accepted := acceptOne(ln)
 	small := func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, 16384) }); err != nil {

@@ -24,18 +24,16 @@ func TestSendLimitsAndZeroWindow(t *testing.T) {
 	tr := newTestTracer(t, func(c *Config) { c.MaxClients = 64 })
 	p := nettest.NewPair(t)
 	// Small buffers: the reader's window closes after a few segments.
-	small := func(opt int) func(_, _ string, c syscall.RawConn) error {
-		return func(_, _ string, c syscall.RawConn) error {
-			var serr error
-			if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, 16384) }); err != nil {
-				return err
-			}
-			return serr
+	smallRcvbuf := func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 16384) }); err != nil {
+			return err
 		}
+		return serr
 	}
 	var ln net.Listener
 	if err := nettest.Do(p.Server, func() (err error) {
-		ln, err = (&net.ListenConfig{Control: small(unix.SO_RCVBUF)}).Listen(t.Context(), "tcp", serverAddr(p, false))
+		ln, err = (&net.ListenConfig{Control: smallRcvbuf}).Listen(t.Context(), "tcp", serverAddr(p, false))
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -52,11 +50,10 @@ func TestSendLimitsAndZeroWindow(t *testing.T) {
 		}
 		accepted <- sc
 	}()
-	var cc net.Conn
-	if err := nettest.Do(p.Client, func() (err error) {
-		cc, err = (&net.Dialer{Control: small(unix.SO_SNDBUF)}).Dial("tcp", ln.Addr().String())
-		return err
-	}); err != nil {
+	cc, err := dialWith(p, ln.Addr().String(), 0, func(fd int) error {
+		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 16384)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer cc.Close()

@@ -31,7 +31,7 @@ func (t *Tracer) load() error {
 		return fmt.Errorf("setting max_tracked: %w", err)
 	}
 	// The SYN table's hash key: whoever sends SYNs cannot know which
-	// slots their SYNs take (see syn_slot_of).
+	// slots their SYNs take (see syn_hash).
 	var seed [4]byte
 	if _, err := rand.Read(seed[:]); err != nil {
 		return fmt.Errorf("a random seed for the SYN table: %w", err)

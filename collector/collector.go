@@ -299,7 +299,7 @@ func (d *descs) detailValue(i int, s *netstate.Series) (float64, bool) {
 	case d.jiffyMicros == 0:
 		return 0, false
 	}
-	return float64(v*d.jiffyMicros) / 1e6, true
+	return microsToSeconds(v * d.jiffyMicros), true
 }
 
 // reasonLabel names the reason of conntrace_connection_failures_total and

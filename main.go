@@ -64,6 +64,7 @@ func main() {
 		os.Exit(2)
 	}
 	collectorOpts, msgs := collectorFlags.Options()
+	cfg.Cgroups = collectorFlags.Cgroups()
 	msgs = append(tracer.FlagErrors(cfg.Validate()), msgs...)
 	if r := *autoMemLimitRatio; !(r > 0 && r <= 1) {
 		msgs = append(msgs, fmt.Sprintf("--auto-gomemlimit.ratio=%v: must be in (0, 1]", r))
@@ -106,11 +107,12 @@ func main() {
 			os.Exit(2)
 		}
 		cfg.Filters = fc.Filters
+		cfg.CgroupFilter = fc.Cgroups
 		if len(fc.AddressGroups) > 0 {
 			collectorOpts = append(collectorOpts, collector.WithAddressGroups(fc.Group))
 		}
 		level.Info(logger).Log("msg", "Loaded the config file", "file", *configFile,
-			"filters", fc.Filters != nil, "address_groups", len(fc.AddressGroups))
+			"filters", fc.Filters != nil, "address_groups", len(fc.AddressGroups), "cgroup_filter", fc.Cgroups != nil)
 	}
 
 	t, err := tracer.New(cfg, logger)

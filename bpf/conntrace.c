@@ -94,6 +94,7 @@ struct conn_state {
 	__u64 rtt_sum_us;
 	__u64 dump_session; /* last iterator session that reported it */
 	__u64 base_bytes_retrans;
+	__u64 cgroup; /* the socket's cgroup id (cgroup.h) */
 	__u32 base_retrans;
 	__u32 base_segs_out;
 	__u32 base_dsack;
@@ -137,6 +138,7 @@ struct conn_record {
 	__u64 recv_bytes;
 	__u64 rtt_sum_us;
 	__u64 retrans_bytes; /* bytes retransmitted (tcpi_bytes_retrans) */
+	__u64 cgroup;        /* the socket's cgroup id, 0 unknown (cgroup.h) */
 	__u32 retransmits;
 	__u32 sent_segments; /* data segments sent, retransmissions included */
 	__u32 rtos;          /* retransmission timeouts */
@@ -405,6 +407,7 @@ static __always_inline bool is_tcp(struct sock *sk)
 }
 
 #include "filter.h"
+#include "cgroup.h"
 
 /* read_chrono reads what limited the connection's sending so far, as
  * TCP_INFO does (tcp_get_info_chrono_stats): the jiffies it spent in each
@@ -510,6 +513,7 @@ static __always_inline struct conn_state *start_conn(struct sock *sk, __u8 direc
 {
 	struct conn_state *st = bpf_sk_storage_get(&conns, sk, 0, 0);
 	struct endpoints ends;
+	__u64 cgroup;
 	__u32 gen = 0;
 
 	if (st) {
@@ -520,7 +524,8 @@ static __always_inline struct conn_state *start_conn(struct sock *sk, __u8 direc
 		 * or not this one is traced. */
 		st->recorded = 0;
 	}
-	if (!read_endpoints(sk, &ends) || !traced(&ends, ends.daddr, ends.dport, ends.family, IPPROTO_TCP))
+	if (!read_endpoints(sk, &ends) || !traced(&ends, ends.daddr, ends.dport, ends.family, IPPROTO_TCP) ||
+	    !sk_cgroup_id(sk, false, &cgroup))
 		return NULL;
 	if (__sync_fetch_and_add(&tracked, 1) >= max_tracked) {
 		__sync_fetch_and_add(&tracked, -1);
@@ -544,6 +549,7 @@ static __always_inline struct conn_state *start_conn(struct sock *sk, __u8 direc
 	st->start_ns = bpf_ktime_get_ns();
 	st->direction = direction;
 	st->pid = pid;
+	st->cgroup = cgroup;
 	__builtin_memcpy(st->comm, comm, COMM_LEN);
 	return st;
 }
@@ -609,6 +615,7 @@ static __always_inline void record_identity(struct conn_record *rec, struct conn
 {
 	rec->cookie = st->cookie;
 	rec->pid = st->pid;
+	rec->cgroup = st->cgroup;
 	rec->netns = st->e.netns;
 	rec->sport = st->e.sport;
 	rec->dport = st->e.dport;

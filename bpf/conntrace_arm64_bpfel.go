@@ -13,6 +13,14 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type ConntraceCgroupEvent struct {
+	_       structs.HostLayout
+	Id      uint64
+	Parent  uint64
+	Removed uint32
+	Pad     uint32
+}
+
 type ConntraceConnRecord struct {
 	_                    structs.HostLayout
 	Cookie               uint64
@@ -22,6 +30,7 @@ type ConntraceConnRecord struct {
 	RecvBytes            uint64
 	RttSumUs             uint64
 	RetransBytes         uint64
+	Cgroup               uint64
 	Retransmits          uint32
 	SentSegments         uint32
 	Rtos                 uint32
@@ -63,6 +72,7 @@ type ConntraceConnState struct {
 	RttSumUs         uint64
 	DumpSession      uint64
 	BaseBytesRetrans uint64
+	Cgroup           uint64
 	BaseRetrans      uint32
 	BaseSegsOut      uint32
 	BaseDsack        uint32
@@ -182,6 +192,7 @@ type ConntraceUdpFlow struct {
 	RecvBytes uint64
 	StartNs   uint64
 	LastNs    uint64
+	Cgroup    uint64
 	Pid       uint32
 	Netns     uint32
 	Laddr     [16]uint8
@@ -214,6 +225,8 @@ type ConntraceUdpPeer struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	ConntraceMapCgroupEvents                = "cgroup_events"
+	ConntraceMapCgroupFilter                = "cgroup_filter"
 	ConntraceMapClosedConns                 = "closed_conns"
 	ConntraceMapConns                       = "conns"
 	ConntraceMapDnsEvents                   = "dns_events"
@@ -245,6 +258,8 @@ const (
 	ConntraceProgFexitUdpv6RecvmsgNoaddrlen = "fexit_udpv6_recvmsg_noaddrlen"
 	ConntraceProgFexitUdpv6RecvmsgNoblock   = "fexit_udpv6_recvmsg_noblock"
 	ConntraceProgFexitUdpv6Sendmsg          = "fexit_udpv6_sendmsg"
+	ConntraceProgHandleCgroupMkdir          = "handle_cgroup_mkdir"
+	ConntraceProgHandleCgroupRmdir          = "handle_cgroup_rmdir"
 	ConntraceProgHandleCongState            = "handle_cong_state"
 	ConntraceProgHandleDestroySock          = "handle_destroy_sock"
 	ConntraceProgHandleReceiveReset         = "handle_receive_reset"
@@ -272,6 +287,8 @@ const (
 	ConntraceProgUdpSendmsg4                = "udp_sendmsg4"
 	ConntraceProgUdpSendmsg6                = "udp_sendmsg6"
 	ConntraceProgUdpSockCookie              = "udp_sock_cookie"
+	ConntraceVarCgroupFilterOn              = "cgroup_filter_on"
+	ConntraceVarCgroupIncludesOn            = "cgroup_includes_on"
 	ConntraceVarCollectIpv6                 = "collect_ipv6"
 	ConntraceVarCollectUdp                  = "collect_udp"
 	ConntraceVarDnsOn                       = "dns_on"
@@ -279,6 +296,7 @@ const (
 	ConntraceVarFiltersOn                   = "filters_on"
 	ConntraceVarIncludesOn                  = "includes_on"
 	ConntraceVarListenersFull               = "listeners_full"
+	ConntraceVarLostCgroupEvents            = "lost_cgroup_events"
 	ConntraceVarLostDnsRingBufferFull       = "lost_dns_ring_buffer_full"
 	ConntraceVarLostRingBufferFull          = "lost_ring_buffer_full"
 	ConntraceVarLostStorage                 = "lost_storage"
@@ -293,6 +311,7 @@ const (
 	ConntraceVarTimeIncoming                = "time_incoming"
 	ConntraceVarTracked                     = "tracked"
 	ConntraceVarUdpIdleNs                   = "udp_idle_ns"
+	ConntraceVarUnusedCgroupEvent           = "unused_cgroup_event"
 	ConntraceVarUnusedConnRecord            = "unused_conn_record"
 	ConntraceVarUnusedDnsEvent              = "unused_dns_event"
 )
@@ -351,6 +370,8 @@ type ConntraceProgramSpecs struct {
 	FexitUdpv6RecvmsgNoaddrlen *ebpf.ProgramSpec `ebpf:"fexit_udpv6_recvmsg_noaddrlen"`
 	FexitUdpv6RecvmsgNoblock   *ebpf.ProgramSpec `ebpf:"fexit_udpv6_recvmsg_noblock"`
 	FexitUdpv6Sendmsg          *ebpf.ProgramSpec `ebpf:"fexit_udpv6_sendmsg"`
+	HandleCgroupMkdir          *ebpf.ProgramSpec `ebpf:"handle_cgroup_mkdir"`
+	HandleCgroupRmdir          *ebpf.ProgramSpec `ebpf:"handle_cgroup_rmdir"`
 	HandleCongState            *ebpf.ProgramSpec `ebpf:"handle_cong_state"`
 	HandleDestroySock          *ebpf.ProgramSpec `ebpf:"handle_destroy_sock"`
 	HandleReceiveReset         *ebpf.ProgramSpec `ebpf:"handle_receive_reset"`
@@ -384,6 +405,8 @@ type ConntraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ConntraceMapSpecs struct {
+	CgroupEvents        *ebpf.MapSpec `ebpf:"cgroup_events"`
+	CgroupFilter        *ebpf.MapSpec `ebpf:"cgroup_filter"`
 	ClosedConns         *ebpf.MapSpec `ebpf:"closed_conns"`
 	Conns               *ebpf.MapSpec `ebpf:"conns"`
 	DnsEvents           *ebpf.MapSpec `ebpf:"dns_events"`
@@ -409,6 +432,8 @@ type ConntraceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ConntraceVariableSpecs struct {
+	CgroupFilterOn        *ebpf.VariableSpec `ebpf:"cgroup_filter_on"`
+	CgroupIncludesOn      *ebpf.VariableSpec `ebpf:"cgroup_includes_on"`
 	CollectIpv6           *ebpf.VariableSpec `ebpf:"collect_ipv6"`
 	CollectUdp            *ebpf.VariableSpec `ebpf:"collect_udp"`
 	DnsOn                 *ebpf.VariableSpec `ebpf:"dns_on"`
@@ -416,6 +441,7 @@ type ConntraceVariableSpecs struct {
 	FiltersOn             *ebpf.VariableSpec `ebpf:"filters_on"`
 	IncludesOn            *ebpf.VariableSpec `ebpf:"includes_on"`
 	ListenersFull         *ebpf.VariableSpec `ebpf:"listeners_full"`
+	LostCgroupEvents      *ebpf.VariableSpec `ebpf:"lost_cgroup_events"`
 	LostDnsRingBufferFull *ebpf.VariableSpec `ebpf:"lost_dns_ring_buffer_full"`
 	LostRingBufferFull    *ebpf.VariableSpec `ebpf:"lost_ring_buffer_full"`
 	LostStorage           *ebpf.VariableSpec `ebpf:"lost_storage"`
@@ -430,6 +456,7 @@ type ConntraceVariableSpecs struct {
 	TimeIncoming          *ebpf.VariableSpec `ebpf:"time_incoming"`
 	Tracked               *ebpf.VariableSpec `ebpf:"tracked"`
 	UdpIdleNs             *ebpf.VariableSpec `ebpf:"udp_idle_ns"`
+	UnusedCgroupEvent     *ebpf.VariableSpec `ebpf:"unused_cgroup_event"`
 	UnusedConnRecord      *ebpf.VariableSpec `ebpf:"unused_conn_record"`
 	UnusedDnsEvent        *ebpf.VariableSpec `ebpf:"unused_dns_event"`
 }
@@ -454,6 +481,8 @@ func (o *ConntraceObjects) Close() error {
 //
 // It can be passed to LoadConntraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ConntraceMaps struct {
+	CgroupEvents        *ebpf.Map `ebpf:"cgroup_events"`
+	CgroupFilter        *ebpf.Map `ebpf:"cgroup_filter"`
 	ClosedConns         *ebpf.Map `ebpf:"closed_conns"`
 	Conns               *ebpf.Map `ebpf:"conns"`
 	DnsEvents           *ebpf.Map `ebpf:"dns_events"`
@@ -477,6 +506,8 @@ type ConntraceMaps struct {
 
 func (m *ConntraceMaps) Close() error {
 	return _ConntraceClose(
+		m.CgroupEvents,
+		m.CgroupFilter,
 		m.ClosedConns,
 		m.Conns,
 		m.DnsEvents,
@@ -503,6 +534,8 @@ func (m *ConntraceMaps) Close() error {
 //
 // It can be passed to LoadConntraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ConntraceVariables struct {
+	CgroupFilterOn        *ebpf.Variable `ebpf:"cgroup_filter_on"`
+	CgroupIncludesOn      *ebpf.Variable `ebpf:"cgroup_includes_on"`
 	CollectIpv6           *ebpf.Variable `ebpf:"collect_ipv6"`
 	CollectUdp            *ebpf.Variable `ebpf:"collect_udp"`
 	DnsOn                 *ebpf.Variable `ebpf:"dns_on"`
@@ -510,6 +543,7 @@ type ConntraceVariables struct {
 	FiltersOn             *ebpf.Variable `ebpf:"filters_on"`
 	IncludesOn            *ebpf.Variable `ebpf:"includes_on"`
 	ListenersFull         *ebpf.Variable `ebpf:"listeners_full"`
+	LostCgroupEvents      *ebpf.Variable `ebpf:"lost_cgroup_events"`
 	LostDnsRingBufferFull *ebpf.Variable `ebpf:"lost_dns_ring_buffer_full"`
 	LostRingBufferFull    *ebpf.Variable `ebpf:"lost_ring_buffer_full"`
 	LostStorage           *ebpf.Variable `ebpf:"lost_storage"`
@@ -524,6 +558,7 @@ type ConntraceVariables struct {
 	TimeIncoming          *ebpf.Variable `ebpf:"time_incoming"`
 	Tracked               *ebpf.Variable `ebpf:"tracked"`
 	UdpIdleNs             *ebpf.Variable `ebpf:"udp_idle_ns"`
+	UnusedCgroupEvent     *ebpf.Variable `ebpf:"unused_cgroup_event"`
 	UnusedConnRecord      *ebpf.Variable `ebpf:"unused_conn_record"`
 	UnusedDnsEvent        *ebpf.Variable `ebpf:"unused_dns_event"`
 }
@@ -544,6 +579,8 @@ type ConntracePrograms struct {
 	FexitUdpv6RecvmsgNoaddrlen *ebpf.Program `ebpf:"fexit_udpv6_recvmsg_noaddrlen"`
 	FexitUdpv6RecvmsgNoblock   *ebpf.Program `ebpf:"fexit_udpv6_recvmsg_noblock"`
 	FexitUdpv6Sendmsg          *ebpf.Program `ebpf:"fexit_udpv6_sendmsg"`
+	HandleCgroupMkdir          *ebpf.Program `ebpf:"handle_cgroup_mkdir"`
+	HandleCgroupRmdir          *ebpf.Program `ebpf:"handle_cgroup_rmdir"`
 	HandleCongState            *ebpf.Program `ebpf:"handle_cong_state"`
 	HandleDestroySock          *ebpf.Program `ebpf:"handle_destroy_sock"`
 	HandleReceiveReset         *ebpf.Program `ebpf:"handle_receive_reset"`
@@ -587,6 +624,8 @@ func (p *ConntracePrograms) Close() error {
 		p.FexitUdpv6RecvmsgNoaddrlen,
 		p.FexitUdpv6RecvmsgNoblock,
 		p.FexitUdpv6Sendmsg,
+		p.HandleCgroupMkdir,
+		p.HandleCgroupRmdir,
 		p.HandleCongState,
 		p.HandleDestroySock,
 		p.HandleReceiveReset,

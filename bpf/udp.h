@@ -33,6 +33,7 @@ struct udp_flow {
 	__u64 recv_bytes;
 	__u64 start_ns;
 	__u64 last_ns;
+	__u64 cgroup; /* the socket's cgroup id (cgroup.h) */
 	__u32 pid;
 	__u32 netns;
 	__u8 laddr[16];
@@ -228,7 +229,7 @@ static __always_inline void udp_account(struct sock *sk, __u64 cookie, struct ud
 	struct udp_key key = {};
 	struct udp_flow *f, nf;
 	struct endpoints tmp;
-	__u64 now;
+	__u64 now, cgroup;
 	bool idle;
 	long err;
 
@@ -240,7 +241,8 @@ static __always_inline void udp_account(struct sock *sk, __u64 cookie, struct ud
 	if (!f) {
 		if (!flow_endpoints(sk, &tmp, peer->family, probed))
 			return; /* IPv6 disabled */
-		if (!traced(&tmp, peer->addr, peer->port, peer->family, IPPROTO_UDP))
+		if (!traced(&tmp, peer->addr, peer->port, peer->family, IPPROTO_UDP) ||
+		    !sk_cgroup_id(sk, probed, &cgroup))
 			return;
 		__builtin_memset(&nf, 0, sizeof(nf));
 		nf.id = new_flow_id();
@@ -249,6 +251,7 @@ static __always_inline void udp_account(struct sock *sk, __u64 cookie, struct ud
 		nf.start_ns = bpf_ktime_get_ns();
 		nf.last_ns = nf.start_ns;
 		nf.pid = bpf_get_current_pid_tgid() >> 32;
+		nf.cgroup = cgroup;
 		bpf_get_current_comm(nf.comm, sizeof(nf.comm));
 		nf.netns = tmp.netns;
 		__builtin_memcpy(nf.laddr, tmp.saddr, 16);

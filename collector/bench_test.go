@@ -9,6 +9,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/conntrace/conntrace_exporter/cgroup"
 	"github.com/conntrace/conntrace_exporter/filter"
 	"github.com/conntrace/conntrace_exporter/tracer"
 )
@@ -35,6 +36,7 @@ func (staticSource) Stats() tracer.Stats                            { return tra
 func (staticSource) Listeners() ([]tracer.ListenerStats, error)     { return nil, nil }
 func (staticSource) PortResets() ([]tracer.PortResets, bool, error) { return nil, false, nil }
 func (staticSource) JiffyMicros() uint64                            { return 4000 }
+func (staticSource) Cgroup(uint64) (cgroup.Info, bool)              { return cgroup.Info{}, false }
 
 // refsOf points at each connection of conns, as a snapshot does.
 func refsOf(conns []tracer.ConnectionStats) []*tracer.ConnectionStats {

@@ -31,7 +31,7 @@ func TestParseLabels(t *testing.T) {
 		{"", nil},
 		{"  ", nil},
 		{" port , protocol", []string{"protocol", "port"}}, // the metrics' order, not the flag's
-		{"nat_remote_addr,local_addr,netns,pid,process,port,remote_addr,direction,family,protocol", labelNames[:]},
+		{"pod_uid,container_id,unit,cgroup,nat_remote_addr,local_addr,netns,pid,process,port,remote_addr,direction,family,protocol", labelNames[:]},
 	} {
 		l, err := ParseLabels(tc.in)
 		if err != nil {
@@ -43,7 +43,7 @@ func TestParseLabels(t *testing.T) {
 		}
 	}
 	for in, want := range map[string]string{
-		"protocol,foo":        `unknown label "foo" (known: protocol, family, direction, remote_addr, port, process, pid, netns, local_addr, nat_remote_addr)`,
+		"protocol,foo":        `unknown label "foo" (known: protocol, family, direction, remote_addr, port, process, pid, netns, local_addr, nat_remote_addr, cgroup, unit, container_id, pod_uid)`,
 		"Protocol":            `unknown label "Protocol"`,
 		"remote-addr":         `unknown label "remote-addr"`,
 		"port,direction,port": `label "port" given twice`,

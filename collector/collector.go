@@ -22,6 +22,7 @@ import (
 	"github.com/go-kit/log/level"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/conntrace/conntrace_exporter/cgroup"
 	"github.com/conntrace/conntrace_exporter/netstate"
 	"github.com/conntrace/conntrace_exporter/tracer"
 )
@@ -49,6 +50,9 @@ type Source interface {
 	// JiffyMicros is the µs in a jiffy, the unit of tracer.Detail's
 	// times; 0 when unknown (they are not exported).
 	JiffyMicros() uint64
+	// Cgroup names a connection's cgroup (the labels cgroup, unit,
+	// container_id, pod_uid); false when unknown.
+	Cgroup(id uint64) (cgroup.Info, bool)
 }
 
 var _ Source = (*tracer.Tracer)(nil)
@@ -355,7 +359,7 @@ func (l *labeler) Overflow() []string                     { return l.overflow }
 func (l *labeler) Text(values []string) string            { return labelText(l.names, values) }
 
 func newExporter(src Source, o *options) *exporter {
-	lab := &labeler{keys: keyMaker{labels: o.labels, group: o.group}, overflow: overflowValues(o.labels), names: o.labels.Names()}
+	lab := &labeler{keys: keyMaker{labels: o.labels, group: o.group, cgroups: src.Cgroup}, overflow: overflowValues(o.labels), names: o.labels.Names()}
 	e := &exporter{
 		src:       src,
 		descs:     newDescs(o.labels.Names(), src.JiffyMicros()),

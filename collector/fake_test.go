@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/conntrace/conntrace_exporter/cgroup"
 	"github.com/conntrace/conntrace_exporter/tracer"
 )
 
@@ -30,6 +31,8 @@ type fakeSource struct {
 	// portResets: nil where the kernel does not show them.
 	portResets []tracer.PortResets
 	listenErr  error
+	// cgroups are the names Cgroup gives.
+	cgroups map[uint64]cgroup.Info
 	// The Snapshot called while blockID's scrape... see block: Snapshot
 	// signals entered, then waits until block is closed, when block is set.
 	block, entered chan struct{}
@@ -158,6 +161,14 @@ func (f *fakeSource) PortResets() ([]tracer.PortResets, bool, error) {
 
 // JiffyMicros: HZ=250, Debian's.
 func (f *fakeSource) JiffyMicros() uint64 { return 4000 }
+
+// Cgroup names the ids of cgroups (set by the test).
+func (f *fakeSource) Cgroup(id uint64) (cgroup.Info, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	info, ok := f.cgroups[id]
+	return info, ok
+}
 
 func (f *fakeSource) Stats() tracer.Stats {
 	f.mu.Lock()

@@ -25,6 +25,7 @@ type healthCollector struct {
 	capability                                  *prometheus.Desc
 	dnsUnsolicited                              *prometheus.Desc
 	closeErrors                                 *prometheus.Desc
+	cgroups                                     cgroupHealth
 }
 
 // lostScrapeFailed is the reason of lost_total that the collector counts:
@@ -43,6 +44,7 @@ func newHealthCollector(src Source, state stateHealth, failedScrapes *atomic.Uin
 		src:           src,
 		state:         state,
 		failedScrapes: failedScrapes,
+		cgroups:       newCgroupHealth(),
 		tracked: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "tracked_connections"),
 			"TCP connections (protocol tcp) and UDP flows (protocol udp) tracked in the kernel now; each is bounded by conntrace_tracked_connections_limit.", []string{"protocol"}, nil),
 		trackedLimit: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "tracked_connections_limit"),
@@ -91,6 +93,7 @@ func (c *healthCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.capability
 	ch <- c.dnsUnsolicited
 	ch <- c.closeErrors
+	c.cgroups.describe(ch)
 }
 
 func (c *healthCollector) Collect(ch chan<- prometheus.Metric) {
@@ -106,6 +109,7 @@ func (c *healthCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.trackedLimit, prometheus.GaugeValue, float64(s.TrackedConnectionsLimit))
 	ch <- prometheus.MustNewConstMetric(c.clients, prometheus.GaugeValue, float64(c.state.Clients()))
 	ch <- prometheus.MustNewConstMetric(c.dnsUnsolicited, prometheus.CounterValue, float64(s.DNSUnsolicited))
+	c.cgroups.collect(ch, &s)
 	for errno, n := range s.CloseErrors {
 		ch <- prometheus.MustNewConstMetric(c.closeErrors, prometheus.CounterValue, float64(n), tracer.ErrnoName(errno))
 	}

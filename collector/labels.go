@@ -7,6 +7,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/conntrace/conntrace_exporter/cgroup"
 	"github.com/conntrace/conntrace_exporter/tracer"
 )
 
@@ -24,6 +25,12 @@ const (
 	labelNetNS
 	labelLocalAddr
 	labelNATRemoteAddr
+	// The workload: the socket's cgroup, and what its path shows
+	// (cgroup.Describe).
+	labelCgroup
+	labelUnit
+	labelContainerID
+	labelPodUID
 	numLabels
 )
 
@@ -42,6 +49,10 @@ var labelNames = [numLabels]string{
 	labelLocalAddr:  "local_addr",
 	// The real peer behind a NAT (conntrack), else remote_addr.
 	labelNATRemoteAddr: "nat_remote_addr",
+	labelCgroup:        "cgroup",
+	labelUnit:          "unit",
+	labelContainerID:   "container_id",
+	labelPodUID:        "pod_uid",
 }
 
 // DefaultLabels is the default of --collector.labels.
@@ -50,7 +61,9 @@ const DefaultLabels = "protocol,family,direction,remote_addr,port"
 // overflowValue is the value of every label of the overflow series (see
 // clientState). No real label set can have it in every label: the
 // protocol, family and direction are words of their own, the port, pid and
-// netns numbers, the addresses addresses or CIDRs. Only a process named
+// netns numbers, the addresses addresses or CIDRs, a cgroup a path ("/..."),
+// a unit a name with a suffix (".service"), a container id and a pod uid
+// hex digits. Only a process named
 // "overflow" could, when process is the only label selected; such a label
 // set is counted in the overflow series (see exporter.newSeries).
 const overflowValue = "overflow"
@@ -61,6 +74,13 @@ const overflowValue = "overflow"
 type Labels struct{ mask uint16 }
 
 func (l Labels) has(lb label) bool { return l.mask&(1<<lb) != 0 }
+
+// cgroupLabels are the labels that name the workload.
+const cgroupLabels = 1<<labelCgroup | 1<<labelUnit | 1<<labelContainerID | 1<<labelPodUID
+
+// Cgroups says whether a selected label names the workload: the tracer
+// must then name the cgroups of connections (tracer.Config.Cgroups).
+func (l Labels) Cgroups() bool { return l.mask&cgroupLabels != 0 }
 
 // Names returns the selected label names in the order the metrics list them.
 func (l Labels) Names() []string {
@@ -122,6 +142,7 @@ func MustParseLabels(list string) Labels {
 type labelKey struct {
 	remote, local, natRemote             netip.Addr
 	comm                                 string
+	cgroup, unit, container, pod         string
 	pid, netns                           uint32
 	port                                 uint16
 	remoteBits, localBits, natRemoteBits uint8
@@ -134,10 +155,15 @@ type labelKey struct {
 // any: the most specific one. (*filter.FileConfig).Group is one.
 type AddressGrouper func(addr netip.Addr) (netip.Prefix, bool)
 
+// CgroupNamer names a connection's cgroup id (tracer.ConnectionStats.Cgroup);
+// (*tracer.Tracer).Cgroup is one.
+type CgroupNamer func(id uint64) (cgroup.Info, bool)
+
 // keyMaker computes the label sets of connections.
 type keyMaker struct {
-	labels Labels
-	group  AddressGrouper // nil: no groups
+	labels  Labels
+	group   AddressGrouper // nil: no groups
+	cgroups CgroupNamer    // nil: no names
 }
 
 // addr returns an address as keyed: unmapped (an IPv4-mapped IPv6 address
@@ -188,6 +214,24 @@ func (m *keyMaker) key(c *tracer.ConnectionStats) labelKey {
 	}
 	if l.has(labelNATRemoteAddr) {
 		k.natRemote, k.natRemoteBits = m.addr(c.NATRemote())
+	}
+	if l.Cgroups() && m.cgroups != nil {
+		// An unknown cgroup leaves the four empty (counted by the
+		// namer: conntrace_cgroup_misses_total). Names are bytes anyone
+		// allowed to make a cgroup chose: made valid UTF-8.
+		info, _ := m.cgroups(c.Cgroup)
+		if l.has(labelCgroup) {
+			k.cgroup = labelSafe(info.Path)
+		}
+		if l.has(labelUnit) {
+			k.unit = labelSafe(info.Unit)
+		}
+		if l.has(labelContainerID) {
+			k.container = info.ContainerID
+		}
+		if l.has(labelPodUID) {
+			k.pod = info.PodUID
+		}
 	}
 	return k
 }
@@ -244,6 +288,14 @@ func (k labelKey) values(l Labels) []string {
 			v = append(v, addrValue(k.local, k.localBits))
 		case labelNATRemoteAddr:
 			v = append(v, addrValue(k.natRemote, k.natRemoteBits))
+		case labelCgroup:
+			v = append(v, k.cgroup)
+		case labelUnit:
+			v = append(v, k.unit)
+		case labelContainerID:
+			v = append(v, k.container)
+		case labelPodUID:
+			v = append(v, k.pod)
 		}
 	}
 	return v

@@ -24,6 +24,8 @@ import (
 //	address_groups:                    # CIDRs: a remote address inside one is
 //	  - 10.0.0.0/8                     # labelled with the CIDR (the most
 //	  - 10.1.0.0/16                    # specific group wins)
+//	cgroups:                           # cgroup subtrees (see cgroups.go)
+//	  exclude: [/system.slice/backup.service]
 //
 // Any other key is an error. Every error names the file, the key and the
 // entry (and the line where the YAML gives one), as in
@@ -44,7 +46,7 @@ const (
 var configFileKeys = []string{
 	listExcludedSource, listExcludedDestination,
 	listIncludedSource, listIncludedDestination,
-	keyAddressGroups,
+	keyAddressGroups, keyCgroups,
 }
 
 // FileConfig is the parsed --config.file.
@@ -55,6 +57,8 @@ type FileConfig struct {
 	// prefixes unmapped), in file order. Do not modify them after parsing:
 	// Group uses an index built from them.
 	AddressGroups []netip.Prefix
+	// Cgroups is the cgroup filter, nil when the file has none.
+	Cgroups *CgroupFilter
 
 	groups *groupIndex
 }
@@ -174,7 +178,7 @@ func (p *configParser) parse(data []byte) *FileConfig {
 	}
 	lists := map[string]map[string][]string{}
 	lines := map[string]map[string]int{}
-	var groupsNode *yaml.Node
+	var groupsNode, cgroupsNode *yaml.Node
 	seen := map[string]int{}
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := resolve(root.Content[i]), resolve(root.Content[i+1])
@@ -191,13 +195,18 @@ func (p *configParser) parse(data []byte) *FileConfig {
 			continue
 		}
 		seen[k.Value] = k.Line
-		if k.Value == keyAddressGroups {
+		switch k.Value {
+		case keyAddressGroups:
 			groupsNode = v
+			continue
+		case keyCgroups:
+			cgroupsNode = v
 			continue
 		}
 		lists[k.Value], lines[k.Value] = p.filterMap(k.Value, v)
 	}
 	groups := p.addressGroups(groupsNode)
+	cgroups := p.cgroupFilter(cgroupsNode)
 	// Parse the filters even after a structural error (an entry of the
 	// wrong type, left out of its list), so that every bad entry is reported.
 	filters, ferrs := newConnectionFilters(lists[listExcludedSource], lists[listExcludedDestination],
@@ -215,7 +224,7 @@ func (p *configParser) parse(data []byte) *FileConfig {
 	if len(p.errs) > 0 {
 		return nil
 	}
-	fc := &FileConfig{Filters: filters, AddressGroups: groups}
+	fc := &FileConfig{Filters: filters, AddressGroups: groups, Cgroups: cgroups}
 	if len(groups) > 0 {
 		fc.groups = newGroupIndex(groups)
 	}

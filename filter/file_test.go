@@ -222,7 +222,7 @@ bogus: 1
 `)
 	want := strings.Join([]string{
 		`f.yml: excluded_source_connections["10.0.0.1"]: line 4: want a list of port specs (e.g. ["80"]), got a string "80"`,
-		`f.yml: line 10: unknown key "bogus" (known keys: excluded_source_connections, excluded_destination_connections, included_source_connections, included_destination_connections, address_groups)`,
+		`f.yml: line 10: unknown key "bogus" (known keys: excluded_source_connections, excluded_destination_connections, included_source_connections, included_destination_connections, address_groups, cgroups)`,
 		`f.yml: address_groups[0] "10.0.0.1/8": host bits set: did you mean 10.0.0.0/8? (line 9)`,
 		`f.yml: address_groups[1] "nonsense": invalid CIDR: no prefix length (line 9)`,
 		`f.yml: excluded_source_connections["10.0.0.2"]: port spec "70000": port 70000 out of range (ports are 1-65535) (line 5)`,

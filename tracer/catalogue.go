@@ -26,6 +26,8 @@ const (
 	featureTCP = "tcp"
 	featureUDP = "udp"
 	featureDNS = "dns"
+	// featureCgroup: naming and filtering the cgroups of connections.
+	featureCgroup = "cgroup"
 )
 
 // program is one BPF program of bpf/conntrace.c: how it attaches, when this
@@ -127,6 +129,10 @@ var catalogue = []program{
 	kprobe("kretprobe_udpv6_sendmsg", kindKretprobe, "udpv6_sendmsg"),
 	kprobe("kprobe_udpv6_recvmsg", kindKprobe, "udpv6_recvmsg"),
 	kprobe("kretprobe_udpv6_recvmsg", kindKretprobe, "udpv6_recvmsg"),
+
+	// The cgroups made and removed, for their names and the filter.
+	{name: "handle_cgroup_mkdir", feature: featureCgroup, kind: kindTracepoint, hook: "cgroup/cgroup_mkdir", needs: []string{"tracepoint:cgroup/cgroup_mkdir"}, wanted: (*Tracer).cgroupsWanted},
+	{name: "handle_cgroup_rmdir", feature: featureCgroup, kind: kindTracepoint, hook: "cgroup/cgroup_rmdir", needs: []string{"tracepoint:cgroup/cgroup_rmdir"}, wanted: (*Tracer).cgroupsWanted},
 
 	// Egress first: an answer is read only for a query seen leaving.
 	{name: "dns_egress", feature: featureDNS, kind: kindSkb, hook: "egress", cgroup: ebpf.AttachCGroupInetEgress, wanted: (*Tracer).inspectsDNS},

@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -28,7 +29,7 @@ func TestCatalogueIsTheObject(t *testing.T) {
 			t.Errorf("%s: in the catalogue, not in the object", p.name)
 			continue
 		}
-		if p.wanted == nil || (p.feature != featureTCP && p.feature != featureUDP && p.feature != featureDNS) {
+		if p.wanted == nil || !slices.Contains([]string{featureTCP, featureUDP, featureDNS, featureCgroup}, p.feature) {
 			t.Errorf("%s: no wanted rule or feature %q", p.name, p.feature)
 		}
 		type want struct {

@@ -109,6 +109,12 @@ type Config struct {
 	// Filters selects the connections traced (from the --config.file);
 	// nil traces everything. Not a flag.
 	Filters *filter.ConnectionFilters
+	// Cgroups names the cgroups of connections (Tracer.Cgroup): set when
+	// a label shows them (--collector.labels). Not a flag.
+	Cgroups bool
+	// CgroupFilter selects the connections traced by cgroup (the
+	// --config.file's cgroups); nil traces every cgroup. Not a flag.
+	CgroupFilter *filter.CgroupFilter
 }
 
 // NewDefaultConfig returns the default configuration.

@@ -118,16 +118,17 @@ type ConnectionStats struct {
 	SPort uint16
 	DPort uint16
 	// Errno is the kernel's error on the socket when it closed (sk_err),
-	// 0 for none or while open; End is what it means.
-	Errno uint16
+	// 0 for none or while open; End is what it means. A byte: errnos end
+	// at 133, and the byte it saves makes room for Cgroup.
+	Errno uint8
 	// End is why a closed TCP connection ended: a failure's reason when it
 	// never established, an abort's when it did (ReasonNone: it closed
 	// well). ReasonNone while open, and for UDP.
 	End Reason
 
-	// The bytes below share one 8-byte word: 328 bytes in all, which
-	// keeps the tracer's entry per connection in the 352-byte size class
-	// (tracer.TestKnownConnSizeClass).
+	// The bytes above and below, from SPort on, fill 16 bytes: with
+	// Cgroup, 360 bytes in all, which keeps the tracer's entry per
+	// connection in the 384-byte size class (TestKnownConnSizeClass).
 	Type      ConnectionType
 	Family    ConnectionFamily
 	Direction ConnectionDirection
@@ -153,6 +154,12 @@ type ConnectionStats struct {
 	// IntraHost is true when the other end is traced on this host too (in
 	// any network namespace).
 	IntraHost bool
+
+	// Cgroup is the id of the socket's cgroup (v2): the inode of its
+	// directory; 0 when unknown. The cgroup the process that made the
+	// socket was in (an accepted one: the listener's), for the socket's
+	// whole life. Named only with Config.Cgroups (Tracer.Cgroup).
+	Cgroup uint64
 
 	Key ConnKey
 	// IPTranslation is the NAT the kernel's conntrack applies to the

@@ -80,7 +80,8 @@ func (t *Tracer) drainLoop() {
 		case <-t.stop:
 			return
 		case <-timer.C:
-			busy := t.closedRd.AvailableBytes() > 0 || (t.dnsRd != nil && t.dnsRd.AvailableBytes() > 0)
+			busy := t.closedRd.AvailableBytes() > 0 || (t.dnsRd != nil && t.dnsRd.AvailableBytes() > 0) ||
+				(t.cgroupRd != nil && t.cgroupRd.AvailableBytes() > 0)
 			if busy {
 				t.drainClosed()
 			}
@@ -143,6 +144,7 @@ func (t *Tracer) drainClosed() {
 	t.drainMu.Lock()
 	defer t.drainMu.Unlock()
 	t.drainDNS()
+	t.drainCgroups() // before the connections: a new cgroup's are named
 	// A deadline in the past: read what is there, never wait.
 	t.closedRd.SetDeadline(time.Unix(1, 0))
 	now := time.Now()
@@ -177,7 +179,7 @@ func (t *Tracer) takeRecord(batch []ConnectionStats, raws []bpf.ConntraceConnRec
 	}
 	if c := toConnectionStats(&recs[0], t.drainComms); t.keep(&c) {
 		if c.Errno != 0 {
-			t.errnos.add(c.Errno)
+			t.errnos.add(uint16(c.Errno))
 		}
 		batch, raws = append(batch, c), append(raws, recs[0])
 	}

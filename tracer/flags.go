@@ -55,7 +55,9 @@ var flagRows = []flagRow{
 // fieldsWithoutFlag are the Config fields that no --tracer.* flag sets, and
 // the flag they come from instead.
 var fieldsWithoutFlag = map[string]string{
-	"Filters": "config.file",
+	"Filters":      "config.file",
+	"CgroupFilter": "config.file",
+	"Cgroups":      "collector.labels",
 }
 
 // flagOf returns the flag (without "--") of a Config field, "" if none.

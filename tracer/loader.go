@@ -82,6 +82,9 @@ func (t *Tracer) load() error {
 		spec.Maps["syn_times"].MaxEntries = 1 // not timed: no 512 KiB table
 	}
 	spec.Maps["udp_flows"].MaxEntries = t.cfg.MaxTrackedConnections
+	if err := t.cgroupSpec(spec); err != nil {
+		return err
+	}
 	tables, err := t.kernelFilters(spec)
 	if err != nil {
 		return err

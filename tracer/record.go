@@ -130,6 +130,7 @@ func toConnectionStats(r *bpf.ConntraceConnRecord, names comms) ConnectionStats 
 		Pid:             r.Pid,
 		Comm:            names.get(r.Comm),
 		NetNS:           r.Netns,
+		Cgroup:          r.Cgroup,
 		SPort:           r.Sport,
 		DPort:           r.Dport,
 		Type:            TCP,
@@ -141,7 +142,7 @@ func toConnectionStats(r *bpf.ConntraceConnRecord, names comms) ConnectionStats 
 		Addendum:        r.Flags&connAddendum != 0,
 	}
 	if c.Closed && !c.Addendum {
-		c.Errno = r.Err
+		c.Errno = uint8(min(r.Err, 255))
 		c.End = endReason(c.Established, r.Err, r.Flags&connNoLocalPort != 0)
 	}
 	c.Family, c.Source, c.Dest = endpoints(r.Family, &r.Saddr, &r.Daddr)

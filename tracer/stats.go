@@ -1,6 +1,10 @@
 package tracer
 
-import "time"
+import (
+	"time"
+
+	"github.com/conntrace/conntrace_exporter/cgroup"
+)
 
 // Reasons for conntrace_lost_total. Every place where the tracer can fail to
 // count something has one.
@@ -107,6 +111,9 @@ type Stats struct {
 	// error on their socket since start-up, by the kernel's error number
 	// (ConnectionStats.Errno): what the reasons, "other" above all, were.
 	CloseErrors map[uint16]uint64
+	// Cgroups are the counts of the cgroups' names (Config.Cgroups or a
+	// cgroup filter), nil without.
+	Cgroups *cgroup.Stats
 }
 
 // Stats returns the tracer's health.
@@ -114,6 +121,9 @@ func (t *Tracer) Stats() Stats {
 	s := Stats{
 		TrackedConnectionsLimit: uint64(t.cfg.MaxTrackedConnections),
 		Lost:                    make(map[string]uint64, len(LostReasons)),
+	}
+	if cs, ok := t.CgroupStats(); ok {
+		s.Cgroups = &cs
 	}
 	var v uint64
 	if t.objs.Tracked.Get(&v) == nil {

@@ -88,6 +88,8 @@ var tracepointCaps = []struct {
 	{"tracepoint:tcp/tcp_send_reset", "btf_trace_tcp_send_reset", "conntrace_resets_sent_total", false},
 	{"tracepoint:tcp/tcp_receive_reset", "btf_trace_tcp_receive_reset", "conntrace_resets_received_total", false},
 	{"tracepoint:sock/sock_send_length", "btf_trace_sock_send_length", "UDP flows (bytes sent)", false},
+	{"tracepoint:cgroup/cgroup_mkdir", "btf_trace_cgroup_mkdir", "the names of cgroups made after start-up (found by a walk instead)", false},
+	{"tracepoint:cgroup/cgroup_rmdir", "btf_trace_cgroup_rmdir", "forgetting removed cgroups' names (kept until the cache is full)", false},
 	{"tracepoint:sock/sock_recv_length", "btf_trace_sock_recv_length", "UDP flows (bytes received)", false},
 }
 

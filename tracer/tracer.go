@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/conntrace/conntrace_exporter/bpf"
+	"github.com/conntrace/conntrace_exporter/cgroup"
 	"github.com/conntrace/conntrace_exporter/dns"
 )
 
@@ -87,6 +88,11 @@ type Tracer struct {
 	support     []Capability
 	stats       io.Closer // the kernel's BPF run statistics, while on
 	dnsRd       *ringbuf.Reader
+	// The cgroups' names and filter (cgroups.go); nil without them.
+	cgroups     *cgroup.Resolver
+	cgroupRd    *ringbuf.Reader
+	cgroupPaths map[string]uint8 // the filter's paths: cgroupInclude or cgroupExclude
+	cgroupLost  uint64           // lost_cgroup_events when last walked for them
 	udpHook     string                   // UDPHookTracepoint, UDPHookFentry, UDPHookKprobe or "" (no UDP)
 	tcpIter     string                   // TCPIteratorTaskFile or TCPIteratorTCP, with TCP
 	netnsWarned bool                     // said that some namespaces cannot be entered
@@ -203,6 +209,10 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 		}
 		return nil, err
 	}
+	if err := t.startCgroups(cgroupPath); err != nil {
+		t.Close()
+		return nil, err
+	}
 	if err := t.attach(cgroupPath); err != nil {
 		t.Close()
 		return nil, err
@@ -274,6 +284,9 @@ func (t *Tracer) Close() error {
 	}
 	if t.dnsRd != nil {
 		errs = append(errs, t.dnsRd.Close())
+	}
+	if t.cgroupRd != nil {
+		errs = append(errs, t.cgroupRd.Close())
 	}
 	if t.stats != nil {
 		errs = append(errs, t.stats.Close())

@@ -102,6 +102,7 @@ func (t *Tracer) udpStats(k *bpf.ConntraceUdpKey, v *bpf.ConntraceUdpFlow, close
 		Pid:             v.Pid,
 		Comm:            t.comms.get(v.Comm),
 		NetNS:           v.Netns,
+		Cgroup:          v.Cgroup,
 		SPort:           v.Sport,
 		DPort:           k.Rport,
 		Type:            UDP,

@@ -263,11 +263,51 @@ struct sock_common {
 	atomic64_t skc_cookie;
 } __attribute__((preserve_access_index));
 
+/* cgroup v2 (bpf/cgroup.h). A cgroup's id is its kernfs node's (u64 since
+ * Linux 5.5): the inode of its directory on the cgroup2 file system. */
+struct kernfs_node {
+	__u64 id;
+} __attribute__((preserve_access_index));
+
+/* The parent node: `parent` until Linux 6.14, `__parent` (RCU) since. */
+struct kernfs_node___parent {
+	struct kernfs_node *parent;
+} __attribute__((preserve_access_index));
+
+struct kernfs_node___rcu_parent {
+	struct kernfs_node *__parent;
+} __attribute__((preserve_access_index));
+
+struct cgroup_root {
+	int hierarchy_id; /* 0: the default (v2) hierarchy */
+} __attribute__((preserve_access_index));
+
+struct cgroup {
+	struct kernfs_node *kn;
+	struct cgroup_root *root;
+} __attribute__((preserve_access_index));
+
+/* The socket's cgroup, set when it is made (an accepted socket: the
+ * listener's). Since Linux 5.15 a pointer of its own; before, a union
+ * whose u64 `val` is the pointer unless its bit 0 (is_data) is set. */
+struct sock_cgroup_data {
+	struct cgroup *cgroup;
+} __attribute__((preserve_access_index));
+
+struct sock_cgroup_data___val {
+	__u64 val;
+} __attribute__((preserve_access_index));
+
+struct sock___val {
+	struct sock_cgroup_data___val sk_cgrp_data;
+} __attribute__((preserve_access_index));
+
 struct sock {
 	struct sock_common __sk_common;
 	__u16 sk_protocol;
 	__u8 sk_userlocks;
 	int sk_err;
+	struct sock_cgroup_data sk_cgrp_data;
 } __attribute__((preserve_access_index));
 
 struct inet_sock {

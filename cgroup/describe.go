@@ -1,0 +1,244 @@
+package cgroup
+
+import "strings"
+
+// Info is what a cgroup path says about the processes in it. The derived
+// fields are "" when the path does not show them.
+type Info struct {
+	// Path is the cgroup's path relative to the cgroup2 mount, starting
+	// with "/" ("/" is the root cgroup).
+	Path string
+	// Unit is the systemd unit, e.g. "nginx.service".
+	Unit string
+	// ContainerID is a container's id: 64 lowercase hex digits.
+	ContainerID string
+	// PodUID is a Kubernetes pod's uid, 8-4-4-4-12 lowercase hex digits
+	// with dashes.
+	PodUID string
+}
+
+// Describe derives the labels of the cgroup at path (relative to the
+// cgroup2 mount, e.g. "/system.slice/nginx.service"). Info.Path is path
+// unchanged. The path is split at '/' into components; empty components
+// (from "//", a leading or a trailing '/') are skipped. Each derived field
+// comes from the deepest component of its form, so a cgroup nested inside a
+// unit, container or pod is still labelled with it:
+//
+//   - Unit: the deepest component ending in ".service" or ".scope"; when
+//     there is none, the deepest ending in ".slice". A component counts only
+//     when it is a valid systemd unit name: something before the suffix, at
+//     most 255 bytes, and only the bytes A-Z a-z 0-9 : _ . \ @ -.
+//     "/system.slice/foo.service/payload" gives "foo.service".
+//   - ContainerID: the deepest component naming a container, one of
+//     <id> (docker and containerd with the cgroupfs driver),
+//     docker-<id>.scope, cri-containerd-<id>.scope, crio-<id>.scope,
+//     crio-<id> (cri-o), libpod-<id>.scope or libpod-<id> (podman), where
+//     <id> is exactly 64 lowercase hex digits; the value is <id>. Conmon's
+//     cgroups (crio-conmon-<id>.scope, libpod-conmon-<id>.scope) are not
+//     containers.
+//   - PodUID: only below a component that is "kubepods" or starts with
+//     "kubepods" (kubepods.slice, kubepods-burstable.slice, ...): the
+//     deepest component pod<uid> (cgroupfs driver), kubepods-pod<uid_>.slice
+//     or kubepods-<qos>-pod<uid_>.slice with <qos> burstable or besteffort
+//     (systemd driver). <uid> is 8-4-4-4-12 lowercase hex digits with
+//     dashes, <uid_> the same with underscores, as systemd reserves '-' in
+//     slice names; the value is always written with dashes.
+//
+// The derived fields are substrings of path, sharing its memory, except a
+// PodUID from the systemd form, the one string Describe allocates: the
+// cache stores an Info per cgroup, so it should cost no more than the path.
+func Describe(path string) Info {
+	info := Info{Path: path}
+	var service, slice, pod string
+	podUnderscores := false
+	// underKubepods is set once a component starts with "kubepods": the pod
+	// forms only count below one, since "pod<uid>" alone is too common a
+	// shape for a name anyone may choose.
+	underKubepods := false
+	for rest := path; rest != ""; {
+		var c string
+		if i := strings.IndexByte(rest, '/'); i >= 0 {
+			c, rest = rest[:i], rest[i+1:]
+		} else {
+			c, rest = rest, ""
+		}
+		if c == "" {
+			continue
+		}
+		switch unitKind(c) {
+		case unitService:
+			service = c
+		case unitSlice:
+			slice = c
+		}
+		if id, ok := containerID(c); ok {
+			info.ContainerID = id
+		}
+		if underKubepods {
+			if uid, underscores, ok := podUID(c); ok {
+				pod, podUnderscores = uid, underscores
+			}
+		}
+		if strings.HasPrefix(c, "kubepods") {
+			underKubepods = true
+		}
+	}
+	info.Unit = service
+	if info.Unit == "" {
+		info.Unit = slice
+	}
+	info.PodUID = pod
+	if podUnderscores {
+		info.PodUID = strings.ReplaceAll(pod, "_", "-")
+	}
+	return info
+}
+
+// The kinds of systemd unit names Describe tells apart.
+const (
+	unitNone = iota
+	unitService
+	unitSlice
+)
+
+// maxUnitNameBytes is systemd's UNIT_NAME_MAX less the terminating NUL.
+const maxUnitNameBytes = 255
+
+// unitKind tells whether c is a valid systemd unit name, and of which kind:
+// ".service" and ".scope" (the units processes run in) are unitService,
+// ".slice" (the units grouping them) unitSlice.
+func unitKind(c string) int {
+	if len(c) > maxUnitNameBytes {
+		return unitNone
+	}
+	for i := 0; i < len(c); i++ {
+		if !isUnitByte(c[i]) {
+			return unitNone
+		}
+	}
+	for _, s := range unitSuffixes {
+		if len(c) > len(s.suffix) && strings.HasSuffix(c, s.suffix) {
+			return s.kind
+		}
+	}
+	return unitNone
+}
+
+// unitSuffixes are the unit types Describe reads, with their kinds.
+var unitSuffixes = []struct {
+	suffix string
+	kind   int
+}{{".service", unitService}, {".scope", unitService}, {".slice", unitSlice}}
+
+// isUnitByte reports whether b may appear in a systemd unit name (systemd's
+// VALID_CHARS plus '.', '@' and the '\' of its escapes).
+func isUnitByte(b byte) bool {
+	return 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' ||
+		b == ':' || b == '_' || b == '.' || b == '\\' || b == '@' || b == '-'
+}
+
+// The ways a runtime names a container's cgroup: a prefix, the id, and a
+// ".scope" suffix that is required (systemd cgroup driver), forbidden (a
+// bare id: cgroupfs driver) or optional (cri-o and podman, whose cgroupfs
+// form keeps the prefix).
+var containerForms = []struct {
+	prefix string
+	scope  scopeSuffix
+}{
+	{"", scopeNever},
+	{"docker-", scopeAlways},
+	{"cri-containerd-", scopeAlways},
+	{"crio-", scopeMaybe},
+	{"libpod-", scopeMaybe},
+}
+
+type scopeSuffix int
+
+const (
+	scopeNever scopeSuffix = iota
+	scopeAlways
+	scopeMaybe
+)
+
+// containerID returns the id of the container the component c names. Conmon
+// ("crio-conmon-<id>.scope") falls out: "conmon-<id>" is not an id.
+func containerID(c string) (string, bool) {
+	for _, f := range containerForms {
+		rest, ok := strings.CutPrefix(c, f.prefix)
+		if !ok {
+			continue
+		}
+		rest, scoped := strings.CutSuffix(rest, ".scope")
+		if scoped && f.scope == scopeNever || !scoped && f.scope == scopeAlways {
+			continue
+		}
+		if isContainerID(rest) {
+			return rest, true
+		}
+	}
+	return "", false
+}
+
+// isContainerID reports whether s is 64 lowercase hex digits, the form
+// every runtime gives ids in (a sha256).
+func isContainerID(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isLowerHex(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func isLowerHex(b byte) bool {
+	return '0' <= b && b <= '9' || 'a' <= b && b <= 'f'
+}
+
+// podUID returns the pod uid in the component c, and whether it is written
+// with underscores (systemd driver) instead of dashes (cgroupfs driver).
+func podUID(c string) (uid string, underscores, ok bool) {
+	if u, found := strings.CutPrefix(c, "pod"); found && isPodUID(u, '-') {
+		return u, false, true
+	}
+	mid, found := strings.CutPrefix(c, "kubepods-")
+	if !found {
+		return "", false, false
+	}
+	if mid, found = strings.CutSuffix(mid, ".slice"); !found {
+		return "", false, false
+	}
+	for _, prefix := range podSlicePrefixes {
+		if u, found := strings.CutPrefix(mid, prefix); found && isPodUID(u, '_') {
+			return u, true, true
+		}
+	}
+	return "", false, false
+}
+
+// podSlicePrefixes are what follows "kubepods-" in a pod's slice name: the
+// pod's QoS class (none for Guaranteed pods), then "pod".
+var podSlicePrefixes = []string{"pod", "burstable-pod", "besteffort-pod"}
+
+// isPodUID reports whether s is a uid (8-4-4-4-12 lowercase hex digits)
+// with its groups separated by sep.
+func isPodUID(s string, sep byte) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch i {
+		case 8, 13, 18, 23:
+			if s[i] != sep {
+				return false
+			}
+		default:
+			if !isLowerHex(s[i]) {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -43,6 +43,7 @@ type kTotals struct {
 	pids                    map[uint32]bool
 	comms                   map[string]bool
 	families                map[ConnectionFamily]bool
+	cgroups                 map[uint64]bool
 }
 
 // end selects the connections of one side of the test traffic.
@@ -86,7 +87,7 @@ func newObserver(t *testing.T, tr *Tracer, client string, ends map[string]end) *
 	o := &observer{t: t, tr: tr, client: client, ends: ends, tot: map[string]*kTotals{}}
 	o.missesAtStart = tr.Stats().Lost[LostRecursionMisses]
 	for name := range ends {
-		o.tot[name] = &kTotals{conns: map[ConnKey]bool{}, pids: map[uint32]bool{}, comms: map[string]bool{}, families: map[ConnectionFamily]bool{}}
+		o.tot[name] = &kTotals{conns: map[ConnKey]bool{}, pids: map[uint32]bool{}, comms: map[string]bool{}, families: map[ConnectionFamily]bool{}, cgroups: map[uint64]bool{}}
 	}
 	o.poll() // registers the client: first call, zero deltas
 	return o
@@ -133,6 +134,7 @@ func (o *observer) poll() bool {
 			tt.pids[c.Pid] = true
 			tt.comms[c.Comm] = true
 			tt.families[c.Family] = true
+			tt.cgroups[c.Cgroup] = true
 			if c.Closed {
 				tt.closedSeen++
 				if c.Established {

@@ -6,7 +6,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
 
 	"github.com/conntrace/conntrace_exporter/cgroup"
@@ -176,4 +179,54 @@ func benchServeWith(b *testing.B, h http.Handler, encoding string) {
 		io.Copy(io.Discard, rec.Body)
 	}
 	b.ReportMetric(float64(size), "bytes/scrape")
+}
+
+// BenchmarkKeyPerConnection: the label set of one connection (once per
+// connection: a live one's is kept, BENCHMARKS.md §16), with the default
+// labels and with the four workload labels too, named by a real resolver
+// (a walk of a directory tree standing in for the cgroup hierarchy: 64
+// cgroups, the connections spread over them).
+func BenchmarkKeyPerConnection(b *testing.B) {
+	root := b.TempDir()
+	var ids []uint64
+	for i := range 64 {
+		dir := filepath.Join(root, "kubepods.slice", fmt.Sprintf("kubepods-burstable-pod%08x_aaaa_bbbb_cccc_0123456789ab.slice", i),
+			fmt.Sprintf("cri-containerd-%064x.scope", i))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		var st syscall.Stat_t
+		if err := syscall.Stat(dir, &st); err != nil {
+			b.Fatal(err)
+		}
+		ids = append(ids, st.Ino)
+	}
+	r := cgroup.NewResolver(cgroup.Config{Root: root})
+	if err := r.Scan(); err != nil {
+		b.Fatal(err)
+	}
+	conns := benchPeers(4096).Conns
+	for i := range conns {
+		conns[i].Cgroup = ids[i%len(ids)]
+	}
+	for _, tc := range []struct{ name, labels string }{
+		{"default", DefaultLabels},
+		{"workload", DefaultLabels + ",cgroup,unit,container_id,pod_uid"},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			m := keyMaker{labels: MustParseLabels(tc.labels), cgroups: r.Lookup}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				k := m.key(&conns[i%len(conns)])
+				if k.port != 443 && k.port != 0 {
+					b.Fatal(k)
+				}
+				i++
+			}
+		})
+	}
+	if s := r.Stats(); s.Misses != 0 {
+		b.Fatalf("%d misses", s.Misses)
+	}
 }

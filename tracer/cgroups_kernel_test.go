@@ -516,3 +516,57 @@ func TestCgroupFilter(t *testing.T) {
 		}
 	})
 }
+
+// In the DaemonSet the host's cgroup root is mounted inside the container
+// (/host/sys/fs/cgroup, --tracer.cgroup-path): a bind mount of the root,
+// here. Paths are named under it, the same as on the host; a cgroup made
+// after start-up is named from its mkdir event.
+func TestCgroupNamesThroughTheDaemonSetMount(t *testing.T) {
+	nettest.RequireRoot(t)
+	root := testCgroupRoot(t)
+	mnt := filepath.Join(t.TempDir(), "host", "sys", "fs", "cgroup")
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(root, mnt, "", unix.MS_BIND, ""); err != nil {
+		t.Fatalf("bind-mounting %s at %s: %v", root, mnt, err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmounting %s: %v", mnt, err)
+		}
+	})
+	if got := cgroupRoot(mnt); got != mnt {
+		t.Fatalf("cgroupRoot(%s) = %s, want the mount itself", mnt, got)
+	}
+	tr := newTestTracer(t, func(c *Config) {
+		c.Cgroups = true
+		c.CgroupPath = mnt
+		c.CollectTCPConns = false // UDP: every kernel of the matrix
+	})
+	p := nettest.NewPair(t)
+	w := testWorkloads(fmt.Sprintf("/conntrace-test-%d", time.Now().UnixNano()))[1] // docker-shaped
+	w.start(t, root, p, 7600)
+	k := &talk{from: w, to: w}
+	o := newObserver(t, tr, t.Name(), k.ends(p, false))
+	k.udp(t, p, 300, 1200)
+	o.waitFor("the workload's UDP bytes", func(tot map[string]*kTotals) bool {
+		for n, want := range k.totals(false) {
+			if tot[n].sent != want.sent || tot[n].recv != want.recv {
+				return false
+			}
+		}
+		return true
+	})
+	for n := range k.totals(false) {
+		if tt := o.tot[n]; len(tt.cgroups) != 1 || !tt.cgroups[w.id] {
+			t.Errorf("%s: cgroups %v, want only %d", n, tt.cgroups, w.id)
+		}
+	}
+	if got, ok := tr.Cgroup(w.id); !ok || got != w.want {
+		t.Errorf("named %+v, %v; want %+v", got, ok, w.want)
+	}
+	if s, _ := tr.CgroupStats(); s.Scans != 1 || s.Misses != 0 {
+		t.Errorf("%d walks and %d misses, want the start-up walk alone (named from its mkdir event) and none", s.Scans, s.Misses)
+	}
+}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -34,11 +36,19 @@ const mixinTestConfig = `{
   trackedFor: '0s',
 }`
 
+// mixinTestLabels are the exporter's labels in the mixin test: the default
+// set and the workload labels the Workloads dashboard reads.
+const mixinTestLabels = "protocol,family,direction,remote_addr,port,cgroup,unit,container_id,pod_uid"
+
+// e2eUnit is the systemd service the test's cgroup is shaped as.
+const e2eUnit = "conntrace-e2e.service"
+
 // TestMixinAgainstPrometheus: Debian's Prometheus loads the mixin's rules
 // and scrapes the exporter while traffic with induced loss runs between
 // two namespaces. The retransmit alert fires for the server's address,
-// the exporter's own alerts stay quiet, and every dashboard query returns
-// data.
+// the exporter's own alerts stay quiet, the per-workload rules find the
+// test's traffic under the systemd unit of its cgroup, and every dashboard
+// query returns data.
 func TestMixinAgainstPrometheus(t *testing.T) {
 	nettest.RequireRoot(t)
 	requireTCP(t)
@@ -83,7 +93,7 @@ func TestMixinAgainstPrometheus(t *testing.T) {
 	t.Cleanup(func() { stall.Close() })
 
 	exporterAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	exp := exec.Command(bin, "--web.listen-address="+exporterAddr, "--tracer.bpf-stats")
+	exp := exec.Command(bin, "--web.listen-address="+exporterAddr, "--tracer.bpf-stats", "--collector.labels="+mixinTestLabels)
 	expLog := &lineLogger{t: t, prefix: "exporter: "}
 	exp.Stderr = expLog
 	exporter := start(t, exp)
@@ -91,9 +101,15 @@ func TestMixinAgainstPrometheus(t *testing.T) {
 	waitHTTP(t, exporter, "http://"+exporterAddr+"/metrics?client_id=readiness", 20*time.Second)
 	promBase := startPrometheus(t, prometheus, exporterAddr, ruleFiles...)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	waitPrometheus(ctx, t, promBase, []promCheck{{fmt.Sprintf(`up{job=%q}`, job), 1}}, 20*time.Second)
+
+	// From here the test runs in a cgroup of its own, shaped as a systemd
+	// service (the exporter and Prometheus, started before, stay where
+	// they were): the sockets it makes from now on (the clients of the
+	// stalled connection and of the traffic) carry its unit.
+	workloadCgroup := joinServiceCgroup(t, e2eUnit)
 
 	stallConnection(t, pair, stall)
 
@@ -120,6 +136,20 @@ func TestMixinAgainstPrometheus(t *testing.T) {
 
 	firing := `ALERTS{alertname="ConntraceHighRetransmitRatio",alertstate="firing",remote_addr="` + serverAddr + `"}`
 	waitPrometheus(ctx, t, promBase, []promCheck{{firing, 1}}, 60*time.Second)
+
+	// The per-workload view finds the test's own traffic: bytes a second
+	// of its unit, in one workload, the cgroup path the test made.
+	workload := fmt.Sprintf(`count(instance_workload:conntrace_bytes:rate5m{job=%q,unit=%q} > 0)`, job, e2eUnit)
+	waitPrometheus(ctx, t, promBase, []promCheck{{workload, 1}}, 30*time.Second)
+	ws, err := promVector(ctx, promBase, fmt.Sprintf(`instance_workload:conntrace_bytes:rate5m{job=%q,unit=%q}`, job, e2eUnit))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range ws {
+		if w.Metric["cgroup"] != workloadCgroup || w.Metric["container_id"] != "" || w.Metric["pod_uid"] != "" {
+			t.Errorf("workload of unit %s: labels %v, want cgroup %q and no container or pod", e2eUnit, w.Metric, workloadCgroup)
+		}
+	}
 
 	// A healthy exporter: none of its own alerts fire, even without a wait.
 	for _, name := range []string{"ConntraceLosingData", "ConntraceExporterNoData", "ConntraceExporterDown", "ConntraceTrackedConnectionsNearLimit"} {
@@ -159,7 +189,102 @@ func TestMixinAgainstPrometheus(t *testing.T) {
 	if len(empty) > 0 {
 		t.Errorf("%d of %d dashboard queries return no data:\n  %s", len(empty), len(queries), strings.Join(empty, "\n  "))
 	}
-	t.Logf("%d dashboard queries return data; ConntraceHighRetransmitRatio fired for %s", len(queries), serverAddr)
+	t.Logf("%d dashboard queries return data; ConntraceHighRetransmitRatio fired for %s; workload %s seen", len(queries), serverAddr, workloadCgroup)
+}
+
+// joinServiceCgroup moves the test process (every thread) into a new
+// cgroup shaped as systemd runs the service unit,
+// <root>/conntrace-e2e-<unique>/system.slice/<unit>, where <root> is the
+// first cgroup2 mount, and returns its path relative to <root> (what the
+// exporter's cgroup label says). Only sockets made after the move are in
+// it. When the test ends the process goes back to the cgroup it was in,
+// and the directories are removed, deepest first.
+func joinServiceCgroup(t *testing.T, unit string) string {
+	t.Helper()
+	root, err := cgroup2Mount("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev, err := ownCgroup2("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	top := fmt.Sprintf("/conntrace-e2e-%d-%d", os.Getpid(), time.Now().UnixNano())
+	dirs := []string{top, top + "/system.slice", top + "/system.slice/" + unit}
+	rel := dirs[len(dirs)-1]
+	t.Cleanup(func() {
+		for i := len(dirs) - 1; i >= 0; i-- {
+			dir := filepath.Join(root, dirs[i])
+			var err error
+			for range 50 {
+				if err = os.Remove(dir); err == nil || os.IsNotExist(err) {
+					err = nil
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if err != nil {
+				t.Errorf("removing cgroup %s: %v", dir, err)
+			}
+		}
+	})
+	if err := os.MkdirAll(filepath.Join(root, rel), 0o755); err != nil {
+		t.Fatalf("making cgroup %s: %v", rel, err)
+	}
+	pid := []byte(strconv.Itoa(os.Getpid()))
+	if err := os.WriteFile(filepath.Join(root, rel, "cgroup.procs"), pid, 0o644); err != nil {
+		t.Fatalf("moving the test into cgroup %s: %v", rel, err)
+	}
+	t.Cleanup(func() {
+		if err := os.WriteFile(filepath.Join(root, prev, "cgroup.procs"), pid, 0o644); err != nil {
+			t.Errorf("moving the test back into cgroup %s: %v", prev, err)
+		}
+	})
+	t.Logf("test process in cgroup %s (from %s) below %s", rel, prev, root)
+	return rel
+}
+
+// cgroup2Mount returns the mount point of the first cgroup2 file system in
+// mountinfo (/sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid
+// layout), as the exporter finds it.
+func cgroup2Mount(mountinfo string) (string, error) {
+	f, err := os.Open(mountinfo)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// id parent major:minor root mountpoint options [optional...] - fstype source superoptions
+		fields := strings.Fields(sc.Text())
+		for i, fld := range fields {
+			if fld == "-" && i >= 4 && i+1 < len(fields) {
+				if fields[i+1] == "cgroup2" {
+					return fields[4], nil
+				}
+				break
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return "", fmt.Errorf("reading %s: %w", mountinfo, err)
+	}
+	return "", fmt.Errorf("no cgroup2 mount in %s", mountinfo)
+}
+
+// ownCgroup2 returns the process's cgroup v2 path (the "0::" line of
+// /proc/self/cgroup), relative to the cgroup2 mount.
+func ownCgroup2(procCgroup string) (string, error) {
+	b, err := os.ReadFile(procCgroup)
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if path, ok := strings.CutPrefix(line, "0::"); ok && strings.HasPrefix(path, "/") {
+			return path, nil
+		}
+	}
+	return "", fmt.Errorf("no cgroup v2 line (0::) in %s: %q", procCgroup, b)
 }
 
 // countOf runs an instant query and returns how many samples it gave.

@@ -97,6 +97,15 @@
     downFor: '5m',
     noDataFor: '10m',
 
+    // The per-workload view (instance_workload:* rules, Workloads
+    // dashboard): the labels that name a workload on an instance (job,
+    // instance). They come with --collector.labels (cgroup, unit,
+    // container_id, pod_uid); without them each instance is one workload,
+    // its workload labels empty.
+    workloadLabels: ['cgroup', 'unit', 'container_id', 'pod_uid'],
+    // How many workloads the Workloads dashboard's top panels show.
+    workloadTopK: 10,
+
     // Dashboards.
     dashboardNamePrefix: 'conntrace / ',
     dashboardTags: ['conntrace'],

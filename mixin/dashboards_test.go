@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -61,8 +62,8 @@ func TestDashboardsInGrafanaSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(r.Dashboards) != 3 {
-		t.Errorf("%d dashboards, want overview, peer and health", len(r.Dashboards))
+	if len(r.Dashboards) != 4 {
+		t.Errorf("%d dashboards, want overview, peer, workloads and health", len(r.Dashboards))
 	}
 	for name, raw := range r.Dashboards {
 		var d dashboard.Dashboard
@@ -199,5 +200,117 @@ func TestDashboardQueriesParse(t *testing.T) {
 	}
 	if out, err := exec.Command(pt, "check", "rules", path).CombinedOutput(); err != nil {
 		t.Fatalf("dashboard queries do not parse: %v\n%s", err, out)
+	}
+}
+
+// recordedName matches the names of recording rules (level:metric:operation).
+var recordedName = regexp.MustCompile(`\b[a-z_]+:conntrace_[a-z_]+:[a-z0-9_]+\b`)
+
+// TestQueriesReadRecordedRules: every recorded series a dashboard query or
+// variable, an alert or a rule reads is recorded by a rule of the mixin,
+// and the Workloads dashboard reads the per-workload rules only.
+func TestQueriesReadRecordedRules(t *testing.T) {
+	r, err := Render("{}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	recorded := map[string]bool{}
+	var exprs []string
+	for _, f := range [][]byte{r.Rules, r.Alerts} {
+		var rf ruleFile
+		if err := yaml.Unmarshal(f, &rf); err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range rf.Groups {
+			for _, rule := range g.Rules {
+				if rule.Record != "" {
+					recorded[rule.Record] = true
+				}
+				exprs = append(exprs, rule.Alert+rule.Record+": "+rule.Expr)
+			}
+		}
+	}
+	for name, raw := range r.Dashboards {
+		d := parseDash(t, name, raw)
+		for _, v := range d.Templating.List {
+			if q, ok := v.Query.(map[string]any); ok {
+				exprs = append(exprs, name+" variable: "+fmt.Sprint(q["query"]))
+			}
+		}
+		for _, p := range d.Panels {
+			for _, tg := range p.Targets {
+				exprs = append(exprs, name+" "+p.Title+": "+tg.Expr)
+				if name == "conntrace-workloads.json" && !strings.Contains(tg.Expr, "instance_workload:") {
+					t.Errorf("%s panel %q: %q reads no per-workload rule", name, p.Title, tg.Expr)
+				}
+			}
+		}
+	}
+	for _, e := range exprs {
+		for _, m := range recordedName.FindAllString(e, -1) {
+			if !recorded[m] {
+				t.Errorf("%s: no rule records %s", e, m)
+			}
+		}
+	}
+	for _, want := range []string{
+		"instance_workload:conntrace_bytes:rate5m",
+		"instance_workload:conntrace_retransmit_ratio:rate5m",
+		"instance_workload:conntrace_connection_failures:rate5m",
+		"instance_workload:conntrace_connection_attempts:rate5m",
+	} {
+		if !recorded[want] {
+			t.Errorf("no rule records %s", want)
+		}
+	}
+}
+
+// TestWorkloadLabelsConfigurable renders with other workloadLabels and
+// workloadTopK: the per-workload rules aggregate and the Workloads
+// dashboard joins by job, instance and those labels, and shows that many.
+func TestWorkloadLabelsConfigurable(t *testing.T) {
+	r, err := Render("{ workloadLabels: ['unit', 'pod_uid'], workloadTopK: 7 }")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const by = "(job, instance, unit, pod_uid)"
+	var rf ruleFile
+	if err := yaml.Unmarshal(r.Rules, &rf); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, g := range rf.Groups {
+		for _, rule := range g.Rules {
+			if !strings.HasPrefix(rule.Record, "instance_workload:") {
+				continue
+			}
+			n++
+			if strings.Contains(rule.Expr, "sum by") && !strings.Contains(rule.Expr, "sum by "+by) {
+				t.Errorf("%s: %s: want sum by %s", rule.Record, rule.Expr, by)
+			}
+			if strings.Contains(rule.Expr, "cgroup") || strings.Contains(rule.Expr, "container_id") {
+				t.Errorf("%s: %s: a workload label not configured", rule.Record, rule.Expr)
+			}
+		}
+	}
+	if n < 8 {
+		t.Errorf("%d per-workload rules", n)
+	}
+	d := parseDash(t, "conntrace-workloads.json", r.Dashboards["conntrace-workloads.json"])
+	if len(d.Panels) == 0 {
+		t.Fatal("no Workloads dashboard")
+	}
+	for _, p := range d.Panels {
+		for _, tg := range p.Targets {
+			if strings.Contains(tg.Expr, "cgroup") || strings.Contains(tg.Expr, "container_id") {
+				t.Errorf("%s: %q: a workload label not configured", p.Title, tg.Expr)
+			}
+			if strings.Contains(tg.Expr, "topk(") && !strings.Contains(tg.Expr, "topk(7,") {
+				t.Errorf("%s: %q: want topk(7, ...)", p.Title, tg.Expr)
+			}
+			if strings.Contains(tg.Expr, " on (") && !strings.Contains(tg.Expr, " on "+by) {
+				t.Errorf("%s: %q: want on %s", p.Title, tg.Expr, by)
+			}
+		}
 	}
 }

@@ -138,8 +138,18 @@ func TestPromtoolCheckRules(t *testing.T) {
 	}
 }
 
+// TestPromtoolTestRules runs every unit test file of tests/: the alerts
+// (alerts_test.yaml) and the per-workload recording rules
+// (workloads_test.yaml).
 func TestPromtoolTestRules(t *testing.T) {
-	out, err := exec.Command(promtool(t), "test", "rules", "tests/alerts_test.yaml").CombinedOutput()
+	files, err := filepath.Glob("tests/*_test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(files, "tests/alerts_test.yaml") || !slices.Contains(files, "tests/workloads_test.yaml") {
+		t.Fatalf("unit test files %v: want alerts_test.yaml and workloads_test.yaml", files)
+	}
+	out, err := exec.Command(promtool(t), append([]string{"test", "rules"}, files...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("promtool test rules: %v\n%s", err, out)
 	}

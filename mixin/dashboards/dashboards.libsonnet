@@ -1,5 +1,5 @@
 // The dashboards: an overview of the host's traffic, a drill-down on one
-// peer, and the exporter's own health.
+// peer, the workloads (cgroups) of the hosts, and the exporter's own health.
 local g = import '../lib/dashboard.libsonnet';
 
 {
@@ -11,12 +11,28 @@ local g = import '../lib/dashboard.libsonnet';
   // topOverRange keeps, at every step, the 10 peers busiest over the whole
   // time range (a topk per step would show every peer that was ever in
   // the top 10).
-  local topOverRange(recorded, by) =
-    '%(expr)s\n  and on (%(by)s)\ntopk(10, %(avg)s)' % {
+  local topOverRange(recorded, by, k=10) =
+    '%(expr)s\n  and on (%(by)s)\ntopk(%(k)d, %(avg)s)' % {
       expr: 'sum by (%s) (%s{%s})' % [by, recorded, sel],
       by: by,
+      k: k,
       avg: 'sum by (%s) (avg_over_time(%s{%s}[$__range] @ end()))' % [by, recorded, sel],
     },
+  // A workload is a set of workloadLabels on one instance.
+  local workloadBy = std.join(', ', ['job', 'instance'] + c.workloadLabels),
+  local workloadLegend =
+    if std.member(c.workloadLabels, 'cgroup') then '{{instance}} {{cgroup}}'
+    else std.join(' ', ['{{instance}}'] + ['{{%s}}' % l for l in c.workloadLabels]),
+  // The columns of the Workloads table: instance_workload:<metric>:rate5m.
+  local workloadColumns = [
+    { metric: 'conntrace_bytes', name: 'Bytes/s', unit: 'Bps' },
+    { metric: 'conntrace_sent_bytes', name: 'Sent/s', unit: 'Bps' },
+    { metric: 'conntrace_received_bytes', name: 'Received/s', unit: 'Bps' },
+    { metric: 'conntrace_retransmit_ratio', name: 'Retransmit ratio', unit: 'percentunit' },
+    { metric: 'conntrace_connection_attempts', name: 'Connects/s', unit: 'cps' },
+    { metric: 'conntrace_connection_failures', name: 'Failures/s', unit: 'cps' },
+    { metric: 'conntrace_connection_failure_ratio', name: 'Failure ratio', unit: 'percentunit' },
+  ],
   local peerVar = g.queryVariable('peer', 'Peer', 'label_values(instance_remote_addr:conntrace_sent_bytes:rate5m{%s}, remote_addr)' % sel),
 
   grafanaDashboards+:: {
@@ -138,6 +154,61 @@ local g = import '../lib/dashboard.libsonnet';
         g.timeseries('What limited sending', "Seconds a second connections to the peer had data to send (busy), and of those, waiting on the peer's receive window or on a full send buffer.", 's', [
           g.target('sum by (instance, state) (instance_remote_addr:conntrace_send_seconds:rate5m{%s, remote_addr="$peer"})' % sel, '{{instance}} {{state}}'),
         ]),
+      ],
+    ),
+
+    'conntrace-workloads.json': g.dashboard(
+      c,
+      'conntrace-workloads.json',
+      'Workloads',
+      'Traffic by workload (cgroup: systemd unit, container, Kubernetes pod) of the selected instances: who sends most, retransmits most, fails to connect. Needs the workload labels in --collector.labels (cgroup, unit, container_id, pod_uid): without them each instance is one workload.',
+      [instanceVar],
+      [
+        g.timeseries('Top workloads by bytes', 'Payload bytes a second sent and received by the %d workloads busiest over the time range.' % c.workloadTopK, 'Bps', [
+          g.target(topOverRange('instance_workload:conntrace_bytes:rate5m', workloadBy, c.workloadTopK), workloadLegend),
+        ]),
+        g.timeseries('Retransmit ratio, worst workloads', 'Retransmitted TCP segments over data segments sent, for the %d worst workloads over the time range that send enough segments to alert on.' % c.workloadTopK, 'percentunit', [
+          g.target(|||
+            instance_workload:conntrace_retransmit_ratio:rate5m{%(sel)s}
+              and on (%(by)s)
+            instance_workload:conntrace_sent_segments:rate5m{%(sel)s} > %(min)g
+              and on (%(by)s)
+            topk(%(k)d, avg_over_time(instance_workload:conntrace_retransmit_ratio:rate5m{%(sel)s}[$__range] @ end()))
+          ||| % { sel: sel, by: workloadBy, min: c.retransmitMinSegmentsPerSecond, k: c.workloadTopK }, workloadLegend),
+        ]),
+        g.timeseries('Connection failures, top workloads', 'TCP connects that never established, a second, for the %d workloads with the most over the time range.' % c.workloadTopK, 'cps', [
+          g.target(topOverRange('instance_workload:conntrace_connection_failures:rate5m', workloadBy, c.workloadTopK), workloadLegend),
+        ]),
+        g.timeseries('Connects, top workloads', 'TCP connects attempted (established or failed), a second, for the %d workloads with the most over the time range.' % c.workloadTopK, 'cps', [
+          g.target(topOverRange('instance_workload:conntrace_connection_attempts:rate5m', workloadBy, c.workloadTopK), workloadLegend),
+        ]),
+        g.table(
+          'Workloads',
+          'Every workload of the selected instances now, busiest first: bytes a second, the retransmit ratio, TCP connects and failures.',
+          [
+            g.target('sum by (%s) (instance_workload:%s:rate5m{%s})' % [workloadBy, metric, sel])
+            for metric in [col.metric for col in workloadColumns]
+          ],
+          transformations=[
+            { id: 'merge', options: {} },
+            {
+              id: 'organize',
+              options: {
+                excludeByName: { Time: true, job: true },
+                indexByName: {},
+                renameByName: {
+                  ['Value #' + std.char(std.codepoint('A') + i)]: workloadColumns[i].name
+                  for i in std.range(0, std.length(workloadColumns) - 1)
+                },
+              },
+            },
+          ],
+          overrides=[
+            { matcher: { id: 'byName', options: col.name }, properties: [{ id: 'unit', value: col.unit }] }
+            for col in workloadColumns
+          ],
+          sortBy=[{ displayName: workloadColumns[0].name, desc: true }],
+        ),
       ],
     ),
 

@@ -78,14 +78,22 @@
     },
   ),
 
-  table(title, description, targets):: panel(
-    'table',
-    title,
-    description,
-    [t { format: 'table', instant: true } for t in targets],
-    { unit: 'none' },
-    { showHeader: true, cellHeight: 'sm', frameIndex: 0, footer: { show: false, reducer: ['sum'], countRows: false } },
-  ),
+  // table shows instant queries. To show several as the columns of one
+  // table, give transformations (merge, organize), overrides (a unit per
+  // column) and sortBy.
+  table(title, description, targets, transformations=[], overrides=[], sortBy=[])::
+    local options = { showHeader: true, cellHeight: 'sm', frameIndex: 0, footer: { show: false, reducer: ['sum'], countRows: false } };
+    panel(
+      'table',
+      title,
+      description,
+      [t { format: 'table', instant: true } for t in targets],
+      { unit: 'none' },
+      options + (if std.length(sortBy) > 0 then { sortBy: sortBy } else {}),
+    ) + {
+      fieldConfig+: { overrides: overrides },
+      [if std.length(transformations) > 0 then 'transformations']: transformations,
+    },
 
   datasourceVariable:: {
     name: 'datasource',

@@ -1,7 +1,9 @@
 // Per-peer rates: what the alerts and dashboards read. A peer is one
-// remote_addr (or address group) of one exporter (job, instance).
+// remote_addr (or address group) of one exporter (job, instance). And per
+// workload (a cgroup: a systemd unit, a container, a pod) of one exporter.
 {
   local by = 'job, instance, remote_addr',
+  local workloadBy = std.join(', ', ['job', 'instance'] + $._config.workloadLabels),
   local rate(metric, extra='', grouping=by) =
     'sum by (%s) (rate(%s{%s%s}[%s]))' % [grouping, metric, $._config.conntraceSelector, extra, $._config.rateInterval],
 
@@ -104,6 +106,70 @@
           {
             record: 'instance_remote_addr:conntrace_zero_window_connections:sum',
             expr: 'sum by (%s) (conntrace_zero_window_connections{%s})' % [by, $._config.conntraceSelector],
+          },
+        ],
+      },
+      {
+        // Per workload (workloadLabels: cgroup, unit, container_id,
+        // pod_uid by default) of each exporter: the Workloads dashboard.
+        // Without those labels in --collector.labels, one series per
+        // exporter, the workload labels empty.
+        name: 'conntrace-workload.rules',
+        rules: [
+          { record: 'instance_workload:conntrace_sent_bytes:rate5m', expr: rate('conntrace_sent_bytes_total', grouping=workloadBy) },
+          { record: 'instance_workload:conntrace_received_bytes:rate5m', expr: rate('conntrace_received_bytes_total', grouping=workloadBy) },
+          {
+            // Both directions: the top workloads by bytes.
+            record: 'instance_workload:conntrace_bytes:rate5m',
+            expr: |||
+              instance_workload:conntrace_sent_bytes:rate5m{%(conntraceSelector)s}
+                +
+              instance_workload:conntrace_received_bytes:rate5m{%(conntraceSelector)s}
+            ||| % $._config,
+          },
+          { record: 'instance_workload:conntrace_retransmits:rate5m', expr: rate('conntrace_retransmits_total', grouping=workloadBy) },
+          { record: 'instance_workload:conntrace_sent_segments:rate5m', expr: rate('conntrace_sent_segments_total', grouping=workloadBy) },
+          {
+            // Of the sums: a workload's busy connections weigh more than
+            // its idle ones.
+            record: 'instance_workload:conntrace_retransmit_ratio:rate5m',
+            expr: |||
+              instance_workload:conntrace_retransmits:rate5m{%(conntraceSelector)s}
+                /
+              (instance_workload:conntrace_sent_segments:rate5m{%(conntraceSelector)s} > 0)
+            ||| % $._config,
+          },
+          { record: 'instance_workload:conntrace_outgoing_tcp_connections_opened:rate5m', expr: rate('conntrace_connections_opened_total', ', protocol="tcp", direction="outgoing"', workloadBy) },
+          { record: 'instance_workload:conntrace_connection_failures:rate5m', expr: rate('conntrace_connection_failures_total', grouping=workloadBy) },
+          {
+            // TCP connects attempted: established and failed. A workload
+            // has no failures series until one failed, and may have no
+            // established one if every connect failed.
+            record: 'instance_workload:conntrace_connection_attempts:rate5m',
+            expr: |||
+              (
+                instance_workload:conntrace_outgoing_tcp_connections_opened:rate5m{%(conntraceSelector)s}
+                  +
+                instance_workload:conntrace_connection_failures:rate5m{%(conntraceSelector)s}
+              )
+                or
+              instance_workload:conntrace_outgoing_tcp_connections_opened:rate5m{%(conntraceSelector)s}
+                or
+              instance_workload:conntrace_connection_failures:rate5m{%(conntraceSelector)s}
+            ||| % $._config,
+          },
+          {
+            // 0 for a workload that attempted connects and none failed.
+            record: 'instance_workload:conntrace_connection_failure_ratio:rate5m',
+            expr: |||
+              (
+                instance_workload:conntrace_connection_failures:rate5m{%(conntraceSelector)s}
+                  or
+                0 * instance_workload:conntrace_connection_attempts:rate5m{%(conntraceSelector)s}
+              )
+                /
+              (instance_workload:conntrace_connection_attempts:rate5m{%(conntraceSelector)s} > 0)
+            ||| % $._config,
           },
         ],
       },

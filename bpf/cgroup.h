@@ -19,7 +19,9 @@
  * from conntrace.c.
  */
 
-#define CGROUP_MAX_DEPTH 32
+/* Levels of a socket's cgroup the filter looks at, as user space walks
+ * (cgroup.Resolver): deeper ancestors are not seen. */
+#define CGROUP_MAX_DEPTH 64
 
 enum { CGROUP_INCLUDE = 1, CGROUP_EXCLUDE = 2 };
 
@@ -53,9 +55,14 @@ struct {
 /* Events that did not fit: user space walks the hierarchy again. */
 __u64 lost_cgroup_events;
 
-/* sk_cgroup: the socket's cgroup. Before Linux 5.15 the field is a u64
- * that only a probe-read can follow (those kernels have no lockdown in
- * the matrix; a refused read gives NULL). */
+/* The root cgroup's id: its kernfs node is the hierarchy's first. */
+#define CGROUP_ROOT_ID 1
+
+/* sk_cgroup: the socket's cgroup; NULL for the root. Before Linux 5.15
+ * the field is a u64 that only a probe-read can follow (those kernels have
+ * no lockdown in the matrix; a refused read gives 0): as the kernel's
+ * sock_cgroup_ptr, bits 0-1 set (is_data, no_refcnt: net_prio or net_cls
+ * took the field) or 0 mean the root. */
 static __always_inline struct cgroup *sk_cgroup(struct sock *sk, bool probed, bool *scalar)
 {
 	if (bpf_core_field_exists(sk->sk_cgrp_data.cgroup)) {
@@ -66,8 +73,8 @@ static __always_inline struct cgroup *sk_cgroup(struct sock *sk, bool probed, bo
 	__u64 val = BPF_CORE_READ(old, sk_cgrp_data.val);
 
 	*scalar = true;
-	if (val & 1)
-		return NULL; /* is_data: net_prio or net_cls took the field */
+	if (val & 3)
+		return NULL;
 	return (struct cgroup *)val;
 }
 
@@ -92,8 +99,22 @@ static __always_inline struct kernfs_node *cgroup_kn(struct cgroup *cg, bool sca
 	return scalar ? BPF_CORE_READ(cg, kn) : cg->kn;
 }
 
+/* root_traced: the filter's decision for a socket of the root cgroup. */
+static __always_inline bool root_traced(void)
+{
+	__u64 k = CGROUP_ROOT_ID;
+	__u8 *v;
+
+	if (!cgroup_filter_on)
+		return true;
+	v = bpf_map_lookup_elem(&cgroup_filter, &k);
+	return v ? *v == CGROUP_INCLUDE : !cgroup_includes_on;
+}
+
 /* sk_cgroup_id returns the socket's cgroup id (0: unknown) and says
- * whether the filter traces the socket. */
+ * whether the filter traces the socket: the deepest of its cgroup and
+ * their ancestors the table names decides; none: traced unless there are
+ * includes. */
 static __always_inline bool sk_cgroup_id(struct sock *sk, bool probed, __u64 *id)
 {
 	struct kernfs_node *kn;
@@ -101,13 +122,15 @@ static __always_inline bool sk_cgroup_id(struct sock *sk, bool probed, __u64 *id
 	bool scalar;
 	__u8 *v;
 
-	*id = 0;
+	*id = CGROUP_ROOT_ID;
 	cg = sk_cgroup(sk, probed, &scalar);
 	if (!cg)
-		return !cgroup_filter_on || !cgroup_includes_on;
+		return root_traced();
 	kn = cgroup_kn(cg, scalar);
-	if (!kn)
+	if (!kn) {
+		*id = 0; /* not readable */
 		return !cgroup_filter_on || !cgroup_includes_on;
+	}
 	*id = kn_id(kn, scalar);
 	if (!cgroup_filter_on)
 		return true;

@@ -6,8 +6,9 @@ import (
 )
 
 // The Resolver's bookkeeping: every function is called with r.mu held,
-// except scan, findChild and rootDev, which read the file system (and scan
-// takes the lock itself to apply what it found).
+// except scan, listChildren and rootDev, which read the file system (scan's
+// walker takes the lock itself for each cgroup it finds, never across a
+// system call).
 
 // claimRescan starts a walk unless one started less than MinRescan ago,
 // and reports whether it did.
@@ -26,64 +27,41 @@ func (r *Resolver) startScan(now time.Time) {
 	r.stats.Scans++
 }
 
-// scan walks the mount (startScan counted it) and applies what it found.
+// scan walks the mount (startScan counted it), the walker adding what it
+// finds as it goes. When the walk found every cgroup, the cgroups held but
+// not found are taken as removed (their rmdir event was lost): they stay
+// named for Retention. That is decided only at the end, so a walk of a
+// cache full of such cgroups drops the new ones it meets (counted in
+// Dropped) and leaves them to the next walk: the price of not holding what
+// it found until the end, which would double the cache's memory.
 func (r *Resolver) scan() error {
 	r.mu.Lock()
 	start := r.beginWalk()
+	r.gen++
+	w := &walker{r: r, start: start, gen: r.gen}
 	r.mu.Unlock()
 
-	res, err := walk(r.root, r.maxEntries)
+	err := w.walk()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	defer r.endWalk()
 	if err != nil {
 		return err
 	}
-	now := r.now()
-	r.expire(now)
-	r.stats.Dropped += res.beyond
-	if res.complete {
-		// Take the cgroups not found as removed first, so that they make
-		// room for the ones found.
-		r.gen++
-		for _, f := range res.found {
-			if e := r.entries[f.id]; e != nil {
-				e.seen = r.gen
-			}
-		}
+	r.stats.Dropped += w.beyond
+	if w.complete {
+		now := r.now()
+		r.expire(now)
 		for _, e := range r.entries {
-			if e.elem == nil && e.seen != r.gen && e.seq <= start {
+			// seen < w.gen: not found by this walk nor by one started
+			// after it (walks may overlap; a later one's finding is as
+			// good). seq <= start: not added or changed since it started.
+			if e.elem == nil && e.seen < w.gen && e.seq <= start {
 				r.markRemoved(e, now)
 			}
 		}
 	}
-	for _, f := range res.found {
-		r.add(f.id, f.info, start, now)
-	}
 	return nil
-}
-
-// findChild looks for the cgroup id in the directory of the cgroup at
-// parent, reading no further than it.
-func (r *Resolver) findChild(parent string, id uint64) (Info, bool) {
-	abs := r.root
-	if parent != "/" {
-		abs += parent
-	}
-	dev, ok := r.rootDev()
-	if !ok {
-		return Info{}, false
-	}
-	var info Info
-	found := false
-	_ = eachChild(abs, dev, func(name string, child uint64) bool {
-		if child != id {
-			return true
-		}
-		info, found = Describe(childPath(parent, name)), true
-		return false
-	}, func(error) {})
-	return info, found
 }
 
 // rootDev returns the device of the mount's root directory.
@@ -110,30 +88,67 @@ func (r *Resolver) endWalk() {
 	}
 }
 
-// add adds the cgroup id, found by a walk that started at seq start,
-// unless the cache changed it since.
-func (r *Resolver) add(id uint64, info Info, start uint64, now time.Time) {
-	if e := r.entries[id]; e != nil {
+// add names the cgroup id at path, found by a walk or listing whose view is
+// from seq start, unless the cache changed it since; the first trusted
+// components of path are trusted (DescribeTrusted). It returns the entry,
+// nil when the cgroup is not held.
+//
+// path is copied only when the entry is new or its path changed (the id
+// was reused): walks mostly find cgroups the cache names already, and
+// replacing their paths with fresh copies would allocate a second set of
+// strings each time.
+func (r *Resolver) add(id uint64, path []byte, trusted int, start uint64, now time.Time) *entry {
+	e := r.entries[id]
+	if e != nil {
 		if e.seq > start {
-			return
+			return nil
 		}
-		if e.elem != nil {
-			r.removed.Remove(e.elem)
-			e.elem, e.removedAt = nil, time.Time{}
+		if e.info.Path == string(path) { // compared without a copy
+			changed := false
+			if e.elem != nil {
+				r.unmarkRemoved(e)
+				changed = true
+			}
+			if int(e.trusted) != trusted {
+				// Its owner changed since (a directory chowned).
+				e.info = DescribeTrusted(e.info.Path, trusted)
+				e.trusted = uint8(trusted)
+				changed = true
+			}
+			if changed {
+				r.seq++
+				e.seq = r.seq
+			}
+			return e
 		}
-		r.seq++
-		e.info, e.seq = info, r.seq
-		return
+		r.drop(e) // the cgroup the id named is gone
+	} else if s, ok := r.racing[id]; ok && s > start {
+		return nil
 	}
-	if s, ok := r.racing[id]; ok && s > start {
-		return
-	}
-	if len(r.entries) >= r.maxEntries && !r.evictOne(now) {
+	if !r.makeRoom(len(path), now) {
 		r.stats.Dropped++
-		return
+		return nil
 	}
+	p := string(path)
 	r.seq++
-	r.entries[id] = &entry{id: id, info: info, seq: r.seq}
+	e = &entry{id: id, info: DescribeTrusted(p, trusted), trusted: uint8(trusted), seq: r.seq}
+	r.entries[id] = e
+	r.bytes += len(p)
+	return e
+}
+
+// makeRoom makes room for an entry of n path bytes, evicting the oldest
+// removed entries if that is enough, and reports whether there is room.
+// It evicts nothing when even evicting every removed entry would not do.
+func (r *Resolver) makeRoom(n int, now time.Time) bool {
+	r.expire(now)
+	if len(r.entries)-r.removed.Len() >= r.maxEntries || r.bytes-r.removedBytes+n > r.maxBytes {
+		return false
+	}
+	for len(r.entries) >= r.maxEntries || r.bytes+n > r.maxBytes {
+		r.drop(r.removed.Front().Value.(*entry))
+	}
+	return true
 }
 
 // markRemoved starts e's retention.
@@ -142,6 +157,14 @@ func (r *Resolver) markRemoved(e *entry, now time.Time) {
 	e.seq = r.seq
 	e.removedAt = now
 	e.elem = r.removed.PushBack(e)
+	r.removedBytes += len(e.info.Path)
+}
+
+// unmarkRemoved ends e's retention: it exists after all.
+func (r *Resolver) unmarkRemoved(e *entry) {
+	r.removed.Remove(e.elem)
+	e.elem, e.removedAt = nil, time.Time{}
+	r.removedBytes -= len(e.info.Path)
 }
 
 // expire drops the removed entries whose retention is over. The oldest
@@ -156,23 +179,11 @@ func (r *Resolver) expire(now time.Time) {
 	}
 }
 
-// evictOne drops the oldest removed entry to make room, and reports
-// whether there was one.
-func (r *Resolver) evictOne(now time.Time) bool {
-	r.expire(now)
-	if len(r.entries) < r.maxEntries {
-		return true
-	}
-	el := r.removed.Front()
-	if el == nil {
-		return false
-	}
-	r.drop(el.Value.(*entry))
-	return true
-}
-
+// drop forgets e, removed or not.
 func (r *Resolver) drop(e *entry) {
-	r.removed.Remove(e.elem)
-	e.elem = nil
+	if e.elem != nil {
+		r.unmarkRemoved(e)
+	}
 	delete(r.entries, e.id)
+	r.bytes -= len(e.info.Path)
 }

@@ -3,7 +3,8 @@ package cgroup
 import "strings"
 
 // Info is what a cgroup path says about the processes in it. The derived
-// fields are "" when the path does not show them.
+// fields are "" when the path does not show them, or (from a Resolver) when
+// only components below a directory not owned by root show them.
 type Info struct {
 	// Path is the cgroup's path relative to the cgroup2 mount, starting
 	// with "/" ("/" is the root cgroup).
@@ -13,16 +14,17 @@ type Info struct {
 	// ContainerID is a container's id: 64 lowercase hex digits.
 	ContainerID string
 	// PodUID is a Kubernetes pod's uid, 8-4-4-4-12 lowercase hex digits
-	// with dashes.
+	// with dashes, or a static pod's 32 lowercase hex digits.
 	PodUID string
 }
 
 // Describe derives the labels of the cgroup at path (relative to the
-// cgroup2 mount, e.g. "/system.slice/nginx.service"). Info.Path is path
-// unchanged. The path is split at '/' into components; empty components
-// (from "//", a leading or a trailing '/') are skipped. Each derived field
-// comes from the deepest component of its form, so a cgroup nested inside a
-// unit, container or pod is still labelled with it:
+// cgroup2 mount, e.g. "/system.slice/nginx.service"), trusting every
+// component of it; the Resolver trusts fewer (DescribeTrusted). Info.Path
+// is path unchanged. The path is split at '/' into components; empty
+// components (from "//", a leading or a trailing '/') are skipped. Each
+// derived field comes from the deepest component of its form, so a cgroup
+// nested inside a unit, container or pod is still labelled with it:
 //
 //   - Unit: the deepest component ending in ".service" or ".scope"; when
 //     there is none, the deepest ending in ".slice". A component counts only
@@ -36,26 +38,43 @@ type Info struct {
 //     <id> is exactly 64 lowercase hex digits; the value is <id>. Conmon's
 //     cgroups (crio-conmon-<id>.scope, libpod-conmon-<id>.scope) are not
 //     containers.
-//   - PodUID: only below a component that is "kubepods" or starts with
-//     "kubepods" (kubepods.slice, kubepods-burstable.slice, ...): the
-//     deepest component pod<uid> (cgroupfs driver), kubepods-pod<uid_>.slice
-//     or kubepods-<qos>-pod<uid_>.slice with <qos> burstable or besteffort
+//   - PodUID: only below a component that starts with "kubepods"
+//     (kubepods, kubepods.slice, kubepods-burstable.slice, ...) or with
+//     "kubelet-kubepods" (the same below kubelet's --cgroup-root=/kubelet,
+//     as kind sets it): the deepest component pod<uid> (cgroupfs driver),
+//     or <k>-pod<uid_>.slice or <k>-<qos>-pod<uid_>.slice with <k>
+//     "kubepods" or "kubelet-kubepods" and <qos> burstable or besteffort
 //     (systemd driver). <uid> is 8-4-4-4-12 lowercase hex digits with
 //     dashes, <uid_> the same with underscores, as systemd reserves '-' in
-//     slice names; the value is always written with dashes.
+//     slice names; either may also be 32 lowercase hex digits without
+//     separators, the uid kubelet gives a static pod (kube-apiserver,
+//     etcd: a hash of its manifest, which its mirror pod in the API shows
+//     as the kubernetes.io/config.mirror annotation). The value is a
+//     8-4-4-4-12 uid always written with dashes, or the 32 digits as
+//     written.
 //
 // The derived fields are substrings of path, sharing its memory, except a
-// PodUID from the systemd form, the one string Describe allocates: the
-// cache stores an Info per cgroup, so it should cost no more than the path.
+// PodUID from the systemd form with underscores, the one string Describe
+// allocates: the cache stores an Info per cgroup, so it should cost no
+// more than the path.
 func Describe(path string) Info {
+	return DescribeTrusted(path, len(path))
+}
+
+// DescribeTrusted is Describe reading only the first trusted components of
+// path (empty components not counted): the Resolver's view, as the names
+// below a directory not owned by root are chosen by whoever owns it (see
+// the package documentation). Info.Path is still the whole path; trusted
+// <= 0 derives nothing.
+func DescribeTrusted(path string, trusted int) Info {
 	info := Info{Path: path}
 	var service, slice, pod string
 	podUnderscores := false
-	// underKubepods is set once a component starts with "kubepods": the pod
-	// forms only count below one, since "pod<uid>" alone is too common a
-	// shape for a name anyone may choose.
+	// underKubepods is set once a component starts with "kubepods" (or
+	// "kubelet-kubepods"): the pod forms only count below one, since
+	// "pod<uid>" alone is too common a shape for a name anyone may choose.
 	underKubepods := false
-	for rest := path; rest != ""; {
+	for rest := path; rest != "" && trusted > 0; {
 		var c string
 		if i := strings.IndexByte(rest, '/'); i >= 0 {
 			c, rest = rest[:i], rest[i+1:]
@@ -65,6 +84,7 @@ func Describe(path string) Info {
 		if c == "" {
 			continue
 		}
+		trusted--
 		switch unitKind(c) {
 		case unitService:
 			service = c
@@ -79,7 +99,7 @@ func Describe(path string) Info {
 				pod, podUnderscores = uid, underscores
 			}
 		}
-		if strings.HasPrefix(c, "kubepods") {
+		if isKubepods(c) {
 			underKubepods = true
 		}
 	}
@@ -92,6 +112,14 @@ func Describe(path string) Info {
 		info.PodUID = strings.ReplaceAll(pod, "_", "-")
 	}
 	return info
+}
+
+// isKubepods reports whether c marks the top of kubelet's cgroups: its
+// "kubepods" (cgroupfs driver) or "kubepods.slice" and the QoS slices below
+// (systemd driver), under a --cgroup-root of "/kubelet" prefixed as systemd
+// names nested slices ("kubelet-kubepods.slice").
+func isKubepods(c string) bool {
+	return strings.HasPrefix(c, "kubepods") || strings.HasPrefix(c, "kubelet-kubepods")
 }
 
 // The kinds of systemd unit names Describe tells apart.
@@ -200,19 +228,35 @@ func isLowerHex(b byte) bool {
 // podUID returns the pod uid in the component c, and whether it is written
 // with underscores (systemd driver) instead of dashes (cgroupfs driver).
 func podUID(c string) (uid string, underscores, ok bool) {
-	if u, found := strings.CutPrefix(c, "pod"); found && isPodUID(u, '-') {
-		return u, false, true
+	if u, found := strings.CutPrefix(c, "pod"); found {
+		if isPodUID(u, '-') {
+			return u, false, true
+		}
+		if isStaticPodUID(u) {
+			return u, false, true
+		}
+		return "", false, false
 	}
-	mid, found := strings.CutPrefix(c, "kubepods-")
+	mid, found := strings.CutSuffix(c, ".slice")
 	if !found {
 		return "", false, false
 	}
-	if mid, found = strings.CutSuffix(mid, ".slice"); !found {
+	if m, found := strings.CutPrefix(mid, "kubelet-"); found {
+		mid = m
+	}
+	if mid, found = strings.CutPrefix(mid, "kubepods-"); !found {
 		return "", false, false
 	}
 	for _, prefix := range podSlicePrefixes {
-		if u, found := strings.CutPrefix(mid, prefix); found && isPodUID(u, '_') {
+		u, found := strings.CutPrefix(mid, prefix)
+		if !found {
+			continue
+		}
+		if isPodUID(u, '_') {
 			return u, true, true
+		}
+		if isStaticPodUID(u) {
+			return u, false, true
 		}
 	}
 	return "", false, false
@@ -238,6 +282,21 @@ func isPodUID(s string, sep byte) bool {
 			if !isLowerHex(s[i]) {
 				return false
 			}
+		}
+	}
+	return true
+}
+
+// isStaticPodUID reports whether s is the uid kubelet gives a static pod:
+// 32 lowercase hex digits (an md5 of its manifest), with no separators in
+// either driver's form.
+func isStaticPodUID(s string) bool {
+	if len(s) != 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isLowerHex(s[i]) {
+			return false
 		}
 	}
 	return true

@@ -10,6 +10,8 @@ const (
 	cid2 = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
 	uid  = "1b2c3d4e-aaaa-bbbb-cccc-0123456789ab"
 	uid_ = "1b2c3d4e_aaaa_bbbb_cccc_0123456789ab"
+	// static is a static pod's uid: a hash of its manifest.
+	static = "7b3e2f4c9a1d0e5f6a7b8c9d0e1f2a3b"
 )
 
 func TestDescribe(t *testing.T) {
@@ -96,10 +98,23 @@ func TestDescribe(t *testing.T) {
 		{"/kubepods.slice/kubepods-pod" + uid_ + ".slice", Info{Unit: "kubepods-pod" + uid_ + ".slice", PodUID: uid}},
 		{"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uid_ + ".slice/crio-conmon-" + cid + ".scope",
 			Info{Unit: "crio-conmon-" + cid + ".scope", PodUID: uid}},
-		// kind (Kubernetes in docker): a container holding a node; its
-		// kubelet's cgroup root, "kubelet", is not one Describe knows.
+		// kind (Kubernetes in docker): a container holding a node, whose
+		// kubelet runs with --cgroup-root=/kubelet.
 		{"/system.slice/docker-" + cid2 + ".scope/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-pod" + uid_ + ".slice",
-			Info{Unit: "docker-" + cid2 + ".scope", ContainerID: cid2}},
+			Info{Unit: "docker-" + cid2 + ".scope", ContainerID: cid2, PodUID: uid}},
+		{"/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod" + uid_ + ".slice/cri-containerd-" + cid + ".scope",
+			Info{Unit: "cri-containerd-" + cid + ".scope", ContainerID: cid, PodUID: uid}},
+		{"/system.slice/docker-" + cid2 + ".scope/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-burstable.slice/kubelet-kubepods-burstable-pod" + uid_ + ".slice/cri-containerd-" + cid + ".scope",
+			Info{Unit: "cri-containerd-" + cid + ".scope", ContainerID: cid, PodUID: uid}},
+		{"/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-pod" + static + ".slice", Info{Unit: "kubelet-kubepods-pod" + static + ".slice", PodUID: static}},
+		// static pods (kube-apiserver, etcd): a 32-digit uid
+		{"/kubepods/burstable/pod" + static + "/" + cid, Info{ContainerID: cid, PodUID: static}},
+		{"/kubepods/pod" + static, Info{PodUID: static}},
+		{"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + static + ".slice/cri-containerd-" + cid + ".scope",
+			Info{Unit: "cri-containerd-" + cid + ".scope", ContainerID: cid, PodUID: static}},
+		{"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + static + ".slice",
+			Info{Unit: "kubepods-besteffort-pod" + static + ".slice", PodUID: static}},
+		{"/kubepods.slice/kubepods-pod" + static + ".slice", Info{Unit: "kubepods-pod" + static + ".slice", PodUID: static}},
 		{"/docker/" + cid2 + "/kubepods/besteffort/pod" + uid + "/" + cid, Info{ContainerID: cid, PodUID: uid}},
 		{"/kubepods/pod" + uid + "/pod" + strings.ReplaceAll(uid, "1b2c", "ffff"), Info{PodUID: strings.ReplaceAll(uid, "1b2c", "ffff")}},
 		// not pods
@@ -110,7 +125,18 @@ func TestDescribe(t *testing.T) {
 		{"/kubepods/pod" + uid_, Info{}},
 		{"/kubepods/pod" + uid[:35], Info{}},
 		{"/kubepods/pod" + uid + "0", Info{}},
-		{"/kubepods/pod" + strings.ReplaceAll(uid, "-", ""), Info{}},
+		{"/kubepods/pod" + strings.ToUpper(static), Info{}},
+		{"/kubepods/pod" + static[:31], Info{}},
+		{"/kubepods/pod" + static + "0", Info{}},
+		{"/kubepods/pod" + static[:31] + "g", Info{}},
+		{"/kubepods.slice/kubepods-pod" + static[:31] + ".slice", Info{Unit: "kubepods-pod" + static[:31] + ".slice"}},
+		{"/kubepods-pod" + static + ".slice", Info{Unit: "kubepods-pod" + static + ".slice"}}, // no kubepods ancestor
+		{"/kubelet-kubepods-pod" + uid_ + ".slice", Info{Unit: "kubelet-kubepods-pod" + uid_ + ".slice"}},
+		{"/xkubelet-kubepods/pod" + uid, Info{}},
+		{"/kubelet.slice/pod" + uid, Info{Unit: "kubelet.slice"}},
+		{"/kubelet.slice/kubelet-kubepods.slice/kubelet-pod" + uid_ + ".slice", Info{Unit: "kubelet-pod" + uid_ + ".slice"}},
+		{"/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-pod" + uid + ".slice", Info{Unit: "kubelet-kubepods-pod" + uid + ".slice"}},
+		{"/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-guaranteed-pod" + uid_ + ".slice", Info{Unit: "kubelet-kubepods-guaranteed-pod" + uid_ + ".slice"}},
 		{"/kubepods.slice/kubepods-pod" + uid + ".slice", Info{Unit: "kubepods-pod" + uid + ".slice"}},
 		{"/kubepods.slice/kubepods-guaranteed-pod" + uid_ + ".slice", Info{Unit: "kubepods-guaranteed-pod" + uid_ + ".slice"}},
 		{"/kubepods.slice/kubepods-burstable-pod" + uid_, Info{Unit: "kubepods.slice"}},
@@ -145,13 +171,14 @@ func TestDescribeLongPaths(t *testing.T) {
 var sink Info
 
 // The cache holds an Info per cgroup: its fields must share the path's
-// memory, except a systemd-form pod uid (one string).
+// memory, except a systemd-form pod uid with underscores (one string).
 func TestDescribeAllocations(t *testing.T) {
 	for path, want := range map[string]float64{
-		"/system.slice/nginx.service":                                                     0,
-		"/kubepods/burstable/pod" + uid + "/" + cid:                                       0,
-		"/system.slice/docker-" + cid + ".scope/init.scope":                               0,
-		"/kubepods.slice/kubepods-pod" + uid_ + ".slice/cri-containerd-" + cid + ".scope": 1,
+		"/system.slice/nginx.service":                                                       0,
+		"/kubepods/burstable/pod" + uid + "/" + cid:                                         0,
+		"/system.slice/docker-" + cid + ".scope/init.scope":                                 0,
+		"/kubepods.slice/kubepods-pod" + uid_ + ".slice/cri-containerd-" + cid + ".scope":   1,
+		"/kubepods.slice/kubepods-pod" + static + ".slice/cri-containerd-" + cid + ".scope": 0,
 	} {
 		if got := testing.AllocsPerRun(100, func() { sink = Describe(path) }); got != want {
 			t.Errorf("Describe(%q): %v allocations, want %v", path, got, want)
@@ -171,7 +198,7 @@ func checkInfo(t *testing.T, path string, info Info) {
 	if id := info.ContainerID; id != "" && (!strings.Contains(path, id) || !isContainerID(id)) {
 		t.Fatalf("Describe(%q).ContainerID = %q", path, id)
 	}
-	if p := info.PodUID; p != "" && (!isPodUID(p, '-') ||
+	if p := info.PodUID; p != "" && (!isPodUID(p, '-') && !isStaticPodUID(p) ||
 		!strings.Contains(path, "kubepods") ||
 		!strings.Contains(path, p) && !strings.Contains(path, strings.ReplaceAll(p, "-", "_"))) {
 		t.Fatalf("Describe(%q).PodUID = %q", path, p)
@@ -197,10 +224,72 @@ func FuzzDescribe(f *testing.F) {
 		"/kubepods/burstable/pod" + uid + "/" + cid,
 		"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uid_ + ".slice/cri-containerd-" + cid + ".scope",
 		"//a\xff.service/",
+		"/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod" + uid_ + ".slice/cri-containerd-" + cid + ".scope",
+		"/kubepods/pod" + static + "/" + cid,
 	} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, path string) {
-		checkInfo(t, path, Describe(path))
+		full := Describe(path)
+		checkInfo(t, path, full)
+		// Trusting fewer components derives the same from a prefix.
+		for n := 0; n <= 3; n++ {
+			got := DescribeTrusted(path, n)
+			checkInfo(t, path, got)
+			if want := Describe(trustedPrefix(path, n)); got.Unit != want.Unit || got.ContainerID != want.ContainerID || got.PodUID != want.PodUID {
+				t.Fatalf("DescribeTrusted(%q, %d) = %+v, want the labels of %+v", path, n, got, want)
+			}
+		}
 	})
+}
+
+// trustedPrefix is path up to the end of its n-th non-empty component.
+func trustedPrefix(path string, n int) string {
+	end := 0
+	for i := 0; i < len(path) && n > 0; {
+		j := strings.IndexByte(path[i:], '/')
+		if j < 0 {
+			j = len(path) - i
+		}
+		if j > 0 {
+			n--
+			end = i + j
+		}
+		i += j + 1
+	}
+	return path[:end]
+}
+
+// The Resolver labels a cgroup from the components it trusts only: a user
+// naming their own cgroups after a container, a pod or a unit gets none of
+// those.
+func TestDescribeTrusted(t *testing.T) {
+	user := "/user.slice/user-1000.slice/user@1000.service/app.slice/docker-" + cid + ".scope"
+	pod := "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uid_ + ".slice/cri-containerd-" + cid + ".scope"
+	for _, tc := range []struct {
+		path    string
+		trusted int
+		want    Info // Path is filled in from path
+	}{
+		{user, 2, Info{Unit: "user-1000.slice"}},
+		{user, 3, Info{Unit: "user@1000.service"}},
+		{user, 5, Info{Unit: "docker-" + cid + ".scope", ContainerID: cid}},
+		{user, 99, Info{Unit: "docker-" + cid + ".scope", ContainerID: cid}},
+		{user, 0, Info{}},
+		{user, -1, Info{}},
+		{"//user.slice//user-1000.slice/x.scope", 2, Info{Unit: "user-1000.slice"}}, // empty components do not count
+		{pod, 3, Info{Unit: "kubepods-burstable-pod" + uid_ + ".slice", PodUID: uid}},
+		{pod, 2, Info{Unit: "kubepods-burstable.slice"}},
+		{"/docker/" + cid, 1, Info{}},
+		{"/", 1, Info{}},
+	} {
+		want := tc.want
+		want.Path = tc.path
+		if got := DescribeTrusted(tc.path, tc.trusted); got != want {
+			t.Errorf("DescribeTrusted(%q, %d)\n got  %+v\n want %+v", tc.path, tc.trusted, got, want)
+		}
+	}
+	if got, want := trustedPrefix("//a/b//c/", 2), "//a/b"; got != want {
+		t.Errorf("trustedPrefix = %q, want %q", got, want)
+	}
 }

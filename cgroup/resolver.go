@@ -7,15 +7,19 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The defaults of Config's fields.
 const (
 	defaultRoot       = "/sys/fs/cgroup"
 	defaultMaxEntries = 16384
+	defaultMaxBytes   = 16 << 20
 	defaultRetention  = time.Hour
-	defaultMinRescan  = time.Second
+	defaultMinRescan  = 10 * time.Second
 )
 
 // Config configures a Resolver. Zero fields take their defaults.
@@ -25,13 +29,22 @@ type Config struct {
 	Root string
 	// MaxEntries is the most entries held (default 16384 when <= 0).
 	MaxEntries int
+	// MaxBytes is the most path bytes held, the sum of the entries' paths'
+	// lengths (default 16 MiB when <= 0): paths are what the cache's
+	// memory is mostly made of, and a delegated user may make them long
+	// (255 bytes a component, 64 levels). An entry that would go beyond
+	// either bound, even after evicting the removed entries, is not added.
+	MaxBytes int
 	// Retention is how long a removed cgroup stays named (default 1h when
 	// <= 0), so that connections reported after their cgroup is gone,
 	// which is when a short-lived job's are, are still labelled.
 	Retention time.Duration
-	// MinRescan is the least time between two full walks triggered by an
-	// unknown id (default 1s when <= 0): ids the cache misses cannot make
-	// the resolver walk the tree over and over.
+	// MinRescan is the least time between two full walks not asked for by
+	// Scan: those triggered by an unknown id (Lookup), by mkdir events
+	// under unknown parents (CreatedAll) and by ScanIfDue (default 10s when
+	// <= 0). Those run on callers that hold other locks (the tracer's
+	// event drain, its collection), so ids the cache misses must not make
+	// them walk the tree over and over.
 	MinRescan time.Duration
 	// Now is the clock (default time.Now; tests give a fake one).
 	Now func() time.Time
@@ -42,13 +55,15 @@ type Stats struct {
 	// Entries is the number of entries held, removed cgroups still named
 	// included.
 	Entries int
+	// Bytes is the sum of their paths' lengths (bounded by MaxBytes).
+	Bytes int
 	// Misses counts the lookups that found no cgroup.
 	Misses uint64
 	// Scans counts the full walks of the cgroup2 mount.
 	Scans uint64
 	// Dropped counts the cgroups not held: not added because the cache was
-	// full of cgroups not removed, found by a walk beyond MaxEntries, or
-	// deeper than the walks go (64 levels below the root).
+	// full (MaxEntries or MaxBytes) of cgroups not removed, or deeper than
+	// the walks go (64 levels below the root).
 	Dropped uint64
 }
 
@@ -59,19 +74,32 @@ type Stats struct {
 type Resolver struct {
 	root       string
 	maxEntries int
+	maxBytes   int
 	retention  time.Duration
 	minRescan  time.Duration
 	now        func() time.Time
+	// owner is the uid whose directories are trusted: root's. Tests that
+	// run unprivileged set their own, as they cannot make root's.
+	owner uint32
+
+	// listings and childStats count the directories CreatedAll listed and
+	// the children it statted, for the tests: the point of CreatedAll is
+	// that they stay small.
+	listings, childStats atomic.Uint64
 
 	mu      sync.Mutex
 	entries map[uint64]*entry
+	// bytes is the sum of the entries' paths' lengths, removedBytes that of
+	// the removed ones'.
+	bytes, removedBytes int
 	// removed holds the removed entries (*entry), oldest removal first:
 	// they expire in that order, and are evicted in that order when the
 	// cache is full.
 	removed list.List
-	// seq counts the changes to entries. A walk (or a Created's listing)
-	// notes seq when it starts and does not undo a change made after that,
-	// as its view of the file system may be older than the change.
+	// seq counts the changes to entries. A walk (or a CreatedAll's
+	// listings) notes seq when it starts and does not undo a change made
+	// after that, as its view of the file system may be older than the
+	// change.
 	seq uint64
 	// walking counts the walks and listings in flight; while there are
 	// any, racing holds the ids removed that the cache did not have (with
@@ -79,7 +107,8 @@ type Resolver struct {
 	// add them back. At most maxEntries, and dropped when walking is 0.
 	walking int
 	racing  map[uint64]uint64
-	// gen numbers the complete walks, to mark the entries each found.
+	// gen numbers the walks in the order they start, to mark the entries
+	// each found.
 	gen      uint64
 	scanned  bool      // a walk was started
 	lastScan time.Time // when the last walk started
@@ -88,10 +117,13 @@ type Resolver struct {
 
 // entry is a cgroup the cache names.
 type entry struct {
-	id   uint64
-	info Info
-	seq  uint64 // Resolver.seq of its last change (added or removed)
-	seen uint64 // the Resolver.gen of the last complete walk that found it
+	id uint64
+	// info is DescribeTrusted(path, trusted): the labels come from the
+	// part of the path whose directories are all owned by root.
+	info    Info
+	trusted uint8  // at most maxWalkDepth
+	seq     uint64 // Resolver.seq of its last change (added or removed)
+	seen    uint64 // the Resolver.gen of the last walk that found it
 	// removedAt is when it was removed, and elem its element in
 	// Resolver.removed; elem is nil while the cgroup exists.
 	removedAt time.Time
@@ -103,6 +135,7 @@ func NewResolver(cfg Config) *Resolver {
 	r := &Resolver{
 		root:       cfg.Root,
 		maxEntries: cfg.MaxEntries,
+		maxBytes:   cfg.MaxBytes,
 		retention:  cfg.Retention,
 		minRescan:  cfg.MinRescan,
 		now:        cfg.Now,
@@ -114,6 +147,9 @@ func NewResolver(cfg Config) *Resolver {
 	r.root = filepath.Clean(r.root)
 	if r.maxEntries <= 0 {
 		r.maxEntries = defaultMaxEntries
+	}
+	if r.maxBytes <= 0 {
+		r.maxBytes = defaultMaxBytes
 	}
 	if r.retention <= 0 {
 		r.retention = defaultRetention
@@ -127,12 +163,12 @@ func NewResolver(cfg Config) *Resolver {
 	return r
 }
 
-// Scan walks the cgroup2 mount and adds every cgroup found, replacing an
-// entry of the same id (an id removed and reused is a new cgroup). When the
-// walk found every cgroup, the cgroups held but not found are taken as
-// removed (their rmdir event was lost): they stay named for Retention. The
-// error, naming Root, is for Root itself; what vanishes during the walk is
-// skipped.
+// Scan walks the cgroup2 mount and adds every cgroup found (an entry of
+// the same id at another path is replaced: an id removed and reused is a
+// new cgroup). When the walk found every cgroup, the cgroups held but not
+// found are taken as removed (their rmdir event was lost): they stay named
+// for Retention. The error, naming Root, is for Root itself; what vanishes
+// during the walk is skipped.
 func (r *Resolver) Scan() error {
 	r.mu.Lock()
 	r.startScan(r.now())
@@ -140,42 +176,204 @@ func (r *Resolver) Scan() error {
 	return r.scan()
 }
 
-// Created adds the cgroup id, just made in the cgroup parent. When the
-// parent is known, only its directory is read, up to the new one; else the
-// whole mount is walked, unless a walk started less than MinRescan ago (a
-// later Lookup's walk will find it).
-func (r *Resolver) Created(id, parent uint64) {
-	if id == 0 {
-		return
+// ScanIfDue is Scan unless a walk started less than MinRescan ago, and
+// reports whether it walked. It is for the caller that learns mkdir or
+// rmdir events were lost: it cannot tell which, and a burst of losses must
+// not make it walk the tree over and over (a Lookup missing a cgroup made
+// meanwhile walks again once MinRescan has passed).
+func (r *Resolver) ScanIfDue() (bool, error) {
+	r.mu.Lock()
+	due := r.claimRescan(r.now())
+	r.mu.Unlock()
+	if !due {
+		return false, nil
 	}
+	return true, r.scan()
+}
+
+// CreatedEvent is a cgroup's mkdir event: its id and its parent's.
+type CreatedEvent struct{ ID, Parent uint64 }
+
+// maxListedParents bounds the directories one CreatedAll lists: beyond it,
+// one walk is cheaper, and the caller (holding its own lock) is not held
+// up by one listing after another.
+const maxListedParents = 64
+
+// CreatedAll adds the cgroups just made: the mkdir events of one read of
+// the kernel's event buffer (a few thousand at most), in the order made.
+//
+// It reads each parent's directory once however many of the events are
+// its children, taking their ids from the directory entries themselves and
+// statting only the children wanted: a flood of mkdirs in one directory
+// costs one listing, not one per event, each reading and statting every
+// sibling (the cost of n events among n siblings was n²). A parent is
+// known when the cache holds it, or when an event of the batch made it
+// and its own parent is known (mkdir -p, or a pod's slice and its
+// container's scope made together); the known ones are listed in that
+// order, parents first.
+//
+// When a parent is not known, or more than 64 would be listed, the whole
+// mount is walked once instead, unless a walk started less than MinRescan
+// ago: then the known parents (the first 64) are still listed, and the
+// rest left to a later walk. Events of cgroups already named and of id 0
+// are skipped.
+func (r *Resolver) CreatedAll(evs []CreatedEvent) {
 	r.mu.Lock()
 	now := r.now()
 	r.expire(now)
-	p := r.entries[parent]
-	if p == nil {
-		rescan := r.claimRescan(now)
+	b := r.planCreated(evs)
+	if b == nil {
 		r.mu.Unlock()
-		if rescan {
-			_ = r.scan() // an unreadable root: nothing to add, and no one to tell
-		}
 		return
 	}
-	parentPath := p.info.Path
-	if depth(parentPath) >= maxWalkDepth {
-		r.stats.Dropped++
+	if (b.unknown || b.listable > maxListedParents) && r.claimRescan(now) {
 		r.mu.Unlock()
+		_ = r.scan() // an unreadable root: nothing to add, and no one to tell
 		return
 	}
 	start := r.beginWalk()
 	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.endWalk()
+		r.mu.Unlock()
+	}()
 
-	info, found := r.findChild(parentPath, id)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	defer r.endWalk()
-	if found {
-		r.add(id, info, start, r.now())
+	dev, ok := r.rootDev()
+	if !ok {
+		return
 	}
+	buf := make([]byte, listBufSize)
+	var path []byte
+	for listed := 0; len(b.ready) > 0 && listed < maxListedParents; {
+		g := b.ready[0]
+		b.ready = b.ready[1:]
+		d := depth(g.path)
+		if d >= maxWalkDepth {
+			r.mu.Lock()
+			r.stats.Dropped += uint64(len(g.children))
+			r.mu.Unlock()
+			continue
+		}
+		listed++
+		left := len(g.children)
+		r.listChildren(g.path, dev, buf, func(ino uint64) bool {
+			return b.parentOf[ino] == g
+		}, func(name []byte, st *unix.Stat_t) bool {
+			b.parentOf[st.Ino] = nil // found: a name listed twice is not added twice
+			path = childPath(path[:0], g.path, name)
+			trusted := childTrust(d, g.trusted, st.Uid, r.owner)
+			r.mu.Lock()
+			r.add(st.Ino, path, trusted, start, r.now())
+			r.mu.Unlock()
+			if cg := b.groups[st.Ino]; cg != nil {
+				cg.path, cg.trusted = string(path), trusted
+				b.ready = append(b.ready, cg)
+			}
+			left--
+			return left > 0
+		})
+	}
+}
+
+// createdBatch is a CreatedAll's events grouped by parent.
+type createdBatch struct {
+	groups   map[uint64]*createdGroup // by parent id
+	parentOf map[uint64]*createdGroup // by event id: the group it is in
+	// ready holds the groups whose parent's path is known, to list in
+	// that order.
+	ready []*createdGroup
+	// listable counts the groups whose parent is known or will be; unknown
+	// is set when there are others.
+	listable int
+	unknown  bool
+}
+
+// createdGroup is the events of one parent.
+type createdGroup struct {
+	parent   uint64
+	children []uint64
+	path     string // the parent's path, once known
+	trusted  int    // how many of its components are trusted
+	state    uint8  // planCreated's: not seen, being resolved, resolved
+	listable bool
+}
+
+const (
+	groupNew = iota
+	groupResolving
+	groupResolved
+)
+
+// planCreated groups evs by parent and tells which parents are known; nil
+// when there is nothing to add.
+func (r *Resolver) planCreated(evs []CreatedEvent) *createdBatch {
+	var b *createdBatch
+	var order []*createdGroup
+	for _, ev := range evs {
+		if ev.ID == 0 {
+			continue
+		}
+		if e := r.entries[ev.ID]; e != nil && e.elem == nil {
+			continue // a walk found it first
+		}
+		if b == nil {
+			b = &createdBatch{groups: map[uint64]*createdGroup{}, parentOf: map[uint64]*createdGroup{}}
+		}
+		if b.parentOf[ev.ID] != nil {
+			continue
+		}
+		g := b.groups[ev.Parent]
+		if g == nil {
+			g = &createdGroup{parent: ev.Parent}
+			b.groups[ev.Parent] = g
+			order = append(order, g)
+		}
+		g.children = append(g.children, ev.ID)
+		b.parentOf[ev.ID] = g
+	}
+	if b == nil {
+		return nil
+	}
+	// A group is listable when its parent is held, or is an event of a
+	// listable group: follow each chain of parents up to one resolved.
+	var chain []*createdGroup
+	for _, g := range order {
+		chain = chain[:0]
+		listable := false
+		for cur := g; cur != nil; cur = b.parentOf[cur.parent] {
+			if cur.state == groupResolved {
+				listable = cur.listable
+				break
+			}
+			if cur.state == groupResolving {
+				break // a cycle: ids the kernel did not give
+			}
+			cur.state = groupResolving
+			chain = append(chain, cur)
+			if p := r.entries[cur.parent]; p != nil && p.elem == nil {
+				cur.path, cur.trusted = p.info.Path, int(p.trusted)
+				b.ready = append(b.ready, cur)
+				listable = true
+				break
+			}
+		}
+		for _, c := range chain {
+			c.state, c.listable = groupResolved, listable
+		}
+		if listable {
+			b.listable++
+		} else {
+			b.unknown = true
+		}
+	}
+	return b
+}
+
+// Created adds the cgroup id, just made in the cgroup parent: CreatedAll of
+// one event.
+func (r *Resolver) Created(id, parent uint64) {
+	r.CreatedAll([]CreatedEvent{{ID: id, Parent: parent}})
 }
 
 // Removed notes that the cgroup id was removed. It stays named for
@@ -231,6 +429,22 @@ func (r *Resolver) Lookup(id uint64) (Info, bool) {
 	return Info{}, false
 }
 
+// Peek returns what the cache holds of the cgroup id, and nothing more: it
+// never walks and never counts a miss. It is for the caller that checks a
+// cgroup it was just told of (a mkdir event, after CreatedAll) against a
+// list of paths: such a check is no connection left unlabelled (what
+// Misses counts), and must not make that caller, holding its own lock,
+// walk the tree.
+func (r *Resolver) Peek(id uint64) (Info, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.expire(r.now())
+	if e := r.entries[id]; e != nil {
+		return e.info, true
+	}
+	return Info{}, false
+}
+
 // ID returns the id of the cgroup at path (relative to Root, starting with
 // "/"): the inode number of its directory. A path not starting with "/",
 // with a ".." component, or naming anything but a directory on Root's file
@@ -271,6 +485,7 @@ func (r *Resolver) Stats() Stats {
 	r.expire(r.now())
 	s := r.stats
 	s.Entries = len(r.entries)
+	s.Bytes = r.bytes
 	return s
 }
 

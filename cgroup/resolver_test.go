@@ -68,6 +68,14 @@ func ino(t *testing.T, path string) uint64 {
 	return st.Ino
 }
 
+// newResolver is NewResolver trusting the directories of the user the
+// tests run as: mkTree's are theirs, and only root can make root's.
+func newResolver(cfg Config) *Resolver {
+	r := NewResolver(cfg)
+	r.owner = uint32(os.Geteuid())
+	return r
+}
+
 // held returns the cache's entries by id.
 func held(r *Resolver) map[uint64]Info {
 	r.mu.Lock()
@@ -79,9 +87,15 @@ func held(r *Resolver) map[uint64]Info {
 	return m
 }
 
+// wantStats checks r's Stats, Bytes against the paths held.
 func wantStats(t *testing.T, r *Resolver, want Stats) {
 	t.Helper()
-	if got := r.Stats(); got != want {
+	got := r.Stats()
+	want.Bytes = 0
+	for _, info := range held(r) {
+		want.Bytes += len(info.Path)
+	}
+	if got != want {
 		t.Errorf("Stats() = %+v, want %+v", got, want)
 	}
 }
@@ -119,7 +133,7 @@ func TestScan(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock := newFakeClock()
-	r := NewResolver(Config{Root: root, Now: clock.Now})
+	r := newResolver(Config{Root: root, Now: clock.Now})
 	if err := r.Scan(); err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +162,7 @@ func TestScan(t *testing.T) {
 
 func TestScanRootError(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "missing")
-	r := NewResolver(Config{Root: root})
+	r := newResolver(Config{Root: root})
 	if err := r.Scan(); err == nil || !strings.Contains(err.Error(), root) {
 		t.Errorf("Scan of a missing root: %v", err)
 	}
@@ -156,7 +170,7 @@ func TestScanRootError(t *testing.T) {
 	if err := os.WriteFile(file, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := NewResolver(Config{Root: file}).Scan(); err == nil || !strings.Contains(err.Error(), file) {
+	if err := newResolver(Config{Root: file}).Scan(); err == nil || !strings.Contains(err.Error(), file) {
 		t.Errorf("Scan of a file: %v", err)
 	}
 	if _, ok := r.Lookup(1); ok {
@@ -169,7 +183,7 @@ func TestScanRootError(t *testing.T) {
 func TestScanRemovesVanished(t *testing.T) {
 	root := mkTree(t, testTree...)
 	clock := newFakeClock()
-	r := NewResolver(Config{Root: root, Now: clock.Now, Retention: time.Minute})
+	r := newResolver(Config{Root: root, Now: clock.Now, Retention: time.Minute})
 	if err := r.Scan(); err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +208,7 @@ func TestScanRemovesVanished(t *testing.T) {
 func TestCreatedKnownParent(t *testing.T) {
 	root := mkTree(t, testTree...)
 	clock := newFakeClock()
-	r := NewResolver(Config{Root: root, Now: clock.Now})
+	r := newResolver(Config{Root: root, Now: clock.Now})
 	if err := r.Scan(); err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +250,7 @@ func TestCreatedKnownParent(t *testing.T) {
 func TestCreatedUnknownParent(t *testing.T) {
 	root := mkTree(t, testTree...)
 	clock := newFakeClock()
-	r := NewResolver(Config{Root: root, Now: clock.Now, MinRescan: 10 * time.Second})
+	r := newResolver(Config{Root: root, Now: clock.Now, MinRescan: 10 * time.Second})
 	if err := r.Scan(); err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +276,7 @@ func TestCreatedUnknownParent(t *testing.T) {
 func TestRemovedRetention(t *testing.T) {
 	root := mkTree(t, testTree...)
 	clock := newFakeClock()
-	r := NewResolver(Config{Root: root, Now: clock.Now, Retention: 10 * time.Minute})
+	r := newResolver(Config{Root: root, Now: clock.Now, Retention: 10 * time.Minute})
 	if err := r.Scan(); err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +310,7 @@ func TestRemovedRetention(t *testing.T) {
 func TestLookupRescanRate(t *testing.T) {
 	root := mkTree(t, testTree...)
 	clock := newFakeClock()
-	r := NewResolver(Config{Root: root, Now: clock.Now, MinRescan: time.Minute})
+	r := newResolver(Config{Root: root, Now: clock.Now, MinRescan: time.Minute})
 	// The first miss walks: the cache starts empty.
 	rootID := ino(t, root)
 	if info, ok := r.Lookup(rootID); !ok || info.Path != "/" {
@@ -348,7 +362,7 @@ func TestBound(t *testing.T) {
 	}
 	root := mkTree(t, paths...) // 10 directories, the root included
 	clock := newFakeClock()
-	r := NewResolver(Config{Root: root, Now: clock.Now, MaxEntries: 3, MinRescan: time.Hour})
+	r := newResolver(Config{Root: root, Now: clock.Now, MaxEntries: 3, MinRescan: time.Hour})
 	if err := r.Scan(); err != nil {
 		t.Fatal(err)
 	}
@@ -405,7 +419,7 @@ func TestBound(t *testing.T) {
 func TestDepthLimit(t *testing.T) {
 	deep := strings.Repeat("/d", maxWalkDepth+5)
 	root := mkTree(t, deep)
-	r := NewResolver(Config{Root: root})
+	r := newResolver(Config{Root: root})
 	if err := r.Scan(); err != nil {
 		t.Fatal(err)
 	}
@@ -425,7 +439,7 @@ func TestID(t *testing.T) {
 	if err := os.Symlink(filepath.Join(root, "system.slice"), filepath.Join(root, "link")); err != nil {
 		t.Fatal(err)
 	}
-	r := NewResolver(Config{Root: root})
+	r := newResolver(Config{Root: root})
 	for p, want := range map[string]string{
 		"/":                              root,
 		"/system.slice":                  root + "/system.slice",
@@ -459,7 +473,7 @@ func TestID(t *testing.T) {
 func TestWalkDoesNotUndoNewerEvents(t *testing.T) {
 	root := mkTree(t, testTree...)
 	clock := newFakeClock()
-	r := NewResolver(Config{Root: root, Now: clock.Now})
+	r := newResolver(Config{Root: root, Now: clock.Now})
 	if err := r.Scan(); err != nil {
 		t.Fatal(err)
 	}
@@ -472,10 +486,10 @@ func TestWalkDoesNotUndoNewerEvents(t *testing.T) {
 	r.Removed(known)
 	r.Removed(unknown)
 	r.mu.Lock()
-	r.add(created, Describe("/new.scope"), r.seq, clock.Now()) // as Created does
-	r.add(known, Describe("/init.scope"), start, clock.Now())
-	r.add(unknown, Describe("/unknown.scope"), start, clock.Now())
-	r.add(created, Describe("/old.scope"), start, clock.Now())
+	r.add(created, []byte("/new.scope"), 1, r.seq, clock.Now()) // as CreatedAll does
+	r.add(known, []byte("/init.scope"), 1, start, clock.Now())
+	r.add(unknown, []byte("/unknown.scope"), 1, start, clock.Now())
+	r.add(created, []byte("/old.scope"), 1, start, clock.Now())
 	r.endWalk()
 	removed, racing := r.entries[known].elem != nil, r.racing
 	r.mu.Unlock()
@@ -496,11 +510,12 @@ func TestWalkDoesNotUndoNewerEvents(t *testing.T) {
 
 func TestDefaults(t *testing.T) {
 	r := NewResolver(Config{})
-	if r.root != "/sys/fs/cgroup" || r.maxEntries != 16384 || r.retention != time.Hour || r.minRescan != time.Second || r.now == nil {
+	if r.root != "/sys/fs/cgroup" || r.maxEntries != 16384 || r.maxBytes != 16<<20 || r.retention != time.Hour ||
+		r.minRescan != 10*time.Second || r.now == nil || r.owner != 0 {
 		t.Errorf("defaults: %+v", r)
 	}
-	r = NewResolver(Config{Root: "/sys/fs/cgroup/unified/", MaxEntries: -1, Retention: -1, MinRescan: -1})
-	if r.root != "/sys/fs/cgroup/unified" || r.maxEntries != 16384 || r.retention != time.Hour || r.minRescan != time.Second {
+	r = NewResolver(Config{Root: "/sys/fs/cgroup/unified/", MaxEntries: -1, MaxBytes: -1, Retention: -1, MinRescan: -1})
+	if r.root != "/sys/fs/cgroup/unified" || r.maxEntries != 16384 || r.maxBytes != 16<<20 || r.retention != time.Hour || r.minRescan != 10*time.Second {
 		t.Errorf("defaults for negative values: %+v", r)
 	}
 }
@@ -508,8 +523,8 @@ func TestDefaults(t *testing.T) {
 // Run with -race: every method at once, on a tree that changes.
 func TestConcurrent(t *testing.T) {
 	root := mkTree(t, testTree...)
-	const maxEntries = 20
-	r := NewResolver(Config{Root: root, MaxEntries: maxEntries, Retention: 5 * time.Millisecond, MinRescan: time.Millisecond})
+	const maxEntries, maxBytes = 20, 300 // the bytes bind first: testTree's paths are long
+	r := newResolver(Config{Root: root, MaxEntries: maxEntries, MaxBytes: maxBytes, Retention: 5 * time.Millisecond, MinRescan: time.Millisecond})
 	if err := r.Scan(); err != nil {
 		t.Fatal(err)
 	}
@@ -537,7 +552,27 @@ func TestConcurrent(t *testing.T) {
 				mu.Lock()
 				ids = append(ids, id)
 				mu.Unlock()
-				r.Created(id, rootID)
+				if w == 0 {
+					r.Created(id, rootID)
+				} else {
+					// With a nested cgroup, its parent made by the
+					// same batch, and an unknown parent now and then.
+					sub := filepath.Join(p, "sub")
+					if err := os.Mkdir(sub, 0o755); err != nil {
+						t.Error(err)
+						return
+					}
+					evs := []CreatedEvent{{ino(t, sub), id}, {id, rootID}}
+					if i%7 == 0 {
+						evs = append(evs, CreatedEvent{1 << 61, 1 << 60})
+					}
+					r.CreatedAll(evs)
+					if err := os.Remove(sub); err != nil {
+						t.Error(err)
+						return
+					}
+					r.Removed(evs[0].ID)
+				}
 				if i%2 == 0 {
 					if err := os.Remove(p); err != nil {
 						t.Error(err)
@@ -556,8 +591,16 @@ func TestConcurrent(t *testing.T) {
 				if info, ok := r.Lookup(id); ok && info.Path == "" {
 					t.Errorf("Lookup(%d): found without a path", id)
 				}
-				if s := r.Stats(); s.Entries > maxEntries {
-					t.Errorf("%d entries, more than %d", s.Entries, maxEntries)
+				if info, ok := r.Peek(id); ok && info.Path == "" {
+					t.Errorf("Peek(%d): found without a path", id)
+				}
+				if g == 0 {
+					if _, err := r.ScanIfDue(); err != nil {
+						t.Error(err)
+					}
+				}
+				if s := r.Stats(); s.Entries > maxEntries || s.Bytes > maxBytes {
+					t.Errorf("%d entries, %d bytes: more than %d, %d", s.Entries, s.Bytes, maxEntries, maxBytes)
 				}
 			}
 		})
@@ -571,12 +614,22 @@ func TestConcurrent(t *testing.T) {
 		}
 	})
 	wg.Wait()
-	if s := r.Stats(); s.Entries > maxEntries || s.Scans < 2 {
+	if s := r.Stats(); s.Entries > maxEntries || s.Bytes > maxBytes || s.Scans < 2 || s.Dropped == 0 {
 		t.Errorf("after: %+v", s)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.walking != 0 || r.racing != nil || r.removed.Len() > len(r.entries) {
 		t.Errorf("walking %d, racing %v, %d removed of %d", r.walking, r.racing, r.removed.Len(), len(r.entries))
+	}
+	bytes, removedBytes := 0, 0
+	for _, e := range r.entries {
+		bytes += len(e.info.Path)
+		if e.elem != nil {
+			removedBytes += len(e.info.Path)
+		}
+	}
+	if bytes != r.bytes || removedBytes != r.removedBytes {
+		t.Errorf("bytes %d, removed %d; counted %d, %d", bytes, removedBytes, r.bytes, r.removedBytes)
 	}
 }

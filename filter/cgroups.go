@@ -69,8 +69,8 @@ func (p *configParser) cgroupFilter(n *yaml.Node) *CgroupFilter {
 		p.errorf("%s: %d paths, more than the limit of %d", keyCgroups, n, maxCgroupFilters)
 		return nil
 	}
-	if slices.Contains(f.Exclude, "/") {
-		p.errorf(`%s.exclude: "/" excludes every socket: nothing would be traced`, keyCgroups)
+	if slices.Contains(f.Exclude, "/") && len(f.Include) == 0 {
+		p.errorf(`%s.exclude: "/" without includes excludes every socket: nothing would be traced`, keyCgroups)
 	}
 	if f.Empty() {
 		return nil

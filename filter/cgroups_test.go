@@ -21,6 +21,11 @@ cgroups:
 	if !reflect.DeepEqual(fc.Cgroups, want) {
 		t.Errorf("got %+v, want %+v", fc.Cgroups, want)
 	}
+	// "/" excluded with includes: only the included subtrees.
+	if fc, err := ParseConfigFile([]byte(`cgroups: {exclude: [/], include: [/kubepods.slice]}`), "c.yml"); err != nil ||
+		!reflect.DeepEqual(fc.Cgroups, &CgroupFilter{Include: []string{"/kubepods.slice"}, Exclude: []string{"/"}}) {
+		t.Errorf("exclude / with an include: got %+v, %v", fc, err)
+	}
 	for _, empty := range []string{"", "cgroups:", "cgroups: {}", "cgroups: {include: [], exclude: []}"} {
 		fc, err := ParseConfigFile([]byte(empty), "c.yml")
 		if err != nil || fc.Cgroups != nil {
@@ -38,7 +43,7 @@ func TestCgroupFilterErrorsNameTheEntry(t *testing.T) {
 		{`cgroups: {exclude: [/sys/fs/cgroup/system.slice]}`, `c.yml: cgroups.exclude[0] "/sys/fs/cgroup/system.slice": a path under the cgroup v2 root, not of its mount`},
 		{`cgroups: {exclude: ["/a/../b"]}`, `c.yml: cgroups.exclude[0] "/a/../b": empty, "." or ".." component`},
 		{`cgroups: {exclude: ["/a//b"]}`, `c.yml: cgroups.exclude[0] "/a//b": empty, "." or ".." component`},
-		{`cgroups: {exclude: ["/"]}`, `c.yml: cgroups.exclude: "/" excludes every socket`},
+		{`cgroups: {exclude: ["/"]}`, `c.yml: cgroups.exclude: "/" without includes excludes every socket`},
 		{`cgroups: {exclude: [/a], include: [/a/]}`, `c.yml: cgroups.include[0] "/a/": given twice (first as cgroups.exclude[0])`},
 		{`cgroups: {exclude: [{a: b}]}`, `c.yml: cgroups.exclude[0]: line 1: want a cgroup path, got a mapping`},
 		{"cgroups:\n  exclude: [/a]\n  exclude: [/b]", `c.yml: cgroups.exclude: line 3: key repeated`},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 	"unsafe"
 
@@ -77,8 +78,8 @@ func (t *Tracer) startCgroups(cgroupPath string) error {
 	if !t.cgroupsWanted() {
 		return nil
 	}
-	root := cgroupRoot(cgroupPath)
-	t.cgroups = cgroup.NewResolver(cgroup.Config{Root: root})
+	t.cgroupRootDir = cgroupRoot(cgroupPath)
+	t.cgroups = cgroup.NewResolver(cgroup.Config{Root: t.cgroupRootDir})
 	if err := t.cgroups.Scan(); err != nil {
 		return fmt.Errorf("naming cgroups: %w", err)
 	}
@@ -90,18 +91,11 @@ func (t *Tracer) startCgroups(cgroupPath string) error {
 		for _, p := range f.Exclude {
 			t.cgroupPaths[p] = cgroupExclude
 		}
-		for p, v := range t.cgroupPaths {
-			id, err := t.cgroups.ID(p)
-			if err != nil {
-				level.Warn(t.logger).Log("msg", "a cgroup of the filter does not exist (yet): it applies once it is made", "cgroup", p, "err", err)
-				continue
-			}
-			if err := t.objs.CgroupFilter.Put(id, v); err != nil {
-				return fmt.Errorf("loading the cgroup filter %s: %w", p, err)
-			}
+		t.cgroupFilterIDs = map[uint64]uint8{}
+		for _, p := range t.syncCgroupFilter() {
+			level.Warn(t.logger).Log("msg", "a cgroup of the filter does not exist (yet): it applies once it is made", "cgroup", p)
 		}
 	}
-	level.Info(t.logger).Log("msg", "naming cgroups", "root", root, "cgroups", t.cgroups.Stats().Entries, "filter", !t.cfg.CgroupFilter.Empty())
 	var err error
 	if t.cgroupRd, err = ringbuf.NewReader(t.objs.CgroupEvents); err != nil {
 		return fmt.Errorf("opening the cgroup event ring buffer: %w", err)
@@ -109,33 +103,81 @@ func (t *Tracer) startCgroups(cgroupPath string) error {
 	return nil
 }
 
+// catchUpCgroups walks the hierarchy again once every program is
+// attached: a cgroup made or removed between the first walk and the
+// attachment of the mkdir/rmdir tracepoints gave no event.
+func (t *Tracer) catchUpCgroups() error {
+	if t.cgroups == nil {
+		return nil
+	}
+	if err := t.cgroups.Scan(); err != nil {
+		return fmt.Errorf("naming cgroups: %w", err)
+	}
+	t.syncCgroupFilter()
+	level.Info(t.logger).Log("msg", "naming cgroups", "root", t.cgroupRootDir, "cgroups", t.cgroups.Stats().Entries, "filter", !t.cfg.CgroupFilter.Empty())
+	return nil
+}
+
+// syncCgroupFilter makes the kernel's filter table the ids of the filter's
+// paths as they are now (after a walk: an id whose rmdir event was lost
+// leaves it), and returns the paths that do not exist.
+func (t *Tracer) syncCgroupFilter() (missing []string) {
+	if t.cgroupPaths == nil {
+		return nil
+	}
+	want := make(map[uint64]uint8, len(t.cgroupPaths))
+	for p, v := range t.cgroupPaths {
+		id, err := t.cgroups.ID(p)
+		if err != nil {
+			missing = append(missing, p)
+			continue
+		}
+		want[id] = v
+	}
+	for id := range t.cgroupFilterIDs {
+		if _, ok := want[id]; !ok {
+			t.deleteCgroupFilter(id)
+		}
+	}
+	for id, v := range want {
+		t.putCgroupFilter(id, v)
+	}
+	slices.Sort(missing)
+	return missing
+}
+
+// cgroupBatch bounds the events handed to the resolver at once.
+const cgroupBatch = 4096
+
 // drainCgroups reads the cgroup events into the resolver and the filter.
-// Callers hold drainMu.
+// The mkdir events of a drain go to the resolver together (each parent's
+// directory is read once, however many cgroups came in it), before the
+// rmdir events (ids are never reused: a cgroup made and removed within
+// the drain is simply not found). Callers hold drainMu.
 func (t *Tracer) drainCgroups() {
 	if t.cgroupRd == nil {
 		return
 	}
 	var lost uint64
 	if t.objs.LostCgroupEvents.Get(&lost) == nil && lost != t.cgroupLost {
-		// Events did not fit: walk again, and find the filtered cgroups
-		// made meanwhile.
-		t.cgroupLost = lost
-		if err := t.cgroups.Scan(); err != nil {
+		// Events did not fit: walk again (at most every MinRescan), and
+		// find the filtered cgroups made and removed meanwhile.
+		if walked, err := t.cgroups.ScanIfDue(); err != nil {
 			level.Warn(t.logger).Log("msg", "naming cgroups after lost events", "err", err)
-		}
-		for p, v := range t.cgroupPaths {
-			if id, err := t.cgroups.ID(p); err == nil {
-				t.putCgroupFilter(p, id, v)
-			}
+		} else if walked {
+			t.cgroupLost = lost
+			t.syncCgroupFilter()
 		}
 	}
 	t.cgroupRd.SetDeadline(time.Unix(1, 0))
-	for {
+	made, removed := t.cgroupMade[:0], t.cgroupRemoved[:0]
+	defer func() { t.cgroupMade, t.cgroupRemoved = made[:0], removed[:0] }()
+	for len(made)+len(removed) < cgroupBatch {
 		if err := t.cgroupRd.ReadInto(&t.drainRec); err != nil {
 			if !errors.Is(err, os.ErrDeadlineExceeded) {
 				level.Warn(t.logger).Log("msg", "reading the cgroup event ring buffer", "err", err)
 			}
-			return
+			break
 		}
 		var ev bpf.ConntraceCgroupEvent
 		if len(t.drainRec.RawSample) < int(unsafe.Sizeof(ev)) {
@@ -144,30 +186,45 @@ func (t *Tracer) drainCgroups() {
 		}
 		ev = *(*bpf.ConntraceCgroupEvent)(unsafe.Pointer(&t.drainRec.RawSample[0]))
 		if ev.Removed != 0 {
-			t.cgroups.Removed(ev.Id)
-			if t.cgroupPaths != nil {
-				// Its id will not come back: keep the table small.
-				if err := t.objs.CgroupFilter.Delete(ev.Id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-					level.Warn(t.logger).Log("msg", "removing a cgroup from the filter", "id", ev.Id, "err", err)
-				}
-			}
-			continue
+			removed = append(removed, ev.Id)
+		} else {
+			made = append(made, cgroup.CreatedEvent{ID: ev.Id, Parent: ev.Parent})
 		}
-		t.cgroups.Created(ev.Id, ev.Parent)
-		if t.cgroupPaths != nil {
-			if info, ok := t.cgroups.Lookup(ev.Id); ok {
-				if v, listed := t.cgroupPaths[info.Path]; listed {
-					t.putCgroupFilter(info.Path, ev.Id, v)
-				}
+	}
+	if len(made) > 0 {
+		t.cgroups.CreatedAll(made)
+	}
+	for _, ev := range made {
+		if t.cgroupPaths == nil {
+			break
+		}
+		if info, ok := t.cgroups.Peek(ev.ID); ok {
+			if v, listed := t.cgroupPaths[info.Path]; listed {
+				t.putCgroupFilter(ev.ID, v)
 			}
+		}
+	}
+	for _, id := range removed {
+		t.cgroups.Removed(id)
+		if _, listed := t.cgroupFilterIDs[id]; listed {
+			t.deleteCgroupFilter(id) // its id never comes back: keep the table small
 		}
 	}
 }
 
-func (t *Tracer) putCgroupFilter(path string, id uint64, v uint8) {
+func (t *Tracer) putCgroupFilter(id uint64, v uint8) {
 	if err := t.objs.CgroupFilter.Put(id, v); err != nil {
-		level.Warn(t.logger).Log("msg", "adding a cgroup to the filter", "cgroup", path, "err", err)
+		level.Warn(t.logger).Log("msg", "adding a cgroup to the filter", "id", id, "err", err)
+		return
 	}
+	t.cgroupFilterIDs[id] = v
+}
+
+func (t *Tracer) deleteCgroupFilter(id uint64) {
+	if err := t.objs.CgroupFilter.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		level.Warn(t.logger).Log("msg", "removing a cgroup from the filter", "id", id, "err", err)
+	}
+	delete(t.cgroupFilterIDs, id)
 }
 
 // Cgroup names a cgroup id of ConnectionStats.Cgroup; false when it is not

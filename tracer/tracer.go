@@ -81,26 +81,32 @@ type Tracer struct {
 	comms comms
 	udp   udpReader
 	// userFilter: the filters could not go into the kernel; apply them here.
-	userFilter  bool
-	ct          *conntracker // nil without EnableConntrack
-	dns         *dns.Cache   // nil without DNSInspection
-	ports       *PortMapping
-	support     []Capability
-	stats       io.Closer // the kernel's BPF run statistics, while on
-	dnsRd       *ringbuf.Reader
+	userFilter bool
+	ct         *conntracker // nil without EnableConntrack
+	dns        *dns.Cache   // nil without DNSInspection
+	ports      *PortMapping
+	support    []Capability
+	stats      io.Closer // the kernel's BPF run statistics, while on
+	dnsRd      *ringbuf.Reader
 	// The cgroups' names and filter (cgroups.go); nil without them.
-	cgroups     *cgroup.Resolver
-	cgroupRd    *ringbuf.Reader
-	cgroupPaths map[string]uint8 // the filter's paths: cgroupInclude or cgroupExclude
-	cgroupLost  uint64           // lost_cgroup_events when last walked for them
-	udpHook     string                   // UDPHookTracepoint, UDPHookFentry, UDPHookKprobe or "" (no UDP)
-	tcpIter     string                   // TCPIteratorTaskFile or TCPIteratorTCP, with TCP
-	netnsWarned bool                     // said that some namespaces cannot be entered
-	draining    bool                     // drainLoop runs: Close stops it and waits
-	recvParams  int                      // udp_recvmsg's arguments: 6 before Linux 5.19, then 5, 4 in newer kernels (6.18, 7.2)
-	intraEnds   map[endpointKey]struct{} // markIntraHostWith's, kept across scrapes (under mu)
-	jiffyMicros uint64                   // µs per jiffy (1e6 / CONFIG_HZ), 0 when unknown
-	synSeed     uint32                   // the SYN table's hash key (syn_seed)
+	cgroups       *cgroup.Resolver
+	cgroupRootDir string // the hierarchy's root, as mounted here
+	cgroupRd      *ringbuf.Reader
+	cgroupPaths   map[string]uint8 // the filter's paths: cgroupInclude or cgroupExclude
+	// cgroupFilterIDs is what the kernel's filter table holds (id: value).
+	cgroupFilterIDs map[uint64]uint8
+	cgroupLost      uint64 // lost_cgroup_events when last walked for them
+	// A drain's events, kept for reuse (under drainMu).
+	cgroupMade    []cgroup.CreatedEvent
+	cgroupRemoved []uint64
+	udpHook       string                   // UDPHookTracepoint, UDPHookFentry, UDPHookKprobe or "" (no UDP)
+	tcpIter       string                   // TCPIteratorTaskFile or TCPIteratorTCP, with TCP
+	netnsWarned   bool                     // said that some namespaces cannot be entered
+	draining      bool                     // drainLoop runs: Close stops it and waits
+	recvParams    int                      // udp_recvmsg's arguments: 6 before Linux 5.19, then 5, 4 in newer kernels (6.18, 7.2)
+	intraEnds     map[endpointKey]struct{} // markIntraHostWith's, kept across scrapes (under mu)
+	jiffyMicros   uint64                   // µs per jiffy (1e6 / CONFIG_HZ), 0 when unknown
+	synSeed       uint32                   // the SYN table's hash key (syn_seed)
 	// portMu guards ports: the ages and retired counts of the ports'
 	// resets without a connection (PortResets).
 	portMu     sync.Mutex
@@ -214,6 +220,10 @@ func New(cfg *Config, logger log.Logger) (*Tracer, error) {
 		return nil, err
 	}
 	if err := t.attach(cgroupPath); err != nil {
+		t.Close()
+		return nil, err
+	}
+	if err := t.catchUpCgroups(); err != nil {
 		t.Close()
 		return nil, err
 	}

@@ -147,7 +147,7 @@ func TestScan(t *testing.T) {
 			t.Errorf("Lookup(%d) (%s) = %+v, %v, want %+v", id, d, got, ok, Describe(d))
 		}
 	}
-	if info, ok := r.Lookup(ino(t, filepath.Join(root, "system.slice/docker-"+cid+".scope/init.scope"))); info.ContainerID != cid || info.Unit != "init.scope" || !ok {
+	if info, ok := r.Lookup(ino(t, filepath.Join(root, "system.slice/docker-"+cid+".scope/init.scope"))); info.ContainerID != cid || info.Unit != "docker-"+cid+".scope" || !ok {
 		t.Errorf("container's init.scope: %+v", info)
 	}
 	if info, ok := r.Lookup(ino(t, root)); info.Path != "/" || !ok {
@@ -432,6 +432,32 @@ func TestDepthLimit(t *testing.T) {
 	// Created below the limit is dropped too.
 	r.Created(ino(t, filepath.Join(root, last, "d")), ino(t, filepath.Join(root, last)))
 	wantStats(t, r, Stats{Entries: 1 + maxWalkDepth, Scans: 1, Dropped: 2})
+}
+
+// A directory past the depth limit hides nothing the names hold (they
+// never hold one that deep): a walk that met one still finds the cgroups
+// removed meanwhile (a user nesting deep must not keep every lost rmdir's
+// cgroup named, and held, for ever).
+func TestDepthLimitStillFindsRemoved(t *testing.T) {
+	root := mkTree(t, strings.Repeat("/d", maxWalkDepth+1), "/gone.scope")
+	clock := newFakeClock()
+	r := newResolver(Config{Root: root, Now: clock.Now, Retention: time.Minute})
+	if err := r.Scan(); err != nil {
+		t.Fatal(err)
+	}
+	gone := ino(t, filepath.Join(root, "gone.scope"))
+	if err := os.RemoveAll(filepath.Join(root, "gone.scope")); err != nil {
+		t.Fatal(err)
+	}
+	// Its rmdir event lost: the next walk must find it gone.
+	if err := r.Scan(); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Minute)
+	if info, ok := r.Peek(gone); ok {
+		t.Errorf("removed cgroup still named past its retention: %+v", info)
+	}
+	wantStats(t, r, Stats{Entries: 1 + maxWalkDepth, Scans: 2, Dropped: 2})
 }
 
 func TestID(t *testing.T) {

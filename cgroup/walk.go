@@ -45,7 +45,7 @@ type walker struct {
 	// beyond counts the directories deeper than maxWalkDepth (whose
 	// subtrees are not read).
 	beyond uint64
-	// complete is cleared when the walk missed a cgroup: one beyond, or a
+	// complete is cleared when the walk missed a cgroup: a
 	// directory that failed to read for any reason but having vanished.
 	// Only a complete walk may take a cgroup it did not find as removed.
 	complete bool
@@ -121,8 +121,11 @@ func (w *walker) child(fd int, name []byte, depth, trusted int) {
 		return
 	}
 	if depth >= maxWalkDepth {
+		// Counted, not held. The walk stays complete: no entry is
+		// that deep (CreatedAll does not add one either), so it
+		// misses none it holds, and a user nesting deep cannot keep
+		// the cgroups of lost rmdir events named for ever.
 		w.beyond++
-		w.complete = false
 		return
 	}
 	n := len(w.path)

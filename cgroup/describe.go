@@ -22,16 +22,21 @@ type Info struct {
 // cgroup2 mount, e.g. "/system.slice/nginx.service"), trusting every
 // component of it; the Resolver trusts fewer (DescribeTrusted). Info.Path
 // is path unchanged. The path is split at '/' into components; empty
-// components (from "//", a leading or a trailing '/') are skipped. Each
-// derived field comes from the deepest component of its form, so a cgroup
-// nested inside a unit, container or pod is still labelled with it:
+// components (from "//", a leading or a trailing '/') are skipped. The
+// components are read down to the first that names a container, and not
+// below it: what is inside a container (systemd's units, docker in
+// docker) is the container's own, named by whoever is root inside it, who
+// must not be able to give it another container's or pod's labels; a
+// cgroup inside a container is labelled as its container. Above that,
+// each derived field comes from the deepest component of its form, so a
+// cgroup nested inside a unit or pod is still labelled with it:
 //
 //   - Unit: the deepest component ending in ".service" or ".scope"; when
 //     there is none, the deepest ending in ".slice". A component counts only
 //     when it is a valid systemd unit name: something before the suffix, at
 //     most 255 bytes, and only the bytes A-Z a-z 0-9 : _ . \ @ -.
 //     "/system.slice/foo.service/payload" gives "foo.service".
-//   - ContainerID: the deepest component naming a container, one of
+//   - ContainerID: the first (shallowest) component naming a container, one of
 //     <id> (docker and containerd with the cgroupfs driver),
 //     docker-<id>.scope, cri-containerd-<id>.scope, crio-<id>.scope,
 //     crio-<id> (cri-o), libpod-<id>.scope or libpod-<id> (podman), where
@@ -91,9 +96,6 @@ func DescribeTrusted(path string, trusted int) Info {
 		case unitSlice:
 			slice = c
 		}
-		if id, ok := containerID(c); ok {
-			info.ContainerID = id
-		}
 		if underKubepods {
 			if uid, underscores, ok := podUID(c); ok {
 				pod, podUnderscores = uid, underscores
@@ -101,6 +103,13 @@ func DescribeTrusted(path string, trusted int) Info {
 		}
 		if isKubepods(c) {
 			underKubepods = true
+		}
+		if id, ok := containerID(c); ok {
+			// The first container ends the reading: below it is the
+			// container's own (systemd in a container, docker in
+			// docker), named by whoever is root inside it.
+			info.ContainerID = id
+			break
 		}
 	}
 	info.Unit = service

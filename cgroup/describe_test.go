@@ -56,7 +56,7 @@ func TestDescribe(t *testing.T) {
 		// containers
 		{"/docker/" + cid, Info{ContainerID: cid}},
 		{"/system.slice/docker-" + cid + ".scope", Info{Unit: "docker-" + cid + ".scope", ContainerID: cid}},
-		{"/system.slice/docker-" + cid + ".scope/init.scope", Info{Unit: "init.scope", ContainerID: cid}},
+		{"/system.slice/docker-" + cid + ".scope/init.scope", Info{Unit: "docker-" + cid + ".scope", ContainerID: cid}}, // inside: the container's
 		{"/system.slice/containerd.service/" + cid, Info{Unit: "containerd.service", ContainerID: cid}},
 		{"/system.slice/cri-containerd-" + cid + ".scope", Info{Unit: "cri-containerd-" + cid + ".scope", ContainerID: cid}},
 		{"/machine.slice/crio-" + cid + ".scope", Info{Unit: "crio-" + cid + ".scope", ContainerID: cid}},
@@ -64,7 +64,7 @@ func TestDescribe(t *testing.T) {
 		{"/machine.slice/libpod-" + cid + ".scope", Info{Unit: "libpod-" + cid + ".scope", ContainerID: cid}},
 		{"/machine.slice/libpod-" + cid + ".scope/container", Info{Unit: "libpod-" + cid + ".scope", ContainerID: cid}},
 		{"/libpod_parent/libpod-" + cid, Info{ContainerID: cid}},
-		{"/docker/" + cid + "/docker/" + cid2, Info{ContainerID: cid2}}, // docker in docker: the deepest
+		{"/docker/" + cid + "/docker/" + cid2, Info{ContainerID: cid}}, // docker in docker: the outer one
 		{"/docker/" + cid2 + "/payload", Info{ContainerID: cid2}},
 		// not containers
 		{"/machine.slice/crio-conmon-" + cid + ".scope", Info{Unit: "crio-conmon-" + cid + ".scope"}},
@@ -99,13 +99,15 @@ func TestDescribe(t *testing.T) {
 		{"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uid_ + ".slice/crio-conmon-" + cid + ".scope",
 			Info{Unit: "crio-conmon-" + cid + ".scope", PodUID: uid}},
 		// kind (Kubernetes in docker): a container holding a node, whose
-		// kubelet runs with --cgroup-root=/kubelet.
+		// kubelet runs with --cgroup-root=/kubelet. Seen from the host,
+		// the node's container (its root names what is inside it); seen
+		// from inside the node (its cgroup namespace), the pods.
 		{"/system.slice/docker-" + cid2 + ".scope/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-pod" + uid_ + ".slice",
-			Info{Unit: "docker-" + cid2 + ".scope", ContainerID: cid2, PodUID: uid}},
+			Info{Unit: "docker-" + cid2 + ".scope", ContainerID: cid2}},
 		{"/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod" + uid_ + ".slice/cri-containerd-" + cid + ".scope",
 			Info{Unit: "cri-containerd-" + cid + ".scope", ContainerID: cid, PodUID: uid}},
 		{"/system.slice/docker-" + cid2 + ".scope/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-burstable.slice/kubelet-kubepods-burstable-pod" + uid_ + ".slice/cri-containerd-" + cid + ".scope",
-			Info{Unit: "cri-containerd-" + cid + ".scope", ContainerID: cid, PodUID: uid}},
+			Info{Unit: "docker-" + cid2 + ".scope", ContainerID: cid2}},
 		{"/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-pod" + static + ".slice", Info{Unit: "kubelet-kubepods-pod" + static + ".slice", PodUID: static}},
 		// static pods (kube-apiserver, etcd): a 32-digit uid
 		{"/kubepods/burstable/pod" + static + "/" + cid, Info{ContainerID: cid, PodUID: static}},
@@ -115,7 +117,11 @@ func TestDescribe(t *testing.T) {
 		{"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + static + ".slice",
 			Info{Unit: "kubepods-besteffort-pod" + static + ".slice", PodUID: static}},
 		{"/kubepods.slice/kubepods-pod" + static + ".slice", Info{Unit: "kubepods-pod" + static + ".slice", PodUID: static}},
-		{"/docker/" + cid2 + "/kubepods/besteffort/pod" + uid + "/" + cid, Info{ContainerID: cid, PodUID: uid}},
+		{"/docker/" + cid2 + "/kubepods/besteffort/pod" + uid + "/" + cid, Info{ContainerID: cid2}},
+		// root inside a container names cgroups as it likes: another
+		// container's or pod's names below it forge nothing
+		{"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uid_ + ".slice/cri-containerd-" + cid + ".scope/kubepods-pod" + strings.ReplaceAll(uid_, "1b2c", "ffff") + ".slice/docker-" + cid2 + ".scope",
+			Info{Unit: "cri-containerd-" + cid + ".scope", ContainerID: cid, PodUID: uid}},
 		{"/kubepods/pod" + uid + "/pod" + strings.ReplaceAll(uid, "1b2c", "ffff"), Info{PodUID: strings.ReplaceAll(uid, "1b2c", "ffff")}},
 		// not pods
 		{"/pod" + uid + "/" + cid, Info{ContainerID: cid}},

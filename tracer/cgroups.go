@@ -31,6 +31,10 @@ const (
 	cgroupExclude uint8 = 2
 )
 
+// cgroupNames configures the resolver (its Root aside): the defaults,
+// smaller in tests.
+var cgroupNames cgroup.Config
+
 // cgroupsWanted says whether the cgroups of connections are named or
 // filtered: the resolver and the mkdir/rmdir programs are then wanted.
 func (t *Tracer) cgroupsWanted() bool { return t.cfg.Cgroups || !t.cfg.CgroupFilter.Empty() }
@@ -79,7 +83,9 @@ func (t *Tracer) startCgroups(cgroupPath string) error {
 		return nil
 	}
 	t.cgroupRootDir = cgroupRoot(cgroupPath)
-	t.cgroups = cgroup.NewResolver(cgroup.Config{Root: t.cgroupRootDir})
+	cfg := cgroupNames
+	cfg.Root = t.cgroupRootDir
+	t.cgroups = cgroup.NewResolver(cfg)
 	if err := t.cgroups.Scan(); err != nil {
 		return fmt.Errorf("naming cgroups: %w", err)
 	}
@@ -194,15 +200,26 @@ func (t *Tracer) drainCgroups() {
 	if len(made) > 0 {
 		t.cgroups.CreatedAll(made)
 	}
+	unnamed := false
 	for _, ev := range made {
 		if t.cgroupPaths == nil {
 			break
 		}
-		if info, ok := t.cgroups.Peek(ev.ID); ok {
-			if v, listed := t.cgroupPaths[info.Path]; listed {
-				t.putCgroupFilter(ev.ID, v)
-			}
+		info, ok := t.cgroups.Peek(ev.ID)
+		if !ok {
+			unnamed = true
+			continue
 		}
+		if v, listed := t.cgroupPaths[info.Path]; listed {
+			t.putCgroupFilter(ev.ID, v)
+		}
+	}
+	if unnamed {
+		// A new cgroup the names do not hold (full, or its parent not
+		// known yet) may be one of the filter's: look its paths up on
+		// the file system, so that the filter never depends on the
+		// names' bounds (at most 1,024 lstats a drain).
+		t.syncCgroupFilter()
 	}
 	for _, id := range removed {
 		t.cgroups.Removed(id)

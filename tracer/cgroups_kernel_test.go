@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
@@ -515,6 +516,55 @@ func TestCgroupFilter(t *testing.T) {
 			}
 		}
 	})
+}
+
+// A filtered cgroup made after start-up goes in the kernel's table even
+// when the names cannot hold it (the cache full of live cgroups, as a
+// user's delegated subtree can make it): the filter does not depend on
+// the names' bounds.
+func TestCgroupFilterWithTheNamesFull(t *testing.T) {
+	nettest.RequireRoot(t)
+	root := testCgroupRoot(t)
+	top := fmt.Sprintf("/conntrace-test-%d", time.Now().UnixNano())
+	late := top + "/late.service"
+	existing := 0
+	filepath.WalkDir(root, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			existing++
+		}
+		return nil
+	})
+	saved := cgroupNames
+	t.Cleanup(func() { cgroupNames = saved })
+	cgroupNames.MaxEntries = existing + 2
+	tr := newTestTracer(t, func(c *Config) {
+		c.CgroupFilter = &filter.CgroupFilter{Exclude: []string{late}}
+		c.CollectTCPConns = false
+	})
+	for i := range 8 { // more than the room left: the cache is full
+		makeCgroup(t, root, fmt.Sprintf("%s/fill-%d.scope", top, i))
+	}
+	tr.drainClosed()
+	makeCgroup(t, root, late)
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(root, late), &st); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		tr.drainClosed()
+		var v uint8
+		if tr.objs.CgroupFilter.Lookup(st.Ino, &v) == nil && v == cgroupExclude {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the excluded cgroup %s (%d) made after start-up is not in the kernel's filter", late, st.Ino)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s, _ := tr.CgroupStats(); s.Dropped == 0 {
+		t.Errorf("nothing dropped (%+v): the names were not full, this test tested nothing", s)
+	}
 }
 
 // In the DaemonSet the host's cgroup root is mounted inside the container

@@ -20,9 +20,9 @@ func newCgroupHealth() cgroupHealth {
 		misses: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "cgroup_misses_total"),
 			"Connections whose cgroup could not be named (gone before it was, or not held): their cgroup, unit, container_id and pod_uid labels are empty.", nil, nil),
 		walks: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "cgroup_walks_total"),
-			"Walks of the whole cgroup v2 hierarchy: at start-up, for a cgroup not known (at most one a second), after lost cgroup events.", nil, nil),
+			"Walks of the whole cgroup v2 hierarchy: two at start-up, then for a cgroup not known or after lost cgroup events (at most one every 10 seconds).", nil, nil),
 		dropped: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "cgroups_dropped_total"),
-			"Cgroups not held because the cache was full of live ones (or deeper than 64 levels): their connections count in conntrace_cgroup_misses_total.", nil, nil),
+			"Cgroups not held because the cache was full of live ones (16384, or 16 MiB of paths) or deeper than 64 levels, counted at each walk that met them: their connections count in conntrace_cgroup_misses_total.", nil, nil),
 	}
 }
 

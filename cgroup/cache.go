@@ -111,8 +111,10 @@ func (r *Resolver) add(id uint64, path []byte, trusted int, start uint64, now ti
 			}
 			if int(e.trusted) != trusted {
 				// Its owner changed since (a directory chowned).
+				r.untrusted -= e.untrusted()
 				e.info = DescribeTrusted(e.info.Path, trusted)
 				e.trusted = uint8(trusted)
+				r.untrusted += e.untrusted()
 				changed = true
 			}
 			if changed {
@@ -125,6 +127,14 @@ func (r *Resolver) add(id uint64, path []byte, trusted int, start uint64, now ti
 	} else if s, ok := r.racing[id]; ok && s > start {
 		return nil
 	}
+	untrusted := trusted < depthOf(path)
+	if untrusted && r.untrusted >= r.maxUntrusted {
+		r.expire(now)
+		if r.untrusted >= r.maxUntrusted {
+			r.stats.Dropped++
+			return nil
+		}
+	}
 	if !r.makeRoom(len(path), now) {
 		r.stats.Dropped++
 		return nil
@@ -134,6 +144,9 @@ func (r *Resolver) add(id uint64, path []byte, trusted int, start uint64, now ti
 	e = &entry{id: id, info: DescribeTrusted(p, trusted), trusted: uint8(trusted), seq: r.seq}
 	r.entries[id] = e
 	r.bytes += len(p)
+	if untrusted {
+		r.untrusted++
+	}
 	return e
 }
 
@@ -186,4 +199,13 @@ func (r *Resolver) drop(e *entry) {
 	}
 	delete(r.entries, e.id)
 	r.bytes -= len(e.info.Path)
+	r.untrusted -= e.untrusted()
+}
+
+// untrusted is 1 when e is below a directory not owned by root, else 0.
+func (e *entry) untrusted() int {
+	if int(e.trusted) < depth(e.info.Path) {
+		return 1
+	}
+	return 0
 }

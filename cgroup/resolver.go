@@ -35,6 +35,12 @@ type Config struct {
 	// (255 bytes a component, 64 levels). An entry that would go beyond
 	// either bound, even after evicting the removed entries, is not added.
 	MaxBytes int
+	// MaxUntrusted is the most entries held of cgroups below a directory
+	// not owned by root, a user's delegated subtree (default MaxEntries/4
+	// when <= 0): a user making cgroups by the thousand fills this share,
+	// not the cache, and root's cgroups (the system's units, containers
+	// and pods) stay named.
+	MaxUntrusted int
 	// Retention is how long a removed cgroup stays named (default 1h when
 	// <= 0), so that connections reported after their cgroup is gone,
 	// which is when a short-lived job's are, are still labelled.
@@ -62,9 +68,13 @@ type Stats struct {
 	// Scans counts the full walks of the cgroup2 mount.
 	Scans uint64
 	// Dropped counts the cgroups not held: not added because the cache was
-	// full (MaxEntries or MaxBytes) of cgroups not removed, or deeper than
-	// the walks go (64 levels below the root).
+	// full (MaxEntries or MaxBytes) of cgroups not removed, or its share
+	// of a user's cgroups (MaxUntrusted) was, or deeper than the walks go
+	// (64 levels below the root). A walk counts each it meets again.
 	Dropped uint64
+	// Untrusted is the number of entries held below a directory not
+	// owned by root (at most MaxUntrusted).
+	Untrusted int
 }
 
 // Resolver names cgroup ids: a bounded cache, filled by walking the
@@ -75,9 +85,12 @@ type Resolver struct {
 	root       string
 	maxEntries int
 	maxBytes   int
-	retention  time.Duration
-	minRescan  time.Duration
-	now        func() time.Time
+	// maxUntrusted bounds the entries below a user's directory, untrusted
+	// their number.
+	maxUntrusted, untrusted int
+	retention               time.Duration
+	minRescan               time.Duration
+	now                     func() time.Time
 	// owner is the uid whose directories are trusted: root's. Tests that
 	// run unprivileged set their own, as they cannot make root's.
 	owner uint32
@@ -133,13 +146,14 @@ type entry struct {
 // NewResolver returns an empty Resolver; Scan fills it.
 func NewResolver(cfg Config) *Resolver {
 	r := &Resolver{
-		root:       cfg.Root,
-		maxEntries: cfg.MaxEntries,
-		maxBytes:   cfg.MaxBytes,
-		retention:  cfg.Retention,
-		minRescan:  cfg.MinRescan,
-		now:        cfg.Now,
-		entries:    map[uint64]*entry{},
+		root:         cfg.Root,
+		maxEntries:   cfg.MaxEntries,
+		maxBytes:     cfg.MaxBytes,
+		maxUntrusted: cfg.MaxUntrusted,
+		retention:    cfg.Retention,
+		minRescan:    cfg.MinRescan,
+		now:          cfg.Now,
+		entries:      map[uint64]*entry{},
 	}
 	if r.root == "" {
 		r.root = defaultRoot
@@ -150,6 +164,9 @@ func NewResolver(cfg Config) *Resolver {
 	}
 	if r.maxBytes <= 0 {
 		r.maxBytes = defaultMaxBytes
+	}
+	if r.maxUntrusted <= 0 {
+		r.maxUntrusted = max(r.maxEntries/4, 1)
 	}
 	if r.retention <= 0 {
 		r.retention = defaultRetention
@@ -486,6 +503,7 @@ func (r *Resolver) Stats() Stats {
 	s := r.stats
 	s.Entries = len(r.entries)
 	s.Bytes = r.bytes
+	s.Untrusted = r.untrusted
 	return s
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -416,4 +417,60 @@ func TestTrustedPrefix(t *testing.T) {
 	if got := peek(nginx); got != Describe(nginx) || unsafe.StringData(got.Path) != data {
 		t.Errorf("chowned back to root: %+v", got)
 	}
+}
+
+// A user's cgroups (below a directory not owned by root) hold at most
+// MaxUntrusted entries: a user making them by the thousand cannot crowd
+// the system's units, containers and pods out of the names.
+func TestUntrustedShare(t *testing.T) {
+	requireRoot(t)
+	const user = "/user.slice/user-1000.slice/user@1000.service"
+	var paths []string
+	for i := range 10 {
+		paths = append(paths, fmt.Sprintf("%s/u%d.scope", user, i))
+	}
+	paths = append(paths, "/system.slice/a.service", "/system.slice/b.service")
+	root := mkTree(t, paths...)
+	for _, p := range append([]string{user}, paths[:10]...) {
+		if err := os.Lchown(filepath.Join(root, p), 1000, 1000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock := newFakeClock()
+	r := NewResolver(Config{Root: root, Now: clock.Now, MaxEntries: 40, MaxUntrusted: 4, Retention: time.Minute})
+	if err := r.Scan(); err != nil {
+		t.Fatal(err)
+	}
+	// The root, user.slice, user-1000.slice, system.slice and its two;
+	// and 4 of the user's 11 (user@1000.service and its 10).
+	wantStats(t, r, Stats{Entries: 10, Scans: 1, Dropped: 7, Untrusted: 4})
+	sys := ino(t, filepath.Join(root, "system.slice"))
+	svc := mkdir(t, root, "/system.slice/c.service")
+	r.Created(svc, sys)
+	if _, ok := r.Peek(svc); !ok {
+		t.Errorf("root's new cgroup not named beside a full share of the user's")
+	}
+	var mine []uint64
+	for id, info := range held(r) {
+		if strings.HasPrefix(info.Path, user+"/") {
+			mine = append(mine, id)
+		}
+	}
+	u := mkdir(t, root, user+"/new.scope")
+	if err := os.Lchown(filepath.Join(root, user, "new.scope"), 1000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	r.Created(u, ino(t, filepath.Join(root, user)))
+	if _, ok := r.Peek(u); ok {
+		t.Errorf("the user's cgroup named past their share")
+	}
+	wantStats(t, r, Stats{Entries: 11, Scans: 1, Dropped: 8, Untrusted: 4})
+	// Once one of theirs is removed and forgotten, there is room again.
+	r.Removed(mine[0])
+	clock.Advance(2 * time.Minute)
+	r.Created(u, ino(t, filepath.Join(root, user)))
+	if _, ok := r.Peek(u); !ok {
+		t.Errorf("the user's cgroup not named with room in their share")
+	}
+	wantStats(t, r, Stats{Entries: 11, Scans: 1, Dropped: 8, Untrusted: 4})
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"strings"
 	"syscall"
 	"unsafe"
 
@@ -330,13 +331,15 @@ func depth(path string) int {
 	if path == "/" {
 		return 0
 	}
-	n := 0
-	for i := 0; i < len(path); i++ {
-		if path[i] == '/' {
-			n++
-		}
+	return strings.Count(path, "/")
+}
+
+// depthOf is depth of a path being built.
+func depthOf(path []byte) int {
+	if len(path) == 1 && path[0] == '/' {
+		return 0
 	}
-	return n
+	return bytes.Count(path, []byte{'/'})
 }
 
 // inode returns the inode number (the cgroup id) and device of fi.

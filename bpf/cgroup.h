@@ -55,6 +55,10 @@ struct {
 /* Events that did not fit: user space walks the hierarchy again. */
 __u64 lost_cgroup_events;
 
+/* Filter checks of a socket deeper than CGROUP_MAX_DEPTH levels: traced,
+ * whatever the filter says of its ancestors further up. */
+__u64 cgroup_filter_too_deep;
+
 /* The root cgroup's id: its kernfs node is the hierarchy's first. */
 #define CGROUP_ROOT_ID 1
 
@@ -114,7 +118,7 @@ static __always_inline bool root_traced(void)
 /* sk_cgroup_id returns the socket's cgroup id (0: unknown) and says
  * whether the filter traces the socket: the deepest of its cgroup and
  * their ancestors the table names decides; none: traced unless there are
- * includes. */
+ * includes; deeper than the filter looks: traced, and counted. */
 static __always_inline bool sk_cgroup_id(struct sock *sk, bool probed, __u64 *id)
 {
 	struct kernfs_node *kn;
@@ -142,9 +146,12 @@ static __always_inline bool sk_cgroup_id(struct sock *sk, bool probed, __u64 *id
 			return *v == CGROUP_INCLUDE;
 		kn = kn_parent(kn, scalar);
 		if (!kn)
-			break;
+			return !cgroup_includes_on; /* the root passed: none listed */
 	}
-	return !cgroup_includes_on;
+	/* The root not reached: a socket nested this deep (a user's delegated
+	 * subtree may be) is traced rather than hidden from an include. */
+	__sync_fetch_and_add(&cgroup_filter_too_deep, 1);
+	return true;
 }
 
 static __always_inline void cgroup_event(struct cgroup *cg, __u32 removed)

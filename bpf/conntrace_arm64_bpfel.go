@@ -288,6 +288,7 @@ const (
 	ConntraceProgUdpSendmsg6                = "udp_sendmsg6"
 	ConntraceProgUdpSockCookie              = "udp_sock_cookie"
 	ConntraceVarCgroupFilterOn              = "cgroup_filter_on"
+	ConntraceVarCgroupFilterTooDeep         = "cgroup_filter_too_deep"
 	ConntraceVarCgroupIncludesOn            = "cgroup_includes_on"
 	ConntraceVarCollectIpv6                 = "collect_ipv6"
 	ConntraceVarCollectUdp                  = "collect_udp"
@@ -433,6 +434,7 @@ type ConntraceMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type ConntraceVariableSpecs struct {
 	CgroupFilterOn        *ebpf.VariableSpec `ebpf:"cgroup_filter_on"`
+	CgroupFilterTooDeep   *ebpf.VariableSpec `ebpf:"cgroup_filter_too_deep"`
 	CgroupIncludesOn      *ebpf.VariableSpec `ebpf:"cgroup_includes_on"`
 	CollectIpv6           *ebpf.VariableSpec `ebpf:"collect_ipv6"`
 	CollectUdp            *ebpf.VariableSpec `ebpf:"collect_udp"`
@@ -535,6 +537,7 @@ func (m *ConntraceMaps) Close() error {
 // It can be passed to LoadConntraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ConntraceVariables struct {
 	CgroupFilterOn        *ebpf.Variable `ebpf:"cgroup_filter_on"`
+	CgroupFilterTooDeep   *ebpf.Variable `ebpf:"cgroup_filter_too_deep"`
 	CgroupIncludesOn      *ebpf.Variable `ebpf:"cgroup_includes_on"`
 	CollectIpv6           *ebpf.Variable `ebpf:"collect_ipv6"`
 	CollectUdp            *ebpf.Variable `ebpf:"collect_udp"`

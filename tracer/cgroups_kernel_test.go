@@ -567,6 +567,38 @@ func TestCgroupFilterWithTheNamesFull(t *testing.T) {
 	}
 }
 
+// The kernel's filter looks 64 levels up (bpf/cgroup.h). A socket deeper
+// than that, whose listed ancestor it does not reach, is traced and
+// counted: a user nesting cgroups deep does not hide from an include.
+func TestCgroupFilterTooDeep(t *testing.T) {
+	nettest.RequireRoot(t)
+	root := testCgroupRoot(t)
+	top := fmt.Sprintf("/conntrace-test-%d", time.Now().UnixNano())
+	makeCgroup(t, root, top+"/other.service")
+	tr := newTestTracer(t, func(c *Config) {
+		c.CgroupFilter = &filter.CgroupFilter{Include: []string{top + "/other.service"}}
+		c.CollectTCPConns = false // UDP: every kernel of the matrix
+	})
+	p := nettest.NewPair(t)
+	// 65 levels below the root: the filter sees its 64 deepest, not the root.
+	w := &workload{name: "deep", rel: top + strings.Repeat("/d", 64)}
+	w.start(t, root, p, 7700)
+	k := &talk{from: w, to: w}
+	o := newObserver(t, tr, t.Name(), k.ends(p, false))
+	k.udp(t, p, 200, 700)
+	o.waitFor("the deep workload's UDP bytes", func(tot map[string]*kTotals) bool {
+		for n, want := range k.totals(false) {
+			if tot[n].sent != want.sent || tot[n].recv != want.recv {
+				return false
+			}
+		}
+		return true
+	})
+	if n := tr.Stats().CgroupFilterTooDeep; n < 2 {
+		t.Errorf("CgroupFilterTooDeep = %d, want the two flows' starts at least", n)
+	}
+}
+
 // In the DaemonSet the host's cgroup root is mounted inside the container
 // (/host/sys/fs/cgroup, --tracer.cgroup-path): a bind mount of the root,
 // here. Paths are named under it, the same as on the host; a cgroup made

@@ -114,6 +114,10 @@ type Stats struct {
 	// Cgroups are the counts of the cgroups' names (Config.Cgroups or a
 	// cgroup filter), nil without.
 	Cgroups *cgroup.Stats
+	// CgroupFilterTooDeep counts the cgroup filter's checks of sockets
+	// deeper than it looks (64 levels: bpf/cgroup.h), traced whatever it
+	// says of their ancestors further up.
+	CgroupFilterTooDeep uint64
 }
 
 // Stats returns the tracer's health.
@@ -122,10 +126,13 @@ func (t *Tracer) Stats() Stats {
 		TrackedConnectionsLimit: uint64(t.cfg.MaxTrackedConnections),
 		Lost:                    make(map[string]uint64, len(LostReasons)),
 	}
+	var v uint64
 	if cs, ok := t.CgroupStats(); ok {
 		s.Cgroups = &cs
+		if t.objs.CgroupFilterTooDeep.Get(&v) == nil {
+			s.CgroupFilterTooDeep = v
+		}
 	}
-	var v uint64
 	if t.objs.Tracked.Get(&v) == nil {
 		s.TrackedConnections = v
 	}

@@ -100,8 +100,10 @@ type Resolver struct {
 	// that they stay small.
 	listings, childStats atomic.Uint64
 
-	mu      sync.Mutex
-	entries map[uint64]*entry
+	// background counts the walks Lookup started, running on their own.
+	background sync.WaitGroup
+	mu         sync.Mutex
+	entries    map[uint64]*entry
 	// bytes is the sum of the entries' paths' lengths, removedBytes that of
 	// the removed ones'.
 	bytes, removedBytes int
@@ -413,9 +415,11 @@ func (r *Resolver) Removed(id uint64) {
 	}
 }
 
-// Lookup returns what the cache knows of the cgroup id. An unknown id makes
-// it walk the mount once, if the last walk started at least MinRescan ago,
-// and look again; each lookup that still finds nothing counts a miss. Id 0
+// Lookup returns what the cache knows of the cgroup id. An unknown id is a
+// miss (counted), and starts a walk of the mount in the background if the
+// last walk started at least MinRescan ago, so that the cgroup's later
+// connections find it named: the caller (a scrape, holding its locks) does
+// not wait for a walk, 250 ms at 16,000 cgroups (BENCHMARKS.md §16). Id 0
 // (no cgroup) is never found and never walks.
 func (r *Resolver) Lookup(id uint64) (Info, bool) {
 	r.mu.Lock()
@@ -431,20 +435,20 @@ func (r *Resolver) Lookup(id uint64) (Info, bool) {
 		r.mu.Unlock()
 		return info, true
 	}
-	rescan := r.claimRescan(now)
-	r.mu.Unlock()
-
-	if rescan {
-		_ = r.scan() // an unreadable root: a miss
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if e := r.entries[id]; e != nil {
-		return e.info, true
-	}
 	r.stats.Misses++
+	if r.claimRescan(now) {
+		r.background.Add(1)
+		go func() {
+			defer r.background.Done()
+			_ = r.scan() // an unreadable root: the next walk says so
+		}()
+	}
+	r.mu.Unlock()
 	return Info{}, false
 }
+
+// waitBackground waits for the walks Lookup started (tests).
+func (r *Resolver) waitBackground() { r.background.Wait() }
 
 // Peek returns what the cache holds of the cgroup id, and nothing more: it
 // never walks and never counts a miss. It is for the caller that checks a

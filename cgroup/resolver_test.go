@@ -311,24 +311,30 @@ func TestLookupRescanRate(t *testing.T) {
 	root := mkTree(t, testTree...)
 	clock := newFakeClock()
 	r := newResolver(Config{Root: root, Now: clock.Now, MinRescan: time.Minute})
-	// The first miss walks: the cache starts empty.
+	// The first miss walks, in the background (the caller does not wait):
+	// the cache starts empty.
 	rootID := ino(t, root)
-	if info, ok := r.Lookup(rootID); !ok || info.Path != "/" {
-		t.Fatalf("Lookup(root) = %+v, %v", info, ok)
+	if info, ok := r.Lookup(rootID); ok {
+		t.Fatalf("Lookup(root) = %+v before any walk", info)
 	}
-	wantStats(t, r, Stats{Entries: 15, Scans: 1})
+	r.waitBackground()
+	if info, ok := r.Lookup(rootID); !ok || info.Path != "/" {
+		t.Fatalf("Lookup(root) = %+v, %v after the walk", info, ok)
+	}
+	wantStats(t, r, Stats{Entries: 15, Scans: 1, Misses: 1})
 	const unknown = 1 << 62
 	for range 3 {
 		r.Lookup(unknown)
 	}
-	wantStats(t, r, Stats{Entries: 15, Scans: 1, Misses: 3})
+	wantStats(t, r, Stats{Entries: 15, Scans: 1, Misses: 4})
 	clock.Advance(time.Minute - 1)
 	r.Lookup(unknown)
-	wantStats(t, r, Stats{Entries: 15, Scans: 1, Misses: 4})
+	wantStats(t, r, Stats{Entries: 15, Scans: 1, Misses: 5})
 	clock.Advance(1)
 	r.Lookup(unknown)
 	r.Lookup(unknown)
-	wantStats(t, r, Stats{Entries: 15, Scans: 2, Misses: 6})
+	r.waitBackground()
+	wantStats(t, r, Stats{Entries: 15, Scans: 2, Misses: 7})
 
 	// A new cgroup missed (its event lost) is found by the next walk.
 	id := mkdir(t, root, "/late.scope")
@@ -336,23 +342,29 @@ func TestLookupRescanRate(t *testing.T) {
 		t.Error("found within MinRescan")
 	}
 	clock.Advance(time.Minute)
+	if _, ok := r.Lookup(id); ok {
+		t.Error("found before the walk it started")
+	}
+	r.waitBackground()
 	if info, ok := r.Lookup(id); !ok || info.Unit != "late.scope" {
 		t.Errorf("Lookup(late) = %+v, %v", info, ok)
 	}
-	wantStats(t, r, Stats{Entries: 16, Scans: 3, Misses: 7})
+	wantStats(t, r, Stats{Entries: 16, Scans: 3, Misses: 9})
 
 	// Id 0 is no cgroup: a miss without a walk.
 	clock.Advance(time.Hour)
 	if _, ok := r.Lookup(0); ok {
 		t.Error("Lookup(0) found")
 	}
-	wantStats(t, r, Stats{Entries: 16, Scans: 3, Misses: 8})
+	r.waitBackground()
+	wantStats(t, r, Stats{Entries: 16, Scans: 3, Misses: 10})
 	// An explicit Scan resets the rate.
 	if err := r.Scan(); err != nil {
 		t.Fatal(err)
 	}
 	r.Lookup(unknown)
-	wantStats(t, r, Stats{Entries: 16, Scans: 4, Misses: 9})
+	r.waitBackground()
+	wantStats(t, r, Stats{Entries: 16, Scans: 4, Misses: 11})
 }
 
 func TestBound(t *testing.T) {
@@ -640,6 +652,7 @@ func TestConcurrent(t *testing.T) {
 		}
 	})
 	wg.Wait()
+	r.waitBackground()
 	if s := r.Stats(); s.Entries > maxEntries || s.Bytes > maxBytes || s.Scans < 2 || s.Dropped == 0 {
 		t.Errorf("after: %+v", s)
 	}

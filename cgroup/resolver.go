@@ -210,6 +210,13 @@ func (r *Resolver) ScanIfDue() (bool, error) {
 	return true, r.scan()
 }
 
+// RescanDue reports whether ScanIfDue would walk now.
+func (r *Resolver) RescanDue() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return !r.scanned || r.now().Sub(r.lastScan) >= r.minRescan
+}
+
 // CreatedEvent is a cgroup's mkdir event: its id and its parent's.
 type CreatedEvent struct{ ID, Parent uint64 }
 

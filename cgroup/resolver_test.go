@@ -365,6 +365,18 @@ func TestLookupRescanRate(t *testing.T) {
 	r.Lookup(unknown)
 	r.waitBackground()
 	wantStats(t, r, Stats{Entries: 16, Scans: 4, Misses: 11})
+	// RescanDue says what ScanIfDue would do, without walking.
+	if r.RescanDue() {
+		t.Error("RescanDue right after a walk")
+	}
+	clock.Advance(time.Minute)
+	if !r.RescanDue() {
+		t.Error("not RescanDue MinRescan after a walk")
+	}
+	if walked, err := r.ScanIfDue(); !walked || err != nil {
+		t.Errorf("ScanIfDue = %v, %v; want a walk", walked, err)
+	}
+	wantStats(t, r, Stats{Entries: 16, Scans: 5, Misses: 11})
 }
 
 func TestBound(t *testing.T) {

@@ -599,6 +599,58 @@ func TestCgroupFilterTooDeep(t *testing.T) {
 	}
 }
 
+// Lost mkdir/rmdir events make the drain walk the hierarchy again, in the
+// background, and the next drain puts the filter's cgroups back in the
+// kernel's table from it: here a filtered cgroup's entry is taken out of
+// the table, as if its mkdir event had been lost, and the loss counted.
+func TestCgroupLostEventsWalkAgain(t *testing.T) {
+	nettest.RequireRoot(t)
+	root := testCgroupRoot(t)
+	top := fmt.Sprintf("/conntrace-test-%d", time.Now().UnixNano())
+	excluded := top + "/excluded.service"
+	makeCgroup(t, root, excluded)
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(root, excluded), &st); err != nil {
+		t.Fatal(err)
+	}
+	saved := cgroupNames
+	t.Cleanup(func() { cgroupNames = saved })
+	cgroupNames.MinRescan = time.Millisecond
+	tr := newTestTracer(t, func(c *Config) {
+		c.CgroupFilter = &filter.CgroupFilter{Exclude: []string{excluded}}
+		c.CollectTCPConns = false
+	})
+	var v uint8
+	if err := tr.objs.CgroupFilter.Lookup(st.Ino, &v); err != nil || v != cgroupExclude {
+		t.Fatalf("the excluded cgroup %s (%d) is not in the kernel's filter at start-up: %v, %d", excluded, st.Ino, err, v)
+	}
+	before, _ := tr.CgroupStats()
+	tr.drainMu.Lock()
+	err := tr.objs.CgroupFilter.Delete(st.Ino)
+	delete(tr.cgroupFilterIDs, st.Ino)
+	tr.drainMu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.objs.LostCgroupEvents.Set(uint64(1)); err != nil {
+		t.Fatalf("counting a lost event: %v", err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		tr.drainClosed()
+		if tr.objs.CgroupFilter.Lookup(st.Ino, &v) == nil && v == cgroupExclude {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the excluded cgroup %s (%d) is not back in the kernel's filter after lost events", excluded, st.Ino)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if after, _ := tr.CgroupStats(); after.Scans != before.Scans+1 {
+		t.Errorf("%d walks, want one more than the %d at start-up", after.Scans, before.Scans)
+	}
+}
+
 // In the DaemonSet the host's cgroup root is mounted inside the container
 // (/host/sys/fs/cgroup, --tracer.cgroup-path): a bind mount of the root,
 // here. Paths are named under it, the same as on the host; a cgroup made

@@ -96,6 +96,10 @@ type Tracer struct {
 	// cgroupFilterIDs is what the kernel's filter table holds (id: value).
 	cgroupFilterIDs map[uint64]uint8
 	cgroupLost      uint64 // lost_cgroup_events when last walked for them
+	// A walk for lost events runs in the background (cgroupWalking); at
+	// its end cgroupWalkedFor holds the lost_cgroup_events it was for.
+	cgroupWalking   atomic.Bool
+	cgroupWalkedFor atomic.Uint64
 	// A drain's events, kept for reuse (under drainMu).
 	cgroupMade    []cgroup.CreatedEvent
 	cgroupRemoved []uint64

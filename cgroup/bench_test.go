@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"testing"
 )
@@ -89,10 +90,16 @@ func statIno(b *testing.B, path string) uint64 {
 func BenchmarkScan(b *testing.B) {
 	root := benchRoot(b)
 	benchTree(b, root, benchSlices, benchScopes)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
 	r := NewResolver(Config{Root: root})
 	if err := r.Scan(); err != nil {
 		b.Fatal(err)
 	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	heap := float64(after.HeapAlloc) - float64(before.HeapAlloc)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
@@ -104,6 +111,7 @@ func BenchmarkScan(b *testing.B) {
 	s := r.Stats()
 	b.ReportMetric(float64(s.Entries), "cgroups")
 	b.ReportMetric(float64(s.Bytes)/float64(s.Entries), "pathbytes/cgroup")
+	b.ReportMetric(heap/float64(s.Entries), "heapbytes/cgroup") // the names held, all told
 }
 
 // BenchmarkCreatedAll: a drain's 256 new cgroups, 16 in each of 16

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +20,7 @@ import (
 	"github.com/conntrace/conntrace_exporter/internal/nettest"
 	"github.com/conntrace/conntrace_exporter/internal/testenv"
 	"github.com/conntrace/conntrace_exporter/mixin"
+	"github.com/conntrace/conntrace_exporter/tracer"
 )
 
 // The mixin as the test loads it: the retransmit alert with a low
@@ -201,7 +201,7 @@ func TestMixinAgainstPrometheus(t *testing.T) {
 // and the directories are removed, deepest first.
 func joinServiceCgroup(t *testing.T, unit string) string {
 	t.Helper()
-	root, err := cgroup2Mount("/proc/self/mountinfo")
+	root, err := tracer.FindCgroup2Mount("/proc/self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,34 +242,6 @@ func joinServiceCgroup(t *testing.T, unit string) string {
 	})
 	t.Logf("test process in cgroup %s (from %s) below %s", rel, prev, root)
 	return rel
-}
-
-// cgroup2Mount returns the mount point of the first cgroup2 file system in
-// mountinfo (/sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid
-// layout), as the exporter finds it.
-func cgroup2Mount(mountinfo string) (string, error) {
-	f, err := os.Open(mountinfo)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// id parent major:minor root mountpoint options [optional...] - fstype source superoptions
-		fields := strings.Fields(sc.Text())
-		for i, fld := range fields {
-			if fld == "-" && i >= 4 && i+1 < len(fields) {
-				if fields[i+1] == "cgroup2" {
-					return fields[4], nil
-				}
-				break
-			}
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return "", fmt.Errorf("reading %s: %w", mountinfo, err)
-	}
-	return "", fmt.Errorf("no cgroup2 mount in %s", mountinfo)
 }
 
 // ownCgroup2 returns the process's cgroup v2 path (the "0::" line of

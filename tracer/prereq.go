@@ -110,6 +110,11 @@ func checkCgroup2(path string) error {
 	return nil
 }
 
+// FindCgroup2Mount returns the first cgroup2 mount point in mountinfo
+// (/sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid layout), the
+// default of Config.CgroupPath; the error says how to mount one.
+func FindCgroup2Mount(mountinfo string) (string, error) { return findCgroup2Mount(mountinfo) }
+
 // findCgroup2Mount returns the first cgroup2 mount point in mountinfo.
 func findCgroup2Mount(mountinfo string) (string, error) {
 	f, err := os.Open(mountinfo)

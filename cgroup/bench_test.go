@@ -11,7 +11,7 @@ import (
 
 // The resolver's costs at the size of its bound (BENCHMARKS.md §16): a
 // walk of 16,000 cgroups (at start-up, and at most every MinRescan for a
-// cgroup not known: then on the caller's locks), a drain's 256 new
+// cgroup not known, in the background), a drain's 256 new
 // cgroups named at once, and a lookup, once per connection. The tree is
 // made in a temporary directory; CONNTRACE_BENCH_CGROUP_ROOT=<a directory
 // on cgroup2> makes it there instead (as root), as real cgroups, and

@@ -1,6 +1,7 @@
 package cgroup
 
 import (
+	"container/list"
 	"os"
 	"time"
 )
@@ -111,10 +112,16 @@ func (r *Resolver) add(id uint64, path []byte, trusted int, start uint64, now ti
 			}
 			if int(e.trusted) != trusted {
 				// Its owner changed since (a directory chowned).
-				r.untrusted -= e.untrusted()
+				r.user.leave(e)
 				e.info = DescribeTrusted(e.info.Path, trusted)
 				e.trusted = uint8(trusted)
-				r.untrusted += e.untrusted()
+				if e.untrusted() && !r.user.room(len(e.info.Path), r) {
+					r.user.join(e) // as drop uncounts it
+					r.drop(e)
+					r.stats.Dropped++
+					return nil
+				}
+				r.user.join(e)
 				changed = true
 			}
 			if changed {
@@ -127,13 +134,10 @@ func (r *Resolver) add(id uint64, path []byte, trusted int, start uint64, now ti
 	} else if s, ok := r.racing[id]; ok && s > start {
 		return nil
 	}
-	untrusted := trusted < depthOf(path)
-	if untrusted && r.untrusted >= r.maxUntrusted {
-		r.expire(now)
-		if r.untrusted >= r.maxUntrusted {
-			r.stats.Dropped++
-			return nil
-		}
+	r.expire(now)
+	if trusted < depthOf(path) && !r.user.room(len(path), r) {
+		r.stats.Dropped++
+		return nil
 	}
 	if !r.makeRoom(len(path), now) {
 		r.stats.Dropped++
@@ -144,10 +148,51 @@ func (r *Resolver) add(id uint64, path []byte, trusted int, start uint64, now ti
 	e = &entry{id: id, info: DescribeTrusted(p, trusted), trusted: uint8(trusted), seq: r.seq}
 	r.entries[id] = e
 	r.bytes += len(p)
-	if untrusted {
-		r.untrusted++
-	}
+	r.user.join(e)
 	return e
+}
+
+// userShare bounds the entries below a directory not owned by root (a
+// user's delegated subtree, whose cgroups the user makes as many and as
+// long as they like): at most max of them, of maxBytes of paths.
+type userShare struct {
+	max, maxBytes int
+	n, bytes      int
+	removedBytes  int
+	removed       list.List // its removed entries, oldest removal first
+}
+
+// untrusted says whether e is below a directory not owned by root.
+func (e *entry) untrusted() bool { return int(e.trusted) < depth(e.info.Path) }
+
+// room makes room in the share for an entry of n path bytes, evicting its
+// oldest removed entries if that is enough (nothing when it is not), and
+// reports whether there is room.
+func (u *userShare) room(n int, r *Resolver) bool {
+	if u.n-u.removed.Len() >= u.max || u.bytes-u.removedBytes+n > u.maxBytes {
+		return false
+	}
+	for u.n >= u.max || u.bytes+n > u.maxBytes {
+		r.drop(u.removed.Front().Value.(*entry))
+	}
+	return true
+}
+
+// join counts e in the share if it is the share's.
+func (u *userShare) join(e *entry) {
+	if e.untrusted() {
+		u.n++
+		u.bytes += len(e.info.Path)
+	}
+}
+
+// leave uncounts e from the share if it is the share's (and is not
+// removed: drop unmarks it first).
+func (u *userShare) leave(e *entry) {
+	if e.untrusted() {
+		u.n--
+		u.bytes -= len(e.info.Path)
+	}
 }
 
 // makeRoom makes room for an entry of n path bytes, evicting the oldest
@@ -171,6 +216,10 @@ func (r *Resolver) markRemoved(e *entry, now time.Time) {
 	e.removedAt = now
 	e.elem = r.removed.PushBack(e)
 	r.removedBytes += len(e.info.Path)
+	if e.untrusted() {
+		e.userElem = r.user.removed.PushBack(e)
+		r.user.removedBytes += len(e.info.Path)
+	}
 }
 
 // unmarkRemoved ends e's retention: it exists after all.
@@ -178,6 +227,11 @@ func (r *Resolver) unmarkRemoved(e *entry) {
 	r.removed.Remove(e.elem)
 	e.elem, e.removedAt = nil, time.Time{}
 	r.removedBytes -= len(e.info.Path)
+	if e.userElem != nil {
+		r.user.removed.Remove(e.userElem)
+		e.userElem = nil
+		r.user.removedBytes -= len(e.info.Path)
+	}
 }
 
 // expire drops the removed entries whose retention is over. The oldest
@@ -199,13 +253,5 @@ func (r *Resolver) drop(e *entry) {
 	}
 	delete(r.entries, e.id)
 	r.bytes -= len(e.info.Path)
-	r.untrusted -= e.untrusted()
-}
-
-// untrusted is 1 when e is below a directory not owned by root, else 0.
-func (e *entry) untrusted() int {
-	if int(e.trusted) < depth(e.info.Path) {
-		return 1
-	}
-	return 0
+	r.user.leave(e)
 }

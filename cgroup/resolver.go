@@ -37,9 +37,11 @@ type Config struct {
 	MaxBytes int
 	// MaxUntrusted is the most entries held of cgroups below a directory
 	// not owned by root, a user's delegated subtree (default MaxEntries/4
-	// when <= 0): a user making cgroups by the thousand fills this share,
-	// not the cache, and root's cgroups (the system's units, containers
-	// and pods) stay named.
+	// when <= 0); their paths hold at most MaxBytes/4. A user making
+	// cgroups by the thousand, or long paths, fills this share, not the
+	// cache, and root's cgroups (the system's units, containers and pods)
+	// stay named. When the share is full, its removed entries are evicted
+	// first, the oldest removal first, as the cache's are.
 	MaxUntrusted int
 	// Retention is how long a removed cgroup stays named (default 1h when
 	// <= 0), so that connections reported after their cgroup is gone,
@@ -85,12 +87,12 @@ type Resolver struct {
 	root       string
 	maxEntries int
 	maxBytes   int
-	// maxUntrusted bounds the entries below a user's directory, untrusted
-	// their number.
-	maxUntrusted, untrusted int
-	retention               time.Duration
-	minRescan               time.Duration
-	now                     func() time.Time
+	// user is the share of the entries below a directory not owned by
+	// root (MaxUntrusted).
+	user      userShare
+	retention time.Duration
+	minRescan time.Duration
+	now       func() time.Time
 	// owner is the uid whose directories are trusted: root's. Tests that
 	// run unprivileged set their own, as they cannot make root's.
 	owner uint32
@@ -140,22 +142,24 @@ type entry struct {
 	seq     uint64 // Resolver.seq of its last change (added or removed)
 	seen    uint64 // the Resolver.gen of the last walk that found it
 	// removedAt is when it was removed, and elem its element in
-	// Resolver.removed; elem is nil while the cgroup exists.
+	// Resolver.removed; elem is nil while the cgroup exists. userElem is
+	// its element in the user share's removed list, if it is the share's.
 	removedAt time.Time
 	elem      *list.Element
+	userElem  *list.Element
 }
 
 // NewResolver returns an empty Resolver; Scan fills it.
 func NewResolver(cfg Config) *Resolver {
 	r := &Resolver{
-		root:         cfg.Root,
-		maxEntries:   cfg.MaxEntries,
-		maxBytes:     cfg.MaxBytes,
-		maxUntrusted: cfg.MaxUntrusted,
-		retention:    cfg.Retention,
-		minRescan:    cfg.MinRescan,
-		now:          cfg.Now,
-		entries:      map[uint64]*entry{},
+		root:       cfg.Root,
+		maxEntries: cfg.MaxEntries,
+		maxBytes:   cfg.MaxBytes,
+		user:       userShare{max: cfg.MaxUntrusted},
+		retention:  cfg.Retention,
+		minRescan:  cfg.MinRescan,
+		now:        cfg.Now,
+		entries:    map[uint64]*entry{},
 	}
 	if r.root == "" {
 		r.root = defaultRoot
@@ -167,9 +171,10 @@ func NewResolver(cfg Config) *Resolver {
 	if r.maxBytes <= 0 {
 		r.maxBytes = defaultMaxBytes
 	}
-	if r.maxUntrusted <= 0 {
-		r.maxUntrusted = max(r.maxEntries/4, 1)
+	if r.user.max <= 0 {
+		r.user.max = max(r.maxEntries/4, 1)
 	}
+	r.user.maxBytes = max(r.maxBytes/4, 1)
 	if r.retention <= 0 {
 		r.retention = defaultRetention
 	}
@@ -239,10 +244,10 @@ const maxListedParents = 64
 // order, parents first.
 //
 // When a parent is not known, or more than 64 would be listed, the whole
-// mount is walked once instead, unless a walk started less than MinRescan
-// ago: then the known parents (the first 64) are still listed, and the
-// rest left to a later walk. Events of cgroups already named and of id 0
-// are skipped.
+// mount is also walked once, in the background (unless a walk started
+// less than MinRescan ago): the known parents (the first 64) are listed
+// now, the rest named by that walk. Events of cgroups already named and
+// of id 0 are skipped.
 func (r *Resolver) CreatedAll(evs []CreatedEvent) {
 	r.mu.Lock()
 	now := r.now()
@@ -253,9 +258,9 @@ func (r *Resolver) CreatedAll(evs []CreatedEvent) {
 		return
 	}
 	if (b.unknown || b.listable > maxListedParents) && r.claimRescan(now) {
-		r.mu.Unlock()
-		_ = r.scan() // an unreadable root: nothing to add, and no one to tell
-		return
+		// In the background, as Lookup's: the caller (the tracer's
+		// drain, which scrapes wait for) lists the known parents now.
+		r.startBackgroundScan()
 	}
 	start := r.beginWalk()
 	r.mu.Unlock()
@@ -444,14 +449,20 @@ func (r *Resolver) Lookup(id uint64) (Info, bool) {
 	}
 	r.stats.Misses++
 	if r.claimRescan(now) {
-		r.background.Add(1)
-		go func() {
-			defer r.background.Done()
-			_ = r.scan() // an unreadable root: the next walk says so
-		}()
+		r.startBackgroundScan()
 	}
 	r.mu.Unlock()
 	return Info{}, false
+}
+
+// startBackgroundScan walks the mount in a goroutine of its own (the walk
+// claimed: claimRescan). Callers hold r.mu.
+func (r *Resolver) startBackgroundScan() {
+	r.background.Add(1)
+	go func() {
+		defer r.background.Done()
+		_ = r.scan() // an unreadable root: nothing to add, and no one to tell
+	}()
 }
 
 // waitBackground waits for the walks Lookup started (tests).
@@ -514,7 +525,7 @@ func (r *Resolver) Stats() Stats {
 	s := r.stats
 	s.Entries = len(r.entries)
 	s.Bytes = r.bytes
-	s.Untrusted = r.untrusted
+	s.Untrusted = r.user.n
 	return s
 }
 

@@ -97,7 +97,8 @@ func TestCreatedAllNested(t *testing.T) {
 }
 
 // A parent not known (its own event lost): one walk for the whole batch,
-// subject to MinRescan; within it, the known parents are still listed.
+// in the background and subject to MinRescan; the known parents are
+// listed at once.
 func TestCreatedAllUnknownParent(t *testing.T) {
 	root := mkTree(t, testTree...)
 	clock := newFakeClock()
@@ -110,9 +111,13 @@ func TestCreatedAllUnknownParent(t *testing.T) {
 	y := mkdir(t, root, "/x.slice/y.scope")
 	clock.Advance(10 * time.Second)
 	r.CreatedAll([]CreatedEvent{{a, sys}, {y, ino(t, filepath.Join(root, "x.slice"))}})
-	if l, _ := counts(r); l != 0 {
-		t.Errorf("%d listings besides the walk", l)
+	if l, _ := counts(r); l != 1 {
+		t.Errorf("%d listings besides the walk, want the known parent's", l)
 	}
+	if info, ok := r.Peek(a); !ok || info.Path != "/system.slice/a.service" {
+		t.Errorf("known parent, before the walk: Peek = %+v, %v", info, ok)
+	}
+	r.waitBackground()
 	for id, p := range map[uint64]string{a: "/system.slice/a.service", y: "/x.slice/y.scope"} {
 		if info, ok := r.Peek(id); !ok || info.Path != p {
 			t.Errorf("Peek(%s) = %+v, %v", p, info, ok)
@@ -124,8 +129,9 @@ func TestCreatedAllUnknownParent(t *testing.T) {
 	b := mkdir(t, root, "/system.slice/b.service")
 	z := mkdir(t, root, "/q.slice/z.scope")
 	r.CreatedAll([]CreatedEvent{{z, ino(t, filepath.Join(root, "q.slice"))}, {b, sys}})
-	if l, _ := counts(r); l != 1 {
-		t.Errorf("within MinRescan: %d listings, want 1", l)
+	r.waitBackground()
+	if l, _ := counts(r); l != 2 {
+		t.Errorf("within MinRescan: %d listings, want 1 more", l-1)
 	}
 	if info, ok := r.Peek(b); !ok || info.Path != "/system.slice/b.service" {
 		t.Errorf("within MinRescan, known parent: Peek = %+v, %v", info, ok)
@@ -136,8 +142,8 @@ func TestCreatedAllUnknownParent(t *testing.T) {
 	wantStats(t, r, Stats{Entries: 19, Scans: 2})
 }
 
-// More than 64 parents: one walk instead, subject to MinRescan; within it,
-// the first 64 are listed.
+// More than 64 parents: the first 64 are listed at once, and one walk,
+// in the background and subject to MinRescan, names the rest.
 func TestCreatedAllManyParents(t *testing.T) {
 	const parents = maxListedParents + 1
 	var paths []string
@@ -160,8 +166,9 @@ func TestCreatedAllManyParents(t *testing.T) {
 	clock.Advance(time.Minute)
 	evs := batch("a.scope")
 	r.CreatedAll(evs)
-	if l, _ := counts(r); l != 0 {
-		t.Errorf("%d listings besides the walk", l)
+	r.waitBackground()
+	if l, _ := counts(r); l != maxListedParents {
+		t.Errorf("%d listings besides the walk, want %d", l, maxListedParents)
 	}
 	for _, ev := range evs {
 		if _, ok := r.Peek(ev.ID); !ok {
@@ -172,8 +179,9 @@ func TestCreatedAllManyParents(t *testing.T) {
 
 	evs = batch("b.scope")
 	r.CreatedAll(evs)
-	if l, _ := counts(r); l != maxListedParents {
-		t.Errorf("within MinRescan: %d listings, want %d", l, maxListedParents)
+	r.waitBackground()
+	if l, _ := counts(r); l != 2*maxListedParents {
+		t.Errorf("within MinRescan: %d listings, want %d more", l-maxListedParents, maxListedParents)
 	}
 	for i, ev := range evs {
 		if _, ok := r.Peek(ev.ID); ok != (i < maxListedParents) {
@@ -465,12 +473,47 @@ func TestUntrustedShare(t *testing.T) {
 		t.Errorf("the user's cgroup named past their share")
 	}
 	wantStats(t, r, Stats{Entries: 11, Scans: 1, Dropped: 8, Untrusted: 4})
-	// Once one of theirs is removed and forgotten, there is room again.
+	// Once one of theirs is removed, it makes room (evicted before its
+	// retention is over, as the cache's own are when it is full).
 	r.Removed(mine[0])
-	clock.Advance(2 * time.Minute)
 	r.Created(u, ino(t, filepath.Join(root, user)))
 	if _, ok := r.Peek(u); !ok {
-		t.Errorf("the user's cgroup not named with room in their share")
+		t.Errorf("the user's cgroup not named with a removed one in their share")
+	}
+	if _, ok := r.Peek(mine[0]); ok {
+		t.Errorf("the removed one not evicted for it")
 	}
 	wantStats(t, r, Stats{Entries: 11, Scans: 1, Dropped: 8, Untrusted: 4})
+}
+
+// The share bounds the bytes of the user's paths too (MaxBytes/4): long
+// names do not fill the cache's bytes either.
+func TestUntrustedShareBytes(t *testing.T) {
+	requireRoot(t)
+	const user = "/user.slice/user-1000.slice/user@1000.service"
+	long := strings.Repeat("x", 200)
+	var paths []string
+	for i := range 10 {
+		paths = append(paths, fmt.Sprintf("%s/%d%s.scope", user, i, long))
+	}
+	root := mkTree(t, append(paths, "/system.slice")...)
+	for _, p := range append([]string{user}, paths...) {
+		if err := os.Lchown(filepath.Join(root, p), 1000, 1000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := NewResolver(Config{Root: root, MaxBytes: 4000}) // the share: 1,000 bytes
+	if err := r.Scan(); err != nil {
+		t.Fatal(err)
+	}
+	s := r.Stats()
+	// user@1000.service (46 bytes) and 3 of 254: 808; a fourth is 1,062.
+	if s.Untrusted != 4 || s.Dropped != 7 || s.Bytes > 4000 {
+		t.Errorf("%+v: want 4 of the user's held, 7 dropped", s)
+	}
+	sys := mkdir(t, root, "/system.slice/"+long+".service")
+	r.Created(sys, ino(t, filepath.Join(root, "system.slice")))
+	if _, ok := r.Peek(sys); !ok {
+		t.Errorf("root's long cgroup not named beside the user's full share (%+v)", r.Stats())
+	}
 }

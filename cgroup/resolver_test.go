@@ -258,6 +258,7 @@ func TestCreatedUnknownParent(t *testing.T) {
 	mkdir(t, root, "/a.slice/b.slice")
 	parent, id := ino(t, filepath.Join(root, "a.slice")), ino(t, filepath.Join(root, "a.slice/b.slice"))
 	r.Created(id, parent) // the parent's own event was lost
+	r.waitBackground()
 	if s := r.Stats(); s.Scans != 2 || s.Entries != 17 {
 		t.Errorf("Created under an unknown parent: %+v", s)
 	}

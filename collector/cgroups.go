@@ -22,7 +22,7 @@ func newCgroupHealth() cgroupHealth {
 		walks: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "cgroup_walks_total"),
 			"Walks of the whole cgroup v2 hierarchy: two at start-up, then for a cgroup not known or after lost cgroup events (at most one every 10 seconds).", nil, nil),
 		dropped: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "cgroups_dropped_total"),
-			"Cgroups not held because the cache was full of live ones (16384, or 16 MiB of paths) or deeper than 64 levels, counted at each walk that met them: their connections count in conntrace_cgroup_misses_total.", nil, nil),
+			"Cgroups not held because the cache was full of live ones (16384, or 16 MiB of paths), or the share of those below a directory not owned by root was (a quarter of each), or deeper than 64 levels; counted at each walk that met them: their connections count in conntrace_cgroup_misses_total.", nil, nil),
 		tooDeep: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "cgroup_filter_too_deep_total"),
 			"Connections and UDP flows whose socket is more than 63 levels below the cgroup root: the cgroup filter looks no further up, and traces them whatever it says of the cgroups above.", nil, nil),
 	}

@@ -164,27 +164,31 @@ func (t *Tracer) drainCgroups() {
 	if t.cgroupRd == nil {
 		return
 	}
-	if walkedFor := t.cgroupWalkedFor.Swap(0); walkedFor != 0 {
-		// A walk for lost events ended: the filter's cgroups made and
-		// removed meanwhile are found now.
-		t.cgroupLost = walkedFor
-		t.syncCgroupFilter()
-	}
 	var lost uint64
-	if t.objs.LostCgroupEvents.Get(&lost) == nil && lost != t.cgroupLost &&
-		t.cgroups.RescanDue() && t.cgroupWalking.CompareAndSwap(false, true) {
-		// Events did not fit: walk again (at most every MinRescan), in
-		// the background, as a walk takes a while (250 ms at 16,000
-		// cgroups) and scrapes wait for the drain.
-		go func() {
-			defer t.cgroupWalking.Store(false)
-			walked, err := t.cgroups.ScanIfDue()
-			if err != nil {
-				level.Warn(t.logger).Log("msg", "naming cgroups after lost events", "err", err)
-			} else if walked {
-				t.cgroupWalkedFor.Store(lost)
-			}
-		}()
+	if t.objs.LostCgroupEvents.Get(&lost) == nil && lost != t.cgroupLost {
+		// Events did not fit. The filter's cgroups made or removed
+		// meanwhile are found at once, on the file system (its paths
+		// alone); the names by a walk, in the background (250 ms at
+		// 16,000 cgroups: scrapes wait for the drain), at most every
+		// MinRescan.
+		if lost != t.cgroupFilterLost {
+			t.syncCgroupFilter()
+			t.cgroupFilterLost = lost
+		}
+		if t.cgroups.RescanDue() && t.cgroupWalking.CompareAndSwap(false, true) {
+			go func() {
+				defer t.cgroupWalking.Store(false)
+				walked, err := t.cgroups.ScanIfDue()
+				if err != nil {
+					level.Warn(t.logger).Log("msg", "naming cgroups after lost events", "err", err)
+				} else if walked {
+					t.cgroupWalkedFor.Store(lost)
+				}
+			}()
+		}
+	}
+	if walkedFor := t.cgroupWalkedFor.Swap(0); walkedFor != 0 {
+		t.cgroupLost = walkedFor // the names caught up with these losses
 	}
 	t.cgroupRd.SetDeadline(time.Unix(1, 0))
 	made, removed := t.cgroupMade[:0], t.cgroupRemoved[:0]

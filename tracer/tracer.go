@@ -96,6 +96,9 @@ type Tracer struct {
 	// cgroupFilterIDs is what the kernel's filter table holds (id: value).
 	cgroupFilterIDs map[uint64]uint8
 	cgroupLost      uint64 // lost_cgroup_events when last walked for them
+	// cgroupFilterLost: lost_cgroup_events when the filter was last
+	// synced for them.
+	cgroupFilterLost uint64
 	// A walk for lost events runs in the background (cgroupWalking); at
 	// its end cgroupWalkedFor holds the lost_cgroup_events it was for.
 	cgroupWalking   atomic.Bool

@@ -48,13 +48,16 @@ func (t *Tracer) wanted() bool {
 // drainInterval is how often closed connections are moved from the ring
 // buffer to the sink while they come. The kernel side never wakes user
 // space up (a wakeup costs as much as the rest of the program), so this
-// bounds the ring's fill: 8 MiB hold 27,594 records (BENCHMARKS.md §11, §14).
+// bounds the ring's fill: 8 MiB hold 24,966 records (BENCHMARKS.md §11, §16).
 // When a drain finds the rings empty, the next one waits twice as long, up
 // to drainIdleInterval: on this VM a wakeup every 100 ms cost 1.8 ms of CPU
 // a second even with nothing to do (BENCHMARKS.md §12).
 const (
 	drainInterval     = 100 * time.Millisecond
-	drainIdleInterval = 500 * time.Millisecond
+	// 400 ms: the default ring holds a burst of 62,000 closes a second
+	// from idle (50,000 promised; 500 ms held 49,900 once the record grew
+	// to 328 bytes, issue 16).
+	drainIdleInterval = 400 * time.Millisecond
 )
 
 // nextDrain is the wait after a drain that waited wait and found records

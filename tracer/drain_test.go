@@ -15,7 +15,7 @@ func TestDrainBacksOffWhenIdle(t *testing.T) {
 		wait = nextDrain(wait, false)
 		waits = append(waits, wait)
 	}
-	want := []time.Duration{200 * time.Millisecond, 400 * time.Millisecond, 500 * time.Millisecond, 500 * time.Millisecond, 500 * time.Millisecond}
+	want := []time.Duration{200 * time.Millisecond, 400 * time.Millisecond, 400 * time.Millisecond, 400 * time.Millisecond, 400 * time.Millisecond}
 	for i := range want {
 		if waits[i] != want[i] {
 			t.Fatalf("idle waits %v, want %v", waits, want)

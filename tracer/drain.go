@@ -53,7 +53,7 @@ func (t *Tracer) wanted() bool {
 // to drainIdleInterval: on this VM a wakeup every 100 ms cost 1.8 ms of CPU
 // a second even with nothing to do (BENCHMARKS.md §12).
 const (
-	drainInterval     = 100 * time.Millisecond
+	drainInterval = 100 * time.Millisecond
 	// 400 ms: the default ring holds a burst of 62,000 closes a second
 	// from idle (50,000 promised; 500 ms held 49,900 once the record grew
 	// to 328 bytes, issue 16).

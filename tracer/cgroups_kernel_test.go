@@ -452,7 +452,15 @@ func TestCgroupFilter(t *testing.T) {
 	ws := testWorkloads(top)
 	makeCgroup(t, root, top+"/system.slice")
 	f := &filter.CgroupFilter{Include: []string{top, ws[1].rel}, Exclude: []string{top + "/system.slice"}}
-	eachUDPHook(t, func(c *Config) { c.CgroupFilter = f }, func(t *testing.T, tr *Tracer) {
+	// The kernel's default UDP hook alone: the filter is one function for
+	// every hook (udp.h), whose cgroup reads TestCgroupOfEachConnection
+	// checks on each, and a tracer's start is most of a test's time
+	// under QEMU.
+	tr := newTestTracer(t, func(c *Config) {
+		c.CgroupFilter = f
+		c.CollectTCPConns = TCPPossible() == nil
+	})
+	func(t *testing.T, tr *Tracer) {
 		p := nettest.NewPair(t)
 		tcp := tr.cfg.CollectTCPConns
 		for i, w := range ws {
@@ -515,18 +523,19 @@ func TestCgroupFilter(t *testing.T) {
 				}
 			}
 		}
-	})
+	}(t, tr)
 }
 
-// A filtered cgroup made after start-up goes in the kernel's table even
-// when the names cannot hold it (the cache full of live cgroups, as a
-// user's delegated subtree can make it): the filter does not depend on
-// the names' bounds.
-func TestCgroupFilterWithTheNamesFull(t *testing.T) {
+// The filter's edges, with one tracer (its start is most of a test's time
+// under QEMU): its cgroups found whatever the names hold, past the depth
+// it looks at, and after lost events.
+func TestCgroupFilterEdges(t *testing.T) {
 	nettest.RequireRoot(t)
 	root := testCgroupRoot(t)
 	top := fmt.Sprintf("/conntrace-test-%d", time.Now().UnixNano())
-	late := top + "/late.service"
+	late, excluded, other := top+"/late.service", top+"/excluded.service", top+"/other.service"
+	makeCgroup(t, root, excluded)
+	makeCgroup(t, root, other)
 	existing := 0
 	filepath.WalkDir(root, func(_ string, d fs.DirEntry, err error) error {
 		if err == nil && d.IsDir() {
@@ -536,120 +545,115 @@ func TestCgroupFilterWithTheNamesFull(t *testing.T) {
 	})
 	saved := cgroupNames
 	t.Cleanup(func() { cgroupNames = saved })
-	cgroupNames.MaxEntries = existing + 2
-	tr := newTestTracer(t, func(c *Config) {
-		c.CgroupFilter = &filter.CgroupFilter{Exclude: []string{late}}
-		c.CollectTCPConns = false
-	})
-	for i := range 8 { // more than the room left: the cache is full
-		makeCgroup(t, root, fmt.Sprintf("%s/fill-%d.scope", top, i))
-	}
-	tr.drainClosed()
-	makeCgroup(t, root, late)
-	var st unix.Stat_t
-	if err := unix.Stat(filepath.Join(root, late), &st); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		tr.drainClosed()
-		var v uint8
-		if tr.objs.CgroupFilter.Lookup(st.Ino, &v) == nil && v == cgroupExclude {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the excluded cgroup %s (%d) made after start-up is not in the kernel's filter", late, st.Ino)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if s, _ := tr.CgroupStats(); s.Dropped == 0 {
-		t.Errorf("nothing dropped (%+v): the names were not full, this test tested nothing", s)
-	}
-}
-
-// The kernel's filter looks 64 levels up (bpf/cgroup.h). A socket deeper
-// than that, whose listed ancestor it does not reach, is traced and
-// counted: a user nesting cgroups deep does not hide from an include.
-func TestCgroupFilterTooDeep(t *testing.T) {
-	nettest.RequireRoot(t)
-	root := testCgroupRoot(t)
-	top := fmt.Sprintf("/conntrace-test-%d", time.Now().UnixNano())
-	makeCgroup(t, root, top+"/other.service")
-	tr := newTestTracer(t, func(c *Config) {
-		c.CgroupFilter = &filter.CgroupFilter{Include: []string{top + "/other.service"}}
-		c.CollectTCPConns = false // UDP: every kernel of the matrix
-	})
-	p := nettest.NewPair(t)
-	// 65 levels below the root: the filter sees its 64 deepest, not the root.
-	w := &workload{name: "deep", rel: top + strings.Repeat("/d", 64)}
-	w.start(t, root, p, 7700)
-	k := &talk{from: w, to: w}
-	o := newObserver(t, tr, t.Name(), k.ends(p, false))
-	k.udp(t, p, 200, 700)
-	o.waitFor("the deep workload's UDP bytes", func(tot map[string]*kTotals) bool {
-		for n, want := range k.totals(false) {
-			if tot[n].sent != want.sent || tot[n].recv != want.recv {
-				return false
-			}
-		}
-		return true
-	})
-	if n := tr.Stats().CgroupFilterTooDeep; n < 2 {
-		t.Errorf("CgroupFilterTooDeep = %d, want the two flows' starts at least", n)
-	}
-}
-
-// Lost mkdir/rmdir events make the drain put the filter's cgroups back in
-// the kernel's table from the file system, and walk the hierarchy again
-// for the names, in the background: here a filtered cgroup's entry is
-// taken out of the table, as if its mkdir event had been lost, and the
-// loss counted.
-func TestCgroupLostEventsWalkAgain(t *testing.T) {
-	nettest.RequireRoot(t)
-	root := testCgroupRoot(t)
-	top := fmt.Sprintf("/conntrace-test-%d", time.Now().UnixNano())
-	excluded := top + "/excluded.service"
-	makeCgroup(t, root, excluded)
-	var st unix.Stat_t
-	if err := unix.Stat(filepath.Join(root, excluded), &st); err != nil {
-		t.Fatal(err)
-	}
-	saved := cgroupNames
-	t.Cleanup(func() { cgroupNames = saved })
+	cgroupNames.MaxEntries = existing + 2 // a few more cgroups fill the names
 	cgroupNames.MinRescan = time.Millisecond
 	tr := newTestTracer(t, func(c *Config) {
-		c.CgroupFilter = &filter.CgroupFilter{Exclude: []string{excluded}}
-		c.CollectTCPConns = false
+		c.CgroupFilter = &filter.CgroupFilter{Include: []string{other}, Exclude: []string{late, excluded}}
+		c.CollectTCPConns = false // UDP: every kernel of the matrix
 	})
-	var v uint8
-	if err := tr.objs.CgroupFilter.Lookup(st.Ino, &v); err != nil || v != cgroupExclude {
-		t.Fatalf("the excluded cgroup %s (%d) is not in the kernel's filter at start-up: %v, %d", excluded, st.Ino, err, v)
+	inFilter := func(id uint64, want uint8) bool {
+		var v uint8
+		return tr.objs.CgroupFilter.Lookup(id, &v) == nil && v == want
 	}
-	before, _ := tr.CgroupStats()
-	tr.drainMu.Lock()
-	err := tr.objs.CgroupFilter.Delete(st.Ino)
-	delete(tr.cgroupFilterIDs, st.Ino)
-	tr.drainMu.Unlock()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tr.objs.LostCgroupEvents.Set(uint64(1)); err != nil {
-		t.Fatalf("counting a lost event: %v", err)
-	}
-	tr.drainClosed()
-	if err := tr.objs.CgroupFilter.Lookup(st.Ino, &v); err != nil || v != cgroupExclude {
-		t.Errorf("the excluded cgroup %s (%d) is not back in the kernel's filter after the drain that saw the loss: %v, %d", excluded, st.Ino, err, v)
-	}
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		if after, _ := tr.CgroupStats(); after.Scans == before.Scans+1 {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatalf("%d walks, want one more than the %d at start-up", after.Scans, before.Scans)
+	idOf := func(rel string) uint64 {
+		var st unix.Stat_t
+		if err := unix.Stat(filepath.Join(root, rel), &st); err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(10 * time.Millisecond)
-		tr.drainClosed()
+		return st.Ino
 	}
+
+	// A filtered cgroup made after start-up goes in the kernel's table
+	// even when the names cannot hold it (the cache full of live
+	// cgroups, as a user's delegated subtree can make it): the filter
+	// does not depend on the names' bounds.
+	t.Run("names full", func(t *testing.T) {
+		for i := range 8 { // more than the room left
+			makeCgroup(t, root, fmt.Sprintf("%s/fill-%d.scope", top, i))
+		}
+		tr.drainClosed()
+		makeCgroup(t, root, late)
+		id := idOf(late)
+		deadline := time.Now().Add(3 * time.Second)
+		for tr.drainClosed(); !inFilter(id, cgroupExclude); tr.drainClosed() {
+			if time.Now().After(deadline) {
+				t.Fatalf("the excluded cgroup %s (%d) made after start-up is not in the kernel's filter", late, id)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if s, _ := tr.CgroupStats(); s.Dropped == 0 {
+			t.Errorf("nothing dropped (%+v): the names were not full, this tested nothing", s)
+		}
+	})
+
+	// The kernel's filter looks 64 levels up (bpf/cgroup.h). A socket
+	// deeper than that, whose listed ancestor it does not reach, is
+	// traced and counted: a user nesting cgroups deep does not hide from
+	// an include (nothing above it is included: the default would be
+	// not to trace it).
+	t.Run("too deep", func(t *testing.T) {
+		p := nettest.NewPair(t)
+		// 65 levels below the root: the filter sees its 64 deepest, not the root.
+		w := &workload{name: "deep", rel: top + strings.Repeat("/d", 64)}
+		w.start(t, root, p, 7700)
+		k := &talk{from: w, to: w}
+		o := newObserver(t, tr, t.Name(), k.ends(p, false))
+		k.udp(t, p, 200, 700)
+		o.waitFor("the deep workload's UDP bytes", func(tot map[string]*kTotals) bool {
+			for n, want := range k.totals(false) {
+				if tot[n].sent != want.sent || tot[n].recv != want.recv {
+					return false
+				}
+			}
+			return true
+		})
+		if n := tr.Stats().CgroupFilterTooDeep; n < 2 {
+			t.Errorf("CgroupFilterTooDeep = %d, want the two flows' starts at least", n)
+		}
+	})
+
+	// Lost mkdir/rmdir events make the drain put the filter's cgroups
+	// back in the kernel's table from the file system at once, and walk
+	// the hierarchy again for the names, in the background: here a
+	// filtered cgroup's entry is taken out of the table, as if its mkdir
+	// event had been lost, and the loss counted.
+	t.Run("lost events", func(t *testing.T) {
+		id := idOf(excluded)
+		if !inFilter(id, cgroupExclude) {
+			t.Fatalf("the excluded cgroup %s (%d) is not in the kernel's filter", excluded, id)
+		}
+		before, _ := tr.CgroupStats()
+		tr.drainMu.Lock()
+		err := tr.objs.CgroupFilter.Delete(id)
+		delete(tr.cgroupFilterIDs, id)
+		tr.drainMu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lost uint64
+		if err := tr.objs.LostCgroupEvents.Get(&lost); err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.objs.LostCgroupEvents.Set(lost + 1); err != nil {
+			t.Fatalf("counting a lost event: %v", err)
+		}
+		tr.drainClosed()
+		if !inFilter(id, cgroupExclude) {
+			t.Errorf("the excluded cgroup %s (%d) is not back in the kernel's filter after the drain that saw the loss", excluded, id)
+		}
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			after, _ := tr.CgroupStats()
+			if after.Scans > before.Scans {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d walks, want more than the %d before the loss", after.Scans, before.Scans)
+			}
+			time.Sleep(10 * time.Millisecond)
+			tr.drainClosed()
+		}
+	})
 }
 
 // In the DaemonSet the host's cgroup root is mounted inside the container

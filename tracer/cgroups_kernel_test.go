@@ -447,6 +447,32 @@ func TestCgroupOfEachConnection(t *testing.T) {
 	})
 }
 
+// udpToItself starts the workload's sockets (its servers on port and
+// port+1) and sends it datagrams of sizes from its own client, then waits
+// for the exact bytes at both ends; after a program run the kernel
+// skipped (o.missed), it checks that nothing was counted twice instead.
+// One attempt of retryOnMiss.
+func udpToItself(t *testing.T, tr *Tracer, root string, p *nettest.Pair, w *workload, port uint16, attempt int, sizes ...int) (*observer, *talk) {
+	t.Helper()
+	w.start(t, root, p, port)
+	k := &talk{from: w, to: w}
+	o := newObserver(t, tr, fmt.Sprintf("%s/%d", t.Name(), attempt), k.ends(p, false))
+	o.tolerateMisses = true
+	k.udp(t, p, sizes...)
+	o.waitFor("the "+w.name+" workload's UDP bytes", func(tot map[string]*kTotals) bool {
+		for n, want := range k.totals(false) {
+			if tot[n].sent != want.sent || tot[n].recv != want.recv {
+				return false
+			}
+		}
+		return true
+	})
+	if o.missed {
+		checkTalksAtMost(t, o, false, []*talk{k})
+	}
+	return o, k
+}
+
 // talkEnds are the ends of the talks' traffic, for an observer.
 func talkEnds(p *nettest.Pair, tcp bool, talks []*talk) map[string]end {
 	ends := map[string]end{}
@@ -627,22 +653,7 @@ func TestCgroupFilterEdges(t *testing.T) {
 		// 65 levels below the root: the filter sees its 64 deepest, not the root.
 		w := &workload{name: "deep", rel: top + strings.Repeat("/d", 64)}
 		retryOnMiss(t, func(t *testing.T, attempt int) *observer {
-			w.start(t, root, p, uint16(7700+10*attempt))
-			k := &talk{from: w, to: w}
-			o := newObserver(t, tr, fmt.Sprintf("%s/%d", t.Name(), attempt), k.ends(p, false))
-			o.tolerateMisses = true
-			k.udp(t, p, 200, 700)
-			o.waitFor("the deep workload's UDP bytes", func(tot map[string]*kTotals) bool {
-				for n, want := range k.totals(false) {
-					if tot[n].sent != want.sent || tot[n].recv != want.recv {
-						return false
-					}
-				}
-				return true
-			})
-			if o.missed {
-				checkTalksAtMost(t, o, false, []*talk{k})
-			}
+			o, _ := udpToItself(t, tr, root, p, w, uint16(7700+10*attempt), attempt, 200, 700)
 			return o
 		})
 		if n := tr.Stats().CgroupFilterTooDeep; n < 2 {
@@ -724,21 +735,8 @@ func TestCgroupNamesThroughTheDaemonSetMount(t *testing.T) {
 	p := nettest.NewPair(t)
 	w := testWorkloads(fmt.Sprintf("/conntrace-test-%d", time.Now().UnixNano()))[1] // docker-shaped
 	retryOnMiss(t, func(t *testing.T, attempt int) *observer {
-		w.start(t, root, p, uint16(7600+10*attempt))
-		k := &talk{from: w, to: w}
-		o := newObserver(t, tr, fmt.Sprintf("%s/%d", t.Name(), attempt), k.ends(p, false))
-		o.tolerateMisses = true
-		k.udp(t, p, 300, 1200)
-		o.waitFor("the workload's UDP bytes", func(tot map[string]*kTotals) bool {
-			for n, want := range k.totals(false) {
-				if tot[n].sent != want.sent || tot[n].recv != want.recv {
-					return false
-				}
-			}
-			return true
-		})
+		o, k := udpToItself(t, tr, root, p, w, uint16(7600+10*attempt), attempt, 300, 1200)
 		if o.missed {
-			checkTalksAtMost(t, o, false, []*talk{k})
 			return o
 		}
 		for n := range k.totals(false) {

@@ -139,7 +139,7 @@ func (r *Resolver) add(id uint64, path []byte, trusted int, start uint64, now ti
 		r.stats.Dropped++
 		return nil
 	}
-	if !r.makeRoom(len(path), now) {
+	if !r.makeRoom(len(path)) {
 		r.stats.Dropped++
 		return nil
 	}
@@ -198,8 +198,8 @@ func (u *userShare) leave(e *entry) {
 // makeRoom makes room for an entry of n path bytes, evicting the oldest
 // removed entries if that is enough, and reports whether there is room.
 // It evicts nothing when even evicting every removed entry would not do.
-func (r *Resolver) makeRoom(n int, now time.Time) bool {
-	r.expire(now)
+// The expired entries are gone already (add expires them first).
+func (r *Resolver) makeRoom(n int) bool {
 	if len(r.entries)-r.removed.Len() >= r.maxEntries || r.bytes-r.removedBytes+n > r.maxBytes {
 		return false
 	}

@@ -218,8 +218,11 @@ func containerID(c string) (string, bool) {
 
 // isContainerID reports whether s is 64 lowercase hex digits, the form
 // every runtime gives ids in (a sha256).
-func isContainerID(s string) bool {
-	if len(s) != 64 {
+func isContainerID(s string) bool { return isLowerHexOfLen(s, 64) }
+
+// isLowerHexOfLen reports whether s is n lowercase hex digits.
+func isLowerHexOfLen(s string, n int) bool {
+	if len(s) != n {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
@@ -299,14 +302,4 @@ func isPodUID(s string, sep byte) bool {
 // isStaticPodUID reports whether s is the uid kubelet gives a static pod:
 // 32 lowercase hex digits (an md5 of its manifest), with no separators in
 // either driver's form.
-func isStaticPodUID(s string) bool {
-	if len(s) != 32 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !isLowerHex(s[i]) {
-			return false
-		}
-	}
-	return true
-}
+func isStaticPodUID(s string) bool { return isLowerHexOfLen(s, 32) }

@@ -372,7 +372,7 @@ func TestCgroupOfEachConnection(t *testing.T) {
 			for i, w := range ws {
 				w.start(t, root, p, uint16(7400+100*attempt+10*i))
 			}
-			talks := []*talk{{from: ws[0], to: ws[1]}, {from: ws[1], to: ws[2]}, {from: ws[2], to: ws[0]}}
+			talks := ring(ws)
 			o := newObserver(t, tr, fmt.Sprintf("%s/%d", t.Name(), attempt), talkEnds(p, tcp, talks))
 			o.tolerateMisses = true
 			for i, k := range talks {
@@ -473,6 +473,15 @@ func udpToItself(t *testing.T, tr *Tracer, root string, p *nettest.Pair, w *work
 	return o, k
 }
 
+// ring is each workload talking to the next, the last to the first.
+func ring(ws []*workload) []*talk {
+	talks := make([]*talk, len(ws))
+	for i, w := range ws {
+		talks[i] = &talk{from: w, to: ws[(i+1)%len(ws)]}
+	}
+	return talks
+}
+
 // talkEnds are the ends of the talks' traffic, for an observer.
 func talkEnds(p *nettest.Pair, tcp bool, talks []*talk) map[string]end {
 	ends := map[string]end{}
@@ -537,7 +546,7 @@ func TestCgroupFilter(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		talks := []*talk{{from: ws[0], to: ws[1]}, {from: ws[1], to: ws[2]}, {from: ws[2], to: ws[0]}}
+		talks := ring(ws)
 		o := newObserver(t, tr, fmt.Sprintf("%s/%d", t.Name(), attempt), talkEnds(p, tcp, talks))
 		o.tolerateMisses = true
 		for i, k := range talks {

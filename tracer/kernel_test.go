@@ -81,6 +81,10 @@ type observer struct {
 	missesAtStart  uint64
 	tolerateMisses bool
 	missed         bool
+	// strays are the last records on one of the ends' ports that no end
+	// matched, for a time-out's dump: a record keyed wrongly is then
+	// told from one never made.
+	strays []string
 }
 
 func newObserver(t *testing.T, tr *Tracer, client string, ends map[string]end) *observer {
@@ -107,6 +111,7 @@ func (o *observer) poll() bool {
 	}
 	for i := range conns.Conns {
 		c := &conns.Conns[i]
+		o.noteStray(&c.ConnectionStats)
 		for name, e := range o.ends {
 			if !e.match(&c.ConnectionStats) {
 				continue
@@ -183,6 +188,26 @@ func (o *observer) waitFor(what string, cond func(map[string]*kTotals) bool) {
 	}
 }
 
+// noteStray keeps c in strays (the last 8) if it is on one of the ends'
+// ports and no end matches it.
+func (o *observer) noteStray(c *ConnectionStats) {
+	onPort := false
+	for _, e := range o.ends {
+		if e.match(c) {
+			return
+		}
+		onPort = onPort || c.SPort == e.port || c.DPort == e.port
+	}
+	if !onPort {
+		return
+	}
+	_, closed, failed := c.Lifecycle()
+	o.strays = append(o.strays, fmt.Sprintf("%s dir=%v established=%v closed=%v failed=%v", c.DebugKey(), c.Direction, c.Established, closed, failed))
+	if len(o.strays) > 8 {
+		o.strays = o.strays[1:]
+	}
+}
+
 // dump is one line (the kernel matrix's summary keeps only the lines a
 // test logged), sorted, with what the tracer says it failed to count: a
 // time-out then tells a slow guest from a lost count.
@@ -209,6 +234,9 @@ func (o *observer) dump() string {
 		if ps.RecursionMisses > 0 {
 			fmt.Fprintf(&b, " (%s missed %d)", ps.Program, ps.RecursionMisses)
 		}
+	}
+	if len(o.strays) > 0 {
+		fmt.Fprintf(&b, " records on these ports no end matched: %s", strings.Join(o.strays, "; "))
 	}
 	return b.String()
 }

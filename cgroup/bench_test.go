@@ -76,15 +76,6 @@ func benchTree(b *testing.B, root string, slices, scopes int) (parents []string)
 	return parents
 }
 
-func statIno(b *testing.B, path string) uint64 {
-	b.Helper()
-	var st syscall.Stat_t
-	if err := syscall.Lstat(path, &st); err != nil {
-		b.Fatal(err)
-	}
-	return st.Ino
-}
-
 // BenchmarkScan: a walk of the whole tree, every cgroup already named (a
 // rescan: what a cgroup not known costs, at most every 10 s).
 func BenchmarkScan(b *testing.B) {
@@ -126,7 +117,7 @@ func BenchmarkCreatedAll(b *testing.B) {
 	}
 	parentIDs := make([]uint64, len(parents))
 	for i, p := range parents {
-		parentIDs[i] = statIno(b, p)
+		parentIDs[i] = ino(b, p)
 	}
 	evs := make([]CreatedEvent, 0, 256)
 	var dirs []string
@@ -143,7 +134,7 @@ func BenchmarkCreatedAll(b *testing.B) {
 					b.Fatal(err)
 				}
 				dirs = append(dirs, d)
-				evs = append(evs, CreatedEvent{ID: statIno(b, d), Parent: parentIDs[i]})
+				evs = append(evs, CreatedEvent{ID: ino(b, d), Parent: parentIDs[i]})
 			}
 		}
 		round++

@@ -59,7 +59,7 @@ func mkdir(t *testing.T, root, p string) uint64 {
 	return ino(t, dir)
 }
 
-func ino(t *testing.T, path string) uint64 {
+func ino(t testing.TB, path string) uint64 {
 	t.Helper()
 	var st syscall.Stat_t
 	if err := syscall.Lstat(path, &st); err != nil {

@@ -373,8 +373,7 @@ func TestCgroupOfEachConnection(t *testing.T) {
 				w.start(t, root, p, uint16(7400+100*attempt+10*i))
 			}
 			talks := ring(ws)
-			o := newObserver(t, tr, fmt.Sprintf("%s/%d", t.Name(), attempt), talkEnds(p, tcp, talks))
-			o.tolerateMisses = true
+			o := attemptObserver(t, tr, attempt, talkEnds(p, tcp, talks))
 			for i, k := range talks {
 				if tcp {
 					k.tcpHalf(t, p, 1000*(i+1), 3000*(i+1))
@@ -456,8 +455,7 @@ func udpToItself(t *testing.T, tr *Tracer, root string, p *nettest.Pair, w *work
 	t.Helper()
 	w.start(t, root, p, port)
 	k := &talk{from: w, to: w}
-	o := newObserver(t, tr, fmt.Sprintf("%s/%d", t.Name(), attempt), k.ends(p, false))
-	o.tolerateMisses = true
+	o := attemptObserver(t, tr, attempt, k.ends(p, false))
 	k.udp(t, p, sizes...)
 	o.waitFor("the "+w.name+" workload's UDP bytes", func(tot map[string]*kTotals) bool {
 		for n, want := range k.totals(false) {
@@ -547,8 +545,7 @@ func TestCgroupFilter(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		talks := ring(ws)
-		o := newObserver(t, tr, fmt.Sprintf("%s/%d", t.Name(), attempt), talkEnds(p, tcp, talks))
-		o.tolerateMisses = true
+		o := attemptObserver(t, tr, attempt, talkEnds(p, tcp, talks))
 		for i, k := range talks {
 			if tcp {
 				k.tcpHalf(t, p, 1000*(i+1), 2000*(i+1))

@@ -241,6 +241,16 @@ func (o *observer) dump() string {
 	return b.String()
 }
 
+// attemptObserver is the observer of one attempt of retryOnMiss: its client
+// named after the test and the attempt, a wait that times out after a
+// program run the kernel skipped marking it missed.
+func attemptObserver(t *testing.T, tr *Tracer, attempt int, ends map[string]end) *observer {
+	t.Helper()
+	o := newObserver(t, tr, fmt.Sprintf("%s/%d", t.Name(), attempt), ends)
+	o.tolerateMisses = true
+	return o
+}
+
 // retryOnMiss runs attempt (given its number, from 0) until it ends with
 // its observer not missed, at most three times. On a preemptible kernel
 // (PREEMPT_FULL or LAZY, as Debian's newest) a thread preempted inside a

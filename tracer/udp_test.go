@@ -129,8 +129,7 @@ func TestUDPConnectedExactBytes(t *testing.T) {
 						srv = p.Server6
 					}
 					udpServer(t, p, srv, port, func(n int) int { return n/2 + 1 })
-					o := newObserver(t, tr, fmt.Sprintf("%s/%d", t.Name(), attempt), udpEnds(p, v6, port))
-					o.tolerateMisses = true
+					o := attemptObserver(t, tr, attempt, udpEnds(p, v6, port))
 					c := dialUDP(t, p, netip.AddrPortFrom(srv, port))
 					sent, recv := udpAsk(t, c, 1, 100, 1000, 1400, 8000, 30000)
 					o.waitFor("UDP bytes", func(tot map[string]*kTotals) bool {
@@ -181,8 +180,7 @@ func TestUDPManyPeersFromOneSocket(t *testing.T) {
 				ends[fmt.Sprintf("client-%d", i)] = e["client"]
 				ends[fmt.Sprintf("server-%d", i)] = e["server"]
 			}
-			o := newObserver(t, tr, fmt.Sprintf("%s/%d", t.Name(), attempt), ends)
-			o.tolerateMisses = true
+			o := attemptObserver(t, tr, attempt, ends)
 			var pc net.PacketConn
 			if err := nettest.Do(p.Client, func() (err error) {
 				pc, err = net.ListenPacket("udp4", net.JoinHostPort(p.Client4.String(), "0"))

@@ -135,7 +135,7 @@ func (r *Resolver) add(id uint64, path []byte, trusted int, start uint64, now ti
 		return nil
 	}
 	r.expire(now)
-	if trusted < depthOf(path) && !r.user.room(len(path), r) {
+	if trusted < depth(path) && !r.user.room(len(path), r) {
 		r.stats.Dropped++
 		return nil
 	}

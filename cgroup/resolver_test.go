@@ -685,3 +685,13 @@ func TestConcurrent(t *testing.T) {
 		t.Errorf("bytes %d, removed %d; counted %d, %d", bytes, removedBytes, r.bytes, r.removedBytes)
 	}
 }
+
+// depth counts the levels below the root, alike for a held path and for
+// the bytes of one being built.
+func TestDepth(t *testing.T) {
+	for path, want := range map[string]int{"/": 0, "/a": 1, "/system.slice/x.service": 2, "/a/b/c/d": 4} {
+		if got, gotB := depth(path), depth([]byte(path)); got != want || gotB != want {
+			t.Errorf("depth(%q) = %d, of its bytes %d; want %d", path, got, gotB, want)
+		}
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"strings"
 	"syscall"
 	"unsafe"
 
@@ -326,20 +325,19 @@ func childPath(b []byte, parent string, name []byte) []byte {
 	return append(b, name...)
 }
 
-// depth is how many levels below the root the cgroup at path is.
-func depth(path string) int {
-	if path == "/" {
-		return 0
-	}
-	return strings.Count(path, "/")
-}
-
-// depthOf is depth of a path being built.
-func depthOf(path []byte) int {
+// depth is how many levels below the root the cgroup at path is: a
+// held path, or the bytes of one being built.
+func depth[P ~string | ~[]byte](path P) int {
 	if len(path) == 1 && path[0] == '/' {
 		return 0
 	}
-	return bytes.Count(path, []byte{'/'})
+	n := 0
+	for i := range len(path) {
+		if path[i] == '/' {
+			n++
+		}
+	}
+	return n
 }
 
 // inode returns the inode number (the cgroup id) and device of fi.

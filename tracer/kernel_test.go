@@ -84,7 +84,7 @@ type observer struct {
 	// strays are the last records on one of the ends' ports that no end
 	// matched, for a time-out's dump: a record keyed wrongly is then
 	// told from one never made.
-	strays []string
+	strays []ConnectionStats
 }
 
 func newObserver(t *testing.T, tr *Tracer, client string, ends map[string]end) *observer {
@@ -111,11 +111,12 @@ func (o *observer) poll() bool {
 	}
 	for i := range conns.Conns {
 		c := &conns.Conns[i]
-		o.noteStray(&c.ConnectionStats)
+		matched := false
 		for name, e := range o.ends {
 			if !e.match(&c.ConnectionStats) {
 				continue
 			}
+			matched = true
 			tt := o.tot[name]
 			tt.sent += c.Last.SentBytes
 			tt.recv += c.Last.RecvBytes
@@ -160,6 +161,9 @@ func (o *observer) poll() bool {
 				tt.preexisting++
 			}
 		}
+		if !matched {
+			o.noteStray(&c.ConnectionStats)
+		}
 	}
 	return conns.NewClient
 }
@@ -188,23 +192,16 @@ func (o *observer) waitFor(what string, cond func(map[string]*kTotals) bool) {
 	}
 }
 
-// noteStray keeps c in strays (the last 8) if it is on one of the ends'
-// ports and no end matches it.
+// noteStray keeps c, which no end matched, in strays (the last 8) if it
+// is on one of the ends' ports.
 func (o *observer) noteStray(c *ConnectionStats) {
-	onPort := false
 	for _, e := range o.ends {
-		if e.match(c) {
+		if c.SPort == e.port || c.DPort == e.port {
+			if o.strays = append(o.strays, *c); len(o.strays) > 8 {
+				o.strays = o.strays[1:]
+			}
 			return
 		}
-		onPort = onPort || c.SPort == e.port || c.DPort == e.port
-	}
-	if !onPort {
-		return
-	}
-	_, closed, failed := c.Lifecycle()
-	o.strays = append(o.strays, fmt.Sprintf("%s dir=%v established=%v closed=%v failed=%v", c.DebugKey(), c.Direction, c.Established, closed, failed))
-	if len(o.strays) > 8 {
-		o.strays = o.strays[1:]
 	}
 }
 
@@ -236,7 +233,12 @@ func (o *observer) dump() string {
 		}
 	}
 	if len(o.strays) > 0 {
-		fmt.Fprintf(&b, " records on these ports no end matched: %s", strings.Join(o.strays, "; "))
+		b.WriteString(" records on these ports no end matched:")
+		for i := range o.strays {
+			c := &o.strays[i]
+			_, closed, failed := c.Lifecycle()
+			fmt.Fprintf(&b, " [%s dir=%v established=%v closed=%v failed=%v]", c.DebugKey(), c.Direction, c.Established, closed, failed)
+		}
 	}
 	return b.String()
 }
